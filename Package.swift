@@ -1,0 +1,64 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+#if os(macOS)
+let blasLinker: [LinkerSetting] = [.linkedFramework("Accelerate")]
+#else
+let blasLinker: [LinkerSetting] = []
+#endif
+
+let package = Package(
+    name: "moe-eval",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "moe-eval", targets: ["moe-eval"]),
+        .library(name: "MoETensor", targets: ["MoETensor"]),
+        .library(name: "MoECheckpoint", targets: ["MoECheckpoint"]),
+        .library(name: "MoEModels", targets: ["MoEModels"]),
+        .library(name: "MoETokenizer", targets: ["MoETokenizer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", exact: "0.6.0"),
+    ],
+    targets: [
+        // BLAS: OpenBLAS through pkg-config on Linux; Accelerate on macOS (see the module map).
+        .systemLibrary(
+            name: "CBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"]), .brew(["openblas"])]
+        ),
+        // Hand-written C kernels with runtime CPU dispatch (bf16 conversion, dot products).
+        .target(
+            name: "CKernels",
+            cSettings: [.unsafeFlags(["-O3"])]
+        ),
+        .target(
+            name: "MoETensor",
+            dependencies: ["CBLAS", "CKernels"],
+            linkerSettings: blasLinker
+        ),
+        .target(
+            name: "MoECheckpoint",
+            dependencies: ["MoETensor"]
+        ),
+        .target(
+            name: "MoEModels",
+            dependencies: ["MoETensor", "MoECheckpoint", .product(name: "TOMLKit", package: "TOMLKit")]
+        ),
+        .target(name: "MoETokenizer"),
+        .executableTarget(
+            name: "moe-eval",
+            dependencies: [
+                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "MoETensorTests", dependencies: ["MoETensor"]),
+        .testTarget(name: "MoECheckpointTests", dependencies: ["MoECheckpoint"], exclude: ["Fixtures"]),
+        .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels"], exclude: ["Fixtures"]),
+        .testTarget(name: "MoETokenizerTests", dependencies: ["MoETokenizer"], exclude: ["Fixtures"]),
+        .testTarget(name: "CLITests", dependencies: ["moe-eval"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct MoEEvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "moe-eval",
+        abstract: "Evaluate TorchTitan Mixture-of-Experts checkpoints natively: routing, speed, cost, accuracy.",
+        subcommands: []
+    )
+}
