@@ -1,0 +1,535 @@
+import Foundation
+import MoECheckpoint
+import MoETensor
+
+/// Which TorchTitan code the numbers must follow. The eras differ in two places that the weights
+/// cannot tell apart: when YaRN applies, and the final norm's eps (../docs/MODEL.md).
+public enum CodeEra: String, Sendable, CaseIterable {
+    case v0_2 = "0.2"
+    case v0_3 = "0.3"
+}
+
+/// Numerical switches that depend on the code that trained the model, not on the weights.
+public struct Numerics: Sendable, Equatable {
+    /// YaRN frequency correction and the mscale² softmax adjustment.
+    public var yarn: Bool
+    /// eps of the final RMSNorm: v0.2.x builds it as `nn.RMSNorm(dim)` (float32 machine epsilon).
+    public var finalNormEps: Float
+    /// How the two were decided, for messages and results files.
+    public var origin: String
+
+    public init(yarn: Bool, finalNormEps: Float, origin: String) {
+        self.yarn = yarn
+        self.finalNormEps = finalNormEps
+        self.origin = origin
+    }
+
+    /// The rules of the era the checkpoint's key names point to, each overridable.
+    /// Mixed key names come from TorchTitan main between 0.2.2 and 0.3.0: Python-config code (final eps
+    /// = norm_eps) that still applied YaRN only when max_seq_len > original_seq_len.
+    public static func resolve(
+        args: ModelArgs, namingEra: NamingEra, era: CodeEra? = nil, yarn: Bool? = nil, finalNormEps: Float? = nil
+    ) -> Numerics {
+        let seqLenRule = args.maxSeqLen > args.originalSeqLen
+        var result: Numerics
+        switch era {
+        case .v0_2?:
+            result = Numerics(yarn: seqLenRule, finalNormEps: Float.ulpOfOne, origin: "era 0.2 (--era)")
+        case .v0_3?:
+            result = Numerics(yarn: args.ropeFactor > 1, finalNormEps: Float(args.normEps), origin: "era 0.3 (--era)")
+        case nil:
+            switch namingEra {
+            case .v0_2, .huggingface:
+                result = Numerics(yarn: seqLenRule, finalNormEps: Float.ulpOfOne, origin: "era 0.2 (from \(namingEra.rawValue) key names)")
+            case .mixed:
+                result = Numerics(yarn: seqLenRule, finalNormEps: Float(args.normEps), origin: "main between 0.2.2 and 0.3.0 (mixed key names)")
+            case .v0_3:
+                result = Numerics(yarn: args.ropeFactor > 1, finalNormEps: Float(args.normEps), origin: "era 0.3 (from key names)")
+            }
+        }
+        if let yarn { result.yarn = yarn; result.origin += ", yarn overridden" }
+        if let finalNormEps { result.finalNormEps = finalNormEps; result.origin += ", final norm eps overridden" }
+        return result
+    }
+}
+
+/// An error loading a model from a checkpoint; the message names the checkpoint and the tensor.
+public struct ModelLoadError: Error, CustomStringConvertible, LocalizedError {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+    public var errorDescription: String? { description }
+}
+
+/// DeepSeek-V3 as TorchTitan computes it (v0.2.2 `deepseek_v3/model/model.py`, 0.3.0 `deepseek_v3/model.py`):
+/// embedding → layers of [RMSNorm → MLA attention → residual, RMSNorm → dense SwiGLU or MoE → residual]
+/// → final RMSNorm → output head. fp32 compute; weights stay in their stored dtype.
+public final class DeepSeekV3: @unchecked Sendable {
+    public let args: ModelArgs
+    public let numerics: Numerics
+    let embedding: Weight
+    let layers: [Layer]
+    let finalNorm: [Float]
+    let output: Weight
+    let softmaxScale: Float
+    /// RoPE angle frequencies per rotated pair, after YaRN when active.
+    let ropeFrequencies: [Float]
+
+    struct Attention {
+        var wq: Weight?
+        var wqA: Weight?
+        var qNorm: [Float]?
+        var wqB: Weight?
+        var wkvA: Weight
+        var kvNorm: [Float]
+        var wkvB: Weight
+        var wo: Weight
+    }
+
+    struct FeedForward {
+        var w1: Weight
+        var w2: Weight
+        var w3: Weight
+    }
+
+    struct MoE {
+        var gate: Weight
+        var gateBias: [Float]?
+        var expertBias: [Float]?
+        /// Grouped expert weights `[E, F, D]`, `[E, D, F]`, `[E, F, D]`.
+        var w1: Weight
+        var w2: Weight
+        var w3: Weight
+        var shared: FeedForward?
+    }
+
+    struct Layer {
+        var index: Int
+        var attentionNorm: [Float]
+        var ffnNorm: [Float]
+        var attention: Attention
+        var feedForward: FeedForward?
+        var moe: MoE?
+    }
+
+    // MARK: - Loading
+
+    /// Builds the model from a checkpoint, checking every tensor's shape against `args` and refusing
+    /// tensors the arguments do not account for (usually a wrong flavor or config).
+    public init(args: ModelArgs, weights source: WeightSource, numerics: Numerics) throws {
+        try args.validate()
+        self.args = args
+        self.numerics = numerics
+        var used = Set<String>()
+
+        let expected = args.expectedShapes()
+        func load(_ name: String, _ shape: [Int]) throws -> Weight {
+            assert(expected[name] == shape, "expectedShapes() and the loader disagree on \(name)")
+            guard let info = source.tensorInfos[name] else {
+                throw ModelLoadError("\(source.description): tensor \(name) is missing (model args need shape \(shape))")
+            }
+            guard info.shape == shape else {
+                throw ModelLoadError("\(source.description): tensor \(name) has shape \(info.shape) but the model args imply \(shape)")
+            }
+            let stored = try source.load(name)
+            used.insert(name)
+            do {
+                return try Weight(dtype: stored.dtype, shape: stored.shape, bytes: stored.bytes, owner: stored)
+            } catch {
+                throw ModelLoadError("\(source.description): tensor \(name): \(error)")
+            }
+        }
+        func vector(_ name: String, _ n: Int) throws -> [Float] { try load(name, [n]).toFloatArray() }
+
+        let d = args.dim, h = args.nHeads
+        embedding = try load("tok_embeddings.weight", [args.vocabSize, d])
+        var layers: [Layer] = []
+        for i in 0..<args.nLayers {
+            let p = "layers.\(i)."
+            var attention = Attention(
+                wkvA: try load(p + "attention.wkv_a.weight", [args.kvLoraRank + args.qkRopeHeadDim, d]),
+                kvNorm: try vector(p + "attention.kv_norm.weight", args.kvLoraRank),
+                wkvB: try load(p + "attention.wkv_b.weight", [h * (args.qkNopeHeadDim + args.vHeadDim), args.kvLoraRank]),
+                wo: try load(p + "attention.wo.weight", [d, h * args.vHeadDim]))
+            if args.qLoraRank == 0 {
+                attention.wq = try load(p + "attention.wq.weight", [h * args.qkHeadDim, d])
+            } else {
+                attention.wqA = try load(p + "attention.wq_a.weight", [args.qLoraRank, d])
+                attention.qNorm = try vector(p + "attention.q_norm.weight", args.qLoraRank)
+                attention.wqB = try load(p + "attention.wq_b.weight", [h * args.qkHeadDim, args.qLoraRank])
+            }
+            var layer = Layer(index: i,
+                              attentionNorm: try vector(p + "attention_norm.weight", d),
+                              ffnNorm: try vector(p + "ffn_norm.weight", d),
+                              attention: attention)
+            if args.isMoELayer(i) {
+                let m = args.moeArgs, e = m.numExperts, f = args.moeInterDim
+                var moe = MoE(
+                    gate: try load(p + "moe.router.gate.weight", [e, d]),
+                    w1: try load(p + "moe.experts.w1", [e, f, d]),
+                    w2: try load(p + "moe.experts.w2", [e, d, f]),
+                    w3: try load(p + "moe.experts.w3", [e, f, d]))
+                if m.gateBias { moe.gateBias = try vector(p + "moe.router.gate.bias", e) }
+                if m.loadBalanceCoeff != nil {
+                    moe.expertBias = try vector(p + "moe.expert_bias", e)
+                }
+                if m.numSharedExperts > 0 {
+                    let sf = f * m.numSharedExperts
+                    moe.shared = FeedForward(
+                        w1: try load(p + "moe.shared_experts.w1.weight", [sf, d]),
+                        w2: try load(p + "moe.shared_experts.w2.weight", [d, sf]),
+                        w3: try load(p + "moe.shared_experts.w3.weight", [sf, d]))
+                }
+                layer.moe = moe
+            } else {
+                layer.feedForward = FeedForward(
+                    w1: try load(p + "feed_forward.w1.weight", [args.interDim, d]),
+                    w2: try load(p + "feed_forward.w2.weight", [d, args.interDim]),
+                    w3: try load(p + "feed_forward.w3.weight", [args.interDim, d]))
+            }
+            layers.append(layer)
+        }
+        self.layers = layers
+        finalNorm = try vector("norm.weight", d)
+        output = try load("output.weight", [args.vocabSize, d])
+
+        let unused = Set(source.tensorInfos.keys).subtracting(used).sorted()
+        if !unused.isEmpty {
+            let shown = unused.prefix(5).joined(separator: ", ")
+            throw ModelLoadError("\(source.description): \(unused.count) tensor(s) not used by the model args (e.g. \(shown)); the config or flavor does not match this checkpoint")
+        }
+
+        var scale = 1 / Double(args.qkHeadDim).squareRoot()
+        if numerics.yarn {
+            let mscale = 0.1 * args.mscale * log(args.ropeFactor) + 1.0
+            scale *= mscale * mscale
+        }
+        softmaxScale = Float(scale)
+        ropeFrequencies = DeepSeekV3.ropeFrequencies(args: args, yarn: numerics.yarn)
+    }
+
+    /// Base frequencies `1/θ^(2i/d)` per rotated pair, blended towards `1/(factor·θ^(2i/d))` by YaRN's
+    /// linear ramp between the correction dims of `beta_fast` and `beta_slow` rotations (fp32, as torch).
+    static func ropeFrequencies(args: ModelArgs, yarn: Bool) -> [Float] {
+        let dim = args.qkRopeHeadDim
+        var freqs = (0..<(dim / 2)).map { i -> Float in
+            1 / Float(pow(args.ropeTheta, Double(Float(2 * i) / Float(dim))))
+        }
+        guard yarn else { return freqs }
+        func correctionDim(_ rotations: Double) -> Double {
+            Double(dim) * log(Double(args.originalSeqLen) / (rotations * 2 * Double.pi)) / (2 * log(args.ropeTheta))
+        }
+        let low = max(Int(floor(correctionDim(args.betaFast))), 0)
+        var high = Double(min(Int(ceil(correctionDim(args.betaSlow))), dim - 1))
+        if Double(low) == high { high += 0.001 }
+        let factor = Float(args.ropeFactor)
+        for i in 0..<freqs.count {
+            let ramp = min(max((Float(i) - Float(low)) / Float(high - Double(low)), 0), 1)
+            let smooth = 1 - ramp
+            freqs[i] = freqs[i] / factor * (1 - smooth) + freqs[i] * smooth
+        }
+        return freqs
+    }
+
+    // MARK: - Forward
+
+    /// Logits `[batch·seqLen, vocab]` for `tokens` (`batch` rows of `seqLen` ids, row-major), each row a
+    /// separate sequence starting at position 0 with a causal mask.
+    public func forward(tokens: [Int32], batch: Int, seqLen: Int, observer: RoutingObserver? = nil) throws -> Tensor {
+        guard batch > 0, seqLen > 0, tokens.count == batch * seqLen else {
+            throw ModelLoadError("forward: \(tokens.count) tokens do not form \(batch) rows of \(seqLen)")
+        }
+        if let bad = tokens.first(where: { $0 < 0 || Int($0) >= args.vocabSize }) {
+            throw ModelLoadError("forward: token id \(bad) is outside the vocabulary (0..<\(args.vocabSize))")
+        }
+        let rows = batch * seqLen
+        let hidden = Tensor(shape: [rows, args.dim])
+        embed(tokens, into: hidden)
+        let rope = RopeTable(frequencies: ropeFrequencies, positions: seqLen)
+        let normed = Tensor(shape: [rows, args.dim])
+        for layer in layers {
+            Ops.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: layer.attentionNorm, eps: Float(args.normEps), into: normed.data)
+            attention(layer.attention, normed, batch: batch, seqLen: seqLen, rope: rope, addInto: hidden)
+            Ops.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: layer.ffnNorm, eps: Float(args.normEps), into: normed.data)
+            if let moe = layer.moe {
+                moeLayer(moe, layer: layer.index, normed, addInto: hidden, observer: observer)
+            } else if let ffn = layer.feedForward {
+                feedForward(ffn, normed, addInto: hidden)
+            }
+        }
+        Ops.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: finalNorm, eps: numerics.finalNormEps, into: normed.data)
+        return Linear.apply(normed, output)
+    }
+
+    func embed(_ tokens: [Int32], into hidden: Tensor) {
+        let d = args.dim
+        for (r, token) in tokens.enumerated() {
+            embedding.widen(from: Int(token) * d, count: d, into: hidden.row(r))
+        }
+    }
+
+    /// Multi-head latent attention. Keys share one RoPE'd part (`k_pe`) across heads, so scores are
+    /// computed as `q_nope·k_nopeᵀ + q_pe·k_peᵀ` without materialising full keys.
+    func attention(_ a: Attention, _ x: Tensor, batch: Int, seqLen: Int, rope: RopeTable, addInto hidden: Tensor) {
+        let rows = x.rows, h = args.nHeads
+        let dn = args.qkNopeHeadDim, dr = args.qkRopeHeadDim, dv = args.vHeadDim, dqk = args.qkHeadDim
+        let kvRank = args.kvLoraRank
+
+        let q: Tensor
+        if let wq = a.wq {
+            q = Linear.apply(x, wq)
+        } else {
+            let qa = Linear.apply(x, a.wqA!)
+            Ops.rmsNorm(qa.data, rows: rows, dim: args.qLoraRank, weight: a.qNorm!, eps: Float(args.normEps), into: qa.data)
+            q = Linear.apply(qa, a.wqB!)
+        }
+        let kv = Linear.apply(x, a.wkvA)                        // [rows, kvRank + dr]: c_kv | k_pe
+        for r in 0..<rows {
+            let pos = r % seqLen
+            for head in 0..<h {
+                rope.apply(q.row(r) + head * dqk + dn, position: pos)
+            }
+            rope.apply(kv.row(r) + kvRank, position: pos)
+        }
+        let latent = Tensor(shape: [rows, kvRank])
+        Ops.rmsNorm(kv.data, rows: rows, dim: kvRank, stride: kvRank + dr, weight: a.kvNorm, eps: Float(args.normEps), into: latent.data)
+        let kvHeads = Linear.apply(latent, a.wkvB)            // [rows, h·(dn + dv)]: per head k_nope | v
+
+        let context = Tensor(shape: [rows, h * dv])
+        let scale = softmaxScale
+        let ldq = h * dqk, ldkv = h * (dn + dv), ldpe = kvRank + dr
+        let qp = SendablePointer(q.data), kvp = SendablePointer(kv.data)
+        let kvhp = SendablePointer(kvHeads.data), ctxp = SendablePointer(context.data)
+        Compute.serialBLAS {
+            Compute.parallelRanges(batch * h) { _, range in
+                let scores = UnsafeMutablePointer<Float>.allocate(capacity: seqLen * seqLen)
+                defer { scores.deallocate() }
+                for item in range {
+                    let b = item / h, head = item % h
+                    let row0 = b * seqLen
+                    let qNope = qp.pointer + row0 * ldq + head * dqk
+                    let kNope = kvhp.pointer + row0 * ldkv + head * (dn + dv)
+                    if dn > 0 {
+                        Linear.sgemm(transA: false, transB: true, m: seqLen, n: seqLen, k: dn, alpha: scale,
+                                     qNope, lda: ldq, kNope, ldb: ldkv, beta: 0, scores, ldc: seqLen)
+                    }
+                    Linear.sgemm(transA: false, transB: true, m: seqLen, n: seqLen, k: dr, alpha: scale,
+                                 qNope + dn, lda: ldq, kvp.pointer + row0 * ldpe + kvRank, ldb: ldpe,
+                                 beta: dn > 0 ? 1 : 0, scores, ldc: seqLen)
+                    for i in 0..<seqLen {
+                        let row = scores + i * seqLen
+                        Ops.softmaxRow(row, i + 1)
+                        (row + i + 1).update(repeating: 0, count: seqLen - i - 1)
+                    }
+                    Linear.sgemm(transA: false, transB: false, m: seqLen, n: dv, k: seqLen, alpha: 1,
+                                 scores, lda: seqLen, kNope + dn, ldb: ldkv,
+                                 beta: 0, ctxp.pointer + row0 * h * dv + head * dv, ldc: h * dv)
+                }
+            }
+        }
+        Linear.apply(context.data, rows: rows, weight: a.wo, into: hidden.data, accumulate: true)
+    }
+
+    /// SwiGLU `w2(silu(w1·x) ⊙ w3·x)`, added into `hidden` (or written to it when `accumulate` is false).
+    func feedForward(_ f: FeedForward, _ x: Tensor, addInto hidden: Tensor, accumulate: Bool = true) {
+        let gate = Linear.apply(x, f.w1)
+        let up = Linear.apply(x, f.w3)
+        Ops.siluMul(gate.data, up.data, count: gate.count)
+        Linear.apply(gate.data, rows: x.rows, weight: f.w2, into: hidden.data, accumulate: accumulate)
+    }
+
+    // MARK: - MoE: route → dispatch/compute → combine
+
+    func moeLayer(_ moe: MoE, layer: Int, _ x: Tensor, addInto hidden: Tensor, observer: RoutingObserver?) {
+        let routing = route(moe, x)
+        if let observer {
+            routing.withDecision(layer: layer, expertBias: moe.expertBias) { observer.observe($0) }
+        }
+        let expertOutputs = dispatchAndCompute(moe, x, routing)
+        combine(moe, x, routing, expertOutputs, addInto: hidden)
+    }
+
+    /// Per-token routing: selected experts, their combine weights, and the scores behind them.
+    final class Routing {
+        let tokens: Int, topK: Int, experts: Int
+        let gateLogits: Tensor      // [T, E]
+        let scores: Tensor          // [T, E], before the bias
+        let selected: UnsafeMutablePointer<Int32>   // [T, K]
+        let weights: UnsafeMutablePointer<Float>    // [T, K]
+
+        init(tokens: Int, topK: Int, experts: Int) {
+            self.tokens = tokens; self.topK = topK; self.experts = experts
+            gateLogits = Tensor(shape: [tokens, experts])
+            scores = Tensor(shape: [tokens, experts])
+            selected = .allocate(capacity: max(tokens * topK, 1))
+            weights = .allocate(capacity: max(tokens * topK, 1))
+        }
+        deinit { selected.deallocate(); weights.deallocate() }
+
+        func withDecision(layer: Int, expertBias: [Float]?, _ body: (RoutingDecision) -> Void) {
+            func decide(_ bias: UnsafeBufferPointer<Float>?) {
+                body(RoutingDecision(
+                    layer: layer, tokenCount: self.tokens, topK: self.topK, numExperts: self.experts,
+                    experts: .init(start: self.selected, count: self.tokens * self.topK),
+                    weights: .init(start: self.weights, count: self.tokens * self.topK),
+                    scores: .init(start: self.scores.data, count: self.scores.count),
+                    gateLogits: .init(start: self.gateLogits.data, count: self.gateLogits.count),
+                    expertBias: bias))
+            }
+            if let expertBias { expertBias.withUnsafeBufferPointer { decide($0) } } else { decide(nil) }
+        }
+    }
+
+    /// Router (TorchTitan `TokenChoiceTopKRouter`): fp32 gate → softmax/sigmoid scores; the expert bias
+    /// shifts scores for *selection only*; optional node-limited groups; top-k; weights from unbiased scores.
+    func route(_ moe: MoE, _ x: Tensor) -> Routing {
+        let m = args.moeArgs, e = m.numExperts, k = m.topK, tokens = x.rows
+        let routing = Routing(tokens: tokens, topK: k, experts: e)
+        Linear.apply(x.data, rows: tokens, weight: moe.gate, into: routing.gateLogits.data)
+        let sigmoid = m.scoreFunc == "sigmoid"
+        let groups = m.numExpertGroups, limited = m.numLimitedGroups ?? (m.numExpertGroups ?? 1)
+        let gateBias = moe.gateBias, expertBias = moe.expertBias
+        let routeNorm = m.routeNorm, routeScale = Float(m.routeScale)
+        let logitsP = SendablePointer(routing.gateLogits.data), scoresP = SendablePointer(routing.scores.data)
+        let selP = SendablePointer(routing.selected), wP = SendablePointer(routing.weights)
+        Compute.parallelRanges(tokens) { _, range in
+            let choice = UnsafeMutablePointer<Float>.allocate(capacity: e)
+            let groupScores = UnsafeMutablePointer<Float>.allocate(capacity: max(groups ?? 1, 1))
+            let groupPick = UnsafeMutablePointer<Int32>.allocate(capacity: max(groups ?? 1, 1))
+            let pair = UnsafeMutablePointer<Int32>.allocate(capacity: 2)
+            defer { choice.deallocate(); groupScores.deallocate(); groupPick.deallocate(); pair.deallocate() }
+            for t in range {
+                let logits = logitsP.pointer + t * e, scores = scoresP.pointer + t * e
+                if let gateBias { for j in 0..<e { logits[j] += gateBias[j] } }
+                if sigmoid {
+                    for j in 0..<e { scores[j] = Ops.sigmoid(logits[j]) }
+                } else {
+                    scores.update(from: logits, count: e)
+                    Ops.softmaxRow(scores, e)
+                }
+                for j in 0..<e { choice[j] = scores[j] + (expertBias?[j] ?? 0) }
+                if let groups {
+                    let perGroup = e / groups
+                    for g in 0..<groups {
+                        Ops.topK(choice + g * perGroup, perGroup, 2, into: pair)
+                        groupScores[g] = choice[g * perGroup + Int(pair[0])] + choice[g * perGroup + Int(pair[1])]
+                    }
+                    Ops.topK(groupScores, groups, limited, into: groupPick)
+                    for g in 0..<groups where !(0..<limited).contains(where: { groupPick[$0] == Int32(g) }) {
+                        (choice + g * perGroup).update(repeating: -.infinity, count: perGroup)
+                    }
+                }
+                let sel = selP.pointer + t * k, w = wP.pointer + t * k
+                Ops.topK(choice, e, k, into: sel)
+                var sum: Float = 0
+                for j in 0..<k { w[j] = scores[Int(sel[j])]; sum += w[j] }
+                if routeNorm {
+                    let denominator = sum + 1e-20
+                    for j in 0..<k { w[j] /= denominator }
+                }
+                for j in 0..<k { w[j] *= routeScale }
+            }
+        }
+        return routing
+    }
+
+    /// Expert outputs for every (token, slot), laid out `[T·K, D]` in token-major order.
+    /// Dispatch buckets the tokens of each expert together so that each active expert runs as one GEMM.
+    func dispatchAndCompute(_ moe: MoE, _ x: Tensor, _ routing: Routing) -> Tensor {
+        let e = routing.experts, k = routing.topK, tokens = routing.tokens, d = args.dim, f = args.moeInterDim
+        let assignments = tokens * k
+        // Counting sort of (token, slot) by expert, stable in token order — TorchTitan's argsort(stable=True).
+        var counts = [Int](repeating: 0, count: e + 1)
+        for i in 0..<assignments { counts[Int(routing.selected[i]) + 1] += 1 }
+        for j in 0..<e { counts[j + 1] += counts[j] }
+        var order = [Int](repeating: 0, count: assignments)
+        var next = counts
+        for i in 0..<assignments {
+            let expert = Int(routing.selected[i])
+            order[next[expert]] = i
+            next[expert] += 1
+        }
+        let scoreBefore = args.moeArgs.scoreBeforeExperts
+        let outputs = Tensor(shape: [assignments, d])
+        let maxBucket = (0..<e).map { counts[$0 + 1] - counts[$0] }.max() ?? 0
+        let input = Tensor(shape: [maxBucket, d]), gate = Tensor(shape: [maxBucket, f]), up = Tensor(shape: [maxBucket, f])
+        let result = Tensor(shape: [maxBucket, d])
+        for expert in 0..<e {
+            let start = counts[expert], n = counts[expert + 1] - start
+            if n == 0 { continue }
+            for r in 0..<n {
+                let assignment = order[start + r]
+                let src = x.row(assignment / k), dst = input.row(r)
+                if scoreBefore {
+                    let w = routing.weights[assignment]
+                    for c in 0..<d { dst[c] = src[c] * w }
+                } else {
+                    dst.update(from: src, count: d)
+                }
+            }
+            Linear.apply(input.data, rows: n, weight: moe.w1.matrix(expert), into: gate.data)
+            Linear.apply(input.data, rows: n, weight: moe.w3.matrix(expert), into: up.data)
+            Ops.siluMul(gate.data, up.data, count: n * f)
+            Linear.apply(gate.data, rows: n, weight: moe.w2.matrix(expert), into: result.data)
+            for r in 0..<n {
+                outputs.row(order[start + r]).update(from: result.row(r), count: d)
+            }
+        }
+        return outputs
+    }
+
+    /// `hidden += shared(x) + Σ_k w_k·expert_k(x)` (without the weights when they were applied before the experts).
+    func combine(_ moe: MoE, _ x: Tensor, _ routing: Routing, _ outputs: Tensor, addInto hidden: Tensor) {
+        let d = args.dim, k = routing.topK
+        let moeOut = Tensor(shape: [routing.tokens, d])
+        if let shared = moe.shared {
+            feedForward(shared, x, addInto: moeOut, accumulate: false)
+        }
+        let scoreBefore = args.moeArgs.scoreBeforeExperts
+        let outP = SendablePointer(moeOut.data), expP = SendablePointer(outputs.data)
+        let wP = SendablePointer(routing.weights), hP = SendablePointer(hidden.data)
+        Compute.parallelRanges(routing.tokens) { _, range in
+            let routed = UnsafeMutablePointer<Float>.allocate(capacity: d)
+            defer { routed.deallocate() }
+            for t in range {
+                let out = outP.pointer + t * d
+                routed.update(repeating: 0, count: d)
+                for slot in 0..<k {
+                    let y = expP.pointer + (t * k + slot) * d
+                    let w: Float = scoreBefore ? 1 : wP.pointer[t * k + slot]
+                    for c in 0..<d { routed[c] += w * y[c] }
+                }
+                let h = hP.pointer + t * d
+                for c in 0..<d { h[c] += out[c] + routed[c] }
+            }
+        }
+    }
+}
+
+/// cos/sin of `position · frequency` for every position and rotated pair (torch.polar in fp32).
+struct RopeTable {
+    let pairs: Int
+    let cos: [Float]
+    let sin: [Float]
+
+    init(frequencies: [Float], positions: Int) {
+        pairs = frequencies.count
+        var c = [Float](repeating: 0, count: positions * pairs), s = c
+        for p in 0..<positions {
+            for i in 0..<pairs {
+                let angle = Float(p) * frequencies[i]
+                c[p * pairs + i] = Foundation.cos(angle)
+                s[p * pairs + i] = Foundation.sin(angle)
+            }
+        }
+        cos = c
+        sin = s
+    }
+
+    func apply(_ x: UnsafeMutablePointer<Float>, position: Int) {
+        cos.withUnsafeBufferPointer { c in
+            sin.withUnsafeBufferPointer { s in
+                Ops.ropeInterleaved(x, pairs: pairs, cos: c.baseAddress! + position * pairs, sin: s.baseAddress! + position * pairs)
+            }
+        }
+    }
+}

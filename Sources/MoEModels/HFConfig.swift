@@ -1,0 +1,85 @@
+import Foundation
+
+/// Model args from a HuggingFace `config.json` for `DeepseekV3ForCausalLM` (model_type `deepseek_v3`),
+/// with the YaRN switch its `rope_scaling` implies.
+public struct HFModelConfig: Sendable {
+    public var args: ModelArgs
+    /// True when `rope_scaling.type` (or `rope_type`) is "yarn".
+    public var yarn: Bool
+    /// HF applies `rms_norm_eps` to every norm, the final one included.
+    public var finalNormEps: Float
+
+    public static func load(_ url: URL) throws -> HFModelConfig {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw ModelArgsError(message: "cannot read \(url.path): \(error.localizedDescription)")
+        }
+        guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw ModelArgsError(message: "\(url.path): malformed JSON (expected an HF config object)")
+        }
+        return try parse(json, source: url.path)
+    }
+
+    public static func parse(_ json: [String: Any], source: String) throws -> HFModelConfig {
+        let modelType = json["model_type"] as? String ?? "?"
+        guard modelType == "deepseek_v3" || modelType == "deepseek_v2" else {
+            throw ModelArgsError(message: "\(source): model_type \"\(modelType)\" is not supported (expected \"deepseek_v3\")")
+        }
+        func int(_ key: String) throws -> Int? {
+            guard let v = json[key], !(v is NSNull) else { return nil }
+            guard let n = v as? NSNumber, n.doubleValue == n.doubleValue.rounded() else {
+                throw ModelArgsError(message: "\(source): \(key) must be an integer")
+            }
+            return n.intValue
+        }
+        func double(_ key: String, in dict: [String: Any]? = nil) throws -> Double? {
+            guard let v = (dict ?? json)[key], !(v is NSNull) else { return nil }
+            guard let n = v as? NSNumber else { throw ModelArgsError(message: "\(source): \(key) must be a number") }
+            return n.doubleValue
+        }
+        var a = ModelArgs()
+        a.vocabSize = try int("vocab_size") ?? a.vocabSize
+        a.dim = try int("hidden_size") ?? a.dim
+        a.interDim = try int("intermediate_size") ?? a.interDim
+        a.moeInterDim = try int("moe_intermediate_size") ?? a.moeInterDim
+        a.nLayers = try int("num_hidden_layers") ?? a.nLayers
+        a.nDenseLayers = try int("first_k_dense_replace") ?? 0
+        a.nHeads = try int("num_attention_heads") ?? a.nHeads
+        a.normEps = try double("rms_norm_eps") ?? 1e-6
+        a.qLoraRank = try int("q_lora_rank") ?? 0
+        a.kvLoraRank = try int("kv_lora_rank") ?? a.kvLoraRank
+        a.qkNopeHeadDim = try int("qk_nope_head_dim") ?? a.qkNopeHeadDim
+        a.qkRopeHeadDim = try int("qk_rope_head_dim") ?? a.qkRopeHeadDim
+        a.vHeadDim = try int("v_head_dim") ?? a.vHeadDim
+        a.maxSeqLen = try int("max_position_embeddings") ?? a.maxSeqLen
+        a.ropeTheta = try double("rope_theta") ?? a.ropeTheta
+        a.moeArgs.numExperts = try int("n_routed_experts") ?? a.moeArgs.numExperts
+        a.moeArgs.numSharedExperts = try int("n_shared_experts") ?? 0
+        a.moeArgs.topK = try int("num_experts_per_tok") ?? a.moeArgs.topK
+        a.moeArgs.scoreFunc = json["scoring_func"] as? String ?? "softmax"
+        a.moeArgs.routeNorm = json["norm_topk_prob"] as? Bool ?? false
+        a.moeArgs.routeScale = try double("routed_scaling_factor") ?? 1.0
+        a.moeArgs.numExpertGroups = try int("n_group")
+        a.moeArgs.numLimitedGroups = try int("topk_group")
+        if a.moeArgs.numExpertGroups == 1 { a.moeArgs.numExpertGroups = nil; a.moeArgs.numLimitedGroups = nil }
+        a.moeArgs.scoreBeforeExperts = false
+        var yarn = false
+        if let scaling = json["rope_scaling"] as? [String: Any] {
+            let type = (scaling["type"] ?? scaling["rope_type"]) as? String
+            if type == "yarn" {
+                yarn = true
+                a.ropeFactor = try double("factor", in: scaling) ?? a.ropeFactor
+                a.originalSeqLen = try (double("original_max_position_embeddings", in: scaling)).map { Int($0) } ?? a.originalSeqLen
+                a.betaFast = try double("beta_fast", in: scaling) ?? a.betaFast
+                a.betaSlow = try double("beta_slow", in: scaling) ?? a.betaSlow
+                a.mscale = try double("mscale_all_dim", in: scaling) ?? (try double("mscale", in: scaling)) ?? a.mscale
+            } else if let type {
+                throw ModelArgsError(message: "\(source): rope_scaling type \"\(type)\" is not supported (only yarn)")
+            }
+        }
+        do { try a.validate() } catch let e as ModelArgsError {
+            throw ModelArgsError(message: "\(source): \(e.message)")
+        }
+        return HFModelConfig(args: a, yarn: yarn, finalNormEps: Float(a.normEps))
+    }
+}

@@ -1,0 +1,96 @@
+import Foundation
+import MoECheckpoint
+
+/// Where a model's arguments and weights come from, as the CLI's options state them.
+public struct ModelSpec: Sendable {
+    public var checkpoint: URL
+    public var config: URL?
+    public var modelArgs: URL?
+    public var flavor: String?
+    public var era: CodeEra?
+    public var yarn: Bool?
+    public var finalNormEps: Float?
+
+    public init(checkpoint: URL, config: URL? = nil, modelArgs: URL? = nil, flavor: String? = nil,
+                era: CodeEra? = nil, yarn: Bool? = nil, finalNormEps: Float? = nil) {
+        self.checkpoint = checkpoint; self.config = config; self.modelArgs = modelArgs; self.flavor = flavor
+        self.era = era; self.yarn = yarn; self.finalNormEps = finalNormEps
+    }
+}
+
+/// A model ready to run, with everything that decided how it was built.
+public struct LoadedModel: @unchecked Sendable {
+    public let model: DeepSeekV3
+    public let args: ModelArgs
+    public let source: WeightSource
+    public let trainConfig: TrainConfig?
+    /// "model args file X", "config X (flavor 16B, seq_len 2048)", …
+    public let argsOrigin: String
+    public let loadSeconds: Double
+}
+
+public enum ModelLoader {
+    /// The model args the options imply, in order of precedence: `--model-args`, `--flavor` (with the
+    /// config's seq_len when a config is given), `--config`, then an HF `config.json` beside the weights.
+    public static func resolveArgs(_ spec: ModelSpec, source: WeightSource?) throws
+        -> (args: ModelArgs, origin: String, config: TrainConfig?, hf: HFModelConfig?)
+    {
+        let config = try spec.config.map { try TrainConfig.load($0) }
+        if let file = spec.modelArgs {
+            return (try ModelArgs.load(jsonFile: file), "model args file \(file.path)", config, nil)
+        }
+        if let flavor = spec.flavor {
+            guard var args = Flavors.args(for: flavor) else {
+                throw UnknownFlavorError(flavor: flavor, source: "--flavor")
+            }
+            if let config { args.maxSeqLen = config.seqLen }
+            return (args, "flavor \(flavor)" + (config.map { " with seq_len \($0.seqLen) from \($0.path)" } ?? ""), config, nil)
+        }
+        if let config {
+            return (try config.modelArgs(), "config \(config.path) (flavor \(config.flavor), seq_len \(config.seqLen))", config, nil)
+        }
+        let hfConfig = spec.checkpoint.hasDirectoryPath || isDirectory(spec.checkpoint)
+            ? spec.checkpoint.appendingPathComponent("config.json")
+            : spec.checkpoint.deletingLastPathComponent().appendingPathComponent("config.json")
+        if FileManager.default.fileExists(atPath: hfConfig.path) {
+            let hf = try HFModelConfig.load(hfConfig)
+            return (hf.args, "HF config \(hfConfig.path)", nil, hf)
+        }
+        var message = "no model args for \(spec.checkpoint.path): pass --config TRAIN.toml, --model-args FILE.json or --flavor NAME"
+        if let source { message += "\n" + template(for: source) }
+        throw ModelArgsError(message: message)
+    }
+
+    /// A model-args JSON filled from the checkpoint's shapes, for the user to complete.
+    public static func template(for source: WeightSource) -> String {
+        let (args, guessed) = ModelArgs.inferred(from: source.tensorInfos.mapValues(\.shape))
+        return "A model-args template from the checkpoint's shapes (check the guessed fields: \(guessed.joined(separator: ", "))):\n"
+            + args.jsonString()
+    }
+
+    public static func load(_ spec: ModelSpec) throws -> LoadedModel {
+        let start = Date()
+        let source = try openWeightSource(at: spec.checkpoint)
+        let resolved: (args: ModelArgs, origin: String, config: TrainConfig?, hf: HFModelConfig?)
+        do {
+            resolved = try resolveArgs(spec, source: source)
+        } catch let e as UnknownFlavorError {
+            throw ModelArgsError(message: e.description + "\n" + template(for: source))
+        }
+        var numerics = Numerics.resolve(args: resolved.args, namingEra: source.namingEra, era: spec.era,
+                                        yarn: spec.yarn, finalNormEps: spec.finalNormEps)
+        if let hf = resolved.hf, spec.yarn == nil, spec.era == nil {
+            numerics.yarn = hf.yarn
+            numerics.finalNormEps = spec.finalNormEps ?? hf.finalNormEps
+            numerics.origin = "HF config (rope_scaling, rms_norm_eps)"
+        }
+        let model = try DeepSeekV3(args: resolved.args, weights: source, numerics: numerics)
+        return LoadedModel(model: model, args: resolved.args, source: source, trainConfig: resolved.config,
+                           argsOrigin: resolved.origin, loadSeconds: Date().timeIntervalSince(start))
+    }
+
+    static func isDirectory(_ url: URL) -> Bool {
+        var isDir: ObjCBool = false
+        return FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) && isDir.boolValue
+    }
+}

@@ -1,0 +1,93 @@
+import Foundation
+import TOMLKit
+
+/// The parts of a TorchTitan (v0.2.x, TOML era) train config that evaluation needs.
+public struct TrainConfig: Sendable {
+    public var path: String
+    public var modelName: String
+    public var flavor: String
+    /// `[model] hf_assets_path`, or the deprecated `tokenizer_path`, resolved against the config's folder
+    /// only when relative paths do not exist from the working directory.
+    public var hfAssetsPath: String?
+    public var seqLen: Int
+    public var dataset: String?
+    public var datasetPath: String?
+    public var dumpFolder: String
+    public var checkpointFolder: String
+    public var expertParallelDegree: Int
+    /// Every section as plain values, for the results file's `config` key.
+    public var sections: [String: [String: String]]
+
+    public static func load(_ url: URL) throws -> TrainConfig {
+        let text: String
+        do { text = try String(contentsOf: url, encoding: .utf8) } catch {
+            throw ModelArgsError(message: "cannot read config file \(url.path): \(error.localizedDescription)")
+        }
+        return try parse(text, path: url.path)
+    }
+
+    public static func parse(_ text: String, path: String) throws -> TrainConfig {
+        let table: TOMLTable
+        do { table = try TOMLTable(string: text) } catch let e as TOMLParseError {
+            throw ModelArgsError(message: "\(path): malformed TOML at line \(e.source.begin.line), column \(e.source.begin.column): \(e.description)")
+        } catch {
+            throw ModelArgsError(message: "\(path): malformed TOML: \(error)")
+        }
+        func section(_ name: String) -> TOMLTable? { table[name]?.table }
+        func string(_ s: String, _ k: String) throws -> String? {
+            guard let v = section(s)?[k] else { return nil }
+            guard let str = v.string else { throw ModelArgsError(message: "\(path): [\(s)] \(k) must be a string") }
+            return str
+        }
+        func int(_ s: String, _ k: String) throws -> Int? {
+            guard let v = section(s)?[k] else { return nil }
+            guard let i = v.int else { throw ModelArgsError(message: "\(path): [\(s)] \(k) must be an integer") }
+            return i
+        }
+        guard section("model") != nil else {
+            throw ModelArgsError(message: "\(path): no [model] section (is this a TorchTitan train config?)")
+        }
+        var sections: [String: [String: String]] = [:]
+        for key in table.keys {
+            guard let sub = table[key]?.table else { continue }
+            var flat: [String: String] = [:]
+            for k in sub.keys where sub[k]?.table == nil { flat[k] = sub[k].map { "\($0.tomlValue)" } }
+            sections[key] = flat
+        }
+        return TrainConfig(
+            path: path,
+            modelName: try string("model", "name") ?? "llama3",
+            flavor: try string("model", "flavor") ?? "debugmodel",
+            hfAssetsPath: try string("model", "hf_assets_path") ?? string("model", "tokenizer_path"),
+            seqLen: try int("training", "seq_len") ?? 2048,
+            dataset: try string("training", "dataset"),
+            datasetPath: try string("training", "dataset_path"),
+            dumpFolder: try string("job", "dump_folder") ?? "./outputs",
+            checkpointFolder: try string("checkpoint", "folder") ?? "checkpoint",
+            expertParallelDegree: try int("parallelism", "expert_parallel_degree") ?? 1,
+            sections: sections
+        )
+    }
+
+    /// The model args this config implies: its flavor, with `max_seq_len` = `training.seq_len`
+    /// as TorchTitan's `update_from_config` sets it.
+    public func modelArgs() throws -> ModelArgs {
+        guard modelName == "deepseek_v3" else {
+            throw ModelArgsError(message: "\(path): [model] name \"\(modelName)\" is not supported (moe-eval evaluates \"deepseek_v3\")")
+        }
+        guard var args = Flavors.args(for: flavor) else {
+            throw UnknownFlavorError(flavor: flavor, source: path)
+        }
+        args.maxSeqLen = seqLen
+        return args
+    }
+}
+
+/// An unknown flavor; the CLI adds a model-args template filled from the checkpoint's shapes.
+public struct UnknownFlavorError: Error, CustomStringConvertible {
+    public let flavor: String
+    public let source: String
+    public var description: String {
+        "\(source): unknown deepseek_v3 flavor \"\(flavor)\" (known: \(Flavors.names.joined(separator: ", "))); pass --model-args FILE.json instead"
+    }
+}

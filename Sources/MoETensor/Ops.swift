@@ -1,0 +1,91 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Row-wise kernels on raw fp32 buffers. Each works in place or into a caller-provided buffer,
+/// so a forward pass allocates per layer at most, never per element or token.
+public enum Ops {
+    /// `out = x · rsqrt(mean(x²) + eps) · weight` per row of length `dim` (torch `RMSNorm`, fp32).
+    public static func rmsNorm(
+        _ x: UnsafePointer<Float>, rows: Int, dim: Int, stride: Int? = nil,
+        weight: UnsafePointer<Float>, eps: Float, into out: UnsafeMutablePointer<Float>, outStride: Int? = nil
+    ) {
+        let xs = stride ?? dim, os = outStride ?? dim
+        let sx = SendableConstPointer(x), so = SendablePointer(out), sw = SendableConstPointer(weight)
+        Compute.parallelFor(rows, minChunk: 64) { r in
+            let xr = sx.pointer + r * xs, orow = so.pointer + r * os
+            var sumSquares: Float = 0
+            for i in 0..<dim { sumSquares += xr[i] * xr[i] }
+            let inv = 1 / (sumSquares / Float(dim) + eps).squareRoot()
+            for i in 0..<dim { orow[i] = xr[i] * inv * sw.pointer[i] }
+        }
+    }
+
+    @inline(__always)
+    public static func silu(_ v: Float) -> Float { v / (1 + expf(-v)) }
+
+    /// `gate[i] = silu(gate[i]) · up[i]` — the SwiGLU middle step, in place on `gate`.
+    public static func siluMul(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) {
+        let sg = SendablePointer(gate), su = SendableConstPointer(up)
+        let chunk = 4096
+        Compute.parallelFor((count + chunk - 1) / chunk, minChunk: 4) { c in
+            let lo = c * chunk, hi = min(count, lo + chunk)
+            for i in lo..<hi { sg.pointer[i] = silu(sg.pointer[i]) * su.pointer[i] }
+        }
+    }
+
+    /// Numerically stable softmax of one row of `n`, in place.
+    @inline(__always)
+    public static func softmaxRow(_ row: UnsafeMutablePointer<Float>, _ n: Int) {
+        if n == 0 { return }
+        var maxValue = -Float.infinity
+        for i in 0..<n where row[i] > maxValue { maxValue = row[i] }
+        if maxValue == -.infinity { return }
+        var sum: Float = 0
+        for i in 0..<n {
+            let e = expf(row[i] - maxValue)
+            row[i] = e
+            sum += e
+        }
+        let inv = 1 / sum
+        for i in 0..<n { row[i] *= inv }
+    }
+
+    @inline(__always)
+    public static func sigmoid(_ v: Float) -> Float { 1 / (1 + expf(-v)) }
+
+    /// Rotates interleaved pairs `(x[2i], x[2i+1])` by the angle of position `pos` — DeepSeek's complex-number
+    /// RoPE layout. `cos`/`sin` are `[positions, pairs]` tables.
+    @inline(__always)
+    public static func ropeInterleaved(
+        _ x: UnsafeMutablePointer<Float>, pairs: Int,
+        cos: UnsafePointer<Float>, sin: UnsafePointer<Float>
+    ) {
+        for i in 0..<pairs {
+            let a = x[2 * i], b = x[2 * i + 1]
+            let c = cos[i], s = sin[i]
+            x[2 * i] = a * c - b * s
+            x[2 * i + 1] = a * s + b * c
+        }
+    }
+
+    /// Indices of the `k` largest of `values[0..<n]`, largest first; ties go to the lower index.
+    /// Writes into `indices` (capacity k). Linear in n·k, which beats sorting for MoE's small k.
+    @inline(__always)
+    public static func topK(_ values: UnsafePointer<Float>, _ n: Int, _ k: Int, into indices: UnsafeMutablePointer<Int32>) {
+        var filled = 0
+        for i in 0..<n {
+            let v = values[i]
+            if filled == k && !(v > values[Int(indices[k - 1])]) { continue }
+            var pos = filled == k ? k - 1 : filled
+            if filled < k { filled += 1 }
+            while pos > 0 && v > values[Int(indices[pos - 1])] {
+                indices[pos] = indices[pos - 1]
+                pos -= 1
+            }
+            indices[pos] = Int32(i)
+        }
+    }
+}

@@ -1,0 +1,117 @@
+import ArgumentParser
+import Foundation
+import MoECheckpoint
+import MoEModels
+
+struct InspectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inspect",
+        abstract: "List a checkpoint's tensors, parameter counts and implied architecture; check it against a config.",
+        discussion: """
+        Example:
+          moe-eval inspect --checkpoint outputs/checkpoint/step-1000 --config train.toml
+        Exits with status 2 when the checkpoint disagrees with the given config or model args.
+        """)
+
+    @OptionGroup var model: ModelOptions
+
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    func run() throws {
+        try reportingErrors {
+            let spec = try model.spec()
+            let source = try openWeightSource(at: spec.checkpoint)
+            let shapes = source.tensorInfos.mapValues(\.shape)
+            let (implied, guessed) = ModelArgs.inferred(from: shapes)
+            let given: (args: ModelArgs, origin: String)?
+            if spec.config != nil || spec.modelArgs != nil || spec.flavor != nil {
+                let r = try ModelLoader.resolveArgs(spec, source: source)
+                given = (r.args, r.origin)
+            } else {
+                given = nil
+            }
+            let args = given?.args ?? implied
+            let mismatches = given.map { Self.mismatches(expected: $0.args.expectedShapes(), actual: shapes) } ?? []
+            let counts = args.parameterCounts()
+            let bytes = source.tensorInfos.values.reduce(0) { $0 + $1.byteCount }
+            var roles: [String: Int] = [:]
+            for entry in source.entries { roles[entry.role.rawValue, default: 0] += 1 }
+
+            if json {
+                var out: [String: Any] = [
+                    "checkpoint": source.description,
+                    "naming_era": source.namingEra.rawValue,
+                    "entries_by_role": roles,
+                    "tensors": source.tensorInfos.keys.sorted().map { name -> [String: Any] in
+                        let info = source.tensorInfos[name]!
+                        return ["name": name, "dtype": info.dtype.torchName, "shape": info.shape, "bytes": info.byteCount]
+                    },
+                    "tensor_bytes": bytes,
+                    "total_params": counts.total,
+                    "active_params": counts.active(topK: args.moeArgs.topK, numExperts: args.moeArgs.numExperts),
+                    "implied_model_args": (try? JSONSerialization.jsonObject(with: Data(implied.jsonString().utf8))) ?? [:],
+                    "implied_guessed_fields": guessed,
+                    "mismatches": mismatches,
+                ]
+                if let given { out["model_args_origin"] = given.origin }
+                let data = try JSONSerialization.data(withJSONObject: out, options: [.prettyPrinted, .sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            } else {
+                print("checkpoint: \(source.description)")
+                print("key names: \(source.namingEra.rawValue)")
+                print("entries: " + roles.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+                print("")
+                let width = source.tensorInfos.keys.map(\.count).max() ?? 10
+                for name in source.tensorInfos.keys.sorted(by: Self.naturalOrder) {
+                    let info = source.tensorInfos[name]!
+                    let shape = "[" + info.shape.map(String.init).joined(separator: ", ") + "]"
+                    print(name.padding(toLength: width + 2, withPad: " ", startingAt: 0)
+                          + info.dtype.torchName.padding(toLength: 10, withPad: " ", startingAt: 0)
+                          + shape.padding(toLength: 20, withPad: " ", startingAt: 0) + Self.formatBytes(info.byteCount))
+                }
+                print("")
+                print("tensors: \(source.tensorInfos.count), \(Self.formatBytes(bytes))")
+                print("parameters (\(given?.origin ?? "args implied by shapes")): total \(Self.formatCount(counts.total)), active per token \(Self.formatCount(counts.active(topK: args.moeArgs.topK, numExperts: args.moeArgs.numExperts)))")
+                print("")
+                print("architecture implied by the shapes (guessed: \(guessed.joined(separator: ", "))):")
+                print(implied.jsonString())
+                if given != nil {
+                    print("")
+                    print(mismatches.isEmpty ? "matches the given model args: every tensor present with the expected shape"
+                                             : "mismatches with the given model args:\n" + mismatches.map { "  - " + $0 }.joined(separator: "\n"))
+                }
+            }
+            if !mismatches.isEmpty { throw ExitCode(2) }
+        }
+    }
+
+    static func mismatches(expected: [String: [Int]], actual: [String: [Int]]) -> [String] {
+        var problems: [String] = []
+        for name in expected.keys.sorted(by: naturalOrder) {
+            guard let shape = actual[name] else { problems.append("\(name): missing (expected \(expected[name]!))"); continue }
+            if shape != expected[name]! { problems.append("\(name): shape \(shape), expected \(expected[name]!)") }
+        }
+        for name in actual.keys.sorted(by: naturalOrder) where expected[name] == nil {
+            problems.append("\(name): in the checkpoint but not in the model args")
+        }
+        return problems
+    }
+
+    /// "layers.2" before "layers.10".
+    static func naturalOrder(_ a: String, _ b: String) -> Bool {
+        a.compare(b, options: .numeric) == .orderedAscending
+    }
+
+    static func formatBytes(_ n: Int) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var value = Double(n), unit = 0
+        while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
+        return unit == 0 ? "\(n) B" : String(format: "%.2f %@", value, units[unit])
+    }
+
+    static func formatCount(_ n: Int) -> String {
+        n >= 1_000_000_000 ? String(format: "%.3fB (%d)", Double(n) / 1e9, n)
+            : n >= 1_000_000 ? String(format: "%.3fM (%d)", Double(n) / 1e6, n) : String(n)
+    }
+}

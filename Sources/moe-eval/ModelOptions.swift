@@ -1,0 +1,73 @@
+import ArgumentParser
+import Foundation
+import MoEModels
+import MoETensor
+
+/// Options every command that loads a model shares (the seed's snake_case spellings are aliases).
+struct ModelOptions: ParsableArguments {
+    @Option(name: [.customLong("checkpoint"), .customLong("checkpoint_dir"), .customLong("checkpoint-dir")],
+            help: "TorchTitan DCP folder (.metadata + *.distcp), or HF safetensors file/folder.")
+    var checkpoint: String?
+
+    @Option(name: [.customLong("config"), .customLong("config_file"), .customLong("config-file")],
+            help: "TorchTitan train config (TOML): flavor, seq_len, tokenizer, dump folder.")
+    var config: String?
+
+    @Option(name: [.customLong("model-args"), .customLong("model_args")],
+            help: "Model args JSON with TorchTitan field names (dim, n_layers, moe_args{…}, max_seq_len, …).")
+    var modelArgs: String?
+
+    @Option(help: "Built-in deepseek_v3 flavor: debugmodel, 16B, 236B, 671B, 10B.")
+    var flavor: String?
+
+    @Option(help: "TorchTitan code era whose numerics to follow: 0.2 or 0.3 (default: from the checkpoint's key names).")
+    var era: String?
+
+    @Option(help: "Force YaRN rope scaling on or off (default: the era's rule).")
+    var yarn: String?
+
+    @Option(name: .customLong("final-norm-eps"), help: "Override the final RMSNorm eps (default: the era's value).")
+    var finalNormEps: Float?
+
+    @Option(help: "Compute threads (BLAS and our own loops). Default: all cores.")
+    var threads: Int?
+
+    func validate() throws {
+        if let era, CodeEra(rawValue: era) == nil { throw ValidationError("--era must be 0.2 or 0.3, not \"\(era)\"") }
+        if let yarn, !["on", "off"].contains(yarn) { throw ValidationError("--yarn must be on or off, not \"\(yarn)\"") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be ≥ 1") }
+    }
+
+    func spec(defaultCheckpoint: String? = nil) throws -> ModelSpec {
+        guard let path = checkpoint ?? defaultCheckpoint else {
+            throw ValidationError("--checkpoint is required")
+        }
+        if let threads { Compute.setThreads(threads) }
+        return ModelSpec(
+            checkpoint: URL(fileURLWithPath: path),
+            config: config.map { URL(fileURLWithPath: $0) },
+            modelArgs: modelArgs.map { URL(fileURLWithPath: $0) },
+            flavor: flavor,
+            era: era.flatMap(CodeEra.init(rawValue:)),
+            yarn: yarn.map { $0 == "on" },
+            finalNormEps: finalNormEps)
+    }
+}
+
+/// Prints an error as one line on stderr and exits 1, instead of a crash or a stack of messages.
+func reportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as ExitCode {
+        throw error
+    } catch let error as ValidationError {
+        throw error
+    } catch {
+        printError("error: \(String(describing: error))")
+        throw ExitCode(1)
+    }
+}
+
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}
