@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "MoECheckpoint", targets: ["MoECheckpoint"]),
         .library(name: "MoEModels", targets: ["MoEModels"]),
         .library(name: "MoETokenizer", targets: ["MoETokenizer"]),
+        .library(name: "MoEEval", targets: ["MoEEval"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -47,10 +48,14 @@ let package = Package(
             dependencies: ["MoETensor", "MoECheckpoint", .product(name: "TOMLKit", package: "TOMLKit")]
         ),
         .target(name: "MoETokenizer"),
+        .target(
+            name: "MoEEval",
+            dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer"]
+        ),
         .executableTarget(
             name: "moe-eval",
             dependencies: [
-                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer",
+                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -58,6 +63,7 @@ let package = Package(
         .testTarget(name: "MoECheckpointTests", dependencies: ["MoECheckpoint"], exclude: ["Fixtures"]),
         .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels"], exclude: ["Fixtures"]),
         .testTarget(name: "MoETokenizerTests", dependencies: ["MoETokenizer"], exclude: ["Fixtures"]),
+        .testTarget(name: "MoEEvalTests", dependencies: ["MoEEval", "MoEModels"]),
         .testTarget(name: "CLITests", dependencies: ["moe-eval"]),
     ],
     swiftLanguageModes: [.v6]

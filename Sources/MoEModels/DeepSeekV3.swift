@@ -192,7 +192,9 @@ public final class DeepSeekV3: @unchecked Sendable {
         finalNorm = try vector("norm.weight", d)
         output = try load("output.weight", [args.vocabSize, d])
 
-        let unused = Set(source.tensorInfos.keys).subtracting(used).sorted()
+        // TorchTitan 0.3.0 builds a zero-width shared-expert FFN when num_shared_experts is 0 and saves it;
+        // an empty tensor carries nothing, so it is not a sign of a mismatched config.
+        let unused = Set(source.tensorInfos.filter { $0.value.elementCount > 0 }.keys).subtracting(used).sorted()
         if !unused.isEmpty {
             let shown = unused.prefix(5).joined(separator: ", ")
             throw ModelLoadError("\(source.description): \(unused.count) tensor(s) not used by the model args (e.g. \(shown)); the config or flavor does not match this checkpoint")

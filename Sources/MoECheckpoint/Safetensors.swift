@@ -1,0 +1,383 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+import MoETensor
+
+#if canImport(Glibc)
+private let posixWrite = Glibc.write
+#elseif canImport(Darwin)
+private let posixWrite = Darwin.write
+#endif
+
+/// Safetensors dtype codes ↔ DType.
+public enum SafetensorsDType {
+    public static func dtype(code: String) -> DType? {
+        switch code {
+        case "F64": return .float64
+        case "F32": return .float32
+        case "F16": return .float16
+        case "BF16": return .bfloat16
+        case "I64": return .int64
+        case "I32": return .int32
+        case "I16": return .int16
+        case "I8": return .int8
+        case "U8": return .uint8
+        case "BOOL": return .bool
+        default: return nil
+        }
+    }
+
+    public static func code(_ dtype: DType) -> String {
+        switch dtype {
+        case .float64: return "F64"
+        case .float32: return "F32"
+        case .float16: return "F16"
+        case .bfloat16: return "BF16"
+        case .int64: return "I64"
+        case .int32: return "I32"
+        case .int16: return "I16"
+        case .int8: return "I8"
+        case .uint8: return "U8"
+        case .bool: return "BOOL"
+        }
+    }
+}
+
+/// One `.safetensors` file, memory-mapped; tensors are zero-copy views.
+public final class SafetensorsFile: Sendable {
+    public let url: URL
+    /// The header's `__metadata__` (string → string), if any.
+    public let metadata: [String: String]?
+    public let tensorInfos: [String: TensorInfo]
+    /// Absolute byte range of each tensor in the file.
+    let ranges: [String: Range<Int>]
+    let file: MappedFile
+
+    /// The format's own limit on header size.
+    static let maximumHeaderSize = 100_000_000
+
+    public init(url: URL) throws {
+        self.url = url
+        let path = url.path
+        file = try MappedFile(path: path)
+        guard let headerSize = readLittleEndian(file.bytes, at: 0, width: 8) else {
+            throw CheckpointError("\(path): too short to be a safetensors file (\(file.count) bytes)")
+        }
+        guard headerSize <= UInt64(min(file.count - 8, SafetensorsFile.maximumHeaderSize)) else {
+            throw CheckpointError("\(path): header length \(headerSize) exceeds the file (\(file.count) bytes) or the 100 MB limit")
+        }
+        let dataStart = 8 + Int(headerSize)
+        let headerBytes = Data(UnsafeRawBufferPointer(rebasing: file.bytes[8..<dataStart]))
+        let header: SafetensorsHeader
+        do {
+            header = try JSONDecoder().decode(SafetensorsHeader.self, from: headerBytes)
+        } catch {
+            throw CheckpointError("\(path): header is not valid safetensors JSON (\(shortDescription(of: error)))")
+        }
+        metadata = header.metadata
+        let dataSize = file.count - dataStart
+        var infos: [String: TensorInfo] = [:]
+        var ranges: [String: Range<Int>] = [:]
+        for (name, entry) in header.tensors {
+            let what = "\(path): tensor '\(name)'"
+            guard let dtype = SafetensorsDType.dtype(code: entry.dtype) else {
+                throw CheckpointError("\(what): unknown dtype \(entry.dtype)")
+            }
+            let byteCount = try checkedByteCount(shape: entry.shape, dtype: dtype, what: name)
+            guard entry.dataOffsets.count == 2 else { throw CheckpointError("\(what): data_offsets must hold two numbers") }
+            let begin = entry.dataOffsets[0], end = entry.dataOffsets[1]
+            guard begin >= 0, begin <= end, end <= dataSize else {
+                throw CheckpointError("\(what): data_offsets [\(begin), \(end)] lie outside the \(dataSize) data bytes (truncated file?)")
+            }
+            guard end - begin == byteCount else {
+                throw CheckpointError("\(what): data_offsets span \(end - begin) bytes but \(dtype.torchName) \(entry.shape) needs \(byteCount)")
+            }
+            infos[name] = TensorInfo(dtype: dtype, shape: entry.shape)
+            ranges[name] = (dataStart + begin)..<(dataStart + end)
+        }
+        let sorted = ranges.filter { !$0.value.isEmpty }.sorted { $0.value.lowerBound < $1.value.lowerBound }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where a.value.upperBound > b.value.lowerBound {
+            throw CheckpointError("\(path): tensors '\(a.key)' and '\(b.key)' overlap")
+        }
+        tensorInfos = infos
+        self.ranges = ranges
+    }
+
+    public var names: [String] { tensorInfos.keys.sorted() }
+
+    public func load(_ name: String) throws -> StoredTensor {
+        guard let info = tensorInfos[name], let range = ranges[name] else {
+            throw CheckpointError("\(url.path): tensor '\(name)' is not in the file")
+        }
+        let bytes = UnsafeRawBufferPointer(rebasing: file.bytes[range])
+        return try StoredTensor(name: name, dtype: info.dtype, shape: info.shape, bytes: bytes, owner: file)
+    }
+}
+
+/// A safetensors checkpoint: one file, a folder of files, or shards listed by `model.safetensors.index.json`.
+public final class SafetensorsCheckpoint: RawTensorStore {
+    public let url: URL
+    public let files: [SafetensorsFile]
+    /// Tensor name → index into `files`.
+    let location: [String: Int]
+    public let rawTensorInfos: [String: TensorInfo]
+
+    /// `url`: a `.safetensors` file, a `*.safetensors.index.json`, or a folder holding either.
+    public init(url: URL) throws {
+        self.url = url
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+            throw CheckpointError("\(url.path): no such file or folder")
+        }
+        var files: [SafetensorsFile] = []
+        var location: [String: Int] = [:]
+        let indexURL: URL?
+        if isDirectory.boolValue {
+            let candidate = url.appendingPathComponent("model.safetensors.index.json")
+            indexURL = FileManager.default.fileExists(atPath: candidate.path) ? candidate : nil
+        } else {
+            indexURL = url.lastPathComponent.hasSuffix(".index.json") ? url : nil
+        }
+        if let indexURL {
+            let folder = indexURL.deletingLastPathComponent()
+            let weightMap = try SafetensorsCheckpoint.readIndex(indexURL)
+            var fileIndex: [String: Int] = [:]
+            for fileName in Set(weightMap.values).sorted() {
+                guard !fileName.contains("/"), fileName != "..", fileName != "." else {
+                    throw CheckpointError("\(indexURL.path): shard name '\(fileName)' is not a plain file name")
+                }
+                fileIndex[fileName] = files.count
+                files.append(try SafetensorsFile(url: folder.appendingPathComponent(fileName)))
+            }
+            for (name, fileName) in weightMap {
+                let index = fileIndex[fileName]!
+                guard files[index].tensorInfos[name] != nil else {
+                    throw CheckpointError("\(indexURL.path): lists tensor '\(name)' in \(fileName), which does not hold it")
+                }
+                location[name] = index
+            }
+        } else {
+            let urls: [URL]
+            if isDirectory.boolValue {
+                let names = (try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []
+                urls = names.filter { $0.hasSuffix(".safetensors") }.sorted().map { url.appendingPathComponent($0) }
+                guard !urls.isEmpty else { throw CheckpointError("\(url.path): no .safetensors files") }
+            } else {
+                urls = [url]
+            }
+            for fileURL in urls {
+                let file = try SafetensorsFile(url: fileURL)
+                for name in file.tensorInfos.keys {
+                    if let previous = location[name] {
+                        throw CheckpointError("\(url.path): tensor '\(name)' is in both \(files[previous].url.lastPathComponent) and \(fileURL.lastPathComponent)")
+                    }
+                    location[name] = files.count
+                }
+                files.append(file)
+            }
+        }
+        self.files = files
+        self.location = location
+        var infos: [String: TensorInfo] = [:]
+        for (name, index) in location { infos[name] = files[index].tensorInfos[name] }
+        rawTensorInfos = infos
+    }
+
+    private static func readIndex(_ url: URL) throws -> [String: String] {
+        struct Index: Decodable { let weight_map: [String: String] }
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw CheckpointError("\(url.path): cannot read (\(shortDescription(of: error)))")
+        }
+        do { return try JSONDecoder().decode(Index.self, from: data).weight_map } catch {
+            throw CheckpointError("\(url.path): not a valid safetensors index (\(shortDescription(of: error)))")
+        }
+    }
+
+    public var description: String {
+        files.count == 1 ? "safetensors \(files[0].url.path)" : "safetensors checkpoint \(url.path) (\(files.count) files)"
+    }
+
+    public var entries: [CheckpointEntry] {
+        rawTensorInfos.keys.sorted().map { name in
+            let info = rawTensorInfos[name]!
+            return CheckpointEntry(name: name, kind: .tensor(dtype: info.dtype.torchName, shape: info.shape),
+                                   role: .model, chunkCount: 1, byteCount: info.byteCount)
+        }
+    }
+
+    public func loadRaw(_ name: String) throws -> StoredTensor {
+        guard let index = location[name] else { throw CheckpointError("\(description): tensor '\(name)' is not in the checkpoint") }
+        return try files[index].load(name)
+    }
+}
+
+/// Writes safetensors files the way the reference Rust writer lays them out: header padded with
+/// spaces to a multiple of 8, tensors sorted by descending dtype (wider first) then name, so every
+/// tensor is naturally aligned and the data section matches the `safetensors` library's byte for byte. Files appear atomically (temporary file, then rename).
+public enum SafetensorsWriter {
+    public static func write(_ tensors: [StoredTensor], metadata: [String: String]? = nil, to url: URL) throws {
+        var seen = Set<String>()
+        for t in tensors where !seen.insert(t.name).inserted {
+            throw CheckpointError("\(url.path): tensor '\(t.name)' given twice")
+        }
+        let ordered = tensors.sorted { a, b in
+            let ra = layoutRank(a.dtype), rb = layoutRank(b.dtype)
+            return ra != rb ? ra > rb : a.name < b.name
+        }
+        var json = "{"
+        var fields: [String] = []
+        if let metadata, !metadata.isEmpty {
+            let items = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }
+            fields.append("\"__metadata__\":{" + items.joined(separator: ",") + "}")
+        }
+        var offset = 0
+        for t in ordered {
+            let shape = t.shape.map(String.init).joined(separator: ",")
+            fields.append("\(jsonString(t.name)):{\"dtype\":\"\(SafetensorsDType.code(t.dtype))\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + t.bytes.count)]}")
+            offset += t.bytes.count
+        }
+        json += fields.joined(separator: ",") + "}"
+        var header = Array(json.utf8)
+        while header.count % 8 != 0 { header.append(0x20) }
+        var prefix = [UInt8](repeating: 0, count: 8)
+        var length = UInt64(header.count)
+        for i in 0..<8 { prefix[i] = UInt8(truncatingIfNeeded: length); length >>= 8 }
+        try writeAtomically(to: url) { sink in
+            try prefix.withUnsafeBytes { try sink($0) }
+            try header.withUnsafeBytes { try sink($0) }
+            for t in ordered { try sink(t.bytes) }
+        }
+    }
+
+    /// The order of the Rust `Dtype` enum, which its writer sorts by (descending): wider types first.
+    static func layoutRank(_ dtype: DType) -> Int {
+        switch dtype {
+        case .bool: return 0
+        case .uint8: return 1
+        case .int8: return 2
+        case .int16: return 5
+        case .float16: return 7
+        case .bfloat16: return 8
+        case .int32: return 9
+        case .float32: return 11
+        case .float64: return 12
+        case .int64: return 13
+        }
+    }
+
+    /// Writes `model.safetensors.index.json` for sharded files.
+    public static func writeIndex(weightMap: [String: String], totalSize: Int, to url: URL) throws {
+        let items = weightMap.keys.sorted().map { "    \(jsonString($0)): \(jsonString(weightMap[$0]!))" }
+        let text = "{\n  \"metadata\": {\n    \"total_size\": \(totalSize)\n  },\n  \"weight_map\": {\n"
+            + items.joined(separator: ",\n") + "\n  }\n}\n"
+        let bytes = Array(text.utf8)
+        try writeAtomically(to: url) { sink in try bytes.withUnsafeBytes { try sink($0) } }
+    }
+
+    static func jsonString(_ s: String) -> String {
+        var out = "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if scalar.value < 0x20 {
+                    out += String(format: "\\u%04x", scalar.value)
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return out + "\""
+    }
+
+    /// Streams bytes into a temporary file beside `url`, then renames it into place.
+    static func writeAtomically(to url: URL, _ body: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
+        let path = url.path
+        let temporary = url.deletingLastPathComponent()
+            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw CheckpointError("\(path): cannot create (\(String(cString: strerror(errno))))") }
+        var closed = false
+        defer {
+            if !closed { close(fd) }
+        }
+        do {
+            try body { chunk in
+                var done = 0
+                while done < chunk.count {
+                    let n = posixWrite(fd, chunk.baseAddress! + done, chunk.count - done)
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        throw CheckpointError("\(path): write failed (\(String(cString: strerror(errno))))")
+                    }
+                    done += n
+                }
+            }
+            guard fsync(fd) == 0 else { throw CheckpointError("\(path): fsync failed (\(String(cString: strerror(errno))))") }
+            closed = true
+            guard close(fd) == 0 else { throw CheckpointError("\(path): close failed (\(String(cString: strerror(errno))))") }
+            guard rename(temporary, path) == 0 else {
+                throw CheckpointError("\(path): cannot rename the temporary file into place (\(String(cString: strerror(errno))))")
+            }
+        } catch {
+            unlink(temporary)
+            throw error
+        }
+    }
+}
+
+private struct SafetensorsHeader: Decodable {
+    struct Entry: Decodable {
+        let dtype: String
+        let shape: [Int]
+        let dataOffsets: [Int]
+        enum CodingKeys: String, CodingKey {
+            case dtype, shape
+            case dataOffsets = "data_offsets"
+        }
+    }
+
+    struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    var tensors: [String: Entry] = [:]
+    var metadata: [String: String]?
+
+    init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: AnyKey.self)
+        for key in container.allKeys {
+            if key.stringValue == "__metadata__" {
+                metadata = try container.decode([String: String].self, forKey: key)
+            } else {
+                tensors[key.stringValue] = try container.decode(Entry.self, forKey: key)
+            }
+        }
+    }
+}
+
+/// A decoding error as one short phrase (Foundation's descriptions span lines).
+func shortDescription(of error: Error) -> String {
+    if let e = error as? CheckpointError { return e.description }
+    if let e = error as? DecodingError {
+        switch e {
+        case .dataCorrupted(let c), .keyNotFound(_, let c), .typeMismatch(_, let c), .valueNotFound(_, let c):
+            let path = c.codingPath.map(\.stringValue).joined(separator: ".")
+            return (path.isEmpty ? "" : "at \(path): ") + c.debugDescription
+        @unknown default:
+            break
+        }
+    }
+    return String(describing: error).split(separator: "\n").first.map(String.init) ?? "error"
+}

@@ -1,0 +1,276 @@
+import Foundation
+import MoETensor
+
+/// A checkpoint problem, as one line naming the file (and the tensor or component).
+public struct CheckpointError: Error, CustomStringConvertible, LocalizedError, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+    public var errorDescription: String? { description }
+}
+
+public struct TensorInfo: Sendable, Equatable {
+    public let dtype: DType
+    public let shape: [Int]
+    public init(dtype: DType, shape: [Int]) {
+        self.dtype = dtype
+        self.shape = shape
+    }
+    public var elementCount: Int { shape.reduce(1, *) }
+    public var byteCount: Int { elementCount * dtype.byteSize }
+}
+
+/// A tensor's bytes (little-endian, contiguous row-major), kept alive by its owner (mmap or heap).
+/// Views into a memory-mapped file need not be aligned to the element size: read them with
+/// `loadUnaligned`, or let the consumer copy (MoETensor.Weight does when misaligned).
+public final class StoredTensor: @unchecked Sendable {
+    public let name: String
+    public let dtype: DType
+    public let shape: [Int]
+    public let bytes: UnsafeRawBufferPointer
+    /// The mapping or heap buffer the bytes live in.
+    public let owner: AnyObject
+
+    /// Wraps bytes owned by `owner`; they must hold exactly `shape`'s element count.
+    public init(name: String, dtype: DType, shape: [Int], bytes: UnsafeRawBufferPointer, owner: AnyObject) throws {
+        let expected = try checkedByteCount(shape: shape, dtype: dtype, what: name)
+        guard bytes.count == expected else {
+            throw CheckpointError("tensor '\(name)': holds \(bytes.count) bytes but \(dtype.torchName) \(shape) needs \(expected)")
+        }
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+        self.bytes = bytes
+        self.owner = owner
+    }
+
+    /// A tensor owning a copy of `source` (which must hold exactly the tensor's bytes).
+    public convenience init(name: String, dtype: DType, shape: [Int], copying source: UnsafeRawBufferPointer) throws {
+        let buffer = HeapBuffer(byteCount: source.count)
+        if source.count > 0, let from = source.baseAddress { buffer.pointer.copyMemory(from: from, byteCount: source.count) }
+        try self.init(name: name, dtype: dtype, shape: shape, bytes: buffer.bytes, owner: buffer)
+    }
+
+    /// A tensor owning freshly allocated bytes, filled by `fill` (used to assemble chunks or stack experts).
+    static func assembling(name: String, dtype: DType, shape: [Int],
+                           _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws -> StoredTensor {
+        let count = try checkedByteCount(shape: shape, dtype: dtype, what: name)
+        let buffer = HeapBuffer(byteCount: count)
+        try fill(buffer.mutableBytes)
+        return try StoredTensor(name: name, dtype: dtype, shape: shape, bytes: buffer.bytes, owner: buffer)
+    }
+
+    public var elementCount: Int { shape.reduce(1, *) }
+    public var info: TensorInfo { TensorInfo(dtype: dtype, shape: shape) }
+
+    /// Whether the bytes are a view into a memory-mapped file (no copy was made).
+    public var isMemoryMapped: Bool { owner is MappedFile }
+}
+
+/// Element count × element size, refusing negative dimensions and overflow (shapes come from files).
+func checkedByteCount(shape: [Int], dtype: DType, what: String) throws -> Int {
+    var count = dtype.byteSize
+    for dim in shape {
+        guard dim >= 0 else { throw CheckpointError("tensor '\(what)': negative dimension in shape \(shape)") }
+        let (product, overflow) = count.multipliedReportingOverflow(by: dim)
+        guard !overflow else { throw CheckpointError("tensor '\(what)': shape \(shape) is too large") }
+        count = product
+    }
+    return count
+}
+
+public enum NamingEra: String, Sendable {
+    /// TorchTitan v0.2.x keys (`output.weight`, `moe.experts.w1`, `moe.expert_bias`).
+    case v0_2
+    /// TorchTitan 0.3.0-style keys (`lm_head.weight`, `*_EFD`/`routed_experts`, `expert_bias_E`).
+    case v0_3
+    /// Some keys of each era (checkpoints from TorchTitan main between the releases).
+    case mixed
+    /// HuggingFace DeepSeek-V3 names, mapped to TorchTitan names on open.
+    case huggingface
+}
+
+public protocol WeightSource: Sendable {
+    /// e.g. "DCP checkpoint /path (3 files)".
+    var description: String { get }
+    /// Model tensors only, by canonical (TorchTitan v0.2.x) name.
+    var tensorInfos: [String: TensorInfo] { get }
+    var namingEra: NamingEra { get }
+    /// Loads a tensor by canonical name; an error if missing.
+    func load(_ name: String) throws -> StoredTensor
+}
+
+/// Opens a DCP folder (or a folder of `step-N` DCP folders, taking the highest step, as TorchTitan
+/// does), or a safetensors file/folder, and presents canonical TorchTitan v0.2.x names.
+/// HF DeepSeek-V3 names are mapped and per-expert tensors stacked; safetensors files holding
+/// TorchTitan names are classified like DCP keys.
+public func openWeightSource(at url: URL) throws -> WeightSource {
+    let path = url.path
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+        throw CheckpointError("\(path): no such file or folder")
+    }
+    if !isDirectory.boolValue {
+        let name = url.lastPathComponent
+        if name == ".metadata" { return try TorchTitanWeightSource(store: DCPCheckpoint(directory: url.deletingLastPathComponent())) }
+        if name.hasSuffix(".safetensors") || name.hasSuffix(".safetensors.index.json") {
+            return try safetensorsWeightSource(SafetensorsCheckpoint(url: url))
+        }
+        throw CheckpointError("\(path): not a checkpoint (expected a DCP folder, a .safetensors file or a model.safetensors.index.json)")
+    }
+    let folder = url
+    let contents = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+    if contents.contains(".metadata") { return try TorchTitanWeightSource(store: DCPCheckpoint(directory: folder)) }
+    if contents.contains(where: { $0.hasSuffix(".distcp") }) {
+        throw CheckpointError("\(folder.appendingPathComponent(".metadata").path): missing (the folder has .distcp files but no DCP .metadata)")
+    }
+    if contents.contains("model.safetensors.index.json") || contents.contains(where: { $0.hasSuffix(".safetensors") }) {
+        return try safetensorsWeightSource(SafetensorsCheckpoint(url: folder))
+    }
+    if let step = latestStepFolder(in: folder, contents: contents) { return try openWeightSource(at: step) }
+    throw CheckpointError("\(path): no checkpoint found (no DCP .metadata, no .safetensors files, no step-N folders)")
+}
+
+/// TorchTitan's `step-N` folders: the one with the highest N that holds a checkpoint.
+private func latestStepFolder(in folder: URL, contents: [String]) -> URL? {
+    let steps = contents.compactMap { name -> (Int, String)? in
+        guard name.hasPrefix("step-"), let n = Int(name.dropFirst(5)) else { return nil }
+        return (n, name)
+    }
+    for (_, name) in steps.sorted(by: { $0.0 > $1.0 }) {
+        let candidate = folder.appendingPathComponent(name)
+        let fm = FileManager.default
+        if fm.fileExists(atPath: candidate.appendingPathComponent(".metadata").path)
+            || fm.fileExists(atPath: candidate.appendingPathComponent("model.safetensors.index.json").path) {
+            return candidate
+        }
+    }
+    return nil
+}
+
+/// A raw entry of a checkpoint, as `inspect` lists it (model tensors and everything else).
+public struct CheckpointEntry: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable {
+        /// dtype as torch names it ("float32", "bfloat16", or whatever the file says).
+        case tensor(dtype: String, shape: [Int])
+        /// A pickled non-tensor value (DCP BytesStorageMetadata).
+        case bytes
+    }
+    /// Which part of a training checkpoint the entry belongs to (by DCP key prefix).
+    public enum Role: String, Sendable {
+        case model, optimizer, lrScheduler = "lr_scheduler", dataloader, trainState = "train_state", other
+    }
+    public let name: String
+    public let kind: Kind
+    public let role: Role
+    /// Chunks the tensor was saved in (1 for unsharded saves and safetensors).
+    public let chunkCount: Int
+    /// Bytes the entry occupies in its files (payload only for safetensors; whole archives for DCP).
+    public let byteCount: Int
+
+    public init(name: String, kind: Kind, role: Role, chunkCount: Int, byteCount: Int) {
+        self.name = name
+        self.kind = kind
+        self.role = role
+        self.chunkCount = chunkCount
+        self.byteCount = byteCount
+    }
+}
+
+/// A checkpoint format reader, before any model naming is applied.
+public protocol RawTensorStore: Sendable {
+    var description: String { get }
+    /// Model tensors by their key in the file (DCP: without optimizer/lr_scheduler/… entries).
+    var rawTensorInfos: [String: TensorInfo] { get }
+    /// Every entry, for listing.
+    var entries: [CheckpointEntry] { get }
+    func loadRaw(_ name: String) throws -> StoredTensor
+}
+
+extension WeightSource {
+    /// Every raw entry of the underlying checkpoint (optimizer and other non-model entries included).
+    public var entries: [CheckpointEntry] { (self as? any CheckpointWeightSource)?.store.entries ?? [] }
+}
+
+/// A WeightSource backed by a checkpoint reader.
+public protocol CheckpointWeightSource: WeightSource {
+    var store: any RawTensorStore { get }
+    /// Keys deliberately skipped (non-persistent buffers, MTP layers), with why.
+    var ignoredKeys: [(key: String, reason: String)] { get }
+}
+
+/// Presents a TorchTitan checkpoint (DCP, or safetensors holding TorchTitan keys) under canonical names.
+public final class TorchTitanWeightSource: CheckpointWeightSource {
+    public let store: any RawTensorStore
+    public let naming: TorchTitanNaming
+    public let tensorInfos: [String: TensorInfo]
+
+    public init(store: any RawTensorStore) throws {
+        self.store = store
+        naming = try TorchTitanNaming(keys: store.rawTensorInfos.keys, source: store.description)
+        var infos: [String: TensorInfo] = [:]
+        for (canonical, raw) in naming.rawNames { infos[canonical] = store.rawTensorInfos[raw] }
+        tensorInfos = infos
+    }
+
+    public var description: String { store.description }
+    public var namingEra: NamingEra { naming.era }
+    public var ignoredKeys: [(key: String, reason: String)] { naming.ignoredKeys }
+
+    public func load(_ name: String) throws -> StoredTensor {
+        guard let raw = naming.rawNames[name] else {
+            throw CheckpointError("\(description): tensor '\(name)' is not in the checkpoint")
+        }
+        let tensor = try store.loadRaw(raw)
+        if raw == name { return tensor }
+        return try StoredTensor(name: name, dtype: tensor.dtype, shape: tensor.shape, bytes: tensor.bytes, owner: tensor.owner)
+    }
+}
+
+/// Presents an HF DeepSeek-V3 safetensors checkpoint under canonical TorchTitan names, with
+/// per-expert weights stacked into TorchTitan's grouped layout (copied on load).
+public final class HFWeightSource: CheckpointWeightSource {
+    public let store: any RawTensorStore
+    public let naming: HFNaming
+    public let tensorInfos: [String: TensorInfo]
+
+    public init(store: any RawTensorStore) throws {
+        self.store = store
+        naming = try HFNaming(keys: store.rawTensorInfos.keys, source: store.description)
+        var infos: [String: TensorInfo] = [:]
+        for (canonical, raw) in naming.rawNames { infos[canonical] = store.rawTensorInfos[raw] }
+        for (canonical, keys) in naming.expertNames {
+            let first = store.rawTensorInfos[keys[0]]!
+            for key in keys {
+                let info = store.rawTensorInfos[key]!
+                guard info == first else {
+                    throw CheckpointError("\(store.description): expert '\(key)' is \(info.dtype.torchName) \(info.shape), but '\(keys[0])' is \(first.dtype.torchName) \(first.shape)")
+                }
+            }
+            infos[canonical] = TensorInfo(dtype: first.dtype, shape: [keys.count] + first.shape)
+        }
+        tensorInfos = infos
+    }
+
+    public var description: String { store.description }
+    public var namingEra: NamingEra { .huggingface }
+    public var ignoredKeys: [(key: String, reason: String)] { naming.ignoredKeys }
+
+    public func load(_ name: String) throws -> StoredTensor {
+        if let keys = naming.expertNames[name] {
+            return try HFNames.stackExperts(try keys.map { try store.loadRaw($0) }, name: name)
+        }
+        guard let raw = naming.rawNames[name] else {
+            throw CheckpointError("\(description): tensor '\(name)' is not in the checkpoint")
+        }
+        let tensor = try store.loadRaw(raw)
+        return try StoredTensor(name: name, dtype: tensor.dtype, shape: tensor.shape, bytes: tensor.bytes, owner: tensor.owner)
+    }
+}
+
+/// HF names when any key has HF's `model.` prefix; TorchTitan names otherwise.
+func safetensorsWeightSource(_ checkpoint: SafetensorsCheckpoint) throws -> WeightSource {
+    if checkpoint.rawTensorInfos.keys.contains(where: { $0.hasPrefix("model.") }) {
+        return try HFWeightSource(store: checkpoint)
+    }
+    return try TorchTitanWeightSource(store: checkpoint)
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs the system packages moe-eval builds against (Debian/Ubuntu). Needs root or sudo.
+set -euo pipefail
+packages=(libopenblas-dev pkg-config zlib1g-dev)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
+fi
+command -v swift >/dev/null || { echo "moe-eval needs a Swift 6 toolchain (swift.org/install) on PATH" >&2; exit 1; }
