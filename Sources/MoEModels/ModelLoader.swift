@@ -35,6 +35,20 @@ public enum ModelLoader {
     public static func resolveArgs(_ spec: ModelSpec, source: WeightSource?) throws
         -> (args: ModelArgs, origin: String, config: TrainConfig?, hf: HFModelConfig?)
     {
+        do {
+            return try resolveArgsWithoutTemplate(spec)
+        } catch let e as UnknownFlavorError {
+            throw ModelArgsError(message: e.description + (source.map { "\n" + template(for: $0) } ?? ""))
+        } catch let e as ModelArgsError where e.message.hasPrefix(noArgsMessage) {
+            throw ModelArgsError(message: e.message + (source.map { "\n" + template(for: $0) } ?? ""))
+        }
+    }
+
+    static let noArgsMessage = "no model args for "
+
+    static func resolveArgsWithoutTemplate(_ spec: ModelSpec) throws
+        -> (args: ModelArgs, origin: String, config: TrainConfig?, hf: HFModelConfig?)
+    {
         let config = try spec.config.map { try TrainConfig.load($0) }
         if let file = spec.modelArgs {
             return (try ModelArgs.load(jsonFile: file), "model args file \(file.path)", config, nil)
@@ -56,9 +70,7 @@ public enum ModelLoader {
             let hf = try HFModelConfig.load(hfConfig)
             return (hf.args, "HF config \(hfConfig.path)", nil, hf)
         }
-        var message = "no model args for \(spec.checkpoint.path): pass --config TRAIN.toml, --model-args FILE.json or --flavor NAME"
-        if let source { message += "\n" + template(for: source) }
-        throw ModelArgsError(message: message)
+        throw ModelArgsError(message: noArgsMessage + "\(spec.checkpoint.path): pass --config TRAIN.toml, --model-args FILE.json or --flavor NAME")
     }
 
     /// A model-args JSON filled from the checkpoint's shapes, for the user to complete.
@@ -71,12 +83,7 @@ public enum ModelLoader {
     public static func load(_ spec: ModelSpec) throws -> LoadedModel {
         let start = Date()
         let source = try openWeightSource(at: spec.checkpoint)
-        let resolved: (args: ModelArgs, origin: String, config: TrainConfig?, hf: HFModelConfig?)
-        do {
-            resolved = try resolveArgs(spec, source: source)
-        } catch let e as UnknownFlavorError {
-            throw ModelArgsError(message: e.description + "\n" + template(for: source))
-        }
+        let resolved = try resolveArgs(spec, source: source)
         var numerics = Numerics.resolve(args: resolved.args, namingEra: source.namingEra, era: spec.era,
                                         yarn: spec.yarn, finalNormEps: spec.finalNormEps)
         if let hf = resolved.hf, spec.yarn == nil, spec.era == nil {
