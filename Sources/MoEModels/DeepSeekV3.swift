@@ -234,23 +234,39 @@ public final class DeepSeekV3: @unchecked Sendable {
 
     // MARK: - Forward
 
-    /// Logits `[batch·seqLen, vocab]` for `tokens` (`batch` rows of `seqLen` ids, row-major), each row a
-    /// separate sequence starting at position 0 with a causal mask.
-    public func forward(tokens: [Int32], batch: Int, seqLen: Int, observer: RoutingObserver? = nil) throws -> Tensor {
+    /// Which positions' logits a forward returns.
+    public enum LogitsSelection: Sendable { case all, last }
+
+    /// Logits for `tokens` (`batch` rows of `seqLen` new ids, row-major), causal within each row.
+    /// Without a cache each row is a sequence starting at position 0. With a cache the new tokens continue the
+    /// cached rows at position `cache.length`, and their keys and values are appended to it.
+    /// Returns `[batch·seqLen, vocab]` for `.all`, `[batch, vocab]` for `.last`.
+    public func forward(tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache? = nil,
+                        logits selection: LogitsSelection = .all, observer: RoutingObserver? = nil) throws -> Tensor {
         guard batch > 0, seqLen > 0, tokens.count == batch * seqLen else {
             throw ModelLoadError("forward: \(tokens.count) tokens do not form \(batch) rows of \(seqLen)")
         }
         if let bad = tokens.first(where: { $0 < 0 || Int($0) >= args.vocabSize }) {
             throw ModelLoadError("forward: token id \(bad) is outside the vocabulary (0..<\(args.vocabSize))")
         }
+        if let cache {
+            guard cache.batch == batch, cache.layers.count == layers.count else {
+                throw ModelLoadError("forward: KV cache was made for batch \(cache.batch), not \(batch)")
+            }
+            guard cache.length + seqLen <= cache.capacity else {
+                throw ModelLoadError("forward: \(cache.length + seqLen) positions exceed the KV cache capacity \(cache.capacity)")
+            }
+        }
+        let past = cache?.length ?? 0
         let rows = batch * seqLen
         let hidden = Tensor(shape: [rows, args.dim])
         embed(tokens, into: hidden)
-        let rope = RopeTable(frequencies: ropeFrequencies, positions: seqLen)
+        let rope = RopeTable(frequencies: ropeFrequencies, positions: past + seqLen)
         let normed = Tensor(shape: [rows, args.dim])
         for layer in layers {
+            let store = cache?.layers[layer.index] ?? KVCache.Layer(batch: batch, capacity: seqLen, args: args)
             Ops.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: layer.attentionNorm, eps: Float(args.normEps), into: normed.data)
-            attention(layer.attention, normed, batch: batch, seqLen: seqLen, rope: rope, addInto: hidden)
+            attention(layer.attention, normed, batch: batch, newTokens: seqLen, past: past, rope: rope, store: store, addInto: hidden)
             Ops.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: layer.ffnNorm, eps: Float(args.normEps), into: normed.data)
             if let moe = layer.moe {
                 moeLayer(moe, layer: layer.index, normed, addInto: hidden, observer: observer)
@@ -258,8 +274,19 @@ public final class DeepSeekV3: @unchecked Sendable {
                 feedForward(ffn, normed, addInto: hidden)
             }
         }
-        Ops.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: finalNorm, eps: numerics.finalNormEps, into: normed.data)
-        return Linear.apply(normed, output)
+        cache?.length += seqLen
+        switch selection {
+        case .all:
+            Ops.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: finalNorm, eps: numerics.finalNormEps, into: normed.data)
+            return Linear.apply(normed, output)
+        case .last:
+            let last = Tensor(shape: [batch, args.dim])
+            for b in 0..<batch {
+                Ops.rmsNorm(hidden.row(b * seqLen + seqLen - 1), rows: 1, dim: args.dim, weight: finalNorm,
+                            eps: numerics.finalNormEps, into: last.row(b))
+            }
+            return Linear.apply(last, output)
+        }
     }
 
     func embed(_ tokens: [Int32], into hidden: Tensor) {
@@ -270,8 +297,10 @@ public final class DeepSeekV3: @unchecked Sendable {
     }
 
     /// Multi-head latent attention. Keys share one RoPE'd part (`k_pe`) across heads, so scores are
-    /// computed as `q_nope·k_nopeᵀ + q_pe·k_peᵀ` without materialising full keys.
-    func attention(_ a: Attention, _ x: Tensor, batch: Int, seqLen: Int, rope: RopeTable, addInto hidden: Tensor) {
+    /// computed as `q_nope·k_nopeᵀ + q_pe·k_peᵀ` without materialising full keys. The new tokens' keys and
+    /// values go into `store` at positions `past..<past+newTokens` before attending over `0..<past+newTokens`.
+    func attention(_ a: Attention, _ x: Tensor, batch: Int, newTokens n: Int, past: Int, rope: RopeTable,
+                   store: KVCache.Layer, addInto hidden: Tensor) {
         let rows = x.rows, h = args.nHeads
         let dn = args.qkNopeHeadDim, dr = args.qkRopeHeadDim, dv = args.vHeadDim, dqk = args.qkHeadDim
         let kvRank = args.kvLoraRank
@@ -286,7 +315,7 @@ public final class DeepSeekV3: @unchecked Sendable {
         }
         let kv = Linear.apply(x, a.wkvA)                        // [rows, kvRank + dr]: c_kv | k_pe
         for r in 0..<rows {
-            let pos = r % seqLen
+            let pos = past + r % n
             for head in 0..<h {
                 rope.apply(q.row(r) + head * dqk + dn, position: pos)
             }
@@ -295,36 +324,43 @@ public final class DeepSeekV3: @unchecked Sendable {
         let latent = Tensor(shape: [rows, kvRank])
         Ops.rmsNorm(kv.data, rows: rows, dim: kvRank, stride: kvRank + dr, weight: a.kvNorm, eps: Float(args.normEps), into: latent.data)
         let kvHeads = Linear.apply(latent, a.wkvB)            // [rows, h·(dn + dv)]: per head k_nope | v
+        let ldkv = h * (dn + dv)
+        for r in 0..<rows {
+            let slot = store.row(batch: r / n, position: past + r % n)
+            store.keysValues.advanced(by: slot * ldkv).update(from: kvHeads.row(r), count: ldkv)
+            store.ropeKeys.advanced(by: slot * dr).update(from: kv.row(r) + kvRank, count: dr)
+        }
 
+        let total = past + n
         let context = Tensor(shape: [rows, h * dv])
         let scale = softmaxScale
-        let ldq = h * dqk, ldkv = h * (dn + dv), ldpe = kvRank + dr
-        let qp = SendablePointer(q.data), kvp = SendablePointer(kv.data)
-        let kvhp = SendablePointer(kvHeads.data), ctxp = SendablePointer(context.data)
+        let ldq = h * dqk
+        let qp = SendablePointer(q.data), ctxp = SendablePointer(context.data)
+        let kvp = SendablePointer(store.keysValues), pep = SendablePointer(store.ropeKeys)
+        let capacity = store.capacity
         Compute.serialBLAS {
             Compute.parallelRanges(batch * h) { _, range in
-                let scores = UnsafeMutablePointer<Float>.allocate(capacity: seqLen * seqLen)
+                let scores = UnsafeMutablePointer<Float>.allocate(capacity: n * total)
                 defer { scores.deallocate() }
                 for item in range {
                     let b = item / h, head = item % h
-                    let row0 = b * seqLen
-                    let qNope = qp.pointer + row0 * ldq + head * dqk
-                    let kNope = kvhp.pointer + row0 * ldkv + head * (dn + dv)
+                    let qNope = qp.pointer + b * n * ldq + head * dqk
+                    let kNope = kvp.pointer + b * capacity * ldkv + head * (dn + dv)
                     if dn > 0 {
-                        Linear.sgemm(transA: false, transB: true, m: seqLen, n: seqLen, k: dn, alpha: scale,
-                                     qNope, lda: ldq, kNope, ldb: ldkv, beta: 0, scores, ldc: seqLen)
+                        Linear.sgemm(transA: false, transB: true, m: n, n: total, k: dn, alpha: scale,
+                                     qNope, lda: ldq, kNope, ldb: ldkv, beta: 0, scores, ldc: total)
                     }
-                    Linear.sgemm(transA: false, transB: true, m: seqLen, n: seqLen, k: dr, alpha: scale,
-                                 qNope + dn, lda: ldq, kvp.pointer + row0 * ldpe + kvRank, ldb: ldpe,
-                                 beta: dn > 0 ? 1 : 0, scores, ldc: seqLen)
-                    for i in 0..<seqLen {
-                        let row = scores + i * seqLen
-                        Ops.softmaxRow(row, i + 1)
-                        (row + i + 1).update(repeating: 0, count: seqLen - i - 1)
+                    Linear.sgemm(transA: false, transB: true, m: n, n: total, k: dr, alpha: scale,
+                                 qNope + dn, lda: ldq, pep.pointer + b * capacity * dr, ldb: dr,
+                                 beta: dn > 0 ? 1 : 0, scores, ldc: total)
+                    for i in 0..<n {
+                        let row = scores + i * total, visible = past + i + 1
+                        Ops.softmaxRow(row, visible)
+                        (row + visible).update(repeating: 0, count: total - visible)
                     }
-                    Linear.sgemm(transA: false, transB: false, m: seqLen, n: dv, k: seqLen, alpha: 1,
-                                 scores, lda: seqLen, kNope + dn, ldb: ldkv,
-                                 beta: 0, ctxp.pointer + row0 * h * dv + head * dv, ldc: h * dv)
+                    Linear.sgemm(transA: false, transB: false, m: n, n: dv, k: total, alpha: 1,
+                                 scores, lda: total, kNope + dn, ldb: ldkv,
+                                 beta: 0, ctxp.pointer + b * n * h * dv + head * dv, ldc: h * dv)
                 }
             }
         }
