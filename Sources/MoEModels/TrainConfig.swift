@@ -15,8 +15,8 @@ public struct TrainConfig: Sendable {
     public var dumpFolder: String
     public var checkpointFolder: String
     public var expertParallelDegree: Int
-    /// Every section as plain values, for the results file's `config` key.
-    public var sections: [String: [String: String]]
+    /// The whole config as JSON (tables → objects), for the results file's `config` key.
+    public var json: Data
 
     public static func load(_ url: URL) throws -> TrainConfig {
         let text: String
@@ -47,13 +47,7 @@ public struct TrainConfig: Sendable {
         guard section("model") != nil else {
             throw ModelArgsError(message: "\(path): no [model] section (is this a TorchTitan train config?)")
         }
-        var sections: [String: [String: String]] = [:]
-        for key in table.keys {
-            guard let sub = table[key]?.table else { continue }
-            var flat: [String: String] = [:]
-            for k in sub.keys where sub[k]?.table == nil { flat[k] = sub[k].map { "\($0.tomlValue)" } }
-            sections[key] = flat
-        }
+        let json = (try? JSONSerialization.data(withJSONObject: plain(table), options: [.sortedKeys])) ?? Data("{}".utf8)
         return TrainConfig(
             path: path,
             modelName: try string("model", "name") ?? "llama3",
@@ -65,8 +59,23 @@ public struct TrainConfig: Sendable {
             dumpFolder: try string("job", "dump_folder") ?? "./outputs",
             checkpointFolder: try string("checkpoint", "folder") ?? "checkpoint",
             expertParallelDegree: try int("parallelism", "expert_parallel_degree") ?? 1,
-            sections: sections
+            json: json
         )
+    }
+
+    /// TOML values as JSON-compatible Foundation values (dates as their TOML text).
+    static func plain(_ value: TOMLValueConvertible) -> Any {
+        if let table = value.table {
+            var dict: [String: Any] = [:]
+            for key in table.keys { if let v = table[key] { dict[key] = plain(v) } }
+            return dict
+        }
+        if let array = value.array { return array.map { plain($0) } }
+        if let b = value.bool { return b }
+        if let i = value.int { return i }
+        if let d = value.double { return d }
+        if let s = value.string { return s }
+        return "\(value.tomlValue)"
     }
 
     /// The model args this config implies: its flavor, with `max_seq_len` = `training.seq_len`

@@ -1,0 +1,83 @@
+import Foundation
+import MoEModels
+import MoETensor
+
+/// What a forward pass costs: parameters, FLOPs per token, and the achieved rate against the machine's peak.
+public struct ComputationalCost: Codable, Sendable {
+    /// TorchTitan's training FLOPs per token at `flops_seq_len` (6N + attention), kept for comparability.
+    public var numFlopsPerToken: Int
+    /// `num_flops_per_token × flops_seq_len`, as the seed computed it.
+    public var totalFlops: Double
+    public var tflops: Double
+    /// True active parameters per token (the seed's scripts wrote the total here).
+    public var activeParamsBillions: Double
+    public var totalParamsBillions: Double
+    /// Null on CPU, as TorchTitan's GPU table has no entry.
+    public var gpuPeakFlops: Double?
+    public var flopsSeqLen: Int
+    /// Forward-only FLOPs per token at the measured sequence length (docs/METRICS.md).
+    public var forwardFlopsPerToken: Double
+    public var measuredForwardTokens: Int
+    public var measuredForwardSeconds: Double
+    public var measuredForwardTflops: Double
+    public var achievedGflopsPerSec: Double
+    public var cpuSgemmPeakGflopsPerSec: Double
+    /// Achieved forward FLOP/s ÷ measured sgemm peak.
+    public var mfu: Double
+
+    enum CodingKeys: String, CodingKey {
+        case numFlopsPerToken = "num_flops_per_token", totalFlops = "total_flops", tflops
+        case activeParamsBillions = "active_params_billions", totalParamsBillions = "total_params_billions"
+        case gpuPeakFlops = "gpu_peak_flops", flopsSeqLen = "flops_seq_len"
+        case forwardFlopsPerToken = "forward_flops_per_token", measuredForwardTokens = "measured_forward_tokens"
+        case measuredForwardSeconds = "measured_forward_seconds", measuredForwardTflops = "measured_forward_tflops"
+        case achievedGflopsPerSec = "achieved_gflops_per_sec", cpuSgemmPeakGflopsPerSec = "cpu_sgemm_peak_gflops_per_sec"
+        case mfu
+    }
+
+    /// Matrix-multiply parameters a token passes through, excluding the embedding lookup (not a matmul) and
+    /// the norm weights (elementwise).
+    public static func activeMatmulParameters(_ args: ModelArgs) -> Int {
+        let counts = args.parameterCounts()
+        var norms = 0
+        for (name, shape) in args.expectedShapes() where name.hasSuffix("norm.weight") { norms += shape.reduce(1, *) }
+        return counts.active(topK: args.moeArgs.topK, numExperts: args.moeArgs.numExperts) - counts.embedding - norms
+    }
+
+    /// Forward FLOPs per token at sequence length `seqLen`: `2 × active matmul params` plus causal attention,
+    /// `2 · L · H · (d_qk + d_v) · (seqLen + 1)/2` (each token attends to (seqLen+1)/2 positions on average).
+    public static func forwardFlopsPerToken(_ args: ModelArgs, seqLen: Int) -> Double {
+        let attention = 2.0 * Double(args.nLayers * args.nHeads * (args.qkHeadDim + args.vHeadDim)) * Double(seqLen + 1) / 2
+        return 2.0 * Double(activeMatmulParameters(args)) + attention
+    }
+
+    public static func compute(args: ModelArgs, flopsSeqLen: Int = 512, measuredTokens: Int, measuredSeqLen: Int,
+                               measuredSeconds: Double, sgemmPeak: Double) -> ComputationalCost {
+        let perToken = args.trainingFlopsPerToken(seqLen: flopsSeqLen)
+        let forward = forwardFlopsPerToken(args, seqLen: measuredSeqLen)
+        let measuredFlops = forward * Double(measuredTokens)
+        let achieved = measuredSeconds > 0 ? measuredFlops / measuredSeconds : 0
+        return ComputationalCost(
+            numFlopsPerToken: perToken, totalFlops: Double(perToken) * Double(flopsSeqLen),
+            tflops: Double(perToken) * Double(flopsSeqLen) / 1e12,
+            activeParamsBillions: Double(args.activeParameters) / 1e9, totalParamsBillions: Double(args.totalParameters) / 1e9,
+            gpuPeakFlops: nil, flopsSeqLen: flopsSeqLen, forwardFlopsPerToken: forward, measuredForwardTokens: measuredTokens,
+            measuredForwardSeconds: measuredSeconds, measuredForwardTflops: measuredFlops / 1e12,
+            achievedGflopsPerSec: achieved / 1e9, cpuSgemmPeakGflopsPerSec: sgemmPeak / 1e9,
+            mfu: sgemmPeak > 0 ? achieved / sgemmPeak : 0)
+    }
+
+    /// Best of a few large fp32 GEMMs (FLOP/s) with the current thread count: the machine's practical peak.
+    public static func measureSgemmPeak(size n: Int = 1024, repeats: Int = 3) -> Double {
+        let a = Tensor(shape: [n, n]), b = Tensor(shape: [n, n]), c = Tensor(shape: [n, n])
+        for i in 0..<(n * n) { a.data[i] = Float(i % 7) * 0.01; b.data[i] = Float(i % 5) * 0.01 }
+        var best = Double.infinity
+        for _ in 0..<repeats {
+            let start = DispatchTime.now().uptimeNanoseconds
+            Linear.sgemm(transA: false, transB: true, m: n, n: n, k: n, alpha: 1, a.data, lda: n, b.data, ldb: n,
+                         beta: 0, c.data, ldc: n)
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+        return 2 * Double(n * n * n) / best
+    }
+}

@@ -1,0 +1,263 @@
+import ArgumentParser
+import Foundation
+import MoEEval
+import MoEModels
+import MoETensor
+import MoETokenizer
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Evaluate a checkpoint: routing efficiency, inference performance, compute cost → results JSON.",
+        discussion: """
+        The seed's eval_moe_model.py, natively. Without --checkpoint it evaluates the bundled demo model.
+
+        Examples:
+          moe-eval run --preset 1min
+          moe-eval run --checkpoint_dir ./outputs/checkpoint/step-1000 --config_file train.toml --preset 5min
+        Presets (routing samples×seq_len; inference iterations×new tokens; lm_eval):
+          30s 10×256; none; none · 1min 10×256; 1×16; hellaswag 5 · 5min 30×256; 3×32; hellaswag 20
+          15min 50×512; 5×64; hellaswag 100 · full 100×512; 10×128; mmlu hellaswag arc_easy
+        """)
+
+    @OptionGroup var model: ModelOptions
+
+    @Option(name: [.customLong("preset")], help: "30s, 1min, 5min, 15min or full (the seed's default).")
+    var preset = "full"
+
+    @Option(name: [.customLong("output-dir"), .customLong("output_dir")],
+            help: "Folder for eval_results_<timestamp>.json (default: {dump_folder}/eval from the config).")
+    var outputDir: String?
+
+    @Option(help: "tokenizer.json file or folder (default: the config's hf_assets_path).")
+    var tokenizer: String?
+
+    @Option(help: "Routing text: plain text, or jsonl with a \"text\" field (default: the config's dataset_path if local, else the demo text).")
+    var data: String?
+
+    @Option(name: [.customLong("routing-input"), .customLong("routing_input")],
+            help: "text (default) or random (the original scripts' random token ids).")
+    var routingInput = "text"
+
+    @Flag(name: [.customLong("skip-lm-eval"), .customLong("skip_lm_eval")], help: "Skip benchmark accuracy.")
+    var skipLMEval = false
+
+    @Flag(name: [.customLong("lm-eval-only"), .customLong("lm_eval_only")], help: "Only run benchmark accuracy.")
+    var lmEvalOnly = false
+
+    @Option(name: [.customLong("lm-eval-tasks"), .customLong("lm_eval_tasks")], parsing: .upToNextOption,
+            help: "Tasks, space- or comma-separated (overrides the preset).")
+    var lmEvalTasks: [String] = []
+
+    @Option(name: [.customLong("lm-eval-limit"), .customLong("lm_eval_limit")], help: "Examples per task (overrides the preset).")
+    var lmEvalLimit: Int?
+
+    @Option(help: "Random seed (routing windows, random input).")
+    var seed: UInt64 = 1337
+
+    @Flag(help: "No progress on stderr.")
+    var quiet = false
+
+    func validate() throws {
+        guard Preset.named(preset) != nil else {
+            throw ValidationError("unknown preset \"\(preset)\" (known: \(Preset.names.joined(separator: ", ")))")
+        }
+        guard RoutingInput.Kind(rawValue: routingInput) != nil else {
+            throw ValidationError("--routing-input must be text or random, not \"\(routingInput)\"")
+        }
+        if skipLMEval && lmEvalOnly { throw ValidationError("--skip-lm-eval and --lm-eval-only exclude each other") }
+        if let lmEvalLimit, lmEvalLimit < 1 { throw ValidationError("--lm-eval-limit must be ≥ 1") }
+    }
+
+    func run() throws {
+        try reportingErrors {
+            let started = Date()
+            let progress = Progress(quiet: quiet)
+            let preset = Preset.named(preset)!
+            let demo = model.checkpoint == nil ? try DemoAssets.locate() : nil
+            var options = model
+            if let demo {
+                options.checkpoint = demo.checkpoint.path
+                if options.config == nil { options.config = demo.config.path }
+                if options.modelArgs == nil && options.flavor == nil { options.modelArgs = demo.modelArgs.path }
+                progress.done("no --checkpoint: evaluating the bundled demo model \(demo.checkpoint.path)")
+            }
+            let spec = try options.spec()
+            let config = try spec.config.map { try TrainConfig.load($0) }
+
+            // Everything that can be checked cheaply is checked before the model loads.
+            let timestamp = EvalResults.timestamp(for: started)
+            let outputFolder = URL(fileURLWithPath: outputDir ?? ((config?.dumpFolder ?? "./outputs") as NSString).appendingPathComponent("eval"))
+            try prepareOutputFolder(outputFolder)
+            let outputURL = uniqueResultsFile(in: outputFolder, timestamp: timestamp)
+            let kind = RoutingInput.Kind(rawValue: routingInput)!
+            let runRouting = !lmEvalOnly
+            let tokenizer: Tokenizer? = try loadTokenizer(config: config, demo: demo, required: runRouting && (kind == .text || preset.inferenceIterations > 0))
+            let documents: (docs: [String], source: String)? = runRouting && kind == .text
+                ? try routingDocuments(config: config, demo: demo) : nil
+
+            progress.update("loading \(spec.checkpoint.path)")
+            let loaded = try ModelLoader.load(spec)
+            progress.done(String(format: "loaded %@ in %.2f s (%@)", loaded.source.description, loaded.loadSeconds, loaded.argsOrigin))
+            let args = loaded.args
+            var results = EvalResults(checkpointDir: spec.checkpoint.path, modelArgs: args, timestamp: timestamp, outputFile: outputURL.path)
+            results.configJSON = config?.json
+            var record: [String: Any] = [
+                "preset": preset.name, "seed": seed, "threads": Compute.threads,
+                "model_args_origin": loaded.argsOrigin, "load_seconds": loaded.loadSeconds,
+                "numerics": ["yarn": loaded.model.numerics.yarn, "final_norm_eps": Double(loaded.model.numerics.finalNormEps),
+                             "origin": loaded.model.numerics.origin],
+                "key_naming": loaded.source.namingEra.rawValue,
+                "tool": "moe-eval",
+            ]
+
+            var routingSeconds = 0.0, routingTokens = 0
+            if runRouting {
+                let input: RoutingInput
+                if kind == .random {
+                    input = .random(vocabSize: args.vocabSize, samples: preset.routingSamples, seqLen: preset.routingSeqLen, seed: seed)
+                } else {
+                    input = try .text(documents: documents!.docs, source: documents!.source, tokenizer: tokenizer!,
+                                      samples: preset.routingSamples, seqLen: preset.routingSeqLen, seed: seed)
+                }
+                let collector = RoutingStatisticsCollector(sequenceLength: preset.routingSeqLen,
+                                                           expertGroups: args.moeArgs.numExpertGroups,
+                                                           limitedGroups: args.moeArgs.numLimitedGroups)
+                let start = DispatchTime.now().uptimeNanoseconds
+                for (i, sequence) in input.sequences.enumerated() {
+                    progress.update("routing \(Progress.bar(i, input.sequences.count))")
+                    _ = try loaded.model.forward(tokens: sequence, batch: 1, seqLen: sequence.count, logits: .last, observer: collector)
+                }
+                routingSeconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+                routingTokens = input.sequences.count * preset.routingSeqLen
+                let degree = config?.expertParallelDegree
+                results.routingStats = RoutingMetrics.statistics(collector.finish(), options: RoutingMetricsOptions(expertParallelDegree: degree))
+                record["routing_input"] = [
+                    "kind": input.kind.rawValue, "source": input.source, "samples": input.sequences.count,
+                    "seq_len": preset.routingSeqLen, "text_tokens": input.availableTokens, "windows_overlap": input.windowsOverlap,
+                    "tokens_per_second": routingSeconds > 0 ? Double(routingTokens) / routingSeconds : 0,
+                ]
+                if !collector.warnings.isEmpty { record["routing_warnings"] = collector.warnings }
+                progress.done(String(format: "routing: %d sequences × %d tokens in %.2f s", input.sequences.count, preset.routingSeqLen, routingSeconds))
+
+                if preset.inferenceIterations > 0, let tokenizer {
+                    let prompts = InferenceBenchmark.seedPrompts.map { tokenizer.encode($0, addSpecialTokens: false).map(Int32.init) }
+                    let weightBytes = loaded.source.tensorInfos.values.reduce(0) { $0 + $1.byteCount }
+                    results.inference = try InferenceBenchmark.run(
+                        model: loaded.model, prompts: prompts, newTokens: preset.inferenceNewTokens,
+                        iterations: preset.inferenceIterations, warmup: preset.warmupIterations, weightBytes: weightBytes,
+                        progress: { progress.update($0) })
+                    progress.done(String(format: "inference: %.1f tokens/s decode, %.1f ms per iteration",
+                                         results.inference!.decodeTokensPerSec, results.inference!.latencyMs))
+                }
+                progress.update("measuring the sgemm peak")
+                let peak = ComputationalCost.measureSgemmPeak()
+                results.cost = ComputationalCost.compute(args: args, measuredTokens: routingTokens, measuredSeqLen: preset.routingSeqLen,
+                                                         measuredSeconds: routingSeconds, sgemmPeak: peak)
+                progress.done(String(format: "cost: %.3f GFLOP/token forward, MFU %.1f%% of %.0f GFLOP/s sgemm",
+                                     results.cost!.forwardFlopsPerToken / 1e9, results.cost!.mfu * 100, peak / 1e9))
+            }
+            let tasks = lmEvalTasks.isEmpty ? preset.lmEvalTasks : lmEvalTasks.flatMap { $0.split(separator: ",").map(String.init) }
+            if skipLMEval || tasks.isEmpty {
+                record["lm_eval"] = ["status": "skipped", "reason": skipLMEval ? "--skip-lm-eval" : "preset \(preset.name) runs no tasks"]
+            } else {
+                record["lm_eval"] = ["status": "not run", "tasks": tasks, "limit": lmEvalLimit ?? preset.lmEvalLimit as Any,
+                                     "reason": "native benchmark tasks are not part of this build yet"]
+                progress.done("lm_eval: not run (native benchmark tasks are not part of this build yet)")
+            }
+            results.walltimeSeconds = Date().timeIntervalSince(started)
+            record["phase_seconds"] = ["routing": routingSeconds, "load": loaded.loadSeconds]
+            results.run = record
+            try OutputFile.write(try results.jsonData(), to: outputURL)
+            print("results written to \(outputURL.path)")
+        }
+    }
+
+    func prepareOutputFolder(_ folder: URL) throws {
+        do {
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        } catch {
+            throw OutputFile.WriteError(description: "output folder \(folder.path) cannot be created: \(error.localizedDescription)")
+        }
+        guard FileManager.default.isWritableFile(atPath: folder.path) else {
+            throw OutputFile.WriteError(description: "output folder \(folder.path) is not writable")
+        }
+    }
+
+    /// `eval_results_<timestamp>.json`, with `_2`, `_3`… when a run in the same second already wrote one.
+    func uniqueResultsFile(in folder: URL, timestamp: String) -> URL {
+        var url = folder.appendingPathComponent("eval_results_\(timestamp).json")
+        var n = 2
+        while FileManager.default.fileExists(atPath: url.path) {
+            url = folder.appendingPathComponent("eval_results_\(timestamp)_\(n).json")
+            n += 1
+        }
+        return url
+    }
+
+    func loadTokenizer(config: TrainConfig?, demo: DemoAssets?, required: Bool) throws -> Tokenizer? {
+        var candidates: [String] = []
+        if let tokenizer { candidates = [tokenizer] }
+        else if let assets = config?.hfAssetsPath {
+            candidates = [assets]
+            if let configPath = config?.path, !assets.hasPrefix("/") {
+                candidates.append(((configPath as NSString).deletingLastPathComponent as NSString).appendingPathComponent(assets))
+            }
+            if let demo { candidates.append(demo.root.appendingPathComponent(assets).path) }
+        }
+        if tokenizer == nil, let demo, config?.path == demo.config.path { candidates.append(demo.tokenizer.path) }
+        for path in candidates where FileManager.default.fileExists(atPath: path) {
+            return try Tokenizer.load(from: URL(fileURLWithPath: path))
+        }
+        if required {
+            let tried = candidates.isEmpty ? "no --tokenizer and no [model] hf_assets_path in the config" : "not found: \(candidates.joined(separator: ", "))"
+            throw RoutingInput.InputError(description: "no tokenizer (\(tried)); pass --tokenizer PATH, or --routing-input random with --preset 30s")
+        }
+        return nil
+    }
+
+    func routingDocuments(config: TrainConfig?, demo: DemoAssets?) throws -> (docs: [String], source: String) {
+        if let data { return (try RoutingInput.documents(in: URL(fileURLWithPath: data)), data) }
+        if let path = config?.datasetPath, FileManager.default.fileExists(atPath: path) {
+            return (try RoutingInput.documents(in: URL(fileURLWithPath: path)), path)
+        }
+        let text = try demo ?? DemoAssets.locate()
+        return (try RoutingInput.documents(in: text.text), text.text.path)
+    }
+}
+
+/// The bundled demo: a small DeepSeek-V3 trained with TorchTitan's model code (assets/demo/README.md).
+struct DemoAssets {
+    let root: URL
+    var folder: URL { root.appendingPathComponent("assets/demo") }
+    var config: URL { folder.appendingPathComponent("train.toml") }
+    var modelArgs: URL { folder.appendingPathComponent("model_args.json") }
+    var text: URL { folder.appendingPathComponent("demo_text.txt") }
+    var tokenizer: URL { root.appendingPathComponent("assets/tokenizers/demo-dsv3") }
+    let checkpoint: URL
+
+    struct MissingError: Error, CustomStringConvertible { let description: String }
+
+    /// `MOE_EVAL_HOME`, else the first folder above the executable or the working directory holding assets/demo.
+    static func locate() throws -> DemoAssets {
+        var starts: [URL] = []
+        if let home = ProcessInfo.processInfo.environment["MOE_EVAL_HOME"] { starts.append(URL(fileURLWithPath: home)) }
+        starts.append(URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent())
+        starts.append(URL(fileURLWithPath: FileManager.default.currentDirectoryPath))
+        for start in starts {
+            var dir = start
+            while true {
+                let steps = dir.appendingPathComponent("assets/demo/checkpoint")
+                if let names = try? FileManager.default.contentsOfDirectory(atPath: steps.path) {
+                    let latest = names.compactMap { $0.hasPrefix("step-") ? Int($0.dropFirst(5)) : nil }.max()
+                    if let latest {
+                        return DemoAssets(root: dir, checkpoint: steps.appendingPathComponent("step-\(latest)"))
+                    }
+                }
+                if dir.path == "/" { break }
+                dir = dir.deletingLastPathComponent()
+            }
+        }
+        throw MissingError(description: "no --checkpoint given and the bundled demo (assets/demo) was not found; set MOE_EVAL_HOME to the moe-eval folder or pass --checkpoint")
+    }
+}
