@@ -59,6 +59,11 @@ public struct EvalResults {
             "eval_timestamp": timestamp,
             "output_file": outputFile,
         ]
+        // The seed writes null for the GPU peak on CPU; JSONEncoder would leave the key out.
+        if var cost = top["computational_cost"] as? [String: Any], self.cost != nil, cost["gpu_peak_flops"] == nil {
+            cost["gpu_peak_flops"] = NSNull()
+            top["computational_cost"] = cost
+        }
         top["moe_eval"] = run
         return try JSONSerialization.data(withJSONObject: top, options: [.prettyPrinted, .sortedKeys])
     }
