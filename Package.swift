@@ -63,7 +63,7 @@ let package = Package(
         .testTarget(name: "MoECheckpointTests", dependencies: ["MoECheckpoint"], exclude: ["Fixtures"]),
         .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels"], exclude: ["Fixtures"]),
         .testTarget(name: "MoETokenizerTests", dependencies: ["MoETokenizer"], exclude: ["Fixtures"]),
-        .testTarget(name: "MoEEvalTests", dependencies: ["MoEEval", "MoEModels"]),
+        .testTarget(name: "MoEEvalTests", dependencies: ["MoEEval", "MoEModels", "MoETokenizer"]),
         .testTarget(name: "CLITests", dependencies: ["moe-eval"]),
     ],
     swiftLanguageModes: [.v6]

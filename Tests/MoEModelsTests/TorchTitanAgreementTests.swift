@@ -34,10 +34,18 @@ struct Agreement {
 /// Runs the model on the fixture's tokens and compares with TorchTitan's logits and routing.
 func compareWithTorchTitan(variant: String, checkpoint: String = "checkpoint") throws -> Agreement {
     let dir = DSV3Fixtures.root.appendingPathComponent(variant)
-    let tokenRows = try #require(try DSV3Fixtures.json(variant, "tokens.json")["tokens"] as? [[Int]])
-    let expected = try DSV3Fixtures.json(variant, "expected.json")
-    let spec = ModelSpec(checkpoint: dir.appendingPathComponent(checkpoint), modelArgs: dir.appendingPathComponent("model_args.json"))
-    let loaded = try ModelLoader.load(spec)
+    return try compareWithTorchTitan(checkpoint: dir.appendingPathComponent(checkpoint), modelArgs: dir.appendingPathComponent("model_args.json"),
+                                     tokens: dir.appendingPathComponent("tokens.json"), expected: dir.appendingPathComponent("expected.json"),
+                                     variantInfo: dir.appendingPathComponent("variant.json"))
+}
+
+func compareWithTorchTitan(checkpoint: URL, modelArgs: URL, tokens: URL, expected expectedFile: URL, variantInfo: URL?) throws -> Agreement {
+    func json(_ url: URL) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+    }
+    let tokenRows = try #require(try json(tokens)["tokens"] as? [[Int]])
+    let expected = try json(expectedFile)
+    let loaded = try ModelLoader.load(ModelSpec(checkpoint: checkpoint, modelArgs: modelArgs))
     let recorder = RoutingRecorder()
     let batch = tokenRows.count, seqLen = tokenRows[0].count
     let logits = try loaded.model.forward(tokens: tokenRows.flatMap { $0.map(Int32.init) }, batch: batch, seqLen: seqLen, observer: recorder)
@@ -73,14 +81,14 @@ func compareWithTorchTitan(variant: String, checkpoint: String = "checkpoint") t
             }
         }
     }
-    let variantInfo = try DSV3Fixtures.json(variant, "variant.json")
-    if let yarn = variantInfo["yarn_active"] as? Bool {
+    let info = try variantInfo.map { try json($0) } ?? [:]
+    if let yarn = info["yarn_active"] as? Bool {
         #expect(loaded.model.numerics.yarn == yarn, "YaRN decision differs from TorchTitan's module")
     }
-    if let eps = variantInfo["final_norm_eps"] as? Double {
+    if let eps = info["final_norm_eps"] as? Double {
         #expect(loaded.model.numerics.finalNormEps == Float(eps), "final norm eps differs from TorchTitan's module")
     }
-    if let scale = variantInfo["softmax_scale"] as? Double {
+    if let scale = info["softmax_scale"] as? Double {
         #expect(abs(Double(loaded.model.softmaxScale) - scale) <= 1e-6 * scale, "softmax scale differs")
     }
     return result
@@ -114,5 +122,24 @@ func compareWithTorchTitan(variant: String, checkpoint: String = "checkpoint") t
             #expect(a.nonFiniteLogits == 0)
             #expect(a.expertSetMismatches == 0)
         }
+    }
+}
+
+/// The bundled demo model (assets/demo, trained with TorchTitan 0.2.2's code, bf16 weights) against the
+/// reference forward its training script recorded.
+@Suite struct DemoModelAgreementTests {
+    @Test func demoCheckpointMatchesTorchTitan() throws {
+        var root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        while !FileManager.default.fileExists(atPath: root.appendingPathComponent("Package.swift").path) { root.deleteLastPathComponent() }
+        let demo = root.appendingPathComponent("assets/demo")
+        let reference = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: demo.appendingPathComponent("reference_tokens.json"))) as? [String: Any])
+        let checkpoint = try #require(reference["checkpoint"] as? String)
+        let a = try compareWithTorchTitan(checkpoint: demo.appendingPathComponent(checkpoint.hasPrefix("checkpoint") ? checkpoint : "checkpoint/step-800"),
+                                          modelArgs: demo.appendingPathComponent("model_args.json"),
+                                          tokens: demo.appendingPathComponent("reference_tokens.json"),
+                                          expected: demo.appendingPathComponent("reference_forward.json"), variantInfo: nil)
+        #expect(a.nonFiniteLogits == 0)
+        #expect(a.maxLogitDiff <= 1e-4 * max(1, a.maxLogit), "max |Δlogit| \(a.maxLogitDiff)")
+        #expect(a.routedTokens > 0 && a.expertSetMismatches == 0)
     }
 }

@@ -1,0 +1,417 @@
+import Foundation
+
+/// `moe-eval report`: one self-contained HTML page for a results file (inline CSS and SVG, no scripts, no
+/// network, no web fonts). The page is also well-formed XML, and every drawn number carries its exact value
+/// from the file in a `data-*` attribute so that tests (and scripts) can check the picture against the JSON.
+public enum HTMLReport {
+    public static func render(_ file: ResultsFile) -> String {
+        var page = Page()
+        let title = "moe-eval report: " + (file.checkpointDir ?? file.path)
+        page.raw("<!DOCTYPE html>\n<html xmlns=\"http://www.w3.org/1999/xhtml\" lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n")
+        page.raw("<title>\(escape(title))</title>\n<style>\(stylesheet)</style>\n</head>\n<body>\n")
+        page.raw("<h1>MoE evaluation report</h1>\n<p class=\"sub\">\(escape(file.path))")
+        if let timestamp = file.timestamp { page.raw(" · \(escape(timestamp))") }
+        page.raw("</p>\n")
+
+        let notes = self.notes(file)
+        if !notes.isEmpty {
+            page.raw("<section id=\"notes\"><h2>Notes</h2><ul>\n")
+            for note in notes { page.raw("<li>\(escape(note))</li>\n") }
+            page.raw("</ul></section>\n")
+        }
+        runSection(file, &page)
+        routingSection(file, &page)
+        inferenceSection(file, &page)
+        costSection(file, &page)
+        accuracySection(file, &page)
+        page.raw("<footer>Written by moe-eval. Metric definitions: docs/METRICS.md.</footer>\n</body>\n</html>\n")
+        return page.text
+    }
+
+    struct Page {
+        var text = ""
+        mutating func raw(_ s: String) { text += s }
+    }
+
+    static func notes(_ file: ResultsFile) -> [String] {
+        var notes: [String] = []
+        for section in ResultsFile.metricSections where file.section(section) == nil {
+            notes.append("This file has no \(section).")
+        }
+        if file.isSeedFormat {
+            var note = "Written by the seed's scripts (no moe_eval record)."
+            if file.section("computational_cost")?["active_params_billions"] != nil {
+                note += " Its active_params_billions is the total parameter count."
+            }
+            if file.routingLayers.contains(where: { $0.metrics["max_violation"] == nil }) {
+                note += " Per-layer MaxVio is computed here from tokens_per_expert_distribution."
+            }
+            notes.append(note)
+        }
+        return notes
+    }
+
+    // MARK: - Sections
+
+    static func runSection(_ file: ResultsFile, _ page: inout Page) {
+        var rows: [(String, ResultsJSON)] = []
+        rows.append(("format", .string(file.isSeedFormat ? "seed (eval_moe_model.py)" : "moe-eval")))
+        for key in ["checkpoint_dir", "eval_timestamp", "output_file", "walltime_seconds"] {
+            if let value = file.root[key] { rows.append((key, value)) }
+        }
+        if let record = file.runRecord {
+            rows += scalarLeaves(record, prefix: "moe_eval.")
+        }
+        if let args = file.root["model_args"]?.objectValue {
+            rows += scalarLeaves(args, prefix: "model_args.")
+        }
+        if let config = file.root["config"]?.objectValue {
+            for section in ["job", "model", "training", "parallelism"] {
+                if let object = config[section]?.objectValue { rows += scalarLeaves(object, prefix: "config.\(section).") }
+            }
+        }
+        page.raw("<section id=\"run\"><h2>Run</h2>\n")
+        keyValueTable(rows, id: "run-table", page: &page)
+        page.raw("</section>\n")
+    }
+
+    static func routingSection(_ file: ResultsFile, _ page: inout Page) {
+        page.raw("<section id=\"routing\"><h2>Routing efficiency</h2>\n")
+        guard file.section("routing_stats") != nil else {
+            page.raw("<p>No routing_stats in this file.</p></section>\n")
+            return
+        }
+        if let aggregate = file.routingAggregate {
+            page.raw("<h3>Aggregate over MoE layers</h3>\n<table id=\"aggregate-table\"><tr><th>metric</th><th>value</th><th>seed band</th></tr>\n")
+            for (key, value) in Comparison.leaves(aggregate, textKeys: ["worst_layer"]) {
+                page.raw("<tr><td>\(escape(key))</td>")
+                page.raw(valueCell(key, value))
+                let band = value.numberValue.flatMap { SeedBand.of(metric: Comparison.baseName(key), value: $0) }
+                page.raw(band.map { "<td><span class=\"band \($0.rawValue)\">\($0.rawValue)</span></td>" } ?? "<td></td>")
+                page.raw("</tr>\n")
+            }
+            page.raw("</table>\n")
+        }
+        let layers = file.routingLayers
+        guard !layers.isEmpty else {
+            page.raw("<p>No per-layer entries.</p></section>\n")
+            return
+        }
+        page.raw("<h3>Load per layer and expert (top-k assignments ÷ the balanced load)</h3>\n")
+        page.raw(heatmap(layers, key: "tokens_per_expert_distribution", id: "load-heatmap"))
+        if layers.contains(where: { $0.metrics["top1_tokens_per_expert_distribution"] != nil }) {
+            page.raw("<h3>First-choice (top-1) load per layer and expert</h3>\n")
+            page.raw(heatmap(layers, key: "top1_tokens_per_expert_distribution", id: "top1-heatmap"))
+        }
+
+        page.raw("<h3>MaxVio per layer (tick: uniform-routing noise floor)</h3>\n")
+        let maxViolations = layers.map { layer -> Bar in
+            if let value = layer.metrics["max_violation"]?.numberValue {
+                return Bar(layer: layer.name, value: value, floor: layer.metrics["max_violation_noise_floor"]?.numberValue, computed: false)
+            }
+            return Bar(layer: layer.name, value: computedMaxViolation(layer.metrics), floor: nil, computed: true)
+        }
+        page.raw(bars(maxViolations, id: "maxvio-bars"))
+        page.raw("<h3>Coefficient of variation per layer (tick: noise floor)</h3>\n")
+        page.raw(bars(layers.map {
+            Bar(layer: $0.name, value: $0.metrics["coefficient_of_variation"]?.numberValue,
+                floor: $0.metrics["coefficient_of_variation_noise_floor"]?.numberValue, computed: false)
+        }, id: "cv-bars"))
+
+        layerTable(layers, page: &page)
+        coactivation(file, layers: layers, page: &page)
+        page.raw("</section>\n")
+    }
+
+    static func inferenceSection(_ file: ResultsFile, _ page: inout Page) {
+        page.raw("<section id=\"inference\"><h2>Latency and throughput</h2>\n")
+        guard let inference = file.section("inference_performance") else {
+            page.raw("<p>No inference_performance in this file.</p></section>\n")
+            return
+        }
+        let headline = ["latency_ms", "throughput_tokens_per_sec", "prefill_latency_ms_p50", "prefill_latency_ms_p95",
+                        "prefill_tokens_per_sec", "time_to_first_token_ms_p50", "decode_latency_ms_per_token_p50",
+                        "decode_latency_ms_per_token_p95", "decode_tokens_per_sec", "memory_allocated_gb", "memory_reserved_gb"]
+        var rows: [(String, ResultsJSON)] = headline.compactMap { key in inference[key].map { (key, $0) } }
+        rows += inference.entries.filter { !headline.contains($0.key) && $0.value.arrayValue == nil && $0.value.objectValue == nil }
+        keyValueTable(rows, id: "inference-table", page: &page)
+        page.raw("</section>\n")
+    }
+
+    static func costSection(_ file: ResultsFile, _ page: inout Page) {
+        page.raw("<section id=\"cost\"><h2>Computational cost</h2>\n")
+        guard let cost = file.section("computational_cost") else {
+            page.raw("<p>No computational_cost in this file.</p></section>\n")
+            return
+        }
+        let rows = cost.entries.filter { $0.value.arrayValue == nil && $0.value.objectValue == nil }
+        keyValueTable(rows, id: "cost-table", page: &page)
+        if file.isSeedFormat, cost["active_params_billions"] != nil {
+            page.raw("<p class=\"note\">active_params_billions in a seed file is the total parameter count.</p>\n")
+        }
+        page.raw("</section>\n")
+    }
+
+    static func accuracySection(_ file: ResultsFile, _ page: inout Page) {
+        guard let results = file.section("lm_eval_results") else { return }
+        page.raw("<section id=\"accuracy\"><h2>Benchmark accuracy</h2>\n<table id=\"accuracy-table\"><tr><th>task</th><th>metric</th><th>value</th><th>stderr</th></tr>\n")
+        for (task, value) in results.entries {
+            guard let metrics = value.objectValue else { continue }
+            for (metric, number) in metrics.entries where number.numberValue != nil && !metric.contains("_stderr") {
+                let error = metrics[Comparison.standardErrorKey(metric)] ?? .null
+                page.raw("<tr><td>\(escape(task))</td><td>\(escape(metric))</td>")
+                page.raw(valueCell("\(task)/\(metric)", number) + valueCell("\(task)/\(Comparison.standardErrorKey(metric))", error))
+                page.raw("</tr>\n")
+            }
+        }
+        page.raw("</table></section>\n")
+    }
+
+    // MARK: - Pieces
+
+    static func scalarLeaves(_ object: ResultsJSON.Object, prefix: String) -> [(String, ResultsJSON)] {
+        var rows: [(String, ResultsJSON)] = []
+        for (key, value) in object.entries {
+            switch value {
+            case .object(let inner): rows += scalarLeaves(inner, prefix: prefix + key + ".")
+            case .array(let items) where items.allSatisfy({ $0.stringValue != nil }) && !items.isEmpty:
+                rows.append((prefix + key, .string(items.compactMap(\.stringValue).joined(separator: ", "))))
+            case .array: continue
+            default: rows.append((prefix + key, value))
+            }
+        }
+        return rows
+    }
+
+    static func keyValueTable(_ rows: [(String, ResultsJSON)], id: String, page: inout Page) {
+        page.raw("<table id=\"\(id)\"><tr><th>key</th><th>value</th></tr>\n")
+        for (key, value) in rows { page.raw("<tr><td>\(escape(key))</td>\(valueCell(key, value))</tr>\n") }
+        page.raw("</table>\n")
+    }
+
+    /// A table cell; numbers keep the file's exact value in `data-value`.
+    static func valueCell(_ key: String, _ value: ResultsJSON) -> String {
+        switch value {
+        case .number(let number):
+            return "<td class=\"num\" data-key=\"\(escape(key))\" data-value=\"\(exact(number))\">\(escape(Comparison.formatNumber(number)))</td>"
+        case .string(let text): return "<td data-key=\"\(escape(key))\">\(escape(text))</td>"
+        case .bool(let flag): return "<td data-key=\"\(escape(key))\">\(flag)</td>"
+        case .null: return "<td data-key=\"\(escape(key))\">—</td>"
+        default: return "<td></td>"
+        }
+    }
+
+    /// The value as Swift prints it: the shortest text that reads back as the same Double.
+    static func exact(_ value: Double) -> String { value.isFinite ? "\(value)" : value.isNaN ? "nan" : value > 0 ? "inf" : "-inf" }
+
+    static func distribution(_ metrics: ResultsJSON.Object, key: String) -> [Double]? {
+        guard let items = metrics[key]?.arrayValue else { return nil }
+        let values = items.compactMap(\.numberValue)
+        return values.count == items.count ? values : nil
+    }
+
+    /// MaxVio from the per-expert counts for files that lack it (the seed's), through the library's formula.
+    static func computedMaxViolation(_ metrics: ResultsJSON.Object) -> Double? {
+        guard let counts = distribution(metrics, key: "tokens_per_expert_distribution"), !counts.isEmpty,
+              counts.allSatisfy({ $0 >= 0 && $0.rounded() == $0 && $0 < 9e15 }) else { return nil }
+        return RoutingMetrics.maxViolation(counts.map { Int($0) })
+    }
+
+    /// Diverging colour for load ÷ balanced load: blue below, white at 1, red above (log₂ scale, clamped at ¼× and 4×).
+    static func loadColor(ratio: Double) -> String {
+        guard ratio > 0 else { return "#222222" }
+        let t = max(-1, min(1, log2(ratio) / 2))
+        let target: (Double, Double, Double) = t > 0 ? (178, 24, 43) : (33, 102, 172)
+        let s = abs(t)
+        let channel = { (end: Double) in Int((255 + (end - 255) * s).rounded()) }
+        return String(format: "#%02x%02x%02x", channel(target.0), channel(target.1), channel(target.2))
+    }
+
+    static func heatmap(_ layers: [(name: String, index: Int, metrics: ResultsJSON.Object)], key: String, id: String) -> String {
+        let rows = layers.compactMap { layer in distribution(layer.metrics, key: key).map { (layer.name, $0) } }
+        let experts = rows.map(\.1.count).max() ?? 0
+        guard experts > 0 else { return "<p>No \(escape(key)) in this file.</p>\n" }
+        let cellWidth = max(3.0, min(28.0, 760.0 / Double(experts)))
+        let cellHeight = rows.count <= 40 ? 16.0 : max(4.0, 640.0 / Double(rows.count))
+        let left = 76.0, top = 22.0
+        let legendWidth = 6 * 64.0 + 60
+        let width = left + max(cellWidth * Double(experts), legendWidth) + 8, height = top + cellHeight * Double(rows.count) + 44
+        var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"\(id)\" class=\"heatmap\" data-source=\"\(escape(key))\" data-layers=\"\(rows.count)\" data-experts=\"\(experts)\" width=\"\(Int(width))\" height=\"\(Int(height))\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\">\n"
+        svg += "<title>\(escape(key)) per layer and expert, colour = load ÷ balanced load</title>\n"
+        let labelEvery = max(1, Int((Double(experts) / 32).rounded(.up)))
+        for expert in stride(from: 0, to: experts, by: labelEvery) {
+            svg += "<text class=\"axis\" x=\"\(fmt(left + (Double(expert) + 0.5) * cellWidth))\" y=\"\(fmt(top - 6))\" text-anchor=\"middle\">\(expert)</text>\n"
+        }
+        for (row, (name, counts)) in rows.enumerated() {
+            let y = top + Double(row) * cellHeight
+            if rows.count <= 64 || row % Int((Double(rows.count) / 64).rounded(.up)) == 0 {
+                svg += "<text class=\"axis\" x=\"\(fmt(left - 6))\" y=\"\(fmt(y + cellHeight * 0.75))\" text-anchor=\"end\">\(escape(name))</text>\n"
+            }
+            let mean = counts.isEmpty ? 0 : counts.reduce(0, +) / Double(counts.count)
+            for (expert, count) in counts.enumerated() {
+                let ratio = mean > 0 ? count / mean : 0
+                svg += "<rect x=\"\(fmt(left + Double(expert) * cellWidth))\" y=\"\(fmt(y))\" width=\"\(fmt(cellWidth))\" height=\"\(fmt(cellHeight))\" fill=\"\(loadColor(ratio: ratio))\" data-layer=\"\(escape(name))\" data-expert=\"\(expert)\" data-tokens=\"\(exact(count))\" data-ratio=\"\(exact(ratio))\">"
+                svg += "<title>\(escape(name)) · expert \(expert): \(escape(Comparison.formatNumber(count))) (\(String(format: "%.2f", ratio))× balanced)</title></rect>\n"
+            }
+        }
+        let legendY = top + cellHeight * Double(rows.count) + 14
+        let stops = [0.25, 0.5, 1, 2, 4]
+        for (i, ratio) in stops.enumerated() {
+            let x = left + Double(i) * 64
+            svg += "<rect x=\"\(fmt(x))\" y=\"\(fmt(legendY))\" width=\"18\" height=\"12\" fill=\"\(loadColor(ratio: ratio))\" stroke=\"#999999\"/>"
+            svg += "<text class=\"axis\" x=\"\(fmt(x + 22))\" y=\"\(fmt(legendY + 10))\">\(Comparison.formatNumber(ratio))×</text>\n"
+        }
+        let deadX = left + Double(stops.count) * 64
+        svg += "<rect x=\"\(fmt(deadX))\" y=\"\(fmt(legendY))\" width=\"18\" height=\"12\" fill=\"#222222\"/><text class=\"axis\" x=\"\(fmt(deadX + 22))\" y=\"\(fmt(legendY + 10))\">0 (dead)</text>\n"
+        svg += "</svg>\n"
+        return svg
+    }
+
+    struct Bar {
+        var layer: String
+        var value: Double?
+        var floor: Double?
+        var computed: Bool
+    }
+
+    static func bars(_ bars: [Bar], id: String) -> String {
+        let drawn = bars.filter { $0.value?.isFinite == true }
+        guard !drawn.isEmpty else { return "<p>Not in this file.</p>\n" }
+        let scaleMax = max(drawn.map { max($0.value ?? 0, $0.floor ?? 0) }.max() ?? 0, 1e-12)
+        let rowHeight = 18.0, left = 76.0, plot = 520.0
+        let height = rowHeight * Double(drawn.count) + 8, width = left + plot + 90
+        var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"\(id)\" class=\"bars\" data-layers=\"\(drawn.count)\" width=\"\(Int(width))\" height=\"\(Int(height))\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\">\n"
+        for (row, bar) in drawn.enumerated() {
+            let value = bar.value ?? 0
+            let y = 4 + Double(row) * rowHeight
+            let length = max(0, value) / scaleMax * plot
+            svg += "<text class=\"axis\" x=\"\(fmt(left - 6))\" y=\"\(fmt(y + 12))\" text-anchor=\"end\">\(escape(bar.layer))</text>"
+            let source = bar.computed ? " data-source=\"computed from tokens_per_expert_distribution\"" : ""
+            svg += "<rect class=\"bar\" x=\"\(fmt(left))\" y=\"\(fmt(y + 2))\" width=\"\(fmt(length))\" height=\"\(fmt(rowHeight - 5))\" data-layer=\"\(escape(bar.layer))\" data-value=\"\(exact(value))\"\(source)>"
+            svg += "<title>\(escape(bar.layer)): \(escape(Comparison.formatNumber(value)))\(bar.floor.map { " (noise floor \(Comparison.formatNumber($0)))" } ?? "")</title></rect>"
+            if let floor = bar.floor, floor.isFinite {
+                let x = left + max(0, floor) / scaleMax * plot
+                svg += "<line class=\"floor\" x1=\"\(fmt(x))\" x2=\"\(fmt(x))\" y1=\"\(fmt(y))\" y2=\"\(fmt(y + rowHeight - 1))\" data-layer=\"\(escape(bar.layer))\" data-value=\"\(exact(floor))\"/>"
+            }
+            svg += "<text class=\"axis\" x=\"\(fmt(left + length + 4))\" y=\"\(fmt(y + 12))\">\(escape(Comparison.formatNumber(value)))</text>\n"
+        }
+        svg += "</svg>\n"
+        return svg
+    }
+
+    static func layerTable(_ layers: [(name: String, index: Int, metrics: ResultsJSON.Object)], page: inout Page) {
+        let columns = ["max_violation", "max_violation_noise_floor", "max_violation_batch_max", "coefficient_of_variation",
+                       "coefficient_of_variation_normalized", "gini_coefficient", "expert_utilization_rate",
+                       "effective_experts_fraction", "dead_experts", "near_dead_experts", "ep_overload_factor",
+                       "expert_bias_reroute_rate", "fragile_token_fraction", "aux_balance_loss"]
+        let present = columns.filter { key in layers.contains { $0.metrics[key]?.numberValue != nil } }
+        guard !present.isEmpty else { return }
+        page.raw("<h3>Per-layer metrics</h3>\n<table id=\"layer-table\"><tr><th>layer</th>")
+        for key in present { page.raw("<th>\(escape(key))</th>") }
+        page.raw("</tr>\n")
+        for layer in layers {
+            page.raw("<tr><td>\(escape(layer.name))</td>")
+            for key in present { page.raw(valueCell("\(layer.name)/\(key)", layer.metrics[key] ?? .null)) }
+            page.raw("</tr>\n")
+        }
+        page.raw("</table>\n")
+    }
+
+    /// The worst layer: the aggregate's MaxVio worst layer, else the layer with the highest CV.
+    static func worstLayer(_ file: ResultsFile, layers: [(name: String, index: Int, metrics: ResultsJSON.Object)]) -> String? {
+        if let name = file.routingAggregate?["max_violation"]?.objectValue?["worst_layer"]?.stringValue,
+           layers.contains(where: { $0.name == name }) { return name }
+        var best: (String, Double)?
+        for layer in layers {
+            guard let cv = layer.metrics["coefficient_of_variation"]?.numberValue else { continue }
+            if best == nil || cv > best!.1 { best = (layer.name, cv) }
+        }
+        return best?.0 ?? layers.first?.name
+    }
+
+    static func coactivation(_ file: ResultsFile, layers: [(name: String, index: Int, metrics: ResultsJSON.Object)], page: inout Page) {
+        guard let worst = worstLayer(file, layers: layers), let metrics = layers.first(where: { $0.name == worst })?.metrics else { return }
+        page.raw("<h3>Co-activated expert pairs in the worst layer, \(escape(worst)) (lift = P(a,b) ÷ P(a)P(b); colours as in the heatmap)</h3>\n")
+        let pairs: [(a: Int, b: Int, count: Double, lift: Double)] = (metrics["top_coactivated_pairs"]?.arrayValue ?? []).compactMap { item in
+            guard let object = item.objectValue, let a = object["expert_a"]?.numberValue, let b = object["expert_b"]?.numberValue,
+                  let lift = object["lift"]?.numberValue, a.isFinite, b.isFinite, abs(a) < 1e9, abs(b) < 1e9 else { return nil }
+            return (Int(a), Int(b), object["count"]?.numberValue ?? 0, lift)
+        }
+        guard !pairs.isEmpty else {
+            page.raw("<p>No top_coactivated_pairs for this layer in the file.</p>\n")
+            return
+        }
+        let baseline = metrics["coactivation_lift_uniform_baseline"]?.numberValue
+        let experts = Array(Set(pairs.flatMap { [$0.a, $0.b] })).sorted()
+        let cell = 26.0, left = 40.0, top = 30.0
+        let size = cell * Double(experts.count)
+        var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"coactivation-matrix\" class=\"matrix\" data-layer=\"\(escape(worst))\" data-pairs=\"\(pairs.count)\" width=\"\(Int(left + size + 10))\" height=\"\(Int(top + size + 10))\" viewBox=\"0 0 \(Int(left + size + 10)) \(Int(top + size + 10))\" role=\"img\">\n"
+        svg += "<title>lift of the top co-activated pairs in \(escape(worst))</title>\n"
+        for (i, expert) in experts.enumerated() {
+            let center = Double(i) * cell + cell / 2
+            svg += "<text class=\"axis\" x=\"\(fmt(left + center))\" y=\"\(fmt(top - 8))\" text-anchor=\"middle\">\(expert)</text>"
+            svg += "<text class=\"axis\" x=\"\(fmt(left - 6))\" y=\"\(fmt(top + center + 4))\" text-anchor=\"end\">\(expert)</text>\n"
+            for j in experts.indices {
+                svg += "<rect x=\"\(fmt(left + Double(j) * cell))\" y=\"\(fmt(top + Double(i) * cell))\" width=\"\(fmt(cell))\" height=\"\(fmt(cell))\" fill=\"#f4f4f4\" stroke=\"#ffffff\"/>"
+            }
+        }
+        for pair in pairs {
+            guard let i = experts.firstIndex(of: pair.a), let j = experts.firstIndex(of: pair.b) else { continue }
+            // The heatmap's scale: 1 = independent (white), above red, below blue.
+            let fill = loadColor(ratio: pair.lift)
+            for (row, column) in [(i, j), (j, i)] {
+                svg += "<rect class=\"pair\" x=\"\(fmt(left + Double(column) * cell))\" y=\"\(fmt(top + Double(row) * cell))\" width=\"\(fmt(cell))\" height=\"\(fmt(cell))\" fill=\"\(fill)\" stroke=\"#ffffff\" data-expert-a=\"\(pair.a)\" data-expert-b=\"\(pair.b)\" data-count=\"\(exact(pair.count))\" data-lift=\"\(exact(pair.lift))\">"
+                svg += "<title>experts \(pair.a) + \(pair.b): \(Comparison.formatNumber(pair.count)) tokens, lift \(String(format: "%.3f", pair.lift))</title></rect>\n"
+            }
+        }
+        svg += "</svg>\n"
+        page.raw("<div class=\"row\">\(svg)<table id=\"coactivation-table\"><tr><th>expert a</th><th>expert b</th><th>tokens</th><th>lift</th></tr>\n")
+        for pair in pairs {
+            page.raw("<tr><td>\(pair.a)</td><td>\(pair.b)</td>\(valueCell("count", .number(pair.count)))\(valueCell("lift", .number(pair.lift)))</tr>\n")
+        }
+        page.raw("</table></div>\n")
+        if let baseline {
+            page.raw("<p class=\"note\">Uniform random top-k routing gives every pair lift \(escape(Comparison.formatNumber(baseline))); above it, a pair fires together more often than independence predicts.</p>\n")
+        }
+    }
+
+    static func fmt(_ value: Double) -> String { String(format: "%.1f", value) }
+
+    /// Text and attribute escaping for HTML that is also XML.
+    public static func escape(_ text: String) -> String {
+        var out = ""
+        out.reserveCapacity(text.utf8.count)
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&#39;"
+            default:
+                // Control characters are not allowed in XML 1.0 at all.
+                if scalar.value < 0x20 && scalar != "\n" && scalar != "\t" { out += " " } else { out.unicodeScalars.append(scalar) }
+            }
+        }
+        return out
+    }
+
+    static let stylesheet = """
+
+    body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1100px; color: #1a1a1a; padding: 0 1em; }
+    h1 { margin-bottom: 0.1em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
+    .sub, .note, footer { color: #555; font-size: 0.9em; }
+    table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.88em; }
+    th, td { border: 1px solid #ddd; padding: 0.2em 0.6em; text-align: left; vertical-align: top; }
+    td.num { text-align: right; font-variant-numeric: tabular-nums; }
+    th { background: #f4f4f4; }
+    svg { display: block; margin: 0.6em 0; max-width: 100%; height: auto; }
+    svg .axis { font-size: 10px; fill: #444; }
+    svg .bar { fill: #4a7ab5; } svg .floor { stroke: #c0392b; stroke-width: 2; }
+    .band { padding: 0.05em 0.5em; border-radius: 0.6em; font-size: 0.85em; }
+    .band.excellent { background: #d4f0d4; } .band.good { background: #e6f2c8; } .band.fair { background: #fbeec2; } .band.poor { background: #f7d0cc; }
+    .row { display: flex; gap: 2em; align-items: flex-start; flex-wrap: wrap; }
+    footer { margin-top: 3em; }
+
+    """
+}

@@ -1,0 +1,148 @@
+import Foundation
+import Testing
+
+/// `scripts/run_eval_moe.sh`: the seed's environment variables reach `moe-eval run` as the matching flags.
+/// The script runs the test build's binary through `MOE_EVAL_BIN` (building a release binary would take minutes).
+@Suite struct RunEvalScriptTests {
+    static let variant = CLI.dsv3Fixtures.appendingPathComponent("v022_softmax_basic")
+
+    static func script(_ environment: [String: String], arguments: [String] = []) throws -> CLI.Result {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [CLI.repoRoot.appendingPathComponent("scripts/run_eval_moe.sh").path] + arguments
+        var env = ProcessInfo.processInfo.environment
+        for key in ["CHECKPOINT_DIR", "CONFIG_FILE", "OUTPUT_DIR", "PRESET", "SKIP_LM_EVAL", "LM_EVAL_ONLY", "LM_EVAL_TASKS",
+                    "LM_EVAL_LIMIT", "SEED", "NGPU"] { env[key] = nil }
+        env["MOE_EVAL_BIN"] = CLI.binary.path
+        for (key, value) in environment { env[key] = value }
+        process.environment = env
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return CLI.Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                          stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    /// The fixture has no train config or tokenizer: model args and random routing input go through as arguments.
+    static let fixtureArguments = ["--model-args", variant.appendingPathComponent("model_args.json").path, "--routing-input", "random", "--quiet"]
+
+    static func onlyResults(in folder: URL) throws -> [String: Any] {
+        let names = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasPrefix("eval_results_") && $0.hasSuffix(".json") }
+        #expect(names.count == 1, "\(names)")
+        let data = try Data(contentsOf: folder.appendingPathComponent(try #require(names.first)))
+        return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    }
+
+    @Test func variablesBecomeFlags() throws {
+        let dir = try CLI.scratch()
+        defer { CLI.cleanUp(dir) }
+        let output = dir.appendingPathComponent("eval")
+        let r = try Self.script([
+            "CHECKPOINT_DIR": Self.variant.appendingPathComponent("checkpoint").path, "OUTPUT_DIR": output.path,
+            "PRESET": "30s", "SEED": "7", "SKIP_LM_EVAL": "1", "NGPU": "0",
+        ], arguments: Self.fixtureArguments)
+        #expect(r.status == 0, "\(r.stderr)")
+        let results = try Self.onlyResults(in: output)
+        let record = try #require(results["moe_eval"] as? [String: Any])
+        #expect(record["preset"] as? String == "30s")
+        #expect(record["seed"] as? Int == 7)
+        #expect((record["lm_eval"] as? [String: Any])?["reason"] as? String == "--skip-lm-eval")
+        #expect((record["routing_input"] as? [String: Any])?["kind"] as? String == "random")
+        #expect(results["checkpoint_dir"] as? String == Self.variant.appendingPathComponent("checkpoint").path)
+        #expect(r.stdout.contains("results written to \(output.path)"))
+    }
+
+    @Test func configTasksAndLimitArrive() throws {
+        let dir = try CLI.scratch()
+        defer { CLI.cleanUp(dir) }
+        // Without OUTPUT_DIR the results go to {dump_folder}/eval from CONFIG_FILE, as in the seed.
+        let dump = dir.appendingPathComponent("outputs")
+        let config = dir.appendingPathComponent("train.toml")
+        try Data("""
+        [job]
+        dump_folder = "\(dump.path)"
+        [model]
+        name = "deepseek_v3"
+        flavor = "debugmodel"
+        [parallelism]
+        expert_parallel_degree = 2
+        """.utf8).write(to: config)
+        let r = try Self.script([
+            "CHECKPOINT_DIR": Self.variant.appendingPathComponent("checkpoint").path, "CONFIG_FILE": config.path,
+            "PRESET": "30s", "LM_EVAL_TASKS": "hellaswag arc_easy", "LM_EVAL_LIMIT": "3",
+        ], arguments: Self.fixtureArguments)
+        #expect(r.status == 0, "\(r.stderr)")
+        let results = try Self.onlyResults(in: dump.appendingPathComponent("eval"))
+        let record = try #require(results["moe_eval"] as? [String: Any])
+        #expect(record["seed"] as? Int == 1337)
+        let lmEval = try #require(record["lm_eval"] as? [String: Any])
+        #expect(lmEval["tasks"] as? [String] == ["hellaswag", "arc_easy"])
+        #expect(lmEval["limit"] as? Int == 3)
+        let aggregate = (results["routing_stats"] as? [String: Any])?["aggregate"] as? [String: Any]
+        #expect(aggregate?["ep_degree"] as? Int == 2)
+    }
+
+    @Test func lmEvalOnlySkipsRouting() throws {
+        let dir = try CLI.scratch()
+        defer { CLI.cleanUp(dir) }
+        let r = try Self.script([
+            "CHECKPOINT_DIR": Self.variant.appendingPathComponent("checkpoint").path, "OUTPUT_DIR": dir.path,
+            "PRESET": "30s", "LM_EVAL_ONLY": "1",
+        ], arguments: Self.fixtureArguments)
+        #expect(r.status == 0, "\(r.stderr)")
+        let results = try Self.onlyResults(in: dir)
+        #expect((results["routing_stats"] as? [String: Any])?.isEmpty == true)
+    }
+
+    /// Without MOE_EVAL_BIN the script builds the release product and runs it from `--show-bin-path`; a stand-in
+    /// `swift` on PATH records its arguments and answers with a folder holding the test build's binary.
+    @Test func buildsAndLocatesTheReleaseBinary() throws {
+        let dir = try CLI.scratch()
+        defer { CLI.cleanUp(dir) }
+        let tools = dir.appendingPathComponent("tools"), bin = dir.appendingPathComponent("release")
+        try FileManager.default.createDirectory(at: tools, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: bin, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(at: bin.appendingPathComponent("moe-eval"), withDestinationURL: CLI.binary)
+        let log = dir.appendingPathComponent("swift.log")
+        let fake = tools.appendingPathComponent("swift")
+        try Data("""
+        #!/bin/sh
+        echo "$*" >> "\(log.path)"
+        case "$*" in *--show-bin-path*) echo "\(bin.path)" ;; esac
+        """.utf8).write(to: fake)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: fake.path)
+        let output = dir.appendingPathComponent("eval")
+        var environment = ["CHECKPOINT_DIR": Self.variant.appendingPathComponent("checkpoint").path, "OUTPUT_DIR": output.path,
+                           "PRESET": "30s", "PATH": tools.path + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")]
+        environment["MOE_EVAL_BIN"] = ""
+        let r = try Self.script(environment, arguments: Self.fixtureArguments)
+        #expect(r.status == 0, "\(r.stderr)")
+        let calls = try String(contentsOf: log, encoding: .utf8).split(separator: "\n")
+        #expect(calls == ["build -c release --product moe-eval", "build -c release --show-bin-path"])
+        #expect((try Self.onlyResults(in: output)["moe_eval"] as? [String: Any])?["preset"] as? String == "30s")
+    }
+
+    @Test func moreThanOneProcessIsRefused() throws {
+        let dir = try CLI.scratch()
+        defer { CLI.cleanUp(dir) }
+        let r = try Self.script(["CHECKPOINT_DIR": Self.variant.appendingPathComponent("checkpoint").path,
+                                 "OUTPUT_DIR": dir.path, "PRESET": "30s", "NGPU": "4"], arguments: Self.fixtureArguments)
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("MPI expert parallelism is not available yet"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+    }
+
+    @Test func badPresetFailsInMoeEval() throws {
+        let dir = try CLI.scratch()
+        defer { CLI.cleanUp(dir) }
+        let r = try Self.script(["CHECKPOINT_DIR": Self.variant.appendingPathComponent("checkpoint").path,
+                                 "OUTPUT_DIR": dir.path, "PRESET": "2min"], arguments: Self.fixtureArguments)
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("unknown preset \"2min\""))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+    }
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Evaluate a TorchTitan MoE checkpoint with moe-eval, driven by the same environment variables as the
+# original scripts/eval/run_eval_moe.sh (a torchrun wrapper around eval_moe_model.py).
+#
+#   CHECKPOINT_DIR  checkpoint folder (DCP or safetensors); unset = the bundled demo model
+#   CONFIG_FILE     TorchTitan train config (TOML)
+#   OUTPUT_DIR      where eval_results_<timestamp>.json goes (default: {dump_folder}/eval from the config)
+#   PRESET          30s | 1min | 5min | 15min | full (default full)
+#   SKIP_LM_EVAL    1 = skip benchmark accuracy          LM_EVAL_ONLY  1 = only benchmark accuracy
+#   LM_EVAL_TASKS   space-separated tasks (overrides the preset)
+#   LM_EVAL_LIMIT   examples per task (overrides the preset)
+#   SEED            random seed (default 1337)
+#   NGPU            processes: 0, 1 or unset = one CPU process; more needs MPI expert parallelism (not yet)
+#   MOE_EVAL_BIN    use this moe-eval binary instead of building the release one
+#
+# Arguments after the script name go to `moe-eval run` unchanged, e.g. --model-args args.json --threads 2.
+#
+#   CHECKPOINT_DIR=./outputs/checkpoint/step-1000 CONFIG_FILE=./train.toml PRESET=30s ./scripts/run_eval_moe.sh
+set -euo pipefail
+
+PRESET="${PRESET:-full}"
+SEED="${SEED:-1337}"
+NGPU="${NGPU:-0}"
+
+is_set() {
+    case "${1:-}" in
+        1|true|TRUE|True|yes|YES|on|ON) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+if ! [[ "$NGPU" =~ ^[0-9]+$ ]]; then
+    echo "run_eval_moe.sh: NGPU must be a number of processes, not \"$NGPU\"" >&2
+    exit 2
+fi
+if (( NGPU > 1 )); then
+    echo "run_eval_moe.sh: NGPU=$NGPU asks for $NGPU processes, but MPI expert parallelism is not available yet; use NGPU=0 (one CPU process)" >&2
+    exit 2
+fi
+
+if [[ -n "${MOE_EVAL_BIN:-}" ]]; then
+    BIN="$MOE_EVAL_BIN"
+else
+    ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    echo "run_eval_moe.sh: building moe-eval (release)…" >&2
+    (cd "$ROOT" && swift build -c release --product moe-eval >&2)
+    BIN="$(cd "$ROOT" && swift build -c release --show-bin-path)/moe-eval"
+fi
+if [[ ! -x "$BIN" ]]; then
+    echo "run_eval_moe.sh: moe-eval binary not found at $BIN" >&2
+    exit 1
+fi
+
+ARGS=(run --preset "$PRESET" --seed "$SEED")
+[[ -n "${CHECKPOINT_DIR:-}" ]] && ARGS+=(--checkpoint_dir "$CHECKPOINT_DIR")
+[[ -n "${CONFIG_FILE:-}" ]] && ARGS+=(--config_file "$CONFIG_FILE")
+[[ -n "${OUTPUT_DIR:-}" ]] && ARGS+=(--output_dir "$OUTPUT_DIR")
+is_set "${SKIP_LM_EVAL:-0}" && ARGS+=(--skip-lm-eval)
+is_set "${LM_EVAL_ONLY:-0}" && ARGS+=(--lm-eval-only)
+if [[ -n "${LM_EVAL_TASKS:-}" ]]; then
+    read -r -a TASKS <<< "$LM_EVAL_TASKS"
+    ARGS+=(--lm-eval-tasks "${TASKS[@]}")
+fi
+[[ -n "${LM_EVAL_LIMIT:-}" ]] && ARGS+=(--lm-eval-limit "$LM_EVAL_LIMIT")
+
+echo "run_eval_moe.sh: $BIN ${ARGS[*]} $*" >&2
+exec "$BIN" "${ARGS[@]}" "$@"
