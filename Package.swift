@@ -21,6 +21,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", exact: "0.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", exact: "2.28.1"),
     ],
     targets: [
         // BLAS: OpenBLAS through pkg-config on Linux; Accelerate on macOS (see the module map).
@@ -52,10 +53,14 @@ let package = Package(
             name: "MoEEval",
             dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer"]
         ),
+        .target(
+            name: "MoEServer",
+            dependencies: ["MoEEval", "MoEModels", "MoETokenizer", .product(name: "Hummingbird", package: "hummingbird")]
+        ),
         .executableTarget(
             name: "moe-eval",
             dependencies: [
-                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval",
+                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoEServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -63,8 +68,13 @@ let package = Package(
         .testTarget(name: "MoECheckpointTests", dependencies: ["MoECheckpoint"], exclude: ["Fixtures"]),
         .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels"], exclude: ["Fixtures"]),
         .testTarget(name: "MoETokenizerTests", dependencies: ["MoETokenizer"], exclude: ["Fixtures"]),
-        .testTarget(name: "MoEEvalTests", dependencies: ["MoEEval", "MoEModels", "MoETokenizer"]),
+        .testTarget(name: "MoEEvalTests", dependencies: ["MoEEval", "MoEModels", "MoETokenizer"], exclude: ["Fixtures"]),
         .testTarget(name: "CLITests", dependencies: ["moe-eval"]),
+        .testTarget(
+            name: "MoEServerTests",
+            dependencies: ["MoEServer", "MoEModels", "MoETokenizer",
+                           .product(name: "HummingbirdTesting", package: "hummingbird")]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -22,6 +22,8 @@ public struct EvalResults {
     public var outputFile: String
     /// moe-eval's own record of how the run was made (preset, seed, inputs, numerics, timings).
     public var run: [String: Any] = [:]
+    /// Per-document results (`--log-samples`), task → records, for paired comparison.
+    public var lmEvalSamples: Any?
 
     public init(checkpointDir: String, modelArgs: ModelArgs, timestamp: String, outputFile: String) {
         self.checkpointDir = checkpointDir
@@ -38,7 +40,7 @@ public struct EvalResults {
         return formatter.string(from: date)
     }
 
-    static func object<T: Encodable>(_ value: T) throws -> Any {
+    public static func object<T: Encodable>(_ value: T) throws -> Any {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
@@ -65,6 +67,7 @@ public struct EvalResults {
             top["computational_cost"] = cost
         }
         top["moe_eval"] = run
+        if let lmEvalSamples { top["lm_eval_samples"] = lmEvalSamples }
         return try JSONSerialization.data(withJSONObject: top, options: [.prettyPrinted, .sortedKeys])
     }
 }

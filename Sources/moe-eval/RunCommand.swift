@@ -52,6 +52,16 @@ struct RunCommand: ParsableCommand {
     @Option(name: [.customLong("lm-eval-limit"), .customLong("lm_eval_limit")], help: "Examples per task (overrides the preset).")
     var lmEvalLimit: Int?
 
+    @Option(name: [.customLong("num-fewshot"), .customLong("num_fewshot")], help: "Few-shot examples per task (default: each task's own, 0 for most).")
+    var numFewshot: Int?
+
+    @Option(name: [.customLong("data-dir"), .customLong("data_dir")],
+            help: "Benchmark data folder in ../shared/data's layout (default: $MOE_EVAL_DATA_DIR, else ../shared/data beside the moe-eval folder).")
+    var dataDir: String?
+
+    @Flag(name: [.customLong("log-samples"), .customLong("log_samples")], help: "Keep per-document results (lm_eval_samples) for paired comparison.")
+    var logSamples = false
+
     @Option(help: "Random seed (routing windows, random input).")
     var seed: UInt64 = 1337
 
@@ -158,16 +168,27 @@ struct RunCommand: ParsableCommand {
                                      results.cost!.forwardFlopsPerToken / 1e9, results.cost!.mfu * 100, peak / 1e9))
             }
             let tasks = lmEvalTasks.isEmpty ? preset.lmEvalTasks : lmEvalTasks.flatMap { $0.split(separator: ",").map(String.init) }
+            var samplesJSON: Any?
             if skipLMEval || tasks.isEmpty {
                 record["lm_eval"] = ["status": "skipped", "reason": skipLMEval ? "--skip-lm-eval" : "preset \(preset.name) runs no tasks"]
             } else {
-                record["lm_eval"] = ["status": "not run", "tasks": tasks, "limit": lmEvalLimit ?? preset.lmEvalLimit as Any,
-                                     "reason": "native benchmark tasks are not part of this build yet"]
-                progress.done("lm_eval: not run (native benchmark tasks are not part of this build yet)")
+                guard let tokenizer = try tokenizer ?? loadTokenizer(config: config, demo: demo, required: true) else { return }
+                let folder = try benchmarkDataDir(demo: demo)
+                let limit = lmEvalLimit ?? preset.lmEvalLimit
+                let scorer = NativeScorer(model: loaded.model)
+                let output = try NativeTasks.run(tasks: tasks, limit: limit, numFewshot: numFewshot, dataDir: folder, tokenizer: tokenizer,
+                                                 scorer: scorer, logSamples: logSamples, progress: { progress.update($0) })
+                results.lmEvalResults = output.results
+                record["lm_eval"] = ["status": "ran", "tasks": tasks, "limit": limit as Any, "num_fewshot": output.nShot,
+                                     "data_dir": folder.path, "requests": output.requests, "scoring_seconds": output.scoringSeconds,
+                                     "tokenization": "as lm-eval's API backends (no BOS)"]
+                if logSamples { samplesJSON = try EvalResults.object(output.samples) }
+                progress.done(String(format: "lm_eval: %d requests over %@ in %.2f s", output.requests, tasks.joined(separator: ", "), output.scoringSeconds))
             }
             results.walltimeSeconds = Date().timeIntervalSince(started)
             record["phase_seconds"] = ["routing": routingSeconds, "load": loaded.loadSeconds]
             results.run = record
+            results.lmEvalSamples = samplesJSON
             try OutputFile.write(try results.jsonData(), to: outputURL)
             print("results written to \(outputURL.path)")
         }
@@ -214,6 +235,17 @@ struct RunCommand: ParsableCommand {
             throw RoutingInput.InputError(description: "no tokenizer (\(tried)); pass --tokenizer PATH, or --routing-input random with --preset 30s")
         }
         return nil
+    }
+
+    /// `--data-dir`, `$MOE_EVAL_DATA_DIR`, or the shared data folder beside the moe-eval checkout.
+    func benchmarkDataDir(demo: DemoAssets?) throws -> URL {
+        if let dataDir { return URL(fileURLWithPath: dataDir) }
+        if let env = ProcessInfo.processInfo.environment["MOE_EVAL_DATA_DIR"] { return URL(fileURLWithPath: env) }
+        if let root = demo?.root ?? (try? DemoAssets.locate())?.root {
+            let shared = root.deletingLastPathComponent().appendingPathComponent("shared/data")
+            if FileManager.default.fileExists(atPath: shared.path) { return shared }
+        }
+        throw RoutingInput.InputError(description: "no benchmark data: pass --data-dir DIR (hellaswag/, arc/, mmlu/data/… as in lm-eval's original files) or set MOE_EVAL_DATA_DIR")
     }
 
     func routingDocuments(config: TrainConfig?, demo: DemoAssets?) throws -> (docs: [String], source: String) {

@@ -71,17 +71,22 @@ import Testing
         [parallelism]
         expert_parallel_degree = 2
         """.utf8).write(to: config)
+        // The tasks really run, so this uses the demo model, whose vocabulary fits the demo tokenizer.
+        let demo = CLI.repoRoot.appendingPathComponent("assets/demo")
         let r = try Self.script([
-            "CHECKPOINT_DIR": Self.variant.appendingPathComponent("checkpoint").path, "CONFIG_FILE": config.path,
+            "CHECKPOINT_DIR": demo.appendingPathComponent("checkpoint/step-800").path, "CONFIG_FILE": config.path,
             "PRESET": "30s", "LM_EVAL_TASKS": "hellaswag arc_easy", "LM_EVAL_LIMIT": "3",
-        ], arguments: Self.fixtureArguments)
+        ], arguments: ["--model-args", demo.appendingPathComponent("model_args.json").path,
+                       "--tokenizer", CLI.repoRoot.appendingPathComponent("assets/tokenizers/demo-dsv3").path])
         #expect(r.status == 0, "\(r.stderr)")
         let results = try Self.onlyResults(in: dump.appendingPathComponent("eval"))
         let record = try #require(results["moe_eval"] as? [String: Any])
         #expect(record["seed"] as? Int == 1337)
         let lmEval = try #require(record["lm_eval"] as? [String: Any])
         #expect(lmEval["tasks"] as? [String] == ["hellaswag", "arc_easy"])
-        #expect(lmEval["limit"] as? Int == 3)
+        #expect(lmEval["limit"] as? Int == 3 && lmEval["status"] as? String == "ran")
+        let accuracy = try #require(results["lm_eval_results"] as? [String: [String: Any]])
+        #expect(accuracy["hellaswag"]?["sample_len"] as? Int == 3 && accuracy["arc_easy"]?["acc,none"] != nil)
         let aggregate = (results["routing_stats"] as? [String: Any])?["aggregate"] as? [String: Any]
         #expect(aggregate?["ep_degree"] as? Int == 2)
     }

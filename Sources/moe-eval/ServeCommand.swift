@@ -1,0 +1,144 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import MoEModels
+import MoEServer
+import MoETokenizer
+
+/// `moe-eval serve`: an OpenAI-compatible completions server that lm-evaluation-harness's
+/// `local-completions` model can evaluate, tokenizer included, fully offline.
+struct ServeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve a checkpoint over HTTP for lm-evaluation-harness (--model local-completions).",
+        discussion: """
+        Endpoints: POST /v1/completions (prompt as text or token ids; echo; logprobs; max_tokens 0 or more;
+        greedy only, temperature 0; stop strings applied here), GET /v1/models, GET /health, and the remote
+        tokenizer lm-eval uses with tokenizer_backend=remote: GET /tokenizer_info, POST /tokenize, POST /detokenize.
+        Without --checkpoint it serves the bundled demo model. --port 0 picks a free port; the line
+        "listening on http://HOST:PORT" on standard output gives it.
+
+        Examples:
+          moe-eval serve --port 8000
+          moe-eval serve --checkpoint ./outputs/checkpoint/step-1000 --config train.toml --tokenizer ./tokenizer
+          lm_eval --model local-completions --tasks hellaswag --model_args \\
+            base_url=http://127.0.0.1:8000/v1/completions,tokenizer_backend=remote,max_length=MAX_SEQ_LEN
+        """)
+
+    @OptionGroup var model: ModelOptions
+
+    @Option(help: "tokenizer.json file or folder (default: the config's hf_assets_path, or the demo tokenizer).")
+    var tokenizer: String?
+
+    @Option(help: "Address to listen on. Keep the loopback default unless the network is trusted: there is no authentication.")
+    var host = "127.0.0.1"
+
+    @Option(help: "Port to listen on (0: any free port).")
+    var port = 8000
+
+    @Option(name: .customLong("model-name"), help: "Name in /v1/models that requests' \"model\" must match (default: the checkpoint folder's name).")
+    var modelName: String?
+
+    @Option(name: .customLong("max-body-bytes"), help: "Largest request body; larger ones get 413.")
+    var maxBodyBytes = ServerLimits().maxBodyBytes
+
+    @Option(name: .customLong("max-concurrency"), help: "Completion requests running or waiting at once; more get 503.")
+    var maxConcurrency = ServerLimits().maxConcurrency
+
+    @Option(name: .customLong("max-batch"), help: "Prompts in one completions request; more get 400.")
+    var maxBatch = ServerLimits().maxPromptsPerRequest
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
+        guard maxBodyBytes >= 1024 else { throw ValidationError("--max-body-bytes must be ≥ 1024") }
+        guard maxConcurrency >= 1 else { throw ValidationError("--max-concurrency must be ≥ 1") }
+        guard maxBatch >= 1 else { throw ValidationError("--max-batch must be ≥ 1") }
+    }
+
+    func run() throws {
+        try reportingErrors {
+            var options = model
+            let demo = model.checkpoint == nil ? try DemoAssets.locate() : nil
+            if let demo {
+                options.checkpoint = demo.checkpoint.path
+                if options.config == nil { options.config = demo.config.path }
+                if options.modelArgs == nil && options.flavor == nil { options.modelArgs = demo.modelArgs.path }
+            }
+            let spec = try options.spec()
+            let config = try spec.config.map { try TrainConfig.load($0) }
+            let tokenizer = try loadTokenizer(config: config, demo: demo)
+            let loaded = try ModelLoader.load(spec)
+            printError(String(format: "loaded %@ in %.2f s (%@)", loaded.source.description, loaded.loadSeconds, loaded.argsOrigin))
+
+            var limits = ServerLimits()
+            limits.maxBodyBytes = maxBodyBytes
+            limits.maxConcurrency = maxConcurrency
+            limits.maxPromptsPerRequest = maxBatch
+            let name = modelName ?? (demo != nil ? "moe-eval-demo" : Self.defaultName(for: spec.checkpoint))
+            let engine = CompletionEngine(model: loaded.model, tokenizer: tokenizer, modelName: name, limits: limits)
+            try Self.runBlocking { [host, port] in
+                do {
+                    try await CompletionServer.serve(engine: engine, host: host, port: port) { boundPort in
+                        // Unbuffered: scripts wait for this line to learn the port.
+                        FileHandle.standardOutput.write(Data("listening on http://\(host):\(boundPort) (model \"\(name)\", max_seq_len \(engine.maxSeqLen))\n".utf8))
+                    }
+                } catch {
+                    throw ServeError(description: "cannot serve on \(host):\(port): \(error)")
+                }
+            }
+        }
+    }
+
+    /// The checkpoint folder's name, with its parent's for TorchTitan's `step-N` folders.
+    static func defaultName(for checkpoint: URL) -> String {
+        let last = checkpoint.standardizedFileURL.lastPathComponent
+        guard last.hasPrefix("step-") else { return last }
+        let parent = checkpoint.standardizedFileURL.deletingLastPathComponent()
+        let run = parent.lastPathComponent == "checkpoint" ? parent.deletingLastPathComponent().lastPathComponent : parent.lastPathComponent
+        return run.isEmpty ? last : "\(run)/\(last)"
+    }
+
+    func loadTokenizer(config: TrainConfig?, demo: DemoAssets?) throws -> Tokenizer {
+        var candidates: [String] = []
+        if let tokenizer {
+            candidates = [tokenizer]
+        } else {
+            if let assets = config?.hfAssetsPath {
+                candidates.append(assets)
+                if let configPath = config?.path, !assets.hasPrefix("/") {
+                    candidates.append(((configPath as NSString).deletingLastPathComponent as NSString).appendingPathComponent(assets))
+                }
+                if let demo { candidates.append(demo.root.appendingPathComponent(assets).path) }
+            }
+            if let demo { candidates.append(demo.tokenizer.path) }
+        }
+        for path in candidates where FileManager.default.fileExists(atPath: path) {
+            return try Tokenizer.load(from: URL(fileURLWithPath: path))
+        }
+        let tried = candidates.isEmpty ? "no --tokenizer and no [model] hf_assets_path in the config" : "not found: \(candidates.joined(separator: ", "))"
+        throw ServeError(description: "serve needs a tokenizer (\(tried)); pass --tokenizer PATH")
+    }
+
+    /// Runs async work from this synchronous command (the root command is not async) and waits for it.
+    static func runBlocking(_ work: @escaping @Sendable () async throws -> Void) throws {
+        let outcome = Outcome()
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            do { try await work() } catch { outcome.set(error) }
+            done.signal()
+        }
+        done.wait()
+        if let error = outcome.error { throw error }
+    }
+
+    final class Outcome: @unchecked Sendable {
+        private let lock = NSLock()
+        private var stored: Error?
+        var error: Error? { lock.lock(); defer { lock.unlock() }; return stored }
+        func set(_ error: Error) { lock.lock(); stored = error; lock.unlock() }
+    }
+}
+
+struct ServeError: Error, CustomStringConvertible {
+    let description: String
+}
