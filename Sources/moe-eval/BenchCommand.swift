@@ -80,14 +80,12 @@ struct BenchCommand: ParsableCommand {
                     let cache = KVCache(model: deepseek, batch: 1, capacity: prompt.count + decodeTokens)
                     var next = [prompt.last!]
                     _ = try deepseek.forward(tokens: prompt, batch: 1, seqLen: prompt.count, cache: cache, logits: .last)
-                    let start = DispatchTime.now().uptimeNanoseconds
                     for _ in 0..<decodeTokens {
                         let logits = try deepseek.forward(tokens: next, batch: 1, seqLen: 1, cache: cache, logits: .last)
                         var best = 0
                         for v in 0..<args.vocabSize where logits.data[v] > logits.data[best] { best = v }
                         next = [Int32(best)]
                     }
-                    _ = start
                 }
                 // The median above includes the 16-token prompt; subtract one prompt prefill measured alone.
                 let promptOnly = try median {
