@@ -375,15 +375,16 @@ public final class DeepSeekV3: @unchecked Sendable {
         Linear.apply(gate.data, rows: x.rows, weight: f.w2, into: hidden.data, accumulate: accumulate)
     }
 
-    // MARK: - MoE: route → dispatch/compute → combine
+    // MARK: - MoE: route → dispatch → compute → combine
 
     func moeLayer(_ moe: MoE, layer: Int, _ x: Tensor, addInto hidden: Tensor, observer: RoutingObserver?) {
         let routing = route(moe, x)
         if let observer {
             routing.withDecision(layer: layer, expertBias: moe.expertBias) { observer.observe($0) }
         }
-        let expertOutputs = dispatchAndCompute(moe, x, routing)
-        combine(moe, x, routing, expertOutputs, addInto: hidden)
+        let batches = dispatch(x, routing)
+        let expertOutputs = computeExperts(moe, batches)
+        combine(moe, x, routing, batches, expertOutputs, addInto: hidden)
     }
 
     /// Per-token routing: selected experts, their combine weights, and the scores behind them.
@@ -470,74 +471,103 @@ public final class DeepSeekV3: @unchecked Sendable {
         return routing
     }
 
-    /// Expert outputs for every (token, slot), laid out `[T·K, D]` in token-major order.
-    /// Dispatch buckets the tokens of each expert together so that each active expert runs as one GEMM.
-    func dispatchAndCompute(_ moe: MoE, _ x: Tensor, _ routing: Routing) -> Tensor {
-        let e = routing.experts, k = routing.topK, tokens = routing.tokens, d = args.dim, f = args.moeInterDim
-        let assignments = tokens * k
-        // Counting sort of (token, slot) by expert, stable in token order — TorchTitan's argsort(stable=True).
-        var counts = [Int](repeating: 0, count: e + 1)
-        for i in 0..<assignments { counts[Int(routing.selected[i]) + 1] += 1 }
-        for j in 0..<e { counts[j + 1] += counts[j] }
+    /// The (token, slot) assignments of one MoE layer grouped by expert: rows `offsets[e]..<offsets[e+1]`
+    /// of `input` go to expert `e`. This is the unit that crosses process boundaries under expert parallelism.
+    final class ExpertBatches {
+        let experts: Int, width: Int
+        /// `experts + 1` row offsets into `input`, one bucket per expert.
+        let offsets: [Int]
+        /// For each bucketed row, the assignment `token·K + slot` it came from.
+        let assignment: [Int]
+        /// Gathered token rows `[assignments, D]`, pre-scaled by the routing weight when the model scores before the experts.
+        let input: Tensor
+
+        init(experts: Int, width: Int, offsets: [Int], assignment: [Int], input: Tensor) {
+            self.experts = experts; self.width = width
+            self.offsets = offsets; self.assignment = assignment; self.input = input
+        }
+
+        func rows(of expert: Int) -> Range<Int> { offsets[expert]..<offsets[expert + 1] }
+    }
+
+    /// Dispatch: a counting sort of (token, slot) by expert, stable in token order — TorchTitan's
+    /// argsort(stable=True) — then the tokens gathered into per-expert buckets.
+    func dispatch(_ x: Tensor, _ routing: Routing) -> ExpertBatches {
+        let e = routing.experts, k = routing.topK, d = args.dim
+        let assignments = routing.tokens * k
+        var offsets = [Int](repeating: 0, count: e + 1)
+        for i in 0..<assignments { offsets[Int(routing.selected[i]) + 1] += 1 }
+        for j in 0..<e { offsets[j + 1] += offsets[j] }
         var order = [Int](repeating: 0, count: assignments)
-        var next = counts
+        var next = offsets
         for i in 0..<assignments {
             let expert = Int(routing.selected[i])
             order[next[expert]] = i
             next[expert] += 1
         }
+        let input = Tensor(shape: [assignments, d])
         let scoreBefore = args.moeArgs.scoreBeforeExperts
-        let outputs = Tensor(shape: [assignments, d])
-        let maxBucket = (0..<e).map { counts[$0 + 1] - counts[$0] }.max() ?? 0
-        let input = Tensor(shape: [maxBucket, d]), gate = Tensor(shape: [maxBucket, f]), up = Tensor(shape: [maxBucket, f])
-        let result = Tensor(shape: [maxBucket, d])
-        for expert in 0..<e {
-            let start = counts[expert], n = counts[expert + 1] - start
-            if n == 0 { continue }
-            for r in 0..<n {
-                let assignment = order[start + r]
-                let src = x.row(assignment / k), dst = input.row(r)
-                if scoreBefore {
-                    let w = routing.weights[assignment]
-                    for c in 0..<d { dst[c] = src[c] * w }
-                } else {
-                    dst.update(from: src, count: d)
-                }
+        for (row, a) in order.enumerated() {
+            let src = x.row(a / k), dst = input.row(row)
+            if scoreBefore {
+                let w = routing.weights[a]
+                for c in 0..<d { dst[c] = src[c] * w }
+            } else {
+                dst.update(from: src, count: d)
             }
-            Linear.apply(input.data, rows: n, weight: moe.w1.matrix(expert), into: gate.data)
-            Linear.apply(input.data, rows: n, weight: moe.w3.matrix(expert), into: up.data)
+        }
+        return ExpertBatches(experts: e, width: d, offsets: offsets, assignment: order, input: input)
+    }
+
+    /// Compute: each active expert's SwiGLU over its bucket as one GEMM per weight. Returns `[assignments, D]`
+    /// in the same bucketed order as `batches.input`.
+    func computeExperts(_ moe: MoE, _ batches: ExpertBatches) -> Tensor {
+        let d = args.dim, f = args.moeInterDim
+        let outputs = Tensor(shape: [batches.input.rows, d])
+        let maxBucket = (0..<batches.experts).map { batches.rows(of: $0).count }.max() ?? 0
+        let gate = Tensor(shape: [maxBucket, f]), up = Tensor(shape: [maxBucket, f])
+        for expert in 0..<batches.experts {
+            let rows = batches.rows(of: expert)
+            if rows.isEmpty { continue }
+            let input = batches.input.row(rows.lowerBound), n = rows.count
+            Linear.apply(input, rows: n, weight: moe.w1.matrix(expert), into: gate.data)
+            Linear.apply(input, rows: n, weight: moe.w3.matrix(expert), into: up.data)
             Ops.siluMul(gate.data, up.data, count: n * f)
-            Linear.apply(gate.data, rows: n, weight: moe.w2.matrix(expert), into: result.data)
-            for r in 0..<n {
-                outputs.row(order[start + r]).update(from: result.row(r), count: d)
-            }
+            Linear.apply(gate.data, rows: n, weight: moe.w2.matrix(expert), into: outputs.row(rows.lowerBound))
         }
         return outputs
     }
 
-    /// `hidden += shared(x) + Σ_k w_k·expert_k(x)` (without the weights when they were applied before the experts).
-    func combine(_ moe: MoE, _ x: Tensor, _ routing: Routing, _ outputs: Tensor, addInto hidden: Tensor) {
+    /// Combine: `hidden += shared(x) + Σ_k w_k·expert_k(x)` (without the weights when they were applied before
+    /// the experts). Slots are summed in slot order so the result does not depend on how experts were bucketed.
+    func combine(_ moe: MoE, _ x: Tensor, _ routing: Routing, _ batches: ExpertBatches, _ outputs: Tensor,
+                 addInto hidden: Tensor) {
         let d = args.dim, k = routing.topK
         let moeOut = Tensor(shape: [routing.tokens, d])
         if let shared = moe.shared {
             feedForward(shared, x, addInto: moeOut, accumulate: false)
         }
+        var rowOfAssignment = [Int](repeating: 0, count: batches.assignment.count)
+        for (row, a) in batches.assignment.enumerated() { rowOfAssignment[a] = row }
         let scoreBefore = args.moeArgs.scoreBeforeExperts
         let outP = SendablePointer(moeOut.data), expP = SendablePointer(outputs.data)
         let wP = SendablePointer(routing.weights), hP = SendablePointer(hidden.data)
-        Compute.parallelRanges(routing.tokens) { _, range in
-            let routed = UnsafeMutablePointer<Float>.allocate(capacity: d)
-            defer { routed.deallocate() }
-            for t in range {
-                let out = outP.pointer + t * d
-                routed.update(repeating: 0, count: d)
-                for slot in 0..<k {
-                    let y = expP.pointer + (t * k + slot) * d
-                    let w: Float = scoreBefore ? 1 : wP.pointer[t * k + slot]
-                    for c in 0..<d { routed[c] += w * y[c] }
+        rowOfAssignment.withUnsafeBufferPointer { rowsOf in
+            let rowP = SendableConstPointer(rowsOf.baseAddress!)
+            Compute.parallelRanges(routing.tokens) { _, range in
+                let routed = UnsafeMutablePointer<Float>.allocate(capacity: d)
+                defer { routed.deallocate() }
+                for t in range {
+                    let out = outP.pointer + t * d
+                    routed.update(repeating: 0, count: d)
+                    for slot in 0..<k {
+                        let y = expP.pointer + rowP.pointer[t * k + slot] * d
+                        let w: Float = scoreBefore ? 1 : wP.pointer[t * k + slot]
+                        for c in 0..<d { routed[c] += w * y[c] }
+                    }
+                    let h = hP.pointer + t * d
+                    for c in 0..<d { h[c] += out[c] + routed[c] }
                 }
-                let h = hP.pointer + t * d
-                for c in 0..<d { h[c] += out[c] + routed[c] }
             }
         }
     }
