@@ -60,7 +60,7 @@ let package = Package(
         .executableTarget(
             name: "moe-eval",
             dependencies: [
-                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoEServer",
+                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoEServer", "CBLAS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

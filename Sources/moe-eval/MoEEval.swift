@@ -7,4 +7,9 @@ struct MoEEvalCommand: ParsableCommand {
         abstract: "Evaluate TorchTitan Mixture-of-Experts checkpoints natively: routing, speed, cost, accuracy.",
         subcommands: [RunCommand.self, InspectCommand.self, ForwardCommand.self, TokenizeCommand.self, BenchCommand.self, CompareCommand.self, ReportCommand.self, ServeCommand.self]
     )
+
+    static func main() {
+        BLASCore.selectFastKernels()
+        main(nil)
+    }
 }

@@ -59,6 +59,11 @@ struct RunCommand: ParsableCommand {
             help: "Benchmark data folder in ../shared/data's layout (default: $MOE_EVAL_DATA_DIR, else ../shared/data beside the moe-eval folder).")
     var dataDir: String?
 
+    @Option(name: [.customLong("max-length"), .customLong("max_length")],
+            help: ArgumentHelp("Tokens of context per benchmark request (default: the model's max_seq_len).",
+                               discussion: "Requests are cut on the left as lm-eval's HF backend does with max_length. lm-eval's API backends (local-completions) keep one token fewer and predict with one fewer: to reproduce a harness run over `moe-eval serve` with max_length M, pass M − 2."))
+    var maxLength: Int?
+
     @Flag(name: [.customLong("log-samples"), .customLong("log_samples")], help: "Keep per-document results (lm_eval_samples) for paired comparison.")
     var logSamples = false
 
@@ -77,6 +82,7 @@ struct RunCommand: ParsableCommand {
         }
         if skipLMEval && lmEvalOnly { throw ValidationError("--skip-lm-eval and --lm-eval-only exclude each other") }
         if let lmEvalLimit, lmEvalLimit < 1 { throw ValidationError("--lm-eval-limit must be ≥ 1") }
+        if let maxLength, maxLength < 1 { throw ValidationError("--max-length must be ≥ 1") }
     }
 
     func run() throws {
@@ -175,11 +181,14 @@ struct RunCommand: ParsableCommand {
                 guard let tokenizer = try tokenizer ?? loadTokenizer(config: config, demo: demo, required: true) else { return }
                 let folder = try benchmarkDataDir(demo: demo)
                 let limit = lmEvalLimit ?? preset.lmEvalLimit
-                let scorer = NativeScorer(model: loaded.model)
+                if let maxLength, maxLength > loaded.model.args.maxSeqLen {
+                    throw RunArgumentError(description: "--max-length \(maxLength) exceeds the model's max_seq_len \(loaded.model.args.maxSeqLen)")
+                }
+                let scorer = NativeScorer(model: loaded.model, maxLength: maxLength)
                 let output = try NativeTasks.run(tasks: tasks, limit: limit, numFewshot: numFewshot, dataDir: folder, tokenizer: tokenizer,
                                                  scorer: scorer, logSamples: logSamples, progress: { progress.update($0) })
                 results.lmEvalResults = output.results
-                record["lm_eval"] = ["status": "ran", "tasks": tasks, "limit": limit as Any, "num_fewshot": output.nShot,
+                record["lm_eval"] = ["status": "ran", "tasks": tasks, "limit": limit as Any, "num_fewshot": output.nShot, "max_length": scorer.maxLength,
                                      "data_dir": folder.path, "requests": output.requests, "scoring_seconds": output.scoringSeconds,
                                      "tokenization": "as lm-eval's API backends (no BOS)"]
                 if logSamples { samplesJSON = try EvalResults.object(output.samples) }
@@ -293,3 +302,6 @@ struct DemoAssets {
         throw MissingError(description: "no --checkpoint given and the bundled demo (assets/demo) was not found; set MOE_EVAL_HOME to the moe-eval folder or pass --checkpoint")
     }
 }
+
+/// An argument that only the loaded model can show to be wrong.
+struct RunArgumentError: Error, CustomStringConvertible { let description: String }

@@ -132,4 +132,17 @@ import Testing
         #expect(r.status == 1 && r.stderr.contains("cannot be created"), "\(r.stderr)")
         #expect(!r.stderr.contains("loading"))
     }
+
+    @Test func maxLengthOutsideTheModelsContextIsRefused() throws {
+        let out = try CLI.scratch()
+        defer { CLI.cleanUp(out) }
+        let zero = try CLI.run(Self.baseArguments + ["--max-length", "0", "--output-dir", out.path])
+        #expect(zero.status != 0 && zero.stderr.contains("--max-length must be ≥ 1"), "\(zero.stderr)")
+        let tokenizer = CLI.repoRoot.appendingPathComponent("assets/tokenizers/demo-dsv3")
+        let long = try CLI.run(Self.baseArguments + ["--lm-eval-only", "--lm-eval-tasks", "arc_easy", "--tokenizer", tokenizer.path,
+                                                     "--max-length", "100000", "--output-dir", out.path])
+        #expect(long.status != 0 && long.status < 128 && long.stderrLines.count == 1, "\(long.stderr)")
+        #expect(long.stderr.contains("--max-length 100000 exceeds the model's max_seq_len"), "\(long.stderr)")
+        #expect(try results(in: out).isEmpty)
+    }
 }
