@@ -48,14 +48,16 @@ let package = Package(
             name: "MoEModels",
             dependencies: ["MoETensor", "MoECheckpoint", .product(name: "TOMLKit", package: "TOMLKit")]
         ),
-        .target(name: "MoETokenizer"),
+        // The one JSON reader/writer (tokenizer files, request bodies, results files with Python's NaN).
+        .target(name: "MoEJSON"),
+        .target(name: "MoETokenizer", dependencies: ["MoEJSON"]),
         .target(
             name: "MoEEval",
-            dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer"]
+            dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEJSON"]
         ),
         .target(
             name: "MoEServer",
-            dependencies: ["MoEEval", "MoEModels", "MoETokenizer", .product(name: "Hummingbird", package: "hummingbird")]
+            dependencies: ["MoEEval", "MoEModels", "MoETokenizer", "MoEJSON", .product(name: "Hummingbird", package: "hummingbird")]
         ),
         .executableTarget(
             name: "moe-eval",
@@ -65,14 +67,15 @@ let package = Package(
             ]
         ),
         .testTarget(name: "MoETensorTests", dependencies: ["MoETensor"]),
+        .testTarget(name: "MoEJSONTests", dependencies: ["MoEJSON"]),
         .testTarget(name: "MoECheckpointTests", dependencies: ["MoECheckpoint"], exclude: ["Fixtures"]),
         .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels"], exclude: ["Fixtures"]),
-        .testTarget(name: "MoETokenizerTests", dependencies: ["MoETokenizer"], exclude: ["Fixtures"]),
+        .testTarget(name: "MoETokenizerTests", dependencies: ["MoETokenizer", "MoEJSON"], exclude: ["Fixtures"]),
         .testTarget(name: "MoEEvalTests", dependencies: ["MoEEval", "MoEModels", "MoETokenizer"], exclude: ["Fixtures"]),
         .testTarget(name: "CLITests", dependencies: ["moe-eval"]),
         .testTarget(
             name: "MoEServerTests",
-            dependencies: ["MoEServer", "MoEModels", "MoETokenizer",
+            dependencies: ["MoEServer", "MoEModels", "MoETokenizer", "MoEJSON",
                            .product(name: "HummingbirdTesting", package: "hummingbird")]
         ),
     ],

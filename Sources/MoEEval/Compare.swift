@@ -1,4 +1,5 @@
 import Foundation
+import MoEJSON
 
 /// Which way a metric should move. Everything not listed is neutral: shown with deltas, never judged.
 public enum MetricDirection: String, Codable, Sendable {
@@ -161,7 +162,7 @@ public struct SampleScores: Sendable {
                     guard let score = object[name] else { continue }
                     switch score {
                     case .bool(let flag): scores[name] = flag
-                    case .number(let number) where number == 0 || number == 1: scores[name] = number == 1
+                    case .int(0), .int(1), .double(0), .double(1): scores[name] = score.doubleValue == 1
                     case .null: continue
                     default: valid = false
                     }
@@ -182,9 +183,10 @@ public struct SampleScores: Sendable {
         }
     }
 
-    static func docKey(_ value: ResultsJSON?) -> String? {
+    static func docKey(_ value: JSONValue?) -> String? {
         switch value {
-        case .number(let number) where number.isFinite:
+        case .int(let number): return String(number)
+        case .double(let number) where number.isFinite:
             return number.rounded() == number && abs(number) < 9e15 ? String(Int64(number)) : String(number)
         case .string(let text): return text
         default: return nil
@@ -321,7 +323,7 @@ public struct Comparison: Codable, Sendable {
             var sums: [(key: String, sum: Double, count: Int)] = []
             for layer in file.routingLayers {
                 for (key, value) in Self.leaves(layer.metrics, textKeys: []) {
-                    guard case .number(let number) = value, !Self.layerIdentityKeys.contains(key), !summarised.contains(key) else { continue }
+                    guard let number = value.doubleValue, !Self.layerIdentityKeys.contains(key), !summarised.contains(key) else { continue }
                     if let at = sums.firstIndex(where: { $0.key == key }) {
                         sums[at].sum += number
                         sums[at].count += 1
@@ -330,7 +332,7 @@ public struct Comparison: Codable, Sendable {
                     }
                 }
             }
-            for entry in sums { table.set("routing_stats.layers (mean over layers)", entry.key, index, .number(entry.sum / Double(entry.count))) }
+            for entry in sums { table.set("routing_stats.layers (mean over layers)", entry.key, index, .double(entry.sum / Double(entry.count))) }
         }
         if options.perLayer {
             for (index, file) in inputs.enumerated() {
@@ -351,12 +353,12 @@ public struct Comparison: Codable, Sendable {
         }
         // The seed's scripts summed every parameter into active_params_billions: show it as the total.
         for (index, file) in inputs.enumerated() where file.isSeedFormat {
-            guard let cost = file.section("computational_cost"), let total = cost["active_params_billions"]?.numberValue else { continue }
+            guard let cost = file.section("computational_cost"), let total = cost["active_params_billions"]?.doubleValue else { continue }
             table.clear("computational_cost", "active_params_billions", index)
-            if cost["total_params_billions"] == nil { table.set("computational_cost", "total_params_billions", index, .number(total)) }
+            if cost["total_params_billions"] == nil { table.set("computational_cost", "total_params_billions", index, .double(total)) }
         }
         for (index, file) in inputs.enumerated() {
-            if let walltime = file.walltimeSeconds { table.set("run", "walltime_seconds", index, .number(walltime)) }
+            if let walltime = file.walltimeSeconds { table.set("run", "walltime_seconds", index, .double(walltime)) }
         }
         metrics = table.rows.map { Self.row(section: $0.section, metric: $0.metric, cells: $0.cells) }
         accuracy = Self.accuracyRows(inputs)
@@ -387,12 +389,12 @@ public struct Comparison: Codable, Sendable {
 
     /// Numeric leaves of an object: nested objects as `outer.inner`, lists of objects carrying a
     /// `capacity_factor` or `degree` as `key[C=…]`/`key[R=…]`; number lists (distributions) are not metrics.
-    static func leaves(_ object: ResultsJSON.Object, textKeys: Set<String>, prefix: String = "") -> [(String, ResultsJSON)] {
-        var out: [(String, ResultsJSON)] = []
+    static func leaves(_ object: JSONObject, textKeys: Set<String>, prefix: String = "") -> [(String, JSONValue)] {
+        var out: [(String, JSONValue)] = []
         for (key, value) in object.entries {
             let name = prefix + key
             switch value {
-            case .number:
+            case .int, .double:
                 out.append((name, value))
             case .null:
                 out.append((name, .null))
@@ -404,14 +406,14 @@ public struct Comparison: Codable, Sendable {
                 for item in items {
                     guard let entry = item.objectValue else { continue }
                     let tag: String
-                    if let factor = entry["capacity_factor"]?.numberValue {
+                    if let factor = entry["capacity_factor"]?.doubleValue {
                         tag = "C=\(formatNumber(factor))"
-                    } else if let degree = entry["degree"]?.numberValue {
+                    } else if let degree = entry["degree"]?.doubleValue {
                         tag = "R=\(formatNumber(degree))"
                     } else {
                         continue
                     }
-                    let fields = ResultsJSON.Object(entry.entries.filter { $0.key != "capacity_factor" && $0.key != "degree" })
+                    let fields = JSONObject(entry.entries.filter { $0.key != "capacity_factor" && $0.key != "degree" })
                     out += leaves(fields, textKeys: textKeys, prefix: "\(name)[\(tag)].")
                 }
             default:
@@ -424,12 +426,12 @@ public struct Comparison: Codable, Sendable {
     /// Rows in order of first appearance over the files.
     struct MetricTable {
         let fileCount: Int
-        var rows: [(section: String, metric: String, cells: [ResultsJSON?])] = []
+        var rows: [(section: String, metric: String, cells: [JSONValue?])] = []
         var index: [String: Int] = [:]
 
         init(fileCount: Int) { self.fileCount = fileCount }
 
-        mutating func set(_ section: String, _ metric: String, _ file: Int, _ value: ResultsJSON) {
+        mutating func set(_ section: String, _ metric: String, _ file: Int, _ value: JSONValue) {
             let key = section + "\u{0}" + metric
             if index[key] == nil {
                 index[key] = rows.count
@@ -495,8 +497,8 @@ public struct Comparison: Codable, Sendable {
         return (last < first) == (direction == .lowerIsBetter) ? .better : .worse
     }
 
-    static func row(section: String, metric: String, cells: [ResultsJSON?]) -> MetricRow {
-        let values = cells.map { $0?.numberValue }
+    static func row(section: String, metric: String, cells: [JSONValue?]) -> MetricRow {
+        let values = cells.map { $0?.doubleValue }
         let texts = cells.contains { $0?.stringValue != nil } ? cells.map { $0?.stringValue } : nil
         let direction = texts == nil ? direction(of: metric) : .neutral
         var row = MetricRow(section: section, metric: metric, values: values, texts: texts, direction: direction)
@@ -529,13 +531,13 @@ public struct Comparison: Codable, Sendable {
             let results = inputs.map { $0.section("lm_eval_results")?[task]?.objectValue }
             var metrics: [String] = []
             for object in results.compactMap({ $0 }) {
-                for (key, value) in object.entries where value.numberValue != nil && !key.contains("_stderr") && !metrics.contains(key) {
+                for (key, value) in object.entries where value.doubleValue != nil && !key.contains("_stderr") && !metrics.contains(key) {
                     metrics.append(key)
                 }
             }
             for metric in metrics {
-                let values = results.map { $0?[metric]?.numberValue }
-                let errors = results.map { $0?[standardErrorKey(metric)]?.numberValue }
+                let values = results.map { $0?[metric]?.doubleValue }
+                let errors = results.map { $0?[standardErrorKey(metric)]?.doubleValue }
                 let direction = accuracyDirection(of: metric)
                 var row = AccuracyRow(task: task, metric: metric, values: values, standardErrors: errors, direction: direction)
                 if let first = values.first ?? nil, let last = values.last ?? nil {
@@ -606,7 +608,7 @@ public struct Comparison: Codable, Sendable {
         }
         for (index, file) in inputs.enumerated() where file.isSeedFormat {
             var note = "\(labels[index]) was written by the seed's scripts (no moe_eval record)"
-            if let total = file.section("computational_cost")?["active_params_billions"]?.numberValue {
+            if let total = file.section("computational_cost")?["active_params_billions"]?.doubleValue {
                 note += "; its active_params_billions (\(formatNumber(total))) is really the total parameter count (the seed summed every parameter), so it is shown as total_params_billions and its active count is unknown"
             }
             notes.append(note)
@@ -623,7 +625,7 @@ public struct Comparison: Codable, Sendable {
         }
         let shapes = inputs.map { file -> String? in
             guard let moe = file.root["model_args"]?.objectValue?["moe_args"]?.objectValue,
-                  let experts = moe["num_experts"]?.numberValue, let topK = moe["top_k"]?.numberValue else { return nil }
+                  let experts = moe["num_experts"]?.doubleValue, let topK = moe["top_k"]?.doubleValue else { return nil }
             return "\(formatNumber(experts)) experts top-\(formatNumber(topK))"
         }
         if Set(shapes.compactMap { $0 }).count > 1 {

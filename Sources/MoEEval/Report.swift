@@ -1,4 +1,5 @@
 import Foundation
+import MoEJSON
 
 /// `moe-eval report`: one self-contained HTML page for a results file (inline CSS and SVG, no scripts, no
 /// network, no web fonts). The page is also well-formed XML, and every drawn number carries its exact value
@@ -54,7 +55,7 @@ public enum HTMLReport {
     // MARK: - Sections
 
     static func runSection(_ file: ResultsFile, _ page: inout Page) {
-        var rows: [(String, ResultsJSON)] = []
+        var rows: [(String, JSONValue)] = []
         rows.append(("format", .string(file.isSeedFormat ? "seed (eval_moe_model.py)" : "moe-eval")))
         for key in ["checkpoint_dir", "eval_timestamp", "output_file", "walltime_seconds"] {
             if let value = file.root[key] { rows.append((key, value)) }
@@ -86,7 +87,7 @@ public enum HTMLReport {
             for (key, value) in Comparison.leaves(aggregate, textKeys: ["worst_layer"]) {
                 page.raw("<tr><td>\(escape(key))</td>")
                 page.raw(valueCell(key, value))
-                let band = value.numberValue.flatMap { SeedBand.of(metric: Comparison.baseName(key), value: $0) }
+                let band = value.doubleValue.flatMap { SeedBand.of(metric: Comparison.baseName(key), value: $0) }
                 page.raw(band.map { "<td><span class=\"band \($0.rawValue)\">\($0.rawValue)</span></td>" } ?? "<td></td>")
                 page.raw("</tr>\n")
             }
@@ -106,16 +107,16 @@ public enum HTMLReport {
 
         page.raw("<h3>MaxVio per layer (tick: uniform-routing noise floor)</h3>\n")
         let maxViolations = layers.map { layer -> Bar in
-            if let value = layer.metrics["max_violation"]?.numberValue {
-                return Bar(layer: layer.name, value: value, floor: layer.metrics["max_violation_noise_floor"]?.numberValue, computed: false)
+            if let value = layer.metrics["max_violation"]?.doubleValue {
+                return Bar(layer: layer.name, value: value, floor: layer.metrics["max_violation_noise_floor"]?.doubleValue, computed: false)
             }
             return Bar(layer: layer.name, value: computedMaxViolation(layer.metrics), floor: nil, computed: true)
         }
         page.raw(bars(maxViolations, id: "maxvio-bars"))
         page.raw("<h3>Coefficient of variation per layer (tick: noise floor)</h3>\n")
         page.raw(bars(layers.map {
-            Bar(layer: $0.name, value: $0.metrics["coefficient_of_variation"]?.numberValue,
-                floor: $0.metrics["coefficient_of_variation_noise_floor"]?.numberValue, computed: false)
+            Bar(layer: $0.name, value: $0.metrics["coefficient_of_variation"]?.doubleValue,
+                floor: $0.metrics["coefficient_of_variation_noise_floor"]?.doubleValue, computed: false)
         }, id: "cv-bars"))
 
         layerTable(layers, page: &page)
@@ -132,7 +133,7 @@ public enum HTMLReport {
         let headline = ["latency_ms", "throughput_tokens_per_sec", "prefill_latency_ms_p50", "prefill_latency_ms_p95",
                         "prefill_tokens_per_sec", "time_to_first_token_ms_p50", "decode_latency_ms_per_token_p50",
                         "decode_latency_ms_per_token_p95", "decode_tokens_per_sec", "memory_allocated_gb", "memory_reserved_gb"]
-        var rows: [(String, ResultsJSON)] = headline.compactMap { key in inference[key].map { (key, $0) } }
+        var rows: [(String, JSONValue)] = headline.compactMap { key in inference[key].map { (key, $0) } }
         rows += inference.entries.filter { !headline.contains($0.key) && $0.value.arrayValue == nil && $0.value.objectValue == nil }
         keyValueTable(rows, id: "inference-table", page: &page)
         page.raw("</section>\n")
@@ -157,7 +158,7 @@ public enum HTMLReport {
         page.raw("<section id=\"accuracy\"><h2>Benchmark accuracy</h2>\n<table id=\"accuracy-table\"><tr><th>task</th><th>metric</th><th>value</th><th>stderr</th></tr>\n")
         for (task, value) in results.entries {
             guard let metrics = value.objectValue else { continue }
-            for (metric, number) in metrics.entries where number.numberValue != nil && !metric.contains("_stderr") {
+            for (metric, number) in metrics.entries where number.doubleValue != nil && !metric.contains("_stderr") {
                 let error = metrics[Comparison.standardErrorKey(metric)] ?? .null
                 page.raw("<tr><td>\(escape(task))</td><td>\(escape(metric))</td>")
                 page.raw(valueCell("\(task)/\(metric)", number) + valueCell("\(task)/\(Comparison.standardErrorKey(metric))", error))
@@ -169,8 +170,8 @@ public enum HTMLReport {
 
     // MARK: - Pieces
 
-    static func scalarLeaves(_ object: ResultsJSON.Object, prefix: String) -> [(String, ResultsJSON)] {
-        var rows: [(String, ResultsJSON)] = []
+    static func scalarLeaves(_ object: JSONObject, prefix: String) -> [(String, JSONValue)] {
+        var rows: [(String, JSONValue)] = []
         for (key, value) in object.entries {
             switch value {
             case .object(let inner): rows += scalarLeaves(inner, prefix: prefix + key + ".")
@@ -183,16 +184,17 @@ public enum HTMLReport {
         return rows
     }
 
-    static func keyValueTable(_ rows: [(String, ResultsJSON)], id: String, page: inout Page) {
+    static func keyValueTable(_ rows: [(String, JSONValue)], id: String, page: inout Page) {
         page.raw("<table id=\"\(id)\"><tr><th>key</th><th>value</th></tr>\n")
         for (key, value) in rows { page.raw("<tr><td>\(escape(key))</td>\(valueCell(key, value))</tr>\n") }
         page.raw("</table>\n")
     }
 
     /// A table cell; numbers keep the file's exact value in `data-value`.
-    static func valueCell(_ key: String, _ value: ResultsJSON) -> String {
+    static func valueCell(_ key: String, _ value: JSONValue) -> String {
         switch value {
-        case .number(let number):
+        case .int, .double:
+            let number = value.doubleValue ?? .nan
             return "<td class=\"num\" data-key=\"\(escape(key))\" data-value=\"\(exact(number))\">\(escape(Comparison.formatNumber(number)))</td>"
         case .string(let text): return "<td data-key=\"\(escape(key))\">\(escape(text))</td>"
         case .bool(let flag): return "<td data-key=\"\(escape(key))\">\(flag)</td>"
@@ -204,14 +206,14 @@ public enum HTMLReport {
     /// The value as Swift prints it: the shortest text that reads back as the same Double.
     static func exact(_ value: Double) -> String { value.isFinite ? "\(value)" : value.isNaN ? "nan" : value > 0 ? "inf" : "-inf" }
 
-    static func distribution(_ metrics: ResultsJSON.Object, key: String) -> [Double]? {
+    static func distribution(_ metrics: JSONObject, key: String) -> [Double]? {
         guard let items = metrics[key]?.arrayValue else { return nil }
-        let values = items.compactMap(\.numberValue)
+        let values = items.compactMap(\.doubleValue)
         return values.count == items.count ? values : nil
     }
 
     /// MaxVio from the per-expert counts for files that lack it (the seed's), through the library's formula.
-    static func computedMaxViolation(_ metrics: ResultsJSON.Object) -> Double? {
+    static func computedMaxViolation(_ metrics: JSONObject) -> Double? {
         guard let counts = distribution(metrics, key: "tokens_per_expert_distribution"), !counts.isEmpty,
               counts.allSatisfy({ $0 >= 0 && $0.rounded() == $0 && $0 < 9e15 }) else { return nil }
         return RoutingMetrics.maxViolation(counts.map { Int($0) })
@@ -227,7 +229,7 @@ public enum HTMLReport {
         return String(format: "#%02x%02x%02x", channel(target.0), channel(target.1), channel(target.2))
     }
 
-    static func heatmap(_ layers: [(name: String, index: Int, metrics: ResultsJSON.Object)], key: String, id: String) -> String {
+    static func heatmap(_ layers: [(name: String, index: Int, metrics: JSONObject)], key: String, id: String) -> String {
         let rows = layers.compactMap { layer in distribution(layer.metrics, key: key).map { (layer.name, $0) } }
         let experts = rows.map(\.1.count).max() ?? 0
         guard experts > 0 else { return "<p>No \(escape(key)) in this file.</p>\n" }
@@ -299,12 +301,12 @@ public enum HTMLReport {
         return svg
     }
 
-    static func layerTable(_ layers: [(name: String, index: Int, metrics: ResultsJSON.Object)], page: inout Page) {
+    static func layerTable(_ layers: [(name: String, index: Int, metrics: JSONObject)], page: inout Page) {
         let columns = ["max_violation", "max_violation_noise_floor", "max_violation_batch_max", "coefficient_of_variation",
                        "coefficient_of_variation_normalized", "gini_coefficient", "expert_utilization_rate",
                        "effective_experts_fraction", "dead_experts", "near_dead_experts", "ep_overload_factor",
                        "expert_bias_reroute_rate", "fragile_token_fraction", "aux_balance_loss"]
-        let present = columns.filter { key in layers.contains { $0.metrics[key]?.numberValue != nil } }
+        let present = columns.filter { key in layers.contains { $0.metrics[key]?.doubleValue != nil } }
         guard !present.isEmpty else { return }
         page.raw("<h3>Per-layer metrics</h3>\n<table id=\"layer-table\"><tr><th>layer</th>")
         for key in present { page.raw("<th>\(escape(key))</th>") }
@@ -318,30 +320,30 @@ public enum HTMLReport {
     }
 
     /// The worst layer: the aggregate's MaxVio worst layer, else the layer with the highest CV.
-    static func worstLayer(_ file: ResultsFile, layers: [(name: String, index: Int, metrics: ResultsJSON.Object)]) -> String? {
+    static func worstLayer(_ file: ResultsFile, layers: [(name: String, index: Int, metrics: JSONObject)]) -> String? {
         if let name = file.routingAggregate?["max_violation"]?.objectValue?["worst_layer"]?.stringValue,
            layers.contains(where: { $0.name == name }) { return name }
         var best: (String, Double)?
         for layer in layers {
-            guard let cv = layer.metrics["coefficient_of_variation"]?.numberValue else { continue }
+            guard let cv = layer.metrics["coefficient_of_variation"]?.doubleValue else { continue }
             if best == nil || cv > best!.1 { best = (layer.name, cv) }
         }
         return best?.0 ?? layers.first?.name
     }
 
-    static func coactivation(_ file: ResultsFile, layers: [(name: String, index: Int, metrics: ResultsJSON.Object)], page: inout Page) {
+    static func coactivation(_ file: ResultsFile, layers: [(name: String, index: Int, metrics: JSONObject)], page: inout Page) {
         guard let worst = worstLayer(file, layers: layers), let metrics = layers.first(where: { $0.name == worst })?.metrics else { return }
         page.raw("<h3>Co-activated expert pairs in the worst layer, \(escape(worst)) (lift = P(a,b) ÷ P(a)P(b); colours as in the heatmap)</h3>\n")
         let pairs: [(a: Int, b: Int, count: Double, lift: Double)] = (metrics["top_coactivated_pairs"]?.arrayValue ?? []).compactMap { item in
-            guard let object = item.objectValue, let a = object["expert_a"]?.numberValue, let b = object["expert_b"]?.numberValue,
-                  let lift = object["lift"]?.numberValue, a.isFinite, b.isFinite, abs(a) < 1e9, abs(b) < 1e9 else { return nil }
-            return (Int(a), Int(b), object["count"]?.numberValue ?? 0, lift)
+            guard let object = item.objectValue, let a = object["expert_a"]?.doubleValue, let b = object["expert_b"]?.doubleValue,
+                  let lift = object["lift"]?.doubleValue, a.isFinite, b.isFinite, abs(a) < 1e9, abs(b) < 1e9 else { return nil }
+            return (Int(a), Int(b), object["count"]?.doubleValue ?? 0, lift)
         }
         guard !pairs.isEmpty else {
             page.raw("<p>No top_coactivated_pairs for this layer in the file.</p>\n")
             return
         }
-        let baseline = metrics["coactivation_lift_uniform_baseline"]?.numberValue
+        let baseline = metrics["coactivation_lift_uniform_baseline"]?.doubleValue
         let experts = Array(Set(pairs.flatMap { [$0.a, $0.b] })).sorted()
         let cell = 26.0, left = 40.0, top = 30.0
         let size = cell * Double(experts.count)
@@ -367,7 +369,7 @@ public enum HTMLReport {
         svg += "</svg>\n"
         page.raw("<div class=\"row\">\(svg)<table id=\"coactivation-table\"><tr><th>expert a</th><th>expert b</th><th>tokens</th><th>lift</th></tr>\n")
         for pair in pairs {
-            page.raw("<tr><td>\(pair.a)</td><td>\(pair.b)</td>\(valueCell("count", .number(pair.count)))\(valueCell("lift", .number(pair.lift)))</tr>\n")
+            page.raw("<tr><td>\(pair.a)</td><td>\(pair.b)</td>\(valueCell("count", .double(pair.count)))\(valueCell("lift", .double(pair.lift)))</tr>\n")
         }
         page.raw("</table></div>\n")
         if let baseline {

@@ -1,3 +1,4 @@
+import MoEJSON
 import Hummingbird
 
 /// A refused request, answered as OpenAI answers one:

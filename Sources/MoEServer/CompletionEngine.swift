@@ -1,3 +1,4 @@
+import MoEJSON
 import Dispatch
 import Foundation
 import MoEModels
@@ -282,7 +283,7 @@ public final class CompletionEngine: Sendable {
             let key = tokensAsIds ? "token_id:\(id)" : tokenizer.decode([id])
             if seen.insert(key).inserted { entries.append((key, .double(logprob))) }
         }
-        return .object(entries)
+        return .object(JSONObject(entries.map { (key: $0.0, value: $0.1) }))
     }
 
     // MARK: - Tokenizer endpoints

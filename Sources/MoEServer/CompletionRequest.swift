@@ -1,3 +1,5 @@
+import MoEJSON
+
 /// What a server accepts, beyond which it answers 400, 413 or 503 instead of working.
 public struct ServerLimits: Sendable {
     /// Largest request body read; a larger one is answered 413.

@@ -1,3 +1,4 @@
+import MoEJSON
 import Foundation
 import Hummingbird
 import Logging

@@ -1,3 +1,4 @@
+import MoEJSON
 import Foundation
 
 /// The BPE model of tokenizer.json (`"type": "BPE"`), with tokenizers' merge order: a min-heap of
@@ -40,7 +41,7 @@ final class BPEModel: @unchecked Sendable {
         }
 
         if let dropout = json["dropout"], !dropout.isNull {
-            guard case .number(let probability) = dropout, (0...1).contains(probability) else {
+            guard let probability = dropout.doubleValue, (0...1).contains(probability) else {
                 throw failure("'dropout' must be a number between 0 and 1")
             }
             if probability > 0 {

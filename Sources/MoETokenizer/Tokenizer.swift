@@ -1,3 +1,4 @@
+import MoEJSON
 import Foundation
 
 /// A HuggingFace `tokenizer.json` BPE tokenizer that gives the ids the Rust `tokenizers` library

@@ -1,3 +1,4 @@
+import MoEJSON
 /// Reading tokenizer.json components. Every unsupported or malformed component throws a
 /// `TokenizerError` naming its JSON path: a tokenizer that loads gives the library's ids.
 struct ComponentReader {
@@ -212,7 +213,7 @@ struct ComponentReader {
             }
             return .wrap(cls: try pair("cls"), sep: try pair("sep"))
         case "TemplateProcessing":
-            let specials = try object(json["special_tokens"] ?? .object(JSONObject(entries: [])), path + ".special_tokens")
+            let specials = try object(json["special_tokens"] ?? .object(JSONObject()), path + ".special_tokens")
             var elements: [[Int]?] = []
             for (index, item) in try array(json, "single", path).enumerated() {
                 let itemPath = "\(path).single[\(index)]"
