@@ -13,7 +13,8 @@
 #   --max-length N         lm-eval's max_length (default: the server's max_model_len, i.e. max_seq_len)
 #   --concurrent N         lm-eval's num_concurrent (default 1: one request at a time)
 #   --out DIR              output folder (default .build-harness/out/<UTC time>)
-#   --venv DIR             lm-eval venv, created when missing (default .build-harness/venv)
+#   --venv DIR             lm-eval venv, created when missing (default .build-harness/venv), with the
+#                          dependency versions of tools/harness/constraints.txt
 #   --moe-eval BIN         moe-eval binary (default: `swift build -c release` in $SWIFT_SCRATCH, default .build)
 #   --data DIR             benchmark data (default ../shared/data)
 #   --native FILE          a native results file to compare with (tools/harness/compare_native.py);
@@ -67,7 +68,7 @@ log() { echo "[harness] $*" >&2; }
 if [[ ! -x "$VENV/bin/lm_eval" ]]; then
     log "creating $VENV with lm-eval[api]==0.4.13"
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check "lm-eval[api]==0.4.13"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -c "$HERE/constraints.txt" "lm-eval[api]==0.4.13"
 fi
 PY="$VENV/bin/python"
 "$PY" -c 'import importlib.metadata as m, sys; v = m.version("lm_eval"); sys.exit(0 if v == "0.4.13" else f"lm_eval {v} in the venv, not 0.4.13")'
