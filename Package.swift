@@ -1,4 +1,4 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.1
 import PackageDescription
 
 #if os(macOS)
@@ -18,6 +18,8 @@ let package = Package(
         .library(name: "MoETokenizer", targets: ["MoETokenizer"]),
         .library(name: "MoEEval", targets: ["MoEEval"]),
     ],
+    // `swift build --traits MPI`: expert parallelism across processes with Open MPI (docs/DISTRIBUTED.md).
+    traits: [.trait(name: "MPI", description: "Expert parallelism across processes and hosts with MPI (needs libopenmpi-dev)")],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", exact: "0.6.0"),
@@ -59,10 +61,20 @@ let package = Package(
             name: "MoEServer",
             dependencies: ["MoEEval", "MoEModels", "MoETokenizer", "MoEJSON", .product(name: "Hummingbird", package: "hummingbird")]
         ),
+        // Open MPI's C API; `MPI_COMM_WORLD` and the datatype handles are macros, exposed by the shim.
+        .systemLibrary(
+            name: "CMPI",
+            pkgConfig: "ompi-c",
+            providers: [.apt(["libopenmpi-dev"]), .brew(["open-mpi"])]
+        ),
+        .target(
+            name: "MoEDistributed",
+            dependencies: ["MoEModels", .target(name: "CMPI", condition: .when(traits: ["MPI"]))]
+        ),
         .executableTarget(
             name: "moe-eval",
             dependencies: [
-                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoEServer", "CBLAS",
+                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoEServer", "MoEDistributed", "CBLAS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -72,7 +84,7 @@ let package = Package(
         .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels"], exclude: ["Fixtures"]),
         .testTarget(name: "MoETokenizerTests", dependencies: ["MoETokenizer", "MoEJSON"], exclude: ["Fixtures"]),
         .testTarget(name: "MoEEvalTests", dependencies: ["MoEEval", "MoEModels", "MoETokenizer"], exclude: ["Fixtures"]),
-        .testTarget(name: "CLITests", dependencies: ["moe-eval"]),
+        .testTarget(name: "CLITests", dependencies: ["moe-eval", "MoECheckpoint"]),
         .testTarget(
             name: "MoEServerTests",
             dependencies: ["MoEServer", "MoEModels", "MoETokenizer", "MoEJSON",

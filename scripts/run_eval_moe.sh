@@ -10,7 +10,9 @@
 #   LM_EVAL_TASKS   space-separated tasks (overrides the preset)
 #   LM_EVAL_LIMIT   examples per task (overrides the preset)
 #   SEED            random seed (default 1337)
-#   NGPU            processes: 0, 1 or unset = one CPU process; more needs MPI expert parallelism (not yet)
+#   NGPU            processes: 0, 1 or unset = one CPU process; N > 1 = mpirun -np N, experts split across the
+#                   N processes (expert parallelism; needs Open MPI and a build with --traits MPI)
+#   MPIRUN_ARGS     extra mpirun arguments with NGPU > 1 (e.g. "--hostfile hosts --map-by node")
 #   MOE_EVAL_BIN    use this moe-eval binary instead of building the release one
 #
 # Arguments after the script name go to `moe-eval run` unchanged, e.g. --model-args args.json --threads 2.
@@ -33,8 +35,8 @@ if ! [[ "$NGPU" =~ ^[0-9]+$ ]]; then
     echo "run_eval_moe.sh: NGPU must be a number of processes, not \"$NGPU\"" >&2
     exit 2
 fi
-if (( NGPU > 1 )); then
-    echo "run_eval_moe.sh: NGPU=$NGPU asks for $NGPU processes, but MPI expert parallelism is not available yet; use NGPU=0 (one CPU process)" >&2
+if (( NGPU > 1 )) && ! command -v mpirun >/dev/null; then
+    echo "run_eval_moe.sh: NGPU=$NGPU needs mpirun (apt-get install openmpi-bin libopenmpi-dev), or use NGPU=0 (one CPU process)" >&2
     exit 2
 fi
 
@@ -42,9 +44,11 @@ if [[ -n "${MOE_EVAL_BIN:-}" ]]; then
     BIN="$MOE_EVAL_BIN"
 else
     ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-    echo "run_eval_moe.sh: building moe-eval (release)…" >&2
-    (cd "$ROOT" && swift build -c release --product moe-eval >&2)
-    BIN="$(cd "$ROOT" && swift build -c release --show-bin-path)/moe-eval"
+    TRAITS=()
+    if (( NGPU > 1 )); then TRAITS=(--traits MPI); fi
+    echo "run_eval_moe.sh: building moe-eval (release${TRAITS[*]:+, MPI})…" >&2
+    (cd "$ROOT" && swift build -c release --product moe-eval "${TRAITS[@]}" >&2)
+    BIN="$(cd "$ROOT" && swift build -c release --show-bin-path "${TRAITS[@]}")/moe-eval"
 fi
 if [[ ! -x "$BIN" ]]; then
     echo "run_eval_moe.sh: moe-eval binary not found at $BIN" >&2
@@ -63,5 +67,12 @@ if [[ -n "${LM_EVAL_TASKS:-}" ]]; then
 fi
 [[ -n "${LM_EVAL_LIMIT:-}" ]] && ARGS+=(--lm-eval-limit "$LM_EVAL_LIMIT")
 
+if (( NGPU > 1 )); then
+    # Open MPI refuses to run as root without these; containers and CI often are root.
+    if [[ "$(id -u)" == 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+    read -r -a EXTRA_MPIRUN <<< "${MPIRUN_ARGS:-}"
+    echo "run_eval_moe.sh: mpirun -np $NGPU ${EXTRA_MPIRUN[*]} $BIN ${ARGS[*]} $*" >&2
+    exec mpirun -np "$NGPU" "${EXTRA_MPIRUN[@]}" "$BIN" "${ARGS[@]}" "$@"
+fi
 echo "run_eval_moe.sh: $BIN ${ARGS[*]} $*" >&2
 exec "$BIN" "${ARGS[@]}" "$@"

@@ -2,8 +2,12 @@
 # Builds moe-eval and runs every test. Tests that exercise the CLI use the release binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --product moe-eval
-export MOE_EVAL_BIN="$(swift build -c release --show-bin-path)/moe-eval"
+# The release binary has MPI expert parallelism whenever Open MPI is installed, and always in CI
+# (install-deps.sh installs it; a missing MPI then fails the build): the distributed tests run it under mpirun.
+traits=()
+if [ "${CI:-}" = "true" ] || pkg-config --exists ompi-c 2>/dev/null; then traits=(--traits MPI); fi
+swift build -c release --product moe-eval "${traits[@]}"
+export MOE_EVAL_BIN="$(swift build -c release --show-bin-path "${traits[@]}")/moe-eval"
 swift test "$@"
 # With no arguments (the README's command and CI): the real lm-evaluation-harness over `moe-eval serve`
 # must reproduce the native benchmark tasks (issue 5). Arguments (e.g. --filter) run only `swift test`.

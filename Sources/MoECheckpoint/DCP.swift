@@ -190,6 +190,46 @@ public final class DCPCheckpoint: RawTensorStore {
         }
     }
 
+    /// Indices `leading` of the tensor's first dimension, touching only those rows' bytes in the chunks that
+    /// hold them (a view into the mapping when one chunk holds them all, else a copy of the overlapping rows).
+    public func loadRaw(_ name: String, leading range: Range<Int>) throws -> StoredTensor {
+        guard let tensor = tensors[name] else {
+            throw CheckpointError("\(description): tensor '\(name)' is not in the checkpoint")
+        }
+        let info = tensor.info
+        guard let first = info.shape.first, range.lowerBound >= 0, range.upperBound <= first else {
+            throw CheckpointError("\(description): tensor '\(name)': rows \(range) are outside its shape \(info.shape)")
+        }
+        if range == 0..<first { return try loadRaw(name) }
+        let inner = Array(info.shape.dropFirst())
+        let shape = [range.count] + inner
+        let elementSize = info.dtype.byteSize
+        let overlapping = tensor.chunks.filter {
+            $0.elementCount > 0 && $0.offsets[0] < range.upperBound && range.lowerBound < $0.offsets[0] + $0.sizes[0]
+        }
+        if overlapping.count == 1, let chunk = overlapping.first, Array(chunk.sizes.dropFirst()) == inner,
+           chunk.offsets[0] <= range.lowerBound, range.upperBound <= chunk.offsets[0] + chunk.sizes[0] {
+            let part = try readChunk(chunk, of: name, dtype: info.dtype)
+            let rowBytes = inner.reduce(1, *) * elementSize
+            let start = (range.lowerBound - chunk.offsets[0]) * rowBytes
+            return try StoredTensor(name: name, dtype: info.dtype, shape: shape,
+                                    bytes: UnsafeRawBufferPointer(rebasing: part.bytes[start..<(start + range.count * rowBytes)]),
+                                    owner: part.owner)
+        }
+        return try StoredTensor.assembling(name: name, dtype: info.dtype, shape: shape) { out in
+            for chunk in overlapping {
+                let part = try readChunk(chunk, of: name, dtype: info.dtype)
+                let lower = max(chunk.offsets[0], range.lowerBound)
+                let upper = min(chunk.offsets[0] + chunk.sizes[0], range.upperBound)
+                let rowBytes = chunk.sizes.dropFirst().reduce(1, *) * elementSize
+                let start = (lower - chunk.offsets[0]) * rowBytes
+                copyBox(UnsafeRawBufferPointer(rebasing: part.bytes[start..<(start + (upper - lower) * rowBytes)]),
+                        offsets: [lower - range.lowerBound] + chunk.offsets.dropFirst(),
+                        sizes: [upper - lower] + chunk.sizes.dropFirst(), into: out, shape: shape, elementSize: elementSize)
+            }
+        }
+    }
+
     private func readChunk(_ chunk: Chunk, of name: String, dtype: DType) throws -> StoredTensor {
         let file = files[chunk.file]!
         let source = "\(file.path) (tensor '\(name)', bytes \(chunk.byteOffset)..<\(chunk.byteOffset + chunk.byteLength))"

@@ -97,6 +97,27 @@ public protocol WeightSource: Sendable {
     var namingEra: NamingEra { get }
     /// Loads a tensor by canonical name; an error if missing.
     func load(_ name: String) throws -> StoredTensor
+    /// Loads indices `leading` of a tensor's first dimension (some experts of a grouped expert weight),
+    /// reading no more of the checkpoint than those rows where the format allows.
+    func load(_ name: String, leading: Range<Int>) throws -> StoredTensor
+}
+
+extension WeightSource {
+    /// Loads the whole tensor, then keeps a copy of the rows (sources that cannot read part of a tensor).
+    public func load(_ name: String, leading: Range<Int>) throws -> StoredTensor {
+        try leadingRows(of: load(name), leading)
+    }
+}
+
+/// A copy of indices `range` of `tensor`'s first dimension.
+func leadingRows(of tensor: StoredTensor, _ range: Range<Int>) throws -> StoredTensor {
+    guard let first = tensor.shape.first, range.lowerBound >= 0, range.upperBound <= first else {
+        throw CheckpointError("tensor '\(tensor.name)': rows \(range) are outside its shape \(tensor.shape)")
+    }
+    if range == 0..<first { return tensor }
+    let rowBytes = tensor.shape.dropFirst().reduce(1, *) * tensor.dtype.byteSize
+    let bytes = UnsafeRawBufferPointer(rebasing: tensor.bytes[(range.lowerBound * rowBytes)..<(range.upperBound * rowBytes)])
+    return try StoredTensor(name: tensor.name, dtype: tensor.dtype, shape: [range.count] + tensor.shape.dropFirst(), copying: bytes)
 }
 
 /// Opens a DCP folder (or a folder of `step-N` DCP folders, taking the highest step, as TorchTitan
@@ -184,6 +205,14 @@ public protocol RawTensorStore: Sendable {
     /// Every entry, for listing.
     var entries: [CheckpointEntry] { get }
     func loadRaw(_ name: String) throws -> StoredTensor
+    /// Indices `leading` of the tensor's first dimension.
+    func loadRaw(_ name: String, leading: Range<Int>) throws -> StoredTensor
+}
+
+extension RawTensorStore {
+    public func loadRaw(_ name: String, leading: Range<Int>) throws -> StoredTensor {
+        try leadingRows(of: loadRaw(name), leading)
+    }
 }
 
 extension WeightSource {
@@ -221,6 +250,15 @@ public final class TorchTitanWeightSource: CheckpointWeightSource {
             throw CheckpointError("\(description): tensor '\(name)' is not in the checkpoint")
         }
         let tensor = try store.loadRaw(raw)
+        if raw == name { return tensor }
+        return try StoredTensor(name: name, dtype: tensor.dtype, shape: tensor.shape, bytes: tensor.bytes, owner: tensor.owner)
+    }
+
+    public func load(_ name: String, leading: Range<Int>) throws -> StoredTensor {
+        guard let raw = naming.rawNames[name] else {
+            throw CheckpointError("\(description): tensor '\(name)' is not in the checkpoint")
+        }
+        let tensor = try store.loadRaw(raw, leading: leading)
         if raw == name { return tensor }
         return try StoredTensor(name: name, dtype: tensor.dtype, shape: tensor.shape, bytes: tensor.bytes, owner: tensor.owner)
     }
@@ -264,6 +302,15 @@ public final class HFWeightSource: CheckpointWeightSource {
         }
         let tensor = try store.loadRaw(raw)
         return try StoredTensor(name: name, dtype: tensor.dtype, shape: tensor.shape, bytes: tensor.bytes, owner: tensor.owner)
+    }
+
+    /// Per-expert HF tensors: only the wanted experts' files are read.
+    public func load(_ name: String, leading: Range<Int>) throws -> StoredTensor {
+        guard let keys = naming.expertNames[name] else { return try leadingRows(of: load(name), leading) }
+        guard leading.lowerBound >= 0, leading.upperBound <= keys.count else {
+            throw CheckpointError("\(description): tensor '\(name)': experts \(leading) are outside its \(keys.count) experts")
+        }
+        return try HFNames.stackExperts(try keys[leading].map { try store.loadRaw($0) }, name: name)
     }
 }
 

@@ -73,6 +73,9 @@ public final class DeepSeekV3: @unchecked Sendable {
     let softmaxScale: Float
     /// RoPE angle frequencies per rotated pair, after YaRN when active.
     let ropeFrequencies: [Float]
+    /// Set when the routed experts are spread over the processes of a group: `moe.w1/w2/w3` then hold only
+    /// this rank's experts (ExpertParallel.swift).
+    public let expertParallel: ExpertParallelGroup?
 
     struct Attention {
         var wq: Weight?
@@ -115,10 +118,17 @@ public final class DeepSeekV3: @unchecked Sendable {
 
     /// Builds the model from a checkpoint, checking every tensor's shape against `args` and refusing
     /// tensors the arguments do not account for (usually a wrong flavor or config).
-    public init(args: ModelArgs, weights source: WeightSource, numerics: Numerics) throws {
+    public init(args: ModelArgs, weights source: WeightSource, numerics: Numerics,
+                expertParallel: ExpertParallelGroup? = nil) throws {
         try args.validate()
+        if let expertParallel {
+            guard expertParallel.numExperts == args.moeArgs.numExperts else {
+                throw ModelLoadError("expert-parallel group made for \(expertParallel.numExperts) experts, but the model args have \(args.moeArgs.numExperts)")
+            }
+        }
         self.args = args
         self.numerics = numerics
+        self.expertParallel = expertParallel
         var used = Set<String>()
 
         let expected = args.expectedShapes()
@@ -139,6 +149,24 @@ public final class DeepSeekV3: @unchecked Sendable {
             }
         }
         func vector(_ name: String, _ n: Int) throws -> [Float] { try load(name, [n]).toFloatArray() }
+        /// A grouped expert weight `[E, …]`, or only this rank's experts under expert parallelism (the other
+        /// experts' bytes are never read).
+        func experts(_ name: String, _ shape: [Int]) throws -> Weight {
+            guard let expertParallel else { return try load(name, shape) }
+            guard let info = source.tensorInfos[name] else {
+                throw ModelLoadError("\(source.description): tensor \(name) is missing (model args need shape \(shape))")
+            }
+            guard info.shape == shape else {
+                throw ModelLoadError("\(source.description): tensor \(name) has shape \(info.shape) but the model args imply \(shape)")
+            }
+            let stored = try source.load(name, leading: expertParallel.localExperts)
+            used.insert(name)
+            do {
+                return try Weight(dtype: stored.dtype, shape: stored.shape, bytes: stored.bytes, owner: stored)
+            } catch {
+                throw ModelLoadError("\(source.description): tensor \(name): \(error)")
+            }
+        }
 
         let d = args.dim, h = args.nHeads
         embedding = try load("tok_embeddings.weight", [args.vocabSize, d])
@@ -165,9 +193,9 @@ public final class DeepSeekV3: @unchecked Sendable {
                 let m = args.moeArgs, e = m.numExperts, f = args.moeInterDim
                 var moe = MoE(
                     gate: try load(p + "moe.router.gate.weight", [e, d]),
-                    w1: try load(p + "moe.experts.w1", [e, f, d]),
-                    w2: try load(p + "moe.experts.w2", [e, d, f]),
-                    w3: try load(p + "moe.experts.w3", [e, f, d]))
+                    w1: try experts(p + "moe.experts.w1", [e, f, d]),
+                    w2: try experts(p + "moe.experts.w2", [e, d, f]),
+                    w3: try experts(p + "moe.experts.w3", [e, f, d]))
                 if m.gateBias { moe.gateBias = try vector(p + "moe.router.gate.bias", e) }
                 if m.loadBalanceCoeff != nil {
                     moe.expertBias = try vector(p + "moe.expert_bias", e)
@@ -257,6 +285,10 @@ public final class DeepSeekV3: @unchecked Sendable {
                 throw ModelLoadError("forward: \(cache.length + seqLen) positions exceed the KV cache capacity \(cache.capacity)")
             }
         }
+        if let group = expertParallel, !group.runningLocalShare {
+            return try forwardExpertParallel(group, tokens: tokens, batch: batch, seqLen: seqLen, cache: cache,
+                                             logits: selection, observer: observer)
+        }
         let past = cache?.length ?? 0
         let rows = batch * seqLen
         let hidden = Tensor(shape: [rows, args.dim])
@@ -269,7 +301,7 @@ public final class DeepSeekV3: @unchecked Sendable {
             attention(layer.attention, normed, batch: batch, newTokens: seqLen, past: past, rope: rope, store: store, addInto: hidden)
             Ops.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: layer.ffnNorm, eps: Float(args.normEps), into: normed.data)
             if let moe = layer.moe {
-                moeLayer(moe, layer: layer.index, normed, addInto: hidden, observer: observer)
+                try moeLayer(moe, layer: layer.index, normed, addInto: hidden, observer: observer)
             } else if let ffn = layer.feedForward {
                 feedForward(ffn, normed, addInto: hidden)
             }
@@ -377,13 +409,14 @@ public final class DeepSeekV3: @unchecked Sendable {
 
     // MARK: - MoE: route → dispatch → compute → combine
 
-    func moeLayer(_ moe: MoE, layer: Int, _ x: Tensor, addInto hidden: Tensor, observer: RoutingObserver?) {
+    func moeLayer(_ moe: MoE, layer: Int, _ x: Tensor, addInto hidden: Tensor, observer: RoutingObserver?) throws {
         let routing = route(moe, x)
         if let observer {
             routing.withDecision(layer: layer, expertBias: moe.expertBias) { observer.observe($0) }
         }
         let batches = dispatch(x, routing)
-        let expertOutputs = computeExperts(moe, batches)
+        let expertOutputs = try expertParallel?.runExperts(batches, layer: layer) { computeExperts(moe, $0) }
+            ?? computeExperts(moe, batches)
         combine(moe, x, routing, batches, expertOutputs, addInto: hidden)
     }
 

@@ -80,7 +80,8 @@ public enum ModelLoader {
             + args.jsonString()
     }
 
-    public static func load(_ spec: ModelSpec) throws -> LoadedModel {
+    /// Under expert parallelism (`expertParallel`), only this rank's experts are read from the checkpoint.
+    public static func load(_ spec: ModelSpec, expertParallel: ExpertParallelGroup? = nil) throws -> LoadedModel {
         let start = Date()
         let source = try openWeightSource(at: spec.checkpoint)
         let resolved = try resolveArgs(spec, source: source)
@@ -91,7 +92,7 @@ public enum ModelLoader {
             numerics.finalNormEps = spec.finalNormEps ?? hf.finalNormEps
             numerics.origin = "HF config (rope_scaling, rms_norm_eps)"
         }
-        let model = try DeepSeekV3(args: resolved.args, weights: source, numerics: numerics)
+        let model = try DeepSeekV3(args: resolved.args, weights: source, numerics: numerics, expertParallel: expertParallel)
         return LoadedModel(model: model, args: resolved.args, source: source, trainConfig: resolved.config,
                            argsOrigin: resolved.origin, loadSeconds: Date().timeIntervalSince(start))
     }

@@ -17,6 +17,7 @@ struct ForwardCommand: ParsableCommand {
         """)
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var distributed: DistributedOptions
 
     @Option(name: .customLong("tokens-file"), help: "JSON file {\"tokens\": [[ids…], …]}.")
     var tokensFile: String
@@ -28,15 +29,21 @@ struct ForwardCommand: ParsableCommand {
     var overwrite = false
 
     func run() throws {
-        try reportingErrors {
+        try DistributedRun.run { ranks in
             let outputURL = URL(fileURLWithPath: output)
-            if !overwrite && FileManager.default.fileExists(atPath: outputURL.path) {
+            if ranks.isRoot && !overwrite && FileManager.default.fileExists(atPath: outputURL.path) {
                 throw OutputFile.WriteError(description: "\(output) already exists; refusing to overwrite it (pass --overwrite)")
             }
             let (tokens, batch, seqLen) = try TokensFile.read(URL(fileURLWithPath: tokensFile))
-            let loaded = try ModelLoader.load(try model.spec())
+            let spec = try model.spec()
+            _ = try ranks.makeGroup(options: distributed, spec: spec, configDegree: nil)
+            let loaded = try ranks.load(spec)
             let recorder = RoutingRecorder()
             let logits = try loaded.model.forward(tokens: tokens, batch: batch, seqLen: seqLen, observer: recorder)
+            if let report = try ranks.report(model: loaded.model, routingPhase: nil, predictedLoads: nil), ranks.isRoot {
+                report.lines.forEach { printError("expert parallel: " + $0) }
+            }
+            guard ranks.isRoot else { return }
 
             let vocab = loaded.args.vocabSize
             var json = JSONText()

@@ -21,6 +21,7 @@ struct RunCommand: ParsableCommand {
         """)
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var distributed: DistributedOptions
 
     @Option(name: [.customLong("preset")], help: "30s, 1min, 5min, 15min or full (the seed's default).")
     var preset = "full"
@@ -86,9 +87,9 @@ struct RunCommand: ParsableCommand {
     }
 
     func run() throws {
-        try reportingErrors {
+        try DistributedRun.run { ranks in
             let started = Date()
-            let progress = Progress(quiet: quiet)
+            let progress = Progress(quiet: quiet || !ranks.isRoot)
             let preset = Preset.named(preset)!
             let demo = model.checkpoint == nil ? try DemoAssets.locate() : nil
             var options = model
@@ -104,7 +105,7 @@ struct RunCommand: ParsableCommand {
             // Everything that can be checked cheaply is checked before the model loads.
             let timestamp = EvalResults.timestamp(for: started)
             let outputFolder = URL(fileURLWithPath: outputDir ?? ((config?.dumpFolder ?? "./outputs") as NSString).appendingPathComponent("eval"))
-            try prepareOutputFolder(outputFolder)
+            if ranks.isRoot { try prepareOutputFolder(outputFolder) }
             let outputURL = uniqueResultsFile(in: outputFolder, timestamp: timestamp)
             let kind = RoutingInput.Kind(rawValue: routingInput)!
             let runRouting = !lmEvalOnly
@@ -112,8 +113,9 @@ struct RunCommand: ParsableCommand {
             let documents: (docs: [String], source: String)? = runRouting && kind == .text
                 ? try routingDocuments(config: config, demo: demo) : nil
 
+            let expertParallel = try ranks.makeGroup(options: distributed, spec: spec, configDegree: config?.expertParallelDegree)
             progress.update("loading \(spec.checkpoint.path)")
-            let loaded = try ModelLoader.load(spec)
+            let loaded = try ranks.load(spec)
             progress.done(String(format: "loaded %@ in %.2f s (%@)", loaded.source.description, loaded.loadSeconds, loaded.argsOrigin))
             let args = loaded.args
             var results = EvalResults(checkpointDir: spec.checkpoint.path, modelArgs: args, timestamp: timestamp, outputFile: outputURL.path)
@@ -128,6 +130,7 @@ struct RunCommand: ParsableCommand {
             ]
 
             var routingSeconds = 0.0, routingTokens = 0
+            var routedLoads: [Int: [Int]]?
             if runRouting {
                 let input: RoutingInput
                 if kind == .random {
@@ -140,14 +143,31 @@ struct RunCommand: ParsableCommand {
                                                            expertGroups: args.moeArgs.numExpertGroups,
                                                            limitedGroups: args.moeArgs.numLimitedGroups)
                 let start = DispatchTime.now().uptimeNanoseconds
-                for (i, sequence) in input.sequences.enumerated() {
-                    progress.update("routing \(Progress.bar(i, input.sequences.count))")
-                    _ = try loaded.model.forward(tokens: sequence, batch: 1, seqLen: sequence.count, logits: .last, observer: collector)
+                if let expertParallel {
+                    // Rank r routes sequences r, r+N, …, each as the one-sequence forward of the loop below; rank 0's
+                    // collector receives them in sequence order, so the statistics are the same numbers.
+                    var first = 0
+                    while first < input.sequences.count {
+                        progress.update("routing \(Progress.bar(first, input.sequences.count))")
+                        let mine = first + expertParallel.rank
+                        let sequence = mine < input.sequences.count ? input.sequences[mine] : []
+                        _ = try loaded.model.forwardOwnBatches(tokens: sequence, batch: sequence.isEmpty ? 0 : 1, seqLen: preset.routingSeqLen,
+                                                               logits: .last, observer: collector)
+                        first += expertParallel.size
+                    }
+                } else {
+                    for (i, sequence) in input.sequences.enumerated() {
+                        progress.update("routing \(Progress.bar(i, input.sequences.count))")
+                        _ = try loaded.model.forward(tokens: sequence, batch: 1, seqLen: sequence.count, logits: .last, observer: collector)
+                    }
                 }
                 routingSeconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
                 routingTokens = input.sequences.count * preset.routingSeqLen
+                ranks.endPhase("routing")
                 let degree = config?.expertParallelDegree
-                results.routingStats = RoutingMetrics.statistics(collector.finish(), options: RoutingMetricsOptions(expertParallelDegree: degree))
+                let counts = collector.finish()
+                routedLoads = Dictionary(uniqueKeysWithValues: counts.map { ($0.layer, $0.tokensPerExpert) })
+                results.routingStats = RoutingMetrics.statistics(counts, options: RoutingMetricsOptions(expertParallelDegree: degree))
                 record["routing_input"] = [
                     "kind": input.kind.rawValue, "source": input.source, "samples": input.sequences.count,
                     "seq_len": preset.routingSeqLen, "text_tokens": input.availableTokens, "windows_overlap": input.windowsOverlap,
@@ -194,6 +214,11 @@ struct RunCommand: ParsableCommand {
                 if logSamples { samplesJSON = try EvalResults.object(output.samples) }
                 progress.done(String(format: "lm_eval: %d requests over %@ in %.2f s", output.requests, tasks.joined(separator: ", "), output.scoringSeconds))
             }
+            if let report = try ranks.report(model: loaded.model, routingPhase: runRouting ? "routing" : nil, predictedLoads: routedLoads) {
+                record["expert_parallel"] = report.json
+                if ranks.isRoot && !quiet { report.lines.forEach { printError("expert parallel: " + $0) } }
+            }
+            guard ranks.isRoot else { return }
             results.walltimeSeconds = Date().timeIntervalSince(started)
             record["phase_seconds"] = ["routing": routingSeconds, "load": loaded.loadSeconds]
             results.run = record

@@ -131,14 +131,18 @@ import Testing
         #expect((try Self.onlyResults(in: output)["moe_eval"] as? [String: Any])?["preset"] as? String == "30s")
     }
 
-    @Test func moreThanOneProcessIsRefused() throws {
+    /// NGPU=N runs `mpirun -np N` (expert parallelism): one results file, written by rank 0, with N ranks.
+    @Test(.enabled(if: MPI.enabled, MPI.skipReason)) func moreThanOneProcessRunsUnderMPI() throws {
+        try MPI.require()
         let dir = try CLI.scratch()
         defer { CLI.cleanUp(dir) }
         let r = try Self.script(["CHECKPOINT_DIR": Self.variant.appendingPathComponent("checkpoint").path,
-                                 "OUTPUT_DIR": dir.path, "PRESET": "30s", "NGPU": "4"], arguments: Self.fixtureArguments)
-        #expect(r.status == 2)
-        #expect(r.stderr.contains("MPI expert parallelism is not available yet"))
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+                                 "OUTPUT_DIR": dir.path, "PRESET": "30s", "NGPU": "2",
+                                 "MPIRUN_ARGS": "--oversubscribe"], arguments: Self.fixtureArguments + ["--threads", "1"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("mpirun -np 2 --oversubscribe"), "\(r.stderr)")
+        let ranks = (try Self.onlyResults(in: dir)["moe_eval"] as? [String: Any]).flatMap { ($0["expert_parallel"] as? [String: Any])?["ranks"] as? [Any] }
+        #expect(ranks?.count == 2)
     }
 
     @Test func badPresetFailsInMoeEval() throws {
