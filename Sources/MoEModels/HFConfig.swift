@@ -6,7 +6,8 @@ public struct HFModelConfig: Sendable {
     public var args: ModelArgs
     /// True when `rope_scaling.type` (or `rope_type`) is "yarn".
     public var yarn: Bool
-    /// HF applies `rms_norm_eps` to every norm, the final one included.
+    /// HF applies `rms_norm_eps` to every norm, the final one included; a `moe_eval.final_norm_eps` written by
+    /// `moe-eval convert` (TorchTitan's own value) takes precedence.
     public var finalNormEps: Float
 
     public static func load(_ url: URL) throws -> HFModelConfig {
@@ -64,7 +65,9 @@ public struct HFModelConfig: Sendable {
         if a.moeArgs.numExpertGroups == 1 { a.moeArgs.numExpertGroups = nil; a.moeArgs.numLimitedGroups = nil }
         a.moeArgs.scoreBeforeExperts = false
         var yarn = false
-        if let scaling = json["rope_scaling"] as? [String: Any] {
+        // transformers ≥ 5 saves `rope_parameters` (rope_theta inside, type "default" when unscaled).
+        if let scaling = (json["rope_scaling"] as? [String: Any]) ?? (json["rope_parameters"] as? [String: Any]) {
+            if json["rope_theta"] == nil, let theta = try double("rope_theta", in: scaling) { a.ropeTheta = theta }
             let type = (scaling["type"] ?? scaling["rope_type"]) as? String
             if type == "yarn" {
                 yarn = true
@@ -73,13 +76,15 @@ public struct HFModelConfig: Sendable {
                 a.betaFast = try double("beta_fast", in: scaling) ?? a.betaFast
                 a.betaSlow = try double("beta_slow", in: scaling) ?? a.betaSlow
                 a.mscale = try double("mscale_all_dim", in: scaling) ?? (try double("mscale", in: scaling)) ?? a.mscale
-            } else if let type {
+            } else if let type, type != "default" {
                 throw ModelArgsError(message: "\(source): rope_scaling type \"\(type)\" is not supported (only yarn)")
             }
         }
         do { try a.validate() } catch let e as ModelArgsError {
             throw ModelArgsError(message: "\(source): \(e.message)")
         }
-        return HFModelConfig(args: a, yarn: yarn, finalNormEps: Float(a.normEps))
+        // `moe-eval convert` records the final norm's eps when TorchTitan's differed from norm_eps (v0.2.x).
+        let finalNormEps = try double("final_norm_eps", in: json["moe_eval"] as? [String: Any] ?? [:]) ?? a.normEps
+        return HFModelConfig(args: a, yarn: yarn, finalNormEps: Float(finalNormEps))
     }
 }
