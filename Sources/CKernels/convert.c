@@ -1,11 +1,6 @@
 #include "CKernels.h"
 #include <string.h>
 
-void moe_bf16_to_f32(const uint16_t *src, float *dst, size_t n) {
-    uint32_t *out = (uint32_t *)dst;
-    for (size_t i = 0; i < n; i++) out[i] = ((uint32_t)src[i]) << 16;
-}
-
 void moe_f32_to_bf16(const float *src, uint16_t *dst, size_t n) {
     for (size_t i = 0; i < n; i++) {
         uint32_t bits;

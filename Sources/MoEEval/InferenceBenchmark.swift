@@ -122,6 +122,17 @@ public struct InferenceBenchmark {
 
 /// Resident memory of this process.
 public enum ProcessMemory {
+    /// Current resident set size in bytes (Linux /proc/self/statm; the peak elsewhere).
+    public static func currentResidentBytes() -> Int {
+        #if os(Linux)
+        if let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) {
+            let fields = text.split(separator: " ")
+            if fields.count > 1, let pages = Int(fields[1]) { return pages * Int(sysconf(Int32(_SC_PAGESIZE))) }
+        }
+        #endif
+        return peakResidentBytes()
+    }
+
     /// Peak resident set size in bytes (getrusage: kilobytes on Linux, bytes on macOS).
     public static func peakResidentBytes() -> Int {
         var usage = rusage()

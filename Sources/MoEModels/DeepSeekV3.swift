@@ -295,8 +295,9 @@ public final class DeepSeekV3: @unchecked Sendable {
         embed(tokens, into: hidden)
         let rope = RopeTable(frequencies: ropeFrequencies, positions: past + seqLen)
         let normed = Tensor(shape: [rows, args.dim])
+        let scratchStore = cache == nil ? KVCache.Layer(batch: batch, capacity: seqLen, args: args) : nil
         for layer in layers {
-            let store = cache?.layers[layer.index] ?? KVCache.Layer(batch: batch, capacity: seqLen, args: args)
+            let store = cache?.layers[layer.index] ?? scratchStore!
             Ops.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: layer.attentionNorm, eps: Float(args.normEps), into: normed.data)
             attention(layer.attention, normed, batch: batch, newTokens: seqLen, past: past, rope: rope, store: store, addInto: hidden)
             Ops.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: layer.ffnNorm, eps: Float(args.normEps), into: normed.data)
@@ -328,9 +329,13 @@ public final class DeepSeekV3: @unchecked Sendable {
         }
     }
 
-    /// Multi-head latent attention. Keys share one RoPE'd part (`k_pe`) across heads, so scores are
-    /// computed as `q_nope·k_nopeᵀ + q_pe·k_peᵀ` without materialising full keys. The new tokens' keys and
-    /// values go into `store` at positions `past..<past+newTokens` before attending over `0..<past+newTokens`.
+    /// Multi-head latent attention over the compressed cache (`KVCache`: normalised latent `c_kv` and RoPE'd
+    /// `k_pe` per position). The new tokens' latents go into `store` at positions `past..<past+newTokens` first.
+    /// Two equivalent evaluation orders, chosen by FLOP count:
+    /// - expanded (prefill): `wkv_b` expands every visible latent to per-head `k_nope | v`, then causal attention
+    ///   with keys `[k_nope | k_pe]` in 64-query blocks that only touch the keys they can see;
+    /// - absorbed (decode): `q_nope·W_kbᵀ` moves the query into the latent space, scores and the weighted sum
+    ///   run over the cached latents directly, and `W_vb` maps the per-head result back to `v_head_dim`.
     func attention(_ a: Attention, _ x: Tensor, batch: Int, newTokens n: Int, past: Int, rope: RopeTable,
                    store: KVCache.Layer, addInto hidden: Tensor) {
         let rows = x.rows, h = args.nHeads
@@ -346,57 +351,138 @@ public final class DeepSeekV3: @unchecked Sendable {
             q = Linear.apply(qa, a.wqB!)
         }
         let kv = Linear.apply(x, a.wkvA)                        // [rows, kvRank + dr]: c_kv | k_pe
-        for r in 0..<rows {
-            let pos = past + r % n
-            for head in 0..<h {
-                rope.apply(q.row(r) + head * dqk + dn, position: pos)
+        let qp = SendablePointer(q.data), kvp = SendablePointer(kv.data)
+        let latentP = SendablePointer(store.latent), pep = SendablePointer(store.ropeKeys)
+        let normEps = Float(args.normEps), capacity = store.capacity
+        a.kvNorm.withUnsafeBufferPointer { kvNorm in
+            let normP = SendableConstPointer(kvNorm.baseAddress!)
+            Compute.parallelFor(rows, minChunk: 16) { r in
+                let pos = past + r % n
+                for head in 0..<h { rope.apply(qp.pointer + r * h * dqk + head * dqk + dn, position: pos) }
+                let row = kvp.pointer + r * (kvRank + dr)
+                rope.apply(row + kvRank, position: pos)
+                let slot = (r / n) * capacity + pos
+                Ops.rmsNormRow(row, weight: normP.pointer, eps: normEps, into: latentP.pointer + slot * kvRank, dim: kvRank)
+                (pep.pointer + slot * dr).update(from: row + kvRank, count: dr)
             }
-            rope.apply(kv.row(r) + kvRank, position: pos)
-        }
-        let latent = Tensor(shape: [rows, kvRank])
-        Ops.rmsNorm(kv.data, rows: rows, dim: kvRank, stride: kvRank + dr, weight: a.kvNorm, eps: Float(args.normEps), into: latent.data)
-        let kvHeads = Linear.apply(latent, a.wkvB)            // [rows, h·(dn + dv)]: per head k_nope | v
-        let ldkv = h * (dn + dv)
-        for r in 0..<rows {
-            let slot = store.row(batch: r / n, position: past + r % n)
-            store.keysValues.advanced(by: slot * ldkv).update(from: kvHeads.row(r), count: ldkv)
-            store.ropeKeys.advanced(by: slot * dr).update(from: kv.row(r) + kvRank, count: dr)
         }
 
         let total = past + n
-        let context = Tensor(shape: [rows, h * dv])
+        let context = Tensor(uninitializedShape: [rows, h * dv])
+        // Multiply-adds per batch row of each order (the projections of the new tokens are common to both).
+        let expandedCost = total * kvRank * h * (dn + dv) + h * n * (total + past + 1) / 2 * (dqk + dv)
+        let absorbedCost = n * h * (dn * kvRank + kvRank * dv) + h * n * (total + past + 1) / 2 * (2 * kvRank + dr)
+        if absorbedCost < expandedCost {
+            attentionAbsorbed(a, q: q, batch: batch, newTokens: n, past: past, store: store, into: context)
+        } else {
+            attentionExpanded(a, q: q, batch: batch, newTokens: n, past: past, store: store, into: context)
+        }
+        Linear.apply(context.data, rows: rows, weight: a.wo, into: hidden.data, accumulate: true)
+    }
+
+    /// Query rows per block of expanded attention: small enough that causal blocks skip most masked keys,
+    /// large enough for efficient GEMMs.
+    static let attentionQueryBlock = 64
+
+    func attentionExpanded(_ a: Attention, q: Tensor, batch: Int, newTokens n: Int, past: Int,
+                           store: KVCache.Layer, into context: Tensor) {
+        let h = args.nHeads, dn = args.qkNopeHeadDim, dr = args.qkRopeHeadDim, dv = args.vHeadDim
+        let dqk = args.qkHeadDim, kvRank = args.kvLoraRank
+        let total = past + n, ldkv = h * (dn + dv), ldq = h * dqk
+        // Per-head k_nope | v of every visible position, for each batch row.
+        let kvHeads = Tensor(uninitializedShape: [batch * total, ldkv])
+        for b in 0..<batch {
+            Linear.apply(store.latent + store.row(batch: b, position: 0) * kvRank, rows: total, weight: a.wkvB,
+                         into: kvHeads.row(b * total))
+        }
         let scale = softmaxScale
-        let ldq = h * dqk
         let qp = SendablePointer(q.data), ctxp = SendablePointer(context.data)
-        let kvp = SendablePointer(store.keysValues), pep = SendablePointer(store.ropeKeys)
+        let kvp = SendablePointer(kvHeads.data), pep = SendablePointer(store.ropeKeys)
         let capacity = store.capacity
-        Compute.serialBLAS {
-            Compute.parallelRanges(batch * h) { _, range in
-                let scores = UnsafeMutablePointer<Float>.allocate(capacity: n * total)
-                defer { scores.deallocate() }
-                for item in range {
-                    let b = item / h, head = item % h
-                    let qNope = qp.pointer + b * n * ldq + head * dqk
-                    let kNope = kvp.pointer + b * capacity * ldkv + head * (dn + dv)
-                    if dn > 0 {
-                        Linear.sgemm(transA: false, transB: true, m: n, n: total, k: dn, alpha: scale,
-                                     qNope, lda: ldq, kNope, ldb: ldkv, beta: 0, scores, ldc: total)
+        let block = DeepSeekV3.attentionQueryBlock
+        let blocks = (n + block - 1) / block
+        Compute.parallelChunks(batch * h) { items in
+            // [total, dqk] keys of one head; [block, total] scores.
+            guard let keys = Compute.threadScratch(1, total * dqk), let scores = Compute.threadScratch(2, block * total) else {
+                fatalError("out of memory for attention scratch (\(total) positions)")
+            }
+            for item in items {
+                let b = item / h, head = item % h
+                let kvBase = kvp.pointer + b * total * ldkv + head * (dn + dv)
+                let peBase = pep.pointer + b * capacity * dr
+                for t in 0..<total {
+                    (keys + t * dqk).update(from: kvBase + t * ldkv, count: dn)
+                    (keys + t * dqk + dn).update(from: peBase + t * dr, count: dr)
+                }
+                for blockIndex in 0..<blocks {
+                    let i0 = blockIndex * block, i1 = min(n, i0 + block), m = i1 - i0
+                    let visible = past + i1
+                    let qBlock = qp.pointer + (b * n + i0) * ldq + head * dqk
+                    Linear.sgemmSerial(transA: false, transB: true, m: m, n: visible, k: dqk, alpha: scale,
+                                       qBlock, lda: ldq, keys, ldb: dqk, beta: 0, scores, ldc: visible)
+                    for i in 0..<m {
+                        let row = scores + i * visible, sees = past + i0 + i + 1
+                        Ops.softmaxRow(row, sees)
+                        (row + sees).update(repeating: 0, count: visible - sees)
                     }
-                    Linear.sgemm(transA: false, transB: true, m: n, n: total, k: dr, alpha: scale,
-                                 qNope + dn, lda: ldq, pep.pointer + b * capacity * dr, ldb: dr,
-                                 beta: dn > 0 ? 1 : 0, scores, ldc: total)
-                    for i in 0..<n {
-                        let row = scores + i * total, visible = past + i + 1
-                        Ops.softmaxRow(row, visible)
-                        (row + visible).update(repeating: 0, count: total - visible)
-                    }
-                    Linear.sgemm(transA: false, transB: false, m: n, n: dv, k: total, alpha: 1,
-                                 scores, lda: total, kNope + dn, ldb: ldkv,
-                                 beta: 0, ctxp.pointer + b * n * h * dv + head * dv, ldc: h * dv)
+                    Linear.sgemmSerial(transA: false, transB: false, m: m, n: dv, k: visible, alpha: 1,
+                                       scores, lda: visible, kvBase + dn, ldb: ldkv,
+                                       beta: 0, ctxp.pointer + (b * n + i0) * h * dv + head * dv, ldc: h * dv)
                 }
             }
         }
-        Linear.apply(context.data, rows: rows, weight: a.wo, into: hidden.data, accumulate: true)
+    }
+
+    func attentionAbsorbed(_ a: Attention, q: Tensor, batch: Int, newTokens n: Int, past: Int,
+                           store: KVCache.Layer, into context: Tensor) {
+        let h = args.nHeads, dn = args.qkNopeHeadDim, dr = args.qkRopeHeadDim, dv = args.vHeadDim
+        let dqk = args.qkHeadDim, kvRank = args.kvLoraRank
+        let total = past + n, ldq = h * dqk
+        let scale = softmaxScale
+        let wkvB = a.wkvB
+        let qp = SendablePointer(q.data), ctxp = SendablePointer(context.data)
+        let latentP = SendablePointer(store.latent), pep = SendablePointer(store.ropeKeys)
+        let capacity = store.capacity
+        // Head-major so one head's W_kb | W_vb is widened once for all batch rows.
+        Compute.parallelChunks(h) { heads in
+            let perHead = (dn + dv) * kvRank
+            guard let qLatent = Compute.threadScratch(1, n * kvRank), let scores = Compute.threadScratch(2, n * total),
+                  let ctxLatent = Compute.threadScratch(3, n * kvRank + (wkvB.float32Pointer == nil ? perHead : 0)) else {
+                fatalError("out of memory for attention scratch (\(total) positions)")
+            }
+            for head in heads {
+                // Rows head·(dn+dv) ..< (head+1)·(dn+dv) of wkv_b: W_kb [dn, R] then W_vb [dv, R].
+                let headWeights: UnsafePointer<Float>
+                if let w = wkvB.float32Pointer {
+                    headWeights = w + head * perHead
+                } else {
+                    let widened = ctxLatent + n * kvRank
+                    wkvB.widen(from: head * perHead, count: perHead, into: widened)
+                    headWeights = UnsafePointer(widened)
+                }
+                for b in 0..<batch {
+                    let qHead = qp.pointer + b * n * ldq + head * dqk
+                    let latent = latentP.pointer + b * capacity * kvRank
+                    Linear.sgemmSerial(transA: false, transB: false, m: n, n: kvRank, k: dn, alpha: 1,
+                                       qHead, lda: ldq, headWeights, ldb: kvRank, beta: 0, qLatent, ldc: kvRank)
+                    Linear.sgemmSerial(transA: false, transB: true, m: n, n: total, k: kvRank, alpha: scale,
+                                       qLatent, lda: kvRank, latent, ldb: kvRank, beta: 0, scores, ldc: total)
+                    Linear.sgemmSerial(transA: false, transB: true, m: n, n: total, k: dr, alpha: scale,
+                                       qHead + dn, lda: ldq, pep.pointer + b * capacity * dr, ldb: dr,
+                                       beta: 1, scores, ldc: total)
+                    for i in 0..<n {
+                        let row = scores + i * total, sees = past + i + 1
+                        Ops.softmaxRow(row, sees)
+                        (row + sees).update(repeating: 0, count: total - sees)
+                    }
+                    Linear.sgemmSerial(transA: false, transB: false, m: n, n: kvRank, k: total, alpha: 1,
+                                       scores, lda: total, latent, ldb: kvRank, beta: 0, ctxLatent, ldc: kvRank)
+                    Linear.sgemmSerial(transA: false, transB: true, m: n, n: dv, k: kvRank, alpha: 1,
+                                       ctxLatent, lda: kvRank, headWeights + dn * kvRank, ldb: kvRank,
+                                       beta: 0, ctxp.pointer + b * n * h * dv + head * dv, ldc: h * dv)
+                }
+            }
+        }
     }
 
     /// SwiGLU `w2(silu(w1·x) ⊙ w3·x)`, added into `hidden` (or written to it when `accumulate` is false).
@@ -556,12 +642,34 @@ public final class DeepSeekV3: @unchecked Sendable {
     /// in the same bucketed order as `batches.input`.
     func computeExperts(_ moe: MoE, _ batches: ExpertBatches) -> Tensor {
         let d = args.dim, f = args.moeInterDim
-        let outputs = Tensor(shape: [batches.input.rows, d])
-        let maxBucket = (0..<batches.experts).map { batches.rows(of: $0).count }.max() ?? 0
+        let outputs = Tensor(uninitializedShape: [batches.input.rows, d])
+        let active = (0..<batches.experts).filter { !batches.rows(of: $0).isEmpty }
+        // Enough experts to keep every worker busy: one expert per task, each with single-threaded GEMMs
+        // (no synchronisation inside an expert, and small buckets do not split into tiny GEMMs).
+        if active.count >= 2 * Compute.threads {
+            let inputP = SendablePointer(batches.input.data), outP = SendablePointer(outputs.data)
+            let offsets = batches.offsets
+            Compute.parallelChunks(active.count) { items in
+                for item in items {
+                    let expert = active[item]
+                    let first = offsets[expert], n = offsets[expert + 1] - first
+                    guard let gate = Compute.threadScratch(1, n * f), let up = Compute.threadScratch(2, n * f) else {
+                        fatalError("out of memory for expert scratch (\(n) rows)")
+                    }
+                    let input = inputP.pointer + first * d
+                    Linear.applyColumns(input, m: n, lda: d, moe.w1.matrix(expert), columns: 0..<f, gate, ldy: f, accumulate: false)
+                    Linear.applyColumns(input, m: n, lda: d, moe.w3.matrix(expert), columns: 0..<f, up, ldy: f, accumulate: false)
+                    Ops.siluMul(gate, up, count: n * f)
+                    Linear.applyColumns(gate, m: n, lda: f, moe.w2.matrix(expert), columns: 0..<d, outP.pointer + first * d,
+                                        ldy: d, accumulate: false)
+                }
+            }
+            return outputs
+        }
+        let maxBucket = active.map { batches.rows(of: $0).count }.max() ?? 0
         let gate = Tensor(shape: [maxBucket, f]), up = Tensor(shape: [maxBucket, f])
-        for expert in 0..<batches.experts {
+        for expert in active {
             let rows = batches.rows(of: expert)
-            if rows.isEmpty { continue }
             let input = batches.input.row(rows.lowerBound), n = rows.count
             Linear.apply(input, rows: n, weight: moe.w1.matrix(expert), into: gate.data)
             Linear.apply(input, rows: n, weight: moe.w3.matrix(expert), into: up.data)

@@ -8,15 +8,13 @@ extension KVCache {
             throw ModelLoadError("KV cache: cannot repeat row \(row) of a \(source.batch)-row cache holding \(source.length) positions into \(rows) rows of capacity \(capacity)")
         }
         self.init(model: model, batch: rows, capacity: capacity)
-        let args = model.args
-        let kvWidth = args.nHeads * (args.qkNopeHeadDim + args.vHeadDim), ropeWidth = args.qkRopeHeadDim
         let filled = source.length
         for (from, to) in zip(source.layers, layers) {
-            let keysValues = from.keysValues + from.row(batch: row, position: 0) * kvWidth
-            let ropeKeys = from.ropeKeys + from.row(batch: row, position: 0) * ropeWidth
+            let latent = from.latent + from.row(batch: row, position: 0) * from.latentWidth
+            let ropeKeys = from.ropeKeys + from.row(batch: row, position: 0) * from.ropeWidth
             for b in 0..<rows {
-                (to.keysValues + to.row(batch: b, position: 0) * kvWidth).update(from: keysValues, count: filled * kvWidth)
-                (to.ropeKeys + to.row(batch: b, position: 0) * ropeWidth).update(from: ropeKeys, count: filled * ropeWidth)
+                (to.latent + to.row(batch: b, position: 0) * to.latentWidth).update(from: latent, count: filled * from.latentWidth)
+                (to.ropeKeys + to.row(batch: b, position: 0) * to.ropeWidth).update(from: ropeKeys, count: filled * from.ropeWidth)
             }
         }
         length = filled

@@ -1,7 +1,10 @@
 import MoETensor
 
 /// Keys and values of the positions already processed, per layer and batch row, so that decoding a token
-/// costs one position's work instead of a full forward. Holds per head `k_nope | v` and the shared RoPE key.
+/// costs one position's work instead of a full forward. MLA's compressed form: per position the normalised
+/// latent `c_kv` (`kv_lora_rank` values) and the shared RoPE'd key `k_pe` (`qk_rope_head_dim` values), about
+/// 7× smaller than per-head keys and values for the TorchTitan flavors. Prefill expands the latent per head;
+/// decode attends in the latent space (`DeepSeekV3.attention`).
 public final class KVCache: @unchecked Sendable {
     public let batch: Int
     public let capacity: Int
@@ -18,24 +21,30 @@ public final class KVCache: @unchecked Sendable {
     /// Bytes held (what the cache adds to resident memory).
     public var byteCount: Int { layers.reduce(0) { $0 + $1.byteCount } }
 
+    /// Values cached per position and layer: `kv_lora_rank + qk_rope_head_dim`.
+    public static func valuesPerPosition(_ args: ModelArgs) -> Int { args.kvLoraRank + args.qkRopeHeadDim }
+
     public func reset() { length = 0 }
 
-    final class Layer {
+    final class Layer: @unchecked Sendable {
         let capacity: Int
-        let keysValues: UnsafeMutablePointer<Float>   // [batch, capacity, heads·(nope + v)]
-        let ropeKeys: UnsafeMutablePointer<Float>     // [batch, capacity, rope dims]
+        let latentWidth: Int, ropeWidth: Int
+        let latent: UnsafeMutablePointer<Float>       // [batch, capacity, kv_lora_rank], after kv_norm
+        let ropeKeys: UnsafeMutablePointer<Float>     // [batch, capacity, rope dims], after RoPE
         let byteCount: Int
 
         init(batch: Int, capacity: Int, args: ModelArgs) {
             self.capacity = capacity
-            let kvCount = batch * capacity * args.nHeads * (args.qkNopeHeadDim + args.vHeadDim)
-            let peCount = batch * capacity * args.qkRopeHeadDim
-            keysValues = .allocate(capacity: max(kvCount, 1))
+            latentWidth = args.kvLoraRank
+            ropeWidth = args.qkRopeHeadDim
+            let latentCount = batch * capacity * latentWidth
+            let peCount = batch * capacity * ropeWidth
+            latent = .allocate(capacity: max(latentCount, 1))
             ropeKeys = .allocate(capacity: max(peCount, 1))
-            byteCount = (kvCount + peCount) * 4
+            byteCount = (latentCount + peCount) * 4
         }
 
-        deinit { keysValues.deallocate(); ropeKeys.deallocate() }
+        deinit { latent.deallocate(); ropeKeys.deallocate() }
 
         func row(batch b: Int, position: Int) -> Int { b * capacity + position }
     }

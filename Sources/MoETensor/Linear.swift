@@ -1,12 +1,19 @@
 import CBLAS
+import CKernels
 
-/// Matrix products through BLAS. Row-major throughout; `W` is stored `[out, in]` as in torch `nn.Linear`.
+/// Matrix products. Row-major throughout; `W` is stored `[out, in]` as in torch `nn.Linear`.
+/// fp32 weights go straight to single-threaded sgemm/sgemv on each worker's share of the output columns;
+/// bf16/fp16 weights are widened per panel into a per-thread buffer (never an fp32 copy of the model), and
+/// a single row (decode) multiplies bf16 weights directly with a fused widen-and-FMA kernel.
 public enum Linear {
-    /// Rows of a bf16/fp16 weight widened per BLAS call: large enough to keep sgemm efficient,
-    /// small enough to stay in L2 and never materialise an fp32 copy of the model.
+    /// Rows of a bf16/fp16 weight widened per sgemm call: large enough to keep sgemm efficient,
+    /// small enough to stay in L2.
     static let widenPanelRows = 128
+    /// Output columns below which a worker's share is not worth a separate sgemm call.
+    static let minColumnsPerWorker = 64
 
-    /// `y[M, N] = x[M, K] · Wᵀ` (+ `beta·y`), with `x` rows `lda` apart and `y` rows `ldy` apart.
+    /// `y[M, N] = x[M, K] · Wᵀ` (+ `y` when accumulating), with `x` rows `lda` apart and `y` rows `ldy` apart.
+    /// Splits the output columns across `Compute.threads` workers (serially inside a parallel loop).
     public static func apply(
         _ x: UnsafePointer<Float>, rows m: Int, lda: Int? = nil,
         weight w: Weight,
@@ -15,17 +22,48 @@ public enum Linear {
         let n = w.rows, k = w.columns
         let lda = lda ?? k, ldy = ldy ?? n
         if m == 0 || n == 0 { return }
-        let beta: Float = accumulate ? 1 : 0
-        if let wp = w.float32Pointer {
-            gemm(x, m: m, k: k, lda: lda, wp, n: n, ldw: k, y, ldy: ldy, beta: beta)
+        _ = Compute.blasPinned
+        // One row reads every weight once: memory-bound, so split finely; many rows: coarse column blocks.
+        let granularity = m == 1 ? 16 : minColumnsPerWorker
+        let workers = Compute.workers(for: n, minChunk: granularity)
+        if workers <= 1 {
+            applyColumns(x, m: m, lda: lda, w, columns: 0..<n, y, ldy: ldy, accumulate: accumulate)
             return
         }
-        let panelRows = min(widenPanelRows, n)
-        let panel = UnsafeMutablePointer<Float>.allocate(capacity: panelRows * k)
-        defer { panel.deallocate() }
-        var start = 0
-        while start < n {
-            let rowsHere = min(panelRows, n - start)
+        let xs = SendableConstPointer(x), ys = SendablePointer(y)
+        Compute.parallelRanges(workers) { _, parts in
+            for part in parts {
+                let columns = columnShare(part, of: workers, n)
+                applyColumns(xs.pointer, m: m, lda: lda, w, columns: columns, ys.pointer, ldy: ldy, accumulate: accumulate)
+            }
+        }
+    }
+
+    /// Output columns `columns` of `x · Wᵀ` on the calling thread.
+    public static func applyColumns(
+        _ x: UnsafePointer<Float>, m: Int, lda: Int, _ w: Weight, columns: Range<Int>,
+        _ y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool
+    ) {
+        let k = w.columns
+        if columns.isEmpty || m == 0 { return }
+        let beta: Float = accumulate ? 1 : 0
+        if let wp = w.float32Pointer {
+            gemm(x, m: m, k: k, lda: lda, wp + columns.lowerBound * k, n: columns.count, ldw: k,
+                 y + columns.lowerBound, ldy: ldy, beta: beta)
+            return
+        }
+        if m == 1, w.dtype == .bfloat16 {
+            moe_gemv_bf16(w.base.assumingMemoryBound(to: UInt16.self) + columns.lowerBound * k, k, columns.count, k,
+                          x, y + columns.lowerBound, accumulate ? 1 : 0)
+            return
+        }
+        let panelRows = min(widenPanelRows, columns.count)
+        guard let panel = moe_thread_scratch(0, panelRows * k) else {
+            fatalError("out of memory for a \(panelRows)×\(k) weight panel")
+        }
+        var start = columns.lowerBound
+        while start < columns.upperBound {
+            let rowsHere = min(panelRows, columns.upperBound - start)
             w.widen(from: start * k, count: rowsHere * k, into: panel)
             gemm(x, m: m, k: k, lda: lda, panel, n: rowsHere, ldw: k, y + start, ldy: ldy, beta: beta)
             start += rowsHere
@@ -36,7 +74,7 @@ public enum Linear {
     public static func apply(_ x: Tensor, _ w: Weight) -> Tensor {
         var outShape = x.shape
         outShape[outShape.count - 1] = w.rows
-        let y = Tensor(shape: outShape)
+        let y = Tensor(uninitializedShape: outShape)
         apply(x.data, rows: x.rows, weight: w, into: y.data)
         return y
     }
@@ -56,8 +94,41 @@ public enum Linear {
         }
     }
 
-    /// General row-major sgemm: `C = alpha·op(A)·op(B) + beta·C` (attention uses it on strided head views).
+    /// General row-major sgemm `C = alpha·op(A)·op(B) + beta·C`, output columns split across the workers.
     public static func sgemm(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+        _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+        beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        if m == 0 || n == 0 { return }
+        _ = Compute.blasPinned
+        let workers = Compute.workers(for: n, minChunk: minColumnsPerWorker)
+        if workers <= 1 {
+            sgemmSerial(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a, lda: lda, b, ldb: ldb,
+                        beta: beta, c, ldc: ldc)
+            return
+        }
+        let ap = SendableConstPointer(a), bp = SendableConstPointer(b), cp = SendablePointer(c)
+        Compute.parallelRanges(workers) { _, parts in
+            for part in parts {
+                let columns = columnShare(part, of: workers, n)
+                let lo = columns.lowerBound
+                sgemmSerial(transA: transA, transB: transB, m: m, n: columns.count, k: k, alpha: alpha, ap.pointer, lda: lda,
+                            bp.pointer + (transB ? lo * ldb : lo), ldb: ldb, beta: beta, cp.pointer + lo, ldc: ldc)
+            }
+        }
+    }
+
+    /// Part `part` of `parts` of 0..<n, with inner boundaries on multiples of 16 (whole SIMD tiles).
+    static func columnShare(_ part: Int, of parts: Int, _ n: Int) -> Range<Int> {
+        let lo = part == 0 ? 0 : (n * part / parts) / 16 * 16
+        let hi = part == parts - 1 ? n : (n * (part + 1) / parts) / 16 * 16
+        return lo..<max(lo, hi)
+    }
+
+    /// Row-major sgemm on the calling thread (for use inside parallel loops, e.g. per attention head).
+    @inline(__always)
+    public static func sgemmSerial(
         transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
         _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
         beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int

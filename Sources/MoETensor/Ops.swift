@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CKernels
 
 /// Row-wise kernels on raw fp32 buffers. Each works in place or into a caller-provided buffer,
 /// so a forward pass allocates per layer at most, never per element or token.
@@ -15,12 +16,15 @@ public enum Ops {
         let xs = stride ?? dim, os = outStride ?? dim
         let sx = SendableConstPointer(x), so = SendablePointer(out), sw = SendableConstPointer(weight)
         Compute.parallelFor(rows, minChunk: 64) { r in
-            let xr = sx.pointer + r * xs, orow = so.pointer + r * os
-            var sumSquares: Float = 0
-            for i in 0..<dim { sumSquares += xr[i] * xr[i] }
-            let inv = 1 / (sumSquares / Float(dim) + eps).squareRoot()
-            for i in 0..<dim { orow[i] = xr[i] * inv * sw.pointer[i] }
+            moe_rmsnorm_row(sx.pointer + r * xs, sw.pointer, eps, so.pointer + r * os, dim)
         }
+    }
+
+    /// One row of `rmsNorm`, on the calling thread.
+    @inline(__always)
+    public static func rmsNormRow(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, eps: Float,
+                                  into out: UnsafeMutablePointer<Float>, dim: Int) {
+        moe_rmsnorm_row(x, weight, eps, out, dim)
     }
 
     @inline(__always)
@@ -32,25 +36,14 @@ public enum Ops {
         let chunk = 4096
         Compute.parallelFor((count + chunk - 1) / chunk, minChunk: 4) { c in
             let lo = c * chunk, hi = min(count, lo + chunk)
-            for i in lo..<hi { sg.pointer[i] = silu(sg.pointer[i]) * su.pointer[i] }
+            moe_silu_mul(sg.pointer + lo, su.pointer + lo, hi - lo)
         }
     }
 
-    /// Numerically stable softmax of one row of `n`, in place.
+    /// Numerically stable softmax of one row of `n`, in place (a row of -inf stays as it is).
     @inline(__always)
     public static func softmaxRow(_ row: UnsafeMutablePointer<Float>, _ n: Int) {
-        if n == 0 { return }
-        var maxValue = -Float.infinity
-        for i in 0..<n where row[i] > maxValue { maxValue = row[i] }
-        if maxValue == -.infinity { return }
-        var sum: Float = 0
-        for i in 0..<n {
-            let e = expf(row[i] - maxValue)
-            row[i] = e
-            sum += e
-        }
-        let inv = 1 / sum
-        for i in 0..<n { row[i] *= inv }
+        moe_softmax_row(row, n)
     }
 
     @inline(__always)

@@ -1,19 +1,27 @@
 import CBLAS
+import CKernels
 import Dispatch
 
-/// Thread control. BLAS threads and our own parallel loops share one budget: a parallel loop never
-/// calls multi-threaded BLAS inside its iterations (see `Compute.serialBLAS`).
+/// Thread control. moe-eval owns all compute threads: BLAS always runs single-threaded and the kernels
+/// split work across `threads` workers themselves (GEMMs by output columns, attention by heads, experts by
+/// bucket), so BLAS's own pool never competes with ours and `threads` is the whole budget. A parallel loop
+/// started inside another one runs serially on its worker.
 public enum Compute {
     nonisolated(unsafe) private static var threadCount = defaultThreadCount()
+    /// Pins BLAS to one thread and tunes the allocator the first time a tensor or kernel is used.
+    static let blasPinned: Void = {
+        #if !os(macOS)
+        openblas_set_num_threads(1)
+        #endif
+        moe_tune_allocator()
+    }()
 
     public static var threads: Int { threadCount }
 
-    /// Sets the number of compute threads for BLAS and for `parallelFor`.
+    /// Sets the number of compute threads.
     public static func setThreads(_ n: Int) {
         threadCount = max(1, n)
-        #if !os(macOS)
-        openblas_set_num_threads(Int32(threadCount))
-        #endif
+        _ = blasPinned
     }
 
     static func defaultThreadCount() -> Int {
@@ -24,33 +32,68 @@ public enum Compute {
         #endif
     }
 
+    /// Workers a loop of `n` items would use on this thread (1 inside another parallel loop).
+    public static func workers(for n: Int, minChunk: Int = 1) -> Int {
+        if moe_parallel_depth() > 0 { return 1 }
+        return min(threadCount, max(1, n / max(minChunk, 1)))
+    }
+
     /// Runs `body(i)` for i in 0..<n over at most `threads` workers, each taking a contiguous range.
     public static func parallelFor(_ n: Int, minChunk: Int = 1, _ body: @Sendable (Int) -> Void) {
         if n <= 0 { return }
-        let workers = min(threadCount, max(1, n / max(minChunk, 1)))
+        let workers = workers(for: n, minChunk: minChunk)
         if workers <= 1 {
             for i in 0..<n { body(i) }
             return
         }
         DispatchQueue.concurrentPerform(iterations: workers) { w in
+            moe_parallel_depth_add(1)
+            defer { moe_parallel_depth_add(-1) }
             let lo = n * w / workers, hi = n * (w + 1) / workers
             for i in lo..<hi { body(i) }
         }
     }
 
-    /// Runs `body` with BLAS single-threaded (for BLAS calls made inside `parallelFor`).
+    /// A buffer of at least `count` floats owned by the calling thread and reused by later calls with the
+    /// same `slot` (1–3; slot 0 belongs to `Linear`), so per-layer loops allocate nothing. Contents undefined.
+    @inline(__always)
+    public static func threadScratch(_ slot: Int, _ count: Int) -> UnsafeMutablePointer<Float>? {
+        moe_thread_scratch(Int32(slot), count)
+    }
+
+    /// Memory read bandwidth in bytes/s with `threads` workers: best of `repeats` passes over a buffer far
+    /// larger than the caches (the decode roofline's denominator).
+    public static func measureReadBandwidth(bytes: Int = 1 << 30, repeats: Int = 3) -> Double {
+        let count = bytes / 4
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        defer { buffer.deallocate() }
+        let bp = SendablePointer(buffer)
+        parallelFor(64) { chunk in (bp.pointer + count * chunk / 64).update(repeating: 1, count: count * (chunk + 1) / 64 - count * chunk / 64) }
+        var best = Double.infinity
+        for _ in 0..<repeats {
+            let start = DispatchTime.now().uptimeNanoseconds
+            parallelRanges(threads) { _, parts in
+                for part in parts {
+                    let lo = count * part / threads, hi = count * (part + 1) / threads
+                    if moe_sum_f32(bp.pointer + lo, hi - lo) < 0 { print("") }
+                }
+            }
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+        return Double(count * 4) / best
+    }
+
+    /// Kept for callers written when BLAS had its own threads: BLAS is always single-threaded now.
     public static func serialBLAS<R>(_ body: () throws -> R) rethrows -> R {
-        #if !os(macOS)
-        if threadCount == 1 { return try body() }
-        openblas_set_num_threads(1)
-        defer { openblas_set_num_threads(Int32(threadCount)) }
-        #endif
+        _ = blasPinned
         return try body()
     }
 }
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 extension Compute {
@@ -58,10 +101,47 @@ extension Compute {
     /// so each worker can own one scratch buffer.
     public static func parallelRanges(_ n: Int, _ body: @Sendable (_ worker: Int, _ range: Range<Int>) -> Void) {
         if n <= 0 { return }
-        let workers = min(threads, n)
+        let workers = workers(for: n)
         if workers <= 1 { body(0, 0..<n); return }
         DispatchQueue.concurrentPerform(iterations: workers) { w in
+            moe_parallel_depth_add(1)
+            defer { moe_parallel_depth_add(-1) }
             body(w, (n * w / workers)..<(n * (w + 1) / workers))
         }
+    }
+
+    /// Like `parallelRanges`, but workers take `chunk`-sized pieces from a shared counter, for items of
+    /// uneven cost (causal attention blocks, experts with different bucket sizes).
+    public static func parallelChunks(_ n: Int, chunk: Int = 1, _ body: @Sendable (_ range: Range<Int>) -> Void) {
+        if n <= 0 { return }
+        let chunk = max(chunk, 1)
+        let pieces = (n + chunk - 1) / chunk
+        let workers = workers(for: pieces)
+        if workers <= 1 { body(0..<n); return }
+        let counter = AtomicCounter()
+        DispatchQueue.concurrentPerform(iterations: workers) { _ in
+            moe_parallel_depth_add(1)
+            defer { moe_parallel_depth_add(-1) }
+            while true {
+                let piece = counter.next()
+                if piece >= pieces { break }
+                body((piece * chunk)..<min(n, (piece + 1) * chunk))
+            }
+        }
+    }
+}
+
+/// A shared work counter for `parallelChunks`.
+final class AtomicCounter: @unchecked Sendable {
+    private var value = 0
+    private var lock = pthread_mutex_t()
+    init() { pthread_mutex_init(&lock, nil) }
+    deinit { pthread_mutex_destroy(&lock) }
+    func next() -> Int {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        let v = value
+        value += 1
+        return v
     }
 }

@@ -7,13 +7,20 @@ public final class Tensor: @unchecked Sendable {
     public let count: Int
     public let data: UnsafeMutablePointer<Float>
 
-    public init(shape: [Int]) {
+    public convenience init(shape: [Int]) {
+        self.init(uninitializedShape: shape)
+        data.update(repeating: 0, count: max(count, 1))
+    }
+
+    /// A tensor whose contents are undefined, for outputs the caller overwrites completely
+    /// (zero-filling large activations every layer costs several percent of a forward).
+    public init(uninitializedShape shape: [Int]) {
         precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        _ = Compute.blasPinned
         self.shape = shape
         self.count = shape.reduce(1, *)
         let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
-        raw.initializeMemory(as: Float.self, repeating: 0, count: max(count, 1))
-        self.data = raw.assumingMemoryBound(to: Float.self)
+        self.data = raw.bindMemory(to: Float.self, capacity: max(count, 1))
     }
 
     public convenience init(shape: [Int], values: [Float]) {

@@ -1,4 +1,7 @@
 import CKernels
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A read-only weight matrix (or stack of matrices) in its storage dtype, usually a view into a
 /// memory-mapped checkpoint. bf16/fp16 weights are never expanded to an fp32 copy of the model:
@@ -42,11 +45,28 @@ public final class Weight: @unchecked Sendable {
             self.ownsBase = false
         } else {
             let copy = UnsafeMutableRawPointer.allocate(byteCount: max(bytes.count, 1), alignment: 64)
-            if let start = bytes.baseAddress { copy.copyMemory(from: start, byteCount: bytes.count) }
+            if let start = bytes.baseAddress {
+                copy.copyMemory(from: start, byteCount: bytes.count)
+                Weight.releasePages(start, byteCount: bytes.count)
+            }
             self.base = UnsafeRawPointer(copy)
             self.owner = nil
             self.ownsBase = true
         }
+    }
+
+    /// After copying a misaligned view out of a memory-mapped checkpoint, its source pages would stay resident
+    /// next to the copy (a second copy of the tensor in RSS). MADV_PAGEOUT reclaims the whole pages inside the
+    /// range; it keeps their contents, so it is harmless when the source is ordinary memory.
+    static func releasePages(_ start: UnsafeRawPointer, byteCount: Int) {
+        #if os(Linux)
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let first = (Int(bitPattern: start) + page - 1) / page * page
+        let end = (Int(bitPattern: start) + byteCount) / page * page
+        if end > first, let pointer = UnsafeMutableRawPointer(bitPattern: first) {
+            _ = madvise(pointer, end - first, 21 /* MADV_PAGEOUT, Linux 5.4+; ignored where unknown */)
+        }
+        #endif
     }
 
     /// An fp32 weight that owns a copy of `values` (tests, random weights).

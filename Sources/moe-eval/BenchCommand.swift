@@ -24,6 +24,9 @@ struct BenchCommand: ParsableCommand {
     var randomWeights = false
     @Option(help: "With --random-weights: override the number of layers (e.g. 16B shapes on 2 layers).") var layers: Int?
     @Option(name: .customLong("weight-dtype"), help: "With --random-weights: bf16 or fp32 storage.") var weightDtype = "bf16"
+    @Option(name: .customLong("tokens-file"), help: "Token ids (whitespace-separated, batch × seq-len of them) instead of random ones.")
+    var tokensFile: String?
+    @Flag(name: .customLong("skip-routing"), help: "Do not time the routing-analysis pass.") var skipRouting = false
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
@@ -53,8 +56,13 @@ struct BenchCommand: ParsableCommand {
             }
             let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
             let args = deepseek.args
-            var rng = SplitMix64(seed: 1)
-            let tokens = (0..<(batch * seqLen)).map { _ in Int32(rng.next() % UInt64(args.vocabSize)) }
+            let tokens: [Int32]
+            if let tokensFile {
+                tokens = try BenchCommand.readTokens(tokensFile, count: batch * seqLen, vocabSize: args.vocabSize)
+            } else {
+                var rng = SplitMix64(seed: 1)
+                tokens = (0..<(batch * seqLen)).map { _ in Int32(rng.next() % UInt64(args.vocabSize)) }
+            }
 
             func median(_ body: () throws -> Void) rethrows -> Double {
                 try body()   // warm-up
@@ -65,13 +73,6 @@ struct BenchCommand: ParsableCommand {
                     times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
                 }
                 return times.sorted()[times.count / 2]
-            }
-            let prefill = try median { _ = try deepseek.forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: .last) }
-            let routing = try median {
-                let collector = RoutingStatisticsCollector(sequenceLength: seqLen, expertGroups: args.moeArgs.numExpertGroups,
-                                                           limitedGroups: args.moeArgs.numLimitedGroups)
-                _ = try deepseek.forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: .last, observer: collector)
-                _ = RoutingMetrics.statistics(collector.finish())
             }
             var decodeSeconds = 0.0
             if decodeTokens > 0 {
@@ -94,14 +95,42 @@ struct BenchCommand: ParsableCommand {
                 }
                 decodeSeconds = max(decodeSeconds - promptOnly, 1e-9)
             }
+            // Weights touched by decoding + the KV cache + one token's activations: the memory target's measure.
+            let decodeResident = ProcessMemory.currentResidentBytes()
+            let kvCacheBytes = decodeTokens > 0 ? KVCache.valuesPerPosition(args) * 4 * (16 + decodeTokens) * args.nLayers : 0
+            // Full logits, as a scoring pass (and PyTorch's forward) computes them.
+            let prefill = try median { _ = try deepseek.forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: .all) }
+            let routing: Double = try skipRouting ? 0 : median {
+                let collector = RoutingStatisticsCollector(sequenceLength: seqLen, expertGroups: args.moeArgs.numExpertGroups,
+                                                           limitedGroups: args.moeArgs.numLimitedGroups)
+                _ = try deepseek.forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: .last, observer: collector)
+                _ = RoutingMetrics.statistics(collector.finish())
+            }
             let forwardFlops = ComputationalCost.forwardFlopsPerToken(args, seqLen: seqLen) * Double(batch * seqLen)
+            let sgemmPeak = ComputationalCost.measureSgemmPeak(size: 2048, repeats: 5)
+            // Before the bandwidth probe, whose 1 GiB buffer would otherwise be the peak.
+            let peakResident = ProcessMemory.peakResidentBytes()
+            let bandwidth = decodeTokens > 0 ? Compute.measureReadBandwidth() : 0
+            let decodeRate = decodeTokens > 0 ? Double(decodeTokens) / decodeSeconds : 0
+            let activeBytes = deepseek.activeWeightBytesPerToken
+            // Tokens/s if each decode step only streamed its active weights from DRAM at the measured speed.
+            let roofline = bandwidth > 0 ? bandwidth / Double(activeBytes) : 0
             let result: [String: Any] = [
                 "prefill_tokens_per_s": Double(batch * seqLen) / prefill,
-                "decode_tokens_per_s": decodeTokens > 0 ? Double(decodeTokens) / decodeSeconds : 0,
-                "routing_analysis_tokens_per_s": Double(batch * seqLen) / routing,
+                "decode_tokens_per_s": decodeRate,
+                "routing_analysis_tokens_per_s": skipRouting ? 0 : Double(batch * seqLen) / routing,
+                "sgemm_peak_gflops_per_s": sgemmPeak / 1e9,
+                "prefill_mfu": forwardFlops / prefill / sgemmPeak,
                 "load_seconds": loadSeconds,
-                "peak_rss_bytes": ProcessMemory.peakResidentBytes(),
+                "peak_rss_bytes": peakResident,
                 "prefill_gflops_per_s": forwardFlops / prefill / 1e9,
+                "weight_bytes": deepseek.weightBytes,
+                "rss_after_decode_bytes": decodeResident,
+                "decode_kv_cache_bytes": kvCacheBytes,
+                "active_weight_bytes_per_token": activeBytes,
+                "dram_read_bytes_per_s": bandwidth,
+                "decode_roofline_tokens_per_s": roofline,
+                "decode_roofline_fraction": roofline > 0 ? decodeRate / roofline : 0,
                 "batch": batch, "seq_len": seqLen, "decode_tokens": decodeTokens, "threads": Compute.threads,
                 "weights": source,
             ]
@@ -110,13 +139,37 @@ struct BenchCommand: ParsableCommand {
                 print(String(decoding: data, as: UTF8.self))
             } else {
                 print("weights: \(source)")
-                print(String(format: "load: %.2f s   peak RSS: %.1f MiB   threads: %d", loadSeconds,
-                             Double(ProcessMemory.peakResidentBytes()) / 1_048_576, Compute.threads))
+                print(String(format: "load: %.2f s   weights: %.1f MiB   RSS after decode: %.1f MiB   peak RSS: %.1f MiB   threads: %d",
+                             loadSeconds, Double(deepseek.weightBytes) / 1_048_576, Double(decodeResident) / 1_048_576,
+                             Double(peakResident) / 1_048_576, Compute.threads))
                 print(String(format: "prefill  B=%d T=%d: %.0f tokens/s (%.1f GFLOP/s)", batch, seqLen,
                              Double(batch * seqLen) / prefill, forwardFlops / prefill / 1e9))
-                print(String(format: "routing analysis: %.0f tokens/s", Double(batch * seqLen) / routing))
-                if decodeTokens > 0 { print(String(format: "decode   B=1: %.1f tokens/s", Double(decodeTokens) / decodeSeconds)) }
+                print(String(format: "  MFU %.1f %% of the measured fp32 sgemm peak (%.1f GFLOP/s at 2048³)",
+                             100 * forwardFlops / prefill / sgemmPeak, sgemmPeak / 1e9))
+                if !skipRouting { print(String(format: "routing analysis: %.0f tokens/s", Double(batch * seqLen) / routing)) }
+                if decodeTokens > 0 {
+                    print(String(format: "decode   B=1: %.1f tokens/s = %.0f %% of the DRAM roofline (%.1f MB of active weights per token at %.1f GB/s read)",
+                                 decodeRate, 100 * decodeRate / max(roofline, 1e-9), Double(activeBytes) / 1e6, bandwidth / 1e9))
+                }
             }
         }
+    }
+
+    /// Whitespace-separated token ids; exactly `count` of them, each inside the vocabulary.
+    static func readTokens(_ path: String, count: Int, vocabSize: Int) throws -> [Int32] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ValidationError("\(path): cannot read the token file")
+        }
+        var tokens: [Int32] = []
+        for field in text.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "," }) {
+            guard let id = Int32(field), id >= 0, Int(id) < vocabSize else {
+                throw ValidationError("\(path): \"\(field)\" is not a token id in 0..<\(vocabSize)")
+            }
+            tokens.append(id)
+        }
+        guard tokens.count == count else {
+            throw ValidationError("\(path): holds \(tokens.count) token ids, --batch × --seq-len needs \(count)")
+        }
+        return tokens
     }
 }

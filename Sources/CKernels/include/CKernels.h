@@ -10,4 +10,31 @@ void moe_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
 /* Widen IEEE fp16 (stored as uint16) to fp32. */
 void moe_f16_to_f32(const uint16_t *src, float *dst, size_t n);
 
+
+/* Row kernels (kernels.c): an AVX-512 body when the CPU has it, a portable C body otherwise. */
+
+/* 1 when the AVX-512 bodies run, 0 for the portable ones. */
+int moe_kernels_isa(void);
+/* Tests: force the portable bodies (nonzero) or return to run-time dispatch (0). */
+void moe_kernels_force_portable(int portable);
+/* In-place numerically stable softmax of one row. */
+void moe_softmax_row(float *row, size_t n);
+/* gate[i] = silu(gate[i]) * up[i] (the SwiGLU middle step). */
+void moe_silu_mul(float *gate, const float *up, size_t n);
+/* out = x * rsqrt(mean(x^2) + eps) * weight, one row of dim. */
+void moe_rmsnorm_row(const float *x, const float *weight, float eps, float *out, size_t dim);
+/* y[r] (+)= sum_c w[r*ldw + c] * x[c] for r < rows, c < cols, with bf16 weights (memory-bound decode). */
+void moe_gemv_bf16(const uint16_t *w, size_t ldw, size_t rows, size_t cols, const float *x, float *y, int accumulate);
+
+/* Nesting depth of the calling thread inside Compute's parallel loops (nested loops run serially). */
+int moe_parallel_depth(void);
+void moe_parallel_depth_add(int delta);
+/* A 64-byte aligned buffer of at least `count` floats owned by the calling thread, reused across calls
+ * (slot 0-3 for buffers needed at the same time); NULL if allocation fails. Contents are undefined. */
+float *moe_thread_scratch(int slot, size_t count);
+/* Sum of n floats (streams memory at full speed: the DRAM bandwidth probe). */
+float moe_sum_f32(const float *x, size_t n);
+/* Keeps large freed blocks in the heap (glibc), so per-layer activation buffers are reused, not re-faulted. */
+void moe_tune_allocator(void);
+
 #endif

@@ -1,0 +1,302 @@
+/* Row kernels of the forward pass with an AVX-512 body chosen at run time and a portable C fallback.
+ * The AVX-512 bodies carry their own target attribute, so the target builds for baseline x86-64 (and
+ * for other architectures, where only the fallbacks exist). */
+#include "CKernels.h"
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#define MOE_X86 1
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+#else
+#define MOE_X86 0
+#endif
+
+static int moe_isa_level = -1; /* 0 = portable C, 1 = AVX-512 */
+static int moe_isa_forced = -1;
+
+static int isa(void) {
+    if (moe_isa_forced >= 0) return moe_isa_forced;
+    if (moe_isa_level < 0) {
+#if MOE_X86
+        __builtin_cpu_init();
+        moe_isa_level = (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) ? 1 : 0;
+#else
+        moe_isa_level = 0;
+#endif
+    }
+    return moe_isa_level;
+}
+
+int moe_kernels_isa(void) { return isa(); }
+void moe_kernels_force_portable(int portable) { moe_isa_forced = portable ? 0 : -1; }
+
+/* ------------------------------------------------------------------ exp */
+
+#if MOE_X86
+/* exp(x) for x <= ~88: 2^n · p(r) with r = x - n·ln2 split in two parts (Cody–Waite) and a degree-6
+ * polynomial; relative error about 2 ulp. Inputs below -87 flush to 0, as softmax wants. */
+AVX512 static inline __m512 exp512(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-87.3f), hi = _mm512_set1_ps(88.3f);
+    __mmask16 tiny = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    __m512 result = _mm512_scalef_ps(p, n);
+    return _mm512_maskz_mov_ps(~tiny, result);
+}
+
+AVX512 static void softmax_avx512(float *row, size_t n) {
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(row + i));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), m, row + i));
+    }
+    float maxValue = _mm512_reduce_max_ps(vmax);
+    if (maxValue == -INFINITY) return;
+    __m512 vm = _mm512_set1_ps(maxValue), vsum = _mm512_setzero_ps();
+    for (i = 0; i + 16 <= n; i += 16) {
+        __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(row + i), vm));
+        _mm512_storeu_ps(row + i, e);
+        vsum = _mm512_add_ps(vsum, e);
+    }
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + i), vm));
+        e = _mm512_maskz_mov_ps(m, e);
+        _mm512_mask_storeu_ps(row + i, m, e);
+        vsum = _mm512_add_ps(vsum, e);
+    }
+    __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vsum));
+    for (i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(row + i, _mm512_mul_ps(_mm512_loadu_ps(row + i), inv));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(row + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, row + i), inv));
+    }
+}
+
+AVX512 static void silu_mul_avx512(float *gate, const float *up, size_t n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 g = _mm512_loadu_ps(gate + i);
+        __m512 s = _mm512_div_ps(g, _mm512_add_ps(one, exp512(_mm512_sub_ps(_mm512_setzero_ps(), g))));
+        _mm512_storeu_ps(gate + i, _mm512_mul_ps(s, _mm512_loadu_ps(up + i)));
+    }
+    for (; i < n; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+AVX512 static void rmsnorm_avx512(const float *x, const float *w, float eps, float *out, size_t dim) {
+    __m512 acc = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= dim; i += 16) { __m512 v = _mm512_loadu_ps(x + i); acc = _mm512_fmadd_ps(v, v, acc); }
+    float ss = _mm512_reduce_add_ps(acc);
+    for (; i < dim; i++) ss += x[i] * x[i];
+    float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+    __m512 vi = _mm512_set1_ps(inv);
+    for (i = 0; i + 16 <= dim; i += 16)
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), vi), _mm512_loadu_ps(w + i)));
+    for (; i < dim; i++) out[i] = x[i] * inv * w[i];
+}
+
+AVX512 static void bf16_to_f32_avx512(const uint16_t *src, float *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(src + i)));
+        _mm512_storeu_si512((void *)(dst + i), _mm512_slli_epi32(v, 16));
+    }
+    uint32_t *out = (uint32_t *)dst;
+    for (; i < n; i++) out[i] = ((uint32_t)src[i]) << 16;
+}
+
+AVX512 static inline __m512 load_bf16(const uint16_t *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+
+AVX512 static inline __m512 load_bf16_masked(const uint16_t *p, __mmask16 m) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
+/* Four weight rows per pass so each load of x feeds four FMAs; two accumulators per row hide FMA latency. */
+AVX512 static void gemv_bf16_avx512(const uint16_t *w, size_t ldw, size_t rows, size_t cols, const float *x,
+                                    float *y, int accumulate) {
+    size_t r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        const uint16_t *w0 = w + r * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        size_t c = 0;
+        for (; c + 16 <= cols; c += 16) {
+            __m512 xv = _mm512_loadu_ps(x + c);
+            a0 = _mm512_fmadd_ps(load_bf16(w0 + c), xv, a0);
+            a1 = _mm512_fmadd_ps(load_bf16(w1 + c), xv, a1);
+            a2 = _mm512_fmadd_ps(load_bf16(w2 + c), xv, a2);
+            a3 = _mm512_fmadd_ps(load_bf16(w3 + c), xv, a3);
+        }
+        if (c < cols) {
+            __mmask16 m = (__mmask16)((1u << (cols - c)) - 1);
+            __m512 xv = _mm512_maskz_loadu_ps(m, x + c);
+            a0 = _mm512_fmadd_ps(load_bf16_masked(w0 + c, m), xv, a0);
+            a1 = _mm512_fmadd_ps(load_bf16_masked(w1 + c, m), xv, a1);
+            a2 = _mm512_fmadd_ps(load_bf16_masked(w2 + c, m), xv, a2);
+            a3 = _mm512_fmadd_ps(load_bf16_masked(w3 + c, m), xv, a3);
+        }
+        float s0 = _mm512_reduce_add_ps(a0), s1 = _mm512_reduce_add_ps(a1);
+        float s2 = _mm512_reduce_add_ps(a2), s3 = _mm512_reduce_add_ps(a3);
+        if (accumulate) { y[r] += s0; y[r + 1] += s1; y[r + 2] += s2; y[r + 3] += s3; }
+        else { y[r] = s0; y[r + 1] = s1; y[r + 2] = s2; y[r + 3] = s3; }
+    }
+    for (; r < rows; r++) {
+        const uint16_t *w0 = w + r * ldw;
+        __m512 a0 = _mm512_setzero_ps();
+        size_t c = 0;
+        for (; c + 16 <= cols; c += 16) a0 = _mm512_fmadd_ps(load_bf16(w0 + c), _mm512_loadu_ps(x + c), a0);
+        if (c < cols) {
+            __mmask16 m = (__mmask16)((1u << (cols - c)) - 1);
+            a0 = _mm512_fmadd_ps(load_bf16_masked(w0 + c, m), _mm512_maskz_loadu_ps(m, x + c), a0);
+        }
+        float s = _mm512_reduce_add_ps(a0);
+        y[r] = accumulate ? y[r] + s : s;
+    }
+}
+#endif
+
+/* ------------------------------------------------------------------ portable bodies */
+
+static void softmax_portable(float *row, size_t n) {
+    if (n == 0) return;
+    float maxValue = -INFINITY;
+    for (size_t i = 0; i < n; i++) if (row[i] > maxValue) maxValue = row[i];
+    if (maxValue == -INFINITY) return;
+    float sum = 0;
+    for (size_t i = 0; i < n; i++) { float e = expf(row[i] - maxValue); row[i] = e; sum += e; }
+    float inv = 1.0f / sum;
+    for (size_t i = 0; i < n; i++) row[i] *= inv;
+}
+
+static void gemv_bf16_portable(const uint16_t *w, size_t ldw, size_t rows, size_t cols, const float *x, float *y,
+                               int accumulate) {
+    for (size_t r = 0; r < rows; r++) {
+        const uint16_t *wr = w + r * ldw;
+        float s = 0;
+        for (size_t c = 0; c < cols; c++) {
+            uint32_t bits = ((uint32_t)wr[c]) << 16;
+            float v;
+            memcpy(&v, &bits, 4);
+            s += v * x[c];
+        }
+        y[r] = accumulate ? y[r] + s : s;
+    }
+}
+
+/* ------------------------------------------------------------------ dispatch */
+
+void moe_softmax_row(float *row, size_t n) {
+#if MOE_X86
+    if (isa() == 1) { softmax_avx512(row, n); return; }
+#endif
+    softmax_portable(row, n);
+}
+
+void moe_silu_mul(float *gate, const float *up, size_t n) {
+#if MOE_X86
+    if (isa() == 1) { silu_mul_avx512(gate, up, n); return; }
+#endif
+    for (size_t i = 0; i < n; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+void moe_rmsnorm_row(const float *x, const float *weight, float eps, float *out, size_t dim) {
+#if MOE_X86
+    if (isa() == 1) { rmsnorm_avx512(x, weight, eps, out, dim); return; }
+#endif
+    float ss = 0;
+    for (size_t i = 0; i < dim; i++) ss += x[i] * x[i];
+    float inv = 1.0f / sqrtf(ss / (float)dim + eps);
+    for (size_t i = 0; i < dim; i++) out[i] = x[i] * inv * weight[i];
+}
+
+void moe_gemv_bf16(const uint16_t *w, size_t ldw, size_t rows, size_t cols, const float *x, float *y, int accumulate) {
+#if MOE_X86
+    if (isa() == 1) { gemv_bf16_avx512(w, ldw, rows, cols, x, y, accumulate); return; }
+#endif
+    gemv_bf16_portable(w, ldw, rows, cols, x, y, accumulate);
+}
+
+void moe_bf16_to_f32(const uint16_t *src, float *dst, size_t n) {
+#if MOE_X86
+    if (isa() == 1) { bf16_to_f32_avx512(src, dst, n); return; }
+#endif
+    uint32_t *out = (uint32_t *)dst;
+    for (size_t i = 0; i < n; i++) out[i] = ((uint32_t)src[i]) << 16;
+}
+
+/* ------------------------------------------------------------------ per-thread state */
+
+static _Thread_local int moe_parallel_depth_value = 0;
+int moe_parallel_depth(void) { return moe_parallel_depth_value; }
+void moe_parallel_depth_add(int delta) { moe_parallel_depth_value += delta; }
+
+#include <stdlib.h>
+static _Thread_local float *moe_scratch_base[4];
+static _Thread_local size_t moe_scratch_count[4];
+
+float *moe_thread_scratch(int slot, size_t count) {
+    if (slot < 0 || slot > 3) return NULL;
+    if (moe_scratch_count[slot] < count) {
+        free(moe_scratch_base[slot]);
+        size_t bytes = ((count * sizeof(float) + 63) / 64) * 64;
+        moe_scratch_base[slot] = (float *)aligned_alloc(64, bytes);
+        moe_scratch_count[slot] = moe_scratch_base[slot] ? count : 0;
+    }
+    return moe_scratch_base[slot];
+}
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+/* Activations are allocated and freed per layer with the same sizes every forward. glibc serves blocks
+ * above its mmap threshold with fresh mappings, so each forward would page-fault its buffers in again;
+ * raising the thresholds keeps freed activation memory in the heap for the next layer. */
+void moe_tune_allocator(void) {
+#if defined(__GLIBC__)
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
+}
+
+#if MOE_X86
+AVX512 static float sum_avx512(const float *x, size_t n) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        a0 = _mm512_add_ps(a0, _mm512_loadu_ps(x + i));
+        a1 = _mm512_add_ps(a1, _mm512_loadu_ps(x + i + 16));
+        a2 = _mm512_add_ps(a2, _mm512_loadu_ps(x + i + 32));
+        a3 = _mm512_add_ps(a3, _mm512_loadu_ps(x + i + 48));
+    }
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    for (; i < n; i++) s += x[i];
+    return s;
+}
+#endif
+
+float moe_sum_f32(const float *x, size_t n) {
+#if MOE_X86
+    if (isa() == 1) return sum_avx512(x, n);
+#endif
+    float s = 0;
+    for (size_t i = 0; i < n; i++) s += x[i];
+    return s;
+}
