@@ -15,6 +15,7 @@ struct BenchCommand: ParsableCommand {
         """)
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var distributed: DistributedOptions
 
     @Option(help: "Sequences per prefill batch.") var batch = 4
     @Option(name: .customLong("seq-len"), help: "Tokens per sequence.") var seqLen = 512
@@ -36,7 +37,9 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
-        try reportingErrors {
+        // Under `mpirun -np N` (an MPI build) the experts are split across the N processes and every forward runs
+        // expert-parallel; rank 0 prints the figures and the per-rank report.
+        try DistributedRun.run { ranks in
             let loadStart = DispatchTime.now().uptimeNanoseconds
             let deepseek: DeepSeekV3
             var source: String
@@ -46,11 +49,15 @@ struct BenchCommand: ParsableCommand {
                                      modelArgs: model.modelArgs.map { URL(fileURLWithPath: $0) }, flavor: model.flavor)
                 var args = try ModelLoader.resolveArgs(spec, source: nil).args
                 if let layers { args.nLayers = layers; args.nDenseLayers = min(args.nDenseLayers, layers) }
+                let group = try ranks.makeGroup(options: distributed, spec: spec, configDegree: nil)
                 let weights = RandomWeightSource(args: args, dtype: weightDtype == "bf16" ? .bfloat16 : .float32)
-                deepseek = try DeepSeekV3(args: args, weights: weights, numerics: Numerics.resolve(args: args, namingEra: .v0_2))
+                deepseek = try DeepSeekV3(args: args, weights: weights, numerics: Numerics.resolve(args: args, namingEra: .v0_2),
+                                          expertParallel: group)
                 source = weights.description
             } else {
-                let loaded = try ModelLoader.load(try model.spec())
+                let spec = try model.spec()
+                _ = try ranks.makeGroup(options: distributed, spec: spec, configDegree: nil)
+                let loaded = try ranks.load(spec)
                 deepseek = loaded.model
                 source = loaded.source.description
             }
@@ -77,23 +84,22 @@ struct BenchCommand: ParsableCommand {
             var decodeSeconds = 0.0
             if decodeTokens > 0 {
                 let prompt = Array(tokens.prefix(16))
-                decodeSeconds = try median {
+                // Only the decode steps are timed: the 16-token prompt is prefilled before the clock starts.
+                var times: [Double] = []
+                for iteration in 0...iterations {   // iteration 0 is the warm-up
                     let cache = KVCache(model: deepseek, batch: 1, capacity: prompt.count + decodeTokens)
                     var next = [prompt.last!]
                     _ = try deepseek.forward(tokens: prompt, batch: 1, seqLen: prompt.count, cache: cache, logits: .last)
+                    let start = DispatchTime.now().uptimeNanoseconds
                     for _ in 0..<decodeTokens {
                         let logits = try deepseek.forward(tokens: next, batch: 1, seqLen: 1, cache: cache, logits: .last)
                         var best = 0
                         for v in 0..<args.vocabSize where logits.data[v] > logits.data[best] { best = v }
                         next = [Int32(best)]
                     }
+                    if iteration > 0 { times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9) }
                 }
-                // The median above includes the 16-token prompt; subtract one prompt prefill measured alone.
-                let promptOnly = try median {
-                    let cache = KVCache(model: deepseek, batch: 1, capacity: prompt.count)
-                    _ = try deepseek.forward(tokens: prompt, batch: 1, seqLen: prompt.count, cache: cache, logits: .last)
-                }
-                decodeSeconds = max(decodeSeconds - promptOnly, 1e-9)
+                decodeSeconds = times.sorted()[times.count / 2]
             }
             // Weights touched by decoding + the KV cache + one token's activations: the memory target's measure.
             let decodeResident = ProcessMemory.currentResidentBytes()
@@ -110,12 +116,14 @@ struct BenchCommand: ParsableCommand {
             let sgemmPeak = ComputationalCost.measureSgemmPeak(size: 2048, repeats: 5)
             // Before the bandwidth probe, whose 1 GiB buffer would otherwise be the peak.
             let peakResident = ProcessMemory.peakResidentBytes()
+            // Every rank's memory and timings (a collective), also before the probe.
+            let report = try ranks.report(model: deepseek, routingPhase: nil, predictedLoads: nil)
             let bandwidth = decodeTokens > 0 ? Compute.measureReadBandwidth() : 0
             let decodeRate = decodeTokens > 0 ? Double(decodeTokens) / decodeSeconds : 0
             let activeBytes = deepseek.activeWeightBytesPerToken
             // Tokens/s if each decode step only streamed its active weights from DRAM at the measured speed.
             let roofline = bandwidth > 0 ? bandwidth / Double(activeBytes) : 0
-            let result: [String: Any] = [
+            var result: [String: Any] = [
                 "prefill_tokens_per_s": Double(batch * seqLen) / prefill,
                 "decode_tokens_per_s": decodeRate,
                 "routing_analysis_tokens_per_s": skipRouting ? 0 : Double(batch * seqLen) / routing,
@@ -134,6 +142,11 @@ struct BenchCommand: ParsableCommand {
                 "batch": batch, "seq_len": seqLen, "decode_tokens": decodeTokens, "threads": Compute.threads,
                 "weights": source,
             ]
+            guard ranks.isRoot else { return }
+            if let report {
+                result["expert_parallel"] = report.json
+                if !json { report.lines.forEach { print("expert parallel: " + $0) } }
+            }
             if json {
                 let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))

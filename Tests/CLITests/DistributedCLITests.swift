@@ -211,6 +211,25 @@ struct DistributedCLITests {
         #expect(meanSum > 0 && abs(Double(maxSum) / meanSum - measured) < 1e-12, "Σ max / Σ mean from the counts: \(Double(maxSum) / meanSum)")
     }
 
+    /// `bench` under mpirun: rank 0 alone prints one JSON object, with each rank holding half the experts.
+    @Test func benchRunsExpertParallel() throws {
+        try MPI.require()
+        let r = try MPI.launch(2, ["bench", "--checkpoint", Self.demo.appendingPathComponent("checkpoint/step-800").path,
+                                   "--model-args", Self.demo.appendingPathComponent("model_args.json").path,
+                                   "--batch", "2", "--seq-len", "32", "--decode-tokens", "4", "--iterations", "1",
+                                   "--threads", "1", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = r.stdout.split(separator: "\n")
+        #expect(lines.count == 1, "one JSON line from rank 0 only: \(r.stdout)")
+        let result = try #require(try JSONSerialization.jsonObject(with: Data((lines.first ?? "").utf8)) as? [String: Any])
+        #expect((result["prefill_tokens_per_s"] as? Double ?? 0) > 0 && (result["decode_tokens_per_s"] as? Double ?? 0) > 0)
+        let ranks = try #require((result["expert_parallel"] as? [String: Any])?["ranks"] as? [[String: Any]])
+        #expect(ranks.count == 2)
+        #expect(ranks.map { $0["experts"] as? [Int] ?? [] } == [[0, 4], [4, 8]])
+        #expect(ranks[0]["expert_weight_bytes"] as? Int == ranks[1]["expert_weight_bytes"] as? Int)
+        #expect((ranks[0]["expert_weight_bytes"] as? Int ?? 0) > 0)
+    }
+
     @Test func processCountThatDoesNotDivideTheExpertsIsRefusedBeforeLoading() throws {
         try MPI.require()
         let dir = try CLI.scratch()
