@@ -375,11 +375,26 @@ public struct Comparison: Codable, Sendable {
         }
         self.paired = paired
 
-        let judged = metrics.compactMap(\.mark)
+        let sections = Dictionary(grouping: metrics, by: \.section).mapValues { Set($0.map(\.metric)) }
+        let judged = metrics.filter { Self.votes($0, sectionMetrics: sections[$0.section] ?? []) }.compactMap(\.mark)
         let better = judged.count { $0 == .better }, worse = judged.count { $0 == .worse }
         let first = labels.first ?? "A", last = labels.last ?? "A"
         summary = Summary(better: better, worse: worse, same: judged.count { $0 == .same },
                           winner: better > worse ? last : worse > better ? first : "tie")
+    }
+
+    /// Whether a row is one vote in the summary. Each metric votes once: an aggregate's median/p90/min/max and its
+    /// worst layer restate its mean, the mean restates the seed's `avg_<metric>` where the file has both, and
+    /// per-layer rows (`--per-layer`) restate the aggregate.
+    static func votes(_ row: MetricRow, sectionMetrics: Set<String>) -> Bool {
+        if row.section.hasPrefix("routing_stats.layer_") { return false }
+        guard row.section == "routing_stats.aggregate", let dot = row.metric.lastIndex(of: ".") else { return true }
+        let base = row.metric[..<dot], statistic = row.metric[row.metric.index(after: dot)...]
+        switch statistic {
+        case "median", "p90", "min", "max": return false
+        case "mean": return !sectionMetrics.contains("avg_" + base)
+        default: return true
+        }
     }
 
     /// Keys that identify a layer or are fixed by the model shape; averaging them says nothing.

@@ -92,11 +92,25 @@ import Testing
         let latency = try #require(Self.row(c, "inference_performance", "latency_ms"))
         #expect(latency.delta == 50)
         #expect(latency.relativeDelta == 0.5)
-        // Marked metrics: Gini, util, CV(same), MaxVio ×5 (same-valued summary stats all improve), latency, throughput,
-        // memory (same), tflops (same), active/total params (same), walltime (same), dead experts (same), drop rate (same),
-        // EP overload (same)… the counts just have to add up and the verdict follow them.
-        #expect(c.summary.better + c.summary.worse + c.summary.same == c.metrics.compactMap(\.mark).count)
-        #expect(c.summary.winner == (c.summary.better > c.summary.worse ? "B" : c.summary.worse > c.summary.better ? "A" : "tie"))
+        // One vote per metric: better = Gini, MaxVio (its mean; median/p90/min/max restate it), throughput;
+        // worse = utilisation, latency. Everything else that is judged is the same in both files.
+        #expect(c.summary.better == 3 && c.summary.worse == 2, "\(c.summary)")
+        #expect(c.summary.winner == "B")
+    }
+
+    /// The seed's verdict counts each metric once, however many summary statistics the aggregate lists for it.
+    @Test func summaryStatisticsOfOneMetricAreOneVote() throws {
+        let a = try Self.moeEvalFile(gini: 0.2, cv: 0.4, utilization: 0.9, maxVio: 0.6, latency: 100, throughput: 10, path: "a.json")
+        let b = try Self.moeEvalFile(gini: 0.2, cv: 0.4, utilization: 0.9, maxVio: 0.3, latency: 110, throughput: 9, path: "b.json")
+        let c = Comparison([a, b])
+        // MaxVio improves in 5 aggregate rows (mean, median, p90, min, max) but votes once; latency and throughput
+        // get worse: A wins 2 to 1 (the five rows alone would have made B the winner).
+        #expect(Self.row(c, "routing_stats.aggregate", "max_violation.p90")?.mark == .better)
+        #expect(c.summary.better == 1 && c.summary.worse == 2, "\(c.summary)")
+        #expect(c.summary.winner == "A")
+        let perLayer = Comparison([a, b], options: .init(perLayer: true))
+        #expect(perLayer.summary.better == c.summary.better && perLayer.summary.worse == c.summary.worse && perLayer.summary.same == c.summary.same,
+                "per-layer rows restate the aggregate and do not vote")
     }
 
     // MARK: Bands
