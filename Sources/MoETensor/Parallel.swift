@@ -1,6 +1,7 @@
 import CBLAS
 import CKernels
 import Dispatch
+import Foundation
 
 /// Thread control. moe-eval owns all compute threads: BLAS always runs single-threaded and the kernels
 /// split work across `threads` workers themselves (GEMMs by output columns, attention by heads, experts by
@@ -24,12 +25,18 @@ public enum Compute {
         _ = blasPinned
     }
 
+    /// All cores, shared evenly among the processes a launcher (mpirun) started on this host, so that
+    /// `mpirun -np N` on one machine does not run N × cores threads.
     static func defaultThreadCount() -> Int {
         #if canImport(Glibc)
-        return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        let cores = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         #else
-        return 4
+        let cores = 4
         #endif
+        let environment = ProcessInfo.processInfo.environment
+        let local = ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMIX_LOCAL_SIZE"].lazy
+            .compactMap { environment[$0].flatMap { Int($0) } }.first ?? 1
+        return max(1, cores / max(1, local))
     }
 
     /// Workers a loop of `n` items would use on this thread (1 inside another parallel loop).

@@ -29,7 +29,7 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("final-norm-eps"), help: "Override the final RMSNorm eps (default: the era's value).")
     var finalNormEps: Float?
 
-    @Option(help: "Compute threads (BLAS and our own loops). Default: all cores.")
+    @Option(help: "Compute threads (BLAS and our own loops). Default: all cores, divided among the processes mpirun started on this host.")
     var threads: Int?
 
     func validate() throws {

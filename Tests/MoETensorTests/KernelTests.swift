@@ -131,3 +131,21 @@ func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Float {
         #expect(hits.toArray().allSatisfy { $0 == 1 })
     }
 }
+
+@Suite struct ThreadBudgetTests {
+    /// Under `mpirun -np 2` on one host each rank gets half the cores by default, so the ranks together never
+    /// oversubscribe the machine.
+    @Test func defaultThreadsAreSharedAmongTheLaunchersLocalProcesses() {
+        let cores = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        unsetenv("OMPI_COMM_WORLD_LOCAL_SIZE")
+        let alone = Compute.defaultThreadCount()
+        setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "2", 1)
+        let shared = Compute.defaultThreadCount()
+        setenv("OMPI_COMM_WORLD_LOCAL_SIZE", String(4 * cores), 1)
+        let crowded = Compute.defaultThreadCount()
+        unsetenv("OMPI_COMM_WORLD_LOCAL_SIZE")
+        #expect(alone == cores)
+        #expect(shared == max(1, cores / 2))
+        #expect(crowded == 1)
+    }
+}
