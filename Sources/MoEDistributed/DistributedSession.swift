@@ -57,20 +57,26 @@ public final class DistributedSession {
         return DistributedSession(rank: 0, size: 1, communicator: nil)
     }
 
-    /// The expert-parallel degree this run uses: the process count, which `--ep` (if given) must equal.
-    /// Checked against the experts before any weight is read.
-    public func expertParallelGroup(requestedDegree: Int?, numExperts: Int) throws -> ExpertParallelGroup? {
+    /// The expert-parallel group of this run. Its degree is `--ep` when given, else the config's
+    /// `expert_parallel_degree` when that divides the process count, else the process count; with a degree
+    /// below the process count the processes form data-parallel replicas of the expert group. Checked against
+    /// the experts before any weight is read.
+    public func expertParallelGroup(requestedDegree: Int?, configDegree: Int? = nil, numExperts: Int) throws -> ExpertParallelGroup? {
+        var degree = size
         if let requestedDegree {
-            guard requestedDegree == size else {
+            guard requestedDegree >= 1, size % requestedDegree == 0 else {
                 let how = Self.builtWithMPI
-                    ? "start \(requestedDegree) processes: mpirun -np \(requestedDegree) moe-eval …"
+                    ? "start a multiple of \(requestedDegree) processes: mpirun -np \(requestedDegree) moe-eval …"
                     : "this moe-eval was built without MPI (swift build -c release --traits MPI), then mpirun -np \(requestedDegree) moe-eval …"
-                throw ExpertParallelError("--ep \(requestedDegree) needs \(requestedDegree) processes, but this run has \(size): \(how)")
+                throw ExpertParallelError("--ep \(requestedDegree) needs a multiple of \(requestedDegree) processes, but this run has \(size): \(how)")
             }
+            degree = requestedDegree
+        } else if let configDegree, configDegree > 1, size % configDegree == 0, numExperts % configDegree == 0 {
+            degree = configDegree
         }
-        try ExpertParallelGroup.check(numExperts: numExperts, degree: size)
+        try ExpertParallelGroup.check(numExperts: numExperts, degree: degree)
         guard let communicator else { return nil }
-        return try ExpertParallelGroup(communicator: communicator, numExperts: numExperts)
+        return try ExpertParallelGroup(communicator: communicator, numExperts: numExperts, degree: degree)
     }
 
     /// Leaves MPI after a successful run (every rank must call it).

@@ -8,17 +8,33 @@ import MoEModels
 final class MPICommunicator: ExpertParallelCommunicator {
     let rank: Int
     let size: Int
-    private let world = moe_mpi_comm_world()
+    /// `MPI_COMM_WORLD`, or a sub-group of it made by `split`.
+    private let world: MPI_Comm
 
-    init() throws {
+    convenience init() throws {
         var provided: Int32 = 0
         try Self.check(MPI_Init_thread(nil, nil, moe_mpi_thread_funneled(), &provided), "MPI_Init_thread")
+        try self.init(communicator: moe_mpi_comm_world())
+    }
+
+    private init(communicator: MPI_Comm) throws {
+        world = communicator
         try Self.check(MPI_Comm_set_errhandler(world, moe_mpi_errors_return()), "MPI_Comm_set_errhandler")
         var rank: Int32 = 0, size: Int32 = 0
         try Self.check(MPI_Comm_rank(world, &rank), "MPI_Comm_rank")
         try Self.check(MPI_Comm_size(world, &size), "MPI_Comm_size")
         self.rank = Int(rank)
         self.size = Int(size)
+    }
+
+    func split(groupSize: Int) throws -> any ExpertParallelCommunicator {
+        guard groupSize >= 1, size % groupSize == 0 else {
+            throw ExpertParallelError("MPI_Comm_split: groups of \(groupSize) do not divide \(size) processes")
+        }
+        var group: MPI_Comm? = nil
+        try Self.check(MPI_Comm_split(world, Int32(rank / groupSize), Int32(rank), &group), "MPI_Comm_split")
+        guard let group else { throw ExpertParallelError("MPI_Comm_split returned no communicator") }
+        return try MPICommunicator(communicator: group)
     }
 
     static func check(_ code: Int32, _ call: String) throws {

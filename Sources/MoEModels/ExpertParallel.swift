@@ -17,6 +17,9 @@ public protocol ExpertParallelCommunicator: AnyObject {
     func gatherV(send: UnsafeRawPointer, receive: UnsafeMutableRawPointer?, counts: [Int]) throws
     /// Each rank's values side by side: `[rank 0's values…, rank 1's values…, …]`.
     func allGather(_ values: [Double]) throws -> [Double]
+    /// The sub-group of `groupSize` consecutive ranks this rank belongs to (ranks `g·groupSize ..< (g+1)·groupSize`),
+    /// with ranks renumbered from 0. A collective: every rank calls it.
+    func split(groupSize: Int) throws -> any ExpertParallelCommunicator
 }
 
 /// A refusal or failure of expert parallelism, as one line.
@@ -34,13 +37,27 @@ public struct ExpertParallelError: Error, CustomStringConvertible, LocalizedErro
 /// continues a KV cache cannot be split by sequence (the cache holds the caller's rows), so there every rank
 /// runs the whole batch and only the experts are divided; their outputs are all-gathered.
 public final class ExpertParallelGroup: @unchecked Sendable {
+    /// All processes: sequences are split, routing decisions and logits gathered across these.
     public let communicator: any ExpertParallelCommunicator
+    /// The `degree` consecutive ranks that together hold every expert once and exchange tokens with each other.
+    /// With fewer experts-holding ranks than processes (`degree` < `size`), the processes form `size/degree`
+    /// data-parallel replicas of this group, each serving its own share of the sequences.
+    public let expertCommunicator: any ExpertParallelCommunicator
     public let numExperts: Int
     public var rank: Int { communicator.rank }
     public var size: Int { communicator.size }
-    public var expertsPerRank: Int { numExperts / size }
+    /// The expert-parallel degree: ranks per expert group.
+    public var degree: Int { expertCommunicator.size }
+    /// Data-parallel replicas of the expert group.
+    public var replicas: Int { size / degree }
+    public var expertsPerRank: Int { numExperts / degree }
     /// Experts this rank holds and computes.
-    public var localExperts: Range<Int> { (rank * expertsPerRank)..<((rank + 1) * expertsPerRank) }
+    public var localExperts: Range<Int> { experts(ofRank: rank) }
+    /// Experts rank `r` (of all processes) holds.
+    public func experts(ofRank r: Int) -> Range<Int> {
+        let index = r % degree
+        return (index * expertsPerRank)..<((index + 1) * expertsPerRank)
+    }
 
     /// What this rank did since the last `resetStatistics()`.
     public struct Statistics: Sendable, Equatable {
@@ -81,9 +98,15 @@ public final class ExpertParallelGroup: @unchecked Sendable {
         }
     }
 
-    public init(communicator: any ExpertParallelCommunicator, numExperts: Int) throws {
-        try Self.check(numExperts: numExperts, degree: communicator.size)
+    /// `degree` (default: every process) ranks per expert group; it must divide the process count and the experts.
+    public init(communicator: any ExpertParallelCommunicator, numExperts: Int, degree: Int? = nil) throws {
+        let degree = degree ?? communicator.size
+        try Self.check(numExperts: numExperts, degree: degree)
+        guard communicator.size % degree == 0 else {
+            throw ExpertParallelError("expert-parallel degree \(degree) does not divide the \(communicator.size) processes: the processes must form whole expert groups (use --ep with a divisor of the process count)")
+        }
         self.communicator = communicator
+        self.expertCommunicator = degree == communicator.size ? communicator : try communicator.split(groupSize: degree)
         self.numExperts = numExperts
     }
 
@@ -120,17 +143,19 @@ public final class ExpertParallelGroup: @unchecked Sendable {
     /// experts are placed contiguously, the rows for rank r are one contiguous block of `batches.input`.
     private func exchange(_ batches: DeepSeekV3.ExpertBatches, layer: Int,
                           compute: (DeepSeekV3.ExpertBatches) -> Tensor) throws -> Tensor {
-        let local = expertsPerRank, ranks = size, d = batches.width
+        // Ranks below are those of this rank's expert group; experts are placed on them contiguously.
+        let local = expertsPerRank, ranks = degree, d = batches.width
+        let exchangeGroup = expertCommunicator
         let rowBytes = d * MemoryLayout<Float>.size
         let countsPerExpert = (0..<numExperts).map { Int64(batches.rows(of: $0).count) }
         // received[s·local + j]: rows rank s sends for my local expert j.
-        let received = try timed(\.allToAllSeconds) { try communicator.allToAll(countsPerExpert, countPerRank: local) }
+        let received = try timed(\.allToAllSeconds) { try exchangeGroup.allToAll(countsPerExpert, countPerRank: local) }
         let sendRows = (0..<ranks).map { r in batches.offsets[(r + 1) * local] - batches.offsets[r * local] }
         let receiveRows = (0..<ranks).map { s in Int(received[(s * local)..<((s + 1) * local)].reduce(0, +)) }
         let totalReceived = receiveRows.reduce(0, +)
         let arrived = Tensor(shape: [totalReceived, d])
         try timed(\.allToAllSeconds) {
-            try communicator.allToAllV(send: batches.input.data, sendCounts: sendRows.map { $0 * rowBytes },
+            try exchangeGroup.allToAllV(send: batches.input.data, sendCounts: sendRows.map { $0 * rowBytes },
                                        receive: arrived.data, receiveCounts: receiveRows.map { $0 * rowBytes })
         }
 
@@ -154,7 +179,7 @@ public final class ExpertParallelGroup: @unchecked Sendable {
             statistics.receivedAssignments[layer, default: 0] += totalReceived
             let combined = Tensor(shape: [batches.input.rows, d])
             try timed(\.allToAllSeconds) {
-                try communicator.allToAllV(send: arrived.data, sendCounts: receiveRows.map { $0 * rowBytes },
+                try exchangeGroup.allToAllV(send: arrived.data, sendCounts: receiveRows.map { $0 * rowBytes },
                                            receive: combined.data, receiveCounts: sendRows.map { $0 * rowBytes })
             }
             return combined
@@ -191,7 +216,7 @@ public final class ExpertParallelGroup: @unchecked Sendable {
         }
         let combined = Tensor(shape: [batches.input.rows, d])
         try timed(\.allToAllSeconds) {
-            try communicator.allToAllV(send: arrived.data, sendCounts: receiveRows.map { $0 * rowBytes },
+            try exchangeGroup.allToAllV(send: arrived.data, sendCounts: receiveRows.map { $0 * rowBytes },
                                        receive: combined.data, receiveCounts: sendRows.map { $0 * rowBytes })
         }
         return combined
@@ -200,20 +225,20 @@ public final class ExpertParallelGroup: @unchecked Sendable {
     /// Every rank holds the same batches: each computes its own experts' buckets, then all are gathered.
     private func computeOwnAndGather(_ batches: DeepSeekV3.ExpertBatches, layer: Int,
                                      compute: (DeepSeekV3.ExpertBatches) -> Tensor) throws -> Tensor {
-        let local = expertsPerRank, d = batches.width
+        let local = expertsPerRank, d = batches.width, index = expertCommunicator.rank
         let rowBytes = d * MemoryLayout<Float>.size
-        let first = batches.offsets[rank * local], last = batches.offsets[(rank + 1) * local]
+        let first = batches.offsets[index * local], last = batches.offsets[(index + 1) * local]
         let mine = Tensor(shape: [last - first, d])
         mine.data.update(from: batches.input.row(first), count: (last - first) * d)
-        let offsets = batches.offsets[(rank * local)...((rank + 1) * local)].map { $0 - first }
+        let offsets = batches.offsets[(index * local)...((index + 1) * local)].map { $0 - first }
         let outputs = timed(\.expertComputeSeconds) {
             compute(DeepSeekV3.ExpertBatches(experts: local, width: d, offsets: offsets, assignment: [], input: mine))
         }
         statistics.receivedAssignments[layer, default: 0] += last - first
         let combined = Tensor(shape: [batches.input.rows, d])
-        let counts = (0..<size).map { r in (batches.offsets[(r + 1) * local] - batches.offsets[r * local]) * rowBytes }
+        let counts = (0..<degree).map { r in (batches.offsets[(r + 1) * local] - batches.offsets[r * local]) * rowBytes }
         try timed(\.allToAllSeconds) {
-            try communicator.allGatherV(send: outputs.data, receive: combined.data, counts: counts)
+            try expertCommunicator.allGatherV(send: outputs.data, receive: combined.data, counts: counts)
         }
         return combined
     }

@@ -63,9 +63,9 @@ final class DistributedRun {
     func makeGroup(options: DistributedOptions, spec: ModelSpec, configDegree: Int?) throws -> ExpertParallelGroup? {
         guard size > 1 || options.ep.map({ $0 > 1 }) == true else { return nil }
         let numExperts = try ModelLoader.resolveArgs(spec, source: nil).args.moeArgs.numExperts
-        group = try session.expertParallelGroup(requestedDegree: options.ep, numExperts: numExperts)
-        if let group, isRoot, let configDegree, configDegree > 1, configDegree != group.size {
-            printError("note: the config trained with expert_parallel_degree \(configDegree); evaluating with \(group.size) processes")
+        group = try session.expertParallelGroup(requestedDegree: options.ep, configDegree: configDegree, numExperts: numExperts)
+        if let group, isRoot, let configDegree, configDegree > 1, configDegree != group.degree {
+            printError("note: the config trained with expert_parallel_degree \(configDegree); evaluating with degree \(group.degree) over \(group.size) processes (the degree must divide the process count)")
         }
         return group
     }
@@ -111,7 +111,7 @@ final class DistributedRun {
         var lines: [String] = []
         let mib = 1024.0 * 1024.0
         for r in 0..<size {
-            let experts = (r * group.expertsPerRank)..<((r + 1) * group.expertsPerRank)
+            let experts = group.experts(ofRank: r)
             var entry: [String: Any] = [
                 "rank": r, "experts": [experts.lowerBound, experts.upperBound],
                 "resident_bytes_before_load": Int(value(r, 0)), "resident_bytes_after_load": Int(value(r, 1)),
@@ -141,7 +141,8 @@ final class DistributedRun {
                                 value(r, 1) / mib, (value(r, 1) - value(r, 0)) / mib, value(r, 2) / mib,
                                 total.0, total.1, total.2))
         }
-        var json: [String: Any] = ["degree": size, "placement": "contiguous (TorchTitan)", "ranks": ranks]
+        var json: [String: Any] = ["degree": group.degree, "replicas": group.replicas, "processes": size,
+                                   "placement": "contiguous (TorchTitan)", "ranks": ranks]
 
         // The measured overload: max over ranks of the assignments each computed, against the mean, per layer
         // and summed over layers (Σ_ℓ max_r L / Σ_ℓ mean_r L), next to what the routing statistics predict.
@@ -150,12 +151,16 @@ final class DistributedRun {
             var measured: [String: Any] = [:]
             var maxSum = 0.0, meanSum = 0.0, predictedMax = 0.0, predictedMean = 0.0
             for (i, layer) in moeLayers.enumerated() {
-                let loads = (0..<size).map { value($0, base + 5 + i) }
-                let mean = loads.reduce(0, +) / Double(size), top = loads.max() ?? 0
+                // Per position in the expert group, summed over the data-parallel replicas: the load each expert
+                // block carried, which is what the routing statistics' contiguous-placement prediction describes.
+                let loads = (0..<group.degree).map { index in
+                    Swift.stride(from: index, to: size, by: group.degree).reduce(0.0) { $0 + value($1, base + 5 + i) }
+                }
+                let mean = loads.reduce(0, +) / Double(group.degree), top = loads.max() ?? 0
                 maxSum += top
                 meanSum += mean
                 var layerEntry: [String: Any] = ["measured": mean > 0 ? top / mean : 1, "rank_loads": loads.map { Int($0) }]
-                if let predicted = predictedLoads?[layer].flatMap({ RoutingMetrics.expertParallelLoad($0, degree: size) }) {
+                if let predicted = predictedLoads?[layer].flatMap({ RoutingMetrics.expertParallelLoad($0, degree: group.degree) }) {
                     layerEntry["predicted"] = predicted.overloadFactor
                     predictedMax += Double(predicted.maxRankLoad)
                     predictedMean += predicted.meanRankLoad

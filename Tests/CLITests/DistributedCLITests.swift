@@ -107,13 +107,14 @@ struct DistributedCLITests {
     /// differently (observed ≤ 2e-6 on logits of magnitude ~5); routed experts must be identical.
     static let logitTolerance = 1e-4
 
-    static func forwardBoth(checkpoint: URL, modelArgs: URL, tokens: URL, processes: Int = 2) throws -> (single: [String: Any], parallel: [String: Any], stderr: String) {
+    static func forwardBoth(checkpoint: URL, modelArgs: URL, tokens: URL, processes: Int = 2,
+                            parallelArguments: [String] = []) throws -> (single: [String: Any], parallel: [String: Any], stderr: String) {
         let dir = try CLI.scratch()
         defer { CLI.cleanUp(dir) }
         let common = ["forward", "--checkpoint", checkpoint.path, "--model-args", modelArgs.path, "--tokens-file", tokens.path, "--threads", "1"]
         let one = try CLI.run(common + ["--output", dir.appendingPathComponent("single.json").path])
         #expect(one.status == 0, "\(one.stderr)")
-        let many = try MPI.launch(processes, common + ["--output", dir.appendingPathComponent("parallel.json").path])
+        let many = try MPI.launch(processes, common + parallelArguments + ["--output", dir.appendingPathComponent("parallel.json").path])
         #expect(many.status == 0, "\(many.stderr)")
         return (try json(dir.appendingPathComponent("single.json")), try json(dir.appendingPathComponent("parallel.json")), many.stderr)
     }
@@ -246,7 +247,7 @@ struct DistributedCLITests {
         #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("out.json").path))
     }
 
-    @Test func epThatDiffersFromTheProcessCountIsRefused() throws {
+    @Test func epThatDoesNotDivideTheProcessCountIsRefused() throws {
         try MPI.require()
         let variant = CLI.dsv3Fixtures.appendingPathComponent("v022_softmax_basic")
         let r = try MPI.launch(2, ["forward", "--ep", "4", "--checkpoint", variant.appendingPathComponent("checkpoint").path,
@@ -254,7 +255,53 @@ struct DistributedCLITests {
                                    "--tokens-file", variant.appendingPathComponent("tokens.json").path,
                                    "--output", "/dev/null/never"], timeout: 60)
         #expect(r.status != 0)
-        #expect(r.stderr.contains("--ep 4 needs 4 processes, but this run has 2"), "\(r.stderr)")
+        #expect(r.stderr.contains("--ep 4 needs a multiple of 4 processes, but this run has 2"), "\(r.stderr)")
+    }
+
+    /// 4 processes with --ep 2: two data-parallel replicas of a 2-rank expert group. Each rank holds half the
+    /// experts, sequences are split over all 4, and the numbers equal one process's.
+    @Test func replicasOfTheExpertGroupMatchOneProcess() throws {
+        try MPI.require()
+        let variant = CLI.dsv3Fixtures.appendingPathComponent("v022_sigmoid_groups_yarn")
+        let (single, parallel, _) = try Self.forwardBoth(
+            checkpoint: variant.appendingPathComponent("checkpoint"), modelArgs: variant.appendingPathComponent("model_args.json"),
+            tokens: variant.appendingPathComponent("tokens.json"), processes: 4, parallelArguments: ["--ep", "2"])
+        let c = try Self.compareForward(single, parallel)
+        #expect(c.maxLogitDifference <= Self.logitTolerance, "max |Δlogit| \(c.maxLogitDifference) over \(c.count)")
+        #expect(c.sameExperts)
+
+        let dir = try CLI.scratch()
+        defer { CLI.cleanUp(dir) }
+        // The config's expert_parallel_degree (2) sets the degree when it divides the 4 processes.
+        let config = dir.appendingPathComponent("train.toml")
+        let toml = try String(contentsOf: Self.demo.appendingPathComponent("train.toml"), encoding: .utf8)
+            .replacingOccurrences(of: "expert_parallel_degree = 1", with: "expert_parallel_degree = 2")
+        try Data(toml.utf8).write(to: config)
+        let common = ["run", "--preset", "1min", "--threads", "1", "--quiet", "--checkpoint",
+                      Self.demo.appendingPathComponent("checkpoint/step-800").path, "--config", config.path,
+                      "--model-args", Self.demo.appendingPathComponent("model_args.json").path,
+                      "--tokenizer", CLI.repoRoot.appendingPathComponent("assets/tokenizers/demo-dsv3").path]
+        let one = dir.appendingPathComponent("one"), four = dir.appendingPathComponent("four")
+        let a = try CLI.run(common + ["--output-dir", one.path])
+        #expect(a.status == 0, "\(a.stderr)")
+        let b = try MPI.launch(4, common + ["--output-dir", four.path])
+        #expect(b.status == 0, "\(b.stderr)")
+        let single2 = try Self.json(one.appendingPathComponent(try #require(try FileManager.default.contentsOfDirectory(atPath: one.path).first)))
+        let files = try FileManager.default.contentsOfDirectory(atPath: four.path)
+        #expect(files.count == 1, "rank 0 alone writes the results file: \(files)")
+        let parallel2 = try Self.json(four.appendingPathComponent(try #require(files.first)))
+        for key in ["routing_stats", "lm_eval_results"] {
+            let x = try #require(single2[key] as? NSDictionary), y = try #require(parallel2[key] as? NSDictionary)
+            #expect(x == y, "\(key) differs between one process and mpirun -np 4 --ep 2")
+        }
+        let ep = try #require((parallel2["moe_eval"] as? [String: Any])?["expert_parallel"] as? [String: Any])
+        #expect(ep["degree"] as? Int == 2 && ep["replicas"] as? Int == 2 && ep["processes"] as? Int == 4, "\(ep)")
+        let ranks = try #require(ep["ranks"] as? [[String: Any]])
+        #expect(ranks.map { $0["experts"] as? [Int] ?? [] } == [[0, 4], [4, 8], [0, 4], [4, 8]])
+        #expect(Set(ranks.compactMap { $0["expert_weight_bytes"] as? Int }).count == 1)
+        let overload = try #require(ep["overload_factor"] as? [String: Any])
+        let measured = try #require(overload["measured"] as? Double), predicted = try #require(overload["predicted"] as? Double)
+        #expect(abs(measured - predicted) < 1e-12, "measured EP overload \(measured) vs predicted \(predicted)")
     }
 
     /// In the two-process FSDP checkpoint rank 1's experts sit in their own chunk of `__1_0.distcp`; with that
