@@ -42,7 +42,8 @@ final class MPICommunicator: ExpertParallelCommunicator {
         var length: Int32 = 0
         var text = [CChar](repeating: 0, count: Int(moe_mpi_max_error_string()) + 1)
         MPI_Error_string(code, &text, &length)
-        throw ExpertParallelError("\(call) failed: \(String(cString: text))")
+        let message = String(decoding: text.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        throw ExpertParallelError("\(call) failed: \(message)")
     }
 
     /// MPI counts are 32-bit.

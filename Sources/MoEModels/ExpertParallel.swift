@@ -165,7 +165,7 @@ public final class ExpertParallelGroup: @unchecked Sendable {
             for j in 0..<local { blockStart[s * local + j] = position; position += Int(received[s * local + j]) }
         }
         if mode == .ownBatches {
-            try timed(\.expertComputeSeconds) {
+            timed(\.expertComputeSeconds) {
                 for s in 0..<ranks where receiveRows[s] > 0 {
                     var offsets = [0]
                     for j in 0..<local { offsets.append(offsets[j] + Int(received[s * local + j])) }
