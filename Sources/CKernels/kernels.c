@@ -247,6 +247,11 @@ void moe_bf16_to_f32(const uint16_t *src, float *dst, size_t n) {
 static _Thread_local int moe_parallel_depth_value = 0;
 int moe_parallel_depth(void) { return moe_parallel_depth_value; }
 void moe_parallel_depth_add(int delta) { moe_parallel_depth_value += delta; }
+/* A per-thread compute-thread count that overrides the process-wide one (0: none), so that code running side by
+   side in one process (tests) can pick its own without changing anyone else's. */
+static _Thread_local int moe_threads_override_value = 0;
+int moe_threads_override(void) { return moe_threads_override_value; }
+void moe_set_threads_override(int n) { moe_threads_override_value = n; }
 
 #include <stdlib.h>
 static _Thread_local float *moe_scratch_base[4];

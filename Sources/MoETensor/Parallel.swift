@@ -17,7 +17,22 @@ public enum Compute {
         moe_tune_allocator()
     }()
 
-    public static var threads: Int { threadCount }
+    /// Compute threads for loops started on this thread: `withThreads`'s count inside it, else the process-wide one.
+    public static var threads: Int {
+        let override = Int(moe_threads_override())
+        return override > 0 ? override : threadCount
+    }
+
+    /// Runs `body` with `n` compute threads for the loops it starts on this thread, leaving the process-wide count
+    /// (`setThreads`) alone, so that work running side by side in one process (tests) does not change each
+    /// other's thread splits.
+    public static func withThreads<T>(_ n: Int, _ body: () throws -> T) rethrows -> T {
+        _ = blasPinned
+        let saved = moe_threads_override()
+        moe_set_threads_override(Int32(max(1, n)))
+        defer { moe_set_threads_override(saved) }
+        return try body()
+    }
 
     /// Sets the number of compute threads.
     public static func setThreads(_ n: Int) {
@@ -42,7 +57,7 @@ public enum Compute {
     /// Workers a loop of `n` items would use on this thread (1 inside another parallel loop).
     public static func workers(for n: Int, minChunk: Int = 1) -> Int {
         if moe_parallel_depth() > 0 { return 1 }
-        return min(threadCount, max(1, n / max(minChunk, 1)))
+        return min(threads, max(1, n / max(minChunk, 1)))
     }
 
     /// Runs `body(i)` for i in 0..<n over at most `threads` workers, each taking a contiguous range.

@@ -151,6 +151,10 @@ func harnessLoglikelihood(_ choice: [String: Any], contextLength: Int) throws ->
 }
 
 @Suite struct CompletionContractTests {
+    /// Largest |Δ logprob| between separate forwards of the same tokens (fp32 rounding of differently split GEMMs;
+    /// observed ≤ 2e-6 when other work shares the process).
+    static let separateForwardTolerance = 1e-5
+
     /// What lm-eval sends for every loglikelihood request, checked against TorchTitan's own logits.
     @Test func echoLogprobsMatchTorchTitanAndTheHarnessContract() async throws {
         let reference = try ServerFixture.reference()
@@ -215,7 +219,12 @@ func harnessLoglikelihood(_ choice: [String: Any], contextLength: Int) throws ->
             ] as [String: Any])
             let oneValues = try #require(((one["choices"] as? [[String: Any]])?.first?["logprobs"] as? [String: Any])?["token_logprobs"] as? [Any])
             #expect(oneValues.count == prompt.count + 1)
-            for i in 1..<prompt.count { #expect(oneValues[i] as? Double == values[i] as? Double) }
+            // Separate forwards may split their GEMMs differently across threads (the split follows the load and
+            // the batch), which rounds fp32 sums differently: equal to well within the harness agreement's 1e-4.
+            for i in 1..<prompt.count {
+                let a = try #require(oneValues[i] as? Double), b = try #require(values[i] as? Double)
+                #expect(abs(a - b) <= Self.separateForwardTolerance, "position \(i): \(a) vs \(b)")
+            }
 
             let silent = try await post(client, "/v1/completions", json: ["prompt": prompt, "max_tokens": 0, "logprobs": 1] as [String: Any])
             let silentChoice = try #require((silent["choices"] as? [[String: Any]])?.first)
@@ -307,7 +316,9 @@ func harnessLoglikelihood(_ choice: [String: Any], contextLength: Int) throws ->
                 let one = try #require((single["choices"] as? [[String: Any]])?.first)
                 let a = (choices[row]["logprobs"] as? [String: Any])?["token_logprobs"] as? [Any]
                 let b = (one["logprobs"] as? [String: Any])?["token_logprobs"] as? [Any]
-                #expect(a?.compactMap { $0 as? Double } == b?.compactMap { $0 as? Double })
+                let x = a?.compactMap { $0 as? Double } ?? [], y = b?.compactMap { $0 as? Double } ?? []
+                #expect(x.count == y.count && !x.isEmpty)
+                #expect(zip(x, y).allSatisfy { abs($0 - $1) <= Self.separateForwardTolerance }, "\(x) vs \(y)")
             }
             let texts = try await post(client, "/v1/completions", json: ["prompt": ["ab", "cd"], "max_tokens": 2] as [String: Any])
             #expect((texts["choices"] as? [[String: Any]])?.count == 2)

@@ -109,14 +109,13 @@ import Testing
         let x = rng.array(m * k), w = rng.array(n * k)
         let (bf16, rounded, storage) = try bf16Weight(w, shape: [n, k])
         defer { storage.deallocate() }
-        let saved = Compute.threads
-        defer { Compute.setThreads(saved) }
         for threads in [1, 2, 3] {
-            Compute.setThreads(threads)
-            let y32 = Linear.apply(Tensor(shape: [m, k], values: x), Weight(shape: [n, k], values: w))
-            #expect(maxAbsDiff(y32.toArray(), Reference.linear(x, rows: m, w, outFeatures: n)) < 1e-4, "fp32 \(threads) threads")
-            let y16 = Linear.apply(Tensor(shape: [m, k], values: x), bf16)
-            #expect(maxAbsDiff(y16.toArray(), Reference.linear(x, rows: m, rounded, outFeatures: n)) < 1e-4, "bf16 \(threads) threads")
+            Compute.withThreads(threads) {
+                let y32 = Linear.apply(Tensor(shape: [m, k], values: x), Weight(shape: [n, k], values: w))
+                #expect(maxAbsDiff(y32.toArray(), Reference.linear(x, rows: m, w, outFeatures: n)) < 1e-4, "fp32 \(threads) threads")
+                let y16 = Linear.apply(Tensor(shape: [m, k], values: x), bf16)
+                #expect(maxAbsDiff(y16.toArray(), Reference.linear(x, rows: m, rounded, outFeatures: n)) < 1e-4, "bf16 \(threads) threads")
+            }
         }
     }
 
@@ -124,10 +123,8 @@ import Testing
         let (m, n, k) = (33, 200, 48)
         var rng = Numbers(seed: 99)
         let a = rng.array(m * k), bT = rng.array(n * k), b = (0..<(k * n)).map { bT[($0 % n) * k + $0 / n] }
-        let saved = Compute.threads
-        defer { Compute.setThreads(saved) }
-        Compute.setThreads(2)
         let expected = Reference.linear(a, rows: m, bT, outFeatures: n)
+        Compute.withThreads(2) {
         for transB in [true, false] {
             var c = [Float](repeating: 1, count: m * n)
             c.withUnsafeMutableBufferPointer { cp in
@@ -136,12 +133,11 @@ import Testing
             }
             #expect(maxAbsDiff(c, expected) < 1e-4, "transB \(transB)")
         }
+        }
     }
 
     @Test func parallelChunksVisitEveryIndexOnceAndNestSerially() {
-        let saved = Compute.threads
-        defer { Compute.setThreads(saved) }
-        Compute.setThreads(2)
+        Compute.withThreads(2) {
         let n = 1000
         let counts = UnsafeMutablePointer<Int>.allocate(capacity: n)
         counts.initialize(repeating: 0, count: n)
@@ -156,5 +152,6 @@ import Testing
         }
         #expect((0..<n).allSatisfy { counts[$0] == 1 })
         #expect(nestedWorkers.pointer.pointee == 1, "a loop inside a parallel loop must run serially")
+        }
     }
 }

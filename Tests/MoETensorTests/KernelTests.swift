@@ -124,11 +124,24 @@ func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Float {
     }
 
     @Test func parallelForVisitsEveryIndexOnce() {
-        Compute.setThreads(2)
-        let hits = Tensor(shape: [1000])
-        let p = SendablePointer(hits.data)
-        Compute.parallelFor(1000) { i in p.pointer[i] += 1 }
-        #expect(hits.toArray().allSatisfy { $0 == 1 })
+        Compute.withThreads(2) {
+            let hits = Tensor(shape: [1000])
+            let p = SendablePointer(hits.data)
+            Compute.parallelFor(1000) { i in p.pointer[i] += 1 }
+            #expect(hits.toArray().allSatisfy { $0 == 1 })
+        }
+    }
+
+    /// A thread's own count leaves the process-wide one, which other work in the process relies on, alone.
+    @Test func withThreadsIsLocalToTheCallingThread() async {
+        let global = Compute.threads
+        Compute.withThreads(global + 3) {
+            #expect(Compute.threads == global + 3)
+            #expect(Compute.workers(for: 1000) == global + 3)
+        }
+        #expect(Compute.threads == global)
+        let elsewhere = await Task.detached { Compute.withThreads(1) { Compute.threads } }.value
+        #expect(elsewhere == 1 && Compute.threads == global)
     }
 }
 

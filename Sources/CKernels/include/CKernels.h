@@ -29,6 +29,8 @@ void moe_gemv_bf16(const uint16_t *w, size_t ldw, size_t rows, size_t cols, cons
 /* Nesting depth of the calling thread inside Compute's parallel loops (nested loops run serially). */
 int moe_parallel_depth(void);
 void moe_parallel_depth_add(int delta);
+int moe_threads_override(void);
+void moe_set_threads_override(int n);
 /* A 64-byte aligned buffer of at least `count` floats owned by the calling thread, reused across calls
  * (slot 0-3 for buffers needed at the same time); NULL if allocation fails. Contents are undefined. */
 float *moe_thread_scratch(int slot, size_t count);
