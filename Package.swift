@@ -44,11 +44,11 @@ let package = Package(
         ),
         .target(
             name: "MoECheckpoint",
-            dependencies: ["MoETensor"]
+            dependencies: ["MoETensor", "MoEJSON"]
         ),
         .target(
             name: "MoEModels",
-            dependencies: ["MoETensor", "MoECheckpoint", .product(name: "TOMLKit", package: "TOMLKit")]
+            dependencies: ["MoETensor", "MoECheckpoint", "MoEJSON", .product(name: "TOMLKit", package: "TOMLKit")]
         ),
         // The one JSON reader/writer (tokenizer files, request bodies, results files with Python's NaN).
         .target(name: "MoEJSON"),
@@ -74,7 +74,7 @@ let package = Package(
         .executableTarget(
             name: "moe-eval",
             dependencies: [
-                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoEServer", "MoEDistributed", "CBLAS",
+                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoEServer", "MoEDistributed", "MoEJSON", "CBLAS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

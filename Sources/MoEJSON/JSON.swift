@@ -397,6 +397,13 @@ extension JSONValue {
         }
     }
 
+    /// `s` as a JSON string literal (quotes, escapes; other text as is). The one escaper of every JSON moe-eval writes.
+    public static func quoted(_ s: String) -> String {
+        var out = ""
+        writeString(s, into: &out)
+        return out
+    }
+
     static func writeString(_ s: String, into out: inout String) {
         out += "\""
         for scalar in s.unicodeScalars {
@@ -416,5 +423,30 @@ extension JSONValue {
             }
         }
         out += "\""
+    }
+}
+
+extension JSONValue {
+    /// Indented JSON (two spaces, `", "` between array items) ending in a newline, as Python's
+    /// `json.dumps(indent=2)` lays out config files. Doubles always carry a decimal point or an exponent, since
+    /// transformers' strict config classes tell `2.0` (float) from `2` (int); non-finite doubles become null.
+    public var prettyPrinted: String { pretty(indent: 0) + "\n" }
+
+    func pretty(indent: Int) -> String {
+        let pad = String(repeating: "  ", count: indent + 1), closing = String(repeating: "  ", count: indent)
+        switch self {
+        case .double(let d):
+            guard d.isFinite else { return "null" }
+            let s = "\(d)"
+            return s.contains(".") || s.contains("e") ? s : s + ".0"
+        case .array(let items):
+            return "[" + items.map { $0.pretty(indent: indent + 1) }.joined(separator: ", ") + "]"
+        case .object(let object):
+            if object.isEmpty { return "{}" }
+            return "{\n" + object.entries.map { pad + JSONValue.quoted($0.key) + ": " + $0.value.pretty(indent: indent + 1) }
+                .joined(separator: ",\n") + "\n" + closing + "}"
+        default:
+            return serialized
+        }
     }
 }

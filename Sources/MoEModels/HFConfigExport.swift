@@ -1,4 +1,5 @@
 import Foundation
+import MoEJSON
 
 /// `config.json` for transformers' `DeepseekV3ForCausalLM` (model_type `deepseek_v3`) from TorchTitan's model
 /// args and the numerics of the code era that trained them. `HFModelConfig.parse` reads it back to the same
@@ -37,7 +38,7 @@ public enum HFConfigExport {
         if numerics.yarn && args.ropeFactor < 1 {
             throw ModelArgsError(message: "rope_factor \(args.ropeFactor) < 1 with YaRN active cannot be converted: transformers applies no mscale below factor 1, TorchTitan does")
         }
-        var rope: OrderedJSON = .null
+        var rope: JSONValue = .null
         if numerics.yarn {
             // mscale = mscale_all_dim makes transformers' cos/sin factor 1 and its softmax scale mscale², as in
             // TorchTitan; attention_factor states the 1 explicitly (transformers would infer 0.1·ln(factor)+1
@@ -54,7 +55,7 @@ public enum HFConfigExport {
                 ("attention_factor", .double(1.0)),
             ])
         }
-        let fields: [(String, OrderedJSON)] = [
+        let fields: JSONObject = [
             ("architectures", .array([.string("DeepseekV3ForCausalLM")])),
             ("model_type", .string("deepseek_v3")),
             ("vocab_size", .int(args.vocabSize)),
@@ -102,50 +103,6 @@ public enum HFConfigExport {
                 ("final_norm_eps", .double(Double(numerics.finalNormEps))),
             ])),
         ]
-        return OrderedJSON.object(fields).text(indent: 0) + "\n"
-    }
-}
-
-/// A JSON value with ordered object keys; floats always carry a decimal point or exponent, since
-/// transformers' strict config classes tell `2.0` (float) from `2` (int).
-enum OrderedJSON {
-    case null, bool(Bool), int(Int), double(Double), string(String)
-    case array([OrderedJSON])
-    case object([(String, OrderedJSON)])
-
-    func text(indent: Int) -> String {
-        let pad = String(repeating: "  ", count: indent + 1), closing = String(repeating: "  ", count: indent)
-        switch self {
-        case .null: return "null"
-        case .bool(let b): return b ? "true" : "false"
-        case .int(let i): return String(i)
-        case .double(let d):
-            guard d.isFinite else { return "null" }
-            let s = "\(d)"
-            return s.contains(".") || s.contains("e") ? s : s + ".0"
-        case .string(let s): return OrderedJSON.quoted(s)
-        case .array(let items):
-            return "[" + items.map { $0.text(indent: indent + 1) }.joined(separator: ", ") + "]"
-        case .object(let fields):
-            if fields.isEmpty { return "{}" }
-            return "{\n" + fields.map { pad + OrderedJSON.quoted($0.0) + ": " + $0.1.text(indent: indent + 1) }
-                .joined(separator: ",\n") + "\n" + closing + "}"
-        }
-    }
-
-    static func quoted(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 { out += String(format: "\\u%04x", scalar.value) } else { out.unicodeScalars.append(scalar) }
-            }
-        }
-        return out + "\""
+        return JSONValue.object(fields).prettyPrinted
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import MoEJSON
 
 /// Result files are written whole or not at all: into a temporary file beside the target, then renamed.
 /// An existing file is never replaced unless the caller allows it.
@@ -36,21 +37,7 @@ struct JSONText {
 
     mutating func raw(_ s: String) { text += s }
 
-    mutating func string(_ s: String) {
-        text += "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": text += "\\\""
-            case "\\": text += "\\\\"
-            case "\n": text += "\\n"
-            case "\r": text += "\\r"
-            case "\t": text += "\\t"
-            default:
-                if scalar.value < 0x20 { text += String(format: "\\u%04x", scalar.value) } else { text.unicodeScalars.append(scalar) }
-            }
-        }
-        text += "\""
-    }
+    mutating func string(_ s: String) { text += JSONValue.quoted(s) }
 
     /// Shortest decimal that reads back as the same Float; non-finite values become null.
     mutating func number(_ f: Float) { text += f.isFinite ? "\(f)" : "null" }
