@@ -35,9 +35,16 @@ enum CLI {
 
     @discardableResult
     static func run(_ arguments: [String], stdin: String? = nil, in directory: URL? = nil) throws -> Result {
+        try execute(binary, arguments, stdin: stdin, in: directory)
+    }
+
+    /// Runs `executable` to the end with `arguments` (and `environment` instead of this process's, when given).
+    static func execute(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil,
+                        stdin: String? = nil, in directory: URL? = nil) throws -> Result {
         let process = Process()
-        process.executableURL = binary
+        process.executableURL = executable
         process.arguments = arguments
+        if let environment { process.environment = environment }
         if let directory { process.currentDirectoryURL = directory }
         let out = Pipe(), err = Pipe(), input = Pipe()
         process.standardOutput = out

@@ -7,24 +7,13 @@ import Testing
     static let variant = CLI.dsv3Fixtures.appendingPathComponent("v022_softmax_basic")
 
     static func script(_ environment: [String: String], arguments: [String] = []) throws -> CLI.Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = [CLI.repoRoot.appendingPathComponent("scripts/run_eval_moe.sh").path] + arguments
         var env = ProcessInfo.processInfo.environment
         for key in ["CHECKPOINT_DIR", "CONFIG_FILE", "OUTPUT_DIR", "PRESET", "SKIP_LM_EVAL", "LM_EVAL_ONLY", "LM_EVAL_TASKS",
                     "LM_EVAL_LIMIT", "SEED", "NGPU"] { env[key] = nil }
         env["MOE_EVAL_BIN"] = CLI.binary.path
         for (key, value) in environment { env[key] = value }
-        process.environment = env
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return CLI.Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                          stderr: String(decoding: errData, as: UTF8.self))
+        return try CLI.execute(URL(fileURLWithPath: "/bin/bash"),
+                               [CLI.repoRoot.appendingPathComponent("scripts/run_eval_moe.sh").path] + arguments, environment: env)
     }
 
     /// The fixture has no train config or tokenizer: model args and random routing input go through as arguments.
