@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "MoEModels", targets: ["MoEModels"]),
         .library(name: "MoETokenizer", targets: ["MoETokenizer"]),
         .library(name: "MoEEval", targets: ["MoEEval"]),
+        .library(name: "MoEData", targets: ["MoEData"]),
     ],
     // `swift build --traits MPI`: expert parallelism across processes with Open MPI (docs/DISTRIBUTED.md).
     traits: [.trait(name: "MPI", description: "Expert parallelism across processes and hosts with MPI (needs libopenmpi-dev)")],
@@ -53,9 +54,11 @@ let package = Package(
         // The one JSON reader/writer (tokenizer files, request bodies, results files with Python's NaN).
         .target(name: "MoEJSON"),
         .target(name: "MoETokenizer", dependencies: ["MoEJSON"]),
+        // Dataset files as benchmark tasks get them: parquet, Arrow IPC streams, JSON Lines.
+        .target(name: "MoEData", dependencies: ["MoEJSON"]),
         .target(
             name: "MoEEval",
-            dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEJSON"]
+            dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEJSON", "MoEData"]
         ),
         .target(
             name: "MoEServer",
@@ -80,6 +83,7 @@ let package = Package(
         ),
         .testTarget(name: "MoETensorTests", dependencies: ["MoETensor"]),
         .testTarget(name: "MoEJSONTests", dependencies: ["MoEJSON"]),
+        .testTarget(name: "MoEDataTests", dependencies: ["MoEData", "MoEJSON"], exclude: ["Fixtures"]),
         .testTarget(name: "MoECheckpointTests", dependencies: ["MoECheckpoint"], exclude: ["Fixtures"]),
         .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels"], exclude: ["Fixtures"]),
         .testTarget(name: "MoETokenizerTests", dependencies: ["MoETokenizer", "MoEJSON"], exclude: ["Fixtures"]),
