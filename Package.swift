@@ -54,8 +54,12 @@ let package = Package(
         // The one JSON reader/writer (tokenizer files, request bodies, results files with Python's NaN).
         .target(name: "MoEJSON"),
         .target(name: "MoETokenizer", dependencies: ["MoEJSON"]),
+        // Decompressors for parquet pages and Arrow IPC buffers (MoEData only).
+        .systemLibrary(name: "CSnappy", pkgConfig: "snappy", providers: [.apt(["libsnappy-dev"]), .brew(["snappy"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"]), .brew(["zstd"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // Dataset files as benchmark tasks get them: parquet, Arrow IPC streams, JSON Lines.
-        .target(name: "MoEData", dependencies: ["MoEJSON"]),
+        .target(name: "MoEData", dependencies: ["MoEJSON", "CSnappy", "CZstd", "CZlib"]),
         .target(
             name: "MoEEval",
             dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEJSON", "MoEData"]
