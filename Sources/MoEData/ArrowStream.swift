@@ -81,6 +81,7 @@ struct ArrowStreamReader {
         var fields: [ArrowField]?
         var rows: [JSONObject] = []
         var batches = 0
+        var ended = false
         while position < streamEnd {
             messageOffset = position
             var length = Int(try bytes.littleEndian(UInt32.self, at: position, "message length"))
@@ -89,7 +90,10 @@ struct ArrowStreamReader {
                 length = Int(try bytes.littleEndian(Int32.self, at: position, "message length"))
                 position += 4
             }
-            guard length > 0 else { break }  // end-of-stream marker
+            guard length > 0 else {
+                ended = true
+                break
+            }
             guard length <= Int(Int32.max) else { throw FormatProblem("message length \(length) is invalid (not an Arrow stream?)") }
             let metadataEnd = try Checked.range(start: position, length: length, limit: streamEnd, "message metadata")
             let message = try FlatBuffer(bytes: bytes, start: position, end: metadataEnd).root()
@@ -118,6 +122,10 @@ struct ArrowStreamReader {
         }
         messageOffset = nil
         guard let fields else { throw FormatProblem("stream has no schema message") }
+        // Writers always close a stream with the marker; without it the file was cut short between messages.
+        guard ended || streamEnd < bytes.count else {
+            throw FormatProblem("stream ends at byte \(bytes.count) without its end-of-stream marker (truncated?)")
+        }
         return DataTable(columns: fields.map(\.name), rows: rows)
     }
 

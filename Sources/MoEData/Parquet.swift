@@ -91,6 +91,7 @@ struct ParquetFileReader {
             guard groupRows <= totalRows - rows.count else {
                 throw FormatProblem("row groups hold more rows than the footer's \(totalRows)")
             }
+            try spend(groupRows)
             guard let chunks = try group.list(1, "RowGroup.columns"), chunks.count == schema.leafNodes.count else {
                 throw FormatProblem("row group does not have one column chunk per leaf column (\(schema.leafNodes.count))")
             }
@@ -122,7 +123,7 @@ struct ParquetFileReader {
 
     private mutating func spend(_ entries: Int) throws {
         guard entries <= entryBudget else {
-            throw FormatProblem("pages claim more values than a file of \(bytes.count) bytes can plausibly hold")
+            throw FormatProblem("rows and values claimed exceed what a file of \(bytes.count) bytes can plausibly hold")
         }
         entryBudget -= entries
     }

@@ -115,7 +115,7 @@ enum CraftedParquet {
                 } else {
                     header.structure(5) { $0.int(1, page.numValues); $0.int(2, page.encoding); $0.int(3, 3); $0.int(4, 3) }
                 }
-                bytes += header.bytes + page.body
+                bytes += header.bytes + [0] + page.body  // 0: the PageHeader struct's stop byte
             }
             let size = Int64(bytes.count) - start
             let data = dataOffset ?? start
@@ -149,6 +149,7 @@ enum CraftedParquet {
             group.int(2, 0, type: 6)
             group.int(3, rows, type: 6)
         }])
+        footer.bytes.append(0)  // FileMetaData's stop byte
         bytes += footer.bytes
         let length = UInt32(footer.bytes.count)
         bytes += [UInt8(length & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length >> 16 & 0xFF), UInt8(length >> 24)]
