@@ -98,29 +98,32 @@ enum Decompression {
 
     /// GZIP (parquet's codec name) as zlib finds it: gzip or zlib header, detected automatically.
     private static func inflate(_ input: ArraySlice<UInt8>, expectedSize: Int) throws -> [UInt8] {
-        var stream = z_stream()
-        guard inflateInit2_(&stream, 15 + 32, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+        // zlib keeps a pointer back to the stream and checks it on every call, so the stream must not move.
+        let streamPointer = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
+        streamPointer.initialize(to: z_stream())
+        defer { streamPointer.deallocate() }
+        guard inflateInit2_(streamPointer, 15 + 32, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
             throw FormatProblem("GZIP: cannot start zlib")
         }
-        defer { inflateEnd(&stream) }
+        defer { inflateEnd(streamPointer) }
         guard input.count <= Int(UInt32.max) else { throw FormatProblem("GZIP input too large") }
         var output = [UInt8](repeating: 0, count: initialCapacity(inputCount: input.count, expectedSize: expectedSize))
         var produced = 0
         var source = Array(input)
         try source.withUnsafeMutableBufferPointer { src in
-            stream.next_in = src.baseAddress
-            stream.avail_in = UInt32(src.count)
+            streamPointer.pointee.next_in = src.baseAddress
+            streamPointer.pointee.avail_in = UInt32(src.count)
             while true {
                 if produced == output.count {
                     if output.count >= expectedSize {
                         var probe: UInt8 = 0
                         let rc = withUnsafeMutablePointer(to: &probe) { p -> Int32 in
-                            stream.next_out = p
-                            stream.avail_out = 1
-                            return CZlib.inflate(&stream, Z_NO_FLUSH)
+                            streamPointer.pointee.next_out = p
+                            streamPointer.pointee.avail_out = 1
+                            return CZlib.inflate(streamPointer, Z_NO_FLUSH)
                         }
-                        if rc == Z_STREAM_END && stream.avail_out == 1 { return }
-                        if stream.avail_out == 0 { throw FormatProblem("GZIP data expands past the declared \(expectedSize) bytes") }
+                        if rc == Z_STREAM_END && streamPointer.pointee.avail_out == 1 { return }
+                        if streamPointer.pointee.avail_out == 0 { throw FormatProblem("GZIP data expands past the declared \(expectedSize) bytes") }
                         if rc == Z_BUF_ERROR { throw FormatProblem("GZIP data is truncated") }
                         throw FormatProblem("GZIP data is corrupt (zlib status \(rc))")
                     }
@@ -128,14 +131,14 @@ enum Decompression {
                 }
                 let (rc, newProduced) = output.withUnsafeMutableBufferPointer { out -> (Int32, Int) in
                     let room = min(out.count - produced, Int(UInt32.max))
-                    stream.next_out = out.baseAddress.map { $0 + produced }
-                    stream.avail_out = UInt32(room)
-                    let rc = CZlib.inflate(&stream, Z_NO_FLUSH)
-                    return (rc, produced + room - Int(stream.avail_out))
+                    streamPointer.pointee.next_out = out.baseAddress.map { $0 + produced }
+                    streamPointer.pointee.avail_out = UInt32(room)
+                    let rc = CZlib.inflate(streamPointer, Z_NO_FLUSH)
+                    return (rc, produced + room - Int(streamPointer.pointee.avail_out))
                 }
                 produced = newProduced
                 if rc == Z_STREAM_END { break }
-                if rc == Z_BUF_ERROR && stream.avail_in == 0 { throw FormatProblem("GZIP data is truncated") }
+                if rc == Z_BUF_ERROR && streamPointer.pointee.avail_in == 0 { throw FormatProblem("GZIP data is truncated") }
                 if rc != Z_OK && rc != Z_BUF_ERROR { throw FormatProblem("GZIP data is corrupt (zlib status \(rc))") }
             }
         }
