@@ -106,6 +106,36 @@ import Testing
         expectError([".metadata", "tensor 'w'"]) { _ = try DCPCheckpoint(directory: bad) }
     }
 
+    /// The in-memory entry point fuzz targets call runs every metadata check (shapes, coverage, sums).
+    @Test func randomlyDamagedMetadataThroughEveryCheckNeverCrashes() throws {
+        var random = SplitMix64(state: 16)
+        var accepted = 0
+        for fixture in ["dcp_sharded", "dcp_dtypes", "dcp_tt_v02"] {
+            let original = try readBytes(Fixtures.url(fixture + "/.metadata"))
+            for _ in 0..<400 {
+                var bytes = original
+                for _ in 0...Int.random(in: 0...3, using: &random) {
+                    bytes[Int.random(in: 0..<bytes.count, using: &random)] = UInt8.random(in: 0...255, using: &random)
+                }
+                let ok = bytes.withUnsafeBytes { (try? DCPCheckpoint.readMetadata($0, source: "m")) != nil }
+                if ok { accepted += 1 }
+            }
+        }
+        #expect(accepted > 0)
+    }
+
+    @Test func randomlyDamagedSafetensorsHeadersThroughTheInMemoryParserNeverCrash() throws {
+        let original = try readBytes(Fixtures.url("st_dtypes.safetensors"))
+        var random = SplitMix64(state: 61)
+        for _ in 0..<800 {
+            var bytes = original
+            for _ in 0...Int.random(in: 0...2, using: &random) {
+                bytes[Int.random(in: 0..<min(bytes.count, 600), using: &random)] = UInt8.random(in: 0...255, using: &random)
+            }
+            _ = bytes.withUnsafeBytes { try? SafetensorsHeader.parse(fileBytes: $0, source: "s") }
+        }
+    }
+
     // MARK: allocation before validation
 
     /// `torch.zeros(1).expand(2**58)`: one stored element, 2^60 bytes once materialized.
