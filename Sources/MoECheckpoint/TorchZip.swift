@@ -255,9 +255,9 @@ public struct TorchArchive {
             }
             let dataEnd = dataStart + Int(size)
             if flags & 0x8 != 0 {
-                // Streamed entry (torch.save): zeros in the local header, the values in a data descriptor
-                // after the data, with 32- or 64-bit sizes.
-                guard (localCRC == 0 || localCRC == crc), localSizes.allSatisfy({ $0 == 0 || $0 == size }) else {
+                // Streamed entry (torch.save): zeros (or zip64's saturated marker) in the local header, the
+                // values in a data descriptor after the data, with 32- or 64-bit sizes.
+                guard (localCRC == 0 || localCRC == crc), localSizes.allSatisfy({ $0 == 0 || $0 == 0xFFFF_FFFF || $0 == size }) else {
                     throw malformed("entry \(name): local header size or CRC-32 disagrees with the central directory")
                 }
                 var descriptor = dataEnd
