@@ -57,17 +57,59 @@ public final class DCPCheckpoint: RawTensorStore {
             throw CheckpointError("\(metadataPath): missing (\(directory.path) is not a DCP checkpoint folder)")
         }
         let metadataFile = try MappedFile(path: metadataPath)
-        let root = try Unpickler.load(metadataFile.bytes, source: metadataPath)
-        let parsed = try DCPMetadataParser(source: metadataPath).parse(root)
-        version = parsed.version
+        let metadata = try DCPCheckpoint.readMetadata(metadataFile.bytes, source: metadataPath)
+        version = metadata.version
+        entries = metadata.entries
+        let tensors = metadata.modelTensors.mapValues { ModelTensor(info: $0.info, chunks: $0.chunks) }
+        self.tensors = tensors
+        rawTensorInfos = tensors.mapValues(\.info)
+        fileNames = metadata.fileNames
+
+        var files: [String: MappedFile] = [:]
+        for name in Set(tensors.values.flatMap { $0.chunks.map(\.file) }).sorted() {
+            files[name] = try MappedFile(path: directory.appendingPathComponent(name).path)
+        }
+        self.files = files
+        // Bounds are checked now so that a truncated file is reported before any work starts.
+        for name in tensors.keys.sorted() {
+            for chunk in tensors[name]!.chunks {
+                let file = files[chunk.file]!
+                guard chunk.byteOffset <= file.count, chunk.byteLength <= file.count - chunk.byteOffset else {
+                    throw CheckpointError("\(file.path): tensor '\(name)' chunk at \(chunk.offsets) needs bytes \(chunk.byteOffset)..<\(chunk.byteOffset &+ chunk.byteLength), past the end of the file (\(file.count) bytes; truncated?)")
+                }
+            }
+        }
+    }
+
+    /// What a `.metadata` file says, checked for consistency (dtypes, chunk coverage, sizes that fit) but
+    /// not against the `.distcp` files.
+    public struct Metadata: Sendable {
+        public let version: String?
+        /// Every entry, sorted by name.
+        public let entries: [CheckpointEntry]
+        /// Model tensors (no optimizer/lr_scheduler/… prefix) and where their chunks lie.
+        public let modelTensors: [String: (info: TensorInfo, chunks: [Chunk])]
+        /// Every `.distcp` file the metadata refers to.
+        public let fileNames: [String]
+    }
+
+    /// Parses a pickled DCP `.metadata` held in memory; `source` names it in errors.
+    public static func readMetadata(_ bytes: UnsafeRawBufferPointer, source: String) throws -> Metadata {
+        let root = try Unpickler.load(bytes, source: source)
+        let parsed = try DCPMetadataParser(source: source).parse(root)
 
         var entries: [CheckpointEntry] = []
-        var tensors: [String: ModelTensor] = [:]
-        var neededFiles = Set<String>()
+        var tensors: [String: (info: TensorInfo, chunks: [Chunk])] = [:]
         for (name, item) in parsed.items {
             let role = DCPCheckpoint.nonModelPrefixes.first(where: { name.hasPrefix($0.prefix) })?.role
             let storage = parsed.storage[name] ?? []
-            let byteCount = storage.reduce(0) { $0 + $1.info.length }
+            let what = "\(source): \(role == nil ? "tensor" : "entry") '\(name)'"
+            let byteCount: Int
+            do {
+                byteCount = try Checked.sum(storage.map(\.info.length), what: "\(what): stored byte count")
+            } catch let error as SizeOverflowError {
+                throw CheckpointError(error.description)
+            }
             switch item {
             case .bytes:
                 entries.append(CheckpointEntry(name: name, kind: .bytes, role: role ?? .other,
@@ -76,10 +118,10 @@ public final class DCPCheckpoint: RawTensorStore {
                 entries.append(CheckpointEntry(name: name, kind: .tensor(dtype: dtypeName, shape: shape),
                                                role: role ?? .model, chunkCount: chunkBoxes.count, byteCount: byteCount))
                 guard role == nil else { continue }
-                let what = "\(metadataPath): tensor '\(name)'"
                 guard let dtype = DCPCheckpoint.dtype(torchName: dtypeName) else {
                     throw CheckpointError("\(what): unknown dtype torch.\(dtypeName)")
                 }
+                _ = try checkedByteCount(shape: shape, dtype: dtype, what: what)
                 var located: [[Int]: DCPMetadataParser.StorageInfo] = [:]
                 for item in storage { located[item.offsets] = item.info }
                 var chunks: [Chunk] = []
@@ -89,32 +131,13 @@ public final class DCPCheckpoint: RawTensorStore {
                     }
                     chunks.append(Chunk(offsets: box.offsets, sizes: box.sizes, file: info.relativePath,
                                         byteOffset: info.offset, byteLength: info.length))
-                    neededFiles.insert(info.relativePath)
                 }
                 try DCPCheckpoint.checkCoverage(shape: shape, chunks: chunks, what: what)
-                tensors[name] = ModelTensor(info: TensorInfo(dtype: dtype, shape: shape), chunks: chunks)
+                tensors[name] = (TensorInfo(dtype: dtype, shape: shape), chunks)
             }
         }
-        self.entries = entries.sorted { $0.name < $1.name }
-        self.tensors = tensors
-        rawTensorInfos = tensors.mapValues(\.info)
-        fileNames = Set(parsed.storage.values.flatMap { $0.map(\.info.relativePath) }).sorted()
-
-        var files: [String: MappedFile] = [:]
-        for name in neededFiles.sorted() {
-            files[name] = try MappedFile(path: directory.appendingPathComponent(name).path)
-        }
-        self.files = files
-        // Bounds are checked now so that a truncated file is reported before any work starts.
-        for name in tensors.keys.sorted() {
-            for chunk in tensors[name]!.chunks {
-                let file = files[chunk.file]!
-                guard chunk.byteOffset >= 0, chunk.byteLength >= 0,
-                      chunk.byteOffset <= file.count, chunk.byteLength <= file.count - chunk.byteOffset else {
-                    throw CheckpointError("\(file.path): tensor '\(name)' chunk at \(chunk.offsets) needs bytes \(chunk.byteOffset)..<\(chunk.byteOffset &+ chunk.byteLength), past the end of the file (\(file.count) bytes; truncated?)")
-                }
-            }
-        }
+        return Metadata(version: parsed.version, entries: entries.sorted { $0.name < $1.name }, modelTensors: tensors,
+                        fileNames: Set(parsed.storage.values.flatMap { $0.map(\.info.relativePath) }).sorted())
     }
 
     /// torch dtype names (`torch.float32` → "float32", aliases included) → DType.
@@ -148,27 +171,55 @@ public final class DCPCheckpoint: RawTensorStore {
                     throw CheckpointError("\(what): chunk at \(chunk.offsets) of size \(chunk.sizes) lies outside the tensor \(shape)")
                 }
             }
+            // Inside the tensor, whose size was checked, so the chunk's own product cannot overflow.
             let count = chunk.elementCount
             if count > 0 {
-                covered += count
+                let (sum, overflow) = covered.addingReportingOverflow(count)
+                guard !overflow else {
+                    throw CheckpointError("\(what): chunks hold more elements than the tensor \(shape) (they overlap)")
+                }
+                covered = sum
                 nonEmpty.append(chunk)
             }
         }
-        for i in nonEmpty.indices {
-            for j in nonEmpty.indices where j > i {
-                let a = nonEmpty[i], b = nonEmpty[j]
-                let overlaps = shape.indices.allSatisfy { axis in
-                    a.offsets[axis] < b.offsets[axis] + b.sizes[axis] && b.offsets[axis] < a.offsets[axis] + a.sizes[axis]
-                }
-                if overlaps {
-                    throw CheckpointError("\(what): chunks at \(a.offsets) and \(b.offsets) overlap")
-                }
-            }
-        }
+        try checkDisjoint(nonEmpty, shape: shape, what: what)
         let total = shape.reduce(1, *)
         guard covered == total else {
             throw CheckpointError("\(what): chunks cover \(covered) of \(total) elements of \(shape)")
         }
+    }
+
+    /// Chunks compared pairwise for overlap before the check needs a faster method.
+    static let pairwiseChunkLimit = 1024
+
+    /// No two chunks share an element. Pairwise for the usual few chunks; for many, only the common
+    /// layout of slices along one axis is accepted (sorted, then neighbours compared), so that a metadata
+    /// file listing a million chunks cannot make the check run for hours.
+    static func checkDisjoint(_ nonEmpty: [Chunk], shape: [Int], what: String) throws {
+        func overlaps(_ a: Chunk, _ b: Chunk) -> Bool {
+            shape.indices.allSatisfy { axis in
+                a.offsets[axis] < b.offsets[axis] + b.sizes[axis] && b.offsets[axis] < a.offsets[axis] + a.sizes[axis]
+            }
+        }
+        func overlapError(_ a: Chunk, _ b: Chunk) -> CheckpointError {
+            CheckpointError("\(what): chunks at \(a.offsets) and \(b.offsets) overlap")
+        }
+        guard nonEmpty.count > pairwiseChunkLimit else {
+            for i in nonEmpty.indices {
+                for j in nonEmpty.indices where j > i && overlaps(nonEmpty[i], nonEmpty[j]) {
+                    throw overlapError(nonEmpty[i], nonEmpty[j])
+                }
+            }
+            return
+        }
+        let spansAll = { (chunk: Chunk, axis: Int) in chunk.offsets[axis] == 0 && chunk.sizes[axis] == shape[axis] }
+        guard let axis = shape.indices.first(where: { axis in
+            nonEmpty.allSatisfy { chunk in shape.indices.allSatisfy { $0 == axis || spansAll(chunk, $0) } }
+        }) else {
+            throw CheckpointError("\(what): \(nonEmpty.count) chunks in an irregular layout, more than the \(pairwiseChunkLimit) that can be checked for overlap")
+        }
+        let sorted = nonEmpty.sorted { $0.offsets[axis] < $1.offsets[axis] }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where overlaps(a, b) { throw overlapError(a, b) }
     }
 
     public func loadRaw(_ name: String) throws -> StoredTensor {
@@ -209,7 +260,7 @@ public final class DCPCheckpoint: RawTensorStore {
         }
         if overlapping.count == 1, let chunk = overlapping.first, Array(chunk.sizes.dropFirst()) == inner,
            chunk.offsets[0] <= range.lowerBound, range.upperBound <= chunk.offsets[0] + chunk.sizes[0] {
-            let part = try readChunk(chunk, of: name, dtype: info.dtype)
+            let part = try readChunk(chunk, of: name, dtype: info.dtype, verifyingCRC: false)
             let rowBytes = inner.reduce(1, *) * elementSize
             let start = (range.lowerBound - chunk.offsets[0]) * rowBytes
             return try StoredTensor(name: name, dtype: info.dtype, shape: shape,
@@ -218,7 +269,7 @@ public final class DCPCheckpoint: RawTensorStore {
         }
         return try StoredTensor.assembling(name: name, dtype: info.dtype, shape: shape) { out in
             for chunk in overlapping {
-                let part = try readChunk(chunk, of: name, dtype: info.dtype)
+                let part = try readChunk(chunk, of: name, dtype: info.dtype, verifyingCRC: false)
                 let lower = max(chunk.offsets[0], range.lowerBound)
                 let upper = min(chunk.offsets[0] + chunk.sizes[0], range.upperBound)
                 let rowBytes = chunk.sizes.dropFirst().reduce(1, *) * elementSize
@@ -230,20 +281,15 @@ public final class DCPCheckpoint: RawTensorStore {
         }
     }
 
-    private func readChunk(_ chunk: Chunk, of name: String, dtype: DType) throws -> StoredTensor {
+    /// `verifyingCRC: false` when only some rows will be read: checking the CRC-32 would read them all.
+    private func readChunk(_ chunk: Chunk, of name: String, dtype: DType, verifyingCRC: Bool = true) throws -> StoredTensor {
         let file = files[chunk.file]!
         let source = "\(file.path) (tensor '\(name)', bytes \(chunk.byteOffset)..<\(chunk.byteOffset + chunk.byteLength))"
         guard let bytes = file.slice(offset: chunk.byteOffset, length: chunk.byteLength) else {
             throw CheckpointError("\(source): past the end of the file")
         }
-        let part = try TorchArchive(bytes, source: source).tensor(name: name, owner: file)
-        guard part.dtype == dtype else {
-            throw CheckpointError("\(source): stored as \(part.dtype.torchName), but .metadata says \(dtype.torchName)")
-        }
-        guard part.shape == chunk.sizes else {
-            throw CheckpointError("\(source): chunk holds \(part.shape), but .metadata says \(chunk.sizes)")
-        }
-        return part
+        return try TorchArchive(bytes, source: source)
+            .tensor(name: name, owner: file, expecting: TensorInfo(dtype: dtype, shape: chunk.sizes), verifyingCRC: verifyingCRC)
     }
 }
 
@@ -302,7 +348,7 @@ struct DCPMetadataParser {
     func fail(_ message: String) -> CheckpointError { CheckpointError("\(source): \(message)") }
 
     func object(_ value: PickleValue?, _ type: String, _ what: String) throws -> PickleObject {
-        guard case .object(let o)? = value else { throw fail("\(what) is not a \(type) (found \(String(describing: value).prefix(80)))") }
+        guard case .object(let o)? = value else { throw fail("\(what) is not a \(type) (found \(value.map { String($0.description.prefix(80)) } ?? "nothing"))") }
         guard o.type == type else { throw fail("\(what) is a \(o.type), expected \(type)") }
         return o
     }
@@ -345,6 +391,9 @@ struct DCPMetadataParser {
                   let offset = info.field("offset")?.intValue,
                   let length = info.field("length")?.intValue else {
                 throw fail("storage of '\(fqn)' lacks relative_path/offset/length")
+            }
+            guard offset >= 0, length >= 0 else {
+                throw fail("storage of '\(fqn)' has a negative offset (\(offset)) or length (\(length))")
             }
             if let transforms = info.field("transform_descriptors")?.sequenceItems, !transforms.isEmpty {
                 throw fail("storage of '\(fqn)' uses transforms \(transforms), which are not supported")

@@ -205,7 +205,7 @@ public struct Unpickler {
 
     public func load() throws -> PickleValue {
         var machine = Machine(reader: ByteReader(data), source: source, allowlist: allowlist,
-                              freezeBudget: 1_000_000 + 16 * data.count)
+                              expansionBudget: 1_000_000 + 16 * data.count)
         return try machine.run()
     }
 }
@@ -237,7 +237,10 @@ private struct Machine {
     var reader: ByteReader
     let source: String
     let allowlist: PickleAllowlist
-    var freezeBudget: Int
+    /// Values the whole file may still expand to. Shared references make a few bytes expand to many
+    /// values, so every expansion (each BINPERSID argument, the final result, OrderedDict copies) draws
+    /// from this one budget rather than a fresh one per occurrence.
+    var expansionBudget: Int
 
     var stack: [Node] = []
     var marks: [Int] = []
@@ -245,11 +248,11 @@ private struct Machine {
     var arena: [Container] = []
     var opcodeStart = 0
 
-    init(reader: ByteReader, source: String, allowlist: PickleAllowlist, freezeBudget: Int) {
+    init(reader: ByteReader, source: String, allowlist: PickleAllowlist, expansionBudget: Int) {
         self.reader = reader
         self.source = source
         self.allowlist = allowlist
-        self.freezeBudget = freezeBudget
+        self.expansionBudget = expansionBudget
     }
 
     func failure(_ message: String) -> CheckpointError {
@@ -261,9 +264,7 @@ private struct Machine {
             opcodeStart = reader.position
             guard let opcode = reader.u8() else { throw failure("ends without STOP (truncated?)") }
             if opcode == 0x2E { // STOP
-                let result = try pop()
-                var budget = freezeBudget
-                return try freeze(result, depth: 0, budget: &budget)
+                return try freezeWithinBudget(try pop())
             }
             try execute(opcode)
         }
@@ -491,9 +492,7 @@ private struct Machine {
             }
             arena[index].state = state
         case 0x51: // BINPERSID
-            let pid = try pop()
-            var budget = freezeBudget
-            push(.persistent(try freeze(pid, depth: 0, budget: &budget)))
+            push(.persistent(try freezeWithinBudget(try pop())))
         case 0x50: // PERSID
             push(.persistent(.string(try textLine("PERSID"))))
 
@@ -537,6 +536,7 @@ private struct Machine {
             // OrderedDict() or OrderedDict([(k, v), …]): keep it a plain dict so SETITEMS works on it.
             var items: [Node] = []
             if let first = arguments.first, case .ref(let index) = first {
+                try chargeExpansion(2 * arena[index].items.count)
                 for pair in arena[index].items {
                     guard case .ref(let p) = pair, arena[p].items.count == 2 else {
                         throw failure("OrderedDict argument is not a sequence of pairs")
@@ -551,6 +551,18 @@ private struct Machine {
     }
 
     // MARK: freezing into values
+
+    mutating func freezeWithinBudget(_ node: Node) throws -> PickleValue {
+        var budget = expansionBudget
+        let value = try freeze(node, depth: 0, budget: &budget)
+        expansionBudget = budget
+        return value
+    }
+
+    mutating func chargeExpansion(_ count: Int) throws {
+        expansionBudget -= count
+        guard expansionBudget >= 0 else { throw failure("expands to too many values (shared references?)") }
+    }
 
     func freeze(_ node: Node, depth: Int, budget: inout Int) throws -> PickleValue {
         budget -= 1

@@ -57,54 +57,13 @@ public final class SafetensorsFile: Sendable {
     let ranges: [String: Range<Int>]
     let file: MappedFile
 
-    /// The format's own limit on header size.
-    static let maximumHeaderSize = 100_000_000
-
     public init(url: URL) throws {
         self.url = url
-        let path = url.path
-        file = try MappedFile(path: path)
-        guard let headerSize = readLittleEndian(file.bytes, at: 0, width: 8) else {
-            throw CheckpointError("\(path): too short to be a safetensors file (\(file.count) bytes)")
-        }
-        guard headerSize <= UInt64(min(file.count - 8, SafetensorsFile.maximumHeaderSize)) else {
-            throw CheckpointError("\(path): header length \(headerSize) exceeds the file (\(file.count) bytes) or the 100 MB limit")
-        }
-        let dataStart = 8 + Int(headerSize)
-        let headerBytes = Data(UnsafeRawBufferPointer(rebasing: file.bytes[8..<dataStart]))
-        let header: SafetensorsHeader
-        do {
-            header = try JSONDecoder().decode(SafetensorsHeader.self, from: headerBytes)
-        } catch {
-            throw CheckpointError("\(path): header is not valid safetensors JSON (\(shortDescription(of: error)))")
-        }
+        file = try MappedFile(path: url.path)
+        let (header, dataStart) = try SafetensorsHeader.parse(fileBytes: file.bytes, source: url.path)
         metadata = header.metadata
-        let dataSize = file.count - dataStart
-        var infos: [String: TensorInfo] = [:]
-        var ranges: [String: Range<Int>] = [:]
-        for (name, entry) in header.tensors {
-            let what = "\(path): tensor '\(name)'"
-            guard let dtype = SafetensorsDType.dtype(code: entry.dtype) else {
-                throw CheckpointError("\(what): unknown dtype \(entry.dtype)")
-            }
-            let byteCount = try checkedByteCount(shape: entry.shape, dtype: dtype, what: name)
-            guard entry.dataOffsets.count == 2 else { throw CheckpointError("\(what): data_offsets must hold two numbers") }
-            let begin = entry.dataOffsets[0], end = entry.dataOffsets[1]
-            guard begin >= 0, begin <= end, end <= dataSize else {
-                throw CheckpointError("\(what): data_offsets [\(begin), \(end)] lie outside the \(dataSize) data bytes (truncated file?)")
-            }
-            guard end - begin == byteCount else {
-                throw CheckpointError("\(what): data_offsets span \(end - begin) bytes but \(dtype.torchName) \(entry.shape) needs \(byteCount)")
-            }
-            infos[name] = TensorInfo(dtype: dtype, shape: entry.shape)
-            ranges[name] = (dataStart + begin)..<(dataStart + end)
-        }
-        let sorted = ranges.filter { !$0.value.isEmpty }.sorted { $0.value.lowerBound < $1.value.lowerBound }
-        for (a, b) in zip(sorted, sorted.dropFirst()) where a.value.upperBound > b.value.lowerBound {
-            throw CheckpointError("\(path): tensors '\(a.key)' and '\(b.key)' overlap")
-        }
-        tensorInfos = infos
-        self.ranges = ranges
+        tensorInfos = header.tensorInfos
+        ranges = header.ranges.mapValues { (dataStart + $0.lowerBound)..<(dataStart + $0.upperBound) }
     }
 
     public var names: [String] { tensorInfos.keys.sorted() }
@@ -317,36 +276,90 @@ public enum SafetensorsWriter {
     }
 }
 
-private struct SafetensorsHeader: Decodable {
-    struct Entry: Decodable {
-        let dtype: String
-        let shape: [Int]
-        let dataOffsets: [Int]
-        enum CodingKeys: String, CodingKey {
-            case dtype, shape
-            case dataOffsets = "data_offsets"
+/// A safetensors header, checked: known dtypes, non-negative shapes whose byte count fits, byte ranges
+/// inside the data section that match dtype × shape and do not overlap, no tensor named twice.
+public struct SafetensorsHeader: Sendable {
+    /// `__metadata__` (string → string), if present.
+    public let metadata: [String: String]?
+    public let tensorInfos: [String: TensorInfo]
+    /// Each tensor's bytes, relative to the start of the data section.
+    public let ranges: [String: Range<Int>]
+
+    /// The format's own limit on header size.
+    public static let maximumSize = 100_000_000
+
+    /// Reads the 8-byte header length and the header of a whole file held in memory; returns the header
+    /// and where the data section starts.
+    public static func parse(fileBytes bytes: UnsafeRawBufferPointer, source: String) throws
+        -> (header: SafetensorsHeader, dataStart: Int)
+    {
+        guard let length = readLittleEndian(bytes, at: 0, width: 8) else {
+            throw CheckpointError("\(source): too short to be a safetensors file (\(bytes.count) bytes)")
         }
+        guard length <= UInt64(min(bytes.count - 8, maximumSize)) else {
+            throw CheckpointError("\(source): header length \(length) exceeds the file (\(bytes.count) bytes) or the 100 MB limit")
+        }
+        let dataStart = 8 + Int(length)
+        let header = try parse(json: Array(bytes[8..<dataStart]), dataSize: bytes.count - dataStart, source: source)
+        return (header, dataStart)
     }
 
-    struct AnyKey: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
-
-    var tensors: [String: Entry] = [:]
-    var metadata: [String: String]?
-
-    init(from decoder: Decoder) throws {
-        let container = try decoder.container(keyedBy: AnyKey.self)
-        for key in container.allKeys {
-            if key.stringValue == "__metadata__" {
-                metadata = try container.decode([String: String].self, forKey: key)
-            } else {
-                tensors[key.stringValue] = try container.decode(Entry.self, forKey: key)
+    /// Parses the JSON header alone; `dataSize` is the length of the data section that follows it.
+    public static func parse(json: [UInt8], dataSize: Int, source: String) throws -> SafetensorsHeader {
+        let root: JSONValue
+        do { root = try JSONValue.parse(json) } catch {
+            throw CheckpointError("\(source): header is not valid safetensors JSON (\(error))")
+        }
+        guard case .object(let object) = root else { throw CheckpointError("\(source): header is not a JSON object") }
+        var metadata: [String: String]?
+        var infos: [String: TensorInfo] = [:]
+        var ranges: [String: Range<Int>] = [:]
+        for (name, value) in object.entries {
+            if name == "__metadata__" {
+                guard metadata == nil, case .object(let items) = value else {
+                    throw CheckpointError("\(source): __metadata__ must be one object of strings")
+                }
+                var strings: [String: String] = [:]
+                for (key, item) in items.entries {
+                    guard let text = item.stringValue else {
+                        throw CheckpointError("\(source): __metadata__ value of '\(key)' is \(item.typeName), not a string")
+                    }
+                    strings[key] = text
+                }
+                metadata = strings
+                continue
             }
+            let what = "\(source): tensor '\(name)'"
+            guard infos[name] == nil else { throw CheckpointError("\(what): appears more than once in the header") }
+            guard case .object(let entry) = value else { throw CheckpointError("\(what): is \(value.typeName), not an object") }
+            guard let code = entry["dtype"]?.stringValue else { throw CheckpointError("\(what): dtype is missing or not a string") }
+            guard let dtype = SafetensorsDType.dtype(code: code) else { throw CheckpointError("\(what): unknown dtype \(code)") }
+            guard let shapeValues = entry["shape"]?.arrayValue else { throw CheckpointError("\(what): shape is missing or not an array") }
+            let shape = try shapeValues.map { dimension -> Int in
+                guard case .int(let n) = dimension else {
+                    throw CheckpointError("\(what): shape \(JSONValue.array(shapeValues).serialized) holds something that is not an integer")
+                }
+                return n
+            }
+            let byteCount = try checkedByteCount(shape: shape, dtype: dtype, what: what)
+            guard let offsets = entry["data_offsets"]?.arrayValue, offsets.count == 2,
+                  case .int(let begin) = offsets[0], case .int(let end) = offsets[1] else {
+                throw CheckpointError("\(what): data_offsets must be two integers")
+            }
+            guard begin >= 0, begin <= end, end <= dataSize else {
+                throw CheckpointError("\(what): data_offsets [\(begin), \(end)] lie outside the \(dataSize) data bytes (truncated file?)")
+            }
+            guard end - begin == byteCount else {
+                throw CheckpointError("\(what): data_offsets span \(end - begin) bytes but \(dtype.torchName) \(shape) needs \(byteCount)")
+            }
+            infos[name] = TensorInfo(dtype: dtype, shape: shape)
+            ranges[name] = begin..<end
         }
+        let sorted = ranges.filter { !$0.value.isEmpty }.sorted { $0.value.lowerBound < $1.value.lowerBound }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where a.value.upperBound > b.value.lowerBound {
+            throw CheckpointError("\(source): tensors '\(a.key)' and '\(b.key)' overlap")
+        }
+        return SafetensorsHeader(metadata: metadata, tensorInfos: infos, ranges: ranges)
     }
 }
 

@@ -32,7 +32,7 @@ public final class StoredTensor: @unchecked Sendable {
 
     /// Wraps bytes owned by `owner`; they must hold exactly `shape`'s element count.
     public init(name: String, dtype: DType, shape: [Int], bytes: UnsafeRawBufferPointer, owner: AnyObject) throws {
-        let expected = try checkedByteCount(shape: shape, dtype: dtype, what: name)
+        let expected = try checkedByteCount(shape: shape, dtype: dtype, what: "tensor '\(name)'")
         guard bytes.count == expected else {
             throw CheckpointError("tensor '\(name)': holds \(bytes.count) bytes but \(dtype.torchName) \(shape) needs \(expected)")
         }
@@ -53,7 +53,7 @@ public final class StoredTensor: @unchecked Sendable {
     /// A tensor owning freshly allocated bytes, filled by `fill` (used to assemble chunks or stack experts).
     static func assembling(name: String, dtype: DType, shape: [Int],
                            _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws -> StoredTensor {
-        let count = try checkedByteCount(shape: shape, dtype: dtype, what: name)
+        let count = try checkedByteCount(shape: shape, dtype: dtype, what: "tensor '\(name)'")
         let buffer = HeapBuffer(byteCount: count)
         try fill(buffer.mutableBytes)
         return try StoredTensor(name: name, dtype: dtype, shape: shape, bytes: buffer.bytes, owner: buffer)
@@ -67,15 +67,14 @@ public final class StoredTensor: @unchecked Sendable {
 }
 
 /// Element count × element size, refusing negative dimensions and overflow (shapes come from files).
+/// `what` names the tensor and, where known, its file ("x.distcp: tensor 'w'").
 func checkedByteCount(shape: [Int], dtype: DType, what: String) throws -> Int {
-    var count = dtype.byteSize
-    for dim in shape {
-        guard dim >= 0 else { throw CheckpointError("tensor '\(what)': negative dimension in shape \(shape)") }
-        let (product, overflow) = count.multipliedReportingOverflow(by: dim)
-        guard !overflow else { throw CheckpointError("tensor '\(what)': shape \(shape) is too large") }
-        count = product
+    do {
+        return try Checked.multiply(Checked.product(shape, what: "\(what): shape \(shape)"), dtype.byteSize,
+                                    what: "\(what): shape \(shape)")
+    } catch let error as SizeOverflowError {
+        throw CheckpointError(error.description)
     }
-    return count
 }
 
 public enum NamingEra: String, Sendable {

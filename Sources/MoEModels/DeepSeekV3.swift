@@ -121,6 +121,9 @@ public final class DeepSeekV3: @unchecked Sendable {
     public init(args: ModelArgs, weights source: WeightSource, numerics: Numerics,
                 expertParallel: ExpertParallelGroup? = nil) throws {
         try args.validate()
+        guard numerics.finalNormEps.isFinite, numerics.finalNormEps > 0 else {
+            throw ModelLoadError("final norm eps \(numerics.finalNormEps) (\(numerics.origin)) must be a finite number > 0")
+        }
         if let expertParallel {
             guard expertParallel.numExperts == args.moeArgs.numExperts else {
                 throw ModelLoadError("expert-parallel group made for \(expertParallel.numExperts) experts, but the model args have \(args.moeArgs.numExperts)")
@@ -131,7 +134,24 @@ public final class DeepSeekV3: @unchecked Sendable {
         self.expertParallel = expertParallel
         var used = Set<String>()
 
+        // Every tensor is checked against the args before any is read, so a mismatch costs no allocation.
         let expected = args.expectedShapes()
+        for name in expected.keys.sorted(by: { $0.compare($1, options: .numeric) == .orderedAscending }) {
+            let shape = expected[name]!
+            guard let info = source.tensorInfos[name] else {
+                throw ModelLoadError("\(source.description): tensor \(name) is missing (model args need shape \(shape))")
+            }
+            guard info.shape == shape else {
+                throw ModelLoadError("\(source.description): tensor \(name) has shape \(info.shape) but the model args imply \(shape)")
+            }
+        }
+        // TorchTitan 0.3.0 builds a zero-width shared-expert FFN when num_shared_experts is 0 and saves it;
+        // an empty tensor carries nothing, so it is not a sign of a mismatched config.
+        let unused = Set(source.tensorInfos.filter { $0.value.elementCount > 0 }.keys).subtracting(expected.keys).sorted()
+        if !unused.isEmpty {
+            let shown = unused.prefix(5).joined(separator: ", ")
+            throw ModelLoadError("\(source.description): \(unused.count) tensor(s) not used by the model args (e.g. \(shown)); the config or flavor does not match this checkpoint")
+        }
         func load(_ name: String, _ shape: [Int]) throws -> Weight {
             assert(expected[name] == shape, "expectedShapes() and the loader disagree on \(name)")
             guard let info = source.tensorInfos[name] else {
@@ -220,13 +240,7 @@ public final class DeepSeekV3: @unchecked Sendable {
         finalNorm = try vector("norm.weight", d)
         output = try load("output.weight", [args.vocabSize, d])
 
-        // TorchTitan 0.3.0 builds a zero-width shared-expert FFN when num_shared_experts is 0 and saves it;
-        // an empty tensor carries nothing, so it is not a sign of a mismatched config.
-        let unused = Set(source.tensorInfos.filter { $0.value.elementCount > 0 }.keys).subtracting(used).sorted()
-        if !unused.isEmpty {
-            let shown = unused.prefix(5).joined(separator: ", ")
-            throw ModelLoadError("\(source.description): \(unused.count) tensor(s) not used by the model args (e.g. \(shown)); the config or flavor does not match this checkpoint")
-        }
+        assert(used == Set(expected.keys), "expectedShapes() and the loader disagree on the tensors")
 
         var scale = 1 / Double(args.qkHeadDim).squareRoot()
         if numerics.yarn {
@@ -248,8 +262,10 @@ public final class DeepSeekV3: @unchecked Sendable {
         func correctionDim(_ rotations: Double) -> Double {
             Double(dim) * log(Double(args.originalSeqLen) / (rotations * 2 * Double.pi)) / (2 * log(args.ropeTheta))
         }
-        let low = max(Int(floor(correctionDim(args.betaFast))), 0)
-        var high = Double(min(Int(ceil(correctionDim(args.betaSlow))), dim - 1))
+        // Validated args keep these finite; the clamp keeps the Int conversion from trapping regardless.
+        func integer(_ value: Double) -> Int { value.isNaN ? 0 : Int(min(max(value, -1e15), 1e15)) }
+        let low = max(integer(floor(correctionDim(args.betaFast))), 0)
+        var high = Double(min(integer(ceil(correctionDim(args.betaSlow))), dim - 1))
         if Double(low) == high { high += 0.001 }
         let factor = Float(args.ropeFactor)
         for i in 0..<freqs.count {

@@ -28,10 +28,12 @@ public struct HFModelConfig: Sendable {
         }
         func int(_ key: String) throws -> Int? {
             guard let v = json[key], !(v is NSNull) else { return nil }
-            guard let n = v as? NSNumber, n.doubleValue == n.doubleValue.rounded() else {
+            if let n = v as? Int, !(v is Bool) { return n }
+            // A number written with a fraction or exponent: only when it is an integer an Int can hold.
+            guard let n = v as? NSNumber, let exact = Int(exactly: n.doubleValue) else {
                 throw ModelArgsError(message: "\(source): \(key) must be an integer")
             }
-            return n.intValue
+            return exact
         }
         func double(_ key: String, in dict: [String: Any]? = nil) throws -> Double? {
             guard let v = (dict ?? json)[key], !(v is NSNull) else { return nil }
@@ -72,7 +74,12 @@ public struct HFModelConfig: Sendable {
             if type == "yarn" {
                 yarn = true
                 a.ropeFactor = try double("factor", in: scaling) ?? a.ropeFactor
-                a.originalSeqLen = try (double("original_max_position_embeddings", in: scaling)).map { Int($0) } ?? a.originalSeqLen
+                if let length = try double("original_max_position_embeddings", in: scaling) {
+                    guard let exact = Int(exactly: length) else {
+                        throw ModelArgsError(message: "\(source): rope_scaling.original_max_position_embeddings (\(length)) must be an integer")
+                    }
+                    a.originalSeqLen = exact
+                }
                 a.betaFast = try double("beta_fast", in: scaling) ?? a.betaFast
                 a.betaSlow = try double("beta_slow", in: scaling) ?? a.betaSlow
                 a.mscale = try double("mscale_all_dim", in: scaling) ?? (try double("mscale", in: scaling)) ?? a.mscale

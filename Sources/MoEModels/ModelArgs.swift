@@ -1,4 +1,5 @@
 import Foundation
+import MoETensor
 
 /// Routing arguments, with TorchTitan's `MoEArgs` field names and defaults (v0.2.2).
 public struct MoEArgs: Codable, Equatable, Sendable {
@@ -119,22 +120,57 @@ public struct ModelArgs: Codable, Equatable, Sendable {
     public var numMoELayers: Int { max(0, nLayers - nDenseLayers) }
     public func isMoELayer(_ layer: Int) -> Bool { layer >= nDenseLayers }
 
-    /// Checks the arguments describe a model we can build; the message names the field.
+    /// Layers a model may have. DeepSeek-V3 671B has 61; the limit only keeps a typo such as
+    /// n_layers = 10⁹ from building per-layer tables before any checkpoint is consulted.
+    public static let maximumLayers = 10_000
+
+    /// The one validation pass: every field's range and finiteness, and every size derived from the
+    /// fields (head products, tensor element counts, parameter and FLOP totals) computed with checked
+    /// arithmetic, so that code run after it (`expectedShapes()`, the RoPE table, the forward pass) cannot
+    /// overflow or divide by zero. The message names the field.
     public func validate() throws {
-        func need(_ ok: Bool, _ message: String) throws {
-            if !ok { throw ModelArgsError(message: "invalid model args: \(message)") }
+        func need(_ ok: Bool, _ message: @autoclosure () -> String) throws {
+            if !ok { throw ModelArgsError(message: "invalid model args: \(message())") }
         }
-        try need(vocabSize > 0 && dim > 0 && nLayers > 0 && nHeads > 0, "vocab_size, dim, n_layers and n_heads must be positive")
+        func positive(_ value: Int, _ field: String) throws {
+            try need(value > 0, "\(field) (\(value)) must be positive")
+        }
+        func finite(_ value: Double, _ field: String, above lowest: Double? = nil) throws {
+            if let lowest {
+                try need(value.isFinite && value > lowest, "\(field) (\(value)) must be a finite number > \(lowest.formatted)")
+            } else {
+                try need(value.isFinite, "\(field) (\(value)) must be a finite number")
+            }
+        }
+        try positive(vocabSize, "vocab_size")
+        try positive(dim, "dim")
+        try need(nLayers > 0 && nLayers <= Self.maximumLayers, "n_layers (\(nLayers)) must be within 1...\(Self.maximumLayers)")
+        try positive(nHeads, "n_heads")
         try need(nDenseLayers >= 0 && nDenseLayers <= nLayers, "n_dense_layers (\(nDenseLayers)) must be within 0...n_layers (\(nLayers))")
         try need(qkRopeHeadDim % 2 == 0 && qkRopeHeadDim > 0, "qk_rope_head_dim (\(qkRopeHeadDim)) must be even and positive")
-        try need(kvLoraRank > 0 && vHeadDim > 0 && qkNopeHeadDim >= 0, "kv_lora_rank and v_head_dim must be positive")
-        try need(qLoraRank >= 0, "q_lora_rank must be ≥ 0")
+        try positive(kvLoraRank, "kv_lora_rank")
+        try positive(vHeadDim, "v_head_dim")
+        try need(qkNopeHeadDim >= 0, "qk_nope_head_dim (\(qkNopeHeadDim)) must be ≥ 0")
+        try need(qLoraRank >= 0, "q_lora_rank (\(qLoraRank)) must be ≥ 0")
+        if nDenseLayers > 0 { try positive(interDim, "inter_dim") }
+        try positive(maxSeqLen, "max_seq_len")
+        try positive(originalSeqLen, "original_seq_len")
+        try finite(normEps, "norm_eps", above: 0)
+        // YaRN divides by log(rope_theta) and log(rope_factor) scales the softmax.
+        try finite(ropeTheta, "rope_theta", above: 1)
+        try finite(ropeFactor, "rope_factor", above: 0)
+        try finite(betaFast, "beta_fast", above: 0)
+        try finite(betaSlow, "beta_slow", above: 0)
+        try finite(mscale, "mscale")
         let m = moeArgs
         if numMoELayers > 0 {
+            try positive(moeInterDim, "moe_inter_dim")
             try need(m.numExperts > 0, "moe_args.num_experts must be positive")
             try need(m.topK >= 1 && m.topK <= m.numExperts, "moe_args.top_k (\(m.topK)) must be within 1...num_experts (\(m.numExperts))")
             try need(m.scoreFunc == "softmax" || m.scoreFunc == "sigmoid", "moe_args.score_func must be \"softmax\" or \"sigmoid\", not \"\(m.scoreFunc)\"")
             try need(m.numSharedExperts >= 0, "moe_args.num_shared_experts must be ≥ 0")
+            try finite(m.routeScale, "moe_args.route_scale")
+            if let coefficient = m.loadBalanceCoeff { try finite(coefficient, "moe_args.load_balance_coeff") }
             if let groups = m.numExpertGroups {
                 try need(groups > 0 && m.numExperts % groups == 0, "moe_args.num_expert_groups (\(groups)) must divide num_experts (\(m.numExperts))")
                 try need(m.numExperts / groups >= 2, "each expert group needs ≥ 2 experts (group score is a top-2 sum)")
@@ -142,6 +178,11 @@ public struct ModelArgs: Codable, Equatable, Sendable {
                 try need(limited >= 1 && limited <= groups, "moe_args.num_limited_groups (\(limited)) must be within 1...num_expert_groups")
                 try need(limited * (m.numExperts / groups) >= m.topK, "num_limited_groups × experts per group must be ≥ top_k")
             }
+        }
+        do {
+            try checkDerivedSizes()
+        } catch let error as SizeOverflowError {
+            throw ModelArgsError(message: "invalid model args: \(error.description)")
         }
     }
 
@@ -209,6 +250,11 @@ public struct ModelArgs: Codable, Equatable, Sendable {
         encoder.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys] : [.sortedKeys]
         return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
     }
+}
+
+private extension Double {
+    /// 0 and 1 as "0" and "1", not "0.0".
+    var formatted: String { rounded() == self && abs(self) < 1e15 ? String(Int(self)) : String(self) }
 }
 
 public struct ModelArgsError: Error, CustomStringConvertible, LocalizedError {

@@ -46,9 +46,17 @@ public enum ModelLoader {
 
     static let noArgsMessage = "no model args for "
 
+    /// Args from a model-args file or an HF config.json are validated as they are read; those from a flavor
+    /// and a config's seq_len are validated here, so every caller gets args that passed `validate()`.
     static func resolveArgsWithoutTemplate(_ spec: ModelSpec) throws
         -> (args: ModelArgs, origin: String, config: TrainConfig?, hf: HFModelConfig?)
     {
+        func validated(_ args: ModelArgs, _ origin: String) throws -> ModelArgs {
+            do { try args.validate() } catch let e as ModelArgsError {
+                throw ModelArgsError(message: "\(origin): \(e.message)")
+            }
+            return args
+        }
         let config = try spec.config.map { try TrainConfig.load($0) }
         if let file = spec.modelArgs {
             return (try ModelArgs.load(jsonFile: file), "model args file \(file.path)", config, nil)
@@ -58,10 +66,11 @@ public enum ModelLoader {
                 throw UnknownFlavorError(flavor: flavor, source: "--flavor")
             }
             if let config { args.maxSeqLen = config.seqLen }
+            args = try validated(args, config?.path ?? "--flavor \(flavor)")
             return (args, "flavor \(flavor)" + (config.map { " with seq_len \($0.seqLen) from \($0.path)" } ?? ""), config, nil)
         }
         if let config {
-            return (try config.modelArgs(), "config \(config.path) (flavor \(config.flavor), seq_len \(config.seqLen))", config, nil)
+            return (try validated(config.modelArgs(), config.path), "config \(config.path) (flavor \(config.flavor), seq_len \(config.seqLen))", config, nil)
         }
         let hfConfig = spec.checkpoint.hasDirectoryPath || isDirectory(spec.checkpoint)
             ? spec.checkpoint.appendingPathComponent("config.json")

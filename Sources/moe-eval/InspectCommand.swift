@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import MoECheckpoint
 import MoEModels
+import MoETensor
 
 struct InspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -33,8 +34,19 @@ struct InspectCommand: ParsableCommand {
             }
             let args = given?.args ?? implied
             let mismatches = given.map { Self.mismatches(expected: $0.args.expectedShapes(), actual: shapes) } ?? []
-            let counts = args.parameterCounts()
-            let bytes = source.tensorInfos.values.reduce(0) { $0 + $1.byteCount }
+            // Given args were validated when resolved; shapes can imply args that are not a model at all.
+            let counts: ModelArgs.ParameterCounts?
+            let countsProblem: String?
+            do {
+                try args.validate()
+                counts = args.parameterCounts()
+                countsProblem = nil
+            } catch let error as ModelArgsError {
+                counts = nil
+                countsProblem = "the args implied by the shapes are not a model (\(error.message))"
+            }
+            let bytes = try Checked.sum(source.tensorInfos.values.map(\.byteCount),
+                                        what: "\(source.description): the total size of the tensors")
             var roles: [String: Int] = [:]
             for entry in source.entries { roles[entry.role.rawValue, default: 0] += 1 }
 
@@ -48,13 +60,14 @@ struct InspectCommand: ParsableCommand {
                         return ["name": name, "dtype": info.dtype.torchName, "shape": info.shape, "bytes": info.byteCount]
                     },
                     "tensor_bytes": bytes,
-                    "total_params": counts.total,
-                    "active_params": counts.active(topK: args.moeArgs.topK, numExperts: args.moeArgs.numExperts),
+                    "total_params": counts?.total ?? NSNull(),
+                    "active_params": counts?.active(topK: args.moeArgs.topK, numExperts: args.moeArgs.numExperts) ?? NSNull(),
                     "implied_model_args": (try? JSONSerialization.jsonObject(with: Data(implied.jsonString().utf8))) ?? [:],
                     "implied_guessed_fields": guessed,
                     "mismatches": mismatches,
                 ]
                 if let given { out["model_args_origin"] = given.origin }
+                if let countsProblem { out["params_not_computed"] = countsProblem }
                 let data = try JSONSerialization.data(withJSONObject: out, options: [.prettyPrinted, .sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             } else {
@@ -72,7 +85,11 @@ struct InspectCommand: ParsableCommand {
                 }
                 print("")
                 print("tensors: \(source.tensorInfos.count), \(Self.formatBytes(bytes))")
-                print("parameters (\(given?.origin ?? "args implied by shapes")): total \(Self.formatCount(counts.total)), active per token \(Self.formatCount(counts.active(topK: args.moeArgs.topK, numExperts: args.moeArgs.numExperts)))")
+                if let counts {
+                    print("parameters (\(given?.origin ?? "args implied by shapes")): total \(Self.formatCount(counts.total)), active per token \(Self.formatCount(counts.active(topK: args.moeArgs.topK, numExperts: args.moeArgs.numExperts)))")
+                } else {
+                    print("parameters: not computed: \(countsProblem ?? "")")
+                }
                 print("")
                 print("architecture implied by the shapes (guessed: \(guessed.joined(separator: ", "))):")
                 print(implied.jsonString())
