@@ -99,6 +99,10 @@ public enum ConfigRegistry {
             throw ModelArgsError(message: "--config \(name) (--module \(refusal.module)) \(refusal.reason)")
         }
         guard let entry = entries.first(where: { $0.name == name && (module == nil || $0.module == module) }) else {
+            // A path-like name is a TOML file that is not there, not a misspelt registry name.
+            if name.hasSuffix(".toml") || name.contains("/") {
+                throw ModelArgsError(message: "cannot read config file \(name): no such file")
+            }
             let scope = module.map { "module \($0)" } ?? "any module"
             let hint = module == nil ? " (pass --module too, or a path to an existing TOML file)" : ""
             throw ModelArgsError(message: "--config \(name): not a file, and not a TorchTitan 0.3.0 config of \(scope)\(hint); known: \(names(module: module).joined(separator: ", "))")

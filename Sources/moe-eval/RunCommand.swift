@@ -16,6 +16,7 @@ struct RunCommand: ParsableCommand {
         Examples:
           moe-eval run --preset 1min
           moe-eval run --checkpoint_dir ./outputs/checkpoint/step-1000 --config_file train.toml --preset 5min
+          moe-eval run --checkpoint ./outputs/checkpoint --module deepseek_v3 --config deepseek_v3_debugmodel --training.seq_len 1024
         Presets (routing samples×seq_len; inference iterations×new tokens; lm_eval):
           30s 10×256; none; none · 1min 10×256; 1×16; hellaswag 5 · 5min 30×256; 3×32; hellaswag 20
           15min 50×512; 5×64; hellaswag 100 · full 100×512; 10×128; mmlu hellaswag arc_easy

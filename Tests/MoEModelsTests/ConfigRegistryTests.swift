@@ -70,6 +70,12 @@ import Testing
             #expect(message.contains("--config deepseek_v3_15b") && message.contains("deepseek_v3_16b") && !message.contains("moonlight"))
         }
         #expect(throws: ModelArgsError.self) { try ConfigRegistry.config(module: "llama3", name: "llama3_debugmodel") }
+        do {
+            _ = try ConfigRegistry.config(module: nil, name: "configs/train.toml")
+            Issue.record("accepted a missing TOML path")
+        } catch {
+            #expect("\(error)" == "cannot read config file configs/train.toml: no such file")
+        }
         #expect(throws: ModelArgsError.self) { try ConfigRegistry.config(module: "deepseek_v3", name: "moonlight_16b_a3b") }
     }
 
