@@ -92,7 +92,7 @@ let package = Package(
         .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels"], exclude: ["Fixtures"]),
         .testTarget(name: "MoETokenizerTests", dependencies: ["MoETokenizer", "MoEJSON"], exclude: ["Fixtures"]),
         .testTarget(name: "MoEEvalTests", dependencies: ["MoEEval", "MoEModels", "MoETokenizer"], exclude: ["Fixtures"]),
-        .testTarget(name: "CLITests", dependencies: ["moe-eval", "MoECheckpoint"]),
+        .testTarget(name: "CLITests", dependencies: ["moe-eval", "MoECheckpoint", "MoEModels"]),
         .testTarget(
             name: "MoEServerTests",
             dependencies: ["MoEServer", "MoEModels", "MoETokenizer", "MoEJSON",

@@ -150,6 +150,20 @@ public func openWeightSource(at url: URL) throws -> WeightSource {
     throw CheckpointError("\(path): no checkpoint found (no DCP .metadata, no .safetensors files, no step-N folders)")
 }
 
+/// The folder `openWeightSource(at:)` reads for `url`: the latest `step-N` folder when `url` is a checkpoint
+/// root that holds only step folders, else `url` itself.
+public func checkpointFolderEvaluated(at url: URL) -> URL {
+    let fm = FileManager.default
+    var isDirectory: ObjCBool = false
+    guard fm.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue,
+          let contents = try? fm.contentsOfDirectory(atPath: url.path) else { return url }
+    if contents.contains(".metadata") || contents.contains(where: { $0.hasSuffix(".distcp") || $0.hasSuffix(".safetensors") })
+        || contents.contains("model.safetensors.index.json") {
+        return url
+    }
+    return latestStepFolder(in: url, contents: contents) ?? url
+}
+
 /// TorchTitan's `step-N` folders: the one with the highest N that holds a checkpoint.
 private func latestStepFolder(in folder: URL, contents: [String]) -> URL? {
     let steps = contents.compactMap { name -> (Int, String)? in

@@ -4,7 +4,8 @@ import MoETensor
 
 /// What a forward pass costs: parameters, FLOPs per token, and the achieved rate against the machine's peak.
 public struct ComputationalCost: Codable, Sendable {
-    /// TorchTitan's training FLOPs per token at `flops_seq_len` (6N + attention), kept for comparability.
+    /// TorchTitan's training FLOPs per token (`get_nparams_and_flops`, 6N + attention) at the training seq_len
+    /// `flops_seq_len`, the number TorchTitan logs for the same model.
     public var numFlopsPerToken: Int
     /// `num_flops_per_token × flops_seq_len`, as the seed computed it.
     public var totalFlops: Double
@@ -21,8 +22,12 @@ public struct ComputationalCost: Codable, Sendable {
     public var measuredForwardSeconds: Double
     public var measuredForwardTflops: Double
     public var achievedGflopsPerSec: Double
+    /// The sgemm peak of all processes together: under mpirun every rank measures its own at the same time and
+    /// the peaks are summed, since the achieved rate counts every rank's work.
     public var cpuSgemmPeakGflopsPerSec: Double
-    /// Achieved forward FLOP/s ÷ measured sgemm peak.
+    /// Processes whose sgemm peaks `cpu_sgemm_peak_gflops_per_sec` sums (1 without mpirun).
+    public var sgemmPeakProcesses: Int
+    /// Achieved forward FLOP/s ÷ measured sgemm peak (of all processes).
     public var mfu: Double
 
     enum CodingKeys: String, CodingKey {
@@ -32,7 +37,7 @@ public struct ComputationalCost: Codable, Sendable {
         case forwardFlopsPerToken = "forward_flops_per_token", measuredForwardTokens = "measured_forward_tokens"
         case measuredForwardSeconds = "measured_forward_seconds", measuredForwardTflops = "measured_forward_tflops"
         case achievedGflopsPerSec = "achieved_gflops_per_sec", cpuSgemmPeakGflopsPerSec = "cpu_sgemm_peak_gflops_per_sec"
-        case mfu
+        case sgemmPeakProcesses = "sgemm_peak_processes", mfu
     }
 
     /// Matrix-multiply parameters a token passes through, excluding the embedding lookup (not a matmul) and
@@ -51,8 +56,11 @@ public struct ComputationalCost: Codable, Sendable {
         return 2.0 * Double(activeMatmulParameters(args)) + attention
     }
 
-    public static func compute(args: ModelArgs, flopsSeqLen: Int = 512, measuredTokens: Int, measuredSeqLen: Int,
-                               measuredSeconds: Double, sgemmPeak: Double) -> ComputationalCost {
+    /// `flopsSeqLen` is the training seq_len (TorchTitan passes `training.seq_len`); `sgemmPeaks` holds one measured
+    /// peak per process whose work `measuredTokens`/`measuredSeconds` cover.
+    public static func compute(args: ModelArgs, flopsSeqLen: Int, measuredTokens: Int, measuredSeqLen: Int,
+                               measuredSeconds: Double, sgemmPeaks: [Double]) -> ComputationalCost {
+        let sgemmPeak = sgemmPeaks.reduce(0, +)
         let perToken = args.trainingFlopsPerToken(seqLen: flopsSeqLen)
         let forward = forwardFlopsPerToken(args, seqLen: measuredSeqLen)
         let measuredFlops = forward * Double(measuredTokens)
@@ -64,7 +72,7 @@ public struct ComputationalCost: Codable, Sendable {
             gpuPeakFlops: nil, flopsSeqLen: flopsSeqLen, forwardFlopsPerToken: forward, measuredForwardTokens: measuredTokens,
             measuredForwardSeconds: measuredSeconds, measuredForwardTflops: measuredFlops / 1e12,
             achievedGflopsPerSec: achieved / 1e9, cpuSgemmPeakGflopsPerSec: sgemmPeak / 1e9,
-            mfu: sgemmPeak > 0 ? achieved / sgemmPeak : 0)
+            sgemmPeakProcesses: sgemmPeaks.count, mfu: sgemmPeak > 0 ? achieved / sgemmPeak : 0)
     }
 
     /// Best of a few large fp32 GEMMs (FLOP/s) with the current thread count: the machine's practical peak.

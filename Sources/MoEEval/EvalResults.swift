@@ -40,6 +40,12 @@ public struct EvalResults {
         return formatter.string(from: date)
     }
 
+    /// The seed's four `inference_performance` keys, null, as its script writes them when no inference ran
+    /// (the `30s` preset, `--lm-eval-only`).
+    public static var inferenceNotRun: [String: Any] { [
+        "latency_ms": NSNull(), "throughput_tokens_per_sec": NSNull(), "memory_allocated_gb": NSNull(), "memory_reserved_gb": NSNull(),
+    ] }
+
     public static func object<T: Encodable>(_ value: T) throws -> Any {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
@@ -51,7 +57,7 @@ public struct EvalResults {
     public func jsonData() throws -> Data {
         var top: [String: Any] = [
             "routing_stats": try routingStats.map { try Self.object($0) } ?? [:],
-            "inference_performance": try inference.map { try Self.object($0) } ?? [:],
+            "inference_performance": try inference.map { try Self.object($0) } ?? Self.inferenceNotRun,
             "computational_cost": try cost.map { try Self.object($0) } ?? [:],
             "lm_eval_results": lmEvalResults,
             "walltime_seconds": walltimeSeconds,

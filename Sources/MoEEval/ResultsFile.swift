@@ -60,7 +60,8 @@ public struct ResultsFile {
 
     /// A top-level section, nil when absent, null or empty (moe-eval writes `{}` for phases it did not run).
     public func section(_ name: String) -> JSONObject? {
-        guard let object = root[name]?.objectValue, !object.isEmpty else { return nil }
+        // All-null sections are how the seed writes a step that did not run (inference under the 30s preset).
+        guard let object = root[name]?.objectValue, object.entries.contains(where: { $0.value != .null }) else { return nil }
         return object
     }
 

@@ -19,9 +19,35 @@ public struct RoutingInput: Sendable {
         public init(description: String) { self.description = description }
     }
 
-    /// The documents of a data file: plain text is one document; `.jsonl` gives one per line's `text` field
-    /// (TorchTitan's c4 layout).
+    /// File kinds a routing-text folder may hold, as the `datasets` library's folder loader picks them up.
+    public static let folderExtensions = ["json", "jsonl", "txt"]
+
+    /// The documents of a data file or folder: plain text is one document; `.json`/`.jsonl` give one per record's
+    /// `text` field (TorchTitan's c4 layout: JSON Lines, or one JSON array of objects). A folder (TorchTitan's
+    /// `dataset_path`, e.g. c4_test) contributes its `.json`, `.jsonl` and `.txt` files in name order.
     public static func documents(in url: URL) throws -> [String] {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+            throw InputError(description: "routing data \(url.path): no such file or folder")
+        }
+        guard isDirectory.boolValue else { return try fileDocuments(in: url) }
+        let names: [String]
+        do { names = try FileManager.default.contentsOfDirectory(atPath: url.path) } catch {
+            throw InputError(description: "cannot list routing data folder \(url.path): \(error.localizedDescription)")
+        }
+        let visible = names.filter { !$0.hasPrefix(".") }.sorted()
+        if let compressed = visible.first(where: { $0.hasSuffix(".gz") || $0.hasSuffix(".zst") || $0.hasSuffix(".bz2") || $0.hasSuffix(".xz") }) {
+            throw InputError(description: "\(url.appendingPathComponent(compressed).path): compressed routing data is not read; decompress it (e.g. gunzip) first")
+        }
+        let files = visible.filter { folderExtensions.contains(($0 as NSString).pathExtension) }
+        guard !files.isEmpty else {
+            throw InputError(description: "\(url.path): no routing data files in the folder (looked for .\(folderExtensions.joined(separator: ", .")))")
+        }
+        let documents = try files.flatMap { try fileDocuments(in: url.appendingPathComponent($0)) }
+        return documents
+    }
+
+    static func fileDocuments(in url: URL) throws -> [String] {
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
             throw InputError(description: "cannot read routing data \(url.path): \(error.localizedDescription)")
@@ -31,14 +57,27 @@ public struct RoutingInput: Sendable {
         }
         var documents: [String] = []
         if url.pathExtension == "jsonl" || url.pathExtension == "json" {
-            for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
-                guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-                    throw InputError(description: "\(url.path): line \(n + 1) is not a JSON object")
+            if url.pathExtension == "json", text.drop(while: { $0.isWhitespace }).first == "[" {
+                guard let records = try? JSONSerialization.jsonObject(with: data) as? [Any] else {
+                    throw InputError(description: "\(url.path): malformed JSON array")
                 }
-                guard let field = object["text"] as? String else {
-                    throw InputError(description: "\(url.path): line \(n + 1) has no \"text\" string field")
+                for (n, record) in records.enumerated() {
+                    guard let field = (record as? [String: Any])?["text"] as? String else {
+                        throw InputError(description: "\(url.path): record \(n) has no \"text\" string field")
+                    }
+                    documents.append(field)
                 }
-                documents.append(field)
+            } else {
+                for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
+                    where !line.allSatisfy(\.isWhitespace) {
+                    guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+                        throw InputError(description: "\(url.path): line \(n + 1) is not a JSON object")
+                    }
+                    guard let field = object["text"] as? String else {
+                        throw InputError(description: "\(url.path): line \(n + 1) has no \"text\" string field")
+                    }
+                    documents.append(field)
+                }
             }
         } else {
             documents = [text]

@@ -10,11 +10,33 @@ public struct ModelSpec: Sendable {
     public var era: CodeEra?
     public var yarn: Bool?
     public var finalNormEps: Float?
+    /// A TorchTitan 0.3.0 registry config (`--module M --config NAME`), used when `config` (a TOML file) is nil.
+    public var registryModule: String?
+    public var registryConfig: String?
+    /// `--training.seq_len`: overrides the config's training seq_len (and so `max_seq_len`).
+    public var seqLen: Int?
 
     public init(checkpoint: URL, config: URL? = nil, modelArgs: URL? = nil, flavor: String? = nil,
-                era: CodeEra? = nil, yarn: Bool? = nil, finalNormEps: Float? = nil) {
+                era: CodeEra? = nil, yarn: Bool? = nil, finalNormEps: Float? = nil,
+                registryModule: String? = nil, registryConfig: String? = nil, seqLen: Int? = nil) {
         self.checkpoint = checkpoint; self.config = config; self.modelArgs = modelArgs; self.flavor = flavor
         self.era = era; self.yarn = yarn; self.finalNormEps = finalNormEps
+        self.registryModule = registryModule; self.registryConfig = registryConfig; self.seqLen = seqLen
+    }
+
+    public var hasTrainConfig: Bool { config != nil || registryConfig != nil }
+
+    /// The TOML file or registry config the options name, with the seq_len override applied.
+    public func loadTrainConfig() throws -> TrainConfig? {
+        if let config {
+            var loaded = try TrainConfig.load(config)
+            if let seqLen { try loaded.overrideSeqLen(seqLen) }
+            return loaded
+        }
+        if let registryConfig {
+            return try ConfigRegistry.config(module: registryModule, name: registryConfig, seqLen: seqLen)
+        }
+        return nil
     }
 }
 
@@ -57,15 +79,20 @@ public enum ModelLoader {
             }
             return args
         }
-        let config = try spec.config.map { try TrainConfig.load($0) }
+        let config = try spec.loadTrainConfig()
         if let file = spec.modelArgs {
-            return (try ModelArgs.load(jsonFile: file), "model args file \(file.path)", config, nil)
+            var args = try ModelArgs.load(jsonFile: file)
+            if let seqLen = spec.seqLen {
+                args.maxSeqLen = seqLen
+                args = try validated(args, "--training.seq_len \(seqLen)")
+            }
+            return (args, "model args file \(file.path)" + (spec.seqLen.map { " with seq_len \($0) from --training.seq_len" } ?? ""), config, nil)
         }
         if let flavor = spec.flavor {
             guard var args = Flavors.args(for: flavor) else {
                 throw UnknownFlavorError(flavor: flavor, source: "--flavor")
             }
-            if let config { args.maxSeqLen = config.seqLen }
+            if let config { args.maxSeqLen = config.seqLen } else if let seqLen = spec.seqLen { args.maxSeqLen = seqLen }
             args = try validated(args, config?.path ?? "--flavor \(flavor)")
             return (args, "flavor \(flavor)" + (config.map { " with seq_len \($0.seqLen) from \($0.path)" } ?? ""), config, nil)
         }
@@ -77,9 +104,14 @@ public enum ModelLoader {
             : spec.checkpoint.deletingLastPathComponent().appendingPathComponent("config.json")
         if FileManager.default.fileExists(atPath: hfConfig.path) {
             let hf = try HFModelConfig.load(hfConfig)
-            return (hf.args, "HF config \(hfConfig.path)", nil, hf)
+            var args = hf.args
+            if let seqLen = spec.seqLen {
+                args.maxSeqLen = seqLen
+                args = try validated(args, "--training.seq_len \(seqLen)")
+            }
+            return (args, "HF config \(hfConfig.path)" + (spec.seqLen.map { " with seq_len \($0) from --training.seq_len" } ?? ""), nil, hf)
         }
-        throw ModelArgsError(message: noArgsMessage + "\(spec.checkpoint.path): pass --config TRAIN.toml, --model-args FILE.json or --flavor NAME")
+        throw ModelArgsError(message: noArgsMessage + "\(spec.checkpoint.path): pass --module deepseek_v3 --config NAME (TorchTitan 0.3), --config TRAIN.toml, --model-args FILE.json or --flavor NAME")
     }
 
     /// A model-args JSON filled from the checkpoint's shapes, for the user to complete.
@@ -106,7 +138,7 @@ public enum ModelLoader {
                            argsOrigin: resolved.origin, loadSeconds: Date().timeIntervalSince(start))
     }
 
-    static func isDirectory(_ url: URL) -> Bool {
+    public static func isDirectory(_ url: URL) -> Bool {
         var isDir: ObjCBool = false
         return FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) && isDir.boolValue
     }

@@ -1,7 +1,8 @@
 import Foundation
 import TOMLKit
 
-/// The parts of a TorchTitan (v0.2.x, TOML era) train config that evaluation needs.
+/// The parts of a TorchTitan train config that evaluation needs: a v0.2.x TOML file, or a 0.3.0 registry
+/// config (`ConfigRegistry`).
 public struct TrainConfig: Sendable {
     public var path: String
     public var modelName: String
@@ -17,6 +18,33 @@ public struct TrainConfig: Sendable {
     public var expertParallelDegree: Int
     /// The whole config as JSON (tables → objects), for the results file's `config` key.
     public var json: Data
+    /// A registry config's model arguments (`max_seq_len` already the training seq_len); TOML configs name a flavor.
+    public var registryArgs: ModelArgs? = nil
+
+    /// Where `hf_assets_path` may be: as given (TorchTitan resolves it from the folder it runs in), then relative
+    /// to a TOML config's folder. Registry configs have no file to be relative to.
+    public var hfAssetsCandidates: [String] {
+        guard let assets = hfAssetsPath else { return [] }
+        var list = [assets]
+        if registryArgs == nil, !assets.hasPrefix("/") {
+            list.append(((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent(assets))
+        }
+        return list
+    }
+
+    /// `--training.seq_len N`, as TorchTitan's command line overrides the config; the results file's `config`
+    /// block shows the value used.
+    public mutating func overrideSeqLen(_ value: Int) throws {
+        guard value >= 1 else { throw ModelArgsError(message: "--training.seq_len must be ≥ 1, not \(value)") }
+        seqLen = value
+        if registryArgs != nil { registryArgs!.maxSeqLen = value }
+        if var object = (try? JSONSerialization.jsonObject(with: json)) as? [String: Any] {
+            var training = object["training"] as? [String: Any] ?? [:]
+            training["seq_len"] = value
+            object["training"] = training
+            json = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? json
+        }
+    }
 
     public static func load(_ url: URL) throws -> TrainConfig {
         let text: String
@@ -81,6 +109,7 @@ public struct TrainConfig: Sendable {
     /// The model args this config implies: its flavor, with `max_seq_len` = `training.seq_len`
     /// as TorchTitan's `update_from_config` sets it.
     public func modelArgs() throws -> ModelArgs {
+        if let registryArgs { return registryArgs }
         guard modelName == "deepseek_v3" else {
             throw ModelArgsError(message: "\(path): [model] name \"\(modelName)\" is not supported (moe-eval evaluates \"deepseek_v3\")")
         }

@@ -45,8 +45,7 @@ struct BenchCommand: ParsableCommand {
             var source: String
             if randomWeights {
                 if let threads = model.threads { Compute.setThreads(threads) }
-                let spec = ModelSpec(checkpoint: URL(fileURLWithPath: "/dev/null"), config: model.config.map { URL(fileURLWithPath: $0) },
-                                     modelArgs: model.modelArgs.map { URL(fileURLWithPath: $0) }, flavor: model.flavor)
+                let spec = try model.spec(defaultCheckpoint: "/dev/null")
                 var args = try ModelLoader.resolveArgs(spec, source: nil).args
                 if let layers { args.nLayers = layers; args.nDenseLayers = min(args.nDenseLayers, layers) }
                 let group = try ranks.makeGroup(options: distributed, spec: spec, configDegree: nil)

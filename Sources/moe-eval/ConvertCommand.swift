@@ -153,11 +153,8 @@ struct ConvertCommand: ParsableCommand {
         var candidates: [String] = []
         if let tokenizer {
             candidates = [tokenizer]
-        } else if let assets = config?.hfAssetsPath, let config {
-            candidates = [assets]
-            if !assets.hasPrefix("/") {
-                candidates.append(((config.path as NSString).deletingLastPathComponent as NSString).appendingPathComponent(assets))
-            }
+        } else if let config, config.hfAssetsPath != nil {
+            candidates = config.hfAssetsCandidates
         } else {
             return nil
         }

@@ -26,7 +26,7 @@ struct InspectCommand: ParsableCommand {
             let shapes = source.tensorInfos.mapValues(\.shape)
             let (implied, guessed) = ModelArgs.inferred(from: shapes)
             let given: (args: ModelArgs, origin: String)?
-            if spec.config != nil || spec.modelArgs != nil || spec.flavor != nil {
+            if spec.hasTrainConfig || spec.modelArgs != nil || spec.flavor != nil {
                 let r = try ModelLoader.resolveArgs(spec, source: source)
                 given = (r.args, r.origin)
             } else {
@@ -128,7 +128,8 @@ struct InspectCommand: ParsableCommand {
     }
 
     static func formatCount(_ n: Int) -> String {
-        n >= 1_000_000_000 ? String(format: "%.3fB (%d)", Double(n) / 1e9, n)
-            : n >= 1_000_000 ? String(format: "%.3fM (%d)", Double(n) / 1e6, n) : String(n)
+        // The exact count is interpolated, not formatted: `%d` takes a 32-bit value and wrapped counts above 2³¹.
+        n >= 1_000_000_000 ? String(format: "%.3fB", Double(n) / 1e9) + " (\(n))"
+            : n >= 1_000_000 ? String(format: "%.3fM", Double(n) / 1e6) + " (\(n))" : String(n)
     }
 }

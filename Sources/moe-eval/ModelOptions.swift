@@ -10,8 +10,16 @@ struct ModelOptions: ParsableArguments {
     var checkpoint: String?
 
     @Option(name: [.customLong("config"), .customLong("config_file"), .customLong("config-file")],
-            help: "TorchTitan train config (TOML): flavor, seq_len, tokenizer, dump folder.")
+            help: ArgumentHelp("TorchTitan train config: a TOML file (0.2.x), or a 0.3 registry name such as deepseek_v3_debugmodel.",
+                               discussion: "A path that names an existing file is read as TOML; anything else is a TorchTitan 0.3.0 config_registry function (with --module), resolved to the same model args, seq_len, hf_assets_path and dump folder."))
     var config: String?
+
+    @Option(help: "TorchTitan 0.3 module of a registry --config: deepseek_v3 or kimi_k2_7 (optional when the name is unique).")
+    var module: String?
+
+    @Option(name: [.customLong("training.seq_len"), .customLong("training-seq-len")],
+            help: "Override the training seq_len (and so max_seq_len) of --config or --model-args, as TorchTitan's --training.seq_len does.")
+    var trainingSeqLen: Int?
 
     @Option(name: [.customLong("model-args"), .customLong("model_args")],
             help: "Model args JSON with TorchTitan field names (dim, n_layers, moe_args{…}, max_seq_len, …).")
@@ -36,6 +44,19 @@ struct ModelOptions: ParsableArguments {
         if let era, CodeEra(rawValue: era) == nil { throw ValidationError("--era must be 0.2 or 0.3, not \"\(era)\"") }
         if let yarn, !["on", "off"].contains(yarn) { throw ValidationError("--yarn must be on or off, not \"\(yarn)\"") }
         if let threads, threads < 1 { throw ValidationError("--threads must be ≥ 1") }
+        if let trainingSeqLen, trainingSeqLen < 1 { throw ValidationError("--training.seq_len must be ≥ 1") }
+        if let module {
+            guard let config else { throw ValidationError("--module \(module) needs --config NAME (a TorchTitan 0.3 config of that module)") }
+            if Self.namesFile(config) {
+                throw ValidationError("--module \(module) goes with a registry config name, but --config \(config) is a file (read as TOML); drop --module")
+            }
+        }
+    }
+
+    /// `--config` is a TOML path when it names an existing file, else a registry name.
+    static func namesFile(_ path: String) -> Bool {
+        var isDirectory: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && !isDirectory.boolValue
     }
 
     func spec(defaultCheckpoint: String? = nil) throws -> ModelSpec {
@@ -43,14 +64,18 @@ struct ModelOptions: ParsableArguments {
             throw ValidationError("--checkpoint is required")
         }
         if let threads { Compute.setThreads(threads) }
+        let configFile = config.flatMap { Self.namesFile($0) ? URL(fileURLWithPath: $0) : nil }
         return ModelSpec(
             checkpoint: URL(fileURLWithPath: path),
-            config: config.map { URL(fileURLWithPath: $0) },
+            config: configFile,
             modelArgs: modelArgs.map { URL(fileURLWithPath: $0) },
             flavor: flavor,
             era: era.flatMap(CodeEra.init(rawValue:)),
             yarn: yarn.map { $0 == "on" },
-            finalNormEps: finalNormEps)
+            finalNormEps: finalNormEps,
+            registryModule: module,
+            registryConfig: configFile == nil ? config : nil,
+            seqLen: trainingSeqLen)
     }
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MoEEval
+import MoECheckpoint
 import MoEModels
 import MoETensor
 import MoETokenizer
@@ -15,6 +16,7 @@ struct RunCommand: ParsableCommand {
         Examples:
           moe-eval run --preset 1min
           moe-eval run --checkpoint_dir ./outputs/checkpoint/step-1000 --config_file train.toml --preset 5min
+          moe-eval run --checkpoint ./outputs/checkpoint --module deepseek_v3 --config deepseek_v3_debugmodel --training.seq_len 1024
         Presets (routing samples×seq_len; inference iterations×new tokens; lm_eval):
           30s 10×256; none; none · 1min 10×256; 1×16; hellaswag 5 · 5min 30×256; 3×32; hellaswag 20
           15min 50×512; 5×64; hellaswag 100 · full 100×512; 10×128; mmlu hellaswag arc_easy
@@ -30,10 +32,10 @@ struct RunCommand: ParsableCommand {
             help: "Folder for eval_results_<timestamp>.json (default: {dump_folder}/eval from the config).")
     var outputDir: String?
 
-    @Option(help: "tokenizer.json file or folder (default: the config's hf_assets_path).")
+    @Option(help: "tokenizer.json file or folder (default: the config's hf_assets_path, else the tokenizer.json in an HF --checkpoint folder).")
     var tokenizer: String?
 
-    @Option(help: "Routing text: plain text, or jsonl with a \"text\" field (default: the config's dataset_path if local, else the demo text).")
+    @Option(help: "Routing text: a plain text file, a .json/.jsonl file with a \"text\" field per record, or a folder of such files as TorchTitan's dataset_path (default: the config's dataset_path if local, else the demo text).")
     var data: String?
 
     @Option(name: [.customLong("routing-input"), .customLong("routing_input")],
@@ -46,11 +48,11 @@ struct RunCommand: ParsableCommand {
     @Flag(name: [.customLong("lm-eval-only"), .customLong("lm_eval_only")], help: "Only run benchmark accuracy.")
     var lmEvalOnly = false
 
-    @Option(name: [.customLong("lm-eval-tasks"), .customLong("lm_eval_tasks")], parsing: .upToNextOption,
+    @Option(name: [.customLong("lm-eval-tasks"), .customLong("lm_eval_tasks"), .customLong("tasks")], parsing: .upToNextOption,
             help: "Tasks, space- or comma-separated (overrides the preset).")
     var lmEvalTasks: [String] = []
 
-    @Option(name: [.customLong("lm-eval-limit"), .customLong("lm_eval_limit")], help: "Examples per task (overrides the preset).")
+    @Option(name: [.customLong("lm-eval-limit"), .customLong("lm_eval_limit"), .customLong("limit")], help: "Examples per task (overrides the preset).")
     var lmEvalLimit: Int?
 
     @Option(name: [.customLong("num-fewshot"), .customLong("num_fewshot")], help: "Few-shot examples per task (default: each task's own, 0 for most).")
@@ -100,7 +102,7 @@ struct RunCommand: ParsableCommand {
                 progress.done("no --checkpoint: evaluating the bundled demo model \(demo.checkpoint.path)")
             }
             let spec = try options.spec()
-            let config = try spec.config.map { try TrainConfig.load($0) }
+            let config = try spec.loadTrainConfig()
 
             // Everything that can be checked cheaply is checked before the model loads.
             let timestamp = EvalResults.timestamp(for: started)
@@ -109,7 +111,8 @@ struct RunCommand: ParsableCommand {
             let outputURL = uniqueResultsFile(in: outputFolder, timestamp: timestamp)
             let kind = RoutingInput.Kind(rawValue: routingInput)!
             let runRouting = !lmEvalOnly
-            let tokenizer: Tokenizer? = try loadTokenizer(config: config, demo: demo, required: runRouting && (kind == .text || preset.inferenceIterations > 0))
+            let tokenizer: Tokenizer? = try loadTokenizer(config: config, demo: demo, checkpoint: spec.checkpoint,
+                                                          required: runRouting && (kind == .text || preset.inferenceIterations > 0))
             let documents: (docs: [String], source: String)? = runRouting && kind == .text
                 ? try routingDocuments(config: config, demo: demo) : nil
 
@@ -118,7 +121,7 @@ struct RunCommand: ParsableCommand {
             let loaded = try ranks.load(spec)
             progress.done(String(format: "loaded %@ in %.2f s (%@)", loaded.source.description, loaded.loadSeconds, loaded.argsOrigin))
             let args = loaded.args
-            var results = EvalResults(checkpointDir: spec.checkpoint.path, modelArgs: args, timestamp: timestamp, outputFile: outputURL.path)
+            var results = EvalResults(checkpointDir: checkpointFolderEvaluated(at: spec.checkpoint).path, modelArgs: args, timestamp: timestamp, outputFile: outputURL.path)
             results.configJSON = config?.json
             var record: [String: Any] = [
                 "preset": preset.name, "seed": seed, "threads": Compute.threads,
@@ -188,17 +191,21 @@ struct RunCommand: ParsableCommand {
                 }
                 progress.update("measuring the sgemm peak")
                 let peak = ComputationalCost.measureSgemmPeak()
-                results.cost = ComputationalCost.compute(args: args, measuredTokens: routingTokens, measuredSeqLen: preset.routingSeqLen,
-                                                         measuredSeconds: routingSeconds, sgemmPeak: peak)
-                progress.done(String(format: "cost: %.3f GFLOP/token forward, MFU %.1f%% of %.0f GFLOP/s sgemm",
-                                     results.cost!.forwardFlopsPerToken / 1e9, results.cost!.mfu * 100, peak / 1e9))
+                // The routing rate counts every rank's forwards, so it is compared with every rank's peak.
+                let peaks = try expertParallel.map { try $0.communicator.allGather([peak]) } ?? [peak]
+                results.cost = ComputationalCost.compute(args: args, flopsSeqLen: config?.seqLen ?? args.maxSeqLen,
+                                                         measuredTokens: routingTokens, measuredSeqLen: preset.routingSeqLen,
+                                                         measuredSeconds: routingSeconds, sgemmPeaks: peaks)
+                progress.done(String(format: "cost: %.3f GFLOP/token forward, MFU %.1f%% of %.0f GFLOP/s sgemm (%d process%@)",
+                                     results.cost!.forwardFlopsPerToken / 1e9, results.cost!.mfu * 100,
+                                     results.cost!.cpuSgemmPeakGflopsPerSec, peaks.count, peaks.count == 1 ? "" : "es"))
             }
             let tasks = lmEvalTasks.isEmpty ? preset.lmEvalTasks : lmEvalTasks.flatMap { $0.split(separator: ",").map(String.init) }
             var samplesJSON: Any?
             if skipLMEval || tasks.isEmpty {
                 record["lm_eval"] = ["status": "skipped", "reason": skipLMEval ? "--skip-lm-eval" : "preset \(preset.name) runs no tasks"]
             } else {
-                guard let tokenizer = try tokenizer ?? loadTokenizer(config: config, demo: demo, required: true) else { return }
+                guard let tokenizer = try tokenizer ?? loadTokenizer(config: config, demo: demo, checkpoint: spec.checkpoint, required: true) else { return }
                 let folder = try benchmarkDataDir(demo: demo)
                 let limit = lmEvalLimit ?? preset.lmEvalLimit
                 if let maxLength, maxLength > loaded.model.args.maxSeqLen {
@@ -250,23 +257,25 @@ struct RunCommand: ParsableCommand {
         return url
     }
 
-    func loadTokenizer(config: TrainConfig?, demo: DemoAssets?, required: Bool) throws -> Tokenizer? {
+    func loadTokenizer(config: TrainConfig?, demo: DemoAssets?, checkpoint: URL, required: Bool) throws -> Tokenizer? {
         var candidates: [String] = []
         if let tokenizer { candidates = [tokenizer] }
-        else if let assets = config?.hfAssetsPath {
-            candidates = [assets]
-            if let configPath = config?.path, !assets.hasPrefix("/") {
-                candidates.append(((configPath as NSString).deletingLastPathComponent as NSString).appendingPathComponent(assets))
-            }
+        else if let config, let assets = config.hfAssetsPath {
+            candidates = config.hfAssetsCandidates
             if let demo { candidates.append(demo.root.appendingPathComponent(assets).path) }
         }
         if tokenizer == nil, let demo, config?.path == demo.config.path { candidates.append(demo.tokenizer.path) }
+        // An HF checkpoint folder carries its tokenizer beside config.json.
+        let checkpointFolder = ModelLoader.isDirectory(checkpoint) ? checkpoint : checkpoint.deletingLastPathComponent()
+        if tokenizer == nil, FileManager.default.fileExists(atPath: checkpointFolder.appendingPathComponent("tokenizer.json").path) {
+            candidates.append(checkpointFolder.path)
+        }
         for path in candidates where FileManager.default.fileExists(atPath: path) {
             return try Tokenizer.load(from: URL(fileURLWithPath: path))
         }
         if required {
-            let tried = candidates.isEmpty ? "no --tokenizer and no [model] hf_assets_path in the config" : "not found: \(candidates.joined(separator: ", "))"
-            throw RoutingInput.InputError(description: "no tokenizer (\(tried)); pass --tokenizer PATH, or --routing-input random with --preset 30s")
+            let tried = candidates.isEmpty ? "no --config with an hf_assets_path, no --tokenizer, no tokenizer.json in the checkpoint folder" : "not found: \(candidates.joined(separator: ", "))"
+            throw RoutingInput.InputError(description: "no tokenizer (\(tried)): pass --module deepseek_v3 --config NAME (TorchTitan 0.3) or --config TRAIN.toml, whose hf_assets_path holds it, or --tokenizer PATH; or use --routing-input random with --preset 30s")
         }
         return nil
     }

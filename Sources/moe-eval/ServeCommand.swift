@@ -65,7 +65,7 @@ struct ServeCommand: ParsableCommand {
                 if options.modelArgs == nil && options.flavor == nil { options.modelArgs = demo.modelArgs.path }
             }
             let spec = try options.spec()
-            let config = try spec.config.map { try TrainConfig.load($0) }
+            let config = try spec.loadTrainConfig()
             let tokenizer = try loadTokenizer(config: config, demo: demo)
             let loaded = try ModelLoader.load(spec)
             printError(String(format: "loaded %@ in %.2f s (%@)", loaded.source.description, loaded.loadSeconds, loaded.argsOrigin))
@@ -103,11 +103,8 @@ struct ServeCommand: ParsableCommand {
         if let tokenizer {
             candidates = [tokenizer]
         } else {
-            if let assets = config?.hfAssetsPath {
-                candidates.append(assets)
-                if let configPath = config?.path, !assets.hasPrefix("/") {
-                    candidates.append(((configPath as NSString).deletingLastPathComponent as NSString).appendingPathComponent(assets))
-                }
+            if let config, let assets = config.hfAssetsPath {
+                candidates += config.hfAssetsCandidates
                 if let demo { candidates.append(demo.root.appendingPathComponent(assets).path) }
             }
             if let demo { candidates.append(demo.tokenizer.path) }

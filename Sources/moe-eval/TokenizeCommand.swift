@@ -85,7 +85,7 @@ struct TokenizeCommand: ParsableCommand {
             let rate = seconds > 0 ? megabytes / seconds : 0
             let verb = decode ? "decoded" : "encoded"
             FileHandle.standardError.write(Data(String(
-                format: "%@ %d lines, %d tokens, %.3f MB of text in %.3f s (%.2f MB/s, %.0f tokens/s)\n",
+                format: "%@ %ld lines, %ld tokens, %.3f MB of text in %.3f s (%.2f MB/s, %.0f tokens/s)\n",
                 verb, lineCount, tokenCount, megabytes, seconds, rate, seconds > 0 ? Double(tokenCount) / seconds : 0
             ).utf8))
         }

@@ -187,6 +187,13 @@ struct DistributedCLITests {
         let ep = try #require(run["expert_parallel"] as? [String: Any])
         let ranks = try #require(ep["ranks"] as? [[String: Any]])
         #expect(ranks.count == 2)
+        // MFU divides the rate of both ranks' work by both ranks' sgemm peaks (issue 12: not one rank's peak).
+        let cost = try #require(parallel["computational_cost"] as? [String: Any])
+        let singleCost = try #require(single["computational_cost"] as? [String: Any])
+        #expect(cost["sgemm_peak_processes"] as? Int == 2 && singleCost["sgemm_peak_processes"] as? Int == 1)
+        let achieved = try #require(cost["achieved_gflops_per_sec"] as? Double), peak = try #require(cost["cpu_sgemm_peak_gflops_per_sec"] as? Double)
+        #expect(abs(try #require(cost["mfu"] as? Double) - achieved / peak) < 1e-9)
+        #expect(cost["num_flops_per_token"] as? Int == singleCost["num_flops_per_token"] as? Int)
         // Demo: 3 MoE layers × (w1, w2, w3) × 8 experts × 64×64 bf16 → each rank holds half of 589,824 bytes.
         let args = try Self.json(Self.demo.appendingPathComponent("model_args.json"))
         let moe = try #require(args["moe_args"] as? [String: Any])

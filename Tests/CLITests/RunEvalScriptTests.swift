@@ -9,7 +9,7 @@ import Testing
     static func script(_ environment: [String: String], arguments: [String] = []) throws -> CLI.Result {
         var env = ProcessInfo.processInfo.environment
         for key in ["CHECKPOINT_DIR", "CONFIG_FILE", "OUTPUT_DIR", "PRESET", "SKIP_LM_EVAL", "LM_EVAL_ONLY", "LM_EVAL_TASKS",
-                    "LM_EVAL_LIMIT", "SEED", "NGPU"] { env[key] = nil }
+                    "LM_EVAL_LIMIT", "SEED", "NGPU", "MODULE", "CONFIG", "SEQ_LEN", "MOE_EVAL_REBUILD"] { env[key] = nil }
         env["MOE_EVAL_BIN"] = CLI.binary.path
         for (key, value) in environment { env[key] = value }
         return try CLI.execute(URL(fileURLWithPath: "/bin/bash"),
@@ -92,32 +92,79 @@ import Testing
         #expect((results["routing_stats"] as? [String: Any])?.isEmpty == true)
     }
 
-    /// Without MOE_EVAL_BIN the script builds the release product and runs it from `--show-bin-path`; a stand-in
-    /// `swift` on PATH records its arguments and answers with a folder holding the test build's binary.
-    @Test func buildsAndLocatesTheReleaseBinary() throws {
+    /// Without MOE_EVAL_BIN the script builds the release product once and reuses it: it rebuilds only when the
+    /// binary is missing, a source is newer, or MOE_EVAL_REBUILD=1. The script runs from a copy in a stand-in
+    /// checkout (Sources/, Package.swift, Package.resolved); a stand-in `swift` on PATH records its arguments and
+    /// "builds" by writing a launcher for the test build's binary.
+    @Test func buildsOnceAndReusesTheReleaseBinary() throws {
         let dir = try CLI.scratch()
         defer { CLI.cleanUp(dir) }
-        let tools = dir.appendingPathComponent("tools"), bin = dir.appendingPathComponent("release")
-        try FileManager.default.createDirectory(at: tools, withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(at: bin, withIntermediateDirectories: true)
-        try FileManager.default.createSymbolicLink(at: bin.appendingPathComponent("moe-eval"), withDestinationURL: CLI.binary)
+        let fm = FileManager.default
+        let root = dir.appendingPathComponent("checkout"), tools = dir.appendingPathComponent("tools")
+        for folder in ["scripts", "Sources/moe-eval"] { try fm.createDirectory(at: root.appendingPathComponent(folder), withIntermediateDirectories: true) }
+        try fm.createDirectory(at: tools, withIntermediateDirectories: true)
+        try fm.copyItem(at: CLI.repoRoot.appendingPathComponent("scripts/run_eval_moe.sh"), to: root.appendingPathComponent("scripts/run_eval_moe.sh"))
+        let source = root.appendingPathComponent("Sources/moe-eval/main.swift")
+        for file in [source, root.appendingPathComponent("Package.swift"), root.appendingPathComponent("Package.resolved")] {
+            try Data("// stand-in\n".utf8).write(to: file)
+            try fm.setAttributes([.modificationDate: Date().addingTimeInterval(-600)], ofItemAtPath: file.path)
+        }
         let log = dir.appendingPathComponent("swift.log")
+        let release = root.appendingPathComponent(".build/release")
         let fake = tools.appendingPathComponent("swift")
         try Data("""
         #!/bin/sh
         echo "$*" >> "\(log.path)"
-        case "$*" in *--show-bin-path*) echo "\(bin.path)" ;; esac
+        case "$*" in
+          *--show-bin-path*) echo "\(release.path)" ;;
+          *) mkdir -p "\(release.path)" && printf '#!/bin/sh\\nexec "%s" "$@"\\n' "\(CLI.binary.path)" > "\(release.path)/moe-eval" && chmod +x "\(release.path)/moe-eval" ;;
+        esac
         """.utf8).write(to: fake)
-        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: fake.path)
+        try fm.setAttributes([.posixPermissions: 0o755], ofItemAtPath: fake.path)
+
+        func evaluate(_ extra: [String: String] = [:]) throws -> [Substring] {
+            let output = dir.appendingPathComponent("eval-\(UUID().uuidString)")
+            var environment = ["CHECKPOINT_DIR": Self.variant.appendingPathComponent("checkpoint").path, "OUTPUT_DIR": output.path,
+                               "PRESET": "30s", "PATH": tools.path + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")]
+            environment["MOE_EVAL_BIN"] = ""
+            for (key, value) in extra { environment[key] = value }
+            var env = ProcessInfo.processInfo.environment
+            for key in ["CHECKPOINT_DIR", "CONFIG_FILE", "OUTPUT_DIR", "PRESET", "SKIP_LM_EVAL", "LM_EVAL_ONLY", "LM_EVAL_TASKS",
+                        "LM_EVAL_LIMIT", "SEED", "NGPU", "MODULE", "CONFIG", "SEQ_LEN", "MOE_EVAL_REBUILD"] { env[key] = nil }
+            for (key, value) in environment { env[key] = value }
+            let r = try CLI.execute(URL(fileURLWithPath: "/bin/bash"), [root.appendingPathComponent("scripts/run_eval_moe.sh").path] + Self.fixtureArguments,
+                                    environment: env)
+            #expect(r.status == 0, "\(r.stderr)")
+            #expect((try Self.onlyResults(in: output)["moe_eval"] as? [String: Any])?["preset"] as? String == "30s")
+            let calls = ((try? String(contentsOf: log, encoding: .utf8)) ?? "").split(separator: "\n")
+            try? fm.removeItem(at: log)
+            return calls
+        }
+        let build: [Substring] = ["build -c release --product moe-eval", "build -c release --show-bin-path"]
+        #expect(try evaluate() == build, "first call: no binary yet")
+        #expect(try evaluate() == [], "second call reuses the binary")
+        // An edit after the last build: the binary is now older than the source.
+        try fm.setAttributes([.modificationDate: Date().addingTimeInterval(-900)], ofItemAtPath: release.appendingPathComponent("moe-eval").path)
+        #expect(try evaluate() == build, "a source newer than the binary rebuilds")
+        #expect(try evaluate() == [], "and the rebuilt binary is reused")
+        #expect(try evaluate(["MOE_EVAL_REBUILD": "1"]) == build)
+    }
+
+    /// MODULE/CONFIG (TorchTitan 0.3 registry) and SEQ_LEN reach `moe-eval run` as --module/--config/--training.seq_len.
+    @Test func moduleConfigAndSeqLenArrive() throws {
+        let (dir, checkpoint, _) = try RegistryConfigCLITests.prepare()
+        defer { CLI.cleanUp(dir) }
         let output = dir.appendingPathComponent("eval")
-        var environment = ["CHECKPOINT_DIR": Self.variant.appendingPathComponent("checkpoint").path, "OUTPUT_DIR": output.path,
-                           "PRESET": "30s", "PATH": tools.path + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")]
-        environment["MOE_EVAL_BIN"] = ""
-        let r = try Self.script(environment, arguments: Self.fixtureArguments)
+        let r = try Self.script(["CHECKPOINT_DIR": checkpoint.path, "OUTPUT_DIR": output.path, "PRESET": "30s",
+                                 "MODULE": "deepseek_v3", "CONFIG": "deepseek_v3_debugmodel", "SEQ_LEN": "512"],
+                                arguments: ["--routing-input", "random", "--quiet"])
         #expect(r.status == 0, "\(r.stderr)")
-        let calls = try String(contentsOf: log, encoding: .utf8).split(separator: "\n")
-        #expect(calls == ["build -c release --product moe-eval", "build -c release --show-bin-path"])
-        #expect((try Self.onlyResults(in: output)["moe_eval"] as? [String: Any])?["preset"] as? String == "30s")
+        let results = try Self.onlyResults(in: output)
+        let config = try #require(results["config"] as? [String: Any])
+        #expect(config["config"] as? String == "deepseek_v3_debugmodel" && (config["training"] as? [String: Any])?["seq_len"] as? Int == 512)
+        #expect((results["model_args"] as? [String: Any])?["max_seq_len"] as? Int == 512)
+        let both = try Self.script(["CHECKPOINT_DIR": checkpoint.path, "CONFIG": "deepseek_v3_debugmodel", "CONFIG_FILE": "train.toml"])
+        #expect(both.status == 2 && both.stderr.contains("not both"))
     }
 
     /// NGPU=N runs `mpirun -np N` (expert parallelism): one results file, written by rank 0, with N ranks.
