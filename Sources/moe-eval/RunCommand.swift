@@ -205,7 +205,7 @@ struct RunCommand: ParsableCommand {
                 record["lm_eval"] = ["status": "skipped", "reason": skipLMEval ? "--skip-lm-eval" : "preset \(preset.name) runs no tasks"]
             } else {
                 guard let tokenizer = try tokenizer ?? loadTokenizer(config: config, demo: demo, required: true) else { return }
-                let data = benchmarkData(demo: demo, progress: progress)
+                let data = benchmarkData(demo: demo ?? DemoAssets.owning(spec.checkpoint), progress: progress)
                 let limit = lmEvalLimit ?? preset.lmEvalLimit
                 if let maxLength, maxLength > loaded.model.args.maxSeqLen {
                     throw RunArgumentError(description: "--max-length \(maxLength) exceeds the model's max_seq_len \(loaded.model.args.maxSeqLen)")
@@ -333,6 +333,13 @@ struct DemoAssets {
     let checkpoint: URL
 
     struct MissingError: Error, CustomStringConvertible { let description: String }
+
+    /// The bundled demo when `checkpoint` is one of its checkpoints (named with --checkpoint).
+    static func owning(_ checkpoint: URL) -> DemoAssets? {
+        guard let demo = try? locate() else { return nil }
+        let steps = demo.folder.appendingPathComponent("checkpoint").resolvingSymlinksInPath().standardized.path + "/"
+        return checkpoint.resolvingSymlinksInPath().standardized.path.hasPrefix(steps) ? demo : nil
+    }
 
     /// `MOE_EVAL_HOME`, else the first folder above the executable or the working directory holding assets/demo.
     static func locate() throws -> DemoAssets {

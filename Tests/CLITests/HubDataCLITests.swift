@@ -8,9 +8,11 @@ import Testing
 @Suite(.serialized) struct HubDataCLITests {
     static let sharedData = CLI.repoRoot.appendingPathComponent("../shared/data").standardized
     static var demo: URL { CLI.repoRoot.appendingPathComponent("assets/demo") }
-    /// The demo model named explicitly, so that the run does not fall back to the demo's own data slice.
-    static var demoModel: [String] {
-        ["--checkpoint", demo.appendingPathComponent("checkpoint/step-800").path,
+    /// The demo model copied out of assets/demo, so that the run does not fall back to the demo's own data slice.
+    static func demoModel(copiedTo scratch: URL) throws -> [String] {
+        let checkpoint = scratch.appendingPathComponent("step-800")
+        try FileManager.default.copyItem(at: demo.appendingPathComponent("checkpoint/step-800"), to: checkpoint)
+        return ["--checkpoint", checkpoint.path,
          "--model-args", demo.appendingPathComponent("model_args.json").path,
          "--tokenizer", CLI.repoRoot.appendingPathComponent("assets/tokenizers/demo-dsv3").path]
     }
@@ -88,9 +90,10 @@ import Testing
         try #require(FileManager.default.fileExists(atPath: Self.sharedData.path), "needs ../shared/data beside the repository")
         let scratch = try CLI.scratch()
         defer { CLI.cleanUp(scratch) }
+        let model = try Self.demoModel(copiedTo: scratch)
         func run(_ name: String, _ arguments: [String], _ env: [String: String]) throws -> [String: Any] {
             let out = scratch.appendingPathComponent(name)
-            let r = try CLI.execute(CLI.binary, ["run"] + Self.demoModel + Self.accuracyRun + arguments + ["--output-dir", out.path],
+            let r = try CLI.execute(CLI.binary, ["run"] + model + Self.accuracyRun + arguments + ["--output-dir", out.path],
                                     environment: Self.environment(scratch, env))
             #expect(r.status == 0, "\(name): \(r.stderr)")
             return try Self.results(out)

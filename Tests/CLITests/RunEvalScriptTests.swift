@@ -60,14 +60,11 @@ import Testing
         [parallelism]
         expert_parallel_degree = 2
         """.utf8).write(to: config)
-        // The tasks really run, so this uses the demo model, whose vocabulary fits the demo tokenizer, with the
-        // original benchmark files of the test set-up.
+        // The tasks really run, so this uses the demo model, whose vocabulary fits the demo tokenizer.
         let demo = CLI.repoRoot.appendingPathComponent("assets/demo")
-        let sharedData = CLI.repoRoot.appendingPathComponent("../shared/data").standardized
-        try #require(FileManager.default.fileExists(atPath: sharedData.path), "needs ../shared/data beside the repository")
         let r = try Self.script([
             "CHECKPOINT_DIR": demo.appendingPathComponent("checkpoint/step-800").path, "CONFIG_FILE": config.path,
-            "PRESET": "30s", "LM_EVAL_TASKS": "hellaswag arc_easy", "LM_EVAL_LIMIT": "3", "MOE_EVAL_DATA_DIR": sharedData.path,
+            "PRESET": "30s", "LM_EVAL_TASKS": "hellaswag arc_easy", "LM_EVAL_LIMIT": "3",
         ], arguments: ["--model-args", demo.appendingPathComponent("model_args.json").path,
                        "--tokenizer", CLI.repoRoot.appendingPathComponent("assets/tokenizers/demo-dsv3").path])
         #expect(r.status == 0, "\(r.stderr)")
