@@ -139,6 +139,30 @@ import Testing
         #expect(json["lm_eval_errors"] == nil)
     }
 
+    @Test func contextsLongerThanTheModelsAreCutOnTheLeft() throws {
+        let scratch = try CLI.scratch()
+        defer { CLI.cleanUp(scratch) }
+        let long = Array(repeating: "The man keeps talking about the weather and the river and the town.", count: 60).joined(separator: " ")
+        var rows: [UInt8] = []
+        for label in ["0", "2"] {
+            rows += Self.json(["activity_label": "Talking", "ctx_a": long, "ctx_b": "then he", "label": label,
+                               "endings": ["stops.", "sings a song.", "walks home.", "sits down."]])
+        }
+        try Self.writeHubCache(["Rowan/hellaswag": ["data/validation-00000-of-00001.jsonl": rows]], in: scratch.appendingPathComponent("hf/hub"))
+        let model = try Self.demoModel(copiedTo: scratch)
+        func run(_ name: String, _ extra: [String]) throws -> [String: Double] {
+            let out = scratch.appendingPathComponent(name)
+            let r = try CLI.execute(CLI.binary, ["run"] + model + ["--lm-eval-only", "--lm-eval-tasks", "hellaswag", "--quiet", "--output-dir", out.path] + extra,
+                                    environment: Self.environment(scratch, ["HF_HOME": scratch.appendingPathComponent("hf").path, "HF_HUB_OFFLINE": "1"]))
+            #expect(r.status == 0, "\(name): \(r.stderr)")
+            return try #require((try Self.results(out)["lm_eval_results"] as? [String: [String: Double]])?["hellaswag"])
+        }
+        // The demo's context is 256 tokens; each prompt here is over 700.
+        let byDefault = try run("default", [])
+        #expect(byDefault["sample_len"] == 2)
+        #expect(byDefault == (try run("explicit", ["--max-length", "256"])))
+    }
+
     @Test func tasksThatCannotRunAreRecordedAndTheRestIsKept() throws {
         let scratch = try CLI.scratch()
         defer { CLI.cleanUp(scratch) }
