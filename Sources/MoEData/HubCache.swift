@@ -55,6 +55,25 @@ public enum HubCache {
     /// names it; half-downloaded blobs never appear in snapshots, so nothing partial is returned.
     public static func locate(_ split: HubDatasetSplit, revision: String, in cache: URL) throws -> [URL]? {
         guard let commit = try commit(split.repo, revision: revision, in: cache) else { return nil }
+        return try locate(split, commit: commit, in: cache)
+    }
+
+    /// The split in any cached snapshot, newest first. The `datasets` library downloads files by commit hash,
+    /// which leaves a snapshot but no ref; the file layout still tells the repo's own files from the parquet
+    /// conversion.
+    public static func locateInAnySnapshot(_ split: HubDatasetSplit, in cache: URL) throws -> [URL]? {
+        let folder = repoFolder(split.repo, in: cache).appendingPathComponent("snapshots")
+        let fm = FileManager.default
+        let commits = ((try? fm.contentsOfDirectory(atPath: folder.path)) ?? []).filter(isCommitName).map { commit in
+            (commit, (try? fm.attributesOfItem(atPath: folder.appendingPathComponent(commit).path)[.modificationDate] as? Date) ?? .distantPast)
+        }
+        for (commit, _) in commits.sorted(by: { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }) {
+            if let files = try locate(split, commit: commit, in: cache) { return files }
+        }
+        return nil
+    }
+
+    static func locate(_ split: HubDatasetSplit, commit: String, in cache: URL) throws -> [URL]? {
         let root = snapshot(split.repo, commit: commit, in: cache)
         let paths = snapshotFiles(root)
         let chosen = split.files(among: paths)

@@ -83,6 +83,17 @@ final class Scratch {
         #expect(try HubCache.locate(split, revision: "main", in: scratch.url)?.first?.lastPathComponent == "test-00000-of-00001.parquet")
     }
 
+    @Test func snapshotsWithoutARefAsDatasetsLeavesThem() throws {
+        let scratch = try Scratch()
+        let split = HubDatasetSplit(repo: "allenai/ai2_arc", config: "ARC-Easy", split: "test")
+        try scratch.cacheFile(repo: "allenai/ai2_arc", revision: "main", commit: "aaaa", path: "ARC-Easy/test-00000-of-00001.parquet", "x")
+        try FileManager.default.removeItem(at: scratch.url.appendingPathComponent("datasets--allenai--ai2_arc/refs"))
+        #expect(try HubCache.locate(split, revision: "main", in: scratch.url) == nil)
+        let found = try #require(try HubCache.locateInAnySnapshot(split, in: scratch.url))
+        #expect(found.map(\.lastPathComponent) == ["test-00000-of-00001.parquet"])
+        #expect(try HubCache.locateInAnySnapshot(HubDatasetSplit(repo: "allenai/ai2_arc", config: "ARC-Challenge", split: "test"), in: scratch.url) == nil)
+    }
+
     @Test func badCacheEntriesAreNamed() throws {
         let scratch = try Scratch()
         let split = HubDatasetSplit(repo: "Rowan/hellaswag", split: "validation")

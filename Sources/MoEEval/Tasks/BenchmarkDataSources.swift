@@ -50,7 +50,8 @@ public struct BenchmarkDataSources: Sendable {
                     return try .table(files)
                 }
             }
-            tried.append("Hub cache \(HubCache.repoFolder(split.repo, in: hub.hubCache).path) (\(HubCache.revisions.joined(separator: ", ")))")
+            if let files = try HubCache.locateInAnySnapshot(split, in: hub.hubCache) { return try .table(files) }
+            tried.append("Hub cache \(HubCache.repoFolder(split.repo, in: hub.hubCache).path) (\(HubCache.revisions.joined(separator: ", ")), any snapshot)")
             if let files = try DatasetsArrowCache.locate(split, in: hub.datasetsCache) {
                 return try .table(files)
             }
