@@ -54,21 +54,33 @@ public struct HubDownloader: Sendable {
             let paths = (json["siblings"]?.arrayValue ?? []).compactMap { $0["rfilename"]?.stringValue }
             let chosen = split.files(among: paths)
             guard !chosen.isEmpty else { continue }
-            let files = try chosen.map { try fetch(repo: split.repo, commit: commit, path: $0) }
+            // Every blob first, then the snapshot links and the ref: a split of several files never shows up
+            // in a snapshot with some of them missing.
+            let fetched = try chosen.map { try fetchBlob(repo: split.repo, commit: commit, path: $0) }
+            for (file, blob) in fetched {
+                if let blob { try link(file, to: blob) }
+            }
             try writeRef(repo: split.repo, revision: revision, commit: commit)
-            return files
+            return fetched.map(\.file)
         }
         return nil
     }
 
     /// One file into the cache; returns its snapshot path (reused when already there).
     public func fetch(repo: String, commit: String, path: String) throws -> URL {
+        let (file, blob) = try fetchBlob(repo: repo, commit: commit, path: path)
+        if let blob { try link(file, to: blob) }
+        return file
+    }
+
+    /// A file's content into `blobs/ETAG`; its snapshot path and the blob to link it to (nil: already linked).
+    func fetchBlob(repo: String, commit: String, path: String) throws -> (file: URL, blob: URL?) {
         guard !path.split(separator: "/").contains(where: { $0 == ".." || $0 == "." }), !path.hasPrefix("/") else {
             throw HubDownloadError("\(repo): refusing the file path '\(path)' (it leaves the snapshot folder)")
         }
         let cache = environment.hubCache
         let snapshotFile = HubCache.snapshot(repo, commit: commit, in: cache).appendingPathComponent(path)
-        if FileManager.default.fileExists(atPath: snapshotFile.resolvingSymlinksInPath().path) { return snapshotFile }
+        if FileManager.default.fileExists(atPath: snapshotFile.resolvingSymlinksInPath().path) { return (snapshotFile, nil) }
         let url = "\(environment.endpoint)/datasets/\(repo)/resolve/\(commit)/\(Self.pathEscaped(path, keepSlashes: true))"
         guard !environment.offline else { throw HubDownloadError("\(url): not fetched, HF_HUB_OFFLINE is set") }
 
@@ -115,8 +127,7 @@ public struct HubDownloader: Sendable {
                 throw HubDownloadError("\(blob.path): cannot move the finished download into place (\(error.localizedDescription))")
             }
         }
-        try link(snapshotFile, to: blob)
-        return snapshotFile
+        return (snapshotFile, blob)
     }
 
     /// The finished `.incomplete` file must have the announced size, and an LFS file the sha256 its ETag

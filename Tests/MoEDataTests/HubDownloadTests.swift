@@ -112,6 +112,21 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: incomplete.path))
     }
 
+    @Test func aSplitOfSeveralFilesAppearsWholeOrNotAtAll() throws {
+        let hub = try hub(), scratch = try Scratch()
+        hub.add(repo: "EleutherAI/lambada_openai", revision: "refs/convert/parquet",
+                .init(commit: Self.commit, files: ["default/test/0000.jsonl": Array(Self.rows.utf8),
+                                                   "default/test/0001.jsonl": Array("{\"text\": \"last\"}\n".utf8)]))
+        hub.setFault { $0.path.hasSuffix("/0001.jsonl") ? .init(status: 500) : nil }
+        let env = environment(hub, scratch)
+        #expect { try HubDownloader(environment: env).download(Self.split) } throws: { "\($0)".hasSuffix("/default/test/0001.jsonl: HTTP 500") }
+        #expect(try HubCache.locateInAnySnapshot(Self.split, in: env.hubCache) == nil)
+        #expect(!FileManager.default.fileExists(atPath: env.hubCache.appendingPathComponent("\(repoFolder)/refs").path))
+        hub.setFault(nil)
+        let files = try #require(try HubDownloader(environment: env).download(Self.split))
+        #expect(files.map(\.lastPathComponent) == ["0000.jsonl", "0001.jsonl"])
+    }
+
     @Test func contentThatIsNotItsETagIsDiscarded() throws {
         let hub = try hub(), scratch = try Scratch()
         let env = environment(hub, scratch)
