@@ -81,18 +81,20 @@ let package = Package(
         .executableTarget(
             name: "moe-eval",
             dependencies: [
-                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoEServer", "MoEDistributed", "MoEJSON", "CBLAS",
+                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoEServer", "MoEDistributed", "MoEJSON", "MoEData", "CBLAS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "MoETensorTests", dependencies: ["MoETensor"]),
         .testTarget(name: "MoEJSONTests", dependencies: ["MoEJSON"]),
-        .testTarget(name: "MoEDataTests", dependencies: ["MoEData", "MoEJSON"], exclude: ["Fixtures"]),
+        // A Hugging Face Hub stand-in on 127.0.0.1 for the download tests.
+        .target(name: "HubTestSupport", path: "Tests/HubTestSupport"),
+        .testTarget(name: "MoEDataTests", dependencies: ["MoEData", "MoEJSON", "HubTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "MoECheckpointTests", dependencies: ["MoECheckpoint"], exclude: ["Fixtures"]),
         .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels"], exclude: ["Fixtures"]),
         .testTarget(name: "MoETokenizerTests", dependencies: ["MoETokenizer", "MoEJSON"], exclude: ["Fixtures"]),
         .testTarget(name: "MoEEvalTests", dependencies: ["MoEEval", "MoEModels", "MoETokenizer"], exclude: ["Fixtures"]),
-        .testTarget(name: "CLITests", dependencies: ["moe-eval", "MoECheckpoint", "MoEModels"]),
+        .testTarget(name: "CLITests", dependencies: ["moe-eval", "MoECheckpoint", "MoEModels", "MoEEval", "HubTestSupport"]),
         .testTarget(
             name: "MoEServerTests",
             dependencies: ["MoEServer", "MoEModels", "MoETokenizer", "MoEJSON",

@@ -33,10 +33,13 @@ fi
 MAX_SEQ_LEN="$(sed -n 's/.*"max_seq_len"[[:space:]]*:[[:space:]]*\([0-9]*\).*/\1/p' "$ROOT/assets/demo/model_args.json" | head -n1)"
 NATIVE_MAX_LENGTH=$((MAX_SEQ_LEN - 2))
 
+# The same original files the harness's task files read (test infrastructure, never a product default).
+DATA="${DATA:-$ROOT/../shared/data}"
+
 echo "[agreement] native runs (limit $LIMIT, max length $NATIVE_MAX_LENGTH)" >&2
-"$MOE_EVAL_BIN" run --lm-eval-only --quiet --log-samples --lm-eval-limit "$LIMIT" --max-length "$NATIVE_MAX_LENGTH" \
+"$MOE_EVAL_BIN" run --lm-eval-only --quiet --log-samples --lm-eval-limit "$LIMIT" --max-length "$NATIVE_MAX_LENGTH" --data-dir "$DATA" \
     --lm-eval-tasks arc_easy,hellaswag,lambada_openai,wikitext --output-dir "$OUT/native-0shot" >&2
-"$MOE_EVAL_BIN" run --lm-eval-only --quiet --log-samples --lm-eval-limit "$LIMIT" --max-length "$NATIVE_MAX_LENGTH" \
+"$MOE_EVAL_BIN" run --lm-eval-only --quiet --log-samples --lm-eval-limit "$LIMIT" --max-length "$NATIVE_MAX_LENGTH" --data-dir "$DATA" \
     --lm-eval-tasks mmlu_abstract_algebra,mmlu_high_school_geography --num-fewshot 2 --output-dir "$OUT/native-mmlu" >&2
 
 echo "[agreement] lm-eval 0.4.13 over moe-eval serve" >&2

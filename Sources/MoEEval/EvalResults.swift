@@ -24,6 +24,8 @@ public struct EvalResults {
     public var run: [String: Any] = [:]
     /// Per-document results (`--log-samples`), task → records, for paired comparison.
     public var lmEvalSamples: Any?
+    /// Benchmark tasks that could not run, task → reason (written as `lm_eval_errors` when there are any).
+    public var lmEvalErrors: [String: String] = [:]
 
     public init(checkpointDir: String, modelArgs: ModelArgs, timestamp: String, outputFile: String) {
         self.checkpointDir = checkpointDir
@@ -74,6 +76,7 @@ public struct EvalResults {
         }
         top["moe_eval"] = run
         if let lmEvalSamples { top["lm_eval_samples"] = lmEvalSamples }
+        if !lmEvalErrors.isEmpty { top["lm_eval_errors"] = lmEvalErrors }
         return try JSONSerialization.data(withJSONObject: top, options: [.prettyPrinted, .sortedKeys])
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MoEData
 import MoEEval
 import MoECheckpoint
 import MoEModels
@@ -20,6 +21,11 @@ struct RunCommand: ParsableCommand {
         Presets (routing samples×seq_len; inference iterations×new tokens; lm_eval):
           30s 10×256; none; none · 1min 10×256; 1×16; hellaswag 5 · 5min 30×256; 3×32; hellaswag 20
           15min 50×512; 5×64; hellaswag 100 · full 100×512; 10×128; mmlu hellaswag arc_easy
+        Benchmark data is found as lm-eval finds it: --data-dir (original release files) when given, then the
+        Hugging Face Hub cache (HF_HUB_CACHE, else HF_HOME/hub), the datasets cache (HF_DATASETS_CACHE), and
+        last a download from the Hub (HF_ENDPOINT, HF_TOKEN; none when HF_HUB_OFFLINE=1).
+        Exit status: 0 done; 3 the results file was written but some benchmark tasks could not run (their
+        reasons are printed and kept under lm_eval_errors); 1 any other error.
         """)
 
     @OptionGroup var model: ModelOptions
@@ -59,7 +65,7 @@ struct RunCommand: ParsableCommand {
     var numFewshot: Int?
 
     @Option(name: [.customLong("data-dir"), .customLong("data_dir")],
-            help: "Benchmark data folder in ../shared/data's layout (default: $MOE_EVAL_DATA_DIR, else ../shared/data beside the moe-eval folder).")
+            help: "Benchmark data folder holding the original release files (hellaswag/, arc/, mmlu/data/…), tried before the Hugging Face caches (default: $MOE_EVAL_DATA_DIR).")
     var dataDir: String?
 
     @Option(name: [.customLong("max-length"), .customLong("max_length")],
@@ -206,20 +212,32 @@ struct RunCommand: ParsableCommand {
                 record["lm_eval"] = ["status": "skipped", "reason": skipLMEval ? "--skip-lm-eval" : "preset \(preset.name) runs no tasks"]
             } else {
                 guard let tokenizer = try tokenizer ?? loadTokenizer(config: config, demo: demo, checkpoint: spec.checkpoint, required: true) else { return }
-                let folder = try benchmarkDataDir(demo: demo)
+                let data = benchmarkData(demo: demo ?? DemoAssets.owning(spec.checkpoint), progress: progress)
                 let limit = lmEvalLimit ?? preset.lmEvalLimit
                 if let maxLength, maxLength > loaded.model.args.maxSeqLen {
                     throw RunArgumentError(description: "--max-length \(maxLength) exceeds the model's max_seq_len \(loaded.model.args.maxSeqLen)")
                 }
                 let scorer = NativeScorer(model: loaded.model, maxLength: maxLength)
-                let output = try NativeTasks.run(tasks: tasks, limit: limit, numFewshot: numFewshot, dataDir: folder, tokenizer: tokenizer,
-                                                 scorer: scorer, logSamples: logSamples, progress: { progress.update($0) })
-                results.lmEvalResults = output.results
-                record["lm_eval"] = ["status": "ran", "tasks": tasks, "limit": limit as Any, "num_fewshot": output.nShot, "max_length": scorer.maxLength,
-                                     "data_dir": folder.path, "requests": output.requests, "scoring_seconds": output.scoringSeconds,
-                                     "tokenization": "as lm-eval's API backends (no BOS)"]
-                if logSamples { samplesJSON = try EvalResults.object(output.samples) }
-                progress.done(String(format: "lm_eval: %d requests over %@ in %.2f s", output.requests, tasks.joined(separator: ", "), output.scoringSeconds))
+                do {
+                    let output = try NativeTasks.run(tasks: tasks, limit: limit, numFewshot: numFewshot, data: data, tokenizer: tokenizer,
+                                                     scorer: scorer, logSamples: logSamples, skipFailedTasks: true,
+                                                     progress: { progress.update($0) })
+                    results.lmEvalResults = output.results
+                    results.lmEvalErrors = output.errors
+                    record["lm_eval"] = ["status": output.errors.isEmpty ? "ran" : "ran with errors", "tasks": tasks, "limit": limit as Any,
+                                         "num_fewshot": output.nShot, "max_length": scorer.maxLength,
+                                         "data_dir": data.dataDir?.path as Any, "requests": output.requests, "scoring_seconds": output.scoringSeconds,
+                                         "tokenization": "as lm-eval's API backends (no BOS)"]
+                    if logSamples { samplesJSON = try EvalResults.object(output.samples) }
+                    progress.done(String(format: "lm_eval: %d requests over %@ in %.2f s", output.requests, tasks.joined(separator: ", "), output.scoringSeconds))
+                } catch let error as ExitCode {
+                    throw error
+                } catch {
+                    // Routing, inference and cost are already measured: keep them and say why accuracy is missing.
+                    let reason = "\(error)"
+                    for task in tasks { results.lmEvalErrors[task] = reason }
+                    record["lm_eval"] = ["status": "failed", "tasks": tasks, "reason": reason]
+                }
             }
             if let report = try ranks.report(model: loaded.model, routingPhase: runRouting ? "routing" : nil, predictedLoads: routedLoads) {
                 record["expert_parallel"] = report.json
@@ -232,8 +250,17 @@ struct RunCommand: ParsableCommand {
             results.lmEvalSamples = samplesJSON
             try OutputFile.write(try results.jsonData(), to: outputURL)
             print("results written to \(outputURL.path)")
+            if !results.lmEvalErrors.isEmpty {
+                for (task, reason) in results.lmEvalErrors.sorted(by: { $0.key < $1.key }) {
+                    printError("error: benchmark task \(task) did not run: \(reason)")
+                }
+                throw ExitCode(Self.exitTasksFailed)
+            }
         }
     }
+
+    /// The results file was written, but some benchmark tasks could not run.
+    static let exitTasksFailed: Int32 = 3
 
     func prepareOutputFolder(_ folder: URL) throws {
         do {
@@ -280,15 +307,16 @@ struct RunCommand: ParsableCommand {
         return nil
     }
 
-    /// `--data-dir`, `$MOE_EVAL_DATA_DIR`, or the shared data folder beside the moe-eval checkout.
-    func benchmarkDataDir(demo: DemoAssets?) throws -> URL {
-        if let dataDir { return URL(fileURLWithPath: dataDir) }
-        if let env = ProcessInfo.processInfo.environment["MOE_EVAL_DATA_DIR"] { return URL(fileURLWithPath: env) }
-        if let root = demo?.root ?? (try? DemoAssets.locate())?.root {
-            let shared = root.deletingLastPathComponent().appendingPathComponent("shared/data")
-            if FileManager.default.fileExists(atPath: shared.path) { return shared }
-        }
-        throw RoutingInput.InputError(description: "no benchmark data: pass --data-dir DIR (hellaswag/, arc/, mmlu/data/… as in lm-eval's original files) or set MOE_EVAL_DATA_DIR")
+    /// `--data-dir` (else `$MOE_EVAL_DATA_DIR`), the Hugging Face caches and Hub, and the demo's own slice of
+    /// benchmark items when the demo model is evaluated.
+    func benchmarkData(demo: DemoAssets?, progress: Progress) -> BenchmarkDataSources {
+        let folder = dataDir ?? ProcessInfo.processInfo.environment["MOE_EVAL_DATA_DIR"].flatMap { $0.isEmpty ? nil : $0 }
+        // Downloads report from the calling thread only; Progress is not Sendable, the callback must be.
+        nonisolated(unsafe) let bar = progress
+        return BenchmarkDataSources(dataDir: folder.map { URL(fileURLWithPath: $0) }, hub: HubEnvironment.from(),
+                                    bundledHubCache: demo?.benchmarkData, progress: { file, bytes, total in
+            bar.update("downloading \(file) " + (total.map { Progress.bar(Int(bytes), Int($0)) + " bytes" } ?? "\(bytes) bytes"))
+        })
     }
 
     func routingDocuments(config: TrainConfig?, demo: DemoAssets?) throws -> (docs: [String], source: String) {
@@ -309,9 +337,18 @@ struct DemoAssets {
     var modelArgs: URL { folder.appendingPathComponent("model_args.json") }
     var text: URL { folder.appendingPathComponent("demo_text.txt") }
     var tokenizer: URL { root.appendingPathComponent("assets/tokenizers/demo-dsv3") }
+    /// A few real benchmark items in the Hub cache layout (assets/demo/hub/README.md).
+    var benchmarkData: URL { folder.appendingPathComponent("hub") }
     let checkpoint: URL
 
     struct MissingError: Error, CustomStringConvertible { let description: String }
+
+    /// The bundled demo when `checkpoint` is one of its checkpoints (named with --checkpoint).
+    static func owning(_ checkpoint: URL) -> DemoAssets? {
+        guard let demo = try? locate() else { return nil }
+        let steps = demo.folder.appendingPathComponent("checkpoint").resolvingSymlinksInPath().standardized.path + "/"
+        return checkpoint.resolvingSymlinksInPath().standardized.path.hasPrefix(steps) ? demo : nil
+    }
 
     /// `MOE_EVAL_HOME`, else the first folder above the executable or the working directory holding assets/demo.
     static func locate() throws -> DemoAssets {

@@ -13,7 +13,7 @@ struct TaskTestsHarnessAgreement {
         "boolq_superglue_1shot", "openbookqa_0shot", "lambada_0shot", "lambada_2shot", "wikitext_0shot",
     ]
 
-    static let loaders: [String: @Sendable (URL) throws -> [TaskDocument]] = [
+    static let loaders: [String: @Sendable (TaskData.Source) throws -> [TaskDocument]] = [
         "hellaswag": Hellaswag.documents, "arc_easy": ARC.documents, "winogrande": Winogrande.documents,
         "piqa": PIQA.documents, "boolq": BoolQ.documents, "openbookqa": OpenBookQA.documents,
         "lambada_openai": Lambada.documents, "wikitext": Wikitext.documents,
@@ -44,11 +44,11 @@ struct TaskTestsHarnessAgreement {
         var task = try #require(try NativeTasks.resolve([native], dataDir: TaskPaths.sharedData).0.first)
         if let eval = data["eval"] as? String {
             let url = dataURL(eval)
-            task.documents = { try loader(url) }
+            task.documents = { try loader(.file(url)) }
         }
         if let pool = data["fewshot"] as? String {
             let url = dataURL(pool)
-            task.fewShotPool = { try loader(url) }
+            task.fewShotPool = { try loader(.file(url)) }
         }
         return ([task], [])
     }

@@ -33,7 +33,7 @@ native() {  # name, then run arguments
     local start end
     start=$(date +%s.%N)
     "$MOE_EVAL_BIN" run --lm-eval-only --quiet --lm-eval-limit "$LIMIT" --max-length $((MAX_SEQ_LEN - 2)) \
-        --output-dir "$OUT/native/$name" "$@" >&2
+        --data-dir "${DATA:-$ROOT/../shared/data}" --output-dir "$OUT/native/$name" "$@" >&2
     end=$(date +%s.%N)
     printf '%s\t%s\n' "$name" "$(awk "BEGIN { printf \"%.3f\", $end - $start }")" >> "$OUT/native.tsv"
 }

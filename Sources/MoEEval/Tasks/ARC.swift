@@ -1,4 +1,5 @@
 import Foundation
+import MoEData
 
 /// `arc_easy` / `arc_challenge` (lm_eval/tasks/arc): evaluate on test, few-shot examples from train;
 /// prompt `"Question: {question}\nAnswer:"`, choices scored as `" " + text`; acc and acc_norm.
@@ -43,22 +44,27 @@ enum ARC {
         }
     }
 
-    static func task(_ level: Level, dataDir: URL) -> BenchmarkTask {
+    static func hub(_ level: Level, _ split: String) -> HubDatasetSplit {
+        HubDatasetSplit(repo: "allenai/ai2_arc", config: "ARC-\(level.rawValue)", split: split)
+    }
+
+    static func task(_ level: Level, data: BenchmarkDataSources) -> BenchmarkTask {
         let name = level.taskName
         return BenchmarkTask(
             name: name, metrics: [.acc, .accNorm], sampling: .random(passesEvalDoc: false),
-            documents: { try documents(TaskData.locate(split(level, "Test", hf: "test"), in: dataDir, task: name, purpose: "test")) },
-            fewShotPool: { try documents(TaskData.locate(split(level, "Train", hf: "train"), in: dataDir, task: name, purpose: "few-shot (train)")) })
+            documents: { try documents(data.locate(split(level, "Test", hf: "test"), hub: hub(level, "test"), task: name, purpose: "test")) },
+            fewShotPool: { try documents(data.locate(split(level, "Train", hf: "train"), hub: hub(level, "train"), task: name, purpose: "few-shot (train)")) })
     }
 
-    static func documents(_ url: URL) throws -> [TaskDocument] {
-        try TaskData.jsonLines(url).map { line in
-            let record = try TaskData.decode(Record.self, line, in: url)
+    static func documents(_ source: TaskData.Source) throws -> [TaskDocument] {
+        let (lines, origin) = try source.records()
+        return try lines.map { line in
+            let record = try TaskData.decode(Record.self, line, in: origin)
             guard let gold = record.labels.firstIndex(where: { PythonText.same($0, record.answerKey) }) else {
-                throw TaskDataError(description: "\(url.path):\(line.number): answerKey '\(record.answerKey)' is not one of the choice labels \(record.labels)")
+                throw TaskDataError(description: "\(origin):\(line.number): answerKey '\(record.answerKey)' is not one of the choice labels \(record.labels)")
             }
             return TaskDocument(content: .choices(question: "Question: " + record.question + "\nAnswer:", choices: record.texts, gold: gold),
-                                identity: line.bytes, origin: "\(url.path):\(line.number)")
+                                identity: line.bytes, origin: "\(origin):\(line.number)")
         }
     }
 }

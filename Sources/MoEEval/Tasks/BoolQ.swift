@@ -1,4 +1,5 @@
 import Foundation
+import MoEData
 
 /// `boolq` (lm_eval/tasks/super_glue/boolq): evaluates on validation, few-shot examples from train; prompt
 /// `"{passage}\nQuestion: {question}?\nAnswer:"`, choices `["no", "yes"]`; acc. Reads the SuperGLUE layout
@@ -17,17 +18,20 @@ enum BoolQ {
         var answer: FlexibleValue?
     }
 
-    static func task(dataDir: URL) -> BenchmarkTask {
+    static func hub(_ split: String) -> HubDatasetSplit { HubDatasetSplit(repo: "aps/super_glue", config: "boolq", split: split) }
+
+    static func task(data: BenchmarkDataSources) -> BenchmarkTask {
         BenchmarkTask(
             name: "boolq", metrics: [.acc], sampling: .random(passesEvalDoc: true),
-            documents: { try documents(TaskData.locate(validation, in: dataDir, task: "boolq", purpose: "validation")) },
-            fewShotPool: { try documents(TaskData.locate(train, in: dataDir, task: "boolq", purpose: "few-shot (train)")) })
+            documents: { try documents(data.locate(validation, hub: hub("validation"), task: "boolq", purpose: "validation")) },
+            fewShotPool: { try documents(data.locate(train, hub: hub("train"), task: "boolq", purpose: "few-shot (train)")) })
     }
 
-    static func documents(_ url: URL) throws -> [TaskDocument] {
-        try TaskData.jsonLines(url).map { line in
-            let record = try TaskData.decode(Record.self, line, in: url)
-            let origin = "\(url.path):\(line.number)"
+    static func documents(_ source: TaskData.Source) throws -> [TaskDocument] {
+        let (lines, file) = try source.records()
+        return try lines.map { line in
+            let record = try TaskData.decode(Record.self, line, in: file)
+            let origin = "\(file):\(line.number)"
             let gold: Int
             switch record.label ?? record.answer {
             case .bool(let v)?: gold = v ? 1 : 0

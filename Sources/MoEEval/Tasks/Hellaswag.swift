@@ -1,4 +1,5 @@
 import Foundation
+import MoEData
 
 /// `hellaswag` (lm_eval/tasks/hellaswag): evaluates on validation, few-shot examples from train;
 /// acc and acc_norm. The query is `preprocess(activity_label + ": " + ctx_a + " " + ctx_b.capitalize())`,
@@ -19,22 +20,28 @@ enum Hellaswag {
         var label: FlexibleValue
     }
 
-    static func task(dataDir: URL) -> BenchmarkTask {
+    static let hubValidation = HubDatasetSplit(repo: "Rowan/hellaswag", split: "validation")
+    static let hubTrain = HubDatasetSplit(repo: "Rowan/hellaswag", split: "train")
+
+    static func task(data: BenchmarkDataSources) -> BenchmarkTask {
         BenchmarkTask(
             name: "hellaswag", metrics: [.acc, .accNorm], sampling: .random(passesEvalDoc: true),
-            documents: { try documents(TaskData.locate(validation, in: dataDir, task: "hellaswag", purpose: "validation")) },
-            fewShotPool: { try documents(TaskData.locate(train, in: dataDir, task: "hellaswag", purpose: "few-shot (train)")) })
+            documents: { try documents(data.locate(validation, hub: hubValidation, task: "hellaswag", purpose: "validation")) },
+            fewShotPool: { try documents(data.locate(train, hub: hubTrain, task: "hellaswag", purpose: "few-shot (train)")) })
     }
 
-    static func documents(_ url: URL) throws -> [TaskDocument] {
-        try TaskData.jsonLines(url).map { line in
-            let record = try TaskData.decode(Record.self, line, in: url)
+    static func documents(_ url: URL) throws -> [TaskDocument] { try documents(.file(url)) }
+
+    static func documents(_ source: TaskData.Source) throws -> [TaskDocument] {
+        let (lines, origin) = try source.records()
+        return try lines.map { line in
+            let record = try TaskData.decode(Record.self, line, in: origin)
             let context = record.ctx_a + " " + PythonText.capitalize(record.ctx_b)
             let choices = record.endings.map(preprocess)
             return TaskDocument(
                 content: .choices(question: preprocess(record.activity_label + ": " + context), choices: choices,
                                   gold: goldIndex(rendered: record.label.rendered, choices: choices)),
-                identity: line.bytes, origin: "\(url.path):\(line.number)")
+                identity: line.bytes, origin: "\(origin):\(line.number)")
         }
     }
 

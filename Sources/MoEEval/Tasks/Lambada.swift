@@ -1,4 +1,5 @@
 import Foundation
+import MoEData
 
 /// `lambada_openai` (lm_eval/tasks/lambada): the test split only; context = the text without its last
 /// space-separated word, target = `" " + that word` (Python `split(' ')`, so double spaces stay);
@@ -10,19 +11,22 @@ enum Lambada {
 
     struct Record: Decodable { var text: String }
 
-    static func task(dataDir: URL) -> BenchmarkTask {
+    static let hubTest = HubDatasetSplit(repo: "EleutherAI/lambada_openai", config: "default", split: "test")
+
+    static func task(data: BenchmarkDataSources) -> BenchmarkTask {
         BenchmarkTask(
             name: "lambada_openai", metrics: [.perplexity, .acc], sampling: .random(passesEvalDoc: false),
-            documents: { try documents(TaskData.locate(test, in: dataDir, task: "lambada_openai", purpose: "test")) },
-            fewShotPool: { try documents(TaskData.locate(test, in: dataDir, task: "lambada_openai", purpose: "test")) })
+            documents: { try documents(data.locate(test, hub: hubTest, task: "lambada_openai", purpose: "test")) },
+            fewShotPool: { try documents(data.locate(test, hub: hubTest, task: "lambada_openai", purpose: "test")) })
     }
 
-    static func documents(_ url: URL) throws -> [TaskDocument] {
-        try TaskData.jsonLines(url).map { line in
-            let record = try TaskData.decode(Record.self, line, in: url)
+    static func documents(_ source: TaskData.Source) throws -> [TaskDocument] {
+        let (lines, origin) = try source.records()
+        return try lines.map { line in
+            let record = try TaskData.decode(Record.self, line, in: origin)
             let words = PythonText.splitOnSpace(record.text)
             return TaskDocument(content: .continuation(context: words.dropLast().joined(separator: " "), target: " " + words[words.count - 1]),
-                                identity: line.bytes, origin: "\(url.path):\(line.number)")
+                                identity: line.bytes, origin: "\(origin):\(line.number)")
         }
     }
 }

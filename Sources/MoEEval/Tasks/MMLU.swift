@@ -1,4 +1,5 @@
 import Foundation
+import MoEData
 
 /// `mmlu` (lm_eval/tasks/mmlu/default): 57 subject tasks `mmlu_<subject>`, evaluated on test with the
 /// dev split's first k questions as few-shot examples; grouped into `mmlu_stem`, `mmlu_other`,
@@ -86,21 +87,26 @@ enum MMLU {
 
     static let letters = ["A", "B", "C", "D"]
 
-    static func task(subject: String, dataDir: URL) -> BenchmarkTask {
+    static func hub(_ subject: String, _ split: String) -> HubDatasetSplit {
+        HubDatasetSplit(repo: "cais/mmlu", config: subject, split: split)
+    }
+
+    static func task(subject: String, data: BenchmarkDataSources) -> BenchmarkTask {
         let name = "mmlu_" + subject
         return BenchmarkTask(
             name: name, metrics: [.acc],
             description: "The following are multiple choice questions (with answers) about \(subject.replacingOccurrences(of: "_", with: " ")).\n\n",
             sampling: .firstN,
-            documents: { try documents(TaskData.locate(split(subject, "test"), in: dataDir, task: name, purpose: "test")) },
-            fewShotPool: { try documents(TaskData.locate(split(subject, "dev"), in: dataDir, task: name, purpose: "few-shot (dev)")) })
+            documents: { try documents(data.locate(split(subject, "test"), hub: hub(subject, "test"), task: name, purpose: "test")) },
+            fewShotPool: { try documents(data.locate(split(subject, "dev"), hub: hub(subject, "dev"), task: name, purpose: "few-shot (dev)")) })
     }
 
-    static func documents(_ url: URL) throws -> [TaskDocument] {
-        if url.pathExtension == "jsonl" {
-            return try TaskData.jsonLines(url).map { line in
-                let record = try TaskData.decode(Record.self, line, in: url)
-                let origin = "\(url.path):\(line.number)"
+    static func documents(_ source: TaskData.Source) throws -> [TaskDocument] {
+        guard case .file(let url) = source, url.pathExtension != "jsonl" else {
+            let (lines, file) = try source.records()
+            return try lines.map { line in
+                let record = try TaskData.decode(Record.self, line, in: file)
+                let origin = "\(file):\(line.number)"
                 guard record.choices.count == 4 else {
                     throw TaskDataError(description: "\(origin): expected 4 choices, found \(record.choices.count)")
                 }

@@ -6,7 +6,7 @@ import MoETokenizer
 /// ```swift
 /// let scorer = NativeScorer(model: loaded.model)
 /// let run = try NativeTasks.run(tasks: ["hellaswag", "mmlu"], limit: 20, numFewshot: nil,
-///                               dataDir: URL(fileURLWithPath: "../shared/data"), tokenizer: tokenizer,
+///                               data: .directory(URL(fileURLWithPath: "data")), tokenizer: tokenizer,
 ///                               scorer: scorer, logSamples: true, progress: { print($0) })
 /// run.results["hellaswag"]?["acc_norm,none"]
 /// ```
@@ -53,27 +53,49 @@ public enum NativeTasks {
         public var groups: [String: [String]]
         public var requests: Int
         public var scoringSeconds: Double
+        /// Tasks that could not run (missing or bad data) and why, when asked to go on without them.
+        public var errors: [String: String] = [:]
     }
 
     /// Runs `tasks` (names or groups, space- or comma-separated entries) with the model behind `scorer`,
     /// tokenizing as lm-eval's API backend does (no BOS; see `RequestEncoder`).
     public static func run(tasks: [String], limit: Int?, numFewshot: Int?, dataDir: URL, tokenizer: Tokenizer,
                            scorer: LanguageModelScorer, logSamples: Bool, progress: ((String) -> Void)?) throws -> Output {
-        try evaluate(tasks: tasks, limit: limit, numFewshot: numFewshot, dataDir: dataDir,
+        try run(tasks: tasks, limit: limit, numFewshot: numFewshot, data: .directory(dataDir), tokenizer: tokenizer,
+                scorer: scorer, logSamples: logSamples, progress: progress)
+    }
+
+    /// `run` with data from wherever `data` finds it (see `BenchmarkDataSources`).
+    /// `skipFailedTasks`: a task whose data is missing or bad is left out and its reason kept in
+    /// `Output.errors` instead of failing the whole run.
+    public static func run(tasks: [String], limit: Int?, numFewshot: Int?, data: BenchmarkDataSources, tokenizer: Tokenizer,
+                           scorer: LanguageModelScorer, logSamples: Bool, skipFailedTasks: Bool = false,
+                           progress: ((String) -> Void)?) throws -> Output {
+        try evaluate(tasks: tasks, limit: limit, numFewshot: numFewshot, data: data,
                      scorer: TokenizedScorer(encoder: RequestEncoder(tokenizer: tokenizer), scorer: scorer),
-                     logSamples: logSamples, progress: progress)
+                     logSamples: logSamples, skipFailedTasks: skipFailedTasks, progress: progress)
     }
 
     /// `run` over any text-level scorer.
     public static func evaluate(tasks: [String], limit: Int?, numFewshot: Int?, dataDir: URL, scorer: TextScorer,
                                 logSamples: Bool, progress: ((String) -> Void)? = nil) throws -> Output {
-        let (resolved, groups) = try resolve(tasks, dataDir: dataDir)
+        try evaluate(tasks: tasks, limit: limit, numFewshot: numFewshot, data: .directory(dataDir), scorer: scorer,
+                     logSamples: logSamples, progress: progress)
+    }
+
+    public static func evaluate(tasks: [String], limit: Int?, numFewshot: Int?, data: BenchmarkDataSources, scorer: TextScorer,
+                                logSamples: Bool, skipFailedTasks: Bool = false, progress: ((String) -> Void)? = nil) throws -> Output {
+        let (resolved, groups) = try resolve(tasks, data: data)
         return try evaluate(resolved, groups: groups, limit: limit, numFewshot: numFewshot, scorer: scorer,
-                            logSamples: logSamples, progress: progress)
+                            logSamples: logSamples, skipFailedTasks: skipFailedTasks, progress: progress)
     }
 
     /// Task names → task definitions and the groups to report, in the order first named.
     static func resolve(_ entries: [String], dataDir: URL) throws -> ([BenchmarkTask], [TaskGroup]) {
+        try resolve(entries, data: .directory(dataDir))
+    }
+
+    static func resolve(_ entries: [String], data: BenchmarkDataSources) throws -> ([BenchmarkTask], [TaskGroup]) {
         let names = entries.flatMap { $0.split(whereSeparator: { $0 == "," || $0.isWhitespace }).map(String.init) }
         guard !names.isEmpty else { throw TaskDataError(description: "no benchmark task named") }
         var tasks: [BenchmarkTask] = [], groups: [TaskGroup] = []
@@ -83,26 +105,26 @@ public enum NativeTasks {
         }
         for name in names {
             switch name {
-            case "hellaswag": add(Hellaswag.task(dataDir: dataDir))
-            case "arc_easy": add(ARC.task(.easy, dataDir: dataDir))
-            case "arc_challenge": add(ARC.task(.challenge, dataDir: dataDir))
-            case "winogrande": add(Winogrande.task(dataDir: dataDir))
-            case "piqa": add(PIQA.task(dataDir: dataDir))
-            case "boolq": add(BoolQ.task(dataDir: dataDir))
-            case "openbookqa": add(OpenBookQA.task(dataDir: dataDir))
-            case "lambada_openai": add(Lambada.task(dataDir: dataDir))
-            case "wikitext": add(Wikitext.task(dataDir: dataDir))
+            case "hellaswag": add(Hellaswag.task(data: data))
+            case "arc_easy": add(ARC.task(.easy, data: data))
+            case "arc_challenge": add(ARC.task(.challenge, data: data))
+            case "winogrande": add(Winogrande.task(data: data))
+            case "piqa": add(PIQA.task(data: data))
+            case "boolq": add(BoolQ.task(data: data))
+            case "openbookqa": add(OpenBookQA.task(data: data))
+            case "lambada_openai": add(Lambada.task(data: data))
+            case "wikitext": add(Wikitext.task(data: data))
             case "mmlu":
                 let subjects = MMLU.subjects.map(\.name)
-                subjects.forEach { add(MMLU.task(subject: $0, dataDir: dataDir)) }
+                subjects.forEach { add(MMLU.task(subject: $0, data: data)) }
                 groups += MMLU.groups(for: subjects) + [TaskGroup(name: "mmlu", leaves: subjects.map { "mmlu_" + $0 })]
             default:
                 if let category = MMLU.Category.allCases.first(where: { $0.groupName == name }) {
                     let subjects = MMLU.subjects.filter { $0.category == category }.map(\.name)
-                    subjects.forEach { add(MMLU.task(subject: $0, dataDir: dataDir)) }
+                    subjects.forEach { add(MMLU.task(subject: $0, data: data)) }
                     groups += MMLU.groups(for: subjects)
                 } else if name.hasPrefix("mmlu_"), MMLU.subjects.contains(where: { "mmlu_" + $0.name == name }) {
-                    add(MMLU.task(subject: String(name.dropFirst(5)), dataDir: dataDir))
+                    add(MMLU.task(subject: String(name.dropFirst(5)), data: data))
                 } else {
                     throw TaskDataError(description: "unknown benchmark task '\(name)' (known: hellaswag, arc_easy, arc_challenge, mmlu, mmlu_stem, mmlu_other, mmlu_social_sciences, mmlu_humanities, mmlu_<subject>, winogrande, piqa, boolq, openbookqa, lambada_openai, wikitext)")
                 }
@@ -138,14 +160,23 @@ public enum NativeTasks {
         }
     }
 
-    static func evaluate(_ tasks: [BenchmarkTask], groups: [TaskGroup], limit: Int?, numFewshot: Int?, scorer: TextScorer,
-                         logSamples: Bool, progress: ((String) -> Void)?) throws -> Output {
+    static func evaluate(_ requestedTasks: [BenchmarkTask], groups: [TaskGroup], limit: Int?, numFewshot: Int?, scorer: TextScorer,
+                         logSamples: Bool, skipFailedTasks: Bool = false, progress: ((String) -> Void)?) throws -> Output {
         let shots = max(0, numFewshot ?? 0)
         var prepared: [[PreparedDocument]] = []
         var requests: [LoglikelihoodRequest] = [], texts: [String] = []
-        for task in tasks {
-            let documents = try prepare(task, limit: limit, numFewshot: shots)
-            guard !documents.isEmpty else { throw TaskDataError(description: "\(task.name): no documents to evaluate") }
+        var tasks: [BenchmarkTask] = [], failures: [String: String] = [:]
+        for task in requestedTasks {
+            let documents: [PreparedDocument]
+            do {
+                documents = try prepare(task, limit: limit, numFewshot: shots)
+                guard !documents.isEmpty else { throw TaskDataError(description: "\(task.name): no documents to evaluate") }
+            } catch let error as TaskDataError where skipFailedTasks {
+                failures[task.name] = error.description
+                progress?("\(task.name) cannot run: \(error.description)")
+                continue
+            }
+            tasks.append(task)
             for d in documents {
                 requests += d.requests
                 if case .rolling(let text, _, _) = d.document.content { texts.append(text) }
@@ -163,7 +194,7 @@ public enum NativeTasks {
         let seconds = Date().timeIntervalSince(start)
 
         var output = Output(results: [:], samples: [:], nShot: [:], groups: [:], requests: requests.count + texts.count,
-                            scoringSeconds: seconds)
+                            scoringSeconds: seconds, errors: failures)
         var nextAnswer = 0, nextRolling = 0
         for (task, documents) in zip(tasks, prepared) {
             var metrics: [DocumentMetrics] = []

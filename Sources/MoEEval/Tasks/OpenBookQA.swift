@@ -1,4 +1,5 @@
 import Foundation
+import MoEData
 
 /// `openbookqa` (lm_eval/tasks/openbookqa): evaluates on test, few-shot examples from train; the prompt
 /// is the bare question stem; gold = the index of `answerKey.lstrip()` among the labels; acc and acc_norm.
@@ -35,22 +36,25 @@ enum OpenBookQA {
         }
     }
 
-    static func task(dataDir: URL) -> BenchmarkTask {
+    static func hub(_ split: String) -> HubDatasetSplit { HubDatasetSplit(repo: "allenai/openbookqa", config: "main", split: split) }
+
+    static func task(data: BenchmarkDataSources) -> BenchmarkTask {
         BenchmarkTask(
             name: "openbookqa", metrics: [.acc, .accNorm], sampling: .random(passesEvalDoc: false),
-            documents: { try documents(TaskData.locate(test, in: dataDir, task: "openbookqa", purpose: "test")) },
-            fewShotPool: { try documents(TaskData.locate(train, in: dataDir, task: "openbookqa", purpose: "few-shot (train)")) })
+            documents: { try documents(data.locate(test, hub: hub("test"), task: "openbookqa", purpose: "test")) },
+            fewShotPool: { try documents(data.locate(train, hub: hub("train"), task: "openbookqa", purpose: "few-shot (train)")) })
     }
 
-    static func documents(_ url: URL) throws -> [TaskDocument] {
-        try TaskData.jsonLines(url).map { line in
-            let record = try TaskData.decode(Record.self, line, in: url)
+    static func documents(_ source: TaskData.Source) throws -> [TaskDocument] {
+        let (lines, origin) = try source.records()
+        return try lines.map { line in
+            let record = try TaskData.decode(Record.self, line, in: origin)
             let key = PythonText.lstrip(record.answerKey)
             guard let gold = record.labels.firstIndex(where: { PythonText.same($0, key) }) else {
-                throw TaskDataError(description: "\(url.path):\(line.number): answerKey '\(record.answerKey)' is not one of the choice labels \(record.labels)")
+                throw TaskDataError(description: "\(origin):\(line.number): answerKey '\(record.answerKey)' is not one of the choice labels \(record.labels)")
             }
             return TaskDocument(content: .choices(question: record.stem, choices: record.texts, gold: gold),
-                                identity: line.bytes, origin: "\(url.path):\(line.number)")
+                                identity: line.bytes, origin: "\(origin):\(line.number)")
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import MoEData
 
 /// `piqa` (lm_eval/tasks/piqa): evaluates on validation, few-shot examples from train; prompt
 /// `"Question: {goal}\nAnswer:"`, choices `[sol1, sol2]`; acc and acc_norm. Reads the original release
@@ -16,19 +17,23 @@ enum PIQA {
         var label: FlexibleValue?
     }
 
-    static func task(dataDir: URL) -> BenchmarkTask {
+    static func hub(_ split: String) -> HubDatasetSplit { HubDatasetSplit(repo: "baber/piqa", split: split) }
+
+    static func task(data: BenchmarkDataSources) -> BenchmarkTask {
         BenchmarkTask(
             name: "piqa", metrics: [.acc, .accNorm], sampling: .random(passesEvalDoc: true),
-            documents: { try documents(TaskData.locate(validation, in: dataDir, task: "piqa", purpose: "validation")) },
-            fewShotPool: { try documents(TaskData.locate(train, in: dataDir, task: "piqa", purpose: "few-shot (train)")) })
+            documents: { try documents(data.locate(validation, hub: hub("validation"), task: "piqa", purpose: "validation")) },
+            fewShotPool: { try documents(data.locate(train, hub: hub("train"), task: "piqa", purpose: "few-shot (train)")) })
     }
 
     /// `X.jsonl` takes its labels from `X-labels.lst` beside it when that file exists.
-    static func documents(_ url: URL) throws -> [TaskDocument] {
-        let labelsURL = url.deletingLastPathComponent().appendingPathComponent(url.deletingPathExtension().lastPathComponent + "-labels.lst")
-        let lines = try TaskData.jsonLines(url)
-        var labels: [String]?
-        if FileManager.default.fileExists(atPath: labelsURL.path) {
+    static func documents(_ source: TaskData.Source) throws -> [TaskDocument] {
+        let (lines, file) = try source.records()
+        var labelsURL = URL(fileURLWithPath: "-labels.lst"), labels: [String]?
+        if case .file(let url) = source {
+            labelsURL = url.deletingLastPathComponent().appendingPathComponent(url.deletingPathExtension().lastPathComponent + "-labels.lst")
+        }
+        if case .file(let url) = source, FileManager.default.fileExists(atPath: labelsURL.path) {
             let text = try TaskData.text(labelsURL)
             let values = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             guard values.count == lines.count else {
@@ -37,8 +42,8 @@ enum PIQA {
             labels = values
         }
         return try lines.enumerated().map { i, line in
-            let record = try TaskData.decode(Record.self, line, in: url)
-            let origin = "\(url.path):\(line.number)"
+            let record = try TaskData.decode(Record.self, line, in: file)
+            let origin = "\(file):\(line.number)"
             let rendered: String
             if let labels {
                 rendered = labels[i]

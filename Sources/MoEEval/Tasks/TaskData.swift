@@ -7,7 +7,7 @@ public struct TaskDataError: Error, CustomStringConvertible, LocalizedError {
     public var errorDescription: String? { description }
 }
 
-/// The `--data-dir` layout (the same as ../shared/data) and readers for the original file formats.
+/// The `--data-dir` layout (the original releases' file names) and readers for the original file formats.
 ///
 /// Each split lists the places it may be, in order: the original release's file name first, then the
 /// name of an export of the HuggingFace dataset the harness reads (`datasets` `to_json`), then loose
@@ -93,15 +93,15 @@ enum TaskData {
     }
 
     /// Decodes one JSON Lines record; a bad line is an error naming the file, line and problem.
-    static func decode<T: Decodable>(_ type: T.Type, _ line: Line, in url: URL) throws -> T {
+    static func decode<T: Decodable>(_ type: T.Type, _ line: Line, in origin: String) throws -> T {
         do {
             return try JSONDecoder().decode(T.self, from: Data(line.bytes))
         } catch let error as DecodingError {
-            throw TaskDataError(description: "\(url.path):\(line.number): \(describe(error))")
+            throw TaskDataError(description: "\(origin):\(line.number): \(describe(error))")
         } catch let error as TaskDataError {
-            throw TaskDataError(description: "\(url.path):\(line.number): \(error.description)")
+            throw TaskDataError(description: "\(origin):\(line.number): \(error.description)")
         } catch {
-            throw TaskDataError(description: "\(url.path):\(line.number): \(error.localizedDescription)")
+            throw TaskDataError(description: "\(origin):\(line.number): \(error.localizedDescription)")
         }
     }
 

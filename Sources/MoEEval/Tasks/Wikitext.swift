@@ -1,4 +1,5 @@
 import Foundation
+import MoEData
 
 /// `wikitext` (lm_eval/tasks/wikitext, wikitext-2-raw-v1 document level): every test document scored in
 /// full by rolling windows; word_perplexity, byte_perplexity and bits_per_byte over all documents, with
@@ -11,17 +12,20 @@ enum Wikitext {
 
     struct Record: Decodable { var page: String }
 
-    static func task(dataDir: URL) -> BenchmarkTask {
+    static let hubTest = HubDatasetSplit(repo: "EleutherAI/wikitext_document_level", config: "wikitext-2-raw-v1", split: "test")
+
+    static func task(data: BenchmarkDataSources) -> BenchmarkTask {
         BenchmarkTask(
             name: "wikitext", metrics: [.wordPerplexity, .bytePerplexity, .bitsPerByte], sampling: .random(passesEvalDoc: false),
-            documents: { try documents(TaskData.locate(test, in: dataDir, task: "wikitext", purpose: "test")) },
+            documents: { try documents(data.locate(test, hub: hubTest, task: "wikitext", purpose: "test")) },
             fewShotPool: { [] })
     }
 
-    static func documents(_ url: URL) throws -> [TaskDocument] {
-        if url.pathExtension == "jsonl" {
-            return try TaskData.jsonLines(url).map { line in
-                document(page: try TaskData.decode(Record.self, line, in: url).page, origin: "\(url.path):\(line.number)")
+    static func documents(_ source: TaskData.Source) throws -> [TaskDocument] {
+        guard case .file(let url) = source, url.pathExtension != "jsonl" else {
+            let (lines, file) = try source.records()
+            return try lines.map { line in
+                document(page: try TaskData.decode(Record.self, line, in: file).page, origin: "\(file):\(line.number)")
             }
         }
         return try pages(rawText: TaskData.text(url)).enumerated().map { i, page in

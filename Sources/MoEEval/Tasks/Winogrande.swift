@@ -1,4 +1,5 @@
 import Foundation
+import MoEData
 
 /// `winogrande` (lm_eval/tasks/winogrande, winogrande_xl): evaluates on validation, few-shot examples from
 /// train; partial scoring — the two contexts are the sentence up to the blank with each option filled in,
@@ -17,17 +18,20 @@ enum Winogrande {
         var answer: FlexibleValue
     }
 
-    static func task(dataDir: URL) -> BenchmarkTask {
+    static func hub(_ split: String) -> HubDatasetSplit { HubDatasetSplit(repo: "allenai/winogrande", config: "winogrande_xl", split: split) }
+
+    static func task(data: BenchmarkDataSources) -> BenchmarkTask {
         BenchmarkTask(
             name: "winogrande", metrics: [.acc], sampling: .random(passesEvalDoc: true),
-            documents: { try documents(TaskData.locate(validation, in: dataDir, task: "winogrande", purpose: "validation")) },
-            fewShotPool: { try documents(TaskData.locate(train, in: dataDir, task: "winogrande", purpose: "few-shot (train)")) })
+            documents: { try documents(data.locate(validation, hub: hub("validation"), task: "winogrande", purpose: "validation")) },
+            fewShotPool: { try documents(data.locate(train, hub: hub("train"), task: "winogrande", purpose: "few-shot (train)")) })
     }
 
-    static func documents(_ url: URL) throws -> [TaskDocument] {
-        try TaskData.jsonLines(url).map { line in
-            let record = try TaskData.decode(Record.self, line, in: url)
-            let origin = "\(url.path):\(line.number)"
+    static func documents(_ source: TaskData.Source) throws -> [TaskDocument] {
+        let (lines, file) = try source.records()
+        return try lines.map { line in
+            let record = try TaskData.decode(Record.self, line, in: file)
+            let origin = "\(file):\(line.number)"
             let gold: Int
             switch record.answer.rendered {
             case "1": gold = 0
