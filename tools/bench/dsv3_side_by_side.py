@@ -8,7 +8,7 @@ logits) and `moe-eval bench` on the saved checkpoint with the same token file an
 (also full logits). Each side's median over all its timed forwards is compared. Dev-only (needs
 the developer venv of tools/reference):
 
-    PYTHONPATH=/work/venv-ref/tt022 /work/venv-ref/bin/python tools/bench/dsv3_side_by_side.py \\
+    PYTHONPATH=${MOE_EVAL_VENV:-.venv-ref}/tt022 ${MOE_EVAL_VENV:-.venv-ref}/bin/python tools/bench/dsv3_side_by_side.py \\
         --moe-eval .build-tasks/release/moe-eval --flavor debugmodel --batch 4 --seq-len 512 --threads 2
 
 Prints one line per round and a summary; --json FILE also writes the numbers.

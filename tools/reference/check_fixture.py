@@ -3,7 +3,7 @@
 torch DCP into a fresh TorchTitan model built from its model_args.json, rerun the
 forward on tokens.json, and compare with expected.json. Dev-only; see README.md.
 
-    /work/venv-ref/bin/python tools/reference/check_fixture.py [--fixtures DIR] [VARIANT ...]
+    ${MOE_EVAL_VENV:-.venv-ref}/bin/python tools/reference/check_fixture.py [--fixtures DIR] [VARIANT ...]
 """
 
 import argparse

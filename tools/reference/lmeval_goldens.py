@@ -28,8 +28,8 @@ Writes Tests/MoEEvalTests/Fixtures/lmeval/:
   text.json         the harness's text functions (hellaswag preprocess, wikitext detokenizer and word count)
                     and Python str methods on awkward strings
 
-Run from anywhere: /work/venv-lmeval/bin/python tools/reference/lmeval_goldens.py
-(venv: python3 -m venv /work/venv-lmeval && /work/venv-lmeval/bin/pip install -r tools/reference/requirements-lmeval.txt)
+Run from anywhere: ${MOE_EVAL_LMEVAL_VENV:-.venv-lmeval}/bin/python tools/reference/lmeval_goldens.py
+(venv: python3 -m venv ${MOE_EVAL_LMEVAL_VENV:-.venv-lmeval} && ${MOE_EVAL_LMEVAL_VENV:-.venv-lmeval}/bin/pip install -r tools/reference/requirements-lmeval.txt)
 """
 import glob
 import gzip

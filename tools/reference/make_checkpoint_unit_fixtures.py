@@ -7,7 +7,7 @@ torch.distributed.checkpoint, torch.save, the `safetensors` library, TorchTitan'
 `expected.json` with the exact tensor bytes and listings torch reports.
 
 Usage (from the repo root; needs the reference venv described in tools/reference):
-    /work/venv-ref/bin/python tools/reference/make_checkpoint_unit_fixtures.py \
+    ${MOE_EVAL_VENV:-.venv-ref}/bin/python tools/reference/make_checkpoint_unit_fixtures.py \
         [--out Tests/MoECheckpointTests/Fixtures] [--seed 0] [--tt022 PATH] [--tt030 PATH]
 
 The TorchTitan stages run in subprocesses because torchtitan 0.2.2 and 0.3.0 share a package name.
@@ -530,8 +530,8 @@ def main():
     repo = os.path.dirname(os.path.dirname(here))
     parser.add_argument("--out", default=os.path.join(repo, "Tests", "MoECheckpointTests", "Fixtures"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tt022", default="/work/venv-ref/tt022", help="folder holding torchtitan 0.2.2")
-    parser.add_argument("--tt030", default="/work/venv-ref/tt030", help="folder holding torchtitan 0.3.0")
+    parser.add_argument("--tt022", default="${MOE_EVAL_VENV:-.venv-ref}/tt022", help="folder holding torchtitan 0.2.2")
+    parser.add_argument("--tt030", default="${MOE_EVAL_VENV:-.venv-ref}/tt030", help="folder holding torchtitan 0.3.0")
     parser.add_argument("--stage", choices=["v02", "v03"], help=argparse.SUPPRESS)
     parser.add_argument("--part", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -3,7 +3,7 @@
 TorchTitan saves checkpoints, and write the reference logits and routing that
 moe-eval's Swift forward pass is tested against. Dev-only; see README.md.
 
-    /work/venv-ref/bin/python tools/reference/make_dsv3_fixtures.py [--seed N] [--out DIR]
+    ${MOE_EVAL_VENV:-.venv-ref}/bin/python tools/reference/make_dsv3_fixtures.py [--seed N] [--out DIR]
 
 The driver runs one worker process per variant with PYTHONPATH selecting the
 torchtitan version the variant needs (0.2.2 and 0.3.0 cannot share a process).

@@ -3,7 +3,7 @@
 TorchTitan 0.2.2's own code on tinyshakespeare, tokenized with the project's demo tokenizer.
 Dev-only; see tools/reference/README.md and assets/demo/README.md.
 
-    /work/venv-ref/bin/python tools/reference/train_demo_model.py [--steps 800] [--early-step 100]
+    ${MOE_EVAL_VENV:-.venv-ref}/bin/python tools/reference/train_demo_model.py [--steps 800] [--early-step 100]
 
 What comes from TorchTitan 0.2.2: DeepSeekV3Model and its MoE (fp32 for-loop experts, as on GPUs
 without grouped GEMM), init_weights, HuggingFaceTokenizer, HuggingFaceTextDataset via
@@ -574,7 +574,7 @@ def readme(args, argv, losses, lrs, evaluations, live_heldout, counts, numerics,
     moe = MODEL_ARGS["moe_args"]
     shown = sorted({1, 10, 25, 50, early} | set(range(100, final + 1, 100)) | {final})
     shown = [s for s in shown if s <= final]
-    command = "/work/venv-ref/bin/python tools/reference/train_demo_model.py"
+    command = "${MOE_EVAL_VENV:-.venv-ref}/bin/python tools/reference/train_demo_model.py"
     extra = " ".join(a for a in argv if a != "--worker")
     if extra:
         command += " " + extra

@@ -14,7 +14,7 @@ For each fixture variant (default: the sigmoid-routed ones transformers' Deepsee
    (Tests/MoEModelsTests/Fixtures/transformers/<variant>.json), so CI checks the converter without
    transformers installed.
 
-    /work/venv-ref/bin/python tools/reference/transformers_agreement.py [--moe-eval BIN] [--all] [VARIANT ...]
+    ${MOE_EVAL_VENV:-.venv-ref}/bin/python tools/reference/transformers_agreement.py [--moe-eval BIN] [--all] [VARIANT ...]
 
 Exit status 1 when a reproducible variant disagrees by more than 1e-4 x max(1, max|logit|).
 """
