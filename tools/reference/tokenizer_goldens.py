@@ -3,9 +3,9 @@
 
 Dev-only (never run by CI). Needs the pinned library from requirements-tokenizers.txt:
 
-    python -m venv /work/venv-tok && /work/venv-tok/bin/pip install -r tools/reference/requirements-tokenizers.txt
-    /work/venv-tok/bin/python tools/reference/tokenizer_goldens.py build-demo   # only to rebuild the demo asset
-    /work/venv-tok/bin/python tools/reference/tokenizer_goldens.py goldens      # writes the fixtures
+    python -m venv ${MOE_EVAL_TOK_VENV:-.venv-tok} && ${MOE_EVAL_TOK_VENV:-.venv-tok}/bin/pip install -r tools/reference/requirements-tokenizers.txt
+    ${MOE_EVAL_TOK_VENV:-.venv-tok}/bin/python tools/reference/tokenizer_goldens.py build-demo   # only to rebuild the demo asset
+    ${MOE_EVAL_TOK_VENV:-.venv-tok}/bin/python tools/reference/tokenizer_goldens.py goldens      # writes the fixtures
 
 Outputs (Tests/MoETokenizerTests/Fixtures/):
   golden_<name>.json.gz  one per real tokenizer: ids for >= 10,000 texts drawn from ../shared/data
