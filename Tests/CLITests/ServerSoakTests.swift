@@ -13,7 +13,7 @@ import Glibc
     static let wantedStalledConnections = 2_000
     /// The server's default; long enough that all stalled connections are open at once before the first times out.
     static let headerTimeoutSeconds = 10.0
-    static let bodyTimeoutSeconds = 3.0
+    static let bodyAndIdleTimeoutSeconds = 3.0
     /// How late after its timeout a stalled connection may be closed (accepting lags connecting under load).
     static let closeSlackSeconds = 3.0
     /// A well-formed `/health` must be answered within this, whatever the other clients do.
@@ -34,8 +34,8 @@ import Glibc
         }
 
         let server = try ServerUnderTest.start([
-            "--header-timeout", "\(Self.headerTimeoutSeconds)", "--body-timeout", "\(Self.bodyTimeoutSeconds)",
-            "--idle-timeout", "\(Self.bodyTimeoutSeconds)", "--max-body-bytes", "65536",
+            "--header-timeout", "\(Self.headerTimeoutSeconds)", "--body-timeout", "\(Self.bodyAndIdleTimeoutSeconds)",
+            "--idle-timeout", "\(Self.bodyAndIdleTimeoutSeconds)", "--max-body-bytes", "65536",
             "--max-connections", "\(stalledCount + 500)",
         ])
         defer { server.stop() }
@@ -95,15 +95,26 @@ import Glibc
         let stalledBody = try LoopbackConnection(port: server.port)
         try stalledBody.send("POST /tokenize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{\"prompt\":")
         let stalledBodyStart = Date()
+        // A kept-alive connection that never sends its next request is closed by the idle timeout.
+        let idle = try LoopbackConnection(port: server.port)
+        try idle.send("GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        let idleAnswer = idle.readResponseHead() ?? ""
+        #expect(idleAnswer.hasPrefix("HTTP/1.1 200"), "\(idleAnswer)")
+        let idleStart = Date()
 
         // Well-formed clients in parallel: tokenizer round trips and one-token completions.
         let concurrent = ConcurrentClients(port: server.port)
         concurrent.run(clients: 16, requestsEach: 6)
         #expect(concurrent.failures.isEmpty, "concurrent clients: \(concurrent.failures.prefix(5))")
         #expect(concurrent.succeeded == 16 * 6)
-        let bodyClosed = stalledBody.waitUntilClosed(seconds: Self.bodyTimeoutSeconds + Self.closeSlackSeconds)
+        let bodyClosed = stalledBody.waitUntilClosed(seconds: Self.bodyAndIdleTimeoutSeconds + Self.closeSlackSeconds)
         #expect(bodyClosed, "a stalled body was not cut off by --body-timeout")
         let bodyClosedSeconds = Date().timeIntervalSince(stalledBodyStart)
+        let idleClosed = idle.waitUntilClosed(seconds: Self.bodyAndIdleTimeoutSeconds + Self.closeSlackSeconds)
+        let idleClosedSeconds = Date().timeIntervalSince(idleStart)
+        #expect(idleClosed && idleClosedSeconds >= Self.bodyAndIdleTimeoutSeconds - 0.05,
+                "an idle kept-alive connection closed \(idleClosed) after \(idleClosedSeconds) s (--idle-timeout \(Self.bodyAndIdleTimeoutSeconds))")
+        #expect(bodyClosedSeconds >= Self.bodyAndIdleTimeoutSeconds - 0.05, "a stalled body was cut off after \(bodyClosedSeconds) s")
 
         // Each stalled connection is closed by the server within its header timeout (plus slack), not before.
         var lifetimes: [Double] = []
@@ -162,9 +173,9 @@ import Glibc
         #expect(rssAfter - rssBefore < Self.rssGrowthBoundKiB && rssStalled - rssBefore < Self.rssGrowthBoundKiB,
                 "RSS grew from \(rssBefore) KiB to \(rssStalled) KiB (stalled) and \(rssAfter) KiB (after)")
         let probes = probe.phases.map { String(format: "%@: %d probes, max %.3f s", $0.name, $0.count, $0.maxSeconds) }
-        print(String(format: "ServerSoakTests: %d stalled connections opened in %.2f s; closed by the server %.2f–%.2f s after opening (header timeout %.0f s), the last %.2f s after the first opened; stalled body closed after %.2f s (body timeout %.0f s); RSS %d KiB before, %d KiB with the stalled connections open, %d KiB after, %d KiB after a second round; /health ",
+        print(String(format: "ServerSoakTests: %d stalled connections opened in %.2f s; closed by the server %.2f–%.2f s after opening (header timeout %.0f s), the last %.2f s after the first opened; stalled body closed after %.2f s (body timeout %.0f s), idle kept-alive connection after %.2f s (idle timeout %.0f s); RSS %d KiB before, %d KiB with the stalled connections open, %d KiB after, %d KiB after a second round; /health ",
                      stalledCount, openSeconds, shortest, longest, Self.headerTimeoutSeconds, allClosedSeconds,
-                     bodyClosedSeconds, Self.bodyTimeoutSeconds, rssBefore, rssStalled, rssAfter, rssAfterSecondRound)
+                     bodyClosedSeconds, Self.bodyAndIdleTimeoutSeconds, idleClosedSeconds, Self.bodyAndIdleTimeoutSeconds, rssBefore, rssStalled, rssAfter, rssAfterSecondRound)
               + probes.joined(separator: "; "))
     }
 
