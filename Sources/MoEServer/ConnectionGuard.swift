@@ -27,7 +27,9 @@ public struct ConnectionLimits: Sendable {
     public init() {}
 
     /// File descriptors the process needs besides its connections: standard streams, the listening
-    /// socket, event-loop descriptors, checkpoint files, and connections being refused.
+    /// socket, event-loop descriptors, checkpoint files, connections being refused, and the
+    /// `/proc/<tid>/stat` files libdispatch's worker-pool monitor opens — when that open fails it
+    /// crashes the process (the SIGILL of issue 16, seen once connections had taken every descriptor).
     public static let reservedFileDescriptors = 64
 
     /// Raises this process's soft limit on open files to its hard limit (as servers commonly do) and
