@@ -9,13 +9,18 @@ public struct APIError: Error, CustomStringConvertible, Sendable {
     public let type: String
     public let param: String?
     public let code: String?
+    /// Whether the server closes the connection after answering: the request's unread rest (an
+    /// oversized or malformed body) must be neither drained nor parsed as the next request.
+    public let closesConnection: Bool
 
-    public init(status: HTTPResponse.Status, message: String, type: String, param: String? = nil, code: String? = nil) {
+    public init(status: HTTPResponse.Status, message: String, type: String, param: String? = nil, code: String? = nil,
+                closesConnection: Bool = false) {
         self.status = status
         self.message = message
         self.type = type
         self.param = param
         self.code = code
+        self.closesConnection = closesConnection
     }
 
     public var description: String { "\(status.code) \(type): \(message)" }
@@ -42,9 +47,22 @@ public struct APIError: Error, CustomStringConvertible, Sendable {
         APIError(status: .badRequest, message: message, type: "invalid_request_error", param: param, code: "context_length_exceeded")
     }
 
-    static func bodyTooLarge(limit: Int) -> APIError {
-        APIError(status: .contentTooLarge, message: "request body exceeds \(limit) bytes (serve --max-body-bytes)",
-                 type: "invalid_request_error", code: "request_too_large")
+    static func bodyTooLarge(limit: Int, declared: Int? = nil) -> APIError {
+        let size = declared.map { "request body of \($0) bytes (Content-Length) exceeds" } ?? "request body exceeds"
+        return APIError(status: .contentTooLarge, message: "\(size) \(limit) bytes (serve --max-body-bytes)",
+                        type: "invalid_request_error", code: "request_too_large", closesConnection: true)
+    }
+
+    /// A body the HTTP decoder could not read: a malformed chunk, a bad Content-Length, a connection cut short.
+    static func unreadableBody(_ reason: String) -> APIError {
+        APIError(status: .badRequest, message: "the request body could not be read (\(reason))",
+                 type: "invalid_request_error", code: "invalid_body", closesConnection: true)
+    }
+
+    static func tooManyConnections(limit: Int) -> APIError {
+        APIError(status: .serviceUnavailable,
+                 message: "server busy: \(limit) connections are already open (serve --max-connections); retry later",
+                 type: "server_busy", code: "too_many_connections", closesConnection: true)
     }
 
     static func busy(limit: Int) -> APIError {

@@ -1,6 +1,7 @@
 import MoEJSON
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 
 /// The OpenAI-compatible HTTP surface lm-evaluation-harness's `local-completions` model talks to
@@ -37,13 +38,21 @@ public enum CompletionServer {
 
     /// The server, bound to `host:port` (port 0 picks a free one; `onListening` gets the bound port).
     public static func application(engine: CompletionEngine, host: String, port: Int,
+                                   connectionLimits: ConnectionLimits = ConnectionLimits(),
                                    onListening: @escaping @Sendable (Int) async -> Void = { _ in })
         -> some ApplicationProtocol
     {
         var logger = Logger(label: "moe-eval.serve")
         logger.logLevel = .warning
+        let openConnections = OpenConnectionCount(limit: connectionLimits.maxConnections)
+        let headerBytes = connectionLimits.maxHeaderBytes
+        let http1 = HTTP1Channel.Configuration(
+            additionalChannelHandlers: [ConnectionGuardHandler(limits: connectionLimits, openConnections: openConnections)],
+            httpDecoderConfiguration: .init(maxHeaderFieldSize: headerBytes, maxHeaderListSize: headerBytes,
+                                            maxHeaderFieldCount: 100))
         return Application(
             router: router(engine: engine),
+            server: .http1(configuration: http1),
             configuration: .init(address: .hostname(host, port: port), serverName: "moe-eval"),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
             logger: logger)
@@ -51,16 +60,26 @@ public enum CompletionServer {
 
     /// Serves until SIGINT or SIGTERM, then finishes the requests in flight and returns.
     public static func serve(engine: CompletionEngine, host: String, port: Int,
+                             connectionLimits: ConnectionLimits = ConnectionLimits(),
                              onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        try await application(engine: engine, host: host, port: port, onListening: onListening).runService()
+        try await application(engine: engine, host: host, port: port, connectionLimits: connectionLimits,
+                              onListening: onListening).runService()
     }
 
     static func readJSON(_ request: Request, limits: ServerLimits) async throws -> JSONValue {
+        // A declared size over the limit is refused before any of the body is read.
+        if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limits.maxBodyBytes {
+            throw APIError.bodyTooLarge(limit: limits.maxBodyBytes, declared: declared)
+        }
         let buffer: ByteBuffer
         do {
             buffer = try await request.body.collect(upTo: limits.maxBodyBytes)
         } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
             throw APIError.bodyTooLarge(limit: limits.maxBodyBytes)
+        } catch let error as CancellationError {
+            throw error
+        } catch {
+            throw APIError.unreadableBody(String(describing: error))
         }
         let bytes = buffer.getBytes(at: buffer.readerIndex, length: buffer.readableBytes) ?? []
         guard !bytes.isEmpty else {
@@ -73,9 +92,10 @@ public enum CompletionServer {
         }
     }
 
-    static func jsonResponse(_ value: JSONValue, status: HTTPResponse.Status = .ok) -> Response {
-        Response(status: status, headers: [.contentType: "application/json"],
-                 body: .init(byteBuffer: ByteBuffer(string: value.serialized)))
+    static func jsonResponse(_ value: JSONValue, status: HTTPResponse.Status = .ok, closesConnection: Bool = false) -> Response {
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if closesConnection { headers[.connection] = "close" }
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: value.serialized)))
     }
 }
 
@@ -86,20 +106,21 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch let error as APIError {
-            return CompletionServer.jsonResponse(error.json, status: error.status)
+            return CompletionServer.jsonResponse(error.json, status: error.status, closesConnection: error.closesConnection)
         } catch let error as any HTTPResponseError {
             let apiError: APIError
             switch error.status {
             case .notFound:
                 apiError = .notFound("no route \(request.method) \(request.uri.path); this server has POST /v1/completions, GET /v1/models, GET /health, GET /tokenizer_info, POST /tokenize, POST /detokenize")
             case .contentTooLarge:
-                apiError = APIError(status: .contentTooLarge, message: "request body too large", type: "invalid_request_error", code: "request_too_large")
+                apiError = APIError(status: .contentTooLarge, message: "request body too large", type: "invalid_request_error",
+                                    code: "request_too_large", closesConnection: true)
             default:
                 let message = (error as? HTTPError)?.body ?? error.status.reasonPhrase
                 apiError = APIError(status: error.status, message: message,
                                     type: error.status.code < 500 ? "invalid_request_error" : "server_error")
             }
-            return CompletionServer.jsonResponse(apiError.json, status: apiError.status)
+            return CompletionServer.jsonResponse(apiError.json, status: apiError.status, closesConnection: apiError.closesConnection)
         } catch {
             let apiError = APIError.internal("internal error: \(String(describing: error))")
             return CompletionServer.jsonResponse(apiError.json, status: apiError.status)
