@@ -38,6 +38,10 @@ let package = Package(
             name: "CKernels",
             cSettings: [.unsafeFlags(["-O3"])]
         ),
+        // Temporary paths removed by a SIGINT/SIGTERM handler (async-signal-safe, hence C), no-replace rename.
+        .target(name: "CTempFiles"),
+        // Small utilities every layer shares: the one atomic, no-replace file writer.
+        .target(name: "MoECore", dependencies: ["CTempFiles"]),
         .target(
             name: "MoETensor",
             dependencies: ["CBLAS", "CKernels"],
@@ -45,7 +49,7 @@ let package = Package(
         ),
         .target(
             name: "MoECheckpoint",
-            dependencies: ["MoETensor", "MoEJSON"]
+            dependencies: ["MoETensor", "MoEJSON", "MoECore"]
         ),
         .target(
             name: "MoEModels",
@@ -77,12 +81,13 @@ let package = Package(
         .executableTarget(
             name: "moe-eval",
             dependencies: [
-                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoEServer", "MoEDistributed", "MoEJSON", "CBLAS",
+                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoEServer", "MoEDistributed", "MoEJSON", "MoECore", "CBLAS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "MoETensorTests", dependencies: ["MoETensor"]),
         .testTarget(name: "MoEJSONTests", dependencies: ["MoEJSON"]),
+        .testTarget(name: "MoECoreTests", dependencies: ["MoECore"]),
         .testTarget(name: "MoEDataTests", dependencies: ["MoEData", "MoEJSON"], exclude: ["Fixtures"]),
         .testTarget(name: "MoECheckpointTests", dependencies: ["MoECheckpoint"], exclude: ["Fixtures"]),
         .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels"], exclude: ["Fixtures"]),
