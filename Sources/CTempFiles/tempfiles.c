@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -74,10 +75,20 @@ static void install_handlers(void) {
     }
 }
 
+/// A process started from a thread that blocks signals (Dispatch and test-runner threads do) inherits that mask,
+/// and SIGTERM would then stay pending until exit; the registering thread takes the signals again.
+static void unblock_cleanup_signals(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (size_t i = 0; i < sizeof cleanup_signals / sizeof cleanup_signals[0]; i++) sigaddset(&set, cleanup_signals[i]);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
 int moe_temp_register(const char *path, int is_folder) {
     size_t length = strlen(path);
     if (length >= PATH_MAX) return -1;
     install_handlers();
+    unblock_cleanup_signals();
     for (int i = 0; i < SLOT_COUNT; i++) {
         int expected = SLOT_FREE;
         if (atomic_compare_exchange_strong(&slot_states[i], &expected, SLOT_WRITING)) {
