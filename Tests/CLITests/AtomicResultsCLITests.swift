@@ -89,4 +89,35 @@ import Glibc
         #expect(try FileManager.default.contentsOfDirectory(atPath: out.path).isEmpty)
         #expect(!Self.log(logs, "run.out").contains("results written"))
     }
+
+    /// convert writes shards into a staging folder beside --output; SIGTERM while a shard waits to be published
+    /// removes the folder and everything in it.
+    @Test func signalDuringConvertRemovesTheStagingFolder() throws {
+        let scratch = try CLI.scratch()
+        defer { CLI.cleanUp(scratch) }
+        let parent = scratch.appendingPathComponent("converted"), logs = scratch.appendingPathComponent("logs")
+        try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
+        let arguments = ["convert", "--checkpoint", Self.variant.appendingPathComponent("checkpoint").path,
+                         "--model-args", Self.variant.appendingPathComponent("model_args.json").path,
+                         "--output", parent.appendingPathComponent("hf").path, "--quiet", "--max-shard-size", "20KB"]
+        let process = try Self.start(arguments, environment: ["MOE_EVAL_TEST_HOLD_BEFORE_PUBLISH_SECONDS": "60"],
+                                     logs: logs, name: "convert")
+        let deadline = Date().addingTimeInterval(300)
+        var staged: [String] = []
+        while process.isRunning && Date() < deadline {
+            let folders = (try? FileManager.default.contentsOfDirectory(atPath: parent.path)) ?? []
+            staged = folders.flatMap { folder in
+                ((try? FileManager.default.contentsOfDirectory(atPath: parent.appendingPathComponent(folder).path)) ?? [])
+                    .filter { $0.contains(".tmp-") }
+            }
+            if !staged.isEmpty { break }
+            usleep(50_000)
+        }
+        try #require(!staged.isEmpty, "no staged shard appeared: \(Self.log(logs, "convert.err"))")
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGTERM)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: parent.path).isEmpty)
+    }
 }
