@@ -302,7 +302,7 @@ struct DCPMetadataParser {
     func fail(_ message: String) -> CheckpointError { CheckpointError("\(source): \(message)") }
 
     func object(_ value: PickleValue?, _ type: String, _ what: String) throws -> PickleObject {
-        guard case .object(let o)? = value else { throw fail("\(what) is not a \(type) (found \(String(describing: value).prefix(80)))") }
+        guard case .object(let o)? = value else { throw fail("\(what) is not a \(type) (found \(value.map { String(describing: $0) }?.prefix(80) ?? "nothing"))") }
         guard o.type == type else { throw fail("\(what) is a \(o.type), expected \(type)") }
         return o
     }
