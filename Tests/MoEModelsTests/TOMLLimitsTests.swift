@@ -62,6 +62,12 @@ import Testing
         #expect(config.hfAssetsPath == "\(dots)/\(brackets)")
     }
 
+    @Test func bundledDemoConfigLoads() throws {
+        let demo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("assets/demo/train.toml")
+        #expect(try TrainConfig.load(demo).modelName == "deepseek_v3")
+    }
+
     @Test func hugeConfigFileIsRefusedBeforeReading() throws {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("huge-\(UUID().uuidString).toml")
         defer { try? FileManager.default.removeItem(at: file) }
