@@ -70,9 +70,15 @@ public enum AtomicFile {
         if existing == .refuse && FileManager.default.fileExists(atPath: url.path) {
             throw AtomicFileError(path: url.path, reason: "already exists", alreadyExists: true)
         }
-        let maximumAttempts = 10_000
-        for attempt in 1...maximumAttempts {
-            let candidate = attempt == 1 ? url : numbered(url, attempt)
+        let maximumNumber = 10_000
+        var number = 1
+        while number <= maximumNumber {
+            var candidate = number == 1 ? url : numbered(url, number)
+            // Names already taken are skipped before writing; the publish step still settles races.
+            while existing == .nextFreeName && number < maximumNumber && FileManager.default.fileExists(atPath: candidate.path) {
+                number += 1
+                candidate = numbered(url, number)
+            }
             let temporary = try TemporaryFile(beside: candidate)
             defer { temporary.remove() }
             try temporary.fill { output in try contents(candidate, output) }
@@ -83,9 +89,10 @@ public enum AtomicFile {
                 return candidate
             case .nameTaken:
                 if existing == .refuse { throw AtomicFileError(path: url.path, reason: "already exists", alreadyExists: true) }
+                number += 1
             }
         }
-        throw AtomicFileError(path: url.path, reason: "\(maximumAttempts) numbered names beside it are all taken")
+        throw AtomicFileError(path: url.path, reason: "\(maximumNumber) numbered names beside it are all taken")
     }
 
     /// Writes `data`; see `write(to:existing:contents:)`.
