@@ -38,6 +38,10 @@ let package = Package(
             name: "CKernels",
             cSettings: [.unsafeFlags(["-O3"])]
         ),
+        // Temporary paths removed by a SIGINT/SIGTERM handler (async-signal-safe, hence C), no-replace rename.
+        .target(name: "CTempFiles"),
+        // Small utilities every layer shares: the one atomic, no-replace file writer.
+        .target(name: "MoECore", dependencies: ["CTempFiles"]),
         .target(
             name: "MoETensor",
             dependencies: ["CBLAS", "CKernels"],
@@ -45,7 +49,7 @@ let package = Package(
         ),
         .target(
             name: "MoECheckpoint",
-            dependencies: ["MoETensor", "MoEJSON"]
+            dependencies: ["MoETensor", "MoEJSON", "MoECore"]
         ),
         .target(
             name: "MoEModels",
@@ -81,12 +85,13 @@ let package = Package(
         .executableTarget(
             name: "moe-eval",
             dependencies: [
-                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoEServer", "MoEDistributed", "MoEJSON", "MoEData", "CBLAS",
+                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoEServer", "MoEDistributed", "MoEJSON", "MoEData", "MoECore", "CBLAS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(name: "MoETensorTests", dependencies: ["MoETensor"]),
         .testTarget(name: "MoEJSONTests", dependencies: ["MoEJSON"]),
+        .testTarget(name: "MoECoreTests", dependencies: ["MoECore"]),
         // A Hugging Face Hub stand-in on 127.0.0.1 for the download tests.
         .target(name: "HubTestSupport", path: "Tests/HubTestSupport"),
         .testTarget(name: "MoEDataTests", dependencies: ["MoEData", "MoEJSON", "HubTestSupport"], exclude: ["Fixtures"]),

@@ -5,6 +5,7 @@ import Darwin
 #endif
 import CKernels
 import Foundation
+import MoECore
 import MoETensor
 
 /// The dtype an HF export writes floating-point tensors in.
@@ -324,6 +325,8 @@ public final class StagedOutputFolder {
     public let destination: URL
     public let staging: URL
     private var committed = false
+    /// A SIGINT or SIGTERM before `commit()` removes the staging folder.
+    private let interruptCleanup: InterruptCleanup
 
     public init(destination: URL, overwrite: Bool) throws {
         let fm = FileManager.default
@@ -349,6 +352,7 @@ public final class StagedOutputFolder {
             throw CheckpointError("\(path): cannot create folder \(folder.path) (\(String(cString: strerror(errno))))")
         }
         staging = parent.appendingPathComponent(".\(destination.lastPathComponent).partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        interruptCleanup = InterruptCleanup(path: staging.path, isFolder: true)
         guard mkdir(staging.path, 0o755) == 0 else {
             throw CheckpointError("\(path): cannot create a folder in \(parent.path) (\(String(cString: strerror(errno))))")
         }
@@ -360,6 +364,7 @@ public final class StagedOutputFolder {
     /// Removes the staging folder and everything in it.
     public func discard() {
         try? FileManager.default.removeItem(at: staging)
+        interruptCleanup.release()
     }
 
     /// Puts the staged folder at the destination (replacing an existing one) with renames only.
@@ -384,6 +389,7 @@ public final class StagedOutputFolder {
             throw CheckpointError("\(path): cannot rename the finished folder into place (\(reason))")
         }
         committed = true
+        interruptCleanup.release()
         if let previous { try? fm.removeItem(at: previous) }
     }
 

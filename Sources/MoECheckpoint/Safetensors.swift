@@ -4,14 +4,9 @@ import Glibc
 import Darwin
 #endif
 import Foundation
+import MoECore
 import MoEJSON
 import MoETensor
-
-#if canImport(Glibc)
-private let posixWrite = Glibc.write
-#elseif canImport(Darwin)
-private let posixWrite = Darwin.write
-#endif
 
 /// Safetensors dtype codes ↔ DType.
 public enum SafetensorsDType {
@@ -240,38 +235,12 @@ public enum SafetensorsWriter {
 
     static func jsonString(_ s: String) -> String { JSONValue.quoted(s) }
 
-    /// Streams bytes into a temporary file beside `url`, then renames it into place.
-    static func writeAtomically(to url: URL, _ body: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
-        let path = url.path
-        let temporary = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw CheckpointError("\(path): cannot create (\(String(cString: strerror(errno))))") }
-        var closed = false
-        defer {
-            if !closed { close(fd) }
-        }
+    /// Streams bytes into a temporary file beside `url`, then renames it into place (see `AtomicFile`).
+    static func writeAtomically(to url: URL, _ body: (AtomicFile.Sink) throws -> Void) throws {
         do {
-            try body { chunk in
-                var done = 0
-                while done < chunk.count {
-                    let n = posixWrite(fd, chunk.baseAddress! + done, chunk.count - done)
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        throw CheckpointError("\(path): write failed (\(String(cString: strerror(errno))))")
-                    }
-                    done += n
-                }
-            }
-            guard fsync(fd) == 0 else { throw CheckpointError("\(path): fsync failed (\(String(cString: strerror(errno))))") }
-            closed = true
-            guard close(fd) == 0 else { throw CheckpointError("\(path): close failed (\(String(cString: strerror(errno))))") }
-            guard rename(temporary, path) == 0 else {
-                throw CheckpointError("\(path): cannot rename the temporary file into place (\(String(cString: strerror(errno))))")
-            }
-        } catch {
-            unlink(temporary)
-            throw error
+            try AtomicFile.write(to: url, existing: .replace) { _, output in try body { try output.write($0) } }
+        } catch let error as AtomicFileError {
+            throw CheckpointError("\(error.path): \(error.reason)")
         }
     }
 }

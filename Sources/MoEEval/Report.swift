@@ -34,6 +34,19 @@ public enum HTMLReport {
         mutating func raw(_ s: String) { text += s }
     }
 
+    /// Caps on what one drawing holds, so that the page stays under ~15 MB whatever the file holds (a heatmap cell
+    /// costs ~330 bytes of SVG, so a full heatmap is ~5.5 MB; DeepSeek-V3's 58 layers × 256 experts still fit
+    /// cell for cell): beyond them heatmap cells average groups of experts and layers, bars and table rows stop
+    /// with a note, and the co-activation matrix shows the file's first pairs over at most 64 experts.
+    public enum Limits {
+        public static let heatmapColumns = 256
+        public static let heatmapRows = 64
+        public static let bars = 256
+        public static let tableRows = 512
+        public static let coactivationPairs = 256
+        public static let coactivationExperts = 64
+    }
+
     static func notes(_ file: ResultsFile) -> [String] {
         var notes: [String] = []
         for section in ResultsFile.metricSections where file.section(section) == nil {
@@ -233,30 +246,55 @@ public enum HTMLReport {
         let rows = layers.compactMap { layer in distribution(layer.metrics, key: key).map { (layer.name, $0) } }
         let experts = rows.map(\.1.count).max() ?? 0
         guard experts > 0 else { return "<p>No \(escape(key)) in this file.</p>\n" }
-        let cellWidth = max(3.0, min(28.0, 760.0 / Double(experts)))
-        let cellHeight = rows.count <= 40 ? 16.0 : max(4.0, 640.0 / Double(rows.count))
+        let columnGroup = (experts + Limits.heatmapColumns - 1) / Limits.heatmapColumns
+        let rowGroup = (rows.count + Limits.heatmapRows - 1) / Limits.heatmapRows
+        let columns = (experts + columnGroup - 1) / columnGroup
+        let drawnRows = (rows.count + rowGroup - 1) / rowGroup
+        let cellWidth = max(3.0, min(28.0, 760.0 / Double(columns)))
+        let cellHeight = drawnRows <= 40 ? 16.0 : max(4.0, 640.0 / Double(drawnRows))
         let left = 76.0, top = 22.0
         let legendWidth = 6 * 64.0 + 60
-        let width = left + max(cellWidth * Double(experts), legendWidth) + 8, height = top + cellHeight * Double(rows.count) + 44
-        var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"\(id)\" class=\"heatmap\" data-source=\"\(escape(key))\" data-layers=\"\(rows.count)\" data-experts=\"\(experts)\" width=\"\(Int(width))\" height=\"\(Int(height))\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\">\n"
-        svg += "<title>\(escape(key)) per layer and expert, colour = load ÷ balanced load</title>\n"
-        let labelEvery = max(1, Int((Double(experts) / 32).rounded(.up)))
-        for expert in stride(from: 0, to: experts, by: labelEvery) {
-            svg += "<text class=\"axis\" x=\"\(fmt(left + (Double(expert) + 0.5) * cellWidth))\" y=\"\(fmt(top - 6))\" text-anchor=\"middle\">\(expert)</text>\n"
+        let width = left + max(cellWidth * Double(columns), legendWidth) + 8, height = top + cellHeight * Double(drawnRows) + 44
+        var svg = ""
+        if columnGroup > 1 || rowGroup > 1 {
+            svg += "<p class=\"note\">\(rows.count) layers × \(experts) experts: each cell averages the load ratio of \(columnGroup) expert\(columnGroup == 1 ? "" : "s") × \(rowGroup) layer\(rowGroup == 1 ? "" : "s") (at most \(Limits.heatmapRows) × \(Limits.heatmapColumns) cells are drawn).</p>\n"
         }
-        for (row, (name, counts)) in rows.enumerated() {
+        svg += "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"\(id)\" class=\"heatmap\" data-source=\"\(escape(key))\" data-layers=\"\(rows.count)\" data-experts=\"\(experts)\" data-expert-group=\"\(columnGroup)\" data-layer-group=\"\(rowGroup)\" width=\"\(Int(width))\" height=\"\(Int(height))\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\">\n"
+        svg += "<title>\(escape(key)) per layer and expert, colour = load ÷ balanced load</title>\n"
+        let labelEvery = max(1, Int((Double(columns) / 32).rounded(.up)))
+        for column in stride(from: 0, to: columns, by: labelEvery) {
+            svg += "<text class=\"axis\" x=\"\(fmt(left + (Double(column) + 0.5) * cellWidth))\" y=\"\(fmt(top - 6))\" text-anchor=\"middle\">\(column * columnGroup)</text>\n"
+        }
+        let ratios = rows.map { (_, counts) -> [Double] in
+            let mean = counts.isEmpty ? 0 : counts.reduce(0, +) / Double(counts.count)
+            return counts.map { mean > 0 ? $0 / mean : 0 }
+        }
+        for row in 0..<drawnRows {
+            let members = (row * rowGroup)..<min(rows.count, (row + 1) * rowGroup)
+            let name = members.count == 1 ? rows[members.lowerBound].0 : "\(rows[members.lowerBound].0)–\(rows[members.upperBound - 1].0)"
             let y = top + Double(row) * cellHeight
-            if rows.count <= 64 || row % Int((Double(rows.count) / 64).rounded(.up)) == 0 {
+            if drawnRows <= 64 || row % Int((Double(drawnRows) / 64).rounded(.up)) == 0 {
                 svg += "<text class=\"axis\" x=\"\(fmt(left - 6))\" y=\"\(fmt(y + cellHeight * 0.75))\" text-anchor=\"end\">\(escape(name))</text>\n"
             }
-            let mean = counts.isEmpty ? 0 : counts.reduce(0, +) / Double(counts.count)
-            for (expert, count) in counts.enumerated() {
-                let ratio = mean > 0 ? count / mean : 0
-                svg += "<rect x=\"\(fmt(left + Double(expert) * cellWidth))\" y=\"\(fmt(y))\" width=\"\(fmt(cellWidth))\" height=\"\(fmt(cellHeight))\" fill=\"\(loadColor(ratio: ratio))\" data-layer=\"\(escape(name))\" data-expert=\"\(expert)\" data-tokens=\"\(exact(count))\" data-ratio=\"\(exact(ratio))\">"
-                svg += "<title>\(escape(name)) · expert \(expert): \(escape(Comparison.formatNumber(count))) (\(String(format: "%.2f", ratio))× balanced)</title></rect>\n"
+            for column in 0..<columns {
+                let expertRange = (column * columnGroup)..<min(experts, (column + 1) * columnGroup)
+                var total = 0.0, ratioSum = 0.0, cells = 0
+                for member in members {
+                    for expert in expertRange where expert < rows[member].1.count {
+                        total += rows[member].1[expert]
+                        ratioSum += ratios[member][expert]
+                        cells += 1
+                    }
+                }
+                guard cells > 0 else { continue }
+                let ratio = ratioSum / Double(cells)
+                let expertLabel = expertRange.count == 1 ? "\(expertRange.lowerBound)" : "\(expertRange.lowerBound)–\(expertRange.upperBound - 1)"
+                let tokenLabel = cells == 1 ? "" : "total "
+                svg += "<rect x=\"\(fmt(left + Double(column) * cellWidth))\" y=\"\(fmt(y))\" width=\"\(fmt(cellWidth))\" height=\"\(fmt(cellHeight))\" fill=\"\(loadColor(ratio: ratio))\" data-layer=\"\(escape(name))\" data-expert=\"\(expertLabel)\" data-tokens=\"\(exact(total))\" data-ratio=\"\(exact(ratio))\">"
+                svg += "<title>\(escape(name)) · expert \(expertLabel): \(tokenLabel)\(escape(Comparison.formatNumber(total))) (\(String(format: "%.2f", ratio))× balanced)</title></rect>\n"
             }
         }
-        let legendY = top + cellHeight * Double(rows.count) + 14
+        let legendY = top + cellHeight * Double(drawnRows) + 14
         let stops = [0.25, 0.5, 1, 2, 4]
         for (i, ratio) in stops.enumerated() {
             let x = left + Double(i) * 64
@@ -277,8 +315,11 @@ public enum HTMLReport {
     }
 
     static func bars(_ bars: [Bar], id: String) -> String {
-        let drawn = bars.filter { $0.value?.isFinite == true }
-        guard !drawn.isEmpty else { return "<p>Not in this file.</p>\n" }
+        let finite = bars.filter { $0.value?.isFinite == true }
+        guard !finite.isEmpty else { return "<p>Not in this file.</p>\n" }
+        let drawn = Array(finite.prefix(Limits.bars))
+        let omitted = finite.count > drawn.count
+            ? "<p class=\"note\">\(finite.count - drawn.count) more layers are not drawn (at most \(Limits.bars)); the per-layer table lists them.</p>\n" : ""
         let scaleMax = max(drawn.map { max($0.value ?? 0, $0.floor ?? 0) }.max() ?? 0, 1e-12)
         let rowHeight = 18.0, left = 76.0, plot = 520.0
         let height = rowHeight * Double(drawn.count) + 8, width = left + plot + 90
@@ -298,7 +339,7 @@ public enum HTMLReport {
             svg += "<text class=\"axis\" x=\"\(fmt(left + length + 4))\" y=\"\(fmt(y + 12))\">\(escape(Comparison.formatNumber(value)))</text>\n"
         }
         svg += "</svg>\n"
-        return svg
+        return svg + omitted
     }
 
     static func layerTable(_ layers: [(name: String, index: Int, metrics: JSONObject)], page: inout Page) {
@@ -311,12 +352,15 @@ public enum HTMLReport {
         page.raw("<h3>Per-layer metrics</h3>\n<table id=\"layer-table\"><tr><th>layer</th>")
         for key in present { page.raw("<th>\(escape(key))</th>") }
         page.raw("</tr>\n")
-        for layer in layers {
+        for layer in layers.prefix(Limits.tableRows) {
             page.raw("<tr><td>\(escape(layer.name))</td>")
             for key in present { page.raw(valueCell("\(layer.name)/\(key)", layer.metrics[key] ?? .null)) }
             page.raw("</tr>\n")
         }
         page.raw("</table>\n")
+        if layers.count > Limits.tableRows {
+            page.raw("<p class=\"note\">\(layers.count - Limits.tableRows) more layers are not listed (at most \(Limits.tableRows) rows).</p>\n")
+        }
     }
 
     /// The worst layer: the aggregate's MaxVio worst layer, else the layer with the highest CV.
@@ -334,17 +378,29 @@ public enum HTMLReport {
     static func coactivation(_ file: ResultsFile, layers: [(name: String, index: Int, metrics: JSONObject)], page: inout Page) {
         guard let worst = worstLayer(file, layers: layers), let metrics = layers.first(where: { $0.name == worst })?.metrics else { return }
         page.raw("<h3>Co-activated expert pairs in the worst layer, \(escape(worst)) (lift = P(a,b) ÷ P(a)P(b); colours as in the heatmap)</h3>\n")
-        let pairs: [(a: Int, b: Int, count: Double, lift: Double)] = (metrics["top_coactivated_pairs"]?.arrayValue ?? []).compactMap { item in
+        let listed: [(a: Int, b: Int, count: Double, lift: Double)] = (metrics["top_coactivated_pairs"]?.arrayValue ?? []).compactMap { item in
             guard let object = item.objectValue, let a = object["expert_a"]?.doubleValue, let b = object["expert_b"]?.doubleValue,
                   let lift = object["lift"]?.doubleValue, a.isFinite, b.isFinite, abs(a) < 1e9, abs(b) < 1e9 else { return nil }
             return (Int(a), Int(b), object["count"]?.doubleValue ?? 0, lift)
         }
-        guard !pairs.isEmpty else {
+        guard !listed.isEmpty else {
             page.raw("<p>No top_coactivated_pairs for this layer in the file.</p>\n")
             return
         }
+        // The file lists pairs best first: keep its first ones while they fit the matrix's bounds.
+        var pairs: [(a: Int, b: Int, count: Double, lift: Double)] = []
+        var drawnExperts = Set<Int>()
+        for pair in listed where pairs.count < Limits.coactivationPairs {
+            let added = drawnExperts.union([pair.a, pair.b])
+            if added.count > Limits.coactivationExperts { continue }
+            drawnExperts = added
+            pairs.append(pair)
+        }
+        if pairs.count < listed.count {
+            page.raw("<p class=\"note\">Showing the first \(pairs.count) of \(listed.count) pairs (at most \(Limits.coactivationPairs) pairs over \(Limits.coactivationExperts) experts).</p>\n")
+        }
         let baseline = metrics["coactivation_lift_uniform_baseline"]?.doubleValue
-        let experts = Array(Set(pairs.flatMap { [$0.a, $0.b] })).sorted()
+        let experts = drawnExperts.sorted()
         let cell = 26.0, left = 40.0, top = 30.0
         let size = cell * Double(experts.count)
         var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"coactivation-matrix\" class=\"matrix\" data-layer=\"\(escape(worst))\" data-pairs=\"\(pairs.count)\" width=\"\(Int(left + size + 10))\" height=\"\(Int(top + size + 10))\" viewBox=\"0 0 \(Int(left + size + 10)) \(Int(top + size + 10))\" role=\"img\">\n"
@@ -353,10 +409,13 @@ public enum HTMLReport {
             let center = Double(i) * cell + cell / 2
             svg += "<text class=\"axis\" x=\"\(fmt(left + center))\" y=\"\(fmt(top - 8))\" text-anchor=\"middle\">\(expert)</text>"
             svg += "<text class=\"axis\" x=\"\(fmt(left - 6))\" y=\"\(fmt(top + center + 4))\" text-anchor=\"end\">\(expert)</text>\n"
-            for j in experts.indices {
-                svg += "<rect x=\"\(fmt(left + Double(j) * cell))\" y=\"\(fmt(top + Double(i) * cell))\" width=\"\(fmt(cell))\" height=\"\(fmt(cell))\" fill=\"#f4f4f4\" stroke=\"#ffffff\"/>"
-            }
         }
+        // One background and grid lines, not a rectangle per cell: the matrix grows with the pairs drawn.
+        svg += "<rect x=\"\(fmt(left))\" y=\"\(fmt(top))\" width=\"\(fmt(size))\" height=\"\(fmt(size))\" fill=\"#f4f4f4\"/>\n"
+        for line in 1..<max(1, experts.count) {
+            svg += "<path d=\"M\(fmt(left)) \(fmt(top + Double(line) * cell))h\(fmt(size))M\(fmt(left + Double(line) * cell)) \(fmt(top))v\(fmt(size))\" stroke=\"#ffffff\"/>"
+        }
+        svg += "\n"
         for pair in pairs {
             guard let i = experts.firstIndex(of: pair.a), let j = experts.firstIndex(of: pair.b) else { continue }
             // The heatmap's scale: 1 = independent (white), above red, below blue.

@@ -47,6 +47,7 @@ public struct TrainConfig: Sendable {
     }
 
     public static func load(_ url: URL) throws -> TrainConfig {
+        try TOMLLimits.checkFileSize(url)
         let text: String
         do { text = try String(contentsOf: url, encoding: .utf8) } catch {
             throw ModelArgsError(message: "cannot read config file \(url.path): \(error.localizedDescription)")
@@ -55,6 +56,7 @@ public struct TrainConfig: Sendable {
     }
 
     public static func parse(_ text: String, path: String) throws -> TrainConfig {
+        try TOMLLimits.check(text, path: path)
         let table: TOMLTable
         do { table = try TOMLTable(string: text) } catch let e as TOMLParseError {
             throw ModelArgsError(message: "\(path): malformed TOML at line \(e.source.begin.line), column \(e.source.begin.column): \(e.description)")

@@ -383,6 +383,11 @@ struct RegexMatcher: SplitMatcher, @unchecked Sendable {
     private let regex: Regex<AnyRegexOutput>
 
     init(pattern: String) throws {
+        if let group = BacktrackingCheck.exponentialGroup(in: pattern) {
+            throw RegexError(pattern: pattern, reason: "the repeated group \(group) can match the same text in more than one way, "
+                             + "so matching may backtrack exponentially (Swift Regex has no retry limit); "
+                             + "make the group atomic (?>…) or the quantifier possessive (++, *+)")
+        }
         do {
             regex = try Regex(Self.oniguruma(pattern)).matchingSemantics(.unicodeScalar)
         } catch {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MoECore
 import MoEEval
 
 struct CompareCommand: ParsableCommand {
@@ -39,7 +40,7 @@ struct CompareCommand: ParsableCommand {
                 FileHandle.standardOutput.write(try comparison.jsonData())
                 print()
             } else {
-                print(comparison.text(), terminator: "")
+                print(TerminalText.sanitized(comparison.text()), terminator: "")
             }
         }
     }

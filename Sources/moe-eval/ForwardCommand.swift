@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MoEJSON
 import MoEModels
 
 struct ForwardCommand: ParsableCommand {
@@ -32,12 +33,13 @@ struct ForwardCommand: ParsableCommand {
         try DistributedRun.run { ranks in
             let outputURL = URL(fileURLWithPath: output)
             if ranks.isRoot && !overwrite && FileManager.default.fileExists(atPath: outputURL.path) {
-                throw OutputFile.WriteError(description: "\(output) already exists; refusing to overwrite it (pass --overwrite)")
+                throw OutputFile.WriteError(description: OutputFile.existsMessage(outputURL, overwriteFlag: "--overwrite"))
             }
             let (tokens, batch, seqLen) = try TokensFile.read(URL(fileURLWithPath: tokensFile))
             let spec = try model.spec()
             _ = try ranks.makeGroup(options: distributed, spec: spec, configDegree: nil)
             let loaded = try ranks.load(spec)
+            try TokensFile.check(seqLen: seqLen, path: tokensFile, maxSeqLen: loaded.args.maxSeqLen)
             let recorder = RoutingRecorder()
             let logits = try loaded.model.forward(tokens: tokens, batch: batch, seqLen: seqLen, observer: recorder)
             if let report = try ranks.report(model: loaded.model, routingPhase: nil, predictedLoads: nil), ranks.isRoot {
@@ -80,28 +82,47 @@ enum TokensFile {
         do { data = try Data(contentsOf: url) } catch {
             throw FormatError(description: "cannot read tokens file \(url.path): \(error.localizedDescription)")
         }
-        guard let object = try? JSONSerialization.jsonObject(with: data) else {
-            throw FormatError(description: "\(url.path): malformed JSON (expected {\"tokens\": [[ids…], …]})")
+        let root: JSONValue
+        do { root = try JSONValue.parse([UInt8](data), maxDepth: 8) } catch {
+            throw FormatError(description: "\(url.path): \(error) (expected {\"tokens\": [[ids…], …]})")
         }
-        guard let dict = object as? [String: Any], let rows = dict["tokens"] as? [Any] else {
+        guard let rows = root["tokens"]?.arrayValue else {
             throw FormatError(description: "\(url.path): expected an object with a \"tokens\" array of rows")
         }
         guard !rows.isEmpty else { throw FormatError(description: "\(url.path): \"tokens\" has no rows") }
         var tokens: [Int32] = []
         var seqLen = -1
         for (r, row) in rows.enumerated() {
-            guard let ids = row as? [Any] else { throw FormatError(description: "\(url.path): tokens[\(r)] is not an array of ids") }
+            guard let ids = row.arrayValue else { throw FormatError(description: "\(url.path): tokens[\(r)] is \(row.typeName), not an array of ids") }
             if seqLen < 0 { seqLen = ids.count }
             guard ids.count == seqLen, seqLen > 0 else {
                 throw FormatError(description: "\(url.path): tokens[\(r)] has \(ids.count) ids but rows must be equal-length and non-empty (row 0 has \(seqLen))")
             }
             for (i, id) in ids.enumerated() {
-                guard let n = id as? NSNumber, let value = Int32(exactly: n.doubleValue), n.doubleValue >= 0 else {
-                    throw FormatError(description: "\(url.path): tokens[\(r)][\(i)] = \(id) is not a non-negative integer id")
+                // JSON integers only: a boolean, a string or 3.5 is a mistake in the file, not an id.
+                guard case .int(let number) = id, let value = Int32(exactly: number), value >= 0 else {
+                    throw FormatError(description: "\(url.path): tokens[\(r)][\(i)] is \(describe(id)), not a non-negative integer id")
                 }
                 tokens.append(value)
             }
         }
         return (tokens, rows.count, seqLen)
+    }
+
+    /// Checks the rows against the model they are fed to (ids against the vocabulary: the model does that).
+    static func check(seqLen: Int, path: String, maxSeqLen: Int) throws {
+        if seqLen > maxSeqLen {
+            throw FormatError(description: "\(path): rows have \(seqLen) ids, more than the model's max_seq_len \(maxSeqLen)")
+        }
+    }
+
+    static func describe(_ value: JSONValue) -> String {
+        switch value {
+        case .bool(let b): return "the boolean \(b)"
+        case .int(let n): return "\(n)"
+        case .double(let d): return "\(d)"
+        case .string(let s): return "the string \(JSONValue.quoted(s))"
+        default: return value.typeName
+        }
     }
 }

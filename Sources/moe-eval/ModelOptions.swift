@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MoECore
 import MoEModels
 import MoETensor
 
@@ -94,5 +95,5 @@ func reportingErrors(_ body: () throws -> Void) throws {
 }
 
 func printError(_ message: String) {
-    FileHandle.standardError.write(Data((message + "\n").utf8))
+    FileHandle.standardError.write(Data((TerminalText.sanitized(message) + "\n").utf8))
 }

@@ -1,33 +1,37 @@
 import Foundation
+import MoECore
 import MoEJSON
 
-/// Result files are written whole or not at all: into a temporary file beside the target, then renamed.
-/// An existing file is never replaced unless the caller allows it.
+/// The CLI's face of `AtomicFile`: output files are written whole or not at all, and an existing file is
+/// replaced only when the command has an `--overwrite` flag and it was given.
 enum OutputFile {
     struct WriteError: Error, CustomStringConvertible { let description: String }
 
-    static func write(_ data: Data, to url: URL, overwrite: Bool = false) throws {
-        let fm = FileManager.default
-        if !overwrite && fm.fileExists(atPath: url.path) {
-            throw WriteError(description: "\(url.path) already exists; refusing to overwrite it (pass --overwrite, or choose another path)")
-        }
-        let folder = url.deletingLastPathComponent()
-        var isDir: ObjCBool = false
-        guard fm.fileExists(atPath: folder.path, isDirectory: &isDir), isDir.boolValue else {
-            throw WriteError(description: "cannot write \(url.path): folder \(folder.path) does not exist")
-        }
-        let temp = folder.appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
+    /// `overwriteFlag`: the flag to suggest when the file exists (nil for commands that have none).
+    static func write(_ data: Data, to url: URL, overwrite: Bool, overwriteFlag: String? = "--overwrite") throws {
         do {
-            try data.write(to: temp)
-        } catch {
-            try? fm.removeItem(at: temp)
-            throw WriteError(description: "cannot write \(url.path): \(error.localizedDescription)")
+            try AtomicFile.write(data, to: url, existing: overwrite ? .replace : .refuse)
+        } catch let error as AtomicFileError where error.alreadyExists {
+            throw WriteError(description: existsMessage(url, overwriteFlag: overwriteFlag))
+        } catch let error as AtomicFileError {
+            throw WriteError(description: error.description)
         }
-        if rename(temp.path, url.path) != 0 {
-            let reason = String(cString: strerror(errno))
-            try? fm.removeItem(at: temp)
-            throw WriteError(description: "cannot write \(url.path): \(reason)")
+    }
+
+    /// Publishes under `url`, or `NAME_2.EXT`, `NAME_3.EXT`… if another process took it first; returns the name
+    /// this process created. `contents` gets that name (results files record their own path).
+    static func writeUnderFreeName(near url: URL, contents: (URL) throws -> Data) throws -> URL {
+        do {
+            return try AtomicFile.write(to: url, existing: .nextFreeName) { final, output in
+                try output.write(try contents(final))
+            }
+        } catch let error as AtomicFileError {
+            throw WriteError(description: error.description)
         }
+    }
+
+    static func existsMessage(_ url: URL, overwriteFlag: String?) -> String {
+        "\(url.path) already exists; refusing to overwrite it (" + (overwriteFlag.map { "pass \($0), or " } ?? "") + "choose another path)"
     }
 }
 

@@ -114,7 +114,7 @@ struct RunCommand: ParsableCommand {
             let timestamp = EvalResults.timestamp(for: started)
             let outputFolder = URL(fileURLWithPath: outputDir ?? ((config?.dumpFolder ?? "./outputs") as NSString).appendingPathComponent("eval"))
             if ranks.isRoot { try prepareOutputFolder(outputFolder) }
-            let outputURL = uniqueResultsFile(in: outputFolder, timestamp: timestamp)
+            let outputURL = resultsFile(in: outputFolder, timestamp: timestamp)
             let kind = RoutingInput.Kind(rawValue: routingInput)!
             let runRouting = !lmEvalOnly
             let tokenizer: Tokenizer? = try loadTokenizer(config: config, demo: demo, checkpoint: spec.checkpoint,
@@ -248,8 +248,11 @@ struct RunCommand: ParsableCommand {
             record["phase_seconds"] = ["routing": routingSeconds, "load": loaded.loadSeconds]
             results.run = record
             results.lmEvalSamples = samplesJSON
-            try OutputFile.write(try results.jsonData(), to: outputURL)
-            print("results written to \(outputURL.path)")
+            let written = try OutputFile.writeUnderFreeName(near: outputURL) { final in
+                results.outputFile = final.path
+                return try results.jsonData()
+            }
+            print("results written to \(written.path)")
             if !results.lmEvalErrors.isEmpty {
                 for (task, reason) in results.lmEvalErrors.sorted(by: { $0.key < $1.key }) {
                     printError("error: benchmark task \(task) did not run: \(reason)")
@@ -273,15 +276,9 @@ struct RunCommand: ParsableCommand {
         }
     }
 
-    /// `eval_results_<timestamp>.json`, with `_2`, `_3`… when a run in the same second already wrote one.
-    func uniqueResultsFile(in folder: URL, timestamp: String) -> URL {
-        var url = folder.appendingPathComponent("eval_results_\(timestamp).json")
-        var n = 2
-        while FileManager.default.fileExists(atPath: url.path) {
-            url = folder.appendingPathComponent("eval_results_\(timestamp)_\(n).json")
-            n += 1
-        }
-        return url
+    /// `eval_results_<timestamp>.json`; the file is published under `_2`, `_3`… when another run took the name first.
+    func resultsFile(in folder: URL, timestamp: String) -> URL {
+        folder.appendingPathComponent("eval_results_\(timestamp).json")
     }
 
     func loadTokenizer(config: TrainConfig?, demo: DemoAssets?, checkpoint: URL, required: Bool) throws -> Tokenizer? {

@@ -127,6 +127,11 @@ import Testing
         (#"{"tokens": [[1, 2.5]]}"#, "not a non-negative integer"),
         (#"{"ids": []}"#, "\"tokens\" array"),
         (#"{"tokens": [[1, 2]"#, "malformed JSON"),
+        (#"{"tokens": [[true, 1]]}"#, "tokens[0][0] is the boolean true, not a non-negative integer id"),
+        (#"{"tokens": [[1, false]]}"#, "tokens[0][1] is the boolean false"),
+        (#"{"tokens": [[1, "2"]]}"#, "tokens[0][1] is the string \"2\""),
+        ("{\"tokens\": [[" + Array(repeating: "1", count: 65).joined(separator: ",") + "]]}",
+         "rows have 65 ids, more than the model's max_seq_len 64"),
     ])
     func badTokensFile(content: String, fragment: String) throws {
         let s = try setup()
