@@ -116,6 +116,8 @@ for target in "${selected[@]}"; do
   line="$target	rc=$status	findings=$findings	${seconds}s	execs=${execs:-?}	exec/s=${rate:-?}	${cov:-cov: ?}	corpus=$(ls "$corpus" | wc -l)	peak_rss_mb=${rss:-?}"
   echo "$line"
   [ -z "${FUZZ_SUMMARY:-}" ] || echo "$line" >> "$FUZZ_SUMMARY"
+  # A campaign exits 0 past the findings it kept going after; they fail the run all the same.
+  if [ $status -eq 0 ] && [ "$findings" -gt 0 ]; then status=1; fi
   if [ $status -ne 0 ]; then
     failed+=("$target")
     grep -E '^(==[0-9]+==ERROR|SUMMARY|ALARM|.*Test unit written to|Fatal error|.*out-of-memory)' "$log" | head -8 >&2 || true
