@@ -5,6 +5,7 @@
 #
 #   tools/fuzz/run.sh FuzzPickle 60      one target (or several: FuzzPickle,FuzzJSON)
 #   tools/fuzz/run.sh all 30             every target in turn (CI: scripts/test.sh)
+#   tools/fuzz/run.sh replay             every reproducer in tools/fuzz/findings, once: which still fail
 #   tools/fuzz/run.sh list               the target names
 #
 # Environment: FUZZ_KEEP_GOING=1 (a campaign: go on past findings and count them), FUZZ_JOBS (build jobs,
@@ -16,9 +17,11 @@ root="$(cd "$here/../.." && pwd)"
 targets=(FuzzPickle FuzzTorchZip FuzzDCPMetadata FuzzSafetensors FuzzJSON FuzzTrainConfig FuzzModelArgs
          FuzzTokenizerJSON FuzzTokenizerEncode FuzzTaskData)
 
-usage() { echo "usage: $0 TARGET[,TARGET…]|all SECONDS   (targets: ${targets[*]})" >&2; exit 2; }
+usage() { echo "usage: $0 TARGET[,TARGET…]|all SECONDS | replay | list   (targets: ${targets[*]})" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 if [ "$1" = list ]; then printf '%s\n' "${targets[@]}"; exit 0; fi
+replay=0
+if [ "$1" = replay ] && [ $# -eq 1 ]; then replay=1; set -- all 1; fi
 [ $# -eq 2 ] || usage
 [[ "$2" =~ ^[1-9][0-9]*$ ]] || { echo "$0: SECONDS must be a positive whole number, got '$2'" >&2; exit 2; }
 seconds=$2
@@ -39,6 +42,27 @@ if [ "${FUZZ_SKIP_BUILD:-0}" != 1 ]; then
   echo "fuzz build: $(( $(date +%s) - build_start )) s"
 fi
 bin="$(swift build "${build_flags[@]}" --show-bin-path)"
+
+# `replay`: runs every kept reproducer (tools/fuzz/findings/TARGET/*) once and says which still fail.
+if [ $replay = 1 ]; then
+  still=0
+  for folder in "$here"/findings/*/; do
+    target="$(basename "$folder")"
+    for input in "$folder"*; do
+      if SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=1 \
+         LSAN_OPTIONS="suppressions=$here/lsan.supp:print_suppressions=0" \
+         FUZZ_TOKENIZER="$root/assets/tokenizers/demo-dsv3/tokenizer.json" \
+         timeout 60 "$bin/$target" -timeout=10 -rss_limit_mb="$rss_mb" -malloc_limit_mb="$rss_mb" \
+           "$input" > /dev/null 2>&1; then
+        echo "passes      $target/$(basename "$input")"
+      else
+        echo "still fails $target/$(basename "$input")"; still=$((still + 1))
+      fi
+    done
+  done
+  echo "$still reproducer(s) still fail (leaks covered by lsan.supp pass by design)"
+  [ $still -eq 0 ]; exit
+fi
 
 # Seeds: small files from the test fixtures and assets, copied at run time (plus tools/fuzz/seeds).
 seed_files() {
