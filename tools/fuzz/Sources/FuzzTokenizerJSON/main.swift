@@ -2,7 +2,9 @@ import Foundation
 import FuzzSupport
 import MoETokenizer
 
-let sample = "Hello, world! It's 2026: naïve café 東京 🙂 <|endoftext|>\n\t  spaces   and\r\nnumbers 12345"
+// The run of "a" ending in "!" is bait for nested quantifiers in Split patterns (`(a+)+$` backtracks forever).
+let sample = "Hello, world! It's 2026: naïve café 東京 🙂 <|endoftext|>\n\t  spaces   and\r\nnumbers 12345 "
+    + String(repeating: "a", count: 40) + "!"
 
 // A tokenizer.json (plain or gzip) loaded from the input, then used on a fixed text.
 runFuzzer { bytes in
