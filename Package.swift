@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "MoETokenizer", targets: ["MoETokenizer"]),
         .library(name: "MoEEval", targets: ["MoEEval"]),
         .library(name: "MoEData", targets: ["MoEData"]),
+        .library(name: "MoEJSON", targets: ["MoEJSON"]),
     ],
     // `swift build --traits MPI`: expert parallelism across processes with Open MPI (docs/DISTRIBUTED.md).
     traits: [.trait(name: "MPI", description: "Expert parallelism across processes and hosts with MPI (needs libopenmpi-dev)")],

@@ -11,6 +11,9 @@ export MOE_EVAL_BIN="$(swift build -c release --show-bin-path "${traits[@]}")/mo
 swift test "$@"
 # With no arguments (the README's command and CI): the real lm-evaluation-harness over `moe-eval serve`
 # must reproduce the native benchmark tasks (issue 5). Arguments (e.g. --filter) run only `swift test`.
+# They also run every parser's libFuzzer target for a bounded time (issue 16); any crash, leak, out-of-memory
+# or timeout fails the run (docs/RELIABILITY.md).
 if [ $# -eq 0 ]; then
   bash scripts/harness_agreement.sh
+  bash tools/fuzz/run.sh all "${MOE_EVAL_FUZZ_SECONDS:-30}"
 fi
