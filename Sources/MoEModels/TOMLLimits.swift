@@ -90,8 +90,17 @@ public enum TOMLLimits {
                     if open.last == UInt8(ascii: "{") { readingKey = true; keyParts = 1 }
                     index += 1
                 default:
+                    try refuseNonASCII()
                     index += 1
                 }
+            }
+        }
+
+        /// TOML allows non-ASCII text only inside strings and comments; toml++ asserts (and without its checks
+        /// misreads) on a non-ASCII byte in a bare key, so it never gets one.
+        func refuseNonASCII() throws {
+            if bytes[index] >= 0x80 {
+                throw failure("a non-ASCII character outside a string (bare keys and values are ASCII in TOML; quote the key or value)")
             }
         }
 
@@ -114,6 +123,7 @@ public enum TOMLLimits {
                 case UInt8(ascii: "#"):
                     while index < bytes.count && bytes[index] != UInt8(ascii: "\n") { index += 1 }
                 default:
+                    try refuseNonASCII()
                     index += 1
                 }
             }

@@ -20,6 +20,14 @@ import Testing
         #expect(message == "hostile.toml: line 4: a dotted key or table name with more than 32 parts", "\(message ?? "no error")")
     }
 
+    /// tools/fuzz/findings/FuzzTrainConfig/crash-tomlpp-assert-non-ascii-table-key.toml: `[é]` aborted inside toml++.
+    @Test func nonASCIIOutsideStringsIsRefused() {
+        let expected = "hostile.toml: line 1: a non-ASCII character outside a string (bare keys and values are ASCII in TOML; quote the key or value)"
+        #expect(Self.message("[\u{e9}]\n") == expected)
+        #expect(Self.message("k\u{e9}y = 1\n") == expected)
+        #expect(Self.message("[model]\nname = \"d\u{e9}mo\" # caf\u{e9}\n")?.contains("non-ASCII") != true)
+    }
+
     @Test func deepTableHeaderIsRefused() {
         let header = "[" + (0..<5_000).map { "t\($0)" }.joined(separator: ".") + "]"
         #expect(Self.message("# comment\n\(header)\nx = 1\n")?.hasPrefix("hostile.toml: line 2: a dotted key") == true)

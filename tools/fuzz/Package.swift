@@ -9,14 +9,13 @@ let parserLibraries: [Target.Dependency] = [
     .product(name: "MoETokenizer", package: "moe-eval"),
     .product(name: "MoEEval", package: "moe-eval"),
     .product(name: "MoEJSON", package: "moe-eval"),
+    .product(name: "MoEData", package: "moe-eval"),
 ]
 
 /// One executable per parser; each is a libFuzzer binary (see FuzzSupport).
 let fuzzTargets = [
     "FuzzPickle", "FuzzTorchZip", "FuzzDCPMetadata", "FuzzSafetensors", "FuzzJSON", "FuzzTrainConfig",
-    "FuzzModelArgs", "FuzzTokenizerJSON", "FuzzTokenizerEncode", "FuzzTaskData",
-    // TODO: FuzzParquet and FuzzArrowStream (in Pending/) join this list once MoEData has
-    // `Parquet.read(bytes:name:)` and `ArrowStream.read(bytes:name:)`.
+    "FuzzModelArgs", "FuzzTokenizerJSON", "FuzzTokenizerEncode", "FuzzTaskData", "FuzzParquet", "FuzzArrowStream",
 ]
 
 let package = Package(

@@ -15,7 +15,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 targets=(FuzzPickle FuzzTorchZip FuzzDCPMetadata FuzzSafetensors FuzzJSON FuzzTrainConfig FuzzModelArgs
-         FuzzTokenizerJSON FuzzTokenizerEncode FuzzTaskData)
+         FuzzTokenizerJSON FuzzTokenizerEncode FuzzTaskData FuzzParquet FuzzArrowStream)
 
 usage() { echo "usage: $0 TARGET[,TARGET…]|all SECONDS | replay | list   (targets: ${targets[*]})" >&2; exit 2; }
 [ $# -ge 1 ] || usage
@@ -79,6 +79,9 @@ seed_files() {
     FuzzTokenizerJSON) ls "$assets"/tokenizers/*/tokenizer.json ;;
     FuzzTokenizerEncode) ls "$assets"/demo/demo_text.txt "$assets"/demo/README.md ;;
     FuzzTaskData) ;;
+    FuzzParquet) ls "$fixtures"/MoEDataTests/Fixtures/*.parquet
+                 find "$assets" -name '*.parquet' -size -64k ;;
+    FuzzArrowStream) ls "$fixtures"/MoEDataTests/Fixtures/*.arrow ;;
   esac
   if [ -d "$here/seeds/$1" ]; then find "$here/seeds/$1" -type f; fi
 }
