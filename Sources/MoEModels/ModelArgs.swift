@@ -240,7 +240,7 @@ public struct ModelArgs: Codable, Equatable, Sendable {
             return detail ?? ctx.debugDescription
         default:
             let ns = error as NSError
-            return (ns.userInfo[NSDebugDescriptionErrorKey] as? String) ?? "\(error)"
+            return (ns.userInfo[NSDebugDescriptionErrorKey] as? String) ?? String(describing: error)
         }
     }
 
