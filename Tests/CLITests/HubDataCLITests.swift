@@ -120,6 +120,29 @@ import Testing
         #expect(hub.requests.count == requestsBefore, "the offline rerun made no request")
     }
 
+    /// The demo's slice is parquet in the Hub's schemas: read through the parquet reader and the Hub-row path, its
+    /// 40 HellaSwag and 40 ARC-Easy items score exactly as the same items from the original release files.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: HubDataCLITests.sharedData.path), "needs ../shared/data beside the repository"))
+    func theDemoParquetSliceScoresAsTheOriginalFiles() throws {
+        let scratch = try CLI.scratch()
+        defer { CLI.cleanUp(scratch) }
+        let slice = try FileManager.default.subpathsOfDirectory(atPath: Self.demo.appendingPathComponent("hub").path)
+        #expect(slice.filter { $0.hasSuffix(".parquet") }.count == 2, "\(slice)")
+        func run(_ name: String, _ arguments: [String]) throws -> [String: [String: Double]] {
+            let out = scratch.appendingPathComponent(name)
+            let r = try CLI.execute(CLI.binary, ["run", "--lm-eval-only", "--tasks", "hellaswag,arc_easy", "--limit", "40", "--quiet",
+                                                 "--output-dir", out.path] + arguments,
+                                    environment: Self.environment(scratch, ["HF_HOME": scratch.appendingPathComponent("empty").path,
+                                                                            "HF_HUB_OFFLINE": "1"]))
+            #expect(r.status == 0, "\(name): \(r.stderr)")
+            return try #require(try Self.results(out)["lm_eval_results"] as? [String: [String: Double]])
+        }
+        let fromSlice = try run("slice", [])
+        let fromOriginals = try run("original", ["--data-dir", Self.sharedData.path])
+        #expect(fromSlice["hellaswag"]?["sample_len"] == 40 && fromSlice["arc_easy"]?["sample_len"] == 40)
+        #expect(fromSlice == fromOriginals)
+    }
+
     @Test func theDemoRunsFromACopyWithNothingBesideIt() throws {
         let scratch = try CLI.scratch()
         defer { CLI.cleanUp(scratch) }
