@@ -26,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", exact: "0.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", exact: "2.28.1"),
+        // SHA-256 of downloaded Hub blobs (already in the graph through Hummingbird's test client).
+        .package(url: "https://github.com/apple/swift-crypto", exact: "4.5.2"),
     ],
     targets: [
         // BLAS: OpenBLAS through pkg-config on Linux; Accelerate on macOS (see the module map).
@@ -50,7 +52,7 @@ let package = Package(
         ),
         .target(
             name: "MoECheckpoint",
-            dependencies: ["MoETensor", "MoEJSON", "MoECore"]
+            dependencies: ["MoETensor", "MoEJSON", "MoECore", "CZlib"]
         ),
         .target(
             name: "MoEModels",
@@ -64,7 +66,7 @@ let package = Package(
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"]), .brew(["zstd"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // Dataset files as benchmark tasks get them: parquet, Arrow IPC streams, JSON Lines.
-        .target(name: "MoEData", dependencies: ["MoEJSON", "CSnappy", "CZstd", "CZlib"]),
+        .target(name: "MoEData", dependencies: ["MoEJSON", "CSnappy", "CZstd", "CZlib", .product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "MoEEval",
             dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEJSON", "MoEData"]

@@ -1,4 +1,4 @@
-import CKernels
+import CZlib
 import Foundation
 import MoETensor
 
@@ -42,7 +42,7 @@ public struct TorchArchive {
     /// Refuses an entry whose bytes do not have the CRC-32 the archive records for them.
     func checkCRC(of name: String, _ bytes: UnsafeRawBufferPointer) throws {
         guard let recorded = recordedCRC[name], recorded != 0 else { return }
-        let actual = bytes.isEmpty ? 0 : moe_crc32(0, bytes.baseAddress!, bytes.count)
+        let actual = bytes.isEmpty ? 0 : UInt32(truncatingIfNeeded: crc32_z(0, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count))
         guard actual == recorded else {
             func hex(_ v: UInt32) -> String { String(repeating: "0", count: 8 - String(v, radix: 16).count) + String(v, radix: 16) }
             throw CheckpointError("\(source): entry \(name): its \(bytes.count) bytes have CRC-32 \(hex(actual)), the archive records \(hex(recorded)) (damaged or altered)")

@@ -138,7 +138,7 @@ public struct HubDownloader: Sendable {
             throw HubDownloadError("\(url): the body was cut short: \(size ?? 0) of \(expectedSize) bytes in \(file.path) (run again to resume)")
         }
         if etag.count == 64, etag.allSatisfy(\.isHexDigit) {
-            let digest = try SHA256.hex(ofFile: file)
+            let digest = try FileDigest.sha256Hex(ofFile: file)
             if digest != etag.lowercased() {
                 try? FileManager.default.removeItem(at: file)
                 throw HubDownloadError("\(url): the content's sha256 \(digest) is not its ETag \(etag); the partial file was removed")
@@ -179,7 +179,7 @@ public struct HubDownloader: Sendable {
     }
 
     /// The hex sha256 of a file: what an LFS file's ETag names.
-    public static func sha256(of file: URL) throws -> String { try SHA256.hex(ofFile: file) }
+    public static func sha256(of file: URL) throws -> String { try FileDigest.sha256Hex(ofFile: file) }
 
     /// `_normalize_etag`: drops a weak `W/` prefix and the quotes.
     static func normalizedETag(_ etag: String) -> String {

@@ -9,8 +9,6 @@ void moe_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
 void moe_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
 /* Widen IEEE fp16 (stored as uint16) to fp32. */
 void moe_f16_to_f32(const uint16_t *src, float *dst, size_t n);
-/* Zip's CRC-32 of n bytes, continuing from crc (0 to start). */
-uint32_t moe_crc32(uint32_t crc, const void *data, size_t n);
 
 
 /* Row kernels (kernels.c): an AVX-512 body when the CPU has it, a portable C body otherwise. */
