@@ -26,8 +26,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/LebJe/TOMLKit", exact: "0.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", exact: "2.28.1"),
-        // SHA-256 of downloaded Hub blobs (already in the graph through Hummingbird's test client).
-        .package(url: "https://github.com/apple/swift-crypto", exact: "4.5.2"),
     ],
     targets: [
         // BLAS: OpenBLAS through pkg-config on Linux; Accelerate on macOS (see the module map).
@@ -65,8 +63,10 @@ let package = Package(
         .systemLibrary(name: "CSnappy", pkgConfig: "snappy", providers: [.apt(["libsnappy-dev"]), .brew(["snappy"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"]), .brew(["zstd"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // OpenSSL's libcrypto: SHA-256 of downloaded Hub blobs.
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"]), .brew(["openssl"])]),
         // Dataset files as benchmark tasks get them: parquet, Arrow IPC streams, JSON Lines.
-        .target(name: "MoEData", dependencies: ["MoEJSON", "CSnappy", "CZstd", "CZlib", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "MoEData", dependencies: ["MoEJSON", "CSnappy", "CZstd", "CZlib", "CCrypto"]),
         .target(
             name: "MoEEval",
             dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEJSON", "MoEData"]

@@ -2,9 +2,9 @@
 # Installs the system packages moe-eval builds against (Debian/Ubuntu). Needs root or sudo.
 set -euo pipefail
 # python3-venv: the test command's lm-evaluation-harness agreement check makes a venv for lm-eval.
-# libsnappy-dev, libzstd-dev, zlib1g-dev: parquet page and Arrow buffer decompression (MoEData).
+# libsnappy-dev, libzstd-dev, zlib1g-dev: parquet page and Arrow buffer decompression (MoEData); libssl-dev: SHA-256 of downloaded Hub files.
 # openmpi-bin, libopenmpi-dev: the MPI build (`--traits MPI`) and its `mpirun -np 2` tests (docs/DISTRIBUTED.md).
-packages=(libopenblas-dev pkg-config zlib1g-dev libsnappy-dev libzstd-dev python3 python3-venv openmpi-bin libopenmpi-dev)
+packages=(libopenblas-dev pkg-config zlib1g-dev libsnappy-dev libzstd-dev libssl-dev python3 python3-venv openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
