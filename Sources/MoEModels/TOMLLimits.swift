@@ -96,6 +96,22 @@ public enum TOMLLimits {
             }
         }
 
+        /// toml++ asserts (fuzz finding: `[` alone on a line, `[=]`, `[.a]`, `[#]`) unless the first thing after a
+        /// header's brackets and blanks is a bare-key character, a quote or the closing bracket.
+        func checkHeaderStart() throws {
+            var next = index
+            while next < bytes.count && bytes[next] == UInt8(ascii: "[") && next - index < 2 { next += 1 }
+            while next < bytes.count && (bytes[next] == UInt8(ascii: " ") || bytes[next] == UInt8(ascii: "\t")) { next += 1 }
+            // The end of the text is TOMLKit's to report; a non-ASCII byte is refused by `refuseNonASCII`.
+            guard next < bytes.count, bytes[next] < 0x80 else { return }
+            let byte = bytes[next]
+            let isBare = (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z")) || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
+                || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
+            guard isBare || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "'") || byte == UInt8(ascii: "]") else {
+                throw failure("a table header without a name (expected a key after '[')")
+            }
+        }
+
         /// TOML allows non-ASCII text only inside strings and comments; toml++ asserts (and without its checks
         /// misreads) on a non-ASCII byte in a bare key, so it never gets one.
         func refuseNonASCII() throws {
@@ -113,6 +129,7 @@ public enum TOMLLimits {
 
         /// `[a.b]` or `[[a.b]]`, up to the end of the line.
         mutating func readHeader() throws {
+            try checkHeaderStart()
             while index < bytes.count && bytes[index] != UInt8(ascii: "\n") {
                 switch bytes[index] {
                 case UInt8(ascii: "\""), UInt8(ascii: "'"):

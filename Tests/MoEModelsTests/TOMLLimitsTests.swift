@@ -28,6 +28,14 @@ import Testing
         #expect(Self.message("[model]\nname = \"d\u{e9}mo\" # caf\u{e9}\n")?.contains("non-ASCII") != true)
     }
 
+    /// tools/fuzz/findings/FuzzTrainConfig/crash-tomlpp-assert-header-without-key.toml: `[` alone on a line aborted in toml++.
+    @Test func tableHeaderWithoutAKeyIsRefused() {
+        for header in ["[", "[=]", "[.a]", "[#]", "[[ .a]]", "[,]", "[\t"] {
+            #expect(Self.message("x = 1\n\(header)\ny = 2\n") == "hostile.toml: line 2: a table header without a name (expected a key after '[')", "\(header)")
+        }
+        #expect(Self.message("[model]\nname = \"a\"\n[ \"quoted\" ]\nx = 1\n[[list]]\ny = 2\n")?.contains("without a name") != true)
+    }
+
     @Test func deepTableHeaderIsRefused() {
         let header = "[" + (0..<5_000).map { "t\($0)" }.joined(separator: ".") + "]"
         #expect(Self.message("# comment\n\(header)\nx = 1\n")?.hasPrefix("hostile.toml: line 2: a dotted key") == true)
