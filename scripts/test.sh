@@ -15,5 +15,5 @@ swift test "$@"
 # or timeout fails the run (docs/RELIABILITY.md).
 if [ $# -eq 0 ]; then
   bash scripts/harness_agreement.sh
-  bash tools/fuzz/run.sh all "${MOE_EVAL_FUZZ_SECONDS:-30}"
+  FUZZ_SEED="${MOE_EVAL_FUZZ_SEED:-1}" bash tools/fuzz/run.sh all "${MOE_EVAL_FUZZ_SECONDS:-30}"
 fi

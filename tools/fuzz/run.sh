@@ -10,7 +10,8 @@
 #
 # Environment: FUZZ_KEEP_GOING=1 (a campaign: go on past findings and count them), FUZZ_JOBS (build jobs,
 # default 1), FUZZ_RSS_MB (default 2048), FUZZ_SUMMARY (a file to which one tab-separated figures line per run
-# is appended), FUZZ_NICE (default 10), FUZZ_SKIP_BUILD=1 (reuse the last build, for parallel campaigns).
+# is appended), FUZZ_NICE (default 10), FUZZ_SKIP_BUILD=1 (reuse the last build, for parallel campaigns),
+# FUZZ_SEED (a fixed libFuzzer seed; scripts/test.sh sets 1).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -95,6 +96,11 @@ dictionary() {
   esac
 }
 
+# FUZZ_SEED fixes libFuzzer's random seed: CI's short runs then mutate the same way on every run (a finding
+# reproduces instead of appearing at random); campaigns leave it unset to explore.
+seed_flag=()
+if [ -n "${FUZZ_SEED:-}" ]; then seed_flag=(-seed="$FUZZ_SEED"); fi
+
 failed=()
 for target in "${selected[@]}"; do
   work="$here/.build/fuzz-work/$target"
@@ -123,7 +129,7 @@ for target in "${selected[@]}"; do
   FUZZ_TOKENIZER="$root/assets/tokenizers/demo-dsv3/tokenizer.json" \
   ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" LSAN_OPTIONS="suppressions=$here/lsan.supp:print_suppressions=0" \
     nice -n "$nice_level" "$bin/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb="$rss_mb" \
-      -malloc_limit_mb="$rss_mb" -print_final_stats=1 -artifact_prefix="$artifacts/" "${extra[@]}" \
+      -malloc_limit_mb="$rss_mb" -print_final_stats=1 -artifact_prefix="$artifacts/" "${extra[@]}" "${seed_flag[@]}" \
       "$corpus" "$seeds" > "$log" 2>&1
   status=$?
   set -e
