@@ -21,40 +21,33 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 OUT = os.path.join(REPO_ROOT, "assets", "demo", "hub")
 
 
-def hellaswag_rows(path, n):
-    rows = []
+def first_records(path, n):
+    """The first n non-blank JSON Lines records of an original release file."""
+    records = []
     with open(path, encoding="utf-8") as f:
         for line in f:
-            if not line.strip():
-                continue
-            r = json.loads(line)
-            # The Hub loader's schema: label a string ("0".."3"), the other fields as released.
-            rows.append({
-                "ind": r["ind"], "activity_label": r["activity_label"], "ctx_a": r["ctx_a"], "ctx_b": r["ctx_b"],
-                "ctx": r["ctx"], "endings": r["endings"], "source_id": r["source_id"], "split": r["split"],
-                "split_type": r["split_type"], "label": str(r.get("label", "")),
-            })
-            if len(rows) == n:
-                break
-    return rows
+            if line.strip():
+                records.append(json.loads(line))
+                if len(records) == n:
+                    break
+    return records
+
+
+def hellaswag_rows(path, n):
+    # The Hub loader's schema: label a string ("0".."3"), the other fields as released.
+    return [{
+        "ind": r["ind"], "activity_label": r["activity_label"], "ctx_a": r["ctx_a"], "ctx_b": r["ctx_b"],
+        "ctx": r["ctx"], "endings": r["endings"], "source_id": r["source_id"], "split": r["split"],
+        "split_type": r["split_type"], "label": str(r.get("label", "")),
+    } for r in first_records(path, n)]
 
 
 def arc_rows(path, n):
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            r = json.loads(line)
-            choices = r["question"]["choices"]
-            rows.append({
-                "id": r["id"], "question": r["question"]["stem"],
-                "choices": {"text": [c["text"] for c in choices], "label": [c["label"] for c in choices]},
-                "answerKey": r["answerKey"],
-            })
-            if len(rows) == n:
-                break
-    return rows
+    return [{
+        "id": r["id"], "question": r["question"]["stem"],
+        "choices": {"text": [c["text"] for c in r["question"]["choices"]], "label": [c["label"] for c in r["question"]["choices"]]},
+        "answerKey": r["answerKey"],
+    } for r in first_records(path, n)]
 
 
 def encode(rows, fmt):
