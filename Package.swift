@@ -69,7 +69,7 @@ let package = Package(
         .target(name: "MoEData", dependencies: ["MoEJSON", "CSnappy", "CZstd", "CZlib", "CCrypto"]),
         .target(
             name: "MoEEval",
-            dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEJSON", "MoEData"]
+            dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEJSON", "MoEData", "MoECore"]
         ),
         .target(
             name: "MoEServer",
@@ -99,9 +99,9 @@ let package = Package(
         .target(name: "HubTestSupport", path: "Tests/HubTestSupport"),
         .testTarget(name: "MoEDataTests", dependencies: ["MoEData", "MoEJSON", "HubTestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "MoECheckpointTests", dependencies: ["MoECheckpoint"], exclude: ["Fixtures"]),
-        .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels"], exclude: ["Fixtures"]),
+        .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels", "MoEJSON"], exclude: ["Fixtures"]),
         .testTarget(name: "MoETokenizerTests", dependencies: ["MoETokenizer", "MoEJSON"], exclude: ["Fixtures"]),
-        .testTarget(name: "MoEEvalTests", dependencies: ["MoEEval", "MoEModels", "MoETokenizer"], exclude: ["Fixtures"]),
+        .testTarget(name: "MoEEvalTests", dependencies: ["MoEEval", "MoEModels", "MoETokenizer", "MoECore"], exclude: ["Fixtures"]),
         .testTarget(name: "CLITests", dependencies: ["moe-eval", "MoECheckpoint", "MoEModels", "MoEEval", "HubTestSupport"]),
         .testTarget(
             name: "MoEServerTests",

@@ -147,8 +147,8 @@ public final class SafetensorsCheckpoint: RawTensorStore {
         do { data = try Data(contentsOf: url) } catch {
             throw CheckpointError("\(url.path): cannot read (\(shortDescription(of: error)))")
         }
-        do { return try JSONDecoder().decode(Index.self, from: data).weight_map } catch {
-            throw CheckpointError("\(url.path): not a valid safetensors index (\(shortDescription(of: error)))")
+        do { return try JSONValueDecoder().decode(Index.self, from: Array(data)).weight_map } catch {
+            throw CheckpointError("\(url.path): not a valid safetensors index (\(error))")
         }
     }
 

@@ -66,13 +66,6 @@ public struct HubDownloader: Sendable {
         return nil
     }
 
-    /// One file into the cache; returns its snapshot path (reused when already there).
-    public func fetch(repo: String, commit: String, path: String) throws -> URL {
-        let (file, blob) = try fetchBlob(repo: repo, commit: commit, path: path)
-        if let blob { try link(file, to: blob) }
-        return file
-    }
-
     /// A file's content into `blobs/ETAG`; its snapshot path and the blob to link it to (nil: already linked).
     func fetchBlob(repo: String, commit: String, path: String) throws -> (file: URL, blob: URL?) {
         guard !path.split(separator: "/").contains(where: { $0 == ".." || $0 == "." }), !path.hasPrefix("/") else {

@@ -112,23 +112,3 @@ extension MPICommunicator {
     }
 }
 #endif
-
-/// This process's resident memory, from /proc/self/status (Linux); nil elsewhere.
-public enum ResidentMemory {
-    public struct Reading: Sendable {
-        /// VmRSS: bytes resident now.
-        public let residentBytes: Int
-        /// VmHWM: the most bytes resident at any time so far.
-        public let peakResidentBytes: Int
-    }
-
-    public static func read() -> Reading? {
-        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
-        func kilobytes(_ key: String) -> Int? {
-            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(key + ":") }) else { return nil }
-            return line.split(separator: " ").dropFirst().first.flatMap { Int($0) }.map { $0 * 1024 }
-        }
-        guard let rss = kilobytes("VmRSS"), let peak = kilobytes("VmHWM") else { return nil }
-        return Reading(residentBytes: rss, peakResidentBytes: peak)
-    }
-}

@@ -652,12 +652,8 @@ public struct Comparison: Codable, Sendable {
 
     // MARK: Output
 
-    public func jsonData() throws -> Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return try encoder.encode(self)
-    }
+    /// Non-finite values (a seed file's NaN) as the strings results files use.
+    public func jsonData() throws -> Data { Data(try JSONValueEncoder().encode(self).prettyPrinted.utf8) }
 
     public func text() -> String {
         var out = "moe-eval compare: deltas are \(files.count == 2 ? "B − A" : "\(files.last?.label ?? "") − A (last − first)")\n"

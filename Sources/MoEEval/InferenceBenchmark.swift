@@ -1,4 +1,5 @@
 import Foundation
+import MoECore
 import MoEModels
 import MoETensor
 
@@ -109,39 +110,5 @@ public struct InferenceBenchmark {
             for v in 1..<logits.lastDim where row[v] > row[best] { best = v }
             return Int32(best)
         }
-    }
-
-    /// Nearest-rank percentile (0 for no samples).
-    static func percentile(_ values: [Double], _ q: Double) -> Double {
-        guard !values.isEmpty else { return 0 }
-        let sorted = values.sorted()
-        let rank = Int((q * Double(sorted.count)).rounded(.up)) - 1
-        return sorted[min(max(rank, 0), sorted.count - 1)]
-    }
-}
-
-/// Resident memory of this process.
-public enum ProcessMemory {
-    /// Current resident set size in bytes (Linux /proc/self/statm; the peak elsewhere).
-    public static func currentResidentBytes() -> Int {
-        #if os(Linux)
-        if let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) {
-            let fields = text.split(separator: " ")
-            if fields.count > 1, let pages = Int(fields[1]) { return pages * Int(sysconf(Int32(_SC_PAGESIZE))) }
-        }
-        #endif
-        return peakResidentBytes()
-    }
-
-    /// Peak resident set size in bytes (getrusage: kilobytes on Linux, bytes on macOS).
-    public static func peakResidentBytes() -> Int {
-        var usage = rusage()
-        #if os(macOS)
-        getrusage(RUSAGE_SELF, &usage)
-        return Int(usage.ru_maxrss)
-        #else
-        getrusage(RUSAGE_SELF.rawValue, &usage)
-        return Int(usage.ru_maxrss) * 1024
-        #endif
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import MoEJSON
 import MoETokenizer
 
 /// Token sequences fed to the model for routing analysis.
@@ -58,11 +59,15 @@ public struct RoutingInput: Sendable {
         var documents: [String] = []
         if url.pathExtension == "jsonl" || url.pathExtension == "json" {
             if url.pathExtension == "json", text.drop(while: { $0.isWhitespace }).first == "[" {
-                guard let records = try? JSONSerialization.jsonObject(with: data) as? [Any] else {
-                    throw InputError(description: "\(url.path): malformed JSON array")
+                let records: [JSONValue]
+                do {
+                    // The text starts with "[", so a document that parses is an array.
+                    records = try JSONValue.parse(Array(data)).arrayValue ?? []
+                } catch let error as JSONParseError {
+                    throw InputError(description: "\(url.path): \(error)")
                 }
                 for (n, record) in records.enumerated() {
-                    guard let field = (record as? [String: Any])?["text"] as? String else {
+                    guard let field = record["text"]?.stringValue else {
                         throw InputError(description: "\(url.path): record \(n) has no \"text\" string field")
                     }
                     documents.append(field)
@@ -70,10 +75,16 @@ public struct RoutingInput: Sendable {
             } else {
                 for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
                     where !line.allSatisfy(\.isWhitespace) {
-                    guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-                        throw InputError(description: "\(url.path): line \(n + 1) is not a JSON object")
+                    let object: JSONObject
+                    do {
+                        guard let parsed = try JSONValue.parse(String(line)).objectValue else {
+                            throw InputError(description: "\(url.path): line \(n + 1) is not a JSON object")
+                        }
+                        object = parsed
+                    } catch let error as JSONParseError {
+                        throw InputError(description: "\(url.path): line \(n + 1): \(error)")
                     }
-                    guard let field = object["text"] as? String else {
+                    guard let field = object["text"]?.stringValue else {
                         throw InputError(description: "\(url.path): line \(n + 1) has no \"text\" string field")
                     }
                     documents.append(field)

@@ -1,4 +1,5 @@
 import Foundation
+import MoECore
 
 /// Routing-efficiency formulas, each written once here and once in docs/METRICS.md.
 /// Notation: E experts, top-k, T tokens in the scope, c_i top-k assignments of expert i (Σ c_i = kT),
@@ -241,16 +242,6 @@ public enum RoutingMetrics {
     }
 
     // MARK: - Distributions over layers
-
-    /// The q-quantile (0…1) with linear interpolation between closest ranks (numpy's default).
-    public static func percentile(_ values: [Double], _ q: Double) -> Double {
-        let sorted = values.sorted()
-        guard let first = sorted.first else { return 0 }
-        let position = q * Double(sorted.count - 1)
-        let lower = Int(position.rounded(.down)), upper = min(lower + 1, sorted.count - 1)
-        guard lower >= 0 else { return first }
-        return sorted[lower] + (sorted[upper] - sorted[lower]) * (position - Double(lower))
-    }
 
     /// Mean, median, p90, min, max over layers and the worst layer (first on ties).
     public static func summary(_ values: [(layer: Int, value: Double)], lowerIsWorse: Bool = false) -> LayerSummary? {

@@ -1,4 +1,5 @@
 import Foundation
+import MoEJSON
 
 /// TorchTitan 0.3.0's config registry: the `--module M --config NAME` functions of
 /// `torchtitan/models/<module>/config_registry.py` that build text-only DeepSeek-V3 models, reduced to what an
@@ -122,16 +123,19 @@ public enum ConfigRegistry {
         }
         var args = e.args
         args.maxSeqLen = seq
-        let object: [String: Any] = [
-            "module": e.module, "config": e.name, "torchtitan_version": "0.3.0",
-            "model_spec": ["name": e.module == "kimi_k2_7" ? "kimi_k2_5" : e.module, "flavor": e.flavor],
-            "hf_assets_path": e.hfAssetsPath, "dump_folder": dumpFolder,
-            "training": ["seq_len": seq],
-            "dataloader": ["dataset": e.dataset],
-            "parallelism": ["expert_parallel_degree": e.expertParallelDegree],
-            "checkpoint": ["folder": checkpointFolder, "interval": e.checkpointInterval],
-        ]
-        let json = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        let object: JSONValue = .object([
+            "checkpoint": .object(["folder": .string(checkpointFolder), "interval": .int(e.checkpointInterval)]),
+            "config": .string(e.name),
+            "dataloader": .object(["dataset": .string(e.dataset)]),
+            "dump_folder": .string(dumpFolder),
+            "hf_assets_path": .string(e.hfAssetsPath),
+            "model_spec": .object(["flavor": .string(e.flavor), "name": .string(e.module == "kimi_k2_7" ? "kimi_k2_5" : e.module)]),
+            "module": .string(e.module),
+            "parallelism": .object(["expert_parallel_degree": .int(e.expertParallelDegree)]),
+            "torchtitan_version": .string("0.3.0"),
+            "training": .object(["seq_len": .int(seq)]),
+        ])
+        let json = Data(object.serialized.utf8)
         return TrainConfig(path: "--module \(e.module) --config \(e.name)", modelName: e.module, flavor: e.flavor,
                            hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset, datasetPath: nil,
                            dumpFolder: dumpFolder, checkpointFolder: checkpointFolder,

@@ -1,4 +1,5 @@
 import Foundation
+import MoEJSON
 import MoETensor
 
 /// Routing arguments, with TorchTitan's `MoEArgs` field names and defaults (v0.2.2).
@@ -42,6 +43,22 @@ public struct MoEArgs: Codable, Equatable, Sendable {
         gateBias = try c.decodeIfPresent(Bool.self, forKey: .gateBias) ?? d.gateBias
         loadBalanceCoeff = c.contains(.loadBalanceCoeff)
             ? try c.decodeIfPresent(Double.self, forKey: .loadBalanceCoeff) : d.loadBalanceCoeff
+    }
+
+    /// Written whole, `load_balance_coeff` as null when there is none: a missing key reads back as TorchTitan's 1e-3.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(numExperts, forKey: .numExperts)
+        try c.encode(numSharedExperts, forKey: .numSharedExperts)
+        try c.encode(topK, forKey: .topK)
+        try c.encode(scoreFunc, forKey: .scoreFunc)
+        try c.encode(routeNorm, forKey: .routeNorm)
+        try c.encode(routeScale, forKey: .routeScale)
+        try c.encode(scoreBeforeExperts, forKey: .scoreBeforeExperts)
+        try c.encodeIfPresent(numExpertGroups, forKey: .numExpertGroups)
+        try c.encodeIfPresent(numLimitedGroups, forKey: .numLimitedGroups)
+        try c.encode(gateBias, forKey: .gateBias)
+        try c.encode(loadBalanceCoeff, forKey: .loadBalanceCoeff)
     }
 }
 
@@ -199,56 +216,41 @@ public struct ModelArgs: Codable, Equatable, Sendable {
     }
 
     public static func decode(json data: Data, source: String) throws -> ModelArgs {
-        let object: Any
-        do { object = try JSONSerialization.jsonObject(with: data) } catch {
-            throw ModelArgsError(message: "\(source): malformed JSON (\(describe(error)))")
+        let value: JSONValue
+        do { value = try JSONValue.parse(Array(data)) } catch {
+            throw ModelArgsError(message: "\(source): \(error)")
         }
-        guard let dict = object as? [String: Any] else {
+        guard case .object(let root) = value else {
             throw ModelArgsError(message: "\(source): expected a JSON object of model args")
         }
         // Accept a wrapper like {"model_args": {...}} as written in our results files.
-        let fields = (dict["model_args"] as? [String: Any]) ?? dict
+        let fields = root["model_args"]?.objectValue ?? root
         let known = Set(CodingKeys.allCases.map(\.rawValue)).union(ignoredKeys)
         if let unknown = fields.keys.filter({ !known.contains($0) }).sorted().first {
             throw ModelArgsError(message: "\(source): unknown model args field \"\(unknown)\" (known: \(CodingKeys.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
-        if let moe = fields["moe_args"] as? [String: Any] {
+        if let moe = fields["moe_args"]?.objectValue {
             let knownMoE = Set(MoEArgs.CodingKeys.allCases.map(\.rawValue)).union(MoEArgs.ignoredKeys)
             if let unknown = moe.keys.filter({ !knownMoE.contains($0) }).sorted().first {
                 throw ModelArgsError(message: "\(source): unknown moe_args field \"\(unknown)\"")
             }
         }
         do {
-            let normalized = try JSONSerialization.data(withJSONObject: fields)
-            let args = try JSONDecoder().decode(ModelArgs.self, from: normalized)
+            let args = try JSONValueDecoder(nonFiniteDoubles: .error).decode(ModelArgs.self, from: .object(fields))
             try args.validate()
             return args
         } catch let e as ModelArgsError {
             throw ModelArgsError(message: "\(source): \(e.message)")
         } catch {
-            throw ModelArgsError(message: "\(source): \(describe(error))")
+            throw ModelArgsError(message: "\(source): \(error)")
         }
     }
 
-    static func describe(_ error: Error) -> String {
-        switch error {
-        case DecodingError.typeMismatch(let type, let ctx), DecodingError.valueNotFound(let type, let ctx):
-            let path = ctx.codingPath.map(\.stringValue).joined(separator: ".")
-            return "field \"\(path)\" should be \(type)"
-        case DecodingError.dataCorrupted(let ctx):
-            let detail = (ctx.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String
-            return detail ?? ctx.debugDescription
-        default:
-            let ns = error as NSError
-            return (ns.userInfo[NSDebugDescriptionErrorKey] as? String) ?? String(describing: error)
-        }
-    }
-
-    /// JSON with TorchTitan field names (for results files and the template printed on unknown flavors).
+    /// JSON with TorchTitan field names in declaration order (for the template printed on unknown flavors and
+    /// `inspect`); pretty output has no final line break.
     public func jsonString(pretty: Bool = true) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys] : [.sortedKeys]
-        return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
+        guard let value = try? JSONValueEncoder().encode(self) else { return "{}" }
+        return pretty ? String(value.prettyPrinted.dropLast()) : value.serialized
     }
 }
 

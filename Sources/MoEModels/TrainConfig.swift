@@ -1,4 +1,5 @@
 import Foundation
+import MoEJSON
 import TOMLKit
 
 /// The parts of a TorchTitan train config that evaluation needs: a v0.2.x TOML file, or a 0.3.0 registry
@@ -38,11 +39,11 @@ public struct TrainConfig: Sendable {
         guard value >= 1 else { throw ModelArgsError(message: "--training.seq_len must be ≥ 1, not \(value)") }
         seqLen = value
         if registryArgs != nil { registryArgs!.maxSeqLen = value }
-        if var object = (try? JSONSerialization.jsonObject(with: json)) as? [String: Any] {
-            var training = object["training"] as? [String: Any] ?? [:]
-            training["seq_len"] = value
-            object["training"] = training
-            json = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? json
+        if case .object(var object)? = try? JSONValue.parse(Array(json)) {
+            var training = object["training"]?.objectValue ?? [:]
+            training.set("seq_len", .int(value))
+            object.set("training", .object(training))
+            json = Data(JSONValue.object(object).serialized.utf8)
         }
     }
 
@@ -77,7 +78,7 @@ public struct TrainConfig: Sendable {
         guard section("model") != nil else {
             throw ModelArgsError(message: "\(path): no [model] section (is this a TorchTitan train config?)")
         }
-        let json = (try? JSONSerialization.data(withJSONObject: plain(table), options: [.sortedKeys])) ?? Data("{}".utf8)
+        let json = Data(plain(table).serialized.utf8)
         return TrainConfig(
             path: path,
             modelName: try string("model", "name") ?? "llama3",
@@ -93,19 +94,18 @@ public struct TrainConfig: Sendable {
         )
     }
 
-    /// TOML values as JSON-compatible Foundation values (dates as their TOML text).
-    static func plain(_ value: TOMLValueConvertible) -> Any {
+    /// TOML values as JSON, tables with their keys sorted (TOMLKit does not keep the file's order); dates as
+    /// their TOML text.
+    static func plain(_ value: TOMLValueConvertible) -> JSONValue {
         if let table = value.table {
-            var dict: [String: Any] = [:]
-            for key in table.keys { if let v = table[key] { dict[key] = plain(v) } }
-            return dict
+            return .object(JSONObject(table.keys.sorted().compactMap { key in table[key].map { (key: key, value: plain($0)) } }))
         }
-        if let array = value.array { return array.map { plain($0) } }
-        if let b = value.bool { return b }
-        if let i = value.int { return i }
-        if let d = value.double { return d }
-        if let s = value.string { return s }
-        return "\(value.tomlValue)"
+        if let array = value.array { return .array(array.map { plain($0) }) }
+        if let b = value.bool { return .bool(b) }
+        if let i = value.int { return .int(i) }
+        if let d = value.double { return .double(d) }
+        if let s = value.string { return .string(s) }
+        return .string("\(value.tomlValue)")
     }
 
     /// The model args this config implies: its flavor, with `max_seq_len` = `training.seq_len`

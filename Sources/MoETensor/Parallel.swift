@@ -104,12 +104,6 @@ public enum Compute {
         }
         return Double(count * 4) / best
     }
-
-    /// Kept for callers written when BLAS had its own threads: BLAS is always single-threaded now.
-    public static func serialBLAS<R>(_ body: () throws -> R) rethrows -> R {
-        _ = blasPinned
-        return try body()
-    }
 }
 
 #if canImport(Glibc)

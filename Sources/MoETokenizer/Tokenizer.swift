@@ -272,11 +272,6 @@ public final class Tokenizer: Sendable {
         addedVocabulary.idsByContent[token] ?? model.id(of: token)
     }
 
-    /// Whether `id` is an added token marked special (what `skipSpecialTokens` drops).
-    public func isSpecialToken(_ id: Int) -> Bool {
-        guard let text = idToToken(id), addedVocabulary.tokensById[id] != nil else { return false }
-        return addedVocabulary.isSpecial(text)
-    }
 }
 
 /// The special tokens TorchTitan's `HuggingFaceTokenizer` takes from tokenizer_config.json: the

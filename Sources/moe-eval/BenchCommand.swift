@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MoECore
 import MoEEval
 import MoEModels
 import MoETensor

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MoECore
 import MoEDistributed
 import MoEEval
 import MoEModels
@@ -24,8 +25,8 @@ final class DistributedRun {
     var isRoot: Bool { session.isRoot }
     var size: Int { session.size }
     var rank: Int { session.rank }
-    private var memoryBeforeLoad: ResidentMemory.Reading?
-    private var memoryAfterLoad: ResidentMemory.Reading?
+    private var memoryBeforeLoad: ProcessMemory.Reading?
+    private var memoryAfterLoad: ProcessMemory.Reading?
     private var phases: [(name: String, statistics: ExpertParallelGroup.Statistics)] = []
 
     private init(session: DistributedSession) { self.session = session }
@@ -72,9 +73,9 @@ final class DistributedRun {
 
     /// Loads the model (this rank's experts only under expert parallelism), noting resident memory around it.
     func load(_ spec: ModelSpec) throws -> LoadedModel {
-        memoryBeforeLoad = ResidentMemory.read()
+        memoryBeforeLoad = ProcessMemory.read()
         let loaded = try ModelLoader.load(spec, expertParallel: group)
-        memoryAfterLoad = ResidentMemory.read()
+        memoryAfterLoad = ProcessMemory.read()
         return loaded
     }
 
@@ -96,7 +97,7 @@ final class DistributedRun {
         let moeLayers = (0..<model.args.nLayers).filter { model.args.isMoELayer($0) }
         var mine: [Double] = [
             Double(memoryBeforeLoad?.residentBytes ?? -1), Double(memoryAfterLoad?.residentBytes ?? -1),
-            Double(ResidentMemory.read()?.peakResidentBytes ?? -1), Double(held.dense), Double(held.experts),
+            Double(ProcessMemory.read()?.peakResidentBytes ?? -1), Double(held.dense), Double(held.experts),
         ]
         for phase in phases {
             let s = phase.statistics

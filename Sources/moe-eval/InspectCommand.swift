@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MoECheckpoint
+import MoEJSON
 import MoEModels
 import MoETensor
 
@@ -51,25 +52,26 @@ struct InspectCommand: ParsableCommand {
             for entry in source.entries { roles[entry.role.rawValue, default: 0] += 1 }
 
             if json {
-                var out: [String: Any] = [
-                    "checkpoint": source.description,
-                    "naming_era": source.namingEra.rawValue,
-                    "entries_by_role": roles,
-                    "tensors": source.tensorInfos.keys.sorted().map { name -> [String: Any] in
-                        let info = source.tensorInfos[name]!
-                        return ["name": name, "dtype": info.dtype.torchName, "shape": info.shape, "bytes": info.byteCount]
-                    },
-                    "tensor_bytes": bytes,
-                    "total_params": counts?.total ?? NSNull(),
-                    "active_params": counts?.active(topK: args.moeArgs.topK, numExperts: args.moeArgs.numExperts) ?? NSNull(),
-                    "implied_model_args": (try? JSONSerialization.jsonObject(with: Data(implied.jsonString().utf8))) ?? [:],
-                    "implied_guessed_fields": guessed,
-                    "mismatches": mismatches,
+                let tensors: [JSONValue] = source.tensorInfos.keys.sorted().map { name in
+                    let info = source.tensorInfos[name]!
+                    return .object(["name": .string(name), "dtype": .string(info.dtype.torchName),
+                                    "shape": .array(info.shape.map { .int($0) }), "bytes": .int(info.byteCount)])
+                }
+                var out: JSONObject = [
+                    "checkpoint": .string(source.description),
+                    "naming_era": .string(source.namingEra.rawValue),
+                    "entries_by_role": .object(JSONObject(roles.sorted { $0.key < $1.key }.map { (key: $0.key, value: .int($0.value)) })),
+                    "tensors": .array(tensors),
+                    "tensor_bytes": .int(bytes),
+                    "total_params": counts.map { .int($0.total) } ?? .null,
+                    "active_params": counts.map { .int($0.active(topK: args.moeArgs.topK, numExperts: args.moeArgs.numExperts)) } ?? .null,
+                    "implied_model_args": (try? JSONValueEncoder().encode(implied)) ?? .object([]),
+                    "implied_guessed_fields": .array(guessed.map { .string($0) }),
+                    "mismatches": .array(mismatches.map { .string($0) }),
                 ]
-                if let given { out["model_args_origin"] = given.origin }
-                if let countsProblem { out["params_not_computed"] = countsProblem }
-                let data = try JSONSerialization.data(withJSONObject: out, options: [.prettyPrinted, .sortedKeys])
-                print(String(decoding: data, as: UTF8.self))
+                if let given { out.append("model_args_origin", .string(given.origin)) }
+                if let countsProblem { out.append("params_not_computed", .string(countsProblem)) }
+                print(JSONValue.object(out).prettyPrinted, terminator: "")
             } else {
                 print("checkpoint: \(source.description)")
                 print("key names: \(source.namingEra.rawValue)")

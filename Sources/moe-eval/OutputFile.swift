@@ -1,6 +1,5 @@
 import Foundation
 import MoECore
-import MoEJSON
 
 /// The CLI's face of `AtomicFile`: output files are written whole or not at all, and an existing file is
 /// replaced only when the command has an `--overwrite` flag and it was given.
@@ -32,29 +31,5 @@ enum OutputFile {
 
     static func existsMessage(_ url: URL, overwriteFlag: String?) -> String {
         "\(url.path) already exists; refusing to overwrite it (" + (overwriteFlag.map { "pass \($0), or " } ?? "") + "choose another path)"
-    }
-}
-
-/// Compact JSON for large float arrays (JSONSerialization is slow and boxes every number).
-struct JSONText {
-    var text = ""
-
-    mutating func raw(_ s: String) { text += s }
-
-    mutating func string(_ s: String) { text += JSONValue.quoted(s) }
-
-    /// Shortest decimal that reads back as the same Float; non-finite values become null.
-    mutating func number(_ f: Float) { text += f.isFinite ? "\(f)" : "null" }
-    mutating func number(_ i: Int) { text += String(i) }
-
-    mutating func array<C: Collection>(_ items: C, _ element: (inout JSONText, C.Element) -> Void) {
-        text += "["
-        var first = true
-        for item in items {
-            if !first { text += "," }
-            first = false
-            element(&self, item)
-        }
-        text += "]"
     }
 }

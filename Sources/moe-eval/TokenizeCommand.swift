@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MoEJSON
 import MoETokenizer
 
 /// `moe-eval tokenize`: text lines → JSON arrays of token ids, or back with `--decode`.
@@ -101,7 +102,7 @@ struct TokenizeCommand: ParsableCommand {
     }
 
     static func parseIds(_ line: String, source: String, line number: Int) throws -> [Int] {
-        guard let ids = try? JSONDecoder().decode([Int].self, from: Data(line.utf8)) else {
+        guard let ids = try? JSONValueDecoder().decode([Int].self, from: Array(line.utf8)) else {
             throw TokenizeCommandError("\(source): line \(number) is not a JSON array of integer ids")
         }
         return ids

@@ -85,11 +85,11 @@ import Testing
     static func otherLine(_ i: Int) -> String { hellaswagLine.replacingOccurrences(of: "\"A\"", with: "\"A\(i)\"") }
 
     @Test(arguments: [
-        ("{not json\n", "hellaswag_val.jsonl:1: not a valid JSON object"),
+        ("{not json\n", "hellaswag_val.jsonl:1: malformed JSON at byte 1"),
         (hellaswagLine + "\n[1, 2]\n", "hellaswag_val.jsonl:2:"),
-        (#"{"activity_label": "A", "ctx_a": "b", "ctx_b": "c", "label": 1}"# + "\n", "missing field 'endings'"),
-        (#"{"activity_label": "A", "ctx_a": "b", "ctx_b": "c", "endings": "x", "label": 1}"# + "\n", "field 'endings'"),
-        (#"{"activity_label": "A", "ctx_a": "b", "ctx_b": "c", "endings": ["x"], "label": [1]}"# + "\n", "field 'label'"),
+        (#"{"activity_label": "A", "ctx_a": "b", "ctx_b": "c", "label": 1}"# + "\n", "at endings: missing required key"),
+        (#"{"activity_label": "A", "ctx_a": "b", "ctx_b": "c", "endings": "x", "label": 1}"# + "\n", "at endings: expected an array"),
+        (#"{"activity_label": "A", "ctx_a": "b", "ctx_b": "c", "endings": ["x"], "label": [1]}"# + "\n", "at label: expected a number, string or bool"),
         ("\n\n", "no records"),
     ])
     func malformedJSONLinesNameTheFileAndLine(_ content: String, _ expected: String) throws {
@@ -138,8 +138,8 @@ import Testing
         ("boolq/val.jsonl", #"{"question": "q", "passage": "p", "label": "maybe"}"#, "label 'maybe'"),
         ("boolq/val.jsonl", #"{"question": "q", "passage": "p"}"#, "neither a 'label' nor an 'answer'"),
         ("piqa/dev.jsonl", #"{"goal": "g", "sol1": "a", "sol2": "b"}"#, "no 'label' field and no dev-labels.lst"),
-        ("lambada/lambada_test.jsonl", #"{"txt": "a b"}"#, "missing field 'text'"),
-        ("wikitext2/test.jsonl", #"{"text": "a b"}"#, "missing field 'page'"),
+        ("lambada/lambada_test.jsonl", #"{"txt": "a b"}"#, "at text: missing required key"),
+        ("wikitext2/test.jsonl", #"{"text": "a b"}"#, "at page: missing required key"),
     ])
     func badRecordsOfEachTaskAreNamed(_ path: String, _ line: String, _ expected: String) throws {
         let folder = try DataFolder([path: line + "\n"])

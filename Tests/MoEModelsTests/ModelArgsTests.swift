@@ -52,7 +52,7 @@ import Testing
         (#"[1, 2]"#, "t.json: expected a JSON object"),
         (#"{"dimm": 64}"#, #"unknown model args field "dimm""#),
         (#"{"moe_args": {"topk": 2}}"#, #"unknown moe_args field "topk""#),
-        (#"{"dim": "wide"}"#, #"field "dim" should be Int"#),
+        (#"{"dim": "wide"}"#, #"at dim: expected an integer, found the string "wide""#),
         (#"{"moe_args": {"score_func": "relu"}}"#, "score_func must be"),
         (#"{"moe_args": {"num_experts": 8, "top_k": 9}}"#, "top_k (9) must be within"),
         (#"{"moe_args": {"num_experts": 8, "num_expert_groups": 3}}"#, "must divide num_experts"),

@@ -1,4 +1,5 @@
 import Foundation
+import MoEJSON
 
 /// A benchmark data problem: a missing or malformed file, or a task name nobody knows. One line that
 /// names the file (and line) or the task.
@@ -92,33 +93,15 @@ enum TaskData {
         return lines
     }
 
-    /// Decodes one JSON Lines record; a bad line is an error naming the file, line and problem.
+    /// Decodes one JSON Lines record; a bad line is an error naming the file, line and problem (the byte of a
+    /// syntax error, the key path of a missing or mistyped field).
     static func decode<T: Decodable>(_ type: T.Type, _ line: Line, in origin: String) throws -> T {
         do {
-            return try JSONDecoder().decode(T.self, from: Data(line.bytes))
-        } catch let error as DecodingError {
-            throw TaskDataError(description: "\(origin):\(line.number): \(describe(error))")
+            return try JSONValueDecoder().decode(T.self, from: line.bytes)
         } catch let error as TaskDataError {
             throw TaskDataError(description: "\(origin):\(line.number): \(error.description)")
         } catch {
-            throw TaskDataError(description: "\(origin):\(line.number): \(error.localizedDescription)")
-        }
-    }
-
-    private static func describe(_ error: DecodingError) -> String {
-        func path(_ codingPath: [CodingKey]) -> String {
-            codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
-        }
-        switch error {
-        case .keyNotFound(let key, let context):
-            let parent = path(context.codingPath)
-            return "missing field '\(parent.isEmpty ? "" : parent + ".")\(key.stringValue)'"
-        case .typeMismatch(_, let context), .valueNotFound(_, let context):
-            return "field '\(path(context.codingPath))': \(context.debugDescription)"
-        case .dataCorrupted(let context):
-            return context.codingPath.isEmpty ? "not a valid JSON object" : "field '\(path(context.codingPath))': \(context.debugDescription)"
-        @unknown default:
-            return "cannot decode the record"
+            throw TaskDataError(description: "\(origin):\(line.number): \(error)")
         }
     }
 
