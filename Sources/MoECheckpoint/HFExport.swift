@@ -62,7 +62,9 @@ public struct HFExportPlan: Sendable {
 
     /// `maxShardSize`: bytes per file; a shard closes before a tensor that would take it past the limit, and a
     /// tensor larger than the limit gets a file of its own (as transformers' `save_pretrained` shards).
-    public init(source: WeightSource, dtype: HFExportDType, maxShardSize: Int) throws {
+    /// `routingBias`: false for an architecture without `e_score_correction_bias` (DeepSeek-V2), whose caller has
+    /// checked that the checkpoint's bias is zero (`HFExport.routingBiasIsZero`); the bias is then not written.
+    public init(source: WeightSource, dtype: HFExportDType, maxShardSize: Int, routingBias: Bool = true) throws {
         guard maxShardSize > 0 else { throw CheckpointError("maximum shard size must be positive (got \(maxShardSize))") }
         let infos = source.tensorInfos
         var keyed: [(key: OrderKey, tensor: HFExportTensor)] = []
@@ -77,6 +79,7 @@ public struct HFExportPlan: Sendable {
         }
 
         for (canonical, info) in infos {
+            if !routingBias && Self.isRoutingBias(canonical) { continue }
             if HFNames.isGroupedExperts(canonical) {
                 guard info.shape.count == 3 else {
                     throw CheckpointError("\(source.description): tensor '\(canonical)' is \(info.shape), not a stack of expert matrices [E, rows, columns]")
@@ -101,8 +104,8 @@ public struct HFExportPlan: Sendable {
                                    origin: .whole(canonical: canonical), sourceDType: info.dtype)
             keyed.append((OrderKey(canonical: canonical, hfName: name, expert: -1), t))
         }
-        // HF always holds a routing bias (transformers and vLLM read it); zeros select exactly as no bias does.
-        for (canonical, info) in infos where canonical.hasSuffix(".moe.router.gate.weight") {
+        // HF DeepSeek-V3 always holds a routing bias (transformers and vLLM read it); zeros select exactly as no bias does.
+        for (canonical, info) in infos where routingBias && canonical.hasSuffix(".moe.router.gate.weight") {
             let layerPrefix = String(canonical.dropLast("moe.router.gate.weight".count))
             guard infos[layerPrefix + "moe.expert_bias"] == nil, let experts = info.shape.first,
                   let name = HFNames.toHF(layerPrefix + "moe.expert_bias") else { continue }
@@ -135,6 +138,8 @@ public struct HFExportPlan: Sendable {
         }
     }
 
+    static func isRoutingBias(_ canonical: String) -> Bool { canonical.hasSuffix(".moe.expert_bias") }
+
     /// Embedding first, layers in numeric order, then the final norm and the output head; within a layer,
     /// one-to-one tensors by HF name, then each grouped expert weight's experts in order.
     struct OrderKey: Comparable {
@@ -164,6 +169,21 @@ public struct HFExportPlan: Sendable {
 public enum HFExport {
     public static func shardFileName(_ number: Int, of count: Int) -> String {
         String(format: "model-%05d-of-%05d.safetensors", number, count)
+    }
+
+    /// Whether every routing bias (`moe.expert_bias`) the checkpoint holds is zero (true when it holds none): the
+    /// bias only decides which experts are selected, so a zero bias selects as an architecture without one does.
+    public static func routingBiasIsZero(in source: WeightSource) throws -> Bool {
+        for (canonical, info) in source.tensorInfos where HFExportPlan.isRoutingBias(canonical) {
+            let stored = try loadChecked(canonical, from: source, expecting: info.dtype)
+            defer { releasePages(of: stored) }
+            let size = info.dtype.byteSize
+            // ±0 in every IEEE float width: all bits but the sign bit (the top bit of the last, little-endian, byte) clear.
+            for (index, byte) in stored.bytes.enumerated() where byte != 0 {
+                guard info.dtype.isFloatingPoint, index % size == size - 1, byte == 0x80 else { return false }
+            }
+        }
+        return true
     }
 
     /// Writes every shard of `plan` and then `model.safetensors.index.json` into `folder`.

@@ -1,7 +1,8 @@
 import Foundation
+import MoEJSON
 
-/// Model args from a HuggingFace `config.json` for `DeepseekV3ForCausalLM` (model_type `deepseek_v3`),
-/// with the YaRN switch its `rope_scaling` implies.
+/// Model args from a HuggingFace `config.json` for `DeepseekV3ForCausalLM` (model_type `deepseek_v3`) or
+/// `DeepseekV2ForCausalLM` (`deepseek_v2`), with the YaRN switch its `rope_scaling` implies.
 public struct HFModelConfig: Sendable {
     public var args: ModelArgs
     /// True when `rope_scaling.type` (or `rope_type`) is "yarn".
@@ -15,30 +16,33 @@ public struct HFModelConfig: Sendable {
         do { data = try Data(contentsOf: url) } catch {
             throw ModelArgsError(message: "cannot read \(url.path): \(error.localizedDescription)")
         }
-        guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw ModelArgsError(message: "\(url.path): malformed JSON (expected an HF config object)")
+        let json: JSONObject
+        do {
+            guard case .object(let object) = try JSONValue.parse(Array(data)) else {
+                throw ModelArgsError(message: "\(url.path): expected an HF config object, not another JSON value")
+            }
+            json = object
+        } catch let error as JSONParseError {
+            throw ModelArgsError(message: "\(url.path): \(error)")
         }
         return try parse(json, source: url.path)
     }
 
-    public static func parse(_ json: [String: Any], source: String) throws -> HFModelConfig {
-        let modelType = json["model_type"] as? String ?? "?"
+    public static func parse(_ json: JSONObject, source: String) throws -> HFModelConfig {
+        let modelType = json["model_type"]?.stringValue ?? "?"
         guard modelType == "deepseek_v3" || modelType == "deepseek_v2" else {
-            throw ModelArgsError(message: "\(source): model_type \"\(modelType)\" is not supported (expected \"deepseek_v3\")")
+            throw ModelArgsError(message: "\(source): model_type \"\(modelType)\" is not supported (expected \"deepseek_v3\" or \"deepseek_v2\")")
         }
         func int(_ key: String) throws -> Int? {
-            guard let v = json[key], !(v is NSNull) else { return nil }
-            if let n = v as? Int, !(v is Bool) { return n }
-            // A number written with a fraction or exponent: only when it is an integer an Int can hold.
-            guard let n = v as? NSNumber, let exact = Int(exactly: n.doubleValue) else {
-                throw ModelArgsError(message: "\(source): \(key) must be an integer")
-            }
-            return exact
+            guard let v = json[key], !v.isNull else { return nil }
+            // A number written with a fraction or exponent counts only when it is an integer an Int can hold.
+            guard let n = v.intValue else { throw ModelArgsError(message: "\(source): \(key) must be an integer") }
+            return n
         }
-        func double(_ key: String, in dict: [String: Any]? = nil) throws -> Double? {
-            guard let v = (dict ?? json)[key], !(v is NSNull) else { return nil }
-            guard let n = v as? NSNumber else { throw ModelArgsError(message: "\(source): \(key) must be a number") }
-            return n.doubleValue
+        func double(_ key: String, in object: JSONObject? = nil) throws -> Double? {
+            guard let v = (object ?? json)[key], !v.isNull else { return nil }
+            guard let n = v.doubleValue else { throw ModelArgsError(message: "\(source): \(key) must be a number") }
+            return n
         }
         var a = ModelArgs()
         a.vocabSize = try int("vocab_size") ?? a.vocabSize
@@ -59,18 +63,35 @@ public struct HFModelConfig: Sendable {
         a.moeArgs.numExperts = try int("n_routed_experts") ?? a.moeArgs.numExperts
         a.moeArgs.numSharedExperts = try int("n_shared_experts") ?? 0
         a.moeArgs.topK = try int("num_experts_per_tok") ?? a.moeArgs.topK
-        a.moeArgs.scoreFunc = json["scoring_func"] as? String ?? "softmax"
-        a.moeArgs.routeNorm = json["norm_topk_prob"] as? Bool ?? false
+        a.moeArgs.scoreFunc = json["scoring_func"]?.stringValue ?? "softmax"
+        a.moeArgs.routeNorm = json["norm_topk_prob"]?.boolValue ?? false
         a.moeArgs.routeScale = try double("routed_scaling_factor") ?? 1.0
         a.moeArgs.numExpertGroups = try int("n_group")
         a.moeArgs.numLimitedGroups = try int("topk_group")
         if a.moeArgs.numExpertGroups == 1 { a.moeArgs.numExpertGroups = nil; a.moeArgs.numLimitedGroups = nil }
         a.moeArgs.scoreBeforeExperts = false
+        if modelType == "deepseek_v2" {
+            // DeepSeek-V2 checkpoints hold no selection bias. `greedy` ignores the groups; `group_limited_greedy`
+            // ranks groups by their best score, which moe-eval's router (TorchTitan's top-two sum) does not compute.
+            a.moeArgs.loadBalanceCoeff = nil
+            let method = json["topk_method"]?.stringValue ?? "greedy"
+            switch method {
+            case "greedy":
+                a.moeArgs.numExpertGroups = nil
+                a.moeArgs.numLimitedGroups = nil
+            case "group_limited_greedy":
+                if let groups = a.moeArgs.numExpertGroups, (a.moeArgs.numLimitedGroups ?? groups) < groups {
+                    throw ModelArgsError(message: "\(source): topk_method group_limited_greedy with topk_group < n_group is not supported (DeepSeek-V2 ranks groups by their maximum score, TorchTitan by the sum of the top two)")
+                }
+            default:
+                throw ModelArgsError(message: "\(source): topk_method \"\(method)\" is not supported for deepseek_v2 (expected greedy or group_limited_greedy)")
+            }
+        }
         var yarn = false
         // transformers ≥ 5 saves `rope_parameters` (rope_theta inside, type "default" when unscaled).
-        if let scaling = (json["rope_scaling"] as? [String: Any]) ?? (json["rope_parameters"] as? [String: Any]) {
+        if let scaling = json["rope_scaling"]?.objectValue ?? json["rope_parameters"]?.objectValue {
             if json["rope_theta"] == nil, let theta = try double("rope_theta", in: scaling) { a.ropeTheta = theta }
-            let type = (scaling["type"] ?? scaling["rope_type"]) as? String
+            let type = (scaling["type"] ?? scaling["rope_type"])?.stringValue
             if type == "yarn" {
                 yarn = true
                 a.ropeFactor = try double("factor", in: scaling) ?? a.ropeFactor
@@ -91,7 +112,7 @@ public struct HFModelConfig: Sendable {
             throw ModelArgsError(message: "\(source): \(e.message)")
         }
         // `moe-eval convert` records the final norm's eps when TorchTitan's differed from norm_eps (v0.2.x).
-        let finalNormEps = try double("final_norm_eps", in: json["moe_eval"] as? [String: Any] ?? [:]) ?? a.normEps
+        let finalNormEps = try double("final_norm_eps", in: json["moe_eval"]?.objectValue ?? [:]) ?? a.normEps
         return HFModelConfig(args: a, yarn: yarn, finalNormEps: Float(finalNormEps))
     }
 }

@@ -11,11 +11,12 @@ import Glibc
 struct ConvertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "convert",
-        abstract: "Convert a TorchTitan checkpoint to a HuggingFace DeepSeek-V3 folder that transformers loads.",
+        abstract: "Convert a TorchTitan checkpoint to a HuggingFace DeepSeek-V3 (or V2) folder that transformers loads.",
         discussion: """
         Writes model-0000N-of-0000M.safetensors and model.safetensors.index.json (names and per-expert \
         splitting as TorchTitan's DeepSeekV3StateDictAdapter.to_hf), a config.json for transformers' \
-        DeepseekV3ForCausalLM and the tokenizer files of the config's hf_assets_path. Tensors are streamed \
+        DeepseekV3ForCausalLM (DeepseekV2ForCausalLM for a softmax router without a selection bias, which it \
+        reproduces) and the tokenizer files of the config's hf_assets_path. Tensors are streamed \
         one at a time; the folder is written beside --output and renamed into place when complete. \
         See docs/CONVERT.md for what transformers computes differently.
 
@@ -107,10 +108,13 @@ struct ConvertCommand: ParsableCommand {
                 return try Tokenizer.load(from: folder)
             }
 
-            let plan = try HFExportPlan(source: source, dtype: format, maxShardSize: shardLimit)
+            let routingBiasIsZero = try HFExport.routingBiasIsZero(in: source)
+            let architecture = HFConfigExport.architecture(args: args, routingBiasIsZero: routingBiasIsZero).architecture
+            let plan = try HFExportPlan(source: source, dtype: format, maxShardSize: shardLimit,
+                                        routingBias: architecture.hasRoutingBias)
             let configText = try HFConfigExport.configJSON(
                 args: args, numerics: numerics, torchDType: Self.torchDType(of: plan),
-                bosTokenId: loadedTokenizer?.bosTokenId, eosTokenId: loadedTokenizer?.eosTokenId)
+                bosTokenId: loadedTokenizer?.bosTokenId, eosTokenId: loadedTokenizer?.eosTokenId, architecture: architecture)
 
             let progress = Progress(quiet: quiet)
             let stage = try StagedOutputFolder(destination: outputURL, overwrite: overwrite)
@@ -136,13 +140,13 @@ struct ConvertCommand: ParsableCommand {
             let dtypes = Set(plan.tensors.map(\.dtype.torchName)).sorted().joined(separator: ", ")
             print("converted \(source.description) → \(outputURL.path)")
             print("  weights: \(plan.tensors.count) tensors (\(dtypes)), \(InspectCommand.formatBytes(plan.totalSize)) in \(plan.shards.count) file\(plan.shards.count == 1 ? "" : "s") (max \(maxShardSize))")
-            print("  config.json: deepseek_v3, model args from \(resolved.origin); \(numerics.yarn ? "YaRN" : "no rope scaling"), final norm eps \(numerics.finalNormEps) (\(numerics.origin))")
+            print("  config.json: \(architecture.rawValue) (\(architecture.modelType)), model args from \(resolved.origin); \(numerics.yarn ? "YaRN" : "no rope scaling"), final norm eps \(numerics.finalNormEps) (\(numerics.origin))")
             if let tokenizerFolder {
                 print("  tokenizer: \(tokenizerCopies.map(\.lastPathComponent).joined(separator: ", ")) from \(tokenizerFolder.path)")
             } else {
                 print("  tokenizer: none copied")
             }
-            let differences = HFConfigExport.transformersDifferences(args: args, numerics: numerics)
+            let differences = HFConfigExport.transformersDifferences(args: args, numerics: numerics, routingBiasIsZero: routingBiasIsZero)
             for note in differences { printError("note: \(note)") }
         }
     }

@@ -48,7 +48,8 @@ import Testing
         return (diff, 1e-4 * max(1, b.map(abs).max() ?? 0))
     }
 
-    static let variants = ["v030_sigmoid_groups_qlora", "v022_sigmoid_groups_yarn"]
+    /// Sigmoid-routed (DeepseekV3ForCausalLM) and softmax-routed without a selection bias (DeepseekV2ForCausalLM).
+    static let variants = ["v030_sigmoid_groups_qlora", "v022_sigmoid_groups_yarn", "v022_softmax_basic"]
 
     /// The files, tensor names/shapes/dtypes (TorchTitan's to_hf) and config fields (as transformers loaded them)
     /// of the conversion transformers was checked on; a 2-shard split with a consistent index.
@@ -87,12 +88,14 @@ import Testing
         }
 
         let config = try Self.json(out.appendingPathComponent("config.json"))
+        #expect(config["architectures"] as? [String] == [try #require(golden["architecture"] as? String)])
         let loaded = try #require(golden["config"] as? [String: Any])
         for (key, value) in loaded {
             switch key {
             case "rope_parameters":
                 let expected = try #require(value as? [String: Any])
-                let scaling = config["rope_scaling"] as? [String: Any] ?? [:]
+                // Without rope_scaling transformers holds the default rope.
+                let scaling = config["rope_scaling"] as? [String: Any] ?? ["rope_type": "default"]
                 for (field, v) in expected {
                     let ours = field == "rope_theta" ? config["rope_theta"] : scaling[field]
                     #expect(Self.same(ours, v), "rope \(field): ours \(String(describing: ours)), transformers \(v)")

@@ -118,6 +118,25 @@ import Testing
         #expect(throws: CheckpointError.self) { try HFExportPlan(source: gateBias, dtype: .keep, maxShardSize: 1000) }
     }
 
+    /// DeepSeek-V2 has no selection bias: the plan leaves it out, and only a checkpoint whose bias is zero (or absent)
+    /// is one that architecture reproduces. -0 counts as zero; any other bit pattern does not.
+    @Test func routingBiasForAnArchitectureWithoutOne() throws {
+        let dcp = try openWeightSource(at: Self.dsv3.appendingPathComponent("v022_softmax_basic/checkpoint"))
+        #expect(try HFExport.routingBiasIsZero(in: dcp))
+        let plan = try HFExportPlan(source: dcp, dtype: .keep, maxShardSize: 5_000_000, routingBias: false)
+        #expect(!plan.tensors.contains { $0.name.hasSuffix("e_score_correction_bias") })
+        #expect(plan.tensors.count + 2 == (try HFExportPlan(source: dcp, dtype: .keep, maxShardSize: 5_000_000)).tensors.count)
+        #expect(try HFExport.routingBiasIsZero(in: FilteredSource(base: dcp, dropping: { $0.hasSuffix("moe.expert_bias") })))
+
+        func withBias(_ values: [Float]) throws -> FilteredSource {
+            let bias = try values.withUnsafeBytes { try StoredTensor(name: "layers.2.moe.expert_bias", dtype: .float32, shape: [8], copying: $0) }
+            return FilteredSource(base: dcp, dropping: { _ in false }, adding: [bias.name: bias])
+        }
+        #expect(try HFExport.routingBiasIsZero(in: withBias([0, -0.0, 0, 0, 0, 0, 0, 0])))
+        #expect(try !HFExport.routingBiasIsZero(in: withBias([0, 0, 0, 0, 0, 0, 0, 1e-30])))
+        #expect(try !HFExport.routingBiasIsZero(in: withBias([0, 0, -2, 0, 0, 0, 0, 0])))
+    }
+
     @Test func byteSizes() {
         #expect(parseByteSize("5GB") == 5_000_000_000)
         #expect(parseByteSize("500MB") == 500_000_000)

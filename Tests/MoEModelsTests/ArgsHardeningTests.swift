@@ -1,4 +1,5 @@
 import Foundation
+import MoEJSON
 import Testing
 @testable import MoEModels
 
@@ -77,15 +78,15 @@ import Testing
             "model_type": "deepseek_v3", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
             "rope_scaling": ["type": "yarn", "factor": 4.0, "original_max_position_embeddings": 0],
         ]
-        #expect(throws: ModelArgsError.self) { _ = try HFModelConfig.parse(json, source: "config.json") }
+        #expect(throws: ModelArgsError.self) { _ = try HFModelConfig.parse(hfConfigObject(json), source: "config.json") }
     }
 
     @Test func hfConfigNumbersBeyondIntAreRefused() throws {
         let huge: [String: Any] = ["model_type": "deepseek_v3", "hidden_size": 1e300]
-        #expect(throws: ModelArgsError.self) { _ = try HFModelConfig.parse(huge, source: "config.json") }
+        #expect(throws: ModelArgsError.self) { _ = try HFModelConfig.parse(hfConfigObject(huge), source: "config.json") }
         let yarn: [String: Any] = ["model_type": "deepseek_v3",
                                    "rope_scaling": ["type": "yarn", "original_max_position_embeddings": 1e300]]
-        #expect(throws: ModelArgsError.self) { _ = try HFModelConfig.parse(yarn, source: "config.json") }
+        #expect(throws: ModelArgsError.self) { _ = try HFModelConfig.parse(hfConfigObject(yarn), source: "config.json") }
     }
 
     /// Every tensor the inference reads as a rank-0 or rank-1 tensor: no index may trap.

@@ -1,6 +1,12 @@
 import Foundation
+import MoEJSON
 import Testing
 @testable import MoEModels
+
+/// A config written as a Foundation dictionary, as `HFModelConfig.load` would read it from a file.
+func hfConfigObject(_ config: [String: Any]) throws -> JSONObject {
+    try #require(try JSONValue.parse(Array(JSONSerialization.data(withJSONObject: config))).objectValue)
+}
 
 /// Model args from an HF `config.json` (DeepseekV3ForCausalLM) beside HF safetensors.
 @Suite struct HFConfigTests {
@@ -16,7 +22,7 @@ import Testing
     ]
 
     @Test func mapsEveryArchitectureField() throws {
-        let hf = try HFModelConfig.parse(Self.config, source: "config.json")
+        let hf = try HFModelConfig.parse(hfConfigObject(Self.config), source: "config.json")
         let expected = try ModelArgs.load(jsonFile: DSV3Fixtures.root.appendingPathComponent("v022_softmax_basic/model_args.json"))
         var args = hf.args
         // Fields HF configs do not carry (they only matter when YaRN is on).
@@ -30,12 +36,12 @@ import Testing
         var config = Self.config
         config["rope_scaling"] = ["type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096,
                                   "beta_fast": 32, "beta_slow": 1, "mscale": 0.707, "mscale_all_dim": 0.707]
-        let hf = try HFModelConfig.parse(config, source: "config.json")
+        let hf = try HFModelConfig.parse(hfConfigObject(config), source: "config.json")
         #expect(hf.yarn && hf.args.ropeFactor == 40 && hf.args.originalSeqLen == 4096 && hf.args.mscale == 0.707)
         config["rope_scaling"] = ["type": "dynamic", "factor": 2.0]
-        #expect(throws: ModelArgsError.self) { try HFModelConfig.parse(config, source: "config.json") }
+        #expect(throws: ModelArgsError.self) { try HFModelConfig.parse(hfConfigObject(config), source: "config.json") }
         config["model_type"] = "llama"
-        #expect(throws: ModelArgsError.self) { try HFModelConfig.parse(config, source: "config.json") }
+        #expect(throws: ModelArgsError.self) { try HFModelConfig.parse(hfConfigObject(config), source: "config.json") }
     }
 
     /// A config.json beside the weights is found without --model-args. HF applies rms_norm_eps to the final norm

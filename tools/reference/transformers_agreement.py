@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Does transformers reproduce TorchTitan from a `moe-eval convert` output? Dev-only; see README.md.
 
-For each fixture variant (default: the sigmoid-routed ones transformers' DeepseekV3 can express):
+For each fixture variant (default: the ones a transformers architecture reproduces: sigmoid-routed ones as
+DeepseekV3ForCausalLM, softmax-routed ones without a selection bias as DeepseekV2ForCausalLM):
 
 1. converts `checkpoint/` with our binary, split into 2 shards (`--max-shard-size`);
 2. in a TorchTitan process (0.2.2 or 0.3.0, as the fixture): loads the checkpoint into a fresh TorchTitan
    model, runs TorchTitan's own `DeepSeekV3StateDictAdapter.to_hf` on its state dict, and requires our
-   safetensors to hold exactly its names, shapes, dtypes and bits;
-3. in a transformers process (pinned in requirements-transformers.txt): loads the converted folder with
-   `DeepseekV3ForCausalLM` in fp32 (no missing/unexpected keys allowed), runs the fixture's tokens and
+   safetensors to hold exactly its names, shapes, dtypes and bits (for DeepseekV2, less the all-zero
+   `e_score_correction_bias`, which that architecture does not have);
+3. in a transformers process (pinned in requirements-transformers.txt): loads the converted folder with the
+   architecture its config.json names, in fp32 (no missing/unexpected keys allowed), runs the fixture's tokens and
    compares the logits and routed expert sets with TorchTitan's `expected.json`;
 4. writes what transformers loaded and computed as a golden file for the Swift tests
    (Tests/MoEModelsTests/Fixtures/transformers/<variant>.json), so CI checks the converter without
@@ -32,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
 FIXTURES = REPO_ROOT / "Tests" / "MoEModelsTests" / "Fixtures" / "dsv3"
 GOLDEN_DIR = REPO_ROOT / "Tests" / "MoEModelsTests" / "Fixtures" / "transformers"
-DEFAULT_VARIANTS = ["v030_sigmoid_groups_qlora", "v022_sigmoid_groups_yarn"]
+DEFAULT_VARIANTS = ["v030_sigmoid_groups_qlora", "v022_sigmoid_groups_yarn", "v022_softmax_basic"]
 RELATIVE_TOLERANCE = 1e-4
 
 
@@ -121,7 +123,8 @@ def run_variant(name: str, scratch: Path, binary: str, torchtitan: dict, write_g
     limit = RELATIVE_TOLERANCE * max(1.0, agreement["max_abs_logit"])
     final_key = "torchtitan_final_norm_eps" if "torchtitan_final_norm_eps" in agreement else "as_loaded"
     ok = tt["bitwise_equal"] and agreement[final_key]["max_abs_diff"] <= limit and agreement[final_key]["expert_sets_differing"] == 0
-    reproducible = score_func == "sigmoid"
+    architecture = json.loads((converted / "config.json").read_text())["architectures"][0]
+    reproducible = score_func == "sigmoid" or architecture == "DeepseekV2ForCausalLM"
     line = (f"{name:30s} shards {len(shards)}  to_hf names/bits {'equal' if tt['bitwise_equal'] else 'DIFFER'}  "
             f"max|logit| {agreement['max_abs_logit']:.3f}  as loaded: max|Δ| {agreement['as_loaded']['max_abs_diff']:.2e} "
             f"(rel {agreement['as_loaded']['max_rel_diff']:.1e}, expert sets differing "
@@ -131,8 +134,9 @@ def run_variant(name: str, scratch: Path, binary: str, torchtitan: dict, write_g
         line += (f"; final norm eps {info['final_norm_eps']:.3g}: max|Δ| {patched['max_abs_diff']:.2e} "
                  f"(rel {patched['max_rel_diff']:.1e})")
     line += f"; + q/kv norm eps: max|Δ| {agreement['torchtitan_all_norm_eps']['max_abs_diff']:.2e}"
+    line += f"  [{architecture}]"
     if not reproducible:
-        line += f"  [{score_func} routing: transformers' router is sigmoid-only]"
+        line += f"  [{score_func} routing that DeepseekV2 cannot express, and DeepseekV3's router is sigmoid-only]"
     elif not ok:
         line += "  FAIL"
     print(line)
@@ -141,8 +145,9 @@ def run_variant(name: str, scratch: Path, binary: str, torchtitan: dict, write_g
         golden = {
             "about": ("transformers' view of `moe-eval convert` output for this TorchTitan fixture, written by "
                       "tools/reference/transformers_agreement.py; `tensors` are the names/shapes/dtypes TorchTitan's "
-                      "DeepSeekV3StateDictAdapter.to_hf gives, `config` what transformers loaded, `logits` its fp32 "
-                      "forward on `tokens`"),
+                      "DeepSeekV3StateDictAdapter.to_hf gives (less e_score_correction_bias for DeepseekV2), "
+                      "`config` what transformers loaded, `logits` its fp32 forward on `tokens`"),
+            "architecture": architecture,
             "variant": name,
             "transformers_version": tf["transformers_version"],
             "torch_version": tf["torch_version"],
@@ -208,6 +213,13 @@ def torchtitan_worker(fixture: Path, converted: Path, result: Path) -> int:
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     reference = {k: v.contiguous() for k, v in adapter.to_hf(state).items()}
     ours = load_converted(converted)
+    architecture = json.loads((converted / "config.json").read_text())["architectures"][0]
+    if architecture == "DeepseekV2ForCausalLM":
+        # DeepseekV2 has no selection bias; the converter chose it only because TorchTitan's is all zero.
+        for key in [k for k in reference if k.endswith(".mlp.gate.e_score_correction_bias")]:
+            if bool(reference.pop(key).abs().max() != 0):
+                print(f"  {info['name']}: {key} is not zero, yet the conversion is DeepseekV2", file=sys.stderr)
+                return 1
     stored_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[info["storage_dtype"]]
 
     problems = []
@@ -245,6 +257,8 @@ CONFIG_FIELDS = [
     "max_position_embeddings", "rms_norm_eps", "rope_interleave", "rope_parameters", "attention_bias",
     "tie_word_embeddings", "num_mtp_layers",
 ]
+# DeepseekV2Config has no rope_interleave (it always rotates pairs) nor MTP layers, and one routing method field.
+CONFIG_FIELDS_V2 = [f for f in CONFIG_FIELDS if f not in ("rope_interleave", "num_mtp_layers")] + ["topk_method"]
 
 
 def transformers_worker(fixture: Path, converted: Path, result: Path) -> int:
@@ -253,6 +267,7 @@ def transformers_worker(fixture: Path, converted: Path, result: Path) -> int:
     import torch
     import transformers
     from transformers import AutoModelForCausalLM
+    from transformers.models.deepseek_v2.modeling_deepseek_v2 import DeepseekV2TopkRouter
     from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
 
     import tt_common
@@ -272,8 +287,9 @@ def transformers_worker(fixture: Path, converted: Path, result: Path) -> int:
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
         if loading.get(kind):
             raise RuntimeError(f"transformers loading reported {kind}: {sorted(loading[kind])[:10]}")
-    if type(model).__name__ != "DeepseekV3ForCausalLM":
-        raise RuntimeError(f"loaded {type(model).__name__}")
+    architecture = json.loads((converted / "config.json").read_text())["architectures"][0]
+    if type(model).__name__ != architecture or architecture not in ("DeepseekV3ForCausalLM", "DeepseekV2ForCausalLM"):
+        raise RuntimeError(f"loaded {type(model).__name__} for {architecture}")
 
     selected = {}
 
@@ -284,7 +300,7 @@ def transformers_worker(fixture: Path, converted: Path, result: Path) -> int:
 
     for index, layer in enumerate(model.model.layers):
         gate = getattr(layer.mlp, "gate", None)
-        if isinstance(gate, DeepseekV3TopkRouter):
+        if isinstance(gate, (DeepseekV3TopkRouter, DeepseekV2TopkRouter)):
             gate.register_forward_hook(router_hook(index))
 
     def forward():
@@ -325,7 +341,8 @@ def transformers_worker(fixture: Path, converted: Path, result: Path) -> int:
     _, payload["agreement"]["torchtitan_all_norm_eps"], _ = forward()
 
     config = model.config
-    payload["config"] = {field: getattr(config, field) for field in CONFIG_FIELDS}
+    fields = CONFIG_FIELDS if architecture == "DeepseekV3ForCausalLM" else CONFIG_FIELDS_V2
+    payload["config"] = {field: getattr(config, field) for field in fields}
     rotary = model.model.rotary_emb
     payload["rope"] = {
         "inv_freq": tt_common.shortest_f32(rotary.inv_freq.numpy()),
