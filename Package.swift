@@ -34,11 +34,9 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"]), .brew(["openblas"])]
         ),
-        // Hand-written C kernels with runtime CPU dispatch (bf16 conversion, dot products).
-        .target(
-            name: "CKernels",
-            cSettings: [.unsafeFlags(["-O3"])]
-        ),
+        // Hand-written C kernels with runtime CPU dispatch (bf16 conversion, dot products). No unsafeFlags: they would
+        // make the library products unusable from other packages; release's -O2 measured the same as -O3 (docs/PERFORMANCE.md).
+        .target(name: "CKernels"),
         // Temporary paths removed by a SIGINT/SIGTERM handler (async-signal-safe, hence C), no-replace rename.
         .target(name: "CTempFiles"),
         // Small utilities every layer shares: the one atomic, no-replace file writer.
