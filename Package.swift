@@ -69,7 +69,7 @@ let package = Package(
         .target(name: "MoEData", dependencies: ["MoEJSON", "CSnappy", "CZstd", "CZlib", "CCrypto"]),
         .target(
             name: "MoEEval",
-            dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEJSON", "MoEData"]
+            dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEJSON", "MoEData", "MoECore", "MoEDistributed"]
         ),
         .target(
             name: "MoEServer",
