@@ -117,8 +117,9 @@ public struct RunRecord: Encodable {
     public var lmEval: LMEvalRecord
     public var expertParallel: ExpertParallelReport?
     public var phaseSeconds: PhaseSeconds?
-    /// Sections other steps add (issue 13's per-task routing loads, routed expert ids…), each under its own key.
-    public var extraSections: [String: JSONValue] = [:]
+    /// Sections other steps add (per-task routing loads, routed expert ids…): a record type of their own under
+    /// its own key of `moe_eval`. Keys this record already writes are not replaced.
+    public var extraSections: [String: any Encodable] = [:]
 
     public init(preset: String, seed: UInt64, threads: Int, modelArgsOrigin: String, loadSeconds: Double,
                 numerics: NumericsRecord, keyNaming: String, lmEval: LMEvalRecord) {
@@ -176,7 +177,7 @@ public struct RunRecord: Encodable {
         try container.encodeIfPresent(phaseSeconds, forKey: .phaseSeconds)
         var extra = encoder.container(keyedBy: SectionKey.self)
         for (key, value) in extraSections where CodingKeys(rawValue: key) == nil {
-            try extra.encode(EncodableJSON(value), forKey: SectionKey(key))
+            try extra.encode(AnyEncodable(value: value), forKey: SectionKey(key))
         }
     }
 }
@@ -223,6 +224,11 @@ public struct LMEvalRecord: Encodable, Equatable {
         try container.encode(run.scoringSeconds, forKey: .scoringSeconds)
         try container.encode(run.tokenization, forKey: .tokenization)
     }
+}
+
+struct AnyEncodable: Encodable {
+    let value: any Encodable
+    func encode(to encoder: Encoder) throws { try value.encode(to: encoder) }
 }
 
 /// A key chosen at run time (sections added by other steps).
