@@ -85,6 +85,15 @@ public struct JSONObject: Sendable, Equatable, ExpressibleByDictionaryLiteral, E
 
     public mutating func append(_ key: String, _ value: JSONValue) { entries.append((key: key, value: value)) }
 
+    /// Replaces the value `self[key]` reads, where it stands, or appends the key when it is not there.
+    public mutating func set(_ key: String, _ value: JSONValue) {
+        if let index = entries.lastIndex(where: { $0.key == key }) {
+            entries[index].value = value
+        } else {
+            append(key, value)
+        }
+    }
+
     public static func == (lhs: JSONObject, rhs: JSONObject) -> Bool {
         lhs.entries.count == rhs.entries.count
             && zip(lhs.entries, rhs.entries).allSatisfy { $0.key == $1.key && $0.value == $1.value }
