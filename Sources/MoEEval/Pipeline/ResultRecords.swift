@@ -61,7 +61,7 @@ public struct EvaluationResults: Encodable {
         try container.encode(lmEvalResults, forKey: .lmEvalResults)
         try container.encode(walltimeSeconds, forKey: .walltimeSeconds)
         try container.encode(checkpointDir, forKey: .checkpointDir)
-        try container.encode(EncodableJSON(config ?? .object([:])), forKey: .config)
+        try container.encode(config ?? .object([:]), forKey: .config)
         try container.encode(modelArgs, forKey: .modelArgs)
         try container.encode(timestamp, forKey: .timestamp)
         try container.encode(outputFile, forKey: .outputFile)
@@ -240,45 +240,23 @@ struct SectionKey: CodingKey {
     init?(intValue: Int) { nil }
 }
 
-/// A `JSONValue` (the train config, sections added by other steps) written through any `Encoder`.
-struct EncodableJSON: Encodable {
-    let value: JSONValue
-    init(_ value: JSONValue) { self.value = value }
-
-    func encode(to encoder: Encoder) throws {
-        switch value {
-        case .null:
-            var container = encoder.singleValueContainer()
-            try container.encodeNil()
-        case .bool(let b):
-            var container = encoder.singleValueContainer()
-            try container.encode(b)
-        case .int(let i):
-            var container = encoder.singleValueContainer()
-            try container.encode(i)
-        case .double(let d):
-            var container = encoder.singleValueContainer()
-            try container.encode(d)
-        case .string(let s):
-            var container = encoder.singleValueContainer()
-            try container.encode(s)
-        case .array(let items):
-            var container = encoder.unkeyedContainer()
-            for item in items { try container.encode(EncodableJSON(item)) }
-        case .object(let object):
-            var container = encoder.container(keyedBy: SectionKey.self)
-            for (key, item) in object.entries { try container.encode(EncodableJSON(item), forKey: SectionKey(key)) }
-        }
-    }
-}
-
-/// The one way result records become JSON text: sorted keys, indented; non-finite numbers as the strings
-/// "nan", "inf", "-inf" (strict JSON has no literal for them).
+/// The one way result records become JSON text (MoEJSON's encoder): keys sorted at every level, so the same
+/// inputs give byte-identical files apart from timings; non-finite numbers as the strings "nan", "inf", "-inf"
+/// (strict JSON has no literal for them), as results files have always stored them.
 public enum ResultsJSON {
     public static func encode<T: Encodable>(_ value: T, pretty: Bool = true) throws -> Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys] : [.sortedKeys]
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return try encoder.encode(value)
+        let tree = sortingKeys(try JSONValueEncoder(nonFiniteDoubles: .strings).encode(value))
+        return Data((pretty ? tree.prettyPrinted : tree.serialized).utf8)
+    }
+
+    static func sortingKeys(_ value: JSONValue) -> JSONValue {
+        switch value {
+        case .object(let object):
+            return .object(JSONObject(object.entries.sorted { $0.key < $1.key }.map { (key: $0.key, value: sortingKeys($0.value)) }))
+        case .array(let items):
+            return .array(items.map(sortingKeys))
+        default:
+            return value
+        }
     }
 }
