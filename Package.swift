@@ -67,7 +67,7 @@ let package = Package(
         .target(name: "MoEData", dependencies: ["MoEJSON", "CSnappy", "CZstd", "CZlib", "CCrypto"]),
         .target(
             name: "MoEEval",
-            dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEJSON", "MoEData", "MoECore"]
+            dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEJSON", "MoEData", "MoECore", "MoEDistributed"]
         ),
         .target(
             name: "MoEServer",

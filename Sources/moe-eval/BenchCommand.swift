@@ -41,130 +41,48 @@ struct BenchCommand: ParsableCommand {
         // Under `mpirun -np N` (an MPI build) the experts are split across the N processes and every forward runs
         // expert-parallel; rank 0 prints the figures and the per-rank report.
         try DistributedRun.run { ranks in
-            let loadStart = DispatchTime.now().uptimeNanoseconds
-            let deepseek: DeepSeekV3
-            var source: String
-            if randomWeights {
-                if let threads = model.threads { Compute.setThreads(threads) }
-                let spec = try model.spec(defaultCheckpoint: "/dev/null")
-                var args = try ModelLoader.resolveArgs(spec, source: nil).args
-                if let layers { args.nLayers = layers; args.nDenseLayers = min(args.nDenseLayers, layers) }
-                let group = try ranks.makeGroup(options: distributed, spec: spec, configDegree: nil)
-                let weights = RandomWeightSource(args: args, dtype: weightDtype == "bf16" ? .bfloat16 : .float32)
-                deepseek = try DeepSeekV3(args: args, weights: weights, numerics: Numerics.resolve(args: args, namingEra: .v0_2),
-                                          expertParallel: group)
-                source = weights.description
-            } else {
-                let spec = try model.spec()
-                _ = try ranks.makeGroup(options: distributed, spec: spec, configDegree: nil)
-                let loaded = try ranks.load(spec)
-                deepseek = loaded.model
-                source = loaded.source.description
-            }
-            let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
-            let args = deepseek.args
-            let tokens: [Int32]
-            if let tokensFile {
-                tokens = try BenchCommand.readTokens(tokensFile, count: batch * seqLen, vocabSize: args.vocabSize)
-            } else {
-                var rng = SplitMix64(seed: 1)
-                tokens = (0..<(batch * seqLen)).map { _ in Int32(rng.next() % UInt64(args.vocabSize)) }
-            }
-
-            func median(_ body: () throws -> Void) rethrows -> Double {
-                try body()   // warm-up
-                var times: [Double] = []
-                for _ in 0..<iterations {
-                    let start = DispatchTime.now().uptimeNanoseconds
-                    try body()
-                    times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-                }
-                return times.sorted()[times.count / 2]
-            }
-            var decodeSeconds = 0.0
-            if decodeTokens > 0 {
-                let prompt = Array(tokens.prefix(16))
-                // Only the decode steps are timed: the 16-token prompt is prefilled before the clock starts.
-                var times: [Double] = []
-                for iteration in 0...iterations {   // iteration 0 is the warm-up
-                    let cache = KVCache(model: deepseek, batch: 1, capacity: prompt.count + decodeTokens)
-                    var next = [prompt.last!]
-                    _ = try deepseek.forward(tokens: prompt, batch: 1, seqLen: prompt.count, cache: cache, logits: .last)
-                    let start = DispatchTime.now().uptimeNanoseconds
-                    for _ in 0..<decodeTokens {
-                        let logits = try deepseek.forward(tokens: next, batch: 1, seqLen: 1, cache: cache, logits: .last)
-                        var best = 0
-                        for v in 0..<args.vocabSize where logits.data[v] > logits.data[best] { best = v }
-                        next = [Int32(best)]
-                    }
-                    if iteration > 0 { times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9) }
-                }
-                decodeSeconds = times.sorted()[times.count / 2]
-            }
-            // Weights touched by decoding + the KV cache + one token's activations: the memory target's measure.
-            let decodeResident = ProcessMemory.currentResidentBytes()
-            let kvCacheBytes = decodeTokens > 0 ? KVCache.valuesPerPosition(args) * 4 * (16 + decodeTokens) * args.nLayers : 0
-            // Full logits, as a scoring pass (and PyTorch's forward) computes them.
-            let prefill = try median { _ = try deepseek.forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: .all) }
-            let routing: Double = try skipRouting ? 0 : median {
-                let collector = RoutingStatisticsCollector(sequenceLength: seqLen, expertGroups: args.moeArgs.numExpertGroups,
-                                                           limitedGroups: args.moeArgs.numLimitedGroups)
-                _ = try deepseek.forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: .last, observer: collector)
-                _ = RoutingMetrics.statistics(collector.finish())
-            }
-            let forwardFlops = ComputationalCost.forwardFlopsPerToken(args, seqLen: seqLen) * Double(batch * seqLen)
-            let sgemmPeak = ComputationalCost.measureSgemmPeak(size: 2048, repeats: 5)
-            // Before the bandwidth probe, whose 1 GiB buffer would otherwise be the peak.
-            let peakResident = ProcessMemory.peakResidentBytes()
-            // Every rank's memory and timings (a collective), also before the probe.
-            let report = try ranks.report(model: deepseek, routingPhase: nil, predictedLoads: nil)
-            let bandwidth = decodeTokens > 0 ? Compute.measureReadBandwidth() : 0
-            let decodeRate = decodeTokens > 0 ? Double(decodeTokens) / decodeSeconds : 0
-            let activeBytes = deepseek.activeWeightBytesPerToken
-            // Tokens/s if each decode step only streamed its active weights from DRAM at the measured speed.
-            let roofline = bandwidth > 0 ? bandwidth / Double(activeBytes) : 0
-            var result: [String: Any] = [
-                "prefill_tokens_per_s": Double(batch * seqLen) / prefill,
-                "decode_tokens_per_s": decodeRate,
-                "routing_analysis_tokens_per_s": skipRouting ? 0 : Double(batch * seqLen) / routing,
-                "sgemm_peak_gflops_per_s": sgemmPeak / 1e9,
-                "prefill_mfu": forwardFlops / prefill / sgemmPeak,
-                "load_seconds": loadSeconds,
-                "peak_rss_bytes": peakResident,
-                "prefill_gflops_per_s": forwardFlops / prefill / 1e9,
-                "weight_bytes": deepseek.weightBytes,
-                "rss_after_decode_bytes": decodeResident,
-                "decode_kv_cache_bytes": kvCacheBytes,
-                "active_weight_bytes_per_token": activeBytes,
-                "dram_read_bytes_per_s": bandwidth,
-                "decode_roofline_tokens_per_s": roofline,
-                "decode_roofline_fraction": roofline > 0 ? decodeRate / roofline : 0,
-                "batch": batch, "seq_len": seqLen, "decode_tokens": decodeTokens, "threads": Compute.threads,
-                "weights": source,
-            ]
+            let spec = try randomWeights ? model.spec(defaultCheckpoint: "/dev/null") : model.spec()
+            let result = try SpeedBenchmark.run(spec: spec, options: benchmarkOptions, processes: ranks,
+                                                tokens: tokensFile.map { path in { try Self.readTokens(path, count: $0, vocabSize: $1) } },
+                                                note: { printError("note: " + $0) })
             guard ranks.isRoot else { return }
-            if let report {
-                result["expert_parallel"] = report.json
-                if !json { report.lines.forEach { print("expert parallel: " + $0) } }
-            }
             if json {
-                let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
-                print(String(decoding: data, as: UTF8.self))
+                print(String(decoding: try ResultsJSON.encode(result, pretty: false), as: UTF8.self))
             } else {
-                print("weights: \(source)")
-                print(String(format: "load: %.2f s   weights: %.1f MiB   RSS after decode: %.1f MiB   peak RSS: %.1f MiB   threads: %d",
-                             loadSeconds, Double(deepseek.weightBytes) / 1_048_576, Double(decodeResident) / 1_048_576,
-                             Double(peakResident) / 1_048_576, Compute.threads))
-                print(String(format: "prefill  B=%d T=%d: %.0f tokens/s (%.1f GFLOP/s)", batch, seqLen,
-                             Double(batch * seqLen) / prefill, forwardFlops / prefill / 1e9))
-                print(String(format: "  MFU %.1f %% of the measured fp32 sgemm peak (%.1f GFLOP/s at 2048³)",
-                             100 * forwardFlops / prefill / sgemmPeak, sgemmPeak / 1e9))
-                if !skipRouting { print(String(format: "routing analysis: %.0f tokens/s", Double(batch * seqLen) / routing)) }
-                if decodeTokens > 0 {
-                    print(String(format: "decode   B=1: %.1f tokens/s = %.0f %% of the DRAM roofline (%.1f MB of active weights per token at %.1f GB/s read)",
-                                 decodeRate, 100 * decodeRate / max(roofline, 1e-9), Double(activeBytes) / 1e6, bandwidth / 1e9))
-                }
+                printSummary(result)
             }
+        }
+    }
+
+    var benchmarkOptions: SpeedBenchmarkOptions {
+        var options = SpeedBenchmarkOptions()
+        options.batch = batch
+        options.seqLen = seqLen
+        options.decodeTokens = decodeTokens
+        options.iterations = iterations
+        options.randomWeights = randomWeights
+        options.layers = layers
+        options.randomWeightDType = weightDtype == "bf16" ? .bfloat16 : .float32
+        options.skipRouting = skipRouting
+        options.expertParallelDegree = distributed.ep
+        return options
+    }
+
+    func printSummary(_ r: SpeedBenchmarkResult) {
+        r.expertParallel?.lines.forEach { print("expert parallel: " + $0) }
+        print("weights: \(r.weights)")
+        print(String(format: "load: %.2f s   weights: %.1f MiB   RSS after decode: %.1f MiB   peak RSS: %.1f MiB   threads: %d",
+                     r.loadSeconds, Double(r.weightBytes) / 1_048_576, Double(r.residentBytesAfterDecode) / 1_048_576,
+                     Double(r.peakResidentBytes) / 1_048_576, r.threads))
+        print(String(format: "prefill  B=%d T=%d: %.0f tokens/s (%.1f GFLOP/s)", r.batch, r.seqLen,
+                     r.prefillTokensPerSecond, r.prefillGflopsPerSecond))
+        print(String(format: "  MFU %.1f %% of the measured fp32 sgemm peak (%.1f GFLOP/s at 2048³)",
+                     100 * r.prefillMFU, r.sgemmPeakGflopsPerSecond))
+        if !skipRouting { print(String(format: "routing analysis: %.0f tokens/s", r.routingAnalysisTokensPerSecond)) }
+        if r.decodeTokens > 0 {
+            print(String(format: "decode   B=1: %.1f tokens/s = %.0f %% of the DRAM roofline (%.1f MB of active weights per token at %.1f GB/s read)",
+                         r.decodeTokensPerSecond, 100 * r.decodeTokensPerSecond / max(r.decodeRooflineTokensPerSecond, 1e-9),
+                         Double(r.activeWeightBytesPerToken) / 1e6, r.dramReadBytesPerSecond / 1e9))
         }
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MoECheckpoint
+import MoEEval
 import MoEModels
 import MoETokenizer
 
@@ -151,26 +152,9 @@ struct ConvertCommand: ParsableCommand {
         }
     }
 
-    /// `--tokenizer`, else the config's `[model] hf_assets_path` (as given, then relative to the config's folder).
+    /// `--tokenizer`, else the config's `[model] hf_assets_path`; nil with `--no-tokenizer`.
     func resolveTokenizerFolder(config: TrainConfig?) throws -> URL? {
-        if noTokenizer { return nil }
-        var candidates: [String] = []
-        if let tokenizer {
-            candidates = [tokenizer]
-        } else if let config, config.hfAssetsPath != nil {
-            candidates = config.hfAssetsCandidates
-        } else {
-            return nil
-        }
-        for path in candidates {
-            var isDirectory: ObjCBool = false
-            if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
-                let url = URL(fileURLWithPath: path).standardizedFileURL
-                return isDirectory.boolValue ? url : url.deletingLastPathComponent()
-            }
-        }
-        let origin = tokenizer != nil ? "--tokenizer" : "\(config!.path): [model] hf_assets_path"
-        throw ConvertError("\(origin): tokenizer folder not found (tried \(candidates.joined(separator: ", "))); pass --tokenizer PATH or --no-tokenizer")
+        noTokenizer ? nil : try ModelInputs.tokenizerFolder(explicit: tokenizer, config: config)
     }
 
     static func tokenizerFilesToCopy(in folder: URL) throws -> [URL] {

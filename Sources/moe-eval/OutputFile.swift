@@ -17,18 +17,6 @@ enum OutputFile {
         }
     }
 
-    /// Publishes under `url`, or `NAME_2.EXT`, `NAME_3.EXT`… if another process took it first; returns the name
-    /// this process created. `contents` gets that name (results files record their own path).
-    static func writeUnderFreeName(near url: URL, contents: (URL) throws -> Data) throws -> URL {
-        do {
-            return try AtomicFile.write(to: url, existing: .nextFreeName) { final, output in
-                try output.write(try contents(final))
-            }
-        } catch let error as AtomicFileError {
-            throw WriteError(description: error.description)
-        }
-    }
-
     static func existsMessage(_ url: URL, overwriteFlag: String?) -> String {
         "\(url.path) already exists; refusing to overwrite it (" + (overwriteFlag.map { "pass \($0), or " } ?? "") + "choose another path)"
     }

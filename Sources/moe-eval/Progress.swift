@@ -1,4 +1,5 @@
 import Foundation
+import MoEEval
 
 /// Progress on stderr: a rewritten line on a terminal, plain lines otherwise; nothing with `--quiet`.
 final class Progress {
@@ -29,8 +30,10 @@ final class Progress {
         FileHandle.standardError.write(Data((message + "\n").utf8))
     }
 
-    static func bar(_ done: Int, _ total: Int, width: Int = 24) -> String {
-        let filled = total > 0 ? width * done / total : width
-        return "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] \(done)/\(total)"
-    }
+    static func bar(_ done: Int, _ total: Int) -> String { EvaluationPipeline.bar(done, total) }
+}
+
+extension Progress: EvaluationProgress {
+    /// Shown even with `--quiet`.
+    func note(_ message: String) { printError(message) }
 }

@@ -98,278 +98,38 @@ struct RunCommand: ParsableCommand {
         try DistributedRun.run { ranks in
             let started = Date()
             let progress = Progress(quiet: quiet || !ranks.isRoot)
-            let preset = Preset.named(preset)!
-            let demo = model.checkpoint == nil ? try DemoAssets.locate() : nil
-            var options = model
-            if let demo {
-                options.checkpoint = demo.checkpoint.path
-                if options.config == nil { options.config = demo.config.path }
-                if options.modelArgs == nil && options.flavor == nil { options.modelArgs = demo.modelArgs.path }
-                progress.done("no --checkpoint: evaluating the bundled demo model \(demo.checkpoint.path)")
-            }
-            let spec = try options.spec()
-            let config = try spec.loadTrainConfig()
-
-            // Everything that can be checked cheaply is checked before the model loads.
-            let timestamp = EvalResults.timestamp(for: started)
-            let outputFolder = URL(fileURLWithPath: outputDir ?? ((config?.dumpFolder ?? "./outputs") as NSString).appendingPathComponent("eval"))
-            if ranks.isRoot { try prepareOutputFolder(outputFolder) }
-            let outputURL = resultsFile(in: outputFolder, timestamp: timestamp)
-            let kind = RoutingInput.Kind(rawValue: routingInput)!
-            let runRouting = !lmEvalOnly
-            let tokenizer: Tokenizer? = try loadTokenizer(config: config, demo: demo, checkpoint: spec.checkpoint,
-                                                          required: runRouting && (kind == .text || preset.inferenceIterations > 0))
-            let documents: (docs: [String], source: String)? = runRouting && kind == .text
-                ? try routingDocuments(config: config, demo: demo) : nil
-
-            let expertParallel = try ranks.makeGroup(options: distributed, spec: spec, configDegree: config?.expertParallelDegree)
-            progress.update("loading \(spec.checkpoint.path)")
-            let loaded = try ranks.load(spec)
-            progress.done(String(format: "loaded %@ in %.2f s (%@)", loaded.source.description, loaded.loadSeconds, loaded.argsOrigin))
-            let args = loaded.args
-            var results = EvalResults(checkpointDir: checkpointFolderEvaluated(at: spec.checkpoint).path, modelArgs: args, timestamp: timestamp, outputFile: outputURL.path)
-            results.configJSON = config?.json
-            var record: [String: Any] = [
-                "preset": preset.name, "seed": seed, "threads": Compute.threads,
-                "model_args_origin": loaded.argsOrigin, "load_seconds": loaded.loadSeconds,
-                "numerics": ["yarn": loaded.model.numerics.yarn, "final_norm_eps": Double(loaded.model.numerics.finalNormEps),
-                             "origin": loaded.model.numerics.origin],
-                "key_naming": loaded.source.namingEra.rawValue,
-                "tool": "moe-eval",
-            ]
-
-            var routingSeconds = 0.0, routingTokens = 0
-            var routedLoads: [Int: [Int]]?
-            if runRouting {
-                let input: RoutingInput
-                if kind == .random {
-                    input = .random(vocabSize: args.vocabSize, samples: preset.routingSamples, seqLen: preset.routingSeqLen, seed: seed)
-                } else {
-                    input = try .text(documents: documents!.docs, source: documents!.source, tokenizer: tokenizer!,
-                                      samples: preset.routingSamples, seqLen: preset.routingSeqLen, seed: seed)
-                }
-                let collector = RoutingStatisticsCollector(sequenceLength: preset.routingSeqLen,
-                                                           expertGroups: args.moeArgs.numExpertGroups,
-                                                           limitedGroups: args.moeArgs.numLimitedGroups)
-                let start = DispatchTime.now().uptimeNanoseconds
-                if let expertParallel {
-                    // Rank r routes sequences r, r+N, …, each as the one-sequence forward of the loop below; rank 0's
-                    // collector receives them in sequence order, so the statistics are the same numbers.
-                    var first = 0
-                    while first < input.sequences.count {
-                        progress.update("routing \(Progress.bar(first, input.sequences.count))")
-                        let mine = first + expertParallel.rank
-                        let sequence = mine < input.sequences.count ? input.sequences[mine] : []
-                        _ = try loaded.model.forwardOwnBatches(tokens: sequence, batch: sequence.isEmpty ? 0 : 1, seqLen: preset.routingSeqLen,
-                                                               logits: .last, observer: collector)
-                        first += expertParallel.size
-                    }
-                } else {
-                    for (i, sequence) in input.sequences.enumerated() {
-                        progress.update("routing \(Progress.bar(i, input.sequences.count))")
-                        _ = try loaded.model.forward(tokens: sequence, batch: 1, seqLen: sequence.count, logits: .last, observer: collector)
-                    }
-                }
-                routingSeconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-                routingTokens = input.sequences.count * preset.routingSeqLen
-                ranks.endPhase("routing")
-                let degree = config?.expertParallelDegree
-                let counts = collector.finish()
-                routedLoads = Dictionary(uniqueKeysWithValues: counts.map { ($0.layer, $0.tokensPerExpert) })
-                results.routingStats = RoutingMetrics.statistics(counts, options: RoutingMetricsOptions(expertParallelDegree: degree))
-                record["routing_input"] = [
-                    "kind": input.kind.rawValue, "source": input.source, "samples": input.sequences.count,
-                    "seq_len": preset.routingSeqLen, "text_tokens": input.availableTokens, "windows_overlap": input.windowsOverlap,
-                    "tokens_per_second": routingSeconds > 0 ? Double(routingTokens) / routingSeconds : 0,
-                ]
-                if !collector.warnings.isEmpty { record["routing_warnings"] = collector.warnings }
-                progress.done(String(format: "routing: %d sequences × %d tokens in %.2f s", input.sequences.count, preset.routingSeqLen, routingSeconds))
-
-                if preset.inferenceIterations > 0, let tokenizer {
-                    let prompts = InferenceBenchmark.seedPrompts.map { tokenizer.encode($0, addSpecialTokens: false).map(Int32.init) }
-                    let weightBytes = loaded.source.tensorInfos.values.reduce(0) { $0 + $1.byteCount }
-                    results.inference = try InferenceBenchmark.run(
-                        model: loaded.model, prompts: prompts, newTokens: preset.inferenceNewTokens,
-                        iterations: preset.inferenceIterations, warmup: preset.warmupIterations, weightBytes: weightBytes,
-                        progress: { progress.update($0) })
-                    progress.done(String(format: "inference: %.1f tokens/s decode, %.1f ms per iteration",
-                                         results.inference!.decodeTokensPerSec, results.inference!.latencyMs))
-                }
-                progress.update("measuring the sgemm peak")
-                let peak = ComputationalCost.measureSgemmPeak()
-                // The routing rate counts every rank's forwards, so it is compared with every rank's peak.
-                let peaks = try expertParallel.map { try $0.communicator.allGather([peak]) } ?? [peak]
-                results.cost = ComputationalCost.compute(args: args, flopsSeqLen: config?.seqLen ?? args.maxSeqLen,
-                                                         measuredTokens: routingTokens, measuredSeqLen: preset.routingSeqLen,
-                                                         measuredSeconds: routingSeconds, sgemmPeaks: peaks)
-                progress.done(String(format: "cost: %.3f GFLOP/token forward, MFU %.1f%% of %.0f GFLOP/s sgemm (%d process%@)",
-                                     results.cost!.forwardFlopsPerToken / 1e9, results.cost!.mfu * 100,
-                                     results.cost!.cpuSgemmPeakGflopsPerSec, peaks.count, peaks.count == 1 ? "" : "es"))
-            }
-            let tasks = lmEvalTasks.isEmpty ? preset.lmEvalTasks : lmEvalTasks.flatMap { $0.split(separator: ",").map(String.init) }
-            var samplesJSON: Any?
-            if skipLMEval || tasks.isEmpty {
-                record["lm_eval"] = ["status": "skipped", "reason": skipLMEval ? "--skip-lm-eval" : "preset \(preset.name) runs no tasks"]
-            } else {
-                guard let tokenizer = try tokenizer ?? loadTokenizer(config: config, demo: demo, checkpoint: spec.checkpoint, required: true) else { return }
-                let data = benchmarkData(demo: demo ?? DemoAssets.owning(spec.checkpoint), progress: progress)
-                let limit = lmEvalLimit ?? preset.lmEvalLimit
-                if let maxLength, maxLength > loaded.model.args.maxSeqLen {
-                    throw RunArgumentError(description: "--max-length \(maxLength) exceeds the model's max_seq_len \(loaded.model.args.maxSeqLen)")
-                }
-                let scorer = NativeScorer(model: loaded.model, maxLength: maxLength)
-                do {
-                    let output = try NativeTasks.run(tasks: tasks, limit: limit, numFewshot: numFewshot, data: data, tokenizer: tokenizer,
-                                                     scorer: scorer, logSamples: logSamples, skipFailedTasks: true,
-                                                     progress: { progress.update($0) })
-                    results.lmEvalResults = output.results
-                    results.lmEvalErrors = output.errors
-                    record["lm_eval"] = ["status": output.errors.isEmpty ? "ran" : "ran with errors", "tasks": tasks, "limit": limit as Any,
-                                         "num_fewshot": output.nShot, "max_length": scorer.maxLength,
-                                         "data_dir": data.dataDir?.path as Any, "requests": output.requests, "scoring_seconds": output.scoringSeconds,
-                                         "tokenization": "as lm-eval's API backends (no BOS)"]
-                    if logSamples { samplesJSON = try EvalResults.object(output.samples) }
-                    progress.done(String(format: "lm_eval: %d requests over %@ in %.2f s", output.requests, tasks.joined(separator: ", "), output.scoringSeconds))
-                } catch let error as ExitCode {
-                    throw error
-                } catch {
-                    // Routing, inference and cost are already measured: keep them and say why accuracy is missing.
-                    let reason = "\(error)"
-                    for task in tasks { results.lmEvalErrors[task] = reason }
-                    record["lm_eval"] = ["status": "failed", "tasks": tasks, "reason": reason]
-                }
-            }
-            if let report = try ranks.report(model: loaded.model, routingPhase: runRouting ? "routing" : nil, predictedLoads: routedLoads) {
-                record["expert_parallel"] = report.json
-                if ranks.isRoot && !quiet { report.lines.forEach { printError("expert parallel: " + $0) } }
-            }
-            guard ranks.isRoot else { return }
-            results.walltimeSeconds = Date().timeIntervalSince(started)
-            record["phase_seconds"] = ["routing": routingSeconds, "load": loaded.loadSeconds]
-            results.run = record
-            results.lmEvalSamples = samplesJSON
-            let written = try OutputFile.writeUnderFreeName(near: outputURL) { final in
-                results.outputFile = final.path
-                return try results.jsonData()
-            }
+            let inputs = try ModelInputs.resolve(model.spec(defaultCheckpoint: "."), checkpointGiven: model.checkpoint != nil, tokenizer: tokenizer)
+            if let demo = inputs.demo { progress.done("no --checkpoint: evaluating the bundled demo model \(demo.checkpoint.path)") }
+            let pipeline = EvaluationPipeline(inputs: inputs, options: evaluationOptions, processes: ranks, progress: progress, started: started)
+            let (results, written) = try pipeline.run()
+            if ranks.isRoot && !quiet { results.run.expertParallel?.lines.forEach { printError("expert parallel: " + $0) } }
+            guard let written else { return }
             print("results written to \(written.path)")
-            if !results.lmEvalErrors.isEmpty {
-                for (task, reason) in results.lmEvalErrors.sorted(by: { $0.key < $1.key }) {
-                    printError("error: benchmark task \(task) did not run: \(reason)")
-                }
-                throw ExitCode(Self.exitTasksFailed)
+            for (task, reason) in results.lmEvalErrors.sorted(by: { $0.key < $1.key }) {
+                printError("error: benchmark task \(task) did not run: \(reason)")
             }
+            if !results.lmEvalErrors.isEmpty { throw ExitCode(Self.exitTasksFailed) }
         }
     }
 
     /// The results file was written, but some benchmark tasks could not run.
     static let exitTasksFailed: Int32 = 3
 
-    func prepareOutputFolder(_ folder: URL) throws {
-        do {
-            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        } catch {
-            throw OutputFile.WriteError(description: "output folder \(folder.path) cannot be created: \(error.localizedDescription)")
-        }
-        guard FileManager.default.isWritableFile(atPath: folder.path) else {
-            throw OutputFile.WriteError(description: "output folder \(folder.path) is not writable")
-        }
-    }
-
-    /// `eval_results_<timestamp>.json`; the file is published under `_2`, `_3`… when another run took the name first.
-    func resultsFile(in folder: URL, timestamp: String) -> URL {
-        folder.appendingPathComponent("eval_results_\(timestamp).json")
-    }
-
-    func loadTokenizer(config: TrainConfig?, demo: DemoAssets?, checkpoint: URL, required: Bool) throws -> Tokenizer? {
-        var candidates: [String] = []
-        if let tokenizer { candidates = [tokenizer] }
-        else if let config, let assets = config.hfAssetsPath {
-            candidates = config.hfAssetsCandidates
-            if let demo { candidates.append(demo.root.appendingPathComponent(assets).path) }
-        }
-        if tokenizer == nil, let demo, config?.path == demo.config.path { candidates.append(demo.tokenizer.path) }
-        // An HF checkpoint folder carries its tokenizer beside config.json.
-        let checkpointFolder = ModelLoader.isDirectory(checkpoint) ? checkpoint : checkpoint.deletingLastPathComponent()
-        if tokenizer == nil, FileManager.default.fileExists(atPath: checkpointFolder.appendingPathComponent("tokenizer.json").path) {
-            candidates.append(checkpointFolder.path)
-        }
-        for path in candidates where FileManager.default.fileExists(atPath: path) {
-            return try Tokenizer.load(from: URL(fileURLWithPath: path))
-        }
-        if required {
-            let tried = candidates.isEmpty ? "no --config with an hf_assets_path, no --tokenizer, no tokenizer.json in the checkpoint folder" : "not found: \(candidates.joined(separator: ", "))"
-            throw RoutingInput.InputError(description: "no tokenizer (\(tried)): pass --module deepseek_v3 --config NAME (TorchTitan 0.3) or --config TRAIN.toml, whose hf_assets_path holds it, or --tokenizer PATH; or use --routing-input random with --preset 30s")
-        }
-        return nil
-    }
-
-    /// `--data-dir` (else `$MOE_EVAL_DATA_DIR`), the Hugging Face caches and Hub, and the demo's own slice of
-    /// benchmark items when the demo model is evaluated.
-    func benchmarkData(demo: DemoAssets?, progress: Progress) -> BenchmarkDataSources {
-        let folder = dataDir ?? ProcessInfo.processInfo.environment["MOE_EVAL_DATA_DIR"].flatMap { $0.isEmpty ? nil : $0 }
-        // Downloads report from the calling thread only; Progress is not Sendable, the callback must be.
-        nonisolated(unsafe) let bar = progress
-        return BenchmarkDataSources(dataDir: folder.map { URL(fileURLWithPath: $0) }, hub: HubEnvironment.from(),
-                                    bundledHubCache: demo?.benchmarkData, progress: { file, bytes, total in
-            bar.update("downloading \(file) " + (total.map { Progress.bar(Int(bytes), Int($0)) + " bytes" } ?? "\(bytes) bytes"))
-        })
-    }
-
-    func routingDocuments(config: TrainConfig?, demo: DemoAssets?) throws -> (docs: [String], source: String) {
-        if let data { return (try RoutingInput.documents(in: URL(fileURLWithPath: data)), data) }
-        if let path = config?.datasetPath, FileManager.default.fileExists(atPath: path) {
-            return (try RoutingInput.documents(in: URL(fileURLWithPath: path)), path)
-        }
-        let text = try demo ?? DemoAssets.locate()
-        return (try RoutingInput.documents(in: text.text), text.text.path)
+    var evaluationOptions: EvaluationOptions {
+        var options = EvaluationOptions(preset: Preset.named(preset)!)
+        options.routingInput = RoutingInput.Kind(rawValue: routingInput)!
+        options.routingData = data
+        options.skipLMEval = skipLMEval
+        options.lmEvalOnly = lmEvalOnly
+        options.tasks = lmEvalTasks
+        options.lmEvalLimit = lmEvalLimit
+        options.numFewshot = numFewshot
+        options.benchmarkDataDir = dataDir
+        options.maxLength = maxLength
+        options.logSamples = logSamples
+        options.seed = seed
+        options.outputDir = outputDir
+        options.expertParallelDegree = distributed.ep
+        return options
     }
 }
-
-/// The bundled demo: a small DeepSeek-V3 trained with TorchTitan's model code (assets/demo/README.md).
-struct DemoAssets {
-    let root: URL
-    var folder: URL { root.appendingPathComponent("assets/demo") }
-    var config: URL { folder.appendingPathComponent("train.toml") }
-    var modelArgs: URL { folder.appendingPathComponent("model_args.json") }
-    var text: URL { folder.appendingPathComponent("demo_text.txt") }
-    var tokenizer: URL { root.appendingPathComponent("assets/tokenizers/demo-dsv3") }
-    /// A few real benchmark items in the Hub cache layout (assets/demo/hub/README.md).
-    var benchmarkData: URL { folder.appendingPathComponent("hub") }
-    let checkpoint: URL
-
-    struct MissingError: Error, CustomStringConvertible { let description: String }
-
-    /// The bundled demo when `checkpoint` is one of its checkpoints (named with --checkpoint).
-    static func owning(_ checkpoint: URL) -> DemoAssets? {
-        guard let demo = try? locate() else { return nil }
-        let steps = demo.folder.appendingPathComponent("checkpoint").resolvingSymlinksInPath().standardized.path + "/"
-        return checkpoint.resolvingSymlinksInPath().standardized.path.hasPrefix(steps) ? demo : nil
-    }
-
-    /// `MOE_EVAL_HOME`, else the first folder above the executable or the working directory holding assets/demo.
-    static func locate() throws -> DemoAssets {
-        var starts: [URL] = []
-        if let home = ProcessInfo.processInfo.environment["MOE_EVAL_HOME"] { starts.append(URL(fileURLWithPath: home)) }
-        starts.append(URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent())
-        starts.append(URL(fileURLWithPath: FileManager.default.currentDirectoryPath))
-        for start in starts {
-            var dir = start
-            while true {
-                let steps = dir.appendingPathComponent("assets/demo/checkpoint")
-                if let names = try? FileManager.default.contentsOfDirectory(atPath: steps.path) {
-                    let latest = names.compactMap { $0.hasPrefix("step-") ? Int($0.dropFirst(5)) : nil }.max()
-                    if let latest {
-                        return DemoAssets(root: dir, checkpoint: steps.appendingPathComponent("step-\(latest)"))
-                    }
-                }
-                if dir.path == "/" { break }
-                dir = dir.deletingLastPathComponent()
-            }
-        }
-        throw MissingError(description: "no --checkpoint given and the bundled demo (assets/demo) was not found; set MOE_EVAL_HOME to the moe-eval folder or pass --checkpoint")
-    }
-}
-
-/// An argument that only the loaded model can show to be wrong.
-struct RunArgumentError: Error, CustomStringConvertible { let description: String }

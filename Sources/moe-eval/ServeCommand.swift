@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import MoEEval
 import MoEModels
 import MoEServer
 import MoETokenizer
@@ -114,24 +115,16 @@ struct ServeCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let connectionLimits = try connectionLimits()
-            var options = model
-            let demo = model.checkpoint == nil ? try DemoAssets.locate() : nil
-            if let demo {
-                options.checkpoint = demo.checkpoint.path
-                if options.config == nil { options.config = demo.config.path }
-                if options.modelArgs == nil && options.flavor == nil { options.modelArgs = demo.modelArgs.path }
-            }
-            let spec = try options.spec()
-            let config = try spec.loadTrainConfig()
-            let tokenizer = try loadTokenizer(config: config, demo: demo)
-            let loaded = try ModelLoader.load(spec)
+            let inputs = try ModelInputs.resolve(model.spec(defaultCheckpoint: "."), checkpointGiven: model.checkpoint != nil, tokenizer: tokenizer)
+            let tokenizer = try inputs.loadTokenizer(for: .serving)!
+            let loaded = try ModelLoader.load(inputs.spec)
             printError(String(format: "loaded %@ in %.2f s (%@)", loaded.source.description, loaded.loadSeconds, loaded.argsOrigin))
 
             var limits = ServerLimits()
             limits.maxBodyBytes = maxBodyBytes
             limits.maxConcurrency = maxConcurrency
             limits.maxPromptsPerRequest = maxBatch
-            let name = modelName ?? (demo != nil ? "moe-eval-demo" : Self.defaultName(for: spec.checkpoint))
+            let name = modelName ?? (inputs.demo != nil ? "moe-eval-demo" : Self.defaultName(for: inputs.spec.checkpoint))
             let engine = CompletionEngine(model: loaded.model, tokenizer: tokenizer, modelName: name, limits: limits)
             try Self.runBlocking { [host, port] in
                 do {
@@ -154,24 +147,6 @@ struct ServeCommand: ParsableCommand {
         let parent = checkpoint.standardizedFileURL.deletingLastPathComponent()
         let run = parent.lastPathComponent == "checkpoint" ? parent.deletingLastPathComponent().lastPathComponent : parent.lastPathComponent
         return run.isEmpty ? last : "\(run)/\(last)"
-    }
-
-    func loadTokenizer(config: TrainConfig?, demo: DemoAssets?) throws -> Tokenizer {
-        var candidates: [String] = []
-        if let tokenizer {
-            candidates = [tokenizer]
-        } else {
-            if let config, let assets = config.hfAssetsPath {
-                candidates += config.hfAssetsCandidates
-                if let demo { candidates.append(demo.root.appendingPathComponent(assets).path) }
-            }
-            if let demo { candidates.append(demo.tokenizer.path) }
-        }
-        for path in candidates where FileManager.default.fileExists(atPath: path) {
-            return try Tokenizer.load(from: URL(fileURLWithPath: path))
-        }
-        let tried = candidates.isEmpty ? "no --tokenizer and no [model] hf_assets_path in the config" : "not found: \(candidates.joined(separator: ", "))"
-        throw ServeError(description: "serve needs a tokenizer (\(tried)); pass --tokenizer PATH")
     }
 
     /// Runs async work from this synchronous command (the root command is not async) and waits for it.
