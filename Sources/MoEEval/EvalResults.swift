@@ -26,6 +26,10 @@ public struct EvalResults {
     public var lmEvalSamples: Any?
     /// Benchmark tasks that could not run, task → reason (written as `lm_eval_errors` when there are any).
     public var lmEvalErrors: [String: String] = [:]
+    /// The experts routed for a fixed token set (agreement between checkpoints; written as `routed_experts`).
+    public var routedExperts: RoutedExperts?
+    /// Per-task expert loads (written as `task_routing`).
+    public var taskRouting: TaskRouting?
 
     public init(checkpointDir: String, modelArgs: ModelArgs, timestamp: String, outputFile: String) {
         self.checkpointDir = checkpointDir
@@ -77,6 +81,8 @@ public struct EvalResults {
         top["moe_eval"] = run
         if let lmEvalSamples { top["lm_eval_samples"] = lmEvalSamples }
         if !lmEvalErrors.isEmpty { top["lm_eval_errors"] = lmEvalErrors }
+        if let routedExperts { top["routed_experts"] = try Self.object(routedExperts) }
+        if let taskRouting { top["task_routing"] = try Self.object(taskRouting) }
         return try JSONSerialization.data(withJSONObject: top, options: [.prettyPrinted, .sortedKeys])
     }
 }

@@ -140,6 +140,7 @@ struct RunCommand: ParsableCommand {
 
             var routingSeconds = 0.0, routingTokens = 0
             var routedLoads: [Int: [Int]]?
+            var routingTextLoads: TaskRouting.Source?
             if runRouting {
                 let input: RoutingInput
                 if kind == .random {
@@ -151,6 +152,8 @@ struct RunCommand: ParsableCommand {
                 let collector = RoutingStatisticsCollector(sequenceLength: preset.routingSeqLen,
                                                            expertGroups: args.moeArgs.numExpertGroups,
                                                            limitedGroups: args.moeArgs.numLimitedGroups)
+                let insight = RoutingInsightCollector()
+                let observers = RoutingObserverGroup([collector, insight])
                 let start = DispatchTime.now().uptimeNanoseconds
                 if let expertParallel {
                     // Rank r routes sequences r, r+N, …, each as the one-sequence forward of the loop below; rank 0's
@@ -167,7 +170,8 @@ struct RunCommand: ParsableCommand {
                 } else {
                     for (i, sequence) in input.sequences.enumerated() {
                         progress.update("routing \(Progress.bar(i, input.sequences.count))")
-                        _ = try loaded.model.forward(tokens: sequence, batch: 1, seqLen: sequence.count, logits: .last, observer: collector)
+                        insight.beginForward(tokens: sequence)
+                        _ = try loaded.model.forward(tokens: sequence, batch: 1, seqLen: sequence.count, logits: .last, observer: observers)
                     }
                 }
                 routingSeconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
@@ -177,6 +181,9 @@ struct RunCommand: ParsableCommand {
                 let counts = collector.finish()
                 routedLoads = Dictionary(uniqueKeysWithValues: counts.map { ($0.layer, $0.tokensPerExpert) })
                 results.routingStats = RoutingMetrics.statistics(counts, options: RoutingMetricsOptions(expertParallelDegree: degree))
+                if expertParallel == nil { RoutingMetrics.addInsight(insight.finish(), to: &results.routingStats!) }
+                results.routedExperts = insight.routedExperts()
+                routingTextLoads = TaskRouting.Source(label: "routing text: \(input.source)", tokens: routingTokens, loads: routedLoads ?? [:])
                 record["routing_input"] = [
                     "kind": input.kind.rawValue, "source": input.source, "samples": input.sequences.count,
                     "seq_len": preset.routingSeqLen, "text_tokens": input.availableTokens, "windows_overlap": input.windowsOverlap,
@@ -218,10 +225,13 @@ struct RunCommand: ParsableCommand {
                     throw RunArgumentError(description: "--max-length \(maxLength) exceeds the model's max_seq_len \(loaded.model.args.maxSeqLen)")
                 }
                 let scorer = NativeScorer(model: loaded.model, maxLength: maxLength)
+                let taskRouting = TaskRoutingCollector()
+                scorer.routingObserver = taskRouting
                 do {
                     let output = try NativeTasks.run(tasks: tasks, limit: limit, numFewshot: numFewshot, data: data, tokenizer: tokenizer,
                                                      scorer: scorer, logSamples: logSamples, skipFailedTasks: true,
-                                                     progress: { progress.update($0) })
+                                                     taskRouting: taskRouting, progress: { progress.update($0) })
+                    results.taskRouting = TaskRouting((routingTextLoads.map { [$0] } ?? []) + taskRouting.finish())
                     results.lmEvalResults = output.results
                     results.lmEvalErrors = output.errors
                     record["lm_eval"] = ["status": output.errors.isEmpty ? "ran" : "ran with errors", "tasks": tasks, "limit": limit as Any,
