@@ -57,6 +57,9 @@ struct AgreementCommand: ParsableCommand {
     @Flag(help: "Print the agreement as JSON.")
     var json = false
 
+    @Flag(help: "No progress on stderr.")
+    var quiet = false
+
     func validate() throws {
         guard checkpoints.count >= 2 else { throw ValidationError("agreement needs at least two --checkpoint") }
         guard RoutingInput.Kind(rawValue: routingInput) != nil else { throw ValidationError("--routing-input must be text or random, not \"\(routingInput)\"") }
@@ -78,13 +81,13 @@ struct AgreementCommand: ParsableCommand {
 
     /// What must match for two routings of the same token ids to be comparable.
     static func architecture(_ args: ModelArgs) -> String {
-        "vocab \(args.vocabSize), \(args.nLayers) layers (\(args.nDenseLayers) dense), \(args.moeArgs.numExperts) experts top-\(args.moeArgs.topK)"
+        "vocab_size \(args.vocabSize), n_layers \(args.nLayers), n_dense_layers \(args.nDenseLayers), \(args.moeArgs.numExperts) experts top-\(args.moeArgs.topK)"
     }
 
     func run() throws {
         try reportingErrors {
             if let threads { Compute.setThreads(threads) }
-            let progress = Progress(quiet: json)
+            let progress = Progress(quiet: quiet || json)
             let first = spec(0)
             let trainConfig = try first.loadTrainConfig()
             var input: RoutingInput?

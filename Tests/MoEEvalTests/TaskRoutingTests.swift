@@ -80,4 +80,22 @@ import Testing
         }
         #expect(collector.warnings.isEmpty)
     }
+
+    /// The report's detail tables carry the insight keys and the per-task section with their exact values.
+    @Test func reportShowsInsightAndTaskTables() throws {
+        let collector = RoutingStatisticsCollector()
+        RoutingInsightTests.decide(collector, layer: 1, picks: RoutingInsightTests.picks, weights: RoutingInsightTests.weights,
+                                   logits: RoutingInsightTests.logits)
+        let stats = RoutingMetrics.statistics(collector.finish())
+        let routing = TaskRouting([.init(label: "a", tokens: 2, loads: [1: [3, 1, 0, 0]]),
+                                   .init(label: "b", tokens: 2, loads: [1: [0, 0, 2, 2]])])
+        let object: [String: Any] = ["routing_stats": try EvalResults.object(stats), "task_routing": try EvalResults.object(routing),
+                                     "moe_eval": ["tool": "moe-eval"]]
+        let page = HTMLReport.render(try ResultsFile.parse(JSONSerialization.data(withJSONObject: object), path: "r.json"))
+        #expect(page.contains("id=\"insight-table\""))
+        #expect(page.contains("data-key=\"layer_1/jain_fairness_index\" data-value=\"0.9\""))
+        #expect(page.contains("id=\"task-routing-table\""))
+        #expect(page.contains("layer_1/0: 0.750 vs 0.375"))
+        #expect(page.contains("data-key=\"a/b/mean_jensen_shannon\" data-value=\"1.0\""))
+    }
 }
