@@ -40,8 +40,10 @@ public struct LayerInsightCounts: Equatable, Sendable {
 /// limit contributes its leading tokens).
 ///
 /// Token ids come from `beginForward(tokens:)`, called before each forward with the ids it routes in
-/// order. Decisions whose token count differs from the announced ids (or with no ids announced) still add
-/// gate mass and logit statistics; everything keyed by token is skipped for them.
+/// order, or `beginForward(sequences:)` when each layer's routing arrives as one decision per sequence
+/// (expert-parallel routing hands rank 0 one decision per rank, layer by layer). Decisions whose token count
+/// matches no announced sequence still add gate mass and logit statistics; everything keyed by token is
+/// skipped for them.
 public final class RoutingInsightCollector: RoutingObserver {
     public let recordedTokenLimit: Int
     /// Tokens per layer whose (token id, expert) pairs are counted for token specialisation: the sparse counts
@@ -50,13 +52,16 @@ public final class RoutingInsightCollector: RoutingObserver {
     public private(set) var warnings: [String] = []
 
     private var layers: [Int: InsightAccumulator] = [:]
-    private var forwardTokens: [Int32]?
-    /// Top-1 experts of the last MoE layer seen in the current forward, for the cross-layer pairs.
-    private var previous: (layer: Int, top1: [Int32])?
+    private var forwardSequences: [[Int32]] = []
+    private var announced = false
+    /// Per layer, the next announced sequence its decisions belong to.
+    private var cursor: [Int: Int] = [:]
+    /// Per sequence, the top-1 experts of the last MoE layer seen, for the cross-layer pairs.
+    private var previous: [Int: (layer: Int, top1: [Int32])] = [:]
     /// Token ids whose routing is recorded, and the recorded decisions per layer.
     private var recordedTokens: [Int32] = []
-    /// Leading tokens of the current forward that are recorded.
-    private var recordingPrefix = 0
+    /// Per sequence of the current forward, its leading tokens that are recorded.
+    private var recordingPrefixes: [Int] = []
     private var recorded: [Int: (experts: Int, topK: Int, ids: [Int32], weights: [Float])] = [:]
 
     public init(recordedTokenLimit: Int = 1024, specializationTokenLimit: Int = 16_384) {
@@ -65,11 +70,19 @@ public final class RoutingInsightCollector: RoutingObserver {
     }
 
     /// The token ids the next forward routes, row after row.
-    public func beginForward(tokens: [Int32]) {
-        forwardTokens = tokens
-        previous = nil
-        recordingPrefix = min(tokens.count, max(0, recordedTokenLimit - recordedTokens.count))
-        recordedTokens += tokens.prefix(recordingPrefix)
+    public func beginForward(tokens: [Int32]) { beginForward(sequences: [tokens]) }
+
+    /// The token ids of several sequences, in the order their decisions arrive for every layer.
+    public func beginForward(sequences: [[Int32]]) {
+        forwardSequences = sequences
+        announced = true
+        cursor = [:]
+        previous = [:]
+        recordingPrefixes = sequences.map { sequence in
+            let prefix = min(sequence.count, max(0, recordedTokenLimit - recordedTokens.count))
+            recordedTokens += sequence.prefix(prefix)
+            return prefix
+        }
     }
 
     public func observe(_ decision: RoutingDecision) {
@@ -93,23 +106,27 @@ public final class RoutingInsightCollector: RoutingObserver {
         accumulator.addGateMass(decision.weights, experts: decision.experts, tokens: t)
         if decision.gateLogits.count >= t * e { accumulator.addLogits(decision.gateLogits, tokens: t) }
 
-        guard let tokens = forwardTokens, tokens.count == t else {
-            if forwardTokens != nil {
-                warnOnce("insight layer \(decision.layer): \(t) routed tokens but \(forwardTokens!.count) token ids announced; token-keyed metrics skip it")
+        let index = cursor[decision.layer] ?? 0
+        guard index < forwardSequences.count, forwardSequences[index].count == t else {
+            if announced {
+                warnOnce("insight layer \(decision.layer): \(t) routed tokens match no announced sequence; token-keyed metrics skip it")
             }
             return
         }
+        cursor[decision.layer] = index + 1
+        let tokens = forwardSequences[index]
         let counted = min(t, max(0, specializationTokenLimit - accumulator.specializationTokens))
         if counted > 0 { accumulator.addTokenExperts(tokens.prefix(counted), decision.experts) }
         let top1 = (0..<t).map { decision.experts[$0 * k] }
-        if let previous, previous.layer < decision.layer, let earlier = layers[previous.layer] {
-            earlier.addNextLayer(decision.layer, experts: e, from: previous.top1, to: top1)
+        if let earlierTop1 = previous[index], earlierTop1.layer < decision.layer, let earlier = layers[earlierTop1.layer] {
+            earlier.addNextLayer(decision.layer, experts: e, from: earlierTop1.top1, to: top1)
         }
-        previous = (decision.layer, top1)
-        if recordingPrefix > 0 {
+        previous[index] = (decision.layer, top1)
+        let prefix = recordingPrefixes[index]
+        if prefix > 0 {
             var entry = recorded[decision.layer] ?? (experts: e, topK: k, ids: [Int32](), weights: [Float]())
-            entry.ids += decision.experts.prefix(recordingPrefix * k)
-            entry.weights += decision.weights.prefix(recordingPrefix * k)
+            entry.ids += decision.experts.prefix(prefix * k)
+            entry.weights += decision.weights.prefix(prefix * k)
             recorded[decision.layer] = entry
         }
     }

@@ -163,8 +163,9 @@ struct RunCommand: ParsableCommand {
                         progress.update("routing \(Progress.bar(first, input.sequences.count))")
                         let mine = first + expertParallel.rank
                         let sequence = mine < input.sequences.count ? input.sequences[mine] : []
+                        insight.beginForward(sequences: Array(input.sequences[first..<min(first + expertParallel.size, input.sequences.count)]))
                         _ = try loaded.model.forwardOwnBatches(tokens: sequence, batch: sequence.isEmpty ? 0 : 1, seqLen: preset.routingSeqLen,
-                                                               logits: .last, observer: collector)
+                                                               logits: .last, observer: observers)
                         first += expertParallel.size
                     }
                 } else {
@@ -181,7 +182,7 @@ struct RunCommand: ParsableCommand {
                 let counts = collector.finish()
                 routedLoads = Dictionary(uniqueKeysWithValues: counts.map { ($0.layer, $0.tokensPerExpert) })
                 results.routingStats = RoutingMetrics.statistics(counts, options: RoutingMetricsOptions(expertParallelDegree: degree))
-                if expertParallel == nil { RoutingMetrics.addInsight(insight.finish(), to: &results.routingStats!) }
+                RoutingMetrics.addInsight(insight.finish(), to: &results.routingStats!)
                 results.routedExperts = insight.routedExperts()
                 routingTextLoads = TaskRouting.Source(label: "routing text: \(input.source)", tokens: routingTokens, loads: routedLoads ?? [:])
                 record["routing_input"] = [

@@ -125,4 +125,27 @@ import Testing
         #expect(old.layers.first?.jainFairnessIndex == nil)
         #expect(old.layers.first?.giniCoefficient == stats.layers.first?.giniCoefficient)
     }
+
+    /// Expert-parallel routing hands over one decision per sequence, layer by layer: the counts equal those of
+    /// one forward per sequence.
+    @Test func sequencesAnnouncedTogetherGiveTheSameCounts() throws {
+        let sequences: [[Int32]] = [[5, 5, 7], [7, 9, 5]]
+        let picks: [[Int32]] = [Self.picks, [1, 2, 3, 0, 0, 1]]
+        let nextPicks: [[Int32]] = [[1, 0, 1, 3, 2, 0], [2, 1, 0, 3, 1, 2]]
+        let apart = RoutingInsightCollector(recordedTokenLimit: 5)
+        for s in 0..<2 {
+            apart.beginForward(tokens: sequences[s])
+            Self.decide(apart, layer: 1, picks: picks[s], weights: Self.weights, logits: Self.logits)
+            Self.decide(apart, layer: 2, picks: nextPicks[s], weights: Self.weights, logits: Self.logits)
+        }
+        let together = RoutingInsightCollector(recordedTokenLimit: 5)
+        together.beginForward(sequences: sequences)
+        for (layer, layerPicks) in [(1, picks), (2, nextPicks)] {
+            for s in 0..<2 { Self.decide(together, layer: layer, picks: layerPicks[s], weights: Self.weights, logits: Self.logits) }
+        }
+        #expect(apart.finish() == together.finish())
+        #expect(apart.routedExperts() == together.routedExperts())
+        #expect(apart.routedExperts()?.tokenCount == 5)
+        #expect(together.warnings.isEmpty)
+    }
 }
