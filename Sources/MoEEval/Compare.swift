@@ -282,6 +282,8 @@ public struct Comparison: Codable, Sendable {
     public var metrics: [MetricRow]
     public var accuracy: [AccuracyRow]
     public var paired: [PairedRow]
+    /// Routing agreement of file pairs that carry routed expert ids for the same tokens (RoutingAgreement.swift).
+    public var agreement: [AgreementRow]
     public var summary: Summary
 
     public struct Options: Sendable {
@@ -374,6 +376,9 @@ public struct Comparison: Codable, Sendable {
             notes += pairNotes
         }
         self.paired = paired
+        let agreementRows = Self.agreementRows(inputs, labels: labels)
+        agreement = agreementRows.rows
+        notes += agreementRows.notes
 
         let sections = Dictionary(grouping: metrics, by: \.section).mapValues { Set($0.map(\.metric)) }
         let judged = metrics.filter { Self.votes($0, sectionMetrics: sections[$0.section] ?? []) }.compactMap(\.mark)
@@ -400,6 +405,7 @@ public struct Comparison: Codable, Sendable {
     /// Keys that identify a layer or are fixed by the model shape; averaging them says nothing.
     static let layerIdentityKeys: Set<String> = [
         "layer", "top_k", "num_experts", "ep_degree", "fragile_margin_threshold", "coactivation_lift_uniform_baseline",
+        "next_layer", "token_specialization_token_ids",
     ]
 
     /// Numeric leaves of an object: nested objects as `outer.inner`, lists of objects carrying a
@@ -480,7 +486,7 @@ public struct Comparison: Codable, Sendable {
     ]
     static let higherPatterns = [
         "expert_utilization_rate", "effective_experts", "load_entropy", "min_load_ratio", "throughput",
-        "tokens_per_sec", "gflops_per_sec", "mfu",
+        "tokens_per_sec", "gflops_per_sec", "mfu", "jain_fairness_index",
     ]
 
     /// Direction of a results-file metric (docs/METRICS.md, "compare").
@@ -732,13 +738,14 @@ public struct Comparison: Codable, Sendable {
             section = "paired per-document results (lm_eval_samples; b = only the first right, c = only the second right)"
             flush()
         }
+        out += agreementText()
         let verdict = summary.winner == "tie" ? "tie" : "\(summary.winner) wins more metrics"
         out += "\nSummary (\(labels.last ?? "") vs A, directional metrics): better \(summary.better), worse \(summary.worse), same \(summary.same) → \(verdict)\n"
         return out
     }
 
     /// Columns padded to a common width; the first column left-aligned, the rest right-aligned.
-    static func layout(_ rows: [[String]]) -> String {
+    public static func layout(_ rows: [[String]]) -> String {
         let columns = rows.map(\.count).max() ?? 0
         var widths = [Int](repeating: 0, count: columns)
         for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }

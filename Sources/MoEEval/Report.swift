@@ -133,6 +133,7 @@ public enum HTMLReport {
         }, id: "cv-bars"))
 
         layerTable(layers, page: &page)
+        insightTables(file, layers: layers, page: &page)
         coactivation(file, layers: layers, page: &page)
         page.raw("</section>\n")
     }

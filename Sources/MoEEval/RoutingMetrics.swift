@@ -304,7 +304,7 @@ public enum RoutingMetrics {
         let configured = options.expertParallelDegree.flatMap { expertParallelLoad(loads, degree: $0) }
         let scored = counts.scoredTokens > 0 ? Double(counts.scoredTokens) : nil
 
-        return LayerRoutingMetrics(
+        var metrics = LayerRoutingMetrics(
             totalTokensRouted: loads.reduce(0, +),
             numExperts: e,
             meanTokensPerExpert: meanLoad(loads),
@@ -360,6 +360,8 @@ public enum RoutingMetrics {
             auxBalanceLossSequenceMean: optionalMean(counts.sequences.map(\.auxBalanceLoss)),
             topCoactivatedPairs: topPairs(counts, options: options),
             coactivationLiftUniformBaseline: coactivationLiftUniformBaseline(experts: e, topK: k))
+        metrics.jainFairnessIndex = jainFairnessIndex(loads)
+        return metrics
     }
 
     /// The seed's plain means over layers plus distributions over layers of the headline metrics.

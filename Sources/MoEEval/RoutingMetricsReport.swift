@@ -217,7 +217,31 @@ public struct LayerRoutingMetrics: Codable, Equatable, Sendable {
     public var topCoactivatedPairs: [CoactivationPair]
     public var coactivationLiftUniformBaseline: Double
 
+    // Insight metrics (RoutingMetrics+Insight.swift); nil where the run did not collect what they need.
+    public var jainFairnessIndex: Double? = nil
+    public var gateMassPerExpert: [Double]? = nil
+    public var gateMassCoefficientOfVariation: Double? = nil
+    public var routerZLoss: Double? = nil
+    public var routerLogitMean: Double? = nil
+    public var routerLogitStd: Double? = nil
+    public var routerLogitAbsMax: Double? = nil
+    public var tokenSpecialization: Double? = nil
+    public var tokenSpecializationTokenIds: Int? = nil
+    public var nextLayer: Int? = nil
+    public var nextLayerTop1NormalizedMutualInformation: Double? = nil
+
     enum CodingKeys: String, CodingKey {
+        case jainFairnessIndex = "jain_fairness_index"
+        case gateMassPerExpert = "gate_mass_per_expert"
+        case gateMassCoefficientOfVariation = "gate_mass_coefficient_of_variation"
+        case routerZLoss = "router_z_loss"
+        case routerLogitMean = "router_logit_mean"
+        case routerLogitStd = "router_logit_std"
+        case routerLogitAbsMax = "router_logit_absmax"
+        case tokenSpecialization = "token_specialization"
+        case tokenSpecializationTokenIds = "token_specialization_token_ids"
+        case nextLayer = "next_layer"
+        case nextLayerTop1NormalizedMutualInformation = "next_layer_top1_nmi"
         case totalTokensRouted = "total_tokens_routed"
         case numExperts = "num_experts"
         case meanTokensPerExpert = "mean_tokens_per_expert"

@@ -12,7 +12,8 @@ struct CompareCommand: ParsableCommand {
         three or more files give a table over checkpoints in the order given. Seed-format files work too.
         Accuracy: Δ ± √(SE_A² + SE_B²) from lm-eval's *_stderr keys; with per-document results
         (lm_eval_samples) in both files also paired Δ ± SE, the exact McNemar p-value and the minimum
-        detectable effect (docs/METRICS.md, "compare").
+        detectable effect (docs/METRICS.md, "compare"). Files that carry routed_experts for the same tokens
+        also get a routing-agreement table (docs/METRICS.md, "Routing agreement").
 
         Examples:
           moe-eval compare outputs/eval/step-500/eval_results_20260129_212638.json outputs/eval/step-1000/eval_results_20260129_220145.json

@@ -24,7 +24,8 @@ import Testing
         let json = try #require(try results(in: out).first)
         let seedKeys: Set = ["routing_stats", "inference_performance", "computational_cost", "lm_eval_results", "walltime_seconds",
                              "checkpoint_dir", "config", "model_args", "eval_timestamp", "output_file"]
-        #expect(Set(json.keys) == seedKeys.union(["moe_eval"]))
+        // moe-eval's additions: the run record, and the routed experts of the first routing tokens (agreement).
+        #expect(Set(json.keys) == seedKeys.union(["moe_eval", "routed_experts"]))
         let routing = try #require(json["routing_stats"] as? [String: Any])
         let aggregate = try #require(routing["aggregate"] as? [String: Any])
         for key in ["avg_gini_coefficient", "avg_coefficient_of_variation", "avg_expert_utilization_rate", "num_moe_layers"] {

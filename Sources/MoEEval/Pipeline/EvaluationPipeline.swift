@@ -71,6 +71,10 @@ public final class EvaluationPipeline {
         public var loads: [Int: [Int]]
         public var seconds: Double
         public var tokens: Int
+        /// The experts chosen for the first routed tokens (agreement between checkpoints).
+        public var routedExperts: RoutedExperts?
+        /// The routing text's per-expert loads, as one source of the per-task routing section.
+        public var textSource: TaskRouting.Source
     }
 
     public init(inputs: ModelInputs, options: EvaluationOptions, processes: EvaluationProcesses,
@@ -123,6 +127,7 @@ public final class EvaluationPipeline {
                                               expertParallelDegree: config?.expertParallelDegree)
             routing = measured
             results.routingStats = measured.statistics
+            results.routedExperts = measured.routedExperts
             record.routingInput = measured.record
             record.routingWarnings = measured.warnings
             if preset.inferenceIterations > 0, let tokenizer {
@@ -136,6 +141,9 @@ public final class EvaluationPipeline {
         } else {
             let tokenizer = try tokenizer ?? inputs.loadTokenizer(for: .evaluation)!
             let outcome = try runTasks(tasks, model: loaded.model, tokenizer: tokenizer)
+            if let perTask = outcome.taskRouting {
+                results.taskRouting = TaskRouting((routing.map { [$0.textSource] } ?? []) + perTask)
+            }
             record.lmEval = outcome.record
             results.lmEvalResults = outcome.results
             results.lmEvalErrors = outcome.errors
@@ -162,6 +170,9 @@ public final class EvaluationPipeline {
         let args = model.args
         let collector = RoutingStatisticsCollector(sequenceLength: seqLen, expertGroups: args.moeArgs.numExpertGroups,
                                                    limitedGroups: args.moeArgs.numLimitedGroups)
+        // Insight metrics (z-loss, specialisation, …) and the routed ids ride along as a second observer.
+        let insight = RoutingInsightCollector()
+        let observers = RoutingObserverGroup([collector, insight])
         let start = DispatchTime.now().uptimeNanoseconds
         if let expertParallel {
             // Rank r routes sequences r, r+N, …, each as the one-sequence forward of the loop below; rank 0's
@@ -171,21 +182,25 @@ public final class EvaluationPipeline {
                 progress.update("routing \(Self.bar(first, input.sequences.count))")
                 let mine = first + expertParallel.rank
                 let sequence = mine < input.sequences.count ? input.sequences[mine] : []
+                insight.beginForward(sequences: Array(input.sequences[first..<min(first + expertParallel.size, input.sequences.count)]))
                 _ = try model.forwardOwnBatches(tokens: sequence, batch: sequence.isEmpty ? 0 : 1, seqLen: seqLen,
-                                                logits: .last, observer: collector)
+                                                logits: .last, observer: observers)
                 first += expertParallel.size
             }
         } else {
             for (i, sequence) in input.sequences.enumerated() {
                 progress.update("routing \(Self.bar(i, input.sequences.count))")
-                _ = try model.forward(tokens: sequence, batch: 1, seqLen: sequence.count, logits: .last, observer: collector)
+                insight.beginForward(tokens: sequence)
+                _ = try model.forward(tokens: sequence, batch: 1, seqLen: sequence.count, logits: .last, observer: observers)
             }
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         let tokens = input.sequences.count * seqLen
         processes.endPhase("routing")
         let counts = collector.finish()
-        let statistics = RoutingMetrics.statistics(counts, options: RoutingMetricsOptions(expertParallelDegree: expertParallelDegree))
+        var statistics = RoutingMetrics.statistics(counts, options: RoutingMetricsOptions(expertParallelDegree: expertParallelDegree))
+        RoutingMetrics.addInsight(insight.finish(), to: &statistics)
+        let loads = Dictionary(uniqueKeysWithValues: counts.map { ($0.layer, $0.tokensPerExpert) })
         progress.done(String(format: "routing: %d sequences × %d tokens in %.2f s", input.sequences.count, seqLen, seconds))
         return RoutingMeasurement(
             statistics: statistics,
@@ -193,8 +208,8 @@ public final class EvaluationPipeline {
                           textTokens: input.availableTokens, windowsOverlap: input.windowsOverlap,
                           tokensPerSecond: seconds > 0 ? Double(tokens) / seconds : 0),
             warnings: collector.warnings,
-            loads: Dictionary(uniqueKeysWithValues: counts.map { ($0.layer, $0.tokensPerExpert) }),
-            seconds: seconds, tokens: tokens)
+            loads: loads, seconds: seconds, tokens: tokens, routedExperts: insight.routedExperts(),
+            textSource: TaskRouting.Source(label: "routing text: \(input.source)", tokens: tokens, loads: loads))
     }
 
     /// The seed's timed generation of its prompts.
@@ -230,6 +245,8 @@ public final class EvaluationPipeline {
         public var results: [String: [String: Double]] = [:]
         public var errors: [String: String] = [:]
         public var samples: [String: [NativeTasks.Sample]]?
+        /// Per-task expert loads from the scorer's forwards.
+        public var taskRouting: [TaskRouting.Source]?
     }
 
     /// The benchmark tasks, scored natively. A failure of the whole step is kept as every task's error: the
@@ -245,17 +262,19 @@ public final class EvaluationPipeline {
             throw EvaluationArgumentError(description: "--max-length \(maxLength) exceeds the model's max_seq_len \(model.args.maxSeqLen)")
         }
         let scorer = NativeScorer(model: model, maxLength: options.maxLength)
+        let taskRouting = TaskRoutingCollector()
+        scorer.routingObserver = taskRouting
         do {
             let output = try NativeTasks.run(tasks: tasks, limit: limit, numFewshot: options.numFewshot, data: data, tokenizer: tokenizer,
                                              scorer: scorer, logSamples: options.logSamples, skipFailedTasks: true,
-                                             progress: { [progress] in progress.update($0) })
+                                             taskRouting: taskRouting, progress: { [progress] in progress.update($0) })
             var record = LMEvalRecord(status: output.errors.isEmpty ? .ran : .ranWithErrors, tasks: tasks)
             record.run = .init(limit: limit, numFewshot: output.nShot, maxLength: scorer.maxLength, dataDir: data.dataDir?.path,
                                requests: output.requests, scoringSeconds: output.scoringSeconds,
                                tokenization: "as lm-eval's API backends (no BOS)")
             progress.done(String(format: "lm_eval: %d requests over %@ in %.2f s", output.requests, tasks.joined(separator: ", "), output.scoringSeconds))
             return TaskOutcome(record: record, results: output.results, errors: output.errors,
-                               samples: options.logSamples ? output.samples : nil)
+                               samples: options.logSamples ? output.samples : nil, taskRouting: taskRouting.finish())
         } catch {
             let reason = "\(error)"
             return TaskOutcome(record: .failed(tasks: tasks, reason: reason),

@@ -28,6 +28,10 @@ public struct EvaluationResults: Encodable {
     public var lmEvalSamples: [String: [NativeTasks.Sample]]?
     /// Benchmark tasks that could not run, task → reason (written as `lm_eval_errors` when there are any).
     public var lmEvalErrors: [String: String] = [:]
+    /// The experts routed for a fixed token set (agreement between checkpoints; `routed_experts`).
+    public var routedExperts: RoutedExperts?
+    /// Per-task expert loads (`task_routing`).
+    public var taskRouting: TaskRouting?
 
     public init(checkpointDir: String, modelArgs: ModelArgs, timestamp: String, outputFile: String, run: RunRecord) {
         self.checkpointDir = checkpointDir
@@ -50,6 +54,7 @@ public struct EvaluationResults: Encodable {
         case lmEvalResults = "lm_eval_results", walltimeSeconds = "walltime_seconds", checkpointDir = "checkpoint_dir"
         case config, modelArgs = "model_args", timestamp = "eval_timestamp", outputFile = "output_file"
         case run = "moe_eval", lmEvalSamples = "lm_eval_samples", lmEvalErrors = "lm_eval_errors"
+        case routedExperts = "routed_experts", taskRouting = "task_routing"
     }
 
     /// A step that did not run is written as the seed writes it: `{}`, or for inference its four keys as null.
@@ -68,6 +73,8 @@ public struct EvaluationResults: Encodable {
         try container.encode(run, forKey: .run)
         try container.encodeIfPresent(lmEvalSamples, forKey: .lmEvalSamples)
         if !lmEvalErrors.isEmpty { try container.encode(lmEvalErrors, forKey: .lmEvalErrors) }
+        try container.encodeIfPresent(routedExperts, forKey: .routedExperts)
+        try container.encodeIfPresent(taskRouting, forKey: .taskRouting)
     }
 
     /// Pretty, key-sorted JSON: the same inputs give byte-identical files apart from timings.

@@ -70,6 +70,8 @@ public final class NativeScorer: LanguageModelScorer {
     public private(set) var statistics = ScoringStatistics()
     /// Called with (requests done, requests total) about every 1% of the requests.
     public var progress: ((Int, Int) -> Void)?
+    /// Receives the routing of every scoring forward, told first which request each row scores.
+    public var routingObserver: RequestRoutingObserver?
 
     public init(model: DeepSeekV3, maxLength: Int? = nil, batchTokens: Int = 2048,
                 logitsBudgetBytes: Int = 256 << 20, sharesContext: Bool = true) {
@@ -127,6 +129,10 @@ public final class NativeScorer: LanguageModelScorer {
                 var shared = try scoreSharedPrefix(group)
                 if statistics.sharingCheckDifference == nil {
                     var separate = [LoglikelihoodResult](repeating: LoglikelihoodResult(logprob: 0, isGreedy: true), count: group.count)
+                    // The check re-scores the group under local indices: its routing is already counted once.
+                    let observer = routingObserver
+                    routingObserver = nil
+                    defer { routingObserver = observer }
                     try scoreSeparately(group.enumerated().map { Prepared(index: $0.offset, inputs: $0.element.inputs, targets: $0.element.targets) }) {
                         separate[$0] = $1
                     }
@@ -194,7 +200,8 @@ public final class NativeScorer: LanguageModelScorer {
         for (r, p) in batch.enumerated() {
             for (i, t) in p.inputs.enumerated() { tokens[r * seqLen + i] = t }
         }
-        let logits = try model.forward(tokens: tokens, batch: batch.count, seqLen: seqLen, logits: .all)
+        routingObserver?.beginForward(rows: batch.map { ForwardRow(request: $0.index, tokens: $0.inputs.count) }, seqLen: seqLen)
+        let logits = try model.forward(tokens: tokens, batch: batch.count, seqLen: seqLen, logits: .all, observer: routingObserver)
         record(positions: batch.count * seqLen)
         var picks: [(row: Int, target: Int32, request: Int)] = []
         for (r, p) in batch.enumerated() {
@@ -213,8 +220,9 @@ public final class NativeScorer: LanguageModelScorer {
         while begin < p.inputs.count {
             let end = min(begin + chunk, p.inputs.count)
             let wanted = min(max(begin, first), end)..<end
+            routingObserver?.beginForward(rows: [ForwardRow(request: p.index, tokens: end - begin)], seqLen: end - begin)
             let logits = try model.forward(tokens: Array(p.inputs[begin..<end]), batch: 1, seqLen: end - begin,
-                                           cache: cache, logits: .all)
+                                           cache: cache, logits: .all, observer: routingObserver)
             record(positions: end - begin)
             if !wanted.isEmpty {
                 let part = gather(logits, wanted.map { ($0 - begin, p.targets[$0 - first], 0) }, requests: 1)[0]
@@ -230,7 +238,8 @@ public final class NativeScorer: LanguageModelScorer {
     func scoreSharedPrefix(_ group: [Prepared]) throws -> [LoglikelihoodResult] {
         let prefix = Array(group[0].inputs.prefix(group[0].prefixLength))
         let cache = KVCache(model: model, batch: 1, capacity: prefix.count)
-        let last = try model.forward(tokens: prefix, batch: 1, seqLen: prefix.count, cache: cache, logits: .last)
+        routingObserver?.beginForward(rows: [ForwardRow(request: group[0].index, tokens: prefix.count)], seqLen: prefix.count)
+        let last = try model.forward(tokens: prefix, batch: 1, seqLen: prefix.count, cache: cache, logits: .last, observer: routingObserver)
         record(positions: prefix.count)
         var firsts = gather(last, group.enumerated().map { (0, $0.element.targets[0], $0.offset) }, requests: group.count)
         let continuing = group.indices.filter { group[$0].targets.count > 1 }
@@ -245,7 +254,10 @@ public final class NativeScorer: LanguageModelScorer {
             for (r, m) in members.enumerated() {
                 for (i, t) in group[m].targets.dropLast().enumerated() { tokens[r * tail + i] = t }
             }
-            let logits = try model.forward(tokens: tokens, batch: members.count, seqLen: tail, cache: copies, logits: .all)
+            routingObserver?.beginForward(rows: members.map { ForwardRow(request: group[$0].index, tokens: group[$0].targets.count - 1) },
+                                          seqLen: tail)
+            let logits = try model.forward(tokens: tokens, batch: members.count, seqLen: tail, cache: copies, logits: .all,
+                                           observer: routingObserver)
             record(positions: members.count * tail)
             var picks: [(row: Int, target: Int32, request: Int)] = []
             for (r, m) in members.enumerated() {

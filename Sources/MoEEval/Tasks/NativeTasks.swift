@@ -68,12 +68,13 @@ public enum NativeTasks {
     /// `run` with data from wherever `data` finds it (see `BenchmarkDataSources`).
     /// `skipFailedTasks`: a task whose data is missing or bad is left out and its reason kept in
     /// `Output.errors` instead of failing the whole run.
+    /// `taskRouting`: told the task of every request before scoring (give the same collector to the scorer).
     public static func run(tasks: [String], limit: Int?, numFewshot: Int?, data: BenchmarkDataSources, tokenizer: Tokenizer,
                            scorer: LanguageModelScorer, logSamples: Bool, skipFailedTasks: Bool = false,
-                           progress: ((String) -> Void)?) throws -> Output {
+                           taskRouting: TaskRoutingCollector? = nil, progress: ((String) -> Void)?) throws -> Output {
         try evaluate(tasks: tasks, limit: limit, numFewshot: numFewshot, data: data,
                      scorer: TokenizedScorer(encoder: RequestEncoder(tokenizer: tokenizer), scorer: scorer),
-                     logSamples: logSamples, skipFailedTasks: skipFailedTasks, progress: progress)
+                     logSamples: logSamples, skipFailedTasks: skipFailedTasks, taskRouting: taskRouting, progress: progress)
     }
 
     /// `run` over any text-level scorer.
@@ -84,10 +85,11 @@ public enum NativeTasks {
     }
 
     public static func evaluate(tasks: [String], limit: Int?, numFewshot: Int?, data: BenchmarkDataSources, scorer: TextScorer,
-                                logSamples: Bool, skipFailedTasks: Bool = false, progress: ((String) -> Void)? = nil) throws -> Output {
+                                logSamples: Bool, skipFailedTasks: Bool = false, taskRouting: TaskRoutingCollector? = nil,
+                                progress: ((String) -> Void)? = nil) throws -> Output {
         let (resolved, groups) = try resolve(tasks, data: data)
         return try evaluate(resolved, groups: groups, limit: limit, numFewshot: numFewshot, scorer: scorer,
-                            logSamples: logSamples, skipFailedTasks: skipFailedTasks, progress: progress)
+                            logSamples: logSamples, skipFailedTasks: skipFailedTasks, taskRouting: taskRouting, progress: progress)
     }
 
     /// Task names → task definitions and the groups to report, in the order first named.
@@ -161,11 +163,13 @@ public enum NativeTasks {
     }
 
     static func evaluate(_ requestedTasks: [BenchmarkTask], groups: [TaskGroup], limit: Int?, numFewshot: Int?, scorer: TextScorer,
-                         logSamples: Bool, skipFailedTasks: Bool = false, progress: ((String) -> Void)?) throws -> Output {
+                         logSamples: Bool, skipFailedTasks: Bool = false, taskRouting: TaskRoutingCollector? = nil,
+                         progress: ((String) -> Void)?) throws -> Output {
         let shots = max(0, numFewshot ?? 0)
         var prepared: [[PreparedDocument]] = []
         var requests: [LoglikelihoodRequest] = [], texts: [String] = []
         var tasks: [BenchmarkTask] = [], failures: [String: String] = [:]
+        var requestTasks: [String] = [], rollingTasks: [String] = []
         for task in requestedTasks {
             let documents: [PreparedDocument]
             do {
@@ -179,14 +183,22 @@ public enum NativeTasks {
             tasks.append(task)
             for d in documents {
                 requests += d.requests
-                if case .rolling(let text, _, _) = d.document.content { texts.append(text) }
+                requestTasks += Array(repeating: task.name, count: d.requests.count)
+                if case .rolling(let text, _, _) = d.document.content {
+                    texts.append(text)
+                    rollingTasks.append(task.name)
+                }
             }
             prepared.append(documents)
             progress?("\(task.name): \(documents.count) documents, \(shots)-shot")
         }
         progress?("scoring \(requests.count) loglikelihood requests and \(texts.count) rolling documents")
         let start = Date()
+        taskRouting?.label(requests: requestTasks)
         let answers = try requests.isEmpty ? [] : scorer.loglikelihood(requests)
+        // The scorer splits rolling documents into windows it alone counts: they share one label.
+        let rollingLabels = Set(rollingTasks)
+        taskRouting?.label(requests: [], otherwise: rollingLabels.count == 1 ? rollingLabels.first : "rolling documents")
         let rollingAnswers = try texts.isEmpty ? [] : scorer.loglikelihoodRolling(texts)
         guard answers.count == requests.count, rollingAnswers.count == texts.count else {
             throw ScoringError(description: "the scorer answered \(answers.count) of \(requests.count) requests and \(rollingAnswers.count) of \(texts.count) rolling documents")
