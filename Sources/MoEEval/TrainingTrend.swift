@@ -19,6 +19,8 @@ public struct TrainingTrend: Sendable {
         public var referenceName: String?
         /// The seed's band thresholds drawn as background zones, low to high: (upper bound, band).
         public var bands: [(upper: Double, band: SeedBand)]?
+        /// Where the metric can live (accuracy: 0…1): the error band is cut there.
+        public var range: ClosedRange<Double>?
     }
 
     public var labels: [String]
@@ -74,7 +76,9 @@ public struct TrainingTrend: Sendable {
         }
         for row in Comparison.accuracyRows(files) where row.direction != .neutral {
             let key = row.metric.split(separator: ",").first.map(String.init) ?? row.metric
-            series.append(Series(id: "acc-\(row.task)-\(key)", title: "\(row.task) \(key) ± SE", values: row.values, errors: row.standardErrors))
+            let bounded = row.values.allSatisfy { ($0 ?? 0) >= 0 && ($0 ?? 0) <= 1 }
+            series.append(Series(id: "acc-\(row.task)-\(key)", title: "\(row.task) \(key) ± SE", values: row.values, errors: row.standardErrors,
+                                 range: bounded ? 0...1 : nil))
         }
         self.series = series.filter { $0.values.contains { $0?.isFinite == true } }
     }
@@ -102,12 +106,13 @@ public struct TrainingTrend: Sendable {
         let width = 380.0, height = 170.0, left = 48.0, right = 10.0, top = 24.0, bottom = 28.0
         let x = positions
         let plotWidth = width - left - right, plotHeight = height - top - bottom
+        func clamped(_ value: Double) -> Double { item.range.map { min(max(value, $0.lowerBound), $0.upperBound) } ?? value }
         var low = Double.infinity, high = -Double.infinity
         for index in item.values.indices {
             guard let value = item.values[index], value.isFinite else { continue }
             let error = item.errors?[index].flatMap { $0.isFinite ? $0 : nil } ?? 0
-            low = min(low, value - error)
-            high = max(high, value + error)
+            low = min(low, clamped(value - error))
+            high = max(high, clamped(value + error))
             if let reference = item.reference?[index] ?? nil, reference.isFinite {
                 low = min(low, reference)
                 high = max(high, reference)
@@ -137,7 +142,8 @@ public struct TrainingTrend: Sendable {
         }
         svg += "<path class=\"frame\" d=\"M\(f(left)) \(f(top))V\(f(top + plotHeight))H\(f(left + plotWidth))\"/>\n"
         for tick in [low, (low + high) / 2, high] {
-            svg += "<text class=\"axis\" x=\"\(f(left - 4))\" y=\"\(f(py(tick) + 3))\" text-anchor=\"end\">\(HTMLReport.escape(String(format: "%.3g", tick)))</text>\n"
+            let shown = abs(tick) < 1e-9 * (high - low) ? 0 : tick
+            svg += "<text class=\"axis\" x=\"\(f(left - 4))\" y=\"\(f(py(tick) + 3))\" text-anchor=\"end\">\(HTMLReport.escape(String(format: "%.3g", shown)))</text>\n"
         }
         for index in x.indices {
             let anchor = x.count == 1 ? "middle" : index == 0 ? "start" : index == x.count - 1 ? "end" : "middle"
@@ -148,8 +154,8 @@ public struct TrainingTrend: Sendable {
             var upper: [(Double, Double)] = [], lower: [(Double, Double)] = []
             for index in item.values.indices {
                 guard let value = item.values[index], let error = errors[index], value.isFinite, error.isFinite else { continue }
-                upper.append((px(x[index]), py(value + error)))
-                lower.append((px(x[index]), py(value - error)))
+                upper.append((px(x[index]), py(clamped(value + error))))
+                lower.append((px(x[index]), py(clamped(value - error))))
             }
             if !upper.isEmpty {
                 let points = (upper + lower.reversed()).map { "\(f($0.0)),\(f($0.1))" }.joined(separator: " ")
