@@ -72,6 +72,15 @@ import FoundationXML
         #expect(dead.mark == .same)
     }
 
+    @Test func absurdShapesGetNoNoiseModelInsteadOfAHugeSimulation() throws {
+        // A billion experts at T = 10 would make the top-1 floor simulate a billion-entry load table.
+        func hostile(_ value: Double) throws -> ResultsFile {
+            try ResultsFile.parse(Data(#"{"routing_stats": {"layer_1": {"top1_max_violation": \#(value), "num_experts": 1000000000, "top_k": 1, "num_tokens": 10}}}"#.utf8), path: "h.json")
+        }
+        let row = try #require(Self.row(Comparison([try hostile(1), try hostile(2)]), "top1_max_violation"))
+        #expect(row.noiseThreshold == nil && row.mark == .worse)
+    }
+
     @Test func overlappingWindowsWidenTheThreshold() throws {
         // T = 4000 routed tokens from 1000 distinct text tokens: floors × √(4000/1000) = 2 → CV threshold 0.277181.
         let a = try Self.file(cv: 0.3, maxVio: 0.5, textTokens: 1000), b = try Self.file(cv: 0.5, maxVio: 0.5, textTokens: 1000)
