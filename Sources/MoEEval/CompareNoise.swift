@@ -166,6 +166,12 @@ struct RoutingNoiseScale: Sendable {
             if name.contains("effective_experts") { return (abs(value) * entropy, "N_eff·(CV + CV floor)·CV floor") }
             return (entropy, "(CV + CV floor)·CV floor")
         }
+        if name.contains("jain_fairness") {
+            guard let cvFloor else { return nil }
+            // J = 1/(1 + CV²), so δJ = 2·CV·δCV/(1 + CV²)².
+            let spread = cv ?? 0
+            return (2 * (spread + cvFloor) * cvFloor / ((1 + spread * spread) * (1 + spread * spread)), "2(CV + CV floor)·CV floor/(1 + CV²)²")
+        }
         if name.contains("utilization_rate") {
             guard let e else { return nil }
             let dead = max(1, e * (1 - value))

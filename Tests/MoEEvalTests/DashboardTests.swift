@@ -72,6 +72,14 @@ import FoundationXML
         #expect(dead.mark == .same)
     }
 
+    @Test func jainsIndexMovesWithCV() throws {
+        // CV 0.3, floor 0.05: s = 2·(0.3 + 0.05)·0.05/(1.09²) = 0.035/1.1881 = 0.0294588 → threshold 2.771808·s = 0.0816548.
+        let scale = RoutingNoiseScale(layers: [["coefficient_of_variation": .double(0.3), "coefficient_of_variation_noise_floor": .double(0.05)]],
+                                      file: try Self.file(cv: 0.3, maxVio: 0.5))
+        let s = try #require(scale.standardError(of: "jain_fairness_index", metric: "jain_fairness_index", value: 0.917))
+        #expect(abs(s.value - 0.0294588) < 1e-6)
+    }
+
     @Test func absurdShapesGetNoNoiseModelInsteadOfAHugeSimulation() throws {
         // A billion experts at T = 10 would make the top-1 floor simulate a billion-entry load table.
         func hostile(_ value: Double) throws -> ResultsFile {
