@@ -15,7 +15,7 @@ for step in 100 800; do
     --tokenizer assets/tokenizers/demo-dsv3 --preset 1min --log-samples --output-dir "$work/step-$step" --quiet
 done
 "$bin" report "$work" --output "$work/report.html"
-"$browser" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,1000 \
+timeout 60 "$browser" --headless --no-sandbox --disable-gpu --disable-dev-shm-usage --hide-scrollbars --window-size=1280,1000 \
   --user-data-dir="$work/profile" --screenshot="$work/shot.png" "file://$work/report.html" 2>/dev/null
 mv "$work/shot.png" "$out"
 echo "screenshot written to $out"

@@ -639,6 +639,7 @@ public enum HTMLReport {
     h1 { margin: 0 0 0.1em; font-size: 1.5em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin: 1em 0 0.5em; font-size: 1.2em; }
     h3 { font-size: 1em; margin: 0.8em 0 0.3em; }
     .sub, .note, footer { color: #555; font-size: 0.9em; margin: 0.2em 0; }
+    h1, h2, h3, p, li, summary, .card { overflow-wrap: anywhere; }
     .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(180px, 1fr)); gap: 0.6em; }
     .card { border: 1px solid #ddd; border-left: 6px solid #999; border-radius: 4px; padding: 0.4em 0.6em; }
     .card.excellent { border-left-color: #2e9d46; } .card.good { border-left-color: #9bc53d; } .card.fair { border-left-color: #e0a800; } .card.poor { border-left-color: #c0392b; }
