@@ -27,7 +27,7 @@ struct ReportCommand: ParsableCommand {
     @Flag(help: "Take every results file of a folder, not only the latest.")
     var all = false
 
-    @Option(help: "Where to write the HTML (default: the results file's path with .html).")
+    @Option(help: "Where to write the HTML (default: the results file's path with .html; several files: the last one's with .trend.html).")
     var output: String?
 
     @Flag(help: "Replace an existing report.")
