@@ -5,6 +5,8 @@ set -euo pipefail
 # libsnappy-dev, libzstd-dev, zlib1g-dev: parquet page and Arrow buffer decompression (MoEData); libssl-dev: SHA-256 of downloaded Hub files.
 # openmpi-bin, libopenmpi-dev: the MPI build (`--traits MPI`) and its `mpirun -np 2` tests (docs/DISTRIBUTED.md).
 packages=(libopenblas-dev pkg-config zlib1g-dev libsnappy-dev libzstd-dev libssl-dev python3 python3-venv openmpi-bin libopenmpi-dev)
+# chromium (CI only, MOE_EVAL_BROWSER_CHECK=1): the report's layout test renders it headless at 1280 px.
+if [ "${MOE_EVAL_BROWSER_CHECK:-}" = "1" ]; then packages+=(chromium); fi
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

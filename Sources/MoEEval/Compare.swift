@@ -209,10 +209,18 @@ public struct Comparison: Codable, Sendable {
         public var preset: String?
         /// `moe-eval` or `seed` (written by the original Python scripts).
         public var format: String
+        /// The training step named by the checkpoint path (`step-N`), when `compare` resolved it.
+        public var step: Int?
 
         enum CodingKeys: String, CodingKey {
-            case label, path, checkpointDir = "checkpoint_dir", evalTimestamp = "eval_timestamp", preset, format
+            case label, path, checkpointDir = "checkpoint_dir", evalTimestamp = "eval_timestamp", preset, format, step
         }
+    }
+
+    /// Records each file's training step and what resolving folders did (ResultsInputs).
+    public mutating func setSteps(_ steps: [Int?], resolutionNotes: [String]) {
+        for index in files.indices where index < steps.count { files[index].step = steps[index] }
+        notes = resolutionNotes + notes
     }
 
     public struct MetricRow: Codable, Sendable {
@@ -232,9 +240,14 @@ public struct Comparison: Codable, Sendable {
         public var mark: ChangeMark?
         /// The seed's band per file, for Gini, CV and utilisation.
         public var bands: [SeedBand?]?
+        /// |Δ| must exceed this to count as better or worse (NoiseModel); nil when the metric has no noise model,
+        /// and then the mark is the plain direction of Δ.
+        public var noiseThreshold: Double?
+        public var noiseSource: String?
 
         enum CodingKeys: String, CodingKey {
             case section, metric, values, texts, direction, delta, relativeDelta = "relative_delta", mark, bands
+            case noiseThreshold = "noise_threshold", noiseSource = "noise_source"
         }
     }
 
@@ -251,11 +264,15 @@ public struct Comparison: Codable, Sendable {
         public var ci95: [Double]?
         public var z: Double?
         public var significant: Bool?
+        /// better/worse only when significant: the paired test (McNemar exact p < 0.05) where both files have
+        /// per-document results for this score, else |z| > 1.96 on the unpaired SE; `same` otherwise.
         public var mark: ChangeMark?
+        /// `paired (McNemar)`, `unpaired SE`, or nil when there is no uncertainty (then `mark` is nil).
+        public var noiseSource: String?
 
         enum CodingKeys: String, CodingKey {
             case task, metric, values, standardErrors = "stderrs", direction, delta, deltaStandardError = "delta_stderr"
-            case ci95 = "ci95", z, significant, mark
+            case ci95 = "ci95", z, significant, mark, noiseSource = "noise_source"
         }
     }
 
@@ -269,12 +286,19 @@ public struct Comparison: Codable, Sendable {
     }
 
     public struct Summary: Codable, Sendable {
-        /// Directional metrics (excluding accuracy) where the last file is better / worse / the same as the first.
+        /// Directional metrics (accuracy included) where the last file is better / worse than the first beyond
+        /// noise, or the same within it.
         public var better: Int
         public var worse: Int
         public var same: Int
-        /// The seed's verdict: the side with more metric wins, or `tie`.
+        /// Of those, the ones judged without a noise model (the plain direction of Δ).
+        public var withoutNoiseModel: Int
+        /// The side with more metrics better beyond noise, `tie`, or `same within noise` when none differs.
         public var winner: String
+
+        enum CodingKeys: String, CodingKey {
+            case better, worse, same, withoutNoiseModel = "without_noise_model", winner
+        }
     }
 
     public var files: [FileInfo]
@@ -289,7 +313,11 @@ public struct Comparison: Codable, Sendable {
     public struct Options: Sendable {
         /// Also list every layer's metrics (one row per layer and key).
         public var perLayer: Bool
-        public init(perLayer: Bool = false) { self.perLayer = perLayer }
+        public var noise: NoiseModel
+        public init(perLayer: Bool = false, noise: NoiseModel = .init()) {
+            self.perLayer = perLayer
+            self.noise = noise
+        }
     }
 
     public static func label(_ index: Int) -> String {
@@ -363,6 +391,9 @@ public struct Comparison: Codable, Sendable {
             if let walltime = file.walltimeSeconds { table.set("run", "walltime_seconds", index, .double(walltime)) }
         }
         metrics = table.rows.map { Self.row(section: $0.section, metric: $0.metric, cells: $0.cells) }
+        if let first = inputs.first, let last = inputs.last {
+            Self.applyNoise(&metrics, first: first, last: last, model: options.noise)
+        }
         accuracy = Self.accuracyRows(inputs)
 
         var pairs: [(Int, Int)] = inputs.count >= 2 ? (1..<inputs.count).map { ($0 - 1, $0) } : []
@@ -376,16 +407,21 @@ public struct Comparison: Codable, Sendable {
             notes += pairNotes
         }
         self.paired = paired
+        if let firstLabel = labels.first, let lastLabel = labels.last {
+            Self.judgeAccuracy(&accuracy, paired: paired, first: firstLabel, last: lastLabel)
+        }
         let agreementRows = Self.agreementRows(inputs, labels: labels)
         agreement = agreementRows.rows
         notes += agreementRows.notes
 
         let sections = Dictionary(grouping: metrics, by: \.section).mapValues { Set($0.map(\.metric)) }
-        let judged = metrics.filter { Self.votes($0, sectionMetrics: sections[$0.section] ?? []) }.compactMap(\.mark)
+        let voting = metrics.filter { Self.votes($0, sectionMetrics: sections[$0.section] ?? []) && $0.mark != nil }
+        let judged = voting.compactMap(\.mark) + accuracy.compactMap(\.mark)
         let better = judged.count { $0 == .better }, worse = judged.count { $0 == .worse }
         let first = labels.first ?? "A", last = labels.last ?? "A"
         summary = Summary(better: better, worse: worse, same: judged.count { $0 == .same },
-                          winner: better > worse ? last : worse > better ? first : "tie")
+                          withoutNoiseModel: voting.count { $0.noiseThreshold == nil },
+                          winner: better > worse ? last : worse > better ? first : better == 0 ? "same within noise" : "tie")
     }
 
     /// Whether a row is one vote in the summary. Each metric votes once: an aggregate's median/p90/min/max and its
@@ -665,6 +701,7 @@ public struct Comparison: Codable, Sendable {
         var out = "moe-eval compare: deltas are \(files.count == 2 ? "B − A" : "\(files.last?.label ?? "") − A (last − first)")\n"
         for file in files {
             var details = [file.format == "seed" ? "seed format" : "moe-eval"]
+            if let step = file.step { details.insert("step \(step)", at: 0) }
             if let preset = file.preset { details.append("preset \(preset)") }
             if let timestamp = file.evalTimestamp { details.append(timestamp) }
             if let checkpoint = file.checkpointDir { details.append("checkpoint \(checkpoint)") }
@@ -686,7 +723,7 @@ public struct Comparison: Codable, Sendable {
             out += "\n\(section)\n" + Self.layout(table)
             table = []
         }
-        let header = ["metric"] + labels + [two ? "Δ (B−A)" : "Δ (last−first)", "rel", "\(labels.last ?? "") vs A", "band"]
+        let header = ["metric"] + labels + [two ? "Δ (B−A)" : "Δ (last−first)", "rel", "noise ±", "\(labels.last ?? "") vs A", "band"]
         for row in metrics {
             if row.section != section {
                 flush()
@@ -701,9 +738,10 @@ public struct Comparison: Codable, Sendable {
             }
             let delta = row.delta.map { Self.formatNumber($0, signed: true) } ?? ""
             let relative = row.delta == nil ? "" : row.relativeDelta.map { String(format: "%+.1f%%", $0 * 100) } ?? "n/a"
-            let mark = row.mark?.rawValue ?? ""
+            let mark = row.mark.map { $0.rawValue + (row.noiseThreshold == nil ? "?" : "") } ?? ""
+            let noise = row.noiseThreshold.map { Self.formatNumber($0) } ?? ""
             let band = row.bands.map { $0.map { $0?.rawValue ?? "—" }.joined(separator: " → ") } ?? ""
-            table.append([row.metric] + cells + [delta, relative, mark, band])
+            table.append([row.metric] + cells + [delta, relative, noise, mark, band])
         }
         flush()
 
@@ -718,9 +756,10 @@ public struct Comparison: Codable, Sendable {
                 if let error = row.deltaStandardError { delta += " ± \(Self.formatNumber(error))" }
                 let interval = row.ci95.map { "[\(Self.formatNumber($0[0])), \(Self.formatNumber($0[1]))]" } ?? ""
                 let z = row.z.map { String(format: "%+.2f", $0) + (row.significant == true ? " *" : "") } ?? ""
-                table.append([row.task, row.metric] + cells + [delta, interval, z, row.mark?.rawValue ?? ""])
+                let judged = row.noiseSource?.hasPrefix("paired") == true ? " (paired)" : ""
+                table.append([row.task, row.metric] + cells + [delta, interval, z, (row.mark?.rawValue ?? "") + judged])
             }
-            section = "lm_eval_results (SE_Δ = √(SE_A² + SE_B²), independent samples; * = |z| > 1.96)"
+            section = "lm_eval_results (SE_Δ = √(SE_A² + SE_B²), independent samples; * = |z| > 1.96; marks use the paired test where per-document results exist)"
             flush()
         }
         if !paired.isEmpty {
@@ -739,8 +778,12 @@ public struct Comparison: Codable, Sendable {
             flush()
         }
         out += agreementText()
-        let verdict = summary.winner == "tie" ? "tie" : "\(summary.winner) wins more metrics"
-        out += "\nSummary (\(labels.last ?? "") vs A, directional metrics): better \(summary.better), worse \(summary.worse), same \(summary.same) → \(verdict)\n"
+        let verdict = summary.winner == "tie" || summary.winner == "same within noise" ? summary.winner : "\(summary.winner) wins more metrics"
+        out += "\nA metric is better or worse only when |Δ| exceeds its noise threshold (\"noise ±\": 1.96·√(s_A² + s_B²), docs/METRICS.md); "
+        out += "within it, \"same\". A \"?\" marks a metric without a noise model, judged by the sign of Δ alone.\n"
+        out += "Summary (\(labels.last ?? "") vs A, directional metrics and accuracy): better \(summary.better), worse \(summary.worse), same within noise \(summary.same)"
+        if summary.withoutNoiseModel > 0 { out += " (\(summary.withoutNoiseModel) without a noise model)" }
+        out += " → \(verdict)\n"
         return out
     }
 

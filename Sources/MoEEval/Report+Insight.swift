@@ -9,7 +9,7 @@ extension HTMLReport {
     static func insightTables(_ file: ResultsFile, layers: [(name: String, index: Int, metrics: JSONObject)], page: inout Page) {
         let present = insightColumns.filter { key in layers.contains { $0.metrics[key]?.doubleValue != nil } }
         if !present.isEmpty {
-            page.raw("<h3>Router insight per layer</h3>\n<table id=\"insight-table\"><tr><th>layer</th>")
+            page.raw("<h3>Router insight per layer</h3>\n<div class=\"scroll\"><table id=\"insight-table\"><tr><th>layer</th>")
             for key in present { page.raw("<th>\(escape(key))</th>") }
             page.raw("</tr>\n")
             for layer in layers.prefix(Limits.tableRows) {
@@ -17,10 +17,10 @@ extension HTMLReport {
                 for key in present { page.raw(valueCell("\(layer.name)/\(key)", layer.metrics[key] ?? .null)) }
                 page.raw("</tr>\n")
             }
-            page.raw("</table>\n")
+            page.raw("</table></div>\n")
         }
         guard let tasks = file.root["task_routing"]?.objectValue?["tasks"]?.arrayValue, !tasks.isEmpty else { return }
-        page.raw("<h3>Routing per task</h3>\n<table id=\"task-routing-table\"><tr><th>task</th><th>tokens</th><th>mean KL to uniform (nats)</th><th>most specialised experts (layer/expert: share vs overall)</th></tr>\n")
+        page.raw("<h3>Routing per task</h3>\n<div class=\"scroll\"><table id=\"task-routing-table\"><tr><th>task</th><th>tokens</th><th>mean KL to uniform (nats)</th><th>most specialised experts (layer/expert: share vs overall)</th></tr>\n")
         for task in tasks.prefix(Limits.tableRows) {
             guard let object = task.objectValue else { continue }
             let label = object["label"]?.stringValue ?? "?"
@@ -34,7 +34,7 @@ extension HTMLReport {
             page.raw(valueCell("\(label)/mean_kl_to_uniform", object["mean_kl_to_uniform"] ?? .null))
             page.raw("<td>\(escape(experts.joined(separator: "; ")))</td></tr>\n")
         }
-        page.raw("</table>\n")
+        page.raw("</table></div>\n")
         let divergences = file.root["task_routing"]?.objectValue?["divergences"]?.arrayValue ?? []
         guard !divergences.isEmpty else { return }
         page.raw("<table id=\"task-divergence-table\"><tr><th>task a</th><th>task b</th><th>mean Jensen–Shannon divergence (bits)</th></tr>\n")
@@ -45,6 +45,6 @@ extension HTMLReport {
             page.raw(valueCell("\(a)/\(b)/mean_jensen_shannon", object["mean_jensen_shannon"] ?? .null))
             page.raw("</tr>\n")
         }
-        page.raw("</table>\n")
+        page.raw("</table></div>\n")
     }
 }

@@ -73,7 +73,8 @@ import FoundationXML
         #expect(try Self.elements(document, "//*[local-name()='script' or local-name()='link' or local-name()='img']").isEmpty)
         #expect(!html.contains("http://") || !html.replacingOccurrences(of: "http://www.w3.org/", with: "").contains("http://"))
         #expect(!html.contains("https://"))
-        #expect(!html.contains("@import") && !html.contains("url("))
+        // The only url() is the heatmap legend's gradient, a fragment of the page itself.
+        #expect(!html.contains("@import") && !html.replacingOccurrences(of: "url(#", with: "").contains("url("))
         // Text from the file is escaped, not interpreted.
         #expect(html.contains("ckpt/&lt;step &amp; 10&gt;"))
         #expect(html.contains("greedy &lt;argmax&gt; &amp; more"))
@@ -96,22 +97,26 @@ import FoundationXML
         #expect(Self.attribute(busiest, "data-ratio") == "2.0")
         #expect(busiest.elements(forName: "title").first?.stringValue?.contains("40") == true)
         let dead = try #require(cells.first { Self.attribute($0, "data-layer") == "layer_3" && Self.attribute($0, "data-expert") == "2" })
-        #expect(Self.attribute(dead, "fill") == "#222222")
+        #expect(Self.attribute(dead, "fill") == "#000000")
         let top1 = try Self.elements(document, "//*[@id='top1-heatmap']/*[local-name()='rect'][@data-tokens]")
         #expect(top1.compactMap { Self.attribute($0, "data-tokens").flatMap(Double.init) } == [10, 10, 10, 10, 5, 15, 0, 20])
     }
 
     @Test func barsShowEachLayersMaxVioAndCVWithFloors() throws {
         let (_, document) = try Self.render()
-        let maxVio = try Self.elements(document, "//*[@id='maxvio-bars']/*[local-name()='rect']")
+        let maxVio = try Self.elements(document, "//*[@id='maxvio-bars']/*[local-name()='rect'][@data-value]")
         #expect(maxVio.map { "\(Self.attribute($0, "data-layer") ?? "")=\(Self.attribute($0, "data-value") ?? "")" } == ["layer_1=0.0", "layer_3=1.0"])
         let floors = try Self.elements(document, "//*[@id='maxvio-bars']/*[local-name()='line']")
         #expect(floors.compactMap { Self.attribute($0, "data-value") } == ["0.25", "0.25"])
-        let cv = try Self.elements(document, "//*[@id='cv-bars']/*[local-name()='rect']")
+        let cv = try Self.elements(document, "//*[@id='cv-bars']/*[local-name()='rect'][@data-value]")
         #expect(cv.compactMap { Self.attribute($0, "data-value").flatMap(Double.init) } == [0.0, 0.7071])
-        // The longest bar spans the plot; the others scale with their value (1.0 → 520 px, 0.7071 → 367.7 px).
-        #expect(Self.attribute(maxVio[1], "width") == "520.0")
-        #expect(Self.attribute(cv[1], "width") == "520.0")
+        // The longest bar spans the 360-px plot (past the seed's last CV band edge, 0.5, so all bands show).
+        #expect(Self.attribute(maxVio[1], "width") == "360.0")
+        #expect(Self.attribute(cv[1], "width") == "360.0")
+        let zones = try Self.elements(document, "//*[@id='cv-bars']/*[local-name()='rect'][@data-band]")
+        #expect(zones.compactMap { Self.attribute($0, "data-band") } == ["excellent", "good", "fair", "poor"])
+        // excellent: CV 0 → 0.2 of 0.7071 over 360 px.
+        #expect(Self.attribute(zones[0], "width") == String(format: "%.1f", 0.2 / 0.7071 * 360))
     }
 
     @Test func coactivationMatrixIsTheWorstLayersPairs() throws {
@@ -152,7 +157,7 @@ import FoundationXML
     @Test func seedFileGetsMaxVioFromItsCounts() throws {
         let (html, document) = try Self.render(CompareTests.seedExample, path: "seed.json")
         // The seed's layer_1 counts [500, 600, 660, 800]: mean 640, MaxVio = 800/640 − 1 = 0.25.
-        let bars = try Self.elements(document, "//*[@id='maxvio-bars']/*[local-name()='rect']")
+        let bars = try Self.elements(document, "//*[@id='maxvio-bars']/*[local-name()='rect'][@data-value]")
         #expect(bars.count == 1)
         #expect(Self.attribute(bars[0], "data-value") == "0.25")
         #expect(Self.attribute(bars[0], "data-source") == "computed from tokens_per_expert_distribution")
@@ -171,11 +176,22 @@ import FoundationXML
         #expect(try Self.elements(document, "//*[local-name()='svg']").isEmpty)
     }
 
-    @Test func loadColoursAreSymmetricOnALogScale() {
+    @Test func loadColoursTellDeadNearDeadAndColdApart() {
+        // The stops themselves.
         #expect(HTMLReport.loadColor(ratio: 1) == "#ffffff")
         #expect(HTMLReport.loadColor(ratio: 4) == "#b2182b")
-        #expect(HTMLReport.loadColor(ratio: 100) == "#b2182b")
-        #expect(HTMLReport.loadColor(ratio: 0.25) == "#2166ac")
-        #expect(HTMLReport.loadColor(ratio: 0) == "#222222")
+        #expect(HTMLReport.loadColor(ratio: 8) == "#67000d")
+        #expect(HTMLReport.loadColor(ratio: 100) == "#67000d")
+        #expect(HTMLReport.loadColor(ratio: 0.1) == "#762a83")
+        #expect(HTMLReport.loadColor(ratio: 0.001) == "#2d004b")
+        #expect(HTMLReport.loadColor(ratio: 1e-9) == "#2d004b")
+        #expect(HTMLReport.loadColor(ratio: 0) == "#000000")
+        // Between stops, linear in log10: 10^−0.5 is the blue stop; 10^−0.6 is 0.8 of the way from purple
+        // (118, 42, 131) to it: (77.2, 126, 182.2) → (77, 126, 182).
+        #expect(HTMLReport.loadColor(ratio: pow(10, -0.5)) == "#4393c3")
+        #expect(HTMLReport.loadColor(ratio: pow(10, -0.6)) == "#4d7eb6")
+        // Continuous: cold (0.2×) and near-dead (0.05×) differ from each other and from dead.
+        let cold = HTMLReport.loadColor(ratio: 0.2), nearDead = HTMLReport.loadColor(ratio: 0.05), dead = HTMLReport.loadColor(ratio: 0)
+        #expect(Set([cold, nearDead, dead]).count == 3)
     }
 }
