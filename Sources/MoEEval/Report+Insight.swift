@@ -37,7 +37,7 @@ extension HTMLReport {
         page.raw("</table></div>\n")
         let divergences = file.root["task_routing"]?.objectValue?["divergences"]?.arrayValue ?? []
         guard !divergences.isEmpty else { return }
-        page.raw("<table id=\"task-divergence-table\"><tr><th>task a</th><th>task b</th><th>mean Jensen–Shannon divergence (bits)</th></tr>\n")
+        page.raw("<div class=\"scroll\"><table id=\"task-divergence-table\"><tr><th>task a</th><th>task b</th><th>mean Jensen–Shannon divergence (bits)</th></tr>\n")
         for divergence in divergences.prefix(Limits.tableRows) {
             guard let object = divergence.objectValue else { continue }
             let a = object["a"]?.stringValue ?? "?", b = object["b"]?.stringValue ?? "?"
