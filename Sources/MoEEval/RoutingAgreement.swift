@@ -108,11 +108,12 @@ public struct RoutedExperts: Equatable, Sendable, Encodable {
         return FileForm(tokenSetHash: tokenSetHash, tokens: tokenCount, layers: records)
     }
 
-    /// The `routed_experts` value as `JSONSerialization` objects.
-    public func jsonObject() throws -> Any {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        return try JSONSerialization.jsonObject(with: encoder.encode(self))
+    /// The `routed_experts` value as the results file holds it.
+    public func jsonObject() throws -> JSONObject {
+        guard case .object(let object) = try JSONValueEncoder().encode(self) else {
+            throw FormatError(description: "routed_experts: did not encode as an object")
+        }
+        return object
     }
 
     /// Reads `routed_experts` from a results file; every size is checked against `tokens` before decoding.
@@ -316,5 +317,16 @@ extension Comparison {
             }
         }
         return "\nrouting agreement (the same tokens routed by both checkpoints; chance = uniform random routing)\n" + Self.layout(table)
+    }
+}
+
+extension TrainingTrend {
+    /// Top-k overlap between two results files' `routed_experts` and its chance level: nil when either file
+    /// lacks them or they cover different tokens (the trend then leaves that point empty).
+    public static let topKOverlap: AgreementMeasure = { a, b in
+        guard let x = a.root["routed_experts"]?.objectValue, let y = b.root["routed_experts"]?.objectValue,
+              let first = try? RoutedExperts.parse(x, path: a.path), let second = try? RoutedExperts.parse(y, path: b.path),
+              let agreement = try? RoutingAgreement.between(first, second) else { return nil }
+        return (agreement.topKOverlap, agreement.topKOverlapChance)
     }
 }

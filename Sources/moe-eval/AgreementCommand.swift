@@ -119,15 +119,11 @@ struct AgreementCommand: ParsableCommand {
                 rows.append((a, b, try RoutingAgreement.between(routed[a], routed[b])))
             }
             if json {
-                let object: [String: Any] = [
-                    "checkpoints": checkpoints, "routing_input": input!.source, "tokens": routed[0].tokenCount,
-                    "token_set_hash": routed[0].tokenSetHash,
-                    "pairs": try rows.map { row -> [String: Any] in
-                        ["from": checkpoints[row.from], "to": checkpoints[row.to], "agreement": try EvalResults.object(row.agreement)]
-                    },
-                ]
-                FileHandle.standardOutput.write(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]))
-                print()
+                let output = AgreementOutput(
+                    checkpoints: checkpoints, routingInput: input!.source, tokens: routed[0].tokenCount,
+                    tokenSetHash: routed[0].tokenSetHash,
+                    pairs: rows.map { .init(from: checkpoints[$0.from], to: checkpoints[$0.to], agreement: $0.agreement) })
+                FileHandle.standardOutput.write(try ResultsJSON.encode(output))
                 return
             }
             print("routing agreement on \(routed[0].tokenCount) tokens of \(input!.source) (chance = uniform random routing)")
@@ -175,3 +171,21 @@ struct AgreementCommand: ParsableCommand {
 
 /// A problem found after the arguments parsed (printed as one line by `reportingErrors`).
 struct AgreementError: Error, CustomStringConvertible { let description: String }
+
+/// `agreement --json`: every pair's agreement, with what was routed.
+struct AgreementOutput: Encodable {
+    struct Pair: Encodable {
+        var from: String
+        var to: String
+        var agreement: RoutingAgreement
+    }
+    var checkpoints: [String]
+    var routingInput: String
+    var tokens: Int
+    var tokenSetHash: String
+    var pairs: [Pair]
+
+    enum CodingKeys: String, CodingKey {
+        case checkpoints, routingInput = "routing_input", tokens, tokenSetHash = "token_set_hash", pairs
+    }
+}

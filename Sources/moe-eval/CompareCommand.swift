@@ -60,7 +60,7 @@ struct CompareCommand: ParsableCommand {
                 print()
             } else {
                 var text = comparison.text()
-                if inputs.files.count >= 3 { text += TrainingTrend(inputs.files, steps: inputs.steps).text() }
+                if inputs.files.count >= 3 { text += TrainingTrend(inputs.files, steps: inputs.steps, agreement: TrainingTrend.topKOverlap).text() }
                 print(TerminalText.sanitized(text), terminator: "")
             }
         }

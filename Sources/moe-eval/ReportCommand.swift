@@ -48,7 +48,7 @@ struct ReportCommand: ParsableCommand {
             } else {
                 target = input.appendingPathExtension("html")
             }
-            let html = HTMLReport.render(inputs.files, steps: inputs.steps)
+            let html = HTMLReport.render(inputs.files, steps: inputs.steps, agreement: TrainingTrend.topKOverlap)
             try OutputFile.write(Data(html.utf8), to: target, overwrite: overwrite)
             print("report written to \(target.path)")
         }

@@ -66,9 +66,11 @@ import Testing
         #expect(throws: RoutingAgreement.MismatchError.self) { try RoutingAgreement.between(Self.a, wide) }
     }
 
-    static func parse(_ object: Any) throws -> RoutedExperts {
-        let data = try JSONSerialization.data(withJSONObject: object)
-        guard case .object(let root) = try JSONValue.parse(Array(data)) else { throw RoutedExperts.FormatError(description: "not an object") }
+    static func parse(_ object: JSONObject) throws -> RoutedExperts {
+        // Through the text form, as compare reads it from a file.
+        guard case .object(let root) = try JSONValue.parse(JSONValue.object(object).serialized) else {
+            throw RoutedExperts.FormatError(description: "not an object")
+        }
         return try RoutedExperts.parse(root, path: "file.json")
     }
 
@@ -88,32 +90,32 @@ import Testing
     }
 
     @Test func malformedFileFormNamesTheField() throws {
-        var object = try #require(try Self.a.jsonObject() as? [String: Any])
-        var layers = object["layers"] as! [String: Any]
-        var layer = layers["layer_1"] as! [String: Any]
-        layer["experts"] = Data([0, 1, 2]).base64EncodedString()
-        layers["layer_1"] = layer
-        object["layers"] = layers
+        var object = try Self.a.jsonObject()
+        var layers = try #require(object["layers"]?.objectValue)
+        var layer = try #require(layers["layer_1"]?.objectValue)
+        layer.set("experts", .string(Data([0, 1, 2]).base64EncodedString()))
+        layers.set("layer_1", .object(layer))
+        object.set("layers", .object(layers))
         do {
             _ = try Self.parse(object)
             Issue.record("a short experts field was accepted")
         } catch {
             #expect("\(error)".contains("file.json: routed_experts: layer_1.experts holds 3 bytes, expected 4"))
         }
-        layer["experts"] = Data([0, 1, 9, 3]).base64EncodedString()
-        layers["layer_1"] = layer
-        object["layers"] = layers
+        layer.set("experts", .string(Data([0, 1, 9, 3]).base64EncodedString()))
+        layers.set("layer_1", .object(layer))
+        object.set("layers", .object(layers))
         #expect(throws: RoutedExperts.FormatError.self) { try Self.parse(object) }
-        object["tokens"] = 1 << 40
+        object.set("tokens", .int(1 << 40))
         #expect(throws: RoutedExperts.FormatError.self) { try Self.parse(object) }
     }
 
     /// compare shows agreement only for files routed on the same token set.
     @Test func compareShowsAgreementForTheSameTokens() throws {
         func file(_ routed: RoutedExperts, _ name: String) throws -> ResultsFile {
-            let object: [String: Any] = ["routing_stats": ["aggregate": ["num_moe_layers": 1]], "moe_eval": ["tool": "moe-eval"],
-                                         "routed_experts": try routed.jsonObject()]
-            return try ResultsFile.parse(JSONSerialization.data(withJSONObject: object), path: name)
+            let object: JSONObject = ["routing_stats": .object(["aggregate": .object(["num_moe_layers": .int(1)])]),
+                                      "moe_eval": .object(["tool": .string("moe-eval")]), "routed_experts": .object(try routed.jsonObject())]
+            return try ResultsFile.parse(Data(JSONValue.object(object).serialized.utf8), path: name)
         }
         let comparison = Comparison([try file(Self.a, "a.json"), try file(Self.b, "b.json")])
         let row = try #require(comparison.agreement.first)
