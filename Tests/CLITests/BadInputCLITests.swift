@@ -174,7 +174,7 @@ import Testing
         #expect(r.status != 0)
         let first = r.stderrLines.first ?? ""
         #expect(first.contains("unknown deepseek_v3 flavor \"3B\""), "\(r.stderr)")
-        #expect(r.stderr.contains("\"dim\" : 32"), "template filled from the checkpoint's shapes: \(r.stderr)")
+        #expect(r.stderr.contains("\"dim\": 32"), "template filled from the checkpoint's shapes: \(r.stderr)")
     }
 
     @Test func noModelArgsAtAll() throws {

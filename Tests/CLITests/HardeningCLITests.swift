@@ -83,7 +83,7 @@ import Testing
         #expect(Date().timeIntervalSince(start) < 60)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("layers.2000000000.attention_norm.weight"))
-        #expect(r.stdout.contains("\"n_layers\" : 1"), "\(r.stdout)")
+        #expect(r.stdout.contains("\"n_layers\": 1"), "\(r.stdout)")
     }
 
     @Test func matrixStoredAsScalarDoesNotTrapShapeInference() throws {
