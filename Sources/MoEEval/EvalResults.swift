@@ -17,7 +17,7 @@ public struct EvalResults {
     public var walltimeSeconds: Double = 0
     public var checkpointDir: String
     public var configJSON: Data?
-    public var modelArgs: ModelArgs
+    public var modelArgs: any ModelArguments
     public var timestamp: String
     public var outputFile: String
     /// moe-eval's own record of how the run was made (preset, seed, inputs, numerics, timings).
@@ -27,7 +27,7 @@ public struct EvalResults {
     /// Benchmark tasks that could not run, task → reason (written as `lm_eval_errors` when there are any).
     public var lmEvalErrors: [String: String] = [:]
 
-    public init(checkpointDir: String, modelArgs: ModelArgs, timestamp: String, outputFile: String) {
+    public init(checkpointDir: String, modelArgs: any ModelArguments, timestamp: String, outputFile: String) {
         self.checkpointDir = checkpointDir
         self.modelArgs = modelArgs
         self.timestamp = timestamp

@@ -41,7 +41,7 @@ struct BenchCommand: ParsableCommand {
         // expert-parallel; rank 0 prints the figures and the per-rank report.
         try DistributedRun.run { ranks in
             let loadStart = DispatchTime.now().uptimeNanoseconds
-            let deepseek: DeepSeekV3
+            let network: any CausalLanguageModel
             var source: String
             if randomWeights {
                 if let threads = model.threads { Compute.setThreads(threads) }
@@ -50,24 +50,24 @@ struct BenchCommand: ParsableCommand {
                 if let layers { args.nLayers = layers; args.nDenseLayers = min(args.nDenseLayers, layers) }
                 let group = try ranks.makeGroup(options: distributed, spec: spec, configDegree: nil)
                 let weights = RandomWeightSource(args: args, dtype: weightDtype == "bf16" ? .bfloat16 : .float32)
-                deepseek = try DeepSeekV3(args: args, weights: weights, numerics: Numerics.resolve(args: args, namingEra: .v0_2),
-                                          expertParallel: group)
+                network = try DeepSeekV3(args: args, weights: weights, numerics: Numerics.resolve(args: args, namingEra: .v0_2),
+                                         expertParallel: group)
                 source = weights.description
             } else {
                 let spec = try model.spec()
                 _ = try ranks.makeGroup(options: distributed, spec: spec, configDegree: nil)
                 let loaded = try ranks.load(spec)
-                deepseek = loaded.model
+                network = loaded.model
                 source = loaded.source.description
             }
             let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
-            let args = deepseek.args
+            let shape = network.shape
             let tokens: [Int32]
             if let tokensFile {
-                tokens = try BenchCommand.readTokens(tokensFile, count: batch * seqLen, vocabSize: args.vocabSize)
+                tokens = try BenchCommand.readTokens(tokensFile, count: batch * seqLen, vocabSize: shape.vocabSize)
             } else {
                 var rng = SplitMix64(seed: 1)
-                tokens = (0..<(batch * seqLen)).map { _ in Int32(rng.next() % UInt64(args.vocabSize)) }
+                tokens = (0..<(batch * seqLen)).map { _ in Int32(rng.next() % UInt64(shape.vocabSize)) }
             }
 
             func median(_ body: () throws -> Void) rethrows -> Double {
@@ -86,14 +86,14 @@ struct BenchCommand: ParsableCommand {
                 // Only the decode steps are timed: the 16-token prompt is prefilled before the clock starts.
                 var times: [Double] = []
                 for iteration in 0...iterations {   // iteration 0 is the warm-up
-                    let cache = KVCache(model: deepseek, batch: 1, capacity: prompt.count + decodeTokens)
+                    let cache = KVCache(model: network, batch: 1, capacity: prompt.count + decodeTokens)
                     var next = [prompt.last!]
-                    _ = try deepseek.forward(tokens: prompt, batch: 1, seqLen: prompt.count, cache: cache, logits: .last)
+                    _ = try network.forward(tokens: prompt, batch: 1, seqLen: prompt.count, cache: cache, logits: .last)
                     let start = DispatchTime.now().uptimeNanoseconds
                     for _ in 0..<decodeTokens {
-                        let logits = try deepseek.forward(tokens: next, batch: 1, seqLen: 1, cache: cache, logits: .last)
+                        let logits = try network.forward(tokens: next, batch: 1, seqLen: 1, cache: cache, logits: .last)
                         var best = 0
-                        for v in 0..<args.vocabSize where logits.data[v] > logits.data[best] { best = v }
+                        for v in 0..<shape.vocabSize where logits.data[v] > logits.data[best] { best = v }
                         next = [Int32(best)]
                     }
                     if iteration > 0 { times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9) }
@@ -102,24 +102,24 @@ struct BenchCommand: ParsableCommand {
             }
             // Weights touched by decoding + the KV cache + one token's activations: the memory target's measure.
             let decodeResident = ProcessMemory.currentResidentBytes()
-            let kvCacheBytes = decodeTokens > 0 ? KVCache.valuesPerPosition(args) * 4 * (16 + decodeTokens) * args.nLayers : 0
+            let kvCacheBytes = decodeTokens > 0 ? network.kvCacheLayout.valuesPerPosition * 4 * (16 + decodeTokens) : 0
             // Full logits, as a scoring pass (and PyTorch's forward) computes them.
-            let prefill = try median { _ = try deepseek.forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: .all) }
+            let prefill = try median { _ = try network.forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: .all) }
             let routing: Double = try skipRouting ? 0 : median {
-                let collector = RoutingStatisticsCollector(sequenceLength: seqLen, expertGroups: args.moeArgs.numExpertGroups,
-                                                           limitedGroups: args.moeArgs.numLimitedGroups)
-                _ = try deepseek.forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: .last, observer: collector)
+                let collector = RoutingStatisticsCollector(sequenceLength: seqLen, expertGroups: shape.numExpertGroups,
+                                                           limitedGroups: shape.numLimitedGroups)
+                _ = try network.forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: .last, observer: collector)
                 _ = RoutingMetrics.statistics(collector.finish())
             }
-            let forwardFlops = ComputationalCost.forwardFlopsPerToken(args, seqLen: seqLen) * Double(batch * seqLen)
+            let forwardFlops = network.forwardFlopsPerToken(seqLen: seqLen) * Double(batch * seqLen)
             let sgemmPeak = ComputationalCost.measureSgemmPeak(size: 2048, repeats: 5)
             // Before the bandwidth probe, whose 1 GiB buffer would otherwise be the peak.
             let peakResident = ProcessMemory.peakResidentBytes()
             // Every rank's memory and timings (a collective), also before the probe.
-            let report = try ranks.report(model: deepseek, routingPhase: nil, predictedLoads: nil)
+            let report = try ranks.report(model: network, routingPhase: nil, predictedLoads: nil)
             let bandwidth = decodeTokens > 0 ? Compute.measureReadBandwidth() : 0
             let decodeRate = decodeTokens > 0 ? Double(decodeTokens) / decodeSeconds : 0
-            let activeBytes = deepseek.activeWeightBytesPerToken
+            let activeBytes = network.footprint.activeWeightBytesPerToken
             // Tokens/s if each decode step only streamed its active weights from DRAM at the measured speed.
             let roofline = bandwidth > 0 ? bandwidth / Double(activeBytes) : 0
             var result: [String: Any] = [
@@ -131,7 +131,7 @@ struct BenchCommand: ParsableCommand {
                 "load_seconds": loadSeconds,
                 "peak_rss_bytes": peakResident,
                 "prefill_gflops_per_s": forwardFlops / prefill / 1e9,
-                "weight_bytes": deepseek.weightBytes,
+                "weight_bytes": network.footprint.weightBytes,
                 "rss_after_decode_bytes": decodeResident,
                 "decode_kv_cache_bytes": kvCacheBytes,
                 "active_weight_bytes_per_token": activeBytes,
@@ -152,7 +152,7 @@ struct BenchCommand: ParsableCommand {
             } else {
                 print("weights: \(source)")
                 print(String(format: "load: %.2f s   weights: %.1f MiB   RSS after decode: %.1f MiB   peak RSS: %.1f MiB   threads: %d",
-                             loadSeconds, Double(deepseek.weightBytes) / 1_048_576, Double(decodeResident) / 1_048_576,
+                             loadSeconds, Double(network.footprint.weightBytes) / 1_048_576, Double(decodeResident) / 1_048_576,
                              Double(peakResident) / 1_048_576, Compute.threads))
                 print(String(format: "prefill  B=%d T=%d: %.0f tokens/s (%.1f GFLOP/s)", batch, seqLen,
                              Double(batch * seqLen) / prefill, forwardFlops / prefill / 1e9))

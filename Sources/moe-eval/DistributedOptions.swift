@@ -62,7 +62,7 @@ final class DistributedRun {
     /// The group for this run (nil for one process), refused before loading when the experts do not divide.
     func makeGroup(options: DistributedOptions, spec: ModelSpec, configDegree: Int?) throws -> ExpertParallelGroup? {
         guard size > 1 || options.ep.map({ $0 > 1 }) == true else { return nil }
-        let numExperts = try ModelLoader.resolveArgs(spec, source: nil).args.moeArgs.numExperts
+        let numExperts = try ModelLoader.numExperts(spec)
         group = try session.expertParallelGroup(requestedDegree: options.ep, configDegree: configDegree, numExperts: numExperts)
         if let group, isRoot, let configDegree, configDegree > 1, configDegree != group.degree {
             printError("note: the config trained with expert_parallel_degree \(configDegree); evaluating with degree \(group.degree) over \(group.size) processes (the degree must divide the process count)")
@@ -89,11 +89,11 @@ final class DistributedRun {
     /// Returns the JSON object for the results file and the lines rank 0 prints; nil for a single process.
     /// `predictedLoads` maps each MoE layer to its per-expert loads in the routing phase (from the routing
     /// statistics), from which the overload factor a contiguous placement predicts is computed.
-    func report(model: DeepSeekV3, routingPhase: String?, predictedLoads: [Int: [Int]]?) throws -> (json: [String: Any], lines: [String])? {
+    func report(model: any CausalLanguageModel, routingPhase: String?, predictedLoads: [Int: [Int]]?) throws -> (json: [String: Any], lines: [String])? {
         guard let group else { return nil }
         if group.statistics.forwards > 0 || phases.isEmpty { endPhase("rest") }
-        let held = model.heldWeightBytes
-        let moeLayers = (0..<model.args.nLayers).filter { model.args.isMoELayer($0) }
+        let held = (dense: model.footprint.heldDenseBytes, experts: model.footprint.heldExpertBytes)
+        let moeLayers = model.shape.moeLayers
         var mine: [Double] = [
             Double(memoryBeforeLoad?.residentBytes ?? -1), Double(memoryAfterLoad?.residentBytes ?? -1),
             Double(ResidentMemory.read()?.peakResidentBytes ?? -1), Double(held.dense), Double(held.experts),

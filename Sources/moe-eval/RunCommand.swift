@@ -126,8 +126,8 @@ struct RunCommand: ParsableCommand {
             progress.update("loading \(spec.checkpoint.path)")
             let loaded = try ranks.load(spec)
             progress.done(String(format: "loaded %@ in %.2f s (%@)", loaded.source.description, loaded.loadSeconds, loaded.argsOrigin))
-            let args = loaded.args
-            var results = EvalResults(checkpointDir: checkpointFolderEvaluated(at: spec.checkpoint).path, modelArgs: args, timestamp: timestamp, outputFile: outputURL.path)
+            let shape = loaded.model.shape
+            var results = EvalResults(checkpointDir: checkpointFolderEvaluated(at: spec.checkpoint).path, modelArgs: loaded.modelArgs, timestamp: timestamp, outputFile: outputURL.path)
             results.configJSON = config?.json
             var record: [String: Any] = [
                 "preset": preset.name, "seed": seed, "threads": Compute.threads,
@@ -143,14 +143,14 @@ struct RunCommand: ParsableCommand {
             if runRouting {
                 let input: RoutingInput
                 if kind == .random {
-                    input = .random(vocabSize: args.vocabSize, samples: preset.routingSamples, seqLen: preset.routingSeqLen, seed: seed)
+                    input = .random(vocabSize: shape.vocabSize, samples: preset.routingSamples, seqLen: preset.routingSeqLen, seed: seed)
                 } else {
                     input = try .text(documents: documents!.docs, source: documents!.source, tokenizer: tokenizer!,
                                       samples: preset.routingSamples, seqLen: preset.routingSeqLen, seed: seed)
                 }
                 let collector = RoutingStatisticsCollector(sequenceLength: preset.routingSeqLen,
-                                                           expertGroups: args.moeArgs.numExpertGroups,
-                                                           limitedGroups: args.moeArgs.numLimitedGroups)
+                                                           expertGroups: shape.numExpertGroups,
+                                                           limitedGroups: shape.numLimitedGroups)
                 let start = DispatchTime.now().uptimeNanoseconds
                 if let expertParallel {
                     // Rank r routes sequences r, r+N, …, each as the one-sequence forward of the loop below; rank 0's
@@ -199,7 +199,7 @@ struct RunCommand: ParsableCommand {
                 let peak = ComputationalCost.measureSgemmPeak()
                 // The routing rate counts every rank's forwards, so it is compared with every rank's peak.
                 let peaks = try expertParallel.map { try $0.communicator.allGather([peak]) } ?? [peak]
-                results.cost = ComputationalCost.compute(args: args, flopsSeqLen: config?.seqLen ?? args.maxSeqLen,
+                results.cost = ComputationalCost.compute(model: loaded.model, flopsSeqLen: config?.seqLen ?? shape.maxSeqLen,
                                                          measuredTokens: routingTokens, measuredSeqLen: preset.routingSeqLen,
                                                          measuredSeconds: routingSeconds, sgemmPeaks: peaks)
                 progress.done(String(format: "cost: %.3f GFLOP/token forward, MFU %.1f%% of %.0f GFLOP/s sgemm (%d process%@)",
@@ -214,8 +214,8 @@ struct RunCommand: ParsableCommand {
                 guard let tokenizer = try tokenizer ?? loadTokenizer(config: config, demo: demo, checkpoint: spec.checkpoint, required: true) else { return }
                 let data = benchmarkData(demo: demo ?? DemoAssets.owning(spec.checkpoint), progress: progress)
                 let limit = lmEvalLimit ?? preset.lmEvalLimit
-                if let maxLength, maxLength > loaded.model.args.maxSeqLen {
-                    throw RunArgumentError(description: "--max-length \(maxLength) exceeds the model's max_seq_len \(loaded.model.args.maxSeqLen)")
+                if let maxLength, maxLength > loaded.model.shape.maxSeqLen {
+                    throw RunArgumentError(description: "--max-length \(maxLength) exceeds the model's max_seq_len \(loaded.model.shape.maxSeqLen)")
                 }
                 let scorer = NativeScorer(model: loaded.model, maxLength: maxLength)
                 do {
