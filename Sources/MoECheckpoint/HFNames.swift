@@ -96,16 +96,7 @@ public enum HFNames {
 
     /// Stacks per-expert tensors (in expert order, equal shapes and dtypes) into one grouped tensor.
     public static func stackExperts(_ experts: [StoredTensor], name: String) throws -> StoredTensor {
-        guard let first = experts.first else { throw CheckpointError("tensor '\(name)': no experts to stack") }
-        for e in experts where e.dtype != first.dtype || e.shape != first.shape {
-            throw CheckpointError("tensor '\(name)': expert '\(e.name)' is \(e.dtype.torchName) \(e.shape), but '\(first.name)' is \(first.dtype.torchName) \(first.shape)")
-        }
-        let size = first.bytes.count
-        return try StoredTensor.assembling(name: name, dtype: first.dtype, shape: [experts.count] + first.shape) { out in
-            for (e, expert) in experts.enumerated() where size > 0 {
-                (out.baseAddress! + e * size).copyMemory(from: expert.bytes.baseAddress!, byteCount: size)
-            }
-        }
+        try stackTensors(experts, name: name)
     }
 
     /// Splits a grouped canonical expert weight `[E, …]` into per-expert HF tensors, as views

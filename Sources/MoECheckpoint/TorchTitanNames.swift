@@ -153,3 +153,20 @@ public struct TorchTitanNaming: Sendable {
         era = hasNew ? (hasOld ? .mixed : .v0_3) : .v0_2
     }
 }
+
+/// DeepSeek-V3's naming: HF DeepSeek-V3 keys in safetensors files whose keys carry HF's `model.` prefix,
+/// TorchTitan keys (either era, or a mix) otherwise.
+public struct DeepSeekV3Naming: TensorNaming {
+    public init() {}
+
+    public func nameMap(for store: any RawTensorStore) throws -> TensorNameMap {
+        let keys = store.rawTensorInfos.keys
+        if store is SafetensorsCheckpoint, keys.contains(where: { $0.hasPrefix("model.") }) {
+            let naming = try HFNaming(keys: keys, source: store.description)
+            return TensorNameMap(era: .huggingface, direct: naming.rawNames, stacked: naming.expertNames,
+                                 ignoredKeys: naming.ignoredKeys)
+        }
+        let naming = try TorchTitanNaming(keys: keys, source: store.description)
+        return TensorNameMap(era: naming.era, styles: naming.styles, direct: naming.rawNames, ignoredKeys: naming.ignoredKeys)
+    }
+}

@@ -119,35 +119,11 @@ func leadingRows(of tensor: StoredTensor, _ range: Range<Int>) throws -> StoredT
     return try StoredTensor(name: tensor.name, dtype: tensor.dtype, shape: [range.count] + tensor.shape.dropFirst(), copying: bytes)
 }
 
-/// Opens a DCP folder (or a folder of `step-N` DCP folders, taking the highest step, as TorchTitan
-/// does), or a safetensors file/folder, and presents canonical TorchTitan v0.2.x names.
-/// HF DeepSeek-V3 names are mapped and per-expert tensors stacked; safetensors files holding
-/// TorchTitan names are classified like DCP keys.
+/// Opens a DeepSeek-V3 checkpoint (TorchTitan keys of either era, or HF DeepSeek-V3 keys) under canonical
+/// TorchTitan v0.2.x names; per-expert HF tensors are stacked. Other families pass their own naming to
+/// `openWeightSource(at:naming:)`.
 public func openWeightSource(at url: URL) throws -> WeightSource {
-    let path = url.path
-    var isDirectory: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-        throw CheckpointError("\(path): no such file or folder")
-    }
-    if !isDirectory.boolValue {
-        let name = url.lastPathComponent
-        if name == ".metadata" { return try TorchTitanWeightSource(store: DCPCheckpoint(directory: url.deletingLastPathComponent())) }
-        if name.hasSuffix(".safetensors") || name.hasSuffix(".safetensors.index.json") {
-            return try safetensorsWeightSource(SafetensorsCheckpoint(url: url))
-        }
-        throw CheckpointError("\(path): not a checkpoint (expected a DCP folder, a .safetensors file or a model.safetensors.index.json)")
-    }
-    let folder = url
-    let contents = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
-    if contents.contains(".metadata") { return try TorchTitanWeightSource(store: DCPCheckpoint(directory: folder)) }
-    if contents.contains(where: { $0.hasSuffix(".distcp") }) {
-        throw CheckpointError("\(folder.appendingPathComponent(".metadata").path): missing (the folder has .distcp files but no DCP .metadata)")
-    }
-    if contents.contains("model.safetensors.index.json") || contents.contains(where: { $0.hasSuffix(".safetensors") }) {
-        return try safetensorsWeightSource(SafetensorsCheckpoint(url: folder))
-    }
-    if let step = latestStepFolder(in: folder, contents: contents) { return try openWeightSource(at: step) }
-    throw CheckpointError("\(path): no checkpoint found (no DCP .metadata, no .safetensors files, no step-N folders)")
+    try openWeightSource(at: url, naming: DeepSeekV3Naming())
 }
 
 /// The folder `openWeightSource(at:)` reads for `url`: the latest `step-N` folder when `url` is a checkpoint
@@ -165,7 +141,7 @@ public func checkpointFolderEvaluated(at url: URL) -> URL {
 }
 
 /// TorchTitan's `step-N` folders: the one with the highest N that holds a checkpoint.
-private func latestStepFolder(in folder: URL, contents: [String]) -> URL? {
+func latestStepFolder(in folder: URL, contents: [String]) -> URL? {
     let steps = contents.compactMap { name -> (Int, String)? in
         guard name.hasPrefix("step-"), let n = Int(name.dropFirst(5)) else { return nil }
         return (n, name)
@@ -238,99 +214,4 @@ public protocol CheckpointWeightSource: WeightSource {
     var store: any RawTensorStore { get }
     /// Keys deliberately skipped (non-persistent buffers, MTP layers), with why.
     var ignoredKeys: [(key: String, reason: String)] { get }
-}
-
-/// Presents a TorchTitan checkpoint (DCP, or safetensors holding TorchTitan keys) under canonical names.
-public final class TorchTitanWeightSource: CheckpointWeightSource {
-    public let store: any RawTensorStore
-    public let naming: TorchTitanNaming
-    public let tensorInfos: [String: TensorInfo]
-
-    public init(store: any RawTensorStore) throws {
-        self.store = store
-        naming = try TorchTitanNaming(keys: store.rawTensorInfos.keys, source: store.description)
-        var infos: [String: TensorInfo] = [:]
-        for (canonical, raw) in naming.rawNames { infos[canonical] = store.rawTensorInfos[raw] }
-        tensorInfos = infos
-    }
-
-    public var description: String { store.description }
-    public var namingEra: NamingEra { naming.era }
-    public var ignoredKeys: [(key: String, reason: String)] { naming.ignoredKeys }
-
-    public func load(_ name: String) throws -> StoredTensor {
-        guard let raw = naming.rawNames[name] else {
-            throw CheckpointError("\(description): tensor '\(name)' is not in the checkpoint")
-        }
-        let tensor = try store.loadRaw(raw)
-        if raw == name { return tensor }
-        return try StoredTensor(name: name, dtype: tensor.dtype, shape: tensor.shape, bytes: tensor.bytes, owner: tensor.owner)
-    }
-
-    public func load(_ name: String, leading: Range<Int>) throws -> StoredTensor {
-        guard let raw = naming.rawNames[name] else {
-            throw CheckpointError("\(description): tensor '\(name)' is not in the checkpoint")
-        }
-        let tensor = try store.loadRaw(raw, leading: leading)
-        if raw == name { return tensor }
-        return try StoredTensor(name: name, dtype: tensor.dtype, shape: tensor.shape, bytes: tensor.bytes, owner: tensor.owner)
-    }
-}
-
-/// Presents an HF DeepSeek-V3 safetensors checkpoint under canonical TorchTitan names, with
-/// per-expert weights stacked into TorchTitan's grouped layout (copied on load).
-public final class HFWeightSource: CheckpointWeightSource {
-    public let store: any RawTensorStore
-    public let naming: HFNaming
-    public let tensorInfos: [String: TensorInfo]
-
-    public init(store: any RawTensorStore) throws {
-        self.store = store
-        naming = try HFNaming(keys: store.rawTensorInfos.keys, source: store.description)
-        var infos: [String: TensorInfo] = [:]
-        for (canonical, raw) in naming.rawNames { infos[canonical] = store.rawTensorInfos[raw] }
-        for (canonical, keys) in naming.expertNames {
-            let first = store.rawTensorInfos[keys[0]]!
-            for key in keys {
-                let info = store.rawTensorInfos[key]!
-                guard info == first else {
-                    throw CheckpointError("\(store.description): expert '\(key)' is \(info.dtype.torchName) \(info.shape), but '\(keys[0])' is \(first.dtype.torchName) \(first.shape)")
-                }
-            }
-            infos[canonical] = TensorInfo(dtype: first.dtype, shape: [keys.count] + first.shape)
-        }
-        tensorInfos = infos
-    }
-
-    public var description: String { store.description }
-    public var namingEra: NamingEra { .huggingface }
-    public var ignoredKeys: [(key: String, reason: String)] { naming.ignoredKeys }
-
-    public func load(_ name: String) throws -> StoredTensor {
-        if let keys = naming.expertNames[name] {
-            return try HFNames.stackExperts(try keys.map { try store.loadRaw($0) }, name: name)
-        }
-        guard let raw = naming.rawNames[name] else {
-            throw CheckpointError("\(description): tensor '\(name)' is not in the checkpoint")
-        }
-        let tensor = try store.loadRaw(raw)
-        return try StoredTensor(name: name, dtype: tensor.dtype, shape: tensor.shape, bytes: tensor.bytes, owner: tensor.owner)
-    }
-
-    /// Per-expert HF tensors: only the wanted experts' files are read.
-    public func load(_ name: String, leading: Range<Int>) throws -> StoredTensor {
-        guard let keys = naming.expertNames[name] else { return try leadingRows(of: load(name), leading) }
-        guard leading.lowerBound >= 0, leading.upperBound <= keys.count else {
-            throw CheckpointError("\(description): tensor '\(name)': experts \(leading) are outside its \(keys.count) experts")
-        }
-        return try HFNames.stackExperts(try keys[leading].map { try store.loadRaw($0) }, name: name)
-    }
-}
-
-/// HF names when any key has HF's `model.` prefix; TorchTitan names otherwise.
-func safetensorsWeightSource(_ checkpoint: SafetensorsCheckpoint) throws -> WeightSource {
-    if checkpoint.rawTensorInfos.keys.contains(where: { $0.hasPrefix("model.") }) {
-        return try HFWeightSource(store: checkpoint)
-    }
-    return try TorchTitanWeightSource(store: checkpoint)
 }

@@ -49,22 +49,29 @@ public struct ComputationalCost: Codable, Sendable {
     }
 
     /// `flopsSeqLen` is the training seq_len (TorchTitan passes `training.seq_len`); `sgemmPeaks` holds one measured
-    /// peak per process whose work `measuredTokens`/`measuredSeconds` cover.
-    public static func compute(args: ModelArgs, flopsSeqLen: Int, measuredTokens: Int, measuredSeqLen: Int,
+    /// peak per process whose work `measuredTokens`/`measuredSeconds` cover. The formulas are the family's own.
+    public static func compute(model: some ModelAccounting, flopsSeqLen: Int, measuredTokens: Int, measuredSeqLen: Int,
                                measuredSeconds: Double, sgemmPeaks: [Double]) -> ComputationalCost {
         let sgemmPeak = sgemmPeaks.reduce(0, +)
-        let perToken = args.trainingFlopsPerToken(seqLen: flopsSeqLen)
-        let forward = forwardFlopsPerToken(args, seqLen: measuredSeqLen)
+        let perToken = model.trainingFlopsPerToken(seqLen: flopsSeqLen)
+        let forward = model.forwardFlopsPerToken(seqLen: measuredSeqLen)
         let measuredFlops = forward * Double(measuredTokens)
         let achieved = measuredSeconds > 0 ? measuredFlops / measuredSeconds : 0
         return ComputationalCost(
             numFlopsPerToken: perToken, totalFlops: Double(perToken) * Double(flopsSeqLen),
             tflops: Double(perToken) * Double(flopsSeqLen) / 1e12,
-            activeParamsBillions: Double(args.activeParameters) / 1e9, totalParamsBillions: Double(args.totalParameters) / 1e9,
+            activeParamsBillions: Double(model.activeParameters) / 1e9, totalParamsBillions: Double(model.totalParameters) / 1e9,
             gpuPeakFlops: nil, flopsSeqLen: flopsSeqLen, forwardFlopsPerToken: forward, measuredForwardTokens: measuredTokens,
             measuredForwardSeconds: measuredSeconds, measuredForwardTflops: measuredFlops / 1e12,
             achievedGflopsPerSec: achieved / 1e9, cpuSgemmPeakGflopsPerSec: sgemmPeak / 1e9,
             sgemmPeakProcesses: sgemmPeaks.count, mfu: sgemmPeak > 0 ? achieved / sgemmPeak : 0)
+    }
+
+    /// DeepSeek-V3 args (the same numbers as `compute(model:…)` on the model built from them).
+    public static func compute(args: ModelArgs, flopsSeqLen: Int, measuredTokens: Int, measuredSeqLen: Int,
+                               measuredSeconds: Double, sgemmPeaks: [Double]) -> ComputationalCost {
+        compute(model: args, flopsSeqLen: flopsSeqLen, measuredTokens: measuredTokens, measuredSeqLen: measuredSeqLen,
+                measuredSeconds: measuredSeconds, sgemmPeaks: sgemmPeaks)
     }
 
     /// Best of a few large fp32 GEMMs (FLOP/s) with the current thread count: the machine's practical peak.

@@ -52,7 +52,7 @@ public struct InferenceBenchmark {
     }
 
     /// Runs the benchmark on `prompts` (token ids, truncated to a common length so the batch needs no padding).
-    public static func run(model: DeepSeekV3, prompts: [[Int32]], newTokens: Int, iterations: Int, warmup: Int,
+    public static func run(model: any CausalLanguageModel, prompts: [[Int32]], newTokens: Int, iterations: Int, warmup: Int,
                            weightBytes: Int, progress: ((String) -> Void)? = nil) throws -> Result {
         let promptLength = max(1, prompts.map(\.count).min() ?? 1)
         let batch = prompts.count

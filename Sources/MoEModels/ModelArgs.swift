@@ -100,6 +100,8 @@ public struct ModelArgs: Codable, Equatable, Sendable {
     static let ignoredKeys: Set<String> = [
         "max_batch_size", "attn_type", "attn_mask_type", "use_flex_attn", "expert_parallel_comm_backend",
         "moe_impl", "_enforced", "eos_id", "num_mtp_layers",
+        // Which family the file describes (ModelRegistry reads it).
+        "family",
     ]
 
     public init() {}

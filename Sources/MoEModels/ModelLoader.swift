@@ -42,17 +42,43 @@ public struct ModelSpec: Sendable {
 
 /// A model ready to run, with everything that decided how it was built.
 public struct LoadedModel: @unchecked Sendable {
-    public let model: DeepSeekV3
-    public let args: ModelArgs
+    public let model: any CausalLanguageModel
+    public let family: ModelFamily
+    /// The family's args as resolved (the results file's `model_args`).
+    public let modelArgs: any ModelArguments
     public let source: WeightSource
     public let trainConfig: TrainConfig?
     /// "model args file X", "config X (flavor 16B, seq_len 2048)", …
     public let argsOrigin: String
     public let loadSeconds: Double
+
+    public init(model: any CausalLanguageModel, family: ModelFamily, modelArgs: any ModelArguments, source: WeightSource,
+                trainConfig: TrainConfig?, argsOrigin: String, loadSeconds: Double) {
+        self.model = model; self.family = family; self.modelArgs = modelArgs; self.source = source
+        self.trainConfig = trainConfig; self.argsOrigin = argsOrigin; self.loadSeconds = loadSeconds
+    }
 }
 
 public enum ModelLoader {
-    /// The model args the options imply, in order of precedence: `--model-args`, `--flavor` (with the
+    /// Builds the model of the family the spec selects (`ModelRegistry.family(for:)`). Under expert parallelism
+    /// (`expertParallel`), only this rank's experts are read from the checkpoint.
+    public static func load(_ spec: ModelSpec, expertParallel: ExpertParallelGroup? = nil) throws -> LoadedModel {
+        try ModelRegistry.family(for: spec).family.load(spec, expertParallel)
+    }
+
+    /// Routed experts per MoE layer of the model the spec selects, without reading weights.
+    public static func numExperts(_ spec: ModelSpec) throws -> Int {
+        try ModelRegistry.family(for: spec).family.numExperts(spec)
+    }
+
+    /// `config.json` beside (or inside) a checkpoint, where HF checkpoints keep it.
+    public static func hfConfigURL(for checkpoint: URL) -> URL {
+        checkpoint.hasDirectoryPath || isDirectory(checkpoint)
+            ? checkpoint.appendingPathComponent("config.json")
+            : checkpoint.deletingLastPathComponent().appendingPathComponent("config.json")
+    }
+
+    /// DeepSeek-V3: the model args the options imply, in order of precedence: `--model-args`, `--flavor` (with the
     /// config's seq_len when a config is given), `--config`, then an HF `config.json` beside the weights.
     public static func resolveArgs(_ spec: ModelSpec, source: WeightSource?) throws
         -> (args: ModelArgs, origin: String, config: TrainConfig?, hf: HFModelConfig?)
@@ -99,9 +125,7 @@ public enum ModelLoader {
         if let config {
             return (try validated(config.modelArgs(), config.path), "config \(config.path) (flavor \(config.flavor), seq_len \(config.seqLen))", config, nil)
         }
-        let hfConfig = spec.checkpoint.hasDirectoryPath || isDirectory(spec.checkpoint)
-            ? spec.checkpoint.appendingPathComponent("config.json")
-            : spec.checkpoint.deletingLastPathComponent().appendingPathComponent("config.json")
+        let hfConfig = hfConfigURL(for: spec.checkpoint)
         if FileManager.default.fileExists(atPath: hfConfig.path) {
             let hf = try HFModelConfig.load(hfConfig)
             var args = hf.args
@@ -119,23 +143,6 @@ public enum ModelLoader {
         let (args, guessed) = ModelArgs.inferred(from: source.tensorInfos.mapValues(\.shape))
         return "A model-args template from the checkpoint's shapes (check the guessed fields: \(guessed.joined(separator: ", "))):\n"
             + args.jsonString()
-    }
-
-    /// Under expert parallelism (`expertParallel`), only this rank's experts are read from the checkpoint.
-    public static func load(_ spec: ModelSpec, expertParallel: ExpertParallelGroup? = nil) throws -> LoadedModel {
-        let start = Date()
-        let source = try openWeightSource(at: spec.checkpoint)
-        let resolved = try resolveArgs(spec, source: source)
-        var numerics = Numerics.resolve(args: resolved.args, namingEra: source.namingEra, era: spec.era,
-                                        yarn: spec.yarn, finalNormEps: spec.finalNormEps)
-        if let hf = resolved.hf, spec.yarn == nil, spec.era == nil {
-            numerics.yarn = hf.yarn
-            numerics.finalNormEps = spec.finalNormEps ?? hf.finalNormEps
-            numerics.origin = "HF config (rope_scaling, rms_norm_eps)"
-        }
-        let model = try DeepSeekV3(args: resolved.args, weights: source, numerics: numerics, expertParallel: expertParallel)
-        return LoadedModel(model: model, args: resolved.args, source: source, trainConfig: resolved.config,
-                           argsOrigin: resolved.origin, loadSeconds: Date().timeIntervalSince(start))
     }
 
     public static func isDirectory(_ url: URL) -> Bool {

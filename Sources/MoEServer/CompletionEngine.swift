@@ -9,7 +9,7 @@ import MoETokenizer
 /// goes through one serial queue (off Swift's cooperative pool, which the HTTP server needs), and at
 /// most `limits.maxConcurrency` requests may be running or waiting for it at once.
 public final class CompletionEngine: Sendable {
-    public let model: DeepSeekV3
+    public let model: any CausalLanguageModel
     public let tokenizer: Tokenizer
     /// The name `/v1/models` lists and `model` in a request must match (when given).
     public let modelName: String
@@ -21,7 +21,7 @@ public final class CompletionEngine: Sendable {
     private let admission: AdmissionGate
     private let counter = RequestCounter()
 
-    public init(model: DeepSeekV3, tokenizer: Tokenizer, modelName: String, limits: ServerLimits = ServerLimits()) {
+    public init(model: any CausalLanguageModel, tokenizer: Tokenizer, modelName: String, limits: ServerLimits = ServerLimits()) {
         self.model = model
         self.tokenizer = tokenizer
         self.modelName = modelName
@@ -30,8 +30,8 @@ public final class CompletionEngine: Sendable {
         self.admission = AdmissionGate(limit: max(limits.maxConcurrency, 1))
     }
 
-    public var maxSeqLen: Int { model.args.maxSeqLen }
-    public var vocabSize: Int { model.args.vocabSize }
+    public var maxSeqLen: Int { model.shape.maxSeqLen }
+    public var vocabSize: Int { model.shape.vocabSize }
 
     // MARK: - Completions
 

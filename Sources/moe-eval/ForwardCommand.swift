@@ -39,7 +39,7 @@ struct ForwardCommand: ParsableCommand {
             let spec = try model.spec()
             _ = try ranks.makeGroup(options: distributed, spec: spec, configDegree: nil)
             let loaded = try ranks.load(spec)
-            try TokensFile.check(seqLen: seqLen, path: tokensFile, maxSeqLen: loaded.args.maxSeqLen)
+            try TokensFile.check(seqLen: seqLen, path: tokensFile, maxSeqLen: loaded.model.shape.maxSeqLen)
             let recorder = RoutingRecorder()
             let logits = try loaded.model.forward(tokens: tokens, batch: batch, seqLen: seqLen, observer: recorder)
             if let report = try ranks.report(model: loaded.model, routingPhase: nil, predictedLoads: nil), ranks.isRoot {
@@ -47,7 +47,7 @@ struct ForwardCommand: ParsableCommand {
             }
             guard ranks.isRoot else { return }
 
-            let vocab = loaded.args.vocabSize
+            let vocab = loaded.model.shape.vocabSize
             var json = JSONText()
             json.raw("{\"logits\":")
             json.array(0..<batch) { j, b in

@@ -112,7 +112,7 @@ import Testing
             #expect(tensor.name == name)
             expectMatches(tensor, expected[raw], "\(name) (\(raw))")
         }
-        let styles = try #require((source as? TorchTitanWeightSource)?.naming.styles)
+        let styles = try #require((source as? NamedWeightSource)?.nameMap.styles)
         #expect(styles.allSatisfy { $0.era == .v0_3 })
         #expect(styles.count == 3)
     }

@@ -9,7 +9,7 @@ import MoETokenizer
 /// requests built from token ids. The reference is a plain batch-1 forward per request with a
 /// log-softmax written here, independent of the scorer's batching, sharing and gathering.
 @Suite struct TaskTestsScorer {
-    static func fixtureModel() throws -> DeepSeekV3 {
+    static func fixtureModel() throws -> any CausalLanguageModel {
         let dir = TaskPaths.dsv3Fixtures.appendingPathComponent("v022_softmax_basic")
         return try ModelLoader.load(ModelSpec(checkpoint: dir.appendingPathComponent("checkpoint"),
                                               modelArgs: dir.appendingPathComponent("model_args.json"))).model
@@ -43,11 +43,11 @@ import MoETokenizer
 
     /// Σ log_softmax over the continuation of `(context + continuation)` cut as the scorer cuts it, from a
     /// batch-1 forward, and whether every continuation token is its row's argmax.
-    static func reference(_ model: DeepSeekV3, _ r: TokenRequest, maxLength: Int) throws -> LoglikelihoodResult {
+    static func reference(_ model: any CausalLanguageModel, _ r: TokenRequest, maxLength: Int) throws -> LoglikelihoodResult {
         let whole = r.context + r.continuation
         let inputs = Array(whole.suffix(maxLength + 1).dropLast())
         let logits = try model.forward(tokens: inputs.map(Int32.init), batch: 1, seqLen: inputs.count, logits: .all)
-        let vocab = model.args.vocabSize
+        let vocab = model.shape.vocabSize
         var total = 0.0, greedy = true
         for (k, target) in r.continuation.enumerated() {
             let row = Array(UnsafeBufferPointer(start: logits.data + (inputs.count - r.continuation.count + k) * vocab, count: vocab))

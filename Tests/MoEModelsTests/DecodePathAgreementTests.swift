@@ -16,7 +16,7 @@ import Testing
         let routing = try #require(expected["routing"] as? [String: [String: Any]])
         let model = try ModelLoader.load(ModelSpec(checkpoint: dir.appendingPathComponent("checkpoint"),
                                                    modelArgs: dir.appendingPathComponent("model_args.json"))).model
-        let batch = rows.count, seqLen = rows[0].count, vocab = model.args.vocabSize
+        let batch = rows.count, seqLen = rows[0].count, vocab = model.shape.vocabSize
 
         let cache = KVCache(model: model, batch: batch, capacity: seqLen)
         let recorder = RoutingRecorder()

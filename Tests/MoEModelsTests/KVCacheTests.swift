@@ -10,7 +10,7 @@ import Testing
         let rows = try #require(try DSV3Fixtures.json(variant, "tokens.json")["tokens"] as? [[Int]])
         let model = try ModelLoader.load(ModelSpec(checkpoint: dir.appendingPathComponent("checkpoint"),
                                                    modelArgs: dir.appendingPathComponent("model_args.json"))).model
-        let batch = rows.count, seqLen = rows[0].count, vocab = model.args.vocabSize
+        let batch = rows.count, seqLen = rows[0].count, vocab = model.shape.vocabSize
         let full = try model.forward(tokens: rows.flatMap { $0.map(Int32.init) }, batch: batch, seqLen: seqLen)
 
         let prefix = 5

@@ -49,7 +49,7 @@ public struct ScoringStatistics: Sendable, Equatable {
     public var sharingDisabled = false
 }
 
-/// lm-eval's loglikelihood scoring on a native `DeepSeekV3`: inputs `(context + continuation)` without its
+/// lm-eval's loglikelihood scoring on a native model: inputs `(context + continuation)` without its
 /// last token, cut on the left to `maxLength` (the HF backend's truncation); log-softmax in Double over the
 /// fp32 logits; the continuation's sum; greedy when each continuation token's logit equals its row's
 /// maximum (what the API backend's `token_logprob == max(top_logprobs)` test sees; ties count as greedy).
@@ -59,7 +59,7 @@ public struct ScoringStatistics: Sendable, Equatable {
 /// separate passes only by fp32 summation order; the first shared group of a run is also scored
 /// separately, and if the two disagree by more than `sharingTolerance` sharing is switched off.
 public final class NativeScorer: LanguageModelScorer {
-    public let model: DeepSeekV3
+    public let model: any CausalLanguageModel
     public let maxLength: Int
     /// Token positions (rows × padded length) per batched forward.
     public var batchTokens: Int
@@ -73,10 +73,10 @@ public final class NativeScorer: LanguageModelScorer {
     /// Receives the routing of every scoring forward, told first which request each row scores.
     public var routingObserver: RequestRoutingObserver?
 
-    public init(model: DeepSeekV3, maxLength: Int? = nil, batchTokens: Int = 2048,
+    public init(model: any CausalLanguageModel, maxLength: Int? = nil, batchTokens: Int = 2048,
                 logitsBudgetBytes: Int = 256 << 20, sharesContext: Bool = true) {
         self.model = model
-        self.maxLength = max(1, maxLength ?? model.args.maxSeqLen)
+        self.maxLength = max(1, maxLength ?? model.shape.maxSeqLen)
         self.batchTokens = batchTokens
         self.logitsBudgetBytes = logitsBudgetBytes
         self.sharesContext = sharesContext
@@ -90,7 +90,7 @@ public final class NativeScorer: LanguageModelScorer {
         var prefixLength: Int { inputs.count - targets.count + 1 }
     }
 
-    private var vocab: Int { model.args.vocabSize }
+    private var vocab: Int { model.shape.vocabSize }
     private var rowsPerBudget: Int { max(1, logitsBudgetBytes / max(1, vocab * MemoryLayout<Float>.size)) }
 
     public func loglikelihood(_ requests: [TokenRequest]) throws -> [LoglikelihoodResult] {

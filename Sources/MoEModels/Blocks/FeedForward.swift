@@ -15,10 +15,11 @@ public struct FeedForward: @unchecked Sendable {
     public var byteCount: Int { w1.byteCount + w2.byteCount + w3.byteCount }
 
     /// Adds the result into `hidden` (or writes it there when `accumulate` is false).
-    public func apply(_ x: Tensor, addInto hidden: Tensor, accumulate: Bool = true) {
-        let gate = Linear.apply(x, w1)
-        let up = Linear.apply(x, w3)
-        Ops.siluMul(gate.data, up.data, count: gate.count)
-        Linear.apply(gate.data, rows: x.rows, weight: w2, into: hidden.data, accumulate: accumulate)
+    public func apply(_ x: Tensor, addInto hidden: Tensor, accumulate: Bool = true,
+                      backend: any TensorBackend = CPUBackend()) {
+        let gate = backend.linear(x, w1)
+        let up = backend.linear(x, w3)
+        backend.siluMul(gate.data, up.data, count: gate.count)
+        backend.linear(gate.data, rows: x.rows, weight: w2, into: hidden.data, accumulate: accumulate)
     }
 }

@@ -24,6 +24,8 @@ public struct MultiHeadLatentAttention: @unchecked Sendable {
     /// `1/√qk_head_dim`, times YaRN's mscale² when YaRN applies.
     let softmaxScale: Float
     var qkHeadDim: Int { qkNopeHeadDim + qkRopeHeadDim }
+    /// Where the projections run (the attention cores below are still CPU GEMMs, docs/ARCHITECTURE.md).
+    var backend: any TensorBackend = CPUBackend()
 
     /// What it caches per position: the normalised latent `c_kv` and the RoPE'd shared key `k_pe`, about 7×
     /// smaller than per-head keys and values for the TorchTitan flavors.
@@ -54,13 +56,13 @@ public struct MultiHeadLatentAttention: @unchecked Sendable {
 
         let q: Tensor
         if let wq = wq {
-            q = Linear.apply(x, wq)
+            q = backend.linear(x, wq)
         } else {
-            let qa = Linear.apply(x, wqA!)
-            Ops.rmsNorm(qa.data, rows: rows, dim: qLoraRank, weight: qNorm!, eps: normEps, into: qa.data)
-            q = Linear.apply(qa, wqB!)
+            let qa = backend.linear(x, wqA!)
+            backend.rmsNorm(qa.data, rows: rows, dim: qLoraRank, weight: qNorm!, eps: normEps, into: qa.data)
+            q = backend.linear(qa, wqB!)
         }
-        let kv = Linear.apply(x, wkvA)                        // [rows, kvRank + dr]: c_kv | k_pe
+        let kv = backend.linear(x, wkvA)                        // [rows, kvRank + dr]: c_kv | k_pe
         let qp = SendablePointer(q.data), kvp = SendablePointer(kv.data)
         let latentP = SendablePointer(store.values[Self.latentStream]), pep = SendablePointer(store.values[Self.ropeKeyStream])
         let normEps = normEps, capacity = store.capacity
@@ -87,7 +89,7 @@ public struct MultiHeadLatentAttention: @unchecked Sendable {
         } else {
             attentionExpanded(q: q, batch: batch, newTokens: n, past: past, store: store, into: context)
         }
-        Linear.apply(context.data, rows: rows, weight: wo, into: hidden.data, accumulate: true)
+        backend.linear(context.data, rows: rows, weight: wo, into: hidden.data, accumulate: true)
     }
 
     /// Query rows per block of expanded attention: small enough that causal blocks skip most masked keys,
@@ -102,8 +104,8 @@ public struct MultiHeadLatentAttention: @unchecked Sendable {
         // Per-head k_nope | v of every visible position, for each batch row.
         let kvHeads = Tensor(uninitializedShape: [batch * total, ldkv])
         for b in 0..<batch {
-            Linear.apply(store.values[Self.latentStream] + store.row(batch: b, position: 0) * kvRank, rows: total, weight: wkvB,
-                         into: kvHeads.row(b * total))
+            backend.linear(store.values[Self.latentStream] + store.row(batch: b, position: 0) * kvRank, rows: total,
+                           weight: wkvB, into: kvHeads.row(b * total), accumulate: false)
         }
         let scale = softmaxScale
         let qp = SendablePointer(q.data), ctxp = SendablePointer(context.data)

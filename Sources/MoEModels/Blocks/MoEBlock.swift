@@ -71,9 +71,9 @@ public enum SharedExperts: @unchecked Sendable {
     }
 
     /// Writes (not adds) the shared experts' output for `x` into `output`.
-    func apply(_ x: Tensor, into output: Tensor) {
+    func apply(_ x: Tensor, into output: Tensor, backend: any TensorBackend) {
         switch self {
-        case .plain(let ffn): ffn.apply(x, addInto: output, accumulate: false)
+        case .plain(let ffn): ffn.apply(x, addInto: output, accumulate: false, backend: backend)
         }
     }
 }
@@ -95,6 +95,8 @@ public struct MoEBlock: @unchecked Sendable {
     /// Model width D and routed-expert hidden width F.
     public let dim: Int
     public let expertHiddenDim: Int
+    /// Where the block's tensor operations run.
+    public var backend: any TensorBackend = CPUBackend()
 
     public init(router: RouterConfig, gate: Weight, gateBias: [Float]? = nil, expertBias: [Float]? = nil,
                 experts: ExpertWeights, activation: ExpertActivation, shared: SharedExperts?,
@@ -145,7 +147,7 @@ public struct MoEBlock: @unchecked Sendable {
     func route(_ x: Tensor) -> Routing {
         let m = router, e = m.numExperts, k = m.topK, tokens = x.rows
         let routing = Routing(tokens: tokens, topK: k, experts: e)
-        Linear.apply(x.data, rows: tokens, weight: gate, into: routing.gateLogits.data)
+        backend.linear(x.data, rows: tokens, weight: gate, into: routing.gateLogits.data, accumulate: false)
         let sigmoid = m.scoreFunction == .sigmoid
         let groups = m.numExpertGroups, limited = m.numLimitedGroups ?? (m.numExpertGroups ?? 1)
         let gateBias = gateBias, expertBias = expertBias
@@ -266,18 +268,19 @@ public struct MoEBlock: @unchecked Sendable {
                                gate: UnsafeMutablePointer<Float>, up: UnsafeMutablePointer<Float>,
                                into output: UnsafeMutablePointer<Float>, serial: Bool) {
         let d = dim, f = expertHiddenDim
+        let backend = backend
         func linear(_ x: UnsafeMutablePointer<Float>, k: Int, _ w: Weight, columns: Int, _ y: UnsafeMutablePointer<Float>) {
             if serial {
-                Linear.applyColumns(x, m: n, lda: k, w, columns: 0..<columns, y, ldy: columns, accumulate: false)
+                backend.linearSerial(x, rows: n, lda: k, weight: w, into: y, ldy: columns)
             } else {
-                Linear.apply(x, rows: n, weight: w, into: y)
+                backend.linear(x, rows: n, weight: w, into: y, accumulate: false)
             }
         }
         switch activation {
         case .swiGLU:
             linear(input, k: d, experts.w1.matrix(expert), columns: f, gate)
             linear(input, k: d, experts.w3!.matrix(expert), columns: f, up)
-            Ops.siluMul(gate, up, count: n * f)
+            backend.siluMul(gate, up, count: n * f)
             linear(gate, k: f, experts.w2.matrix(expert), columns: d, output)
         }
     }
@@ -289,7 +292,7 @@ public struct MoEBlock: @unchecked Sendable {
     func combine(_ x: Tensor, _ routing: Routing, _ batches: ExpertBatches, _ outputs: Tensor, addInto hidden: Tensor) {
         let d = dim, k = routing.topK
         let moeOut = Tensor(shape: [routing.tokens, d])
-        shared?.apply(x, into: moeOut)
+        shared?.apply(x, into: moeOut, backend: backend)
         var rowOfAssignment = [Int](repeating: 0, count: batches.assignment.count)
         for (row, a) in batches.assignment.enumerated() { rowOfAssignment[a] = row }
         let scoreBefore = router.scoreBeforeExperts

@@ -9,21 +9,7 @@ public enum CodeEra: String, Sendable, CaseIterable {
     case v0_3 = "0.3"
 }
 
-/// Numerical switches that depend on the code that trained the model, not on the weights.
-public struct Numerics: Sendable, Equatable {
-    /// YaRN frequency correction and the mscale² softmax adjustment.
-    public var yarn: Bool
-    /// eps of the final RMSNorm: v0.2.x builds it as `nn.RMSNorm(dim)` (float32 machine epsilon).
-    public var finalNormEps: Float
-    /// How the two were decided, for messages and results files.
-    public var origin: String
-
-    public init(yarn: Bool, finalNormEps: Float, origin: String) {
-        self.yarn = yarn
-        self.finalNormEps = finalNormEps
-        self.origin = origin
-    }
-
+extension Numerics {
     /// The rules of the era the checkpoint's key names point to, each overridable.
     /// Mixed key names come from TorchTitan main between 0.2.2 and 0.3.0: Python-config code (final eps
     /// = norm_eps) that still applied YaRN only when max_seq_len > original_seq_len.
@@ -53,13 +39,6 @@ public struct Numerics: Sendable, Equatable {
     }
 }
 
-/// An error loading a model from a checkpoint; the message names the checkpoint and the tensor.
-public struct ModelLoadError: Error, CustomStringConvertible, LocalizedError {
-    public let description: String
-    public init(_ description: String) { self.description = description }
-    public var errorDescription: String? { description }
-}
-
 /// DeepSeek-V3 as TorchTitan computes it (v0.2.2 `deepseek_v3/model/model.py`, 0.3.0 `deepseek_v3/model.py`):
 /// embedding → layers of [RMSNorm → MLA attention → residual, RMSNorm → dense SwiGLU or MoE → residual]
 /// → final RMSNorm → output head. fp32 compute; weights stay in their stored dtype.
@@ -80,6 +59,8 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
     /// this rank's experts (ExpertParallel.swift).
     public let expertParallel: ExpertParallelGroup?
     public let shape: ModelShape
+    /// Where the forward's tensor operations run.
+    let backend: any TensorBackend = CPUBackend()
     public let kvCacheLayout: KVCacheLayout
 
     struct Layer {
@@ -237,6 +218,7 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
             topK: args.moeArgs.topK, numSharedExperts: args.moeArgs.numSharedExperts,
             hasExpertBias: args.moeArgs.loadBalanceCoeff != nil,
             scoreFunction: args.moeArgs.scoreFunc == "sigmoid" ? .sigmoid : .softmax,
+            numExpertGroups: args.moeArgs.numExpertGroups, numLimitedGroups: args.moeArgs.numLimitedGroups,
             maxSeqLen: args.maxSeqLen, attentionHeads: h)
         kvCacheLayout = KVCacheLayout(
             repeating: MultiHeadLatentAttention.cacheStreams(kvLoraRank: args.kvLoraRank, qkRopeHeadDim: args.qkRopeHeadDim),
@@ -294,40 +276,33 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
         let past = cache?.length ?? 0
         let rows = batch * seqLen
         let hidden = Tensor(shape: [rows, args.dim])
-        embed(tokens, into: hidden)
+        backend.embed(tokens, table: embedding, into: hidden.data)
         let rope = RopeTable(frequencies: ropeFrequencies, positions: past + seqLen)
         let normed = Tensor(shape: [rows, args.dim])
         let scratchStore = cache == nil ? KVCache.Layer(batch: batch, capacity: seqLen, streams: kvCacheLayout.layers.first ?? []) : nil
         for layer in layers {
             let store = cache?.layers[layer.index] ?? scratchStore!
-            Ops.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: layer.attentionNorm, eps: Float(args.normEps), into: normed.data)
+            backend.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: layer.attentionNorm, eps: Float(args.normEps), into: normed.data)
             layer.attention.apply(normed, batch: batch, newTokens: seqLen, past: past, rope: rope, store: store, addInto: hidden)
-            Ops.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: layer.ffnNorm, eps: Float(args.normEps), into: normed.data)
+            backend.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: layer.ffnNorm, eps: Float(args.normEps), into: normed.data)
             if let moe = layer.moe {
                 try moe.apply(normed, layer: layer.index, addInto: hidden, observer: observer, expertParallel: expertParallel)
             } else if let ffn = layer.feedForward {
-                ffn.apply(normed, addInto: hidden)
+                ffn.apply(normed, addInto: hidden, backend: backend)
             }
         }
         cache?.length += seqLen
         switch selection {
         case .all:
-            Ops.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: finalNorm, eps: numerics.finalNormEps, into: normed.data)
-            return Linear.apply(normed, output)
+            backend.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: finalNorm, eps: numerics.finalNormEps, into: normed.data)
+            return backend.linear(normed, output)
         case .last:
             let last = Tensor(shape: [batch, args.dim])
             for b in 0..<batch {
-                Ops.rmsNorm(hidden.row(b * seqLen + seqLen - 1), rows: 1, dim: args.dim, weight: finalNorm,
+                backend.rmsNorm(hidden.row(b * seqLen + seqLen - 1), rows: 1, dim: args.dim, weight: finalNorm,
                             eps: numerics.finalNormEps, into: last.row(b))
             }
-            return Linear.apply(last, output)
-        }
-    }
-
-    func embed(_ tokens: [Int32], into hidden: Tensor) {
-        let d = args.dim
-        for (r, token) in tokens.enumerated() {
-            embedding.widen(from: Int(token) * d, count: d, into: hidden.row(r))
+            return backend.linear(last, output)
         }
     }
 }

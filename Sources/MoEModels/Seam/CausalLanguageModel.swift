@@ -1,6 +1,13 @@
 import Foundation
 import MoETensor
 
+/// An error loading a model from a checkpoint; the message names the checkpoint and the tensor.
+public struct ModelLoadError: Error, CustomStringConvertible, LocalizedError {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+    public var errorDescription: String? { description }
+}
+
 /// Which positions' logits a forward returns.
 public enum LogitsSelection: Sendable { case all, last }
 
@@ -22,19 +29,39 @@ public struct ModelShape: Sendable, Equatable {
     public var hasExpertBias: Bool
     /// `softmax` or `sigmoid`.
     public var scoreFunction: RouterConfig.ScoreFunction
+    /// Node-limited routing: expert groups, and how many of them a token may use (nil: no groups).
+    public var numExpertGroups: Int?
+    public var numLimitedGroups: Int?
     public var maxSeqLen: Int
     public var attentionHeads: Int
 
     public init(family: String, vocabSize: Int, dim: Int, layers: Int, moeLayers: [Int], numExperts: Int, topK: Int,
                 numSharedExperts: Int, hasExpertBias: Bool, scoreFunction: RouterConfig.ScoreFunction,
-                maxSeqLen: Int, attentionHeads: Int) {
+                numExpertGroups: Int? = nil, numLimitedGroups: Int? = nil, maxSeqLen: Int, attentionHeads: Int) {
         self.family = family; self.vocabSize = vocabSize; self.dim = dim; self.layers = layers
         self.moeLayers = moeLayers; self.numExperts = numExperts; self.topK = topK
         self.numSharedExperts = numSharedExperts; self.hasExpertBias = hasExpertBias
-        self.scoreFunction = scoreFunction; self.maxSeqLen = maxSeqLen; self.attentionHeads = attentionHeads
+        self.scoreFunction = scoreFunction; self.numExpertGroups = numExpertGroups
+        self.numLimitedGroups = numLimitedGroups; self.maxSeqLen = maxSeqLen; self.attentionHeads = attentionHeads
     }
 
     public func isMoELayer(_ layer: Int) -> Bool { moeLayers.contains(layer) }
+}
+
+/// Numerical switches that depend on the code that trained the model, not on the weights.
+public struct Numerics: Sendable, Equatable {
+    /// YaRN frequency correction and the mscale² softmax adjustment.
+    public var yarn: Bool
+    /// eps of the final RMSNorm: v0.2.x builds it as `nn.RMSNorm(dim)` (float32 machine epsilon).
+    public var finalNormEps: Float
+    /// How the two were decided, for messages and results files.
+    public var origin: String
+
+    public init(yarn: Bool, finalNormEps: Float, origin: String) {
+        self.yarn = yarn
+        self.finalNormEps = finalNormEps
+        self.origin = origin
+    }
 }
 
 /// Weight bytes the benchmarks divide by.
@@ -59,10 +86,23 @@ public struct ModelFootprint: Sendable, Equatable {
 /// Parameter counts in TorchTitan's buckets (buffers such as expert_bias are not parameters).
 public typealias ParameterCounts = ModelArgs.ParameterCounts
 
+/// TorchTitan's accounting of a model (`get_nparams_and_flops`): each family supplies its own formulas.
+public protocol ModelAccounting {
+    /// Parameters in TorchTitan's buckets.
+    func parameterCounts() -> ParameterCounts
+    var totalParameters: Int { get }
+    /// Parameters one token passes through (routed experts scaled by top_k / num_experts).
+    var activeParameters: Int { get }
+    /// The FLOPs per token TorchTitan logs for this family at training seq_len `seqLen` (its own formula).
+    func trainingFlopsPerToken(seqLen: Int) -> Int
+    /// Forward-only FLOPs per token at sequence length `seqLen` (docs/METRICS.md).
+    func forwardFlopsPerToken(seqLen: Int) -> Double
+}
+
 /// A causal language model of one family, as moe-eval runs it: what every consumer (scoring, benchmarks,
 /// serving, expert parallelism, cost accounting) may use. A family implements it in its own folder
 /// (docs/ARCHITECTURE.md, "Adding a family").
-public protocol CausalLanguageModel: AnyObject, Sendable {
+public protocol CausalLanguageModel: AnyObject, Sendable, ModelAccounting {
     var shape: ModelShape { get }
     /// The streams each layer's attention caches; `KVCache(model:batch:capacity:)` allocates from it.
     var kvCacheLayout: KVCacheLayout { get }
@@ -72,6 +112,8 @@ public protocol CausalLanguageModel: AnyObject, Sendable {
     /// under expert parallelism.
     var moeBlocks: [(layer: Int, block: MoEBlock)] { get }
     var footprint: ModelFootprint { get }
+    /// Numerical switches that depend on the code that trained the model (recorded in results files).
+    var numerics: Numerics { get }
 
     /// Logits for `tokens` (`batch` rows of `seqLen` new ids, row-major), causal within each row.
     /// Without a cache each row is a sequence starting at position 0. With a cache the new tokens continue the
@@ -81,14 +123,14 @@ public protocol CausalLanguageModel: AnyObject, Sendable {
     /// share) an implementation starts with `forwardExpertParallel`.
     func forward(tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache?, logits: LogitsSelection,
                  observer: RoutingObserver?) throws -> Tensor
-
-    /// TorchTitan's parameter buckets for this model (`get_nparams_and_flops`).
-    func parameterCounts() -> ParameterCounts
-    /// The FLOPs per token TorchTitan logs for this family at training seq_len `seqLen` (its own formula).
-    func trainingFlopsPerToken(seqLen: Int) -> Int
-    /// Forward-only FLOPs per token at sequence length `seqLen` (docs/METRICS.md).
-    func forwardFlopsPerToken(seqLen: Int) -> Double
 }
+
+extension CausalLanguageModel {
+    public var totalParameters: Int { parameterCounts().total }
+    public var activeParameters: Int { parameterCounts().active(topK: shape.topK, numExperts: shape.numExperts) }
+}
+
+extension ModelArgs: ModelAccounting {}
 
 extension CausalLanguageModel {
     // Defaults for callers holding `any CausalLanguageModel` (a requirement cannot declare them). The two

@@ -1,0 +1,113 @@
+import Foundation
+import MoECheckpoint
+import MoEJSON
+
+/// A family's args as the results file records them (`model_args`).
+public protocol ModelArguments: Encodable, Sendable {}
+
+/// One model family as the loader sees it: the names that select it and how to build it.
+public struct ModelFamily: Sendable {
+    /// TorchTitan module name (`ModelShape.family` of its models).
+    public let name: String
+    /// Every TorchTitan module (`--module`, a model-args file's `"family"`) built by this family's code.
+    public let torchTitanModules: [String]
+    /// HF `config.json` `model_type` values it reads.
+    public let hfModelTypes: [String]
+    /// Routed experts per MoE layer that the spec's args imply, resolved without reading weights (expert
+    /// parallelism checks its degree against it before loading).
+    public let numExperts: @Sendable (_ spec: ModelSpec) throws -> Int
+    /// Builds the model from the spec's checkpoint (only this rank's experts under expert parallelism).
+    public let load: @Sendable (_ spec: ModelSpec, _ expertParallel: ExpertParallelGroup?) throws -> LoadedModel
+
+    public init(name: String, torchTitanModules: [String], hfModelTypes: [String],
+                numExperts: @escaping @Sendable (ModelSpec) throws -> Int,
+                load: @escaping @Sendable (ModelSpec, ExpertParallelGroup?) throws -> LoadedModel) {
+        self.name = name; self.torchTitanModules = torchTitanModules; self.hfModelTypes = hfModelTypes
+        self.numExperts = numExperts; self.load = load
+    }
+}
+
+/// Every family moe-eval evaluates. Adding a family is one line here plus its folder (docs/ARCHITECTURE.md).
+public enum ModelRegistry {
+    public static let families: [ModelFamily] = [
+        DeepSeekV3.family,
+    ]
+
+    /// The family when nothing names one (checkpoints of the releases before families were recorded).
+    public static var defaultFamily: ModelFamily { DeepSeekV3.family }
+
+    public static func family(module: String) -> ModelFamily? {
+        families.first { $0.torchTitanModules.contains(module) }
+    }
+
+    public static func family(hfModelType: String) -> ModelFamily? {
+        families.first { $0.hfModelTypes.contains(hfModelType) }
+    }
+
+    static var knownModules: String { families.flatMap(\.torchTitanModules).joined(separator: ", ") }
+
+    /// The family the spec selects, and what selected it: `--module`, else the model-args file's `"family"`,
+    /// else the HF `config.json` beside the weights (`model_type`), else DeepSeek-V3.
+    public static func family(for spec: ModelSpec) throws -> (family: ModelFamily, reason: String) {
+        if let module = spec.registryModule {
+            guard let family = family(module: module) else {
+                throw ModelArgsError(message: "--module \(module): not a model family moe-eval evaluates (known: \(knownModules))")
+            }
+            return (family, "--module \(module)")
+        }
+        if let file = spec.modelArgs, let name = try declaredFamily(modelArgsFile: file) {
+            guard let family = family(module: name) else {
+                throw ModelArgsError(message: "\(file.path): \"family\" \"\(name)\" is not a model family moe-eval evaluates (known: \(knownModules))")
+            }
+            return (family, "\"family\" in \(file.path)")
+        }
+        if spec.modelArgs == nil, spec.flavor == nil, !spec.hasTrainConfig {
+            let config = ModelLoader.hfConfigURL(for: spec.checkpoint)
+            if let modelType = try hfModelType(config) {
+                guard let family = family(hfModelType: modelType) else {
+                    let known = families.flatMap(\.hfModelTypes).joined(separator: ", ")
+                    throw ModelArgsError(message: "\(config.path): model_type \"\(modelType)\" is not supported (known: \(known))")
+                }
+                return (family, "model_type \(modelType) in \(config.path)")
+            }
+        }
+        return (defaultFamily, "default family")
+    }
+
+    /// Model-args and config files are small; anything larger is not one.
+    static let maxConfigBytes = 16 << 20
+
+    static func readJSONObject(_ url: URL) throws -> JSONObject? {
+        guard let size = (try? FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int) ?? nil else {
+            return nil
+        }
+        guard size <= maxConfigBytes else {
+            throw ModelArgsError(message: "\(url.path): \(size) bytes is too large for a model config (limit \(maxConfigBytes))")
+        }
+        let data = try Data(contentsOf: url)
+        do {
+            return try JSONValue.parse([UInt8](data)).objectValue
+        } catch let error as JSONParseError {
+            throw ModelArgsError(message: "\(url.path): \(error.description)")
+        }
+    }
+
+    /// The `"family"` a model-args file names (nil when it names none: DeepSeek-V3 files never did).
+    static func declaredFamily(modelArgsFile url: URL) throws -> String? {
+        guard let object = try readJSONObject(url), let value = object["family"] else { return nil }
+        guard let name = value.stringValue else {
+            throw ModelArgsError(message: "\(url.path): \"family\" must be a string, not \(value.typeName)")
+        }
+        return name
+    }
+
+    /// `model_type` of an HF config.json, nil when there is no such file.
+    static func hfModelType(_ url: URL) throws -> String? {
+        guard FileManager.default.fileExists(atPath: url.path), let object = try readJSONObject(url) else { return nil }
+        guard let value = object["model_type"] else { return nil }
+        guard let name = value.stringValue else {
+            throw ModelArgsError(message: "\(url.path): model_type must be a string, not \(value.typeName)")
+        }
+        return name
+    }
+}
