@@ -80,8 +80,8 @@ struct AgreementCommand: ParsableCommand {
     }
 
     /// What must match for two routings of the same token ids to be comparable.
-    static func architecture(_ args: ModelArgs) -> String {
-        "vocab_size \(args.vocabSize), n_layers \(args.nLayers), n_dense_layers \(args.nDenseLayers), \(args.moeArgs.numExperts) experts top-\(args.moeArgs.topK)"
+    static func architecture(_ shape: ModelShape) -> String {
+        "\(shape.family), vocab_size \(shape.vocabSize), n_layers \(shape.layers), MoE layers \(shape.moeLayers), \(shape.numExperts) experts top-\(shape.topK)"
     }
 
     func run() throws {
@@ -96,12 +96,12 @@ struct AgreementCommand: ParsableCommand {
             for (index, path) in checkpoints.enumerated() {
                 progress.update("loading \(path)")
                 let loaded = try ModelLoader.load(spec(index))
-                let shape = Self.architecture(loaded.args)
+                let shape = Self.architecture(loaded.model.shape)
                 if let reference, reference != shape {
                     throw AgreementError(description: "\(path) is not the same architecture as \(checkpoints[0]): \(shape) vs \(reference)")
                 }
                 reference = shape
-                if input == nil { input = try routingInput(args: loaded.args, config: trainConfig) }
+                if input == nil { input = try routingInput(shape: loaded.model.shape, config: trainConfig) }
                 let insight = RoutingInsightCollector(recordedTokenLimit: Int.max)
                 for (i, sequence) in input!.sequences.enumerated() {
                     progress.update("routing \(path) \(Progress.bar(i, input!.sequences.count))")
@@ -146,10 +146,10 @@ struct AgreementCommand: ParsableCommand {
         }
     }
 
-    func routingInput(args: ModelArgs, config: TrainConfig?) throws -> RoutingInput {
-        let length = seqLen ?? min(128, args.maxSeqLen)
+    func routingInput(shape: ModelShape, config: TrainConfig?) throws -> RoutingInput {
+        let length = seqLen ?? min(128, shape.maxSeqLen)
         if RoutingInput.Kind(rawValue: routingInput) == .random {
-            return .random(vocabSize: args.vocabSize, samples: samples, seqLen: length, seed: seed)
+            return .random(vocabSize: shape.vocabSize, samples: samples, seqLen: length, seed: seed)
         }
         guard let source = data ?? config?.datasetPath else {
             throw AgreementError(description: "no routing text: pass --data FILE (or a --config whose dataset_path is local), or --routing-input random")

@@ -45,7 +45,7 @@ import Testing
         #expect(r.status == 1)
         #expect(r.stderrLines.count == 1, "\(r.stderr)")
         #expect(r.stderr.contains("is not the same architecture"))
-        #expect(r.stderr.contains("vocab_size 160, n_layers 3, n_dense_layers 1, 8 experts top-3 vs vocab_size 64"))
+        #expect(r.stderr.contains("vocab_size 160, n_layers 3, MoE layers [1, 2], 8 experts top-3 vs deepseek_v3, vocab_size 64"))
     }
 
     /// Two runs of the same checkpoint with the same routing windows carry the same token set: compare shows

@@ -113,14 +113,14 @@ public final class EvaluationPipeline {
                                loadSeconds: loaded.loadSeconds,
                                numerics: .init(yarn: numerics.yarn, finalNormEps: Double(numerics.finalNormEps), origin: numerics.origin),
                                keyNaming: loaded.source.namingEra.rawValue, lmEval: .skipped(""))
-        var results = EvaluationResults(checkpointDir: checkpointFolderEvaluated(at: spec.checkpoint).path, modelArgs: loaded.args,
+        var results = EvaluationResults(checkpointDir: checkpointFolderEvaluated(at: spec.checkpoint).path, modelArgs: loaded.modelArgs,
                                         timestamp: timestamp, outputFile: outputURL.path, run: record)
         results.config = config.flatMap { try? JSONValue.parse(Array($0.json)) }
 
         var routing: RoutingMeasurement?
         if runRouting {
             let input = options.routingInput == .random
-                ? RoutingInput.random(vocabSize: loaded.args.vocabSize, samples: preset.routingSamples, seqLen: preset.routingSeqLen, seed: options.seed)
+                ? RoutingInput.random(vocabSize: loaded.model.shape.vocabSize, samples: preset.routingSamples, seqLen: preset.routingSeqLen, seed: options.seed)
                 : try RoutingInput.text(documents: documents!.documents, source: documents!.source, tokenizer: tokenizer!,
                                         samples: preset.routingSamples, seqLen: preset.routingSeqLen, seed: options.seed)
             let measured = try measureRouting(model: loaded.model, input: input, expertParallel: expertParallel,
@@ -133,7 +133,7 @@ public final class EvaluationPipeline {
             if preset.inferenceIterations > 0, let tokenizer {
                 results.inference = try benchmarkInference(loaded: loaded, tokenizer: tokenizer)
             }
-            results.cost = try measureCost(args: loaded.args, routing: measured, expertParallel: expertParallel)
+            results.cost = try measureCost(model: loaded.model, routing: measured, expertParallel: expertParallel)
         }
         let tasks = options.taskNames
         if options.skipLMEval || tasks.isEmpty {
@@ -164,12 +164,12 @@ public final class EvaluationPipeline {
 
     /// Routes the input's sequences one at a time (split across the ranks under expert parallelism) and
     /// counts what the router chose.
-    public func measureRouting(model: DeepSeekV3, input: RoutingInput, expertParallel: ExpertParallelGroup?,
+    public func measureRouting(model: any CausalLanguageModel, input: RoutingInput, expertParallel: ExpertParallelGroup?,
                                expertParallelDegree: Int?) throws -> RoutingMeasurement {
         let seqLen = options.preset.routingSeqLen
-        let args = model.args
-        let collector = RoutingStatisticsCollector(sequenceLength: seqLen, expertGroups: args.moeArgs.numExpertGroups,
-                                                   limitedGroups: args.moeArgs.numLimitedGroups)
+        let shape = model.shape
+        let collector = RoutingStatisticsCollector(sequenceLength: seqLen, expertGroups: shape.numExpertGroups,
+                                                   limitedGroups: shape.numLimitedGroups)
         // Insight metrics (z-loss, specialisation, …) and the routed ids ride along as a second observer.
         let insight = RoutingInsightCollector()
         let observers = RoutingObserverGroup([collector, insight])
@@ -226,12 +226,12 @@ public final class EvaluationPipeline {
     }
 
     /// Parameters and FLOPs, and the routing pass's rate against the measured sgemm peak.
-    public func measureCost(args: ModelArgs, routing: RoutingMeasurement, expertParallel: ExpertParallelGroup?) throws -> ComputationalCost {
+    public func measureCost(model: any CausalLanguageModel, routing: RoutingMeasurement, expertParallel: ExpertParallelGroup?) throws -> ComputationalCost {
         progress.update("measuring the sgemm peak")
         let peak = ComputationalCost.measureSgemmPeak()
         // The routing rate counts every rank's forwards, so it is compared with every rank's peak.
         let peaks = try expertParallel.map { try $0.communicator.allGather([peak]) } ?? [peak]
-        let cost = ComputationalCost.compute(args: args, flopsSeqLen: inputs.config?.seqLen ?? args.maxSeqLen,
+        let cost = ComputationalCost.compute(model: model, flopsSeqLen: inputs.config?.seqLen ?? model.shape.maxSeqLen,
                                              measuredTokens: routing.tokens, measuredSeqLen: options.preset.routingSeqLen,
                                              measuredSeconds: routing.seconds, sgemmPeaks: peaks)
         progress.done(String(format: "cost: %.3f GFLOP/token forward, MFU %.1f%% of %.0f GFLOP/s sgemm (%d process%@)",
@@ -251,15 +251,15 @@ public final class EvaluationPipeline {
 
     /// The benchmark tasks, scored natively. A failure of the whole step is kept as every task's error: the
     /// measurements before it stay in the results file.
-    public func runTasks(_ tasks: [String], model: DeepSeekV3, tokenizer: Tokenizer) throws -> TaskOutcome {
+    public func runTasks(_ tasks: [String], model: any CausalLanguageModel, tokenizer: Tokenizer) throws -> TaskOutcome {
         // Downloads report from the calling thread only; the progress object is not Sendable, the callback must be.
         nonisolated(unsafe) let bar = progress
         let data = inputs.benchmarkData(dataDir: options.benchmarkDataDir, progress: { file, bytes, total in
             bar.update("downloading \(file) " + (total.map { Self.bar(Int(bytes), Int($0)) + " bytes" } ?? "\(bytes) bytes"))
         })
         let limit = options.lmEvalLimit ?? options.preset.lmEvalLimit
-        if let maxLength = options.maxLength, maxLength > model.args.maxSeqLen {
-            throw EvaluationArgumentError(description: "--max-length \(maxLength) exceeds the model's max_seq_len \(model.args.maxSeqLen)")
+        if let maxLength = options.maxLength, maxLength > model.shape.maxSeqLen {
+            throw EvaluationArgumentError(description: "--max-length \(maxLength) exceeds the model's max_seq_len \(model.shape.maxSeqLen)")
         }
         let scorer = NativeScorer(model: model, maxLength: options.maxLength)
         let taskRouting = TaskRoutingCollector()

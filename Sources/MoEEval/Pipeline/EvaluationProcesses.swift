@@ -25,7 +25,7 @@ public final class EvaluationProcesses {
     public func makeGroup(requestedDegree: Int?, spec: ModelSpec, configDegree: Int?,
                           note: (String) -> Void) throws -> ExpertParallelGroup? {
         guard size > 1 || requestedDegree.map({ $0 > 1 }) == true else { return nil }
-        let numExperts = try ModelLoader.resolveArgs(spec, source: nil).args.moeArgs.numExperts
+        let numExperts = try ModelLoader.numExperts(spec)
         group = try session.expertParallelGroup(requestedDegree: requestedDegree, configDegree: configDegree, numExperts: numExperts)
         if let group, isRoot, let configDegree, configDegree > 1, configDegree != group.degree {
             note("the config trained with expert_parallel_degree \(configDegree); evaluating with degree \(group.degree) over \(group.size) processes (the degree must divide the process count)")
@@ -51,11 +51,11 @@ public final class EvaluationProcesses {
     /// Every rank's memory, timings and expert loads, gathered to all ranks (a collective: every rank calls it);
     /// nil for a single process. `predictedLoads`: per MoE layer, the per-expert loads the routing statistics
     /// counted in `routingPhase`.
-    public func report(model: DeepSeekV3, routingPhase: String?, predictedLoads: [Int: [Int]]?) throws -> ExpertParallelReport? {
+    public func report(model: any CausalLanguageModel, routingPhase: String?, predictedLoads: [Int: [Int]]?) throws -> ExpertParallelReport? {
         guard let group else { return nil }
         if group.statistics.forwards > 0 || phases.isEmpty { endPhase("rest") }
-        let held = model.heldWeightBytes
-        let moeLayers = (0..<model.args.nLayers).filter { model.args.isMoELayer($0) }
+        let held = (dense: model.footprint.heldDenseBytes, experts: model.footprint.heldExpertBytes)
+        let moeLayers = model.shape.moeLayers
         let mine = RankStatistics(
             residentBytesBeforeLoad: memoryBeforeLoad?.residentBytes ?? -1, residentBytesAfterLoad: memoryAfterLoad?.residentBytes ?? -1,
             peakResidentBytes: ProcessMemory.read()?.peakResidentBytes ?? -1,

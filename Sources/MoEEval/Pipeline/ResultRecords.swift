@@ -19,7 +19,8 @@ public struct EvaluationResults: Encodable {
     public var checkpointDir: String
     /// The train config as the results file shows it (`{}` without one).
     public var config: JSONValue?
-    public var modelArgs: ModelArgs
+    /// The family's own model args (DeepSeek-V3's, Qwen3's, gpt-oss's field names).
+    public var modelArgs: any ModelArguments
     public var timestamp: String
     public var outputFile: String
     /// moe-eval's own record of how the run was made (`moe_eval`).
@@ -33,7 +34,7 @@ public struct EvaluationResults: Encodable {
     /// Per-task expert loads (`task_routing`).
     public var taskRouting: TaskRouting?
 
-    public init(checkpointDir: String, modelArgs: ModelArgs, timestamp: String, outputFile: String, run: RunRecord) {
+    public init(checkpointDir: String, modelArgs: any ModelArguments, timestamp: String, outputFile: String, run: RunRecord) {
         self.checkpointDir = checkpointDir
         self.modelArgs = modelArgs
         self.timestamp = timestamp

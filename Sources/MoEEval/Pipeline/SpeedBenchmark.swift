@@ -68,7 +68,7 @@ public enum SpeedBenchmark {
                            tokens readTokens: ((_ count: Int, _ vocabSize: Int) throws -> [Int32])?,
                            note: (String) -> Void) throws -> SpeedBenchmarkResult {
         let loadStart = DispatchTime.now().uptimeNanoseconds
-        let model: DeepSeekV3
+        let model: any CausalLanguageModel
         let source: String
         if options.randomWeights {
             var args = try ModelLoader.resolveArgs(spec, source: nil).args
@@ -85,14 +85,14 @@ public enum SpeedBenchmark {
             source = loaded.source.description
         }
         let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
-        let args = model.args
+        let shape = model.shape
         let batch = options.batch, seqLen = options.seqLen, decodeTokens = options.decodeTokens
         let tokens: [Int32]
         if let readTokens {
-            tokens = try readTokens(batch * seqLen, args.vocabSize)
+            tokens = try readTokens(batch * seqLen, shape.vocabSize)
         } else {
             var rng = SplitMix64(seed: 1)
-            tokens = (0..<(batch * seqLen)).map { _ in Int32(rng.next() % UInt64(args.vocabSize)) }
+            tokens = (0..<(batch * seqLen)).map { _ in Int32(rng.next() % UInt64(shape.vocabSize)) }
         }
 
         func median(_ body: () throws -> Void) rethrows -> Double {
@@ -109,16 +109,16 @@ public enum SpeedBenchmark {
                                                                iterations: options.iterations) : 0
         // Weights touched by decoding + the KV cache + one token's activations: the memory target's measure.
         let decodeResident = ProcessMemory.currentResidentBytes()
-        let kvCacheBytes = decodeTokens > 0 ? KVCache.valuesPerPosition(args) * 4 * (16 + decodeTokens) * args.nLayers : 0
+        let kvCacheBytes = decodeTokens > 0 ? model.kvCacheLayout.valuesPerPosition * 4 * (16 + decodeTokens) : 0
         // Full logits, as a scoring pass (and PyTorch's forward) computes them.
         let prefill = try median { _ = try model.forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: .all) }
         let routing: Double = try options.skipRouting ? 0 : median {
-            let collector = RoutingStatisticsCollector(sequenceLength: seqLen, expertGroups: args.moeArgs.numExpertGroups,
-                                                       limitedGroups: args.moeArgs.numLimitedGroups)
+            let collector = RoutingStatisticsCollector(sequenceLength: seqLen, expertGroups: shape.numExpertGroups,
+                                                       limitedGroups: shape.numLimitedGroups)
             _ = try model.forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: .last, observer: collector)
             _ = RoutingMetrics.statistics(collector.finish())
         }
-        let forwardFlops = ComputationalCost.forwardFlopsPerToken(args, seqLen: seqLen) * Double(batch * seqLen)
+        let forwardFlops = model.forwardFlopsPerToken(seqLen: seqLen) * Double(batch * seqLen)
         let sgemmPeak = ComputationalCost.measureSgemmPeak(size: 2048, repeats: 5)
         // Before the bandwidth probe, whose 1 GiB buffer would otherwise be the peak.
         let peakResident = ProcessMemory.peakResidentBytes()
@@ -126,7 +126,7 @@ public enum SpeedBenchmark {
         let report = try processes.report(model: model, routingPhase: nil, predictedLoads: nil)
         let bandwidth = decodeTokens > 0 ? Compute.measureReadBandwidth() : 0
         let decodeRate = decodeTokens > 0 ? Double(decodeTokens) / decodeSeconds : 0
-        let activeBytes = model.activeWeightBytesPerToken
+        let activeBytes = model.footprint.activeWeightBytesPerToken
         // Tokens/s if each decode step only streamed its active weights from DRAM at the measured speed.
         let roofline = bandwidth > 0 ? bandwidth / Double(activeBytes) : 0
         return SpeedBenchmarkResult(
@@ -134,7 +134,7 @@ public enum SpeedBenchmark {
             routingAnalysisTokensPerSecond: options.skipRouting ? 0 : Double(batch * seqLen) / routing,
             sgemmPeakGflopsPerSecond: sgemmPeak / 1e9, prefillMFU: forwardFlops / prefill / sgemmPeak,
             loadSeconds: loadSeconds, peakResidentBytes: peakResident, prefillGflopsPerSecond: forwardFlops / prefill / 1e9,
-            weightBytes: model.weightBytes, residentBytesAfterDecode: decodeResident, decodeKVCacheBytes: kvCacheBytes,
+            weightBytes: model.footprint.weightBytes, residentBytesAfterDecode: decodeResident, decodeKVCacheBytes: kvCacheBytes,
             activeWeightBytesPerToken: activeBytes, dramReadBytesPerSecond: bandwidth,
             decodeRooflineTokensPerSecond: roofline, decodeRooflineFraction: roofline > 0 ? decodeRate / roofline : 0,
             batch: batch, seqLen: seqLen, decodeTokens: decodeTokens, threads: Compute.threads, weights: source,
@@ -143,7 +143,7 @@ public enum SpeedBenchmark {
 
     /// Median seconds of `tokens` greedy decode steps (batch 1) after `prompt`; only the steps are timed: the
     /// prompt is prefilled before the clock starts. Iteration 0 is the warm-up.
-    static func timeDecode(model: DeepSeekV3, prompt: [Int32], tokens: Int, iterations: Int) throws -> Double {
+    static func timeDecode(model: any CausalLanguageModel, prompt: [Int32], tokens: Int, iterations: Int) throws -> Double {
         var times: [Double] = []
         for iteration in 0...iterations {
             let cache = KVCache(model: model, batch: 1, capacity: prompt.count + tokens)
@@ -153,7 +153,7 @@ public enum SpeedBenchmark {
             for _ in 0..<tokens {
                 let logits = try model.forward(tokens: next, batch: 1, seqLen: 1, cache: cache, logits: .last)
                 var best = 0
-                for v in 0..<model.args.vocabSize where logits.data[v] > logits.data[best] { best = v }
+                for v in 0..<model.shape.vocabSize where logits.data[v] > logits.data[best] { best = v }
                 next = [Int32(best)]
             }
             if iteration > 0 { times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9) }

@@ -72,6 +72,8 @@ public final class NativeScorer: LanguageModelScorer {
     public var progress: ((Int, Int) -> Void)?
     /// Receives the routing of every scoring forward, told first which request each row scores.
     public var routingObserver: RequestRoutingObserver?
+    /// The same observer as the forward takes it.
+    var forwardObserver: RoutingObserver? { routingObserver }
 
     public init(model: any CausalLanguageModel, maxLength: Int? = nil, batchTokens: Int = 2048,
                 logitsBudgetBytes: Int = 256 << 20, sharesContext: Bool = true) {
@@ -201,7 +203,7 @@ public final class NativeScorer: LanguageModelScorer {
             for (i, t) in p.inputs.enumerated() { tokens[r * seqLen + i] = t }
         }
         routingObserver?.beginForward(rows: batch.map { ForwardRow(request: $0.index, tokens: $0.inputs.count) }, seqLen: seqLen)
-        let logits = try model.forward(tokens: tokens, batch: batch.count, seqLen: seqLen, logits: .all, observer: routingObserver)
+        let logits = try model.forward(tokens: tokens, batch: batch.count, seqLen: seqLen, cache: nil, logits: .all, observer: forwardObserver)
         record(positions: batch.count * seqLen)
         var picks: [(row: Int, target: Int32, request: Int)] = []
         for (r, p) in batch.enumerated() {
@@ -222,7 +224,7 @@ public final class NativeScorer: LanguageModelScorer {
             let wanted = min(max(begin, first), end)..<end
             routingObserver?.beginForward(rows: [ForwardRow(request: p.index, tokens: end - begin)], seqLen: end - begin)
             let logits = try model.forward(tokens: Array(p.inputs[begin..<end]), batch: 1, seqLen: end - begin,
-                                           cache: cache, logits: .all, observer: routingObserver)
+                                           cache: cache, logits: .all, observer: forwardObserver)
             record(positions: end - begin)
             if !wanted.isEmpty {
                 let part = gather(logits, wanted.map { ($0 - begin, p.targets[$0 - first], 0) }, requests: 1)[0]
@@ -239,7 +241,7 @@ public final class NativeScorer: LanguageModelScorer {
         let prefix = Array(group[0].inputs.prefix(group[0].prefixLength))
         let cache = KVCache(model: model, batch: 1, capacity: prefix.count)
         routingObserver?.beginForward(rows: [ForwardRow(request: group[0].index, tokens: prefix.count)], seqLen: prefix.count)
-        let last = try model.forward(tokens: prefix, batch: 1, seqLen: prefix.count, cache: cache, logits: .last, observer: routingObserver)
+        let last = try model.forward(tokens: prefix, batch: 1, seqLen: prefix.count, cache: cache, logits: .last, observer: forwardObserver)
         record(positions: prefix.count)
         var firsts = gather(last, group.enumerated().map { (0, $0.element.targets[0], $0.offset) }, requests: group.count)
         let continuing = group.indices.filter { group[$0].targets.count > 1 }
@@ -257,7 +259,7 @@ public final class NativeScorer: LanguageModelScorer {
             routingObserver?.beginForward(rows: members.map { ForwardRow(request: group[$0].index, tokens: group[$0].targets.count - 1) },
                                           seqLen: tail)
             let logits = try model.forward(tokens: tokens, batch: members.count, seqLen: tail, cache: copies, logits: .all,
-                                           observer: routingObserver)
+                                           observer: forwardObserver)
             record(positions: members.count * tail)
             var picks: [(row: Int, target: Int32, request: Int)] = []
             for (r, m) in members.enumerated() {
