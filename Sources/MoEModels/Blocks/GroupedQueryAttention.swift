@@ -1,36 +1,5 @@
 import MoETensor
 
-/// Keys and values of one attention layer for every cached position, per kv head (after the optional k norm
-/// and RoPE), so that decoding a token attends over them instead of recomputing the prefix.
-/// Layout `[batch, capacity, kvHeads, headDim]` for each of keys and values.
-public final class GQAKeyValues: @unchecked Sendable {
-    public let batch: Int
-    public let capacity: Int
-    public let kvHeads: Int
-    public let headDim: Int
-    let keys: UnsafeMutablePointer<Float>
-    let values: UnsafeMutablePointer<Float>
-    public let byteCount: Int
-
-    /// Sizes come from validated model args and a caller-checked capacity; the product is checked regardless.
-    public init(batch: Int, capacity: Int, kvHeads: Int, headDim: Int) throws {
-        let count = try Checked.product([batch, capacity, kvHeads, headDim], what: "GQA KV cache [batch, capacity, kv heads, head dim]")
-        _ = try Checked.multiply(count, 8, what: "GQA KV cache bytes")
-        self.batch = batch
-        self.capacity = capacity
-        self.kvHeads = kvHeads
-        self.headDim = headDim
-        keys = .allocate(capacity: max(count, 1))
-        values = .allocate(capacity: max(count, 1))
-        byteCount = count * 8
-    }
-
-    deinit { keys.deallocate(); values.deallocate() }
-
-    /// Values per cached position and layer (keys + values).
-    public static func valuesPerPosition(kvHeads: Int, headDim: Int) -> Int { 2 * kvHeads * headDim }
-}
-
 /// Grouped-query attention as TorchTitan 0.3.0's `GQAttention` computes it: q/k/v projections (biases optional),
 /// optional per-head RMSNorm of q and k over `head_dim` *before* RoPE (Qwen3), RoPE from an injected table,
 /// causal softmax attention where query head `i` reads kv head `i / (n_heads / n_kv_heads)`, then `wo`.
@@ -56,20 +25,33 @@ public struct GroupedQueryAttention: Sendable {
         self.softmaxScale = softmaxScale
     }
 
+    /// What a GQA layer caches per position: the keys (after the k norm and RoPE) and the values of every
+    /// kv head, `n_kv_heads · head_dim` floats each.
+    public static func cacheStreams(kvHeads: Int, headDim: Int) -> [KVStream] {
+        [KVStream(name: "keys", width: kvHeads * headDim), KVStream(name: "values", width: kvHeads * headDim)]
+    }
+
+    /// Bytes of the projection weights, biases and norm weights.
+    public var byteCount: Int {
+        wq.byteCount + wk.byteCount + wv.byteCount + wo.byteCount
+            + [qBias, kBias, vBias, oBias, qNorm, kNorm].reduce(0) { $0 + ($1?.count ?? 0) } * MemoryLayout<Float>.size
+    }
+
     /// Query rows per block: small enough that causal blocks skip most masked keys, large enough for GEMMs.
     static let queryBlock = 64
 
     /// `hidden += wo(attention(x))` for `batch` rows of `newTokens` tokens each (`x` is `[batch·newTokens, dim]`,
-    /// already normed). Their keys and values are written to `store` at positions `past..<past+newTokens`, which the
-    /// caller has checked fit its capacity; `rope` covers at least `past + newTokens` positions.
-    public func forward(_ x: Tensor, batch: Int, newTokens n: Int, past: Int, rope: RotaryTable,
-                        store: GQAKeyValues, addInto hidden: Tensor) {
+    /// already normed). Their keys and values are written to `store` (a cache layer with `cacheStreams`) at
+    /// positions `past..<past+newTokens`, which the caller has checked fit its capacity; `rope` covers at least
+    /// `past + newTokens` positions.
+    func apply(_ x: Tensor, batch: Int, newTokens n: Int, past: Int, rope: RotaryTable,
+               store: KVCache.Layer, addInto hidden: Tensor) {
         let rows = x.rows, h = nHeads, kvh = nKVHeads, hd = headDim
         let q = Linear.apply(x, wq), k = Linear.apply(x, wk), v = Linear.apply(x, wv)
         Self.addBias(qBias, to: q); Self.addBias(kBias, to: k); Self.addBias(vBias, to: v)
 
         let qp = SendablePointer(q.data), kp = SendablePointer(k.data), vp = SendablePointer(v.data)
-        let keysP = SendablePointer(store.keys), valuesP = SendablePointer(store.values)
+        let keysP = SendablePointer(store.values[0]), valuesP = SendablePointer(store.values[1])
         let capacity = store.capacity, eps = normEps
         let qNorm = self.qNorm ?? [], kNorm = self.kNorm ?? [], normed = self.qNorm != nil
         qNorm.withUnsafeBufferPointer { qn in
@@ -144,31 +126,3 @@ public struct GroupedQueryAttention: Sendable {
     }
 }
 
-/// The keys and values of every GQA layer of a model for `batch` rows of up to `capacity` positions.
-public final class GQACache: @unchecked Sendable {
-    public let batch: Int
-    public let capacity: Int
-    /// Positions filled so far (the same for every row).
-    public internal(set) var length = 0
-    public let layers: [GQAKeyValues]
-
-    public init(layers: Int, batch: Int, capacity: Int, kvHeads: Int, headDim: Int) throws {
-        guard batch > 0, capacity > 0 else { throw ModelLoadError("KV cache needs batch > 0 and capacity > 0, not \(batch) × \(capacity)") }
-        self.batch = batch
-        self.capacity = capacity
-        self.layers = try (0..<layers).map { _ in try GQAKeyValues(batch: batch, capacity: capacity, kvHeads: kvHeads, headDim: headDim) }
-    }
-
-    public var byteCount: Int { layers.reduce(0) { $0 + $1.byteCount } }
-    public func reset() { length = 0 }
-
-    /// Refuses a forward of `newTokens` per row that does not fit, before anything is computed.
-    func check(batch: Int, newTokens: Int) throws {
-        guard batch == self.batch else { throw ModelLoadError("forward: KV cache was made for batch \(self.batch), not \(batch)") }
-        guard length + newTokens <= capacity else {
-            throw ModelLoadError("forward: \(length + newTokens) positions exceed the KV cache capacity \(capacity)")
-        }
-    }
-
-    func advance(by newTokens: Int) { length += newTokens }
-}
