@@ -29,6 +29,21 @@ extension Qwen3Args {
         return 6 * matmul + 6 * nLayers * nHeads * (2 * headDim) * seqLen
     }
 
+    /// Matrix-multiply parameters a token passes through: active parameters less the embedding lookup (not a
+    /// matmul, unless tied, when the same matrix is the lm_head) and the norm weights (elementwise).
+    public func activeMatmulParameters() -> Int {
+        let counts = parameterCounts()
+        let norms = ((try? Qwen3Naming.shapes(self)) ?? []).filter { $0.name.hasSuffix("norm.weight") }.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        return counts.active(topK: moeArgs.topK, numExperts: moeArgs.numExperts) - (enableWeightTying ? 0 : counts.embedding) - norms
+    }
+
+    /// Forward FLOPs per token at sequence length `seqLen`: `2 × activeMatmulParameters` plus causal attention
+    /// (scores and weighted sum, `2 · L · H · 2·head_dim` per attended position, `(seqLen + 1)/2` on average).
+    public func forwardFlopsPerToken(seqLen: Int) -> Double {
+        let attention = 2.0 * Double(nLayers * nHeads * 2 * headDim) * Double(seqLen + 1) / 2
+        return 2.0 * Double(activeMatmulParameters()) + attention
+    }
+
     /// `validate()`'s check that the counts above cannot overflow at `max_seq_len`.
     func checkCostSizes() throws {
         let total = try parameterCount()

@@ -85,6 +85,7 @@ extension Qwen3Args {
 
     /// The `config.json` transformers reads these args from (`Qwen3MoeForCausalLM`, fp32 or bf16 weights).
     public func hfConfig(torchDtype: String) -> JSONValue {
+        // A `config.json` that transformers 5 loads into `Qwen3MoeConfig` as written.
         let object: JSONObject = [
             ("architectures", .array([.string(Self.hfArchitecture)])), ("model_type", .string(Self.hfModelType)),
             ("vocab_size", .int(vocabSize)), ("hidden_size", .int(dim)), ("num_hidden_layers", .int(nLayers)),
@@ -93,10 +94,12 @@ extension Qwen3Args {
             ("num_experts", .int(moeArgs.numExperts)), ("num_experts_per_tok", .int(moeArgs.topK)),
             ("norm_topk_prob", .bool(moeArgs.routeNorm)), ("decoder_sparse_step", .int(1)), ("mlp_only_layers", .array([])),
             ("rms_norm_eps", .double(normEps)), ("max_position_embeddings", .int(maxSeqLen)),
-            ("rope_theta", .double(ropeTheta)), ("rope_scaling", .null),
+            // transformers ≥ 5 reads `rope_parameters`; earlier versions read `rope_theta`.
+            ("rope_parameters", .object([("rope_theta", .double(ropeTheta)), ("rope_type", .string("default"))])),
+            ("rope_theta", .double(ropeTheta)),
             ("tie_word_embeddings", .bool(enableWeightTying)), ("attention_bias", .bool(false)),
             ("use_sliding_window", .bool(false)), ("sliding_window", .null), ("hidden_act", .string("silu")),
-            ("torch_dtype", .string(torchDtype)), ("use_cache", .bool(true)),
+            ("dtype", .string(torchDtype)), ("use_cache", .bool(true)),
         ]
         return .object(object)
     }
