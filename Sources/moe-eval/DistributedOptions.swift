@@ -62,7 +62,8 @@ final class DistributedRun {
     /// The group for this run (nil for one process), refused before loading when the experts do not divide.
     func makeGroup(options: DistributedOptions, spec: ModelSpec, configDegree: Int?) throws -> ExpertParallelGroup? {
         guard size > 1 || options.ep.map({ $0 > 1 }) == true else { return nil }
-        let numExperts = try ModelLoader.resolveArgs(spec, source: nil).args.moeArgs.numExperts
+        let numExperts = try Qwen3Args.resolve(spec)?.args.moeArgs.numExperts
+            ?? ModelLoader.resolveArgs(spec, source: nil).args.moeArgs.numExperts
         group = try session.expertParallelGroup(requestedDegree: options.ep, configDegree: configDegree, numExperts: numExperts)
         if let group, isRoot, let configDegree, configDegree > 1, configDegree != group.degree {
             printError("note: the config trained with expert_parallel_degree \(configDegree); evaluating with degree \(group.degree) over \(group.size) processes (the degree must divide the process count)")

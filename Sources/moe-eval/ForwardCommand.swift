@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import MoEJSON
 import MoEModels
+import MoETensor
 
 struct ForwardCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -37,17 +38,29 @@ struct ForwardCommand: ParsableCommand {
             }
             let (tokens, batch, seqLen) = try TokensFile.read(URL(fileURLWithPath: tokensFile))
             let spec = try model.spec()
-            _ = try ranks.makeGroup(options: distributed, spec: spec, configDegree: nil)
-            let loaded = try ranks.load(spec)
-            try TokensFile.check(seqLen: seqLen, path: tokensFile, maxSeqLen: loaded.args.maxSeqLen)
+            let group = try ranks.makeGroup(options: distributed, spec: spec, configDegree: nil)
             let recorder = RoutingRecorder()
-            let logits = try loaded.model.forward(tokens: tokens, batch: batch, seqLen: seqLen, observer: recorder)
-            if let report = try ranks.report(model: loaded.model, routingPhase: nil, predictedLoads: nil), ranks.isRoot {
-                report.lines.forEach { printError("expert parallel: " + $0) }
+            let logits: Tensor, vocab: Int
+            if let qwen3 = try Qwen3Args.resolve(spec) {
+                try TokensFile.check(seqLen: seqLen, path: tokensFile, maxSeqLen: qwen3.args.maxSeqLen)
+                let model = try Qwen3MoE(args: qwen3.args, weights: Qwen3WeightSource.open(at: spec.checkpoint, args: qwen3.args),
+                                         expertParallel: group)
+                if let group, ranks.isRoot {
+                    (0..<group.size).forEach { printError("expert parallel: rank \($0): experts \(group.experts(ofRank: $0))") }
+                }
+                logits = try model.forward(tokens: tokens, batch: batch, seqLen: seqLen, observer: recorder)
+                vocab = qwen3.args.vocabSize
+            } else {
+                let loaded = try ranks.load(spec)
+                try TokensFile.check(seqLen: seqLen, path: tokensFile, maxSeqLen: loaded.args.maxSeqLen)
+                logits = try loaded.model.forward(tokens: tokens, batch: batch, seqLen: seqLen, observer: recorder)
+                if let report = try ranks.report(model: loaded.model, routingPhase: nil, predictedLoads: nil), ranks.isRoot {
+                    report.lines.forEach { printError("expert parallel: " + $0) }
+                }
+                vocab = loaded.args.vocabSize
             }
             guard ranks.isRoot else { return }
 
-            let vocab = loaded.args.vocabSize
             var json = JSONText()
             json.raw("{\"logits\":")
             json.array(0..<batch) { j, b in

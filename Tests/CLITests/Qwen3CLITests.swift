@@ -57,4 +57,39 @@ import Testing
         #expect(r.stderr.contains("note: layers.0.moe.expert_bias_E is nonzero"), "\(r.stderr)")
         #expect(r.stdout.contains("(bfloat16)"))
     }
+
+    /// `forward` picks the family from the model args; one process gives TorchTitan's logits.
+    @Test func forwardMatchesTorchTitan() throws {
+        let dir = try CLI.scratch()
+        defer { CLI.cleanUp(dir) }
+        let f = Self.fixtures.appendingPathComponent("v030_qwen3_fp32")
+        let out = dir.appendingPathComponent("out.json")
+        let r = try CLI.run(["forward", "--checkpoint", f.appendingPathComponent("checkpoint").path,
+                             "--model-args", f.appendingPathComponent("model_args.json").path,
+                             "--tokens-file", f.appendingPathComponent("tokens.json").path, "--output", out.path])
+        #expect(r.status == 0, "\(r.stderr)")
+        let ours = try #require(try ConvertCLITests.json(out)["logits"] as? [[[Double]]])
+        let reference = try #require(try ConvertCLITests.json(f.appendingPathComponent("expected.json"))["logits"] as? [[[Double]]])
+        let worst = zip(ours.joined().joined(), reference.joined().joined()).map { abs($0 - $1) }.max() ?? .infinity
+        #expect(ours.count == 2 && worst <= 1e-4 * 3, "max |dlogit| \(worst)")
+    }
+}
+
+/// `mpirun -np 2` expert parallelism on Qwen3-MoE (4 of 8 experts per rank, the load-balancing bias and the
+/// two-file DCP save of v030_qwen3_expert_bias_two_process) against one process.
+@Suite(.enabled(if: MPI.enabled, MPI.skipReason), .serialized)
+struct Qwen3DistributedCLITests {
+    @Test(arguments: ["v030_qwen3_expert_bias_two_process", "v030_qwen3_bf16"])
+    func expertParallelForwardMatchesOneProcess(variant: String) throws {
+        try MPI.require()
+        let dir = Qwen3CLITests.fixtures.appendingPathComponent(variant)
+        let (single, parallel, stderr) = try DistributedCLITests.forwardBoth(checkpoint: dir.appendingPathComponent("checkpoint"),
+                                                                             modelArgs: dir.appendingPathComponent("model_args.json"),
+                                                                             tokens: dir.appendingPathComponent("tokens.json"))
+        let c = try DistributedCLITests.compareForward(single, parallel)
+        #expect(c.count > 0 && c.maxLogitDifference <= DistributedCLITests.logitTolerance, "\(variant): max |dlogit| \(c.maxLogitDifference)")
+        #expect(c.sameExperts, "\(variant): routed experts differ")
+        #expect(c.maxWeightDifference <= 1e-5)
+        #expect(stderr.contains("rank 0: experts 0..<4") && stderr.contains("rank 1: experts 4..<8"), "\(stderr)")
+    }
 }
