@@ -33,6 +33,10 @@ public struct HFExportTensor: Sendable, Equatable {
     /// The dtype the bytes are read in (the checkpoint's).
     public let sourceDType: DType
     public var byteCount: Int { shape.reduce(1, *) * dtype.byteSize }
+
+    public init(name: String, dtype: DType, shape: [Int], origin: Origin, sourceDType: DType) {
+        self.name = name; self.dtype = dtype; self.shape = shape; self.origin = origin; self.sourceDType = sourceDType
+    }
 }
 
 /// One `.safetensors` file of the export: its tensors in the order their bytes are laid out.
@@ -113,7 +117,14 @@ public struct HFExportPlan: Sendable {
             keyed.append((OrderKey(canonical: layerPrefix + "moe.expert_bias", hfName: name, expert: -1), t))
         }
         keyed.sort { $0.key < $1.key }
-        tensors = keyed.map(\.tensor)
+        try self.init(tensors: keyed.map(\.tensor), maxShardSize: maxShardSize)
+    }
+
+    /// A plan for `tensors` (named and ordered as the target architecture's checkpoint lists them), split into
+    /// shards as above. Families whose HF names are not DeepSeek-V3's build their tensor list themselves.
+    public init(tensors: [HFExportTensor], maxShardSize: Int) throws {
+        guard maxShardSize > 0 else { throw CheckpointError("maximum shard size must be positive (got \(maxShardSize))") }
+        self.tensors = tensors
 
         var groups: [[HFExportTensor]] = []
         var current: [HFExportTensor] = [], currentSize = 0

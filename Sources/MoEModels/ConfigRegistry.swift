@@ -28,13 +28,19 @@ public enum ConfigRegistry {
     public static let checkpointFolder = "checkpoint"
 
     /// Configs of these modules that moe-eval cannot evaluate, and why.
-    public static let refused: [String: (module: String, reason: String)] = [
-        "kimi_k2_5_debugmodel": ("kimi_k2_7", "has a vision encoder (multimodal); moe-eval evaluates text-only DeepSeek-V3 models"),
-        "kimi_vl_a3b": ("kimi_k2_7", "has a vision encoder (multimodal); moe-eval evaluates text-only DeepSeek-V3 models"),
-        "kimi_k2_5": ("kimi_k2_7", "has a vision encoder (multimodal); moe-eval evaluates text-only DeepSeek-V3 models"),
-    ]
+    public static let refused: [String: (module: String, reason: String)] = {
+        var list: [String: (module: String, reason: String)] = [
+            "kimi_k2_5_debugmodel": ("kimi_k2_7", "has a vision encoder (multimodal); moe-eval evaluates text-only DeepSeek-V3 models"),
+            "kimi_vl_a3b": ("kimi_k2_7", "has a vision encoder (multimodal); moe-eval evaluates text-only DeepSeek-V3 models"),
+            "kimi_k2_5": ("kimi_k2_7", "has a vision encoder (multimodal); moe-eval evaluates text-only DeepSeek-V3 models"),
+        ]
+        for name in Qwen3Flavors.denseConfigs {
+            list[name] = ("qwen3", "is a dense Qwen3 model (no MoE layers); moe-eval evaluates MoE models")
+        }
+        return list
+    }()
 
-    public static let modules = ["deepseek_v3", "kimi_k2_7"]
+    public static let modules = ["deepseek_v3", "kimi_k2_7", "qwen3"]
 
     public static let entries: [Entry] = {
         var list: [Entry] = []
@@ -86,7 +92,8 @@ public enum ConfigRegistry {
     }
 
     public static func names(module: String?) -> [String] {
-        let evaluable = entries.filter { module == nil || $0.module == module }.map(\.name)
+        let qwen3 = module == nil || module == "qwen3" ? Qwen3Flavors.registry.map(\.name) : []
+        let evaluable = entries.filter { module == nil || $0.module == module }.map(\.name) + qwen3
         let others = refused.filter { module == nil || $0.value.module == module }.map(\.key)
         return (evaluable + others).sorted()
     }
@@ -94,7 +101,7 @@ public enum ConfigRegistry {
     /// The entry `--module module --config name` selects; the error names the known configs.
     public static func entry(module: String?, name: String) throws -> Entry {
         if let module, !modules.contains(module) {
-            throw ModelArgsError(message: "--module \(module): not a TorchTitan 0.3 module with DeepSeek-V3 configs (known: \(modules.joined(separator: ", ")))")
+            throw ModelArgsError(message: "--module \(module): not a TorchTitan 0.3 module with MoE configs (known: \(modules.joined(separator: ", ")))")
         }
         if let refusal = refused[name], module == nil || module == refusal.module {
             throw ModelArgsError(message: "--config \(name) (--module \(refusal.module)) \(refusal.reason)")
@@ -115,6 +122,9 @@ public enum ConfigRegistry {
     /// As 0.3.0's `update_from_config`, the RoPE `max_seq_len` becomes the training seq_len, which may not exceed
     /// the flavor's own.
     public static func config(module: String?, name: String, seqLen: Int? = nil) throws -> TrainConfig {
+        if module == nil || module == "qwen3", let q = Qwen3Flavors.registry.first(where: { $0.name == name }) {
+            return try qwen3Config(q, seqLen: seqLen)
+        }
         let e = try entry(module: module, name: name)
         let seq = seqLen ?? e.seqLen
         guard seq >= 1 else { throw ModelArgsError(message: "training.seq_len must be ≥ 1, not \(seq)") }
@@ -140,5 +150,29 @@ public enum ConfigRegistry {
                            hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset, datasetPath: nil,
                            dumpFolder: dumpFolder, checkpointFolder: checkpointFolder,
                            expertParallelDegree: e.expertParallelDegree, json: json, registryArgs: args)
+    }
+
+    static func qwen3Config(_ e: Qwen3Flavors.RegistryConfig, seqLen: Int?) throws -> TrainConfig {
+        guard var args = Qwen3Flavors.args(for: e.flavor) else { throw ModelArgsError(message: "qwen3 flavor \(e.flavor) is unknown") }
+        let seq = seqLen ?? e.seqLen
+        guard seq >= 1 else { throw ModelArgsError(message: "training.seq_len must be ≥ 1, not \(seq)") }
+        guard seq <= args.maxSeqLen else {
+            throw ModelArgsError(message: "training.seq_len \(seq) exceeds the RoPE maximum sequence length \(args.maxSeqLen) of qwen3 flavor \(e.flavor) (TorchTitan refuses it too)")
+        }
+        args.maxSeqLen = seq
+        let object: [String: Any] = [
+            "module": "qwen3", "config": e.name, "torchtitan_version": "0.3.0",
+            "model_spec": ["name": "qwen3", "flavor": e.flavor],
+            "hf_assets_path": e.hfAssetsPath, "dump_folder": dumpFolder,
+            "training": ["seq_len": seq],
+            "dataloader": ["dataset": e.dataset],
+            "parallelism": ["expert_parallel_degree": e.expertParallelDegree],
+            "checkpoint": ["folder": checkpointFolder, "interval": e.checkpointInterval],
+        ]
+        let json = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return TrainConfig(path: "--module qwen3 --config \(e.name)", modelName: "qwen3", flavor: e.flavor,
+                           hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset, datasetPath: nil,
+                           dumpFolder: dumpFolder, checkpointFolder: checkpointFolder,
+                           expertParallelDegree: e.expertParallelDegree, json: json, qwen3Args: args)
     }
 }

@@ -79,6 +79,10 @@ struct ConvertCommand: ParsableCommand {
                 throw ConvertError("\(outputURL.path): --output would contain the checkpoint \(checkpointURL.path); choose another folder")
             }
 
+            if let qwen3 = try Qwen3Args.resolve(spec) {
+                try convertQwen3(qwen3, checkpoint: spec.checkpoint, format: format, shardLimit: shardLimit, outputURL: outputURL)
+                return
+            }
             let source = try openWeightSource(at: spec.checkpoint)
             let resolved = try ModelLoader.resolveArgs(spec, source: source)
             if let config = resolved.config, config.modelName != "deepseek_v3" {
@@ -150,6 +154,45 @@ struct ConvertCommand: ParsableCommand {
             let differences = HFConfigExport.transformersDifferences(args: args, numerics: numerics, routingBiasIsZero: routingBiasIsZero)
             for note in differences { printError("note: \(note)") }
         }
+    }
+
+    /// Qwen3-MoE to `Qwen3MoeForCausalLM` (Qwen3HFExport): the same staging, shards and tokenizer copy.
+    func convertQwen3(_ resolved: (args: Qwen3Args, origin: String, config: TrainConfig?), checkpoint: URL,
+                      format: HFExportDType, shardLimit: Int, outputURL: URL) throws {
+        let source = try Qwen3WeightSource.open(at: checkpoint, args: resolved.args)
+        let tokenizerFolder = try resolveTokenizerFolder(config: resolved.config)
+        if let tokenizerFolder, Self.isSameOrInside(tokenizerFolder, outputURL) {
+            throw ConvertError("\(outputURL.path): --output would contain the tokenizer folder \(tokenizerFolder.path); choose another folder")
+        }
+        let tokenizerCopies = try tokenizerFolder.map { try Self.tokenizerFilesToCopy(in: $0) } ?? []
+        let progress = Progress(quiet: quiet)
+        let stage = try StagedOutputFolder(destination: outputURL, overwrite: overwrite)
+        let written: (plan: HFExportPlan, notes: [String])
+        do {
+            written = try Qwen3HFExport.write(source: source, args: resolved.args, dtype: format, maxShardSize: shardLimit,
+                                              into: stage.staging) { done, total in
+                if done == total || done % 64 == 0 { progress.update("writing tensors \(Progress.bar(done, total))") }
+            }
+            for file in tokenizerCopies {
+                let data: Data
+                do { data = try Data(contentsOf: file) } catch {
+                    throw ConvertError("\(file.path): cannot read (\(error.localizedDescription))")
+                }
+                try stage.write(data, to: file.lastPathComponent)
+            }
+            try stage.commit()
+        } catch {
+            stage.discard()
+            throw ConvertError("\(outputURL.path): not written, nothing left behind: \(error)")
+        }
+        let plan = written.plan
+        progress.done("wrote \(plan.tensors.count) tensors")
+        let dtypes = Set(plan.tensors.map(\.dtype.torchName)).sorted().joined(separator: ", ")
+        print("converted \(source.description) → \(outputURL.path)")
+        print("  weights: \(plan.tensors.count) tensors (\(dtypes)), \(InspectCommand.formatBytes(plan.totalSize)) in \(plan.shards.count) file\(plan.shards.count == 1 ? "" : "s") (max \(maxShardSize))")
+        print("  config.json: qwen3_moe (Qwen3MoeForCausalLM), model args from \(resolved.origin)")
+        print("  tokenizer: " + (tokenizerFolder.map { "\(tokenizerCopies.map(\.lastPathComponent).joined(separator: ", ")) from \($0.path)" } ?? "none copied"))
+        for note in written.notes { printError("note: \(note)") }
     }
 
     /// `--tokenizer`, else the config's `[model] hf_assets_path`; nil with `--no-tokenizer`.

@@ -38,6 +38,16 @@ import Testing
         #expect(config.dataset == expected["dataset"] as? String)
         #expect(config.expertParallelDegree == expected["expert_parallel_degree"] as? Int)
         #expect(config.flavor == expected["flavor"] as? String)
+        if module == "qwen3" {
+            // The golden names every field, so none is a default by accident.
+            #expect(Set(goldenArgs.keys) == Set(Qwen3Args.CodingKeys.allCases.map(\.rawValue)))
+            var want = try Qwen3Args.decode(json: Array(JSONSerialization.data(withJSONObject: goldenArgs)), source: name)
+            #expect(Qwen3Flavors.args(for: config.flavor)?.maxSeqLen == want.maxSeqLen)
+            want.maxSeqLen = seqLen
+            #expect(config.qwen3Args == want, "\(name)")
+            #expect(config.modelName == "qwen3")
+            return
+        }
         // TorchTitan's update_from_config sets the RoPE max_seq_len to training.seq_len; the flavor's own is the cap.
         var want = try ModelArgs.decode(json: JSONSerialization.data(withJSONObject: goldenArgs), source: name)
         let entry = try ConfigRegistry.entry(module: module, name: name)
@@ -59,6 +69,13 @@ import Testing
         // Moonlight's RoPE cache is 8192 long.
         #expect(throws: ModelArgsError.self) { try ConfigRegistry.config(module: "kimi_k2_7", name: "moonlight_16b_a3b", seqLen: 8193) }
         #expect(try ConfigRegistry.config(module: nil, name: "moonlight_16b_a3b").modelName == "kimi_k2_7")
+        // Qwen3-30B-A3B trains at 4096 with a 40960-position RoPE cache; the debug MoE model's cache is 4096.
+        let qwen = try ConfigRegistry.config(module: "qwen3", name: "qwen3_30b_a3b", seqLen: 8192)
+        #expect(qwen.qwen3Args?.maxSeqLen == 8192 && qwen.seqLen == 8192)
+        #expect(throws: ModelArgsError.self) { try ConfigRegistry.config(module: "qwen3", name: "qwen3_moe_debug", seqLen: 4097) }
+        var debug = try ConfigRegistry.config(module: nil, name: "qwen3_moe_debug")
+        try debug.overrideSeqLen(128)
+        #expect(debug.qwen3Args?.maxSeqLen == 128 && debug.modelName == "qwen3")
     }
 
     @Test func unknownNamesAndModules() {
@@ -77,6 +94,19 @@ import Testing
             #expect("\(error)" == "cannot read config file configs/train.toml: no such file")
         }
         #expect(throws: ModelArgsError.self) { try ConfigRegistry.config(module: "deepseek_v3", name: "moonlight_16b_a3b") }
+        #expect(throws: ModelArgsError.self) { try ConfigRegistry.config(module: "deepseek_v3", name: "qwen3_moe_debug") }
+        do {
+            _ = try ConfigRegistry.config(module: "qwen3", name: "qwen3_8b")
+            Issue.record("accepted an unknown qwen3 name")
+        } catch {
+            #expect("\(error)".contains("qwen3_moe_debug") && "\(error)".contains("qwen3_30b_a3b") && !"\(error)".contains("deepseek"))
+        }
+        do {
+            _ = try ConfigRegistry.config(module: "qwen3", name: "qwen3_14b")
+            Issue.record("accepted a dense qwen3 config")
+        } catch {
+            #expect("\(error)".contains("dense"))
+        }
     }
 
     /// `--training.seq_len` on a TOML config changes seq_len, max_seq_len and the results file's config block.

@@ -18,10 +18,12 @@ import json
 import sys
 from pathlib import Path
 
-# Module → (config_registry.py, flavor table module, name of the flavor dict, names of the layer builders)
+# Module → (folder holding __init__.py and config_registry.py, name of the flavor dict, MoE layer builder,
+# dense layer builder or None)
 MODULES = {
-    "deepseek_v3": ("torchtitan/models/deepseek_v3", "deepseekv3_configs", "_build_dsv3_layers"),
-    "kimi_k2_7": ("torchtitan/models/kimi_k2_7", "kimi_k2_5_configs", "_build_kimi_layers"),
+    "deepseek_v3": ("torchtitan/models/deepseek_v3", "deepseekv3_configs", "_build_dsv3_layers", None),
+    "kimi_k2_7": ("torchtitan/models/kimi_k2_7", "kimi_k2_5_configs", "_build_kimi_layers", None),
+    "qwen3": ("torchtitan/models/qwen3", "qwen3_configs", "_build_qwen3_moe_layers", "_build_qwen3_layers"),
 }
 
 
@@ -168,16 +170,20 @@ def model_args(layers_kwargs, model_kwargs):
     }
 
 
-def flavor_args(ev, flavor_table, builder, flavor):
+def flavor_args(ev, module, flavor_table, builder, dense_builder, flavor, root):
     """Evaluates one flavor function, capturing its layer builder's keywords."""
     table = ev.eval(ev.globals[flavor_table], {})
     fn_name = ast.unparse(table[flavor])
     captured = {}
+    dense = []
     original = ev.functions[builder]
 
     def fake_call(name, args, kwargs, real=ev.call):
         if name == builder:
             captured.update(kwargs)
+            return [{}]
+        if name == dense_builder:
+            dense.append(kwargs)
             return [{}]
         return real(name, args, kwargs)
 
@@ -189,7 +195,76 @@ def flavor_args(ev, flavor_table, builder, flavor):
     assert original is ev.functions[builder]
     if "vision_encoder" in model and model["vision_encoder"] is not None:
         return None, "has a vision encoder (multimodal)"
+    if dense and not captured:
+        return None, "is a dense model (no MoE layers)"
+    if module == "qwen3":
+        return qwen3_model_args(ev, captured, model, builder, root), None
     return model_args(captured, model), None
+
+
+def function_defaults(tree, name):
+    """Keyword defaults of a module-level function, evaluated as literals."""
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            names = [a.arg for a in node.args.kwonlyargs]
+            return {n: ast.literal_eval(d) for n, d in zip(names, node.args.kw_defaults) if d is not None and isinstance(d, ast.Constant)}
+    raise Unsupported(f"no function {name}")
+
+
+def calls_in(function, name):
+    """Literal keywords of every call to `name` inside `function` (loop bodies included)."""
+    found = []
+    for node in ast.walk(function):
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == name:
+            found.append({kw.arg: ast.literal_eval(kw.value) for kw in node.keywords
+                          if kw.arg is not None and isinstance(kw.value, ast.Constant)})
+    return found
+
+
+def qwen3_model_args(ev, k, model_kwargs, builder, root):
+    """moe-eval's qwen3 field names from `_build_qwen3_moe_layers` keywords, the router/MoE calls inside it
+    (with config_utils' defaults) and the model Config's keywords."""
+    utils = ast.parse((root / "torchtitan/models/common/config_utils.py").read_text())
+    router_defaults = function_defaults(utils, "make_router_config")
+    moe_defaults = function_defaults(utils, "make_moe_config")
+    routers = calls_in(ev.functions[builder], "make_router_config")
+    moes = calls_in(ev.functions[builder], "make_moe_config")
+    if len(routers) != 1 or len(moes) != 1:
+        raise Unsupported(f"{builder}: expected one router and one MoE config")
+    router = {**router_defaults, **routers[0]}
+    moe = {**moe_defaults, **moes[0]}
+    qk_norm = any(kw.arg == "qk_norm" for node in ast.walk(ev.functions[builder])
+                  if isinstance(node, ast.Call) and ast.unparse(node.func) == "make_gqa_config" for kw in node.keywords)
+    rope = k["rope"]
+    if rope.name != "CosSinRoPE.Config" or rope.get("scaling", "none") != "none":
+        raise Unsupported(f"rope {rope.name} {rope.get('scaling')}")
+    return {
+        "vocab_size": model_kwargs["vocab_size"],
+        "dim": model_kwargs["dim"],
+        "n_layers": k["n_layers"],
+        "n_heads": k["n_heads"],
+        "n_kv_heads": k["n_kv_heads"],
+        "head_dim": k["head_dim"],
+        "moe_inter_dim": k["moe_hidden_dim"],
+        "norm_eps": ev.eval(ev.globals["_EPS"], {}),
+        "qk_norm": qk_norm,
+        "rope_theta": float(rope.get("theta", 10000.0)),
+        "max_seq_len": rope["max_seq_len"],
+        "enable_weight_tying": model_kwargs.get("enable_weight_tying", False),
+        "moe_args": {
+            "num_experts": k["num_experts"],
+            "num_shared_experts": 0,  # make_moe_config(shared_experts=None) in the builder
+            "top_k": k["top_k"],
+            "score_func": router["score_func"],
+            "route_norm": router["route_norm"],
+            "route_scale": float(router["route_scale"]),
+            "score_before_experts": False,  # 0.3.0's MoE scales the experts' outputs
+            "num_expert_groups": router.get("num_expert_groups"),
+            "num_limited_groups": router.get("num_limited_groups"),
+            "gate_bias": router["bias"],
+            "load_balance_coeff": moe["load_balance_coeff"],
+        },
+    }
 
 
 def main(root):
@@ -203,7 +278,7 @@ def main(root):
     for node in ast.walk(base):
         if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "folder":
             out["checkpoint_folder_default"] = node.value.value
-    for module, (folder, flavor_table, builder) in MODULES.items():
+    for module, (folder, flavor_table, builder, dense_builder) in MODULES.items():
         trees = [ast.parse((root / folder / "__init__.py").read_text()), ast.parse((root / folder / "config_registry.py").read_text())]
         ev = Evaluator(trees)
         registry_functions = [n.name for n in trees[1].body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")]
@@ -229,7 +304,7 @@ def main(root):
             if not isinstance(config, Call) or not flavor_calls:
                 continue  # a helper (optimizer builders and the like), not a Trainer.Config function
             flavor = config["model_spec"]["flavor"]
-            args, unsupported = flavor_args(ev, flavor_table, builder, flavor)
+            args, unsupported = flavor_args(ev, module, flavor_table, builder, dense_builder, flavor, root)
             training = config.get("training") or {}
             parallelism = config.get("parallelism") or {}
             checkpoint = config.get("checkpoint") or {}
