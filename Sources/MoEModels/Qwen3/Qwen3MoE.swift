@@ -19,6 +19,11 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
     /// Rotate-half RoPE frequencies `1/θ^(2i/head_dim)`.
     let ropeFrequencies: [Float]
 
+    /// TorchTitan 0.3.0's qwen3 has one set of rules: no YaRN, every RMSNorm (the final one included) at norm_eps.
+    public var numerics: Numerics {
+        Numerics(yarn: false, finalNormEps: Float(args.normEps), origin: "qwen3 (TorchTitan 0.3.0: no YaRN, final norm eps = norm_eps)")
+    }
+
     struct Layer {
         var index: Int
         var attentionNorm: [Float]

@@ -31,6 +31,7 @@ public struct ModelFamily: Sendable {
 public enum ModelRegistry {
     public static let families: [ModelFamily] = [
         DeepSeekV3.family,
+        Qwen3MoE.family,
     ]
 
     /// The family when nothing names one (checkpoints of the releases before families were recorded).
