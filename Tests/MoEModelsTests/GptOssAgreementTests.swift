@@ -1,4 +1,5 @@
 import Foundation
+import MoECheckpoint
 import MoEJSON
 import MoETensor
 import Testing
@@ -300,5 +301,69 @@ func routingMismatches(_ ours: [Int: [[Int]]], _ reference: [Int: [[Int]]]) -> I
         func glu(_ g: Float) -> Float { g / (1 + expf(-1.702 * g)) }
         #expect(abs(y[0] - glu(1.5) * 1.5) <= 1e-6)
         #expect(abs(y[1] - glu(-3) * 2.5) <= 1e-6)
+    }
+}
+
+/// `GptOssForCausalLM` export (what `moe-eval convert` writes for gpt_oss) against the committed hf/ copy, which
+/// transformers reproduced TorchTitan's logits from (variant.json "hf").
+@Suite struct GptOssHFExportTests {
+    func exported(_ variant: String, dtype: DType? = nil, maxShardSize: Int = 1 << 30) throws -> (URL, GptOssHFExport.Summary) {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gptoss-export-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let weights = try GptOssWeightSet(store: GptOssWeights.openStore(at: GptOssFixtures.root.appendingPathComponent("\(variant)/checkpoint")),
+                                          args: GptOssFixtures.args(variant))
+        return (folder, try GptOssHFExport.write(weights, dtype: dtype, maxShardSize: maxShardSize, into: folder))
+    }
+
+    @Test func exportEqualsTheCommittedHuggingFaceCopy() throws {
+        let (folder, summary) = try exported("v030_gptoss_fp32")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        #expect(summary.files == ["model.safetensors"] && summary.notes.isEmpty)
+        let ours = try SafetensorsCheckpoint(url: folder)
+        let golden = try SafetensorsCheckpoint(url: GptOssFixtures.root.appendingPathComponent("v030_gptoss_fp32/hf"))
+        #expect(Set(ours.rawTensorInfos.keys) == Set(golden.rawTensorInfos.keys))
+        for name in golden.rawTensorInfos.keys.sorted() {
+            let a = try ours.loadRaw(name), b = try golden.loadRaw(name)
+            #expect(a.shape == b.shape && a.dtype == b.dtype, "\(name)")
+            #expect(a.bytes.elementsEqual(b.bytes), "\(name): bytes differ")
+        }
+        let config = try #require(try JSONValue.parse([UInt8](Data(contentsOf: folder.appendingPathComponent("config.json")))).objectValue)
+        let goldenConfig = try #require(try GptOssFixtures.json("v030_gptoss_fp32", "hf/config.json").objectValue)
+        func same(_ a: JSONValue, _ b: JSONValue) -> Bool {
+            if let x = a.doubleValue, let y = b.doubleValue { return x == y }
+            if let x = a.objectValue, let y = b.objectValue {
+                return Set(x.keys) == Set(y.keys) && x.keys.allSatisfy { same(x[$0]!, y[$0]!) }
+            }
+            return a == b
+        }
+        for key in config.keys {
+            let mine = try #require(config[key]), theirs = try #require(goldenConfig[key], "\(key) not in transformers' config")
+            #expect(same(mine, theirs), "config.json \(key): \(mine.serialized) vs \(theirs.serialized)")
+        }
+    }
+
+    /// The bf16 export read back (HF names, sharded) gives TorchTitan's logits.
+    @Test func shardedBF16ExportReadsBack() throws {
+        let variant = "v030_gptoss_bf16"
+        let (folder, summary) = try exported(variant, maxShardSize: 16_000)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        #expect(summary.files.count > 1 && summary.dtypes == ["bfloat16"])
+        #expect(FileManager.default.fileExists(atPath: folder.appendingPathComponent("model.safetensors.index.json").path))
+        var args = try GptOssFixtures.args(variant)
+        args.moeArgs.loadBalanceCoeff = nil
+        let model = try GptOss(args: args, checkpoint: folder)
+        let rows = try GptOssFixtures.tokens(variant), expected = try GptOssFixtures.expected(variant)
+        let batch = rows.count, seqLen = rows[0].count
+        let logits = try model.forward(tokens: rows.flatMap { $0 }, batch: batch, seqLen: seqLen)
+        var c = LogitComparison()
+        for b in 0..<batch { for t in 0..<seqLen { c.add(logits.row(b * seqLen + t), expected.logits[b][t]) } }
+        #expect(c.withinTolerance, "max |Δlogit| \(c.maxDiff)")
+    }
+
+    @Test func bfloat16RoundsToNearestEven() {
+        #expect(GptOssHFExport.bfloat16Bits(1) == 0x3F80)
+        #expect(GptOssHFExport.bfloat16Bits(Float(bitPattern: 0x3F80_8000)) == 0x3F80)  // tie → even
+        #expect(GptOssHFExport.bfloat16Bits(Float(bitPattern: 0x3F81_8000)) == 0x3F82)  // tie → even
+        #expect(GptOssHFExport.bfloat16Bits(Float(bitPattern: 0x3F80_8001)) == 0x3F81)
     }
 }
