@@ -1,0 +1,174 @@
+import MoETensor
+
+/// Keys and values of one attention layer for every cached position, per kv head (after the optional k norm
+/// and RoPE), so that decoding a token attends over them instead of recomputing the prefix.
+/// Layout `[batch, capacity, kvHeads, headDim]` for each of keys and values.
+public final class GQAKeyValues: @unchecked Sendable {
+    public let batch: Int
+    public let capacity: Int
+    public let kvHeads: Int
+    public let headDim: Int
+    let keys: UnsafeMutablePointer<Float>
+    let values: UnsafeMutablePointer<Float>
+    public let byteCount: Int
+
+    /// Sizes come from validated model args and a caller-checked capacity; the product is checked regardless.
+    public init(batch: Int, capacity: Int, kvHeads: Int, headDim: Int) throws {
+        let count = try Checked.product([batch, capacity, kvHeads, headDim], what: "GQA KV cache [batch, capacity, kv heads, head dim]")
+        _ = try Checked.multiply(count, 8, what: "GQA KV cache bytes")
+        self.batch = batch
+        self.capacity = capacity
+        self.kvHeads = kvHeads
+        self.headDim = headDim
+        keys = .allocate(capacity: max(count, 1))
+        values = .allocate(capacity: max(count, 1))
+        byteCount = count * 8
+    }
+
+    deinit { keys.deallocate(); values.deallocate() }
+
+    /// Values per cached position and layer (keys + values).
+    public static func valuesPerPosition(kvHeads: Int, headDim: Int) -> Int { 2 * kvHeads * headDim }
+}
+
+/// Grouped-query attention as TorchTitan 0.3.0's `GQAttention` computes it: q/k/v projections (biases optional),
+/// optional per-head RMSNorm of q and k over `head_dim` *before* RoPE (Qwen3), RoPE from an injected table,
+/// causal softmax attention where query head `i` reads kv head `i / (n_heads / n_kv_heads)`, then `wo`.
+/// Serves prefill (many new tokens) and cached decode (new tokens continue `past` cached positions).
+public struct GroupedQueryAttention: Sendable {
+    public let dim: Int
+    public let nHeads: Int
+    public let nKVHeads: Int
+    public let headDim: Int
+    /// `[nHeads·headDim, dim]`, `[nKVHeads·headDim, dim]` ×2, `[dim, nHeads·headDim]`.
+    public let wq: Weight, wk: Weight, wv: Weight, wo: Weight
+    public var qBias: [Float]? = nil, kBias: [Float]? = nil, vBias: [Float]? = nil, oBias: [Float]? = nil
+    /// Per-head RMSNorm weights `[headDim]` for q and k (both or neither).
+    public var qNorm: [Float]? = nil, kNorm: [Float]? = nil
+    public var normEps: Float = 1e-6
+    public var softmaxScale: Float
+
+    public init(dim: Int, nHeads: Int, nKVHeads: Int, headDim: Int, wq: Weight, wk: Weight, wv: Weight, wo: Weight,
+                softmaxScale: Float) {
+        precondition(nKVHeads > 0 && nHeads % nKVHeads == 0, "n_heads must be a multiple of n_kv_heads (validated by the args)")
+        self.dim = dim; self.nHeads = nHeads; self.nKVHeads = nKVHeads; self.headDim = headDim
+        self.wq = wq; self.wk = wk; self.wv = wv; self.wo = wo
+        self.softmaxScale = softmaxScale
+    }
+
+    /// Query rows per block: small enough that causal blocks skip most masked keys, large enough for GEMMs.
+    static let queryBlock = 64
+
+    /// `hidden += wo(attention(x))` for `batch` rows of `newTokens` tokens each (`x` is `[batch·newTokens, dim]`,
+    /// already normed). Their keys and values are written to `store` at positions `past..<past+newTokens`, which the
+    /// caller has checked fit its capacity; `rope` covers at least `past + newTokens` positions.
+    public func forward(_ x: Tensor, batch: Int, newTokens n: Int, past: Int, rope: RotaryTable,
+                        store: GQAKeyValues, addInto hidden: Tensor) {
+        let rows = x.rows, h = nHeads, kvh = nKVHeads, hd = headDim
+        let q = Linear.apply(x, wq), k = Linear.apply(x, wk), v = Linear.apply(x, wv)
+        Self.addBias(qBias, to: q); Self.addBias(kBias, to: k); Self.addBias(vBias, to: v)
+
+        let qp = SendablePointer(q.data), kp = SendablePointer(k.data), vp = SendablePointer(v.data)
+        let keysP = SendablePointer(store.keys), valuesP = SendablePointer(store.values)
+        let capacity = store.capacity, eps = normEps
+        let qNorm = self.qNorm ?? [], kNorm = self.kNorm ?? [], normed = self.qNorm != nil
+        qNorm.withUnsafeBufferPointer { qn in
+            kNorm.withUnsafeBufferPointer { kn in
+                let qnP = SendableConstPointer(qn.baseAddress ?? UnsafePointer(qp.pointer))
+                let knP = SendableConstPointer(kn.baseAddress ?? UnsafePointer(kp.pointer))
+                Compute.parallelFor(rows, minChunk: 16) { r in
+                    let pos = past + r % n
+                    for head in 0..<h {
+                        let qh = qp.pointer + (r * h + head) * hd
+                        if normed { Ops.rmsNormRow(qh, weight: qnP.pointer, eps: eps, into: qh, dim: hd) }
+                        rope.apply(qh, position: pos)
+                    }
+                    let slot = ((r / n) * capacity + pos) * kvh * hd
+                    for head in 0..<kvh {
+                        let kh = kp.pointer + (r * kvh + head) * hd
+                        if normed { Ops.rmsNormRow(kh, weight: knP.pointer, eps: eps, into: kh, dim: hd) }
+                        rope.apply(kh, position: pos)
+                    }
+                    (keysP.pointer + slot).update(from: kp.pointer + r * kvh * hd, count: kvh * hd)
+                    (valuesP.pointer + slot).update(from: vp.pointer + r * kvh * hd, count: kvh * hd)
+                }
+            }
+        }
+
+        let context = Tensor(uninitializedShape: [rows, h * hd])
+        let ctxP = SendablePointer(context.data)
+        let scale = softmaxScale, group = h / kvh, ldq = h * hd, ldkv = kvh * hd
+        let block = Self.queryBlock, blocks = (n + block - 1) / block
+        let total = past + n
+        Compute.parallelChunks(batch * h) { items in
+            guard let scores = Compute.threadScratch(1, min(block, n) * total) else {
+                fatalError("out of memory for attention scratch (\(total) positions)")
+            }
+            for item in items {
+                let b = item / h, head = item % h, kvHead = head / group
+                let keys = keysP.pointer + b * capacity * ldkv + kvHead * hd
+                let values = valuesP.pointer + b * capacity * ldkv + kvHead * hd
+                for blockIndex in 0..<blocks {
+                    let i0 = blockIndex * block, i1 = min(n, i0 + block), m = i1 - i0
+                    let visible = past + i1
+                    Linear.sgemmSerial(transA: false, transB: true, m: m, n: visible, k: hd, alpha: scale,
+                                       qp.pointer + (b * n + i0) * ldq + head * hd, lda: ldq, keys, ldb: ldkv,
+                                       beta: 0, scores, ldc: visible)
+                    for i in 0..<m {
+                        let row = scores + i * visible, sees = past + i0 + i + 1
+                        Ops.softmaxRow(row, sees)
+                        (row + sees).update(repeating: 0, count: visible - sees)
+                    }
+                    Linear.sgemmSerial(transA: false, transB: false, m: m, n: hd, k: visible, alpha: 1,
+                                       scores, lda: visible, values, ldb: ldkv,
+                                       beta: 0, ctxP.pointer + (b * n + i0) * ldq + head * hd, ldc: ldq)
+                }
+            }
+        }
+        if let oBias {
+            let projected = Linear.apply(context, wo)
+            Self.addBias(oBias, to: projected)
+            for i in 0..<hidden.count { hidden.data[i] += projected.data[i] }
+        } else {
+            Linear.apply(context.data, rows: rows, weight: wo, into: hidden.data, accumulate: true)
+        }
+    }
+
+    static func addBias(_ bias: [Float]?, to t: Tensor) {
+        guard let bias else { return }
+        let width = bias.count
+        for r in 0..<t.rows {
+            let row = t.row(r)
+            for c in 0..<width { row[c] += bias[c] }
+        }
+    }
+}
+
+/// The keys and values of every GQA layer of a model for `batch` rows of up to `capacity` positions.
+public final class GQACache: @unchecked Sendable {
+    public let batch: Int
+    public let capacity: Int
+    /// Positions filled so far (the same for every row).
+    public internal(set) var length = 0
+    public let layers: [GQAKeyValues]
+
+    public init(layers: Int, batch: Int, capacity: Int, kvHeads: Int, headDim: Int) throws {
+        guard batch > 0, capacity > 0 else { throw ModelLoadError("KV cache needs batch > 0 and capacity > 0, not \(batch) × \(capacity)") }
+        self.batch = batch
+        self.capacity = capacity
+        self.layers = try (0..<layers).map { _ in try GQAKeyValues(batch: batch, capacity: capacity, kvHeads: kvHeads, headDim: headDim) }
+    }
+
+    public var byteCount: Int { layers.reduce(0) { $0 + $1.byteCount } }
+    public func reset() { length = 0 }
+
+    /// Refuses a forward of `newTokens` per row that does not fit, before anything is computed.
+    func check(batch: Int, newTokens: Int) throws {
+        guard batch == self.batch else { throw ModelLoadError("forward: KV cache was made for batch \(self.batch), not \(batch)") }
+        guard length + newTokens <= capacity else {
+            throw ModelLoadError("forward: \(length + newTokens) positions exceed the KV cache capacity \(capacity)")
+        }
+    }
+
+    func advance(by newTokens: Int) { length += newTokens }
+}
