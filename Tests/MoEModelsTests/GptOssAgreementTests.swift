@@ -115,7 +115,7 @@ func routingMismatches(_ ours: [Int: [[Int]]], _ reference: [Int: [[Int]]]) -> I
         let model = try GptOssFixtures.model(variant)
         let rows = try GptOssFixtures.tokens(variant), expected = try GptOssFixtures.expected(variant)
         let batch = rows.count, seqLen = rows[0].count, prefill = 3
-        let cache = GptOss.Cache(model: model, batch: batch, capacity: seqLen)
+        let cache = try model.makeCache(batch: batch, capacity: seqLen)
         var perStep: [ExpertLog] = []
         var c = LogitComparison()
         var position = 0
@@ -282,14 +282,14 @@ func routingMismatches(_ ours: [Int: [[Int]]], _ reference: [Int: [[Int]]]) -> I
 
     @Test func yarnFrequenciesKeepTheFractionalRamp() {
         // Low/high correction dims of the fixture: 16·ln(64/(32·2π))/(2·ln 150000) < 0 → 0, and ≈ 1.83 (not ceil'd to 2).
-        let f = RoPEFrequencies.yarn(dim: 16, theta: 150_000, factor: 4, betaFast: 32, betaSlow: 1, originalSeqLen: 64, truncate: false)
-        let plain = RoPEFrequencies.plain(dim: 16, theta: 150_000)
+        let f = YaRNFrequencies.frequencies(rotatedDims: 16, theta: 150_000, factor: 4, betaFast: 32, betaSlow: 1, originalSeqLen: 64, truncate: false)
+        let plain = RotaryTable.frequencies(theta: 150_000, rotatedDims: 16)
         let high = 16 * log(64 / (2 * Double.pi)) / (2 * log(150_000.0))
         #expect(f[0] == plain[0])
         let ramp = Float(1 / high)
         #expect(abs(f[1] - (plain[1] / 4 * ramp + plain[1] * (1 - ramp))) <= 1e-9)
         #expect(f[2] == plain[2] / 4)
-        let truncated = RoPEFrequencies.yarn(dim: 16, theta: 150_000, factor: 4, betaFast: 32, betaSlow: 1, originalSeqLen: 64, truncate: true)
+        let truncated = YaRNFrequencies.frequencies(rotatedDims: 16, theta: 150_000, factor: 4, betaFast: 32, betaSlow: 1, originalSeqLen: 64, truncate: true)
         #expect(truncated[1] != f[1])
     }
 

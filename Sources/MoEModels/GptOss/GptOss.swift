@@ -16,14 +16,6 @@ public final class GptOss: @unchecked Sendable {
     public let softmaxScale: Float
     let ropeFrequencies: [Float]
 
-    struct Attention {
-        var wq: Weight, wk: Weight, wv: Weight, wo: Weight
-        var bq: [Float]?, bk: [Float]?, bv: [Float]?, bo: [Float]?
-        var sinks: [Float]?
-        /// The causal window of this layer; nil for full causal attention.
-        var window: Int?
-    }
-
     struct MoE {
         var gate: Weight
         var gateBias: [Float]?
@@ -40,7 +32,7 @@ public final class GptOss: @unchecked Sendable {
         var index: Int
         var attentionNorm: [Float]
         var ffnNorm: [Float]
-        var attention: Attention
+        var attention: GroupedQueryAttention
         var moe: MoE
     }
 
@@ -55,16 +47,18 @@ public final class GptOss: @unchecked Sendable {
         for i in 0..<args.nLayers {
             let p = "layers.\(i)."
             let q = p + "attention.qkv_linear."
-            var attention = Attention(
+            var attention = GroupedQueryAttention(
+                dim: args.dim, nHeads: args.nHeads, nKVHeads: args.nKVHeads, headDim: args.headDim,
                 wq: try w.load(q + "wq.weight"), wk: try w.load(q + "wk.weight"), wv: try w.load(q + "wv.weight"),
-                wo: try w.load(p + "attention.wo.weight"), window: args.slidingWindow(layer: i))
+                wo: try w.load(p + "attention.wo.weight"), softmaxScale: Float(args.softmaxScale))
             if args.qkvBias {
-                attention.bq = try w.vector(q + "wq.bias")
-                attention.bk = try w.vector(q + "wk.bias")
-                attention.bv = try w.vector(q + "wv.bias")
+                attention.qBias = try w.vector(q + "wq.bias")
+                attention.kBias = try w.vector(q + "wk.bias")
+                attention.vBias = try w.vector(q + "wv.bias")
             }
-            if args.woBias { attention.bo = try w.vector(p + "attention.wo.bias") }
+            if args.woBias { attention.oBias = try w.vector(p + "attention.wo.bias") }
             if args.attentionSinks { attention.sinks = try w.vector(p + "attention.sinks") }
+            attention.slidingWindow = args.slidingWindow(layer: i)
             let e = p + GptOssWeights.expertPrefix
             var moe = MoE(
                 gate: try w.load(p + "moe.router.gate.weight"),
@@ -80,11 +74,11 @@ public final class GptOss: @unchecked Sendable {
         lmHead = args.enableWeightTying ? embedding : try w.load("lm_head.weight")
         softmaxScale = Float(args.softmaxScale)
         if let s = args.ropeScaling, args.yarnActive {
-            ropeFrequencies = RoPEFrequencies.yarn(dim: args.headDim, theta: args.ropeTheta, factor: s.ropeFactor,
-                                                   betaFast: s.betaFast, betaSlow: s.betaSlow,
-                                                   originalSeqLen: s.originalSeqLen, truncate: s.truncate)
+            ropeFrequencies = YaRNFrequencies.frequencies(rotatedDims: args.headDim, theta: args.ropeTheta, factor: s.ropeFactor,
+                                                          betaFast: s.betaFast, betaSlow: s.betaSlow,
+                                                          originalSeqLen: s.originalSeqLen, truncate: s.truncate)
         } else {
-            ropeFrequencies = RoPEFrequencies.plain(dim: args.headDim, theta: args.ropeTheta)
+            ropeFrequencies = RotaryTable.frequencies(theta: args.ropeTheta, rotatedDims: args.headDim)
         }
     }
 
@@ -96,40 +90,10 @@ public final class GptOss: @unchecked Sendable {
 
     // MARK: - KV cache
 
-    /// Post-RoPE keys and values of the positions processed so far, per layer and batch row
-    /// (`[batch, capacity, n_kv_heads · head_dim]` each).
-    public final class Cache: @unchecked Sendable {
-        public let batch: Int
-        public let capacity: Int
-        public internal(set) var length = 0
-        let layers: [Layer]
-
-        public init(model: GptOss, batch: Int, capacity: Int) {
-            self.batch = batch
-            self.capacity = capacity
-            layers = (0..<model.args.nLayers).map { _ in Layer(batch: batch, capacity: capacity, width: model.args.keyValueWidth) }
-        }
-
-        public var byteCount: Int { layers.reduce(0) { $0 + $1.byteCount } }
-        public func reset() { length = 0 }
-
-        final class Layer: @unchecked Sendable {
-            let capacity: Int, width: Int
-            let keys: UnsafeMutablePointer<Float>
-            let values: UnsafeMutablePointer<Float>
-            let byteCount: Int
-
-            init(batch: Int, capacity: Int, width: Int) {
-                self.capacity = capacity
-                self.width = width
-                let count = batch * capacity * width
-                keys = .allocate(capacity: max(count, 1))
-                values = .allocate(capacity: max(count, 1))
-                byteCount = 2 * count * MemoryLayout<Float>.size
-            }
-
-            deinit { keys.deallocate(); values.deallocate() }
-        }
+    /// Post-RoPE keys and values of every layer for `batch` rows of up to `capacity` positions. Windowed layers
+    /// keep every position too (a ring of `window` positions would save memory at long contexts, not time).
+    public func makeCache(batch: Int, capacity: Int) throws -> GQACache {
+        try GQACache(layers: args.nLayers, batch: batch, capacity: capacity, kvHeads: args.nKVHeads, headDim: args.headDim)
     }
 
     // MARK: - Forward
@@ -139,7 +103,7 @@ public final class GptOss: @unchecked Sendable {
     /// Logits for `tokens` (`batch` rows of `seqLen` ids, row-major), causal within each row. With a cache the
     /// tokens continue the cached rows at position `cache.length` and their keys and values are appended.
     /// Returns `[batch·seqLen, vocab]` for `.all`, `[batch, vocab]` for `.last`.
-    public func forward(tokens: [Int32], batch: Int, seqLen: Int, cache: Cache? = nil,
+    public func forward(tokens: [Int32], batch: Int, seqLen: Int, cache: GQACache? = nil,
                         logits selection: LogitsSelection = .all, observer: RoutingObserver? = nil) throws -> Tensor {
         guard batch > 0, seqLen > 0, tokens.count == batch * seqLen else {
             throw ModelLoadError("forward: \(tokens.count) tokens do not form \(batch) rows of \(seqLen)")
@@ -148,28 +112,28 @@ public final class GptOss: @unchecked Sendable {
             throw ModelLoadError("forward: token id \(bad) is outside the vocabulary (0..<\(args.vocabSize))")
         }
         if let cache {
-            guard cache.batch == batch, cache.layers.count == layers.count else {
-                throw ModelLoadError("forward: KV cache was made for batch \(cache.batch), not \(batch)")
-            }
-            guard cache.length + seqLen <= cache.capacity else {
-                throw ModelLoadError("forward: \(cache.length + seqLen) positions exceed the KV cache capacity \(cache.capacity)")
+            try cache.check(batch: batch, newTokens: seqLen)
+            guard cache.layers.count == layers.count, cache.layers.first?.kvHeads == args.nKVHeads,
+                  cache.layers.first?.headDim == args.headDim else {
+                throw ModelLoadError("forward: the KV cache was made for another model")
             }
         }
         let past = cache?.length ?? 0
         let d = args.dim, rows = batch * seqLen, eps = Float(args.normEps)
         let hidden = Tensor(shape: [rows, d])
         for (r, token) in tokens.enumerated() { embedding.widen(from: Int(token) * d, count: d, into: hidden.row(r)) }
-        let rope = RotateHalfRoPETable(frequencies: ropeFrequencies, positions: past..<(past + seqLen))
+        let rope = RotaryTable(frequencies: ropeFrequencies, positions: past + seqLen, pairing: .rotateHalf)
         let normed = Tensor(shape: [rows, d])
-        let scratch = cache == nil ? Cache.Layer(batch: batch, capacity: seqLen, width: args.keyValueWidth) : nil
+        let scratch = cache == nil
+            ? try GQAKeyValues(batch: batch, capacity: seqLen, kvHeads: args.nKVHeads, headDim: args.headDim) : nil
         for layer in layers {
             Ops.rmsNorm(hidden.data, rows: rows, dim: d, weight: layer.attentionNorm, eps: eps, into: normed.data)
-            attention(layer.attention, normed, batch: batch, newTokens: seqLen, past: past, rope: rope,
-                      store: cache?.layers[layer.index] ?? scratch!, addInto: hidden)
+            layer.attention.forward(normed, batch: batch, newTokens: seqLen, past: past, rope: rope,
+                                    store: cache?.layers[layer.index] ?? scratch!, addInto: hidden)
             Ops.rmsNorm(hidden.data, rows: rows, dim: d, weight: layer.ffnNorm, eps: eps, into: normed.data)
             moeLayer(layer.moe, layer: layer.index, normed, addInto: hidden, observer: observer)
         }
-        cache?.length += seqLen
+        cache?.advance(by: seqLen)
         switch selection {
         case .all:
             Ops.rmsNorm(hidden.data, rows: rows, dim: d, weight: finalNorm, eps: eps, into: normed.data)
@@ -181,84 +145,6 @@ public final class GptOss: @unchecked Sendable {
             }
             return Linear.apply(last, lmHead)
         }
-    }
-
-    /// Query rows per attention block: causal and windowed blocks then skip most keys they cannot see.
-    static let attentionQueryBlock = 64
-
-    /// Grouped-query attention; the new tokens' keys and values go into `store` at `past..<past+n` first.
-    /// A query at position p sees keys `max(0, p − window + 1)...p`; with sinks each head's softmax has one more
-    /// logit, `sinks[h]`, that adds to the normaliser and to nothing else (TorchTitan: output · σ(lse − sink)).
-    func attention(_ a: Attention, _ x: Tensor, batch: Int, newTokens n: Int, past: Int, rope: RotateHalfRoPETable,
-                   store: Cache.Layer, addInto hidden: Tensor) {
-        let rows = x.rows, h = args.nHeads, kvHeads = args.nKVHeads, hd = args.headDim
-        let qWidth = args.queryWidth, kvWidth = args.keyValueWidth, capacity = store.capacity
-        let q = Linear.apply(x, a.wq), k = Linear.apply(x, a.wk), v = Linear.apply(x, a.wv)
-        if let b = a.bq { b.withUnsafeBufferPointer { ClampedSwiGLU.addBias($0.baseAddress!, to: q.data, rows: rows, width: qWidth) } }
-        if let b = a.bk { b.withUnsafeBufferPointer { ClampedSwiGLU.addBias($0.baseAddress!, to: k.data, rows: rows, width: kvWidth) } }
-        if let b = a.bv { b.withUnsafeBufferPointer { ClampedSwiGLU.addBias($0.baseAddress!, to: v.data, rows: rows, width: kvWidth) } }
-        let qp = SendablePointer(q.data), kp = SendablePointer(k.data), vp = SendablePointer(v.data)
-        let keysP = SendablePointer(store.keys), valuesP = SendablePointer(store.values)
-        Compute.parallelFor(rows, minChunk: 16) { r in
-            let pos = past + r % n
-            for head in 0..<h { rope.apply(qp.pointer + r * qWidth + head * hd, position: pos) }
-            for head in 0..<kvHeads { rope.apply(kp.pointer + r * kvWidth + head * hd, position: pos) }
-            let slot = (r / n) * capacity + pos
-            (keysP.pointer + slot * kvWidth).update(from: kp.pointer + r * kvWidth, count: kvWidth)
-            (valuesP.pointer + slot * kvWidth).update(from: vp.pointer + r * kvWidth, count: kvWidth)
-        }
-
-        let context = Tensor(uninitializedShape: [rows, qWidth])
-        let ctxP = SendablePointer(context.data)
-        let scale = softmaxScale, window = a.window, sinks = a.sinks
-        let groupSize = h / kvHeads, block = GptOss.attentionQueryBlock, blocks = (n + block - 1) / block
-        let total = past + n
-        Compute.parallelChunks(batch * h) { items in
-            guard let scores = Compute.threadScratch(1, block * total) else {
-                fatalError("out of memory for attention scratch (\(total) positions)")
-            }
-            for item in items {
-                let b = item / h, head = item % h, kvHead = head / groupSize
-                let keys = keysP.pointer + b * capacity * kvWidth + kvHead * hd
-                let values = valuesP.pointer + b * capacity * kvWidth + kvHead * hd
-                let sink = sinks?[head]
-                for blockIndex in 0..<blocks {
-                    let i0 = blockIndex * block, i1 = min(n, i0 + block), m = i1 - i0
-                    let first = window.map { max(0, past + i0 - $0 + 1) } ?? 0
-                    let visible = past + i1 - first
-                    Linear.sgemmSerial(transA: false, transB: true, m: m, n: visible, k: hd, alpha: scale,
-                                       qp.pointer + (b * n + i0) * qWidth + head * hd, lda: qWidth,
-                                       keys + first * kvWidth, ldb: kvWidth, beta: 0, scores, ldc: visible)
-                    for i in 0..<m {
-                        let row = scores + i * visible, position = past + i0 + i
-                        let lo = (window.map { max(0, position - $0 + 1) } ?? 0) - first, hi = position + 1 - first
-                        (row).update(repeating: 0, count: lo)
-                        Self.softmaxWithSink(row + lo, hi - lo, sink: sink)
-                        (row + hi).update(repeating: 0, count: visible - hi)
-                    }
-                    Linear.sgemmSerial(transA: false, transB: false, m: m, n: hd, k: visible, alpha: 1,
-                                       scores, lda: visible, values + first * kvWidth, ldb: kvWidth,
-                                       beta: 0, ctxP.pointer + (b * n + i0) * qWidth + head * hd, ldc: qWidth)
-                }
-            }
-        }
-        Linear.apply(context.data, rows: rows, weight: a.wo, into: hidden.data, accumulate: true)
-        if let b = a.bo { b.withUnsafeBufferPointer { ClampedSwiGLU.addBias($0.baseAddress!, to: hidden.data, rows: rows, width: args.dim) } }
-    }
-
-    /// Softmax of `count` scores in place, with `sink` as one more logit in the normaliser when given.
-    @inline(__always)
-    static func softmaxWithSink(_ row: UnsafeMutablePointer<Float>, _ count: Int, sink: Float?) {
-        guard let sink else { Ops.softmaxRow(row, count); return }
-        var peak = sink
-        for i in 0..<count { peak = max(peak, row[i]) }
-        var sum = expf(sink - peak)
-        for i in 0..<count {
-            row[i] = expf(row[i] - peak)
-            sum += row[i]
-        }
-        let inverse = 1 / sum
-        for i in 0..<count { row[i] *= inverse }
     }
 
     // MARK: - MoE: route → dispatch → compute → combine
