@@ -367,3 +367,27 @@ func routingMismatches(_ ours: [Int: [[Int]]], _ reference: [Int: [[Int]]]) -> I
         #expect(GptOssHFExport.bfloat16Bits(Float(bitPattern: 0x3F80_8001)) == 0x3F81)
     }
 }
+
+/// Checkpoints that do not match the args are refused before any tensor is read, naming the tensor.
+@Suite struct GptOssWeightCheckTests {
+    func refusal(_ change: (inout GptOssArgs) -> Void, checkpoint: String = "checkpoint") throws -> String {
+        var args = try GptOssFixtures.args("v030_gptoss_fp32")
+        change(&args)
+        do {
+            _ = try GptOss(args: args, checkpoint: GptOssFixtures.root.appendingPathComponent("v030_gptoss_fp32/\(checkpoint)"))
+            return ""
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test func mismatchesNameTheTensor() throws {
+        #expect(try refusal { $0.nLayers = 3 }.contains("tensor layers.2.attention_norm.weight is missing"))
+        #expect(try refusal { $0.nLayers = 1 }.contains("not used by the gpt_oss model args (e.g. layers.1."))
+        #expect(try refusal { $0.moeInterDim = 8 }.contains("mlp1_weight_EGD has shape [4, 8, 32] but the gpt_oss model args imply [4, 16, 32]"))
+        #expect(try refusal({ $0.moeInterDim = 8; $0.moeArgs.loadBalanceCoeff = nil }, checkpoint: "hf").contains("model.layers.0.mlp.experts.gate_up_proj has shape [4, 32, 8] but the gpt_oss model args imply [4, 32, 16]"))
+        // HF GptOssForCausalLM has no load-balancing bias.
+        #expect(try refusal({ _ in }, checkpoint: "hf").contains("have no layers.0.moe.expert_bias_E"))
+        #expect(try refusal { $0.qkvBias = false }.contains("not used by the gpt_oss model args"))
+    }
+}
