@@ -40,20 +40,12 @@ public struct ComputationalCost: Codable, Sendable {
         case sgemmPeakProcesses = "sgemm_peak_processes", mfu
     }
 
-    /// Matrix-multiply parameters a token passes through, excluding the embedding lookup (not a matmul) and
-    /// the norm weights (elementwise).
-    public static func activeMatmulParameters(_ args: ModelArgs) -> Int {
-        let counts = args.parameterCounts()
-        var norms = 0
-        for (name, shape) in args.expectedShapes() where name.hasSuffix("norm.weight") { norms += shape.reduce(1, *) }
-        return counts.active(topK: args.moeArgs.topK, numExperts: args.moeArgs.numExperts) - counts.embedding - norms
-    }
+    /// Matrix-multiply parameters a token passes through (embedding lookup and norms excluded).
+    public static func activeMatmulParameters(_ args: ModelArgs) -> Int { args.activeMatmulParameters() }
 
-    /// Forward FLOPs per token at sequence length `seqLen`: `2 × active matmul params` plus causal attention,
-    /// `2 · L · H · (d_qk + d_v) · (seqLen + 1)/2` (each token attends to (seqLen+1)/2 positions on average).
+    /// Forward FLOPs per token at sequence length `seqLen` (the formula lives with the family).
     public static func forwardFlopsPerToken(_ args: ModelArgs, seqLen: Int) -> Double {
-        let attention = 2.0 * Double(args.nLayers * args.nHeads * (args.qkHeadDim + args.vHeadDim)) * Double(seqLen + 1) / 2
-        return 2.0 * Double(activeMatmulParameters(args)) + attention
+        args.forwardFlopsPerToken(seqLen: seqLen)
     }
 
     /// `flopsSeqLen` is the training seq_len (TorchTitan passes `training.seq_len`); `sgemmPeaks` holds one measured

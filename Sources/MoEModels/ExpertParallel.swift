@@ -131,8 +131,8 @@ public final class ExpertParallelGroup: @unchecked Sendable {
 
     /// Runs `batches` (bucketed by global expert) on the ranks owning the experts and returns the outputs in the
     /// same bucketed order. `compute` runs this rank's experts on batches indexed by *local* expert.
-    func runExperts(_ batches: DeepSeekV3.ExpertBatches, layer: Int,
-                    compute: (DeepSeekV3.ExpertBatches) -> Tensor) throws -> Tensor {
+    func runExperts(_ batches: ExpertBatches, layer: Int,
+                    compute: (ExpertBatches) -> Tensor) throws -> Tensor {
         switch mode {
         case .splitBySequence, .ownBatches: return try exchange(batches, layer: layer, compute: compute)
         case .replicatedTokens: return try computeOwnAndGather(batches, layer: layer, compute: compute)
@@ -141,8 +141,8 @@ public final class ExpertParallelGroup: @unchecked Sendable {
 
     /// Dispatch all-to-all → local experts → combine all-to-all. Because dispatch buckets rows by expert and
     /// experts are placed contiguously, the rows for rank r are one contiguous block of `batches.input`.
-    private func exchange(_ batches: DeepSeekV3.ExpertBatches, layer: Int,
-                          compute: (DeepSeekV3.ExpertBatches) -> Tensor) throws -> Tensor {
+    private func exchange(_ batches: ExpertBatches, layer: Int,
+                          compute: (ExpertBatches) -> Tensor) throws -> Tensor {
         // Ranks below are those of this rank's expert group; experts are placed on them contiguously.
         let local = expertsPerRank, ranks = degree, d = batches.width
         let exchangeGroup = expertCommunicator
@@ -172,7 +172,7 @@ public final class ExpertParallelGroup: @unchecked Sendable {
                     let input = Tensor(shape: [receiveRows[s], d])
                     let first = blockStart[s * local]
                     input.data.update(from: arrived.row(first), count: receiveRows[s] * d)
-                    let outputs = compute(DeepSeekV3.ExpertBatches(experts: local, width: d, offsets: offsets, assignment: [], input: input))
+                    let outputs = compute(ExpertBatches(experts: local, width: d, offsets: offsets, assignment: [], input: input))
                     arrived.row(first).update(from: outputs.data, count: receiveRows[s] * d)
                 }
             }
@@ -204,7 +204,7 @@ public final class ExpertParallelGroup: @unchecked Sendable {
         }
         let outputs = timed(\.expertComputeSeconds) {
             // The assignment list stays behind with the sender: outputs travel back in arrival order.
-            compute(DeepSeekV3.ExpertBatches(experts: local, width: d, offsets: offsets, assignment: [], input: bucketed))
+            compute(ExpertBatches(experts: local, width: d, offsets: offsets, assignment: [], input: bucketed))
         }
         statistics.receivedAssignments[layer, default: 0] += totalReceived
 
@@ -223,8 +223,8 @@ public final class ExpertParallelGroup: @unchecked Sendable {
     }
 
     /// Every rank holds the same batches: each computes its own experts' buckets, then all are gathered.
-    private func computeOwnAndGather(_ batches: DeepSeekV3.ExpertBatches, layer: Int,
-                                     compute: (DeepSeekV3.ExpertBatches) -> Tensor) throws -> Tensor {
+    private func computeOwnAndGather(_ batches: ExpertBatches, layer: Int,
+                                     compute: (ExpertBatches) -> Tensor) throws -> Tensor {
         let local = expertsPerRank, d = batches.width, index = expertCommunicator.rank
         let rowBytes = d * MemoryLayout<Float>.size
         let first = batches.offsets[index * local], last = batches.offsets[(index + 1) * local]
@@ -232,7 +232,7 @@ public final class ExpertParallelGroup: @unchecked Sendable {
         mine.data.update(from: batches.input.row(first), count: (last - first) * d)
         let offsets = batches.offsets[(index * local)...((index + 1) * local)].map { $0 - first }
         let outputs = timed(\.expertComputeSeconds) {
-            compute(DeepSeekV3.ExpertBatches(experts: local, width: d, offsets: offsets, assignment: [], input: mine))
+            compute(ExpertBatches(experts: local, width: d, offsets: offsets, assignment: [], input: mine))
         }
         statistics.receivedAssignments[layer, default: 0] += last - first
         let combined = Tensor(shape: [batches.input.rows, d])
@@ -326,9 +326,9 @@ public final class ExpertParallelGroup: @unchecked Sendable {
     }
 }
 
-extension DeepSeekV3 {
+extension CausalLanguageModel {
     /// A forward under expert parallelism: see `ExpertParallelGroup`. Every rank gets the whole batch's logits.
-    func forwardExpertParallel(_ group: ExpertParallelGroup, tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache?,
+    public func forwardExpertParallel(_ group: ExpertParallelGroup, tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache?,
                                logits selection: LogitsSelection, observer: RoutingObserver?) throws -> Tensor {
         let start = DispatchTime.now().uptimeNanoseconds
         group.runningLocalShare = true
@@ -346,7 +346,7 @@ extension DeepSeekV3 {
         group.mode = .splitBySequence
         let share = group.share(ofBatch: batch)
         let gatherer = observer.map { _ in ExpertParallelGroup.DecisionGatherer(group: group, inner: group.rank == 0 ? observer : nil) }
-        let vocab = args.vocabSize
+        let vocab = shape.vocabSize
         let rowsPerSequence = selection == .all ? seqLen : 1
         var local: Tensor?
         if share.isEmpty {
@@ -354,7 +354,7 @@ extension DeepSeekV3 {
         } else {
             group.statistics.tokensRun += share.count * seqLen
             local = try forward(tokens: Array(tokens[(share.lowerBound * seqLen)..<(share.upperBound * seqLen)]),
-                                batch: share.count, seqLen: seqLen, logits: selection, observer: gatherer)
+                                batch: share.count, seqLen: seqLen, cache: nil, logits: selection, observer: gatherer)
         }
         if let failure = gatherer?.failure { throw failure }
         let result = Tensor(shape: [batch * rowsPerSequence, vocab])
@@ -372,7 +372,7 @@ extension DeepSeekV3 {
     public func forwardOwnBatches(tokens: [Int32], batch: Int, seqLen: Int, logits selection: LogitsSelection = .all,
                                   observer: RoutingObserver? = nil) throws -> Tensor? {
         guard let group = expertParallel else {
-            return batch > 0 ? try forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: selection, observer: observer) : nil
+            return batch > 0 ? try forward(tokens: tokens, batch: batch, seqLen: seqLen, cache: nil, logits: selection, observer: observer) : nil
         }
         let start = DispatchTime.now().uptimeNanoseconds
         group.runningLocalShare = true
@@ -389,7 +389,7 @@ extension DeepSeekV3 {
         var result: Tensor?
         if batch > 0 {
             group.statistics.tokensRun += batch * seqLen
-            result = try forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: selection, observer: gatherer)
+            result = try forward(tokens: tokens, batch: batch, seqLen: seqLen, cache: nil, logits: selection, observer: gatherer)
         } else {
             try participateWithoutTokens(group, gatherer: gatherer)
         }
@@ -399,34 +399,12 @@ extension DeepSeekV3 {
 
     /// A rank with no sequences in this forward still serves its experts and joins every layer's collectives.
     private func participateWithoutTokens(_ group: ExpertParallelGroup, gatherer: ExpertParallelGroup.DecisionGatherer?) throws {
-        let d = args.dim, e = args.moeArgs.numExperts
-        for layer in layers {
-            guard let moe = layer.moe else { continue }
-            gatherer?.contributeNothing(layer: layer.index)
+        for (layer, moe) in moeBlocks {
+            let d = moe.dim, e = moe.router.numExperts
+            gatherer?.contributeNothing(layer: layer)
             let empty = ExpertBatches(experts: e, width: d, offsets: [Int](repeating: 0, count: e + 1), assignment: [],
                                       input: Tensor(shape: [0, d]))
-            _ = try group.runExperts(empty, layer: layer.index) { computeExperts(moe, $0) }
+            _ = try group.runExperts(empty, layer: layer) { moe.computeExperts($0) }
         }
-    }
-}
-
-extension DeepSeekV3 {
-    /// Bytes of weights this process holds: the routed experts (only the local ones under expert parallelism)
-    /// and everything else (replicated on every rank).
-    public var heldWeightBytes: (dense: Int, experts: Int) {
-        var dense = embedding.byteCount + output.byteCount + finalNorm.count * 4, experts = 0
-        func ffn(_ f: FeedForward) -> Int { f.w1.byteCount + f.w2.byteCount + f.w3.byteCount }
-        for layer in layers {
-            let a = layer.attention
-            dense += (layer.attentionNorm.count + layer.ffnNorm.count + a.kvNorm.count + (a.qNorm?.count ?? 0)) * 4
-            dense += [a.wq, a.wqA, a.wqB, a.wkvA, a.wkvB, a.wo].reduce(0) { $0 + ($1?.byteCount ?? 0) }
-            if let f = layer.feedForward { dense += ffn(f) }
-            if let moe = layer.moe {
-                dense += moe.gate.byteCount + ((moe.gateBias?.count ?? 0) + (moe.expertBias?.count ?? 0)) * 4
-                dense += moe.shared.map(ffn) ?? 0
-                experts += moe.w1.byteCount + moe.w2.byteCount + moe.w3.byteCount
-            }
-        }
-        return (dense, experts)
     }
 }

@@ -1,50 +1,71 @@
 import MoETensor
 
+/// One per-position quantity a layer's attention caches (MLA: the normalised latent and the RoPE'd shared
+/// key; GQA: keys and values of every kv head), `width` floats per position and batch row.
+public struct KVStream: Sendable, Equatable {
+    public var name: String
+    public var width: Int
+    public init(name: String, width: Int) { self.name = name; self.width = width }
+}
+
+/// What a model caches: the streams of each layer, in layer order. The attention block that writes a layer's
+/// streams defines them (e.g. `MultiHeadLatentAttention.cacheStreams`).
+public struct KVCacheLayout: Sendable, Equatable {
+    public var layers: [[KVStream]]
+    public init(layers: [[KVStream]]) { self.layers = layers }
+    /// The same streams in every one of `count` layers.
+    public init(repeating streams: [KVStream], count: Int) { layers = Array(repeating: streams, count: count) }
+
+    /// Floats cached per position over all layers.
+    public var valuesPerPosition: Int { layers.reduce(0) { $0 + $1.reduce(0) { $0 + $1.width } } }
+}
+
 /// Keys and values of the positions already processed, per layer and batch row, so that decoding a token
-/// costs one position's work instead of a full forward. MLA's compressed form: per position the normalised
-/// latent `c_kv` (`kv_lora_rank` values) and the shared RoPE'd key `k_pe` (`qk_rope_head_dim` values), about
-/// 7× smaller than per-head keys and values for the TorchTitan flavors. Prefill expands the latent per head;
-/// decode attends in the latent space (`DeepSeekV3.attention`).
+/// costs one position's work instead of a full forward. Each layer holds the streams its attention block
+/// declared, as `[batch, capacity, width]` fp32 arrays.
 public final class KVCache: @unchecked Sendable {
     public let batch: Int
     public let capacity: Int
+    public let layout: KVCacheLayout
     /// Positions filled so far (the same for every row).
     public internal(set) var length = 0
     let layers: [Layer]
 
-    public init(model: DeepSeekV3, batch: Int, capacity: Int) {
+    public init(layout: KVCacheLayout, batch: Int, capacity: Int) {
         self.batch = batch
         self.capacity = capacity
-        layers = (0..<model.args.nLayers).map { _ in Layer(batch: batch, capacity: capacity, args: model.args) }
+        self.layout = layout
+        layers = layout.layers.map { Layer(batch: batch, capacity: capacity, streams: $0) }
+    }
+
+    public convenience init(model: some CausalLanguageModel, batch: Int, capacity: Int) {
+        self.init(layout: model.kvCacheLayout, batch: batch, capacity: capacity)
     }
 
     /// Bytes held (what the cache adds to resident memory).
     public var byteCount: Int { layers.reduce(0) { $0 + $1.byteCount } }
 
-    /// Values cached per position and layer: `kv_lora_rank + qk_rope_head_dim`.
+    /// Values cached per position and layer for DeepSeek-V3 (MLA): `kv_lora_rank + qk_rope_head_dim`.
     public static func valuesPerPosition(_ args: ModelArgs) -> Int { args.kvLoraRank + args.qkRopeHeadDim }
 
     public func reset() { length = 0 }
 
     final class Layer: @unchecked Sendable {
         let capacity: Int
-        let latentWidth: Int, ropeWidth: Int
-        let latent: UnsafeMutablePointer<Float>       // [batch, capacity, kv_lora_rank], after kv_norm
-        let ropeKeys: UnsafeMutablePointer<Float>     // [batch, capacity, rope dims], after RoPE
+        let streams: [KVStream]
+        /// One `[batch, capacity, streams[i].width]` array per stream.
+        let values: [UnsafeMutablePointer<Float>]
         let byteCount: Int
 
-        init(batch: Int, capacity: Int, args: ModelArgs) {
+        init(batch: Int, capacity: Int, streams: [KVStream]) {
             self.capacity = capacity
-            latentWidth = args.kvLoraRank
-            ropeWidth = args.qkRopeHeadDim
-            let latentCount = batch * capacity * latentWidth
-            let peCount = batch * capacity * ropeWidth
-            latent = .allocate(capacity: max(latentCount, 1))
-            ropeKeys = .allocate(capacity: max(peCount, 1))
-            byteCount = (latentCount + peCount) * 4
+            self.streams = streams
+            let counts = streams.map { batch * capacity * $0.width }
+            values = counts.map { .allocate(capacity: max($0, 1)) }
+            byteCount = counts.reduce(0, +) * MemoryLayout<Float>.size
         }
 
-        deinit { latent.deallocate(); ropeKeys.deallocate() }
+        deinit { for pointer in values { pointer.deallocate() } }
 
         func row(batch b: Int, position: Int) -> Int { b * capacity + position }
     }

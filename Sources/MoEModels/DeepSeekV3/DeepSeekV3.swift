@@ -1,0 +1,333 @@
+import Foundation
+import MoECheckpoint
+import MoETensor
+
+/// Which TorchTitan code the numbers must follow. The eras differ in two places that the weights
+/// cannot tell apart: when YaRN applies, and the final norm's eps (../docs/MODEL.md).
+public enum CodeEra: String, Sendable, CaseIterable {
+    case v0_2 = "0.2"
+    case v0_3 = "0.3"
+}
+
+/// Numerical switches that depend on the code that trained the model, not on the weights.
+public struct Numerics: Sendable, Equatable {
+    /// YaRN frequency correction and the mscale² softmax adjustment.
+    public var yarn: Bool
+    /// eps of the final RMSNorm: v0.2.x builds it as `nn.RMSNorm(dim)` (float32 machine epsilon).
+    public var finalNormEps: Float
+    /// How the two were decided, for messages and results files.
+    public var origin: String
+
+    public init(yarn: Bool, finalNormEps: Float, origin: String) {
+        self.yarn = yarn
+        self.finalNormEps = finalNormEps
+        self.origin = origin
+    }
+
+    /// The rules of the era the checkpoint's key names point to, each overridable.
+    /// Mixed key names come from TorchTitan main between 0.2.2 and 0.3.0: Python-config code (final eps
+    /// = norm_eps) that still applied YaRN only when max_seq_len > original_seq_len.
+    public static func resolve(
+        args: ModelArgs, namingEra: NamingEra, era: CodeEra? = nil, yarn: Bool? = nil, finalNormEps: Float? = nil
+    ) -> Numerics {
+        let seqLenRule = args.maxSeqLen > args.originalSeqLen
+        var result: Numerics
+        switch era {
+        case .v0_2?:
+            result = Numerics(yarn: seqLenRule, finalNormEps: Float.ulpOfOne, origin: "era 0.2 (--era)")
+        case .v0_3?:
+            result = Numerics(yarn: args.ropeFactor > 1, finalNormEps: Float(args.normEps), origin: "era 0.3 (--era)")
+        case nil:
+            switch namingEra {
+            case .v0_2, .huggingface:
+                result = Numerics(yarn: seqLenRule, finalNormEps: Float.ulpOfOne, origin: "era 0.2 (from \(namingEra.rawValue) key names)")
+            case .mixed:
+                result = Numerics(yarn: seqLenRule, finalNormEps: Float(args.normEps), origin: "main between 0.2.2 and 0.3.0 (mixed key names)")
+            case .v0_3:
+                result = Numerics(yarn: args.ropeFactor > 1, finalNormEps: Float(args.normEps), origin: "era 0.3 (from key names)")
+            }
+        }
+        if let yarn { result.yarn = yarn; result.origin += ", yarn overridden" }
+        if let finalNormEps { result.finalNormEps = finalNormEps; result.origin += ", final norm eps overridden" }
+        return result
+    }
+}
+
+/// An error loading a model from a checkpoint; the message names the checkpoint and the tensor.
+public struct ModelLoadError: Error, CustomStringConvertible, LocalizedError {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+    public var errorDescription: String? { description }
+}
+
+/// DeepSeek-V3 as TorchTitan computes it (v0.2.2 `deepseek_v3/model/model.py`, 0.3.0 `deepseek_v3/model.py`):
+/// embedding → layers of [RMSNorm → MLA attention → residual, RMSNorm → dense SwiGLU or MoE → residual]
+/// → final RMSNorm → output head. fp32 compute; weights stay in their stored dtype.
+public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
+    /// TorchTitan's module name for this family.
+    public static let familyName = "deepseek_v3"
+    public let args: ModelArgs
+    public let numerics: Numerics
+    let embedding: Weight
+    let layers: [Layer]
+    let finalNorm: [Float]
+    let output: Weight
+    /// Attention's `1/√qk_head_dim`, times YaRN's mscale² when YaRN applies.
+    let softmaxScale: Float
+    /// RoPE angle frequencies per rotated pair, after YaRN when active.
+    let ropeFrequencies: [Float]
+    /// Set when the routed experts are spread over the processes of a group: `moe.w1/w2/w3` then hold only
+    /// this rank's experts (ExpertParallel.swift).
+    public let expertParallel: ExpertParallelGroup?
+    public let shape: ModelShape
+    public let kvCacheLayout: KVCacheLayout
+
+    struct Layer {
+        var index: Int
+        var attentionNorm: [Float]
+        var ffnNorm: [Float]
+        var attention: MultiHeadLatentAttention
+        var feedForward: FeedForward?
+        var moe: MoEBlock?
+    }
+
+    // MARK: - Loading
+
+    /// Builds the model from a checkpoint, checking every tensor's shape against `args` and refusing
+    /// tensors the arguments do not account for (usually a wrong flavor or config).
+    public init(args: ModelArgs, weights source: WeightSource, numerics: Numerics,
+                expertParallel: ExpertParallelGroup? = nil) throws {
+        try args.validate()
+        guard numerics.finalNormEps.isFinite, numerics.finalNormEps > 0 else {
+            throw ModelLoadError("final norm eps \(numerics.finalNormEps) (\(numerics.origin)) must be a finite number > 0")
+        }
+        if let expertParallel {
+            guard expertParallel.numExperts == args.moeArgs.numExperts else {
+                throw ModelLoadError("expert-parallel group made for \(expertParallel.numExperts) experts, but the model args have \(args.moeArgs.numExperts)")
+            }
+        }
+        self.args = args
+        self.numerics = numerics
+        self.expertParallel = expertParallel
+        var used = Set<String>()
+
+        // Every tensor is checked against the args before any is read, so a mismatch costs no allocation.
+        let expected = args.expectedShapes()
+        for name in expected.keys.sorted(by: { $0.compare($1, options: .numeric) == .orderedAscending }) {
+            let shape = expected[name]!
+            guard let info = source.tensorInfos[name] else {
+                throw ModelLoadError("\(source.description): tensor \(name) is missing (model args need shape \(shape))")
+            }
+            guard info.shape == shape else {
+                throw ModelLoadError("\(source.description): tensor \(name) has shape \(info.shape) but the model args imply \(shape)")
+            }
+        }
+        // TorchTitan 0.3.0 builds a zero-width shared-expert FFN when num_shared_experts is 0 and saves it;
+        // an empty tensor carries nothing, so it is not a sign of a mismatched config.
+        let unused = Set(source.tensorInfos.filter { $0.value.elementCount > 0 }.keys).subtracting(expected.keys).sorted()
+        if !unused.isEmpty {
+            let shown = unused.prefix(5).joined(separator: ", ")
+            throw ModelLoadError("\(source.description): \(unused.count) tensor(s) not used by the model args (e.g. \(shown)); the config or flavor does not match this checkpoint")
+        }
+        func load(_ name: String, _ shape: [Int]) throws -> Weight {
+            assert(expected[name] == shape, "expectedShapes() and the loader disagree on \(name)")
+            guard let info = source.tensorInfos[name] else {
+                throw ModelLoadError("\(source.description): tensor \(name) is missing (model args need shape \(shape))")
+            }
+            guard info.shape == shape else {
+                throw ModelLoadError("\(source.description): tensor \(name) has shape \(info.shape) but the model args imply \(shape)")
+            }
+            let stored = try source.load(name)
+            used.insert(name)
+            do {
+                return try Weight(dtype: stored.dtype, shape: stored.shape, bytes: stored.bytes, owner: stored)
+            } catch {
+                throw ModelLoadError("\(source.description): tensor \(name): \(error)")
+            }
+        }
+        func vector(_ name: String, _ n: Int) throws -> [Float] { try load(name, [n]).toFloatArray() }
+        /// A grouped expert weight `[E, …]`, or only this rank's experts under expert parallelism (the other
+        /// experts' bytes are never read).
+        func experts(_ name: String, _ shape: [Int]) throws -> Weight {
+            guard let expertParallel else { return try load(name, shape) }
+            guard let info = source.tensorInfos[name] else {
+                throw ModelLoadError("\(source.description): tensor \(name) is missing (model args need shape \(shape))")
+            }
+            guard info.shape == shape else {
+                throw ModelLoadError("\(source.description): tensor \(name) has shape \(info.shape) but the model args imply \(shape)")
+            }
+            let stored = try source.load(name, leading: expertParallel.localExperts)
+            used.insert(name)
+            do {
+                return try Weight(dtype: stored.dtype, shape: stored.shape, bytes: stored.bytes, owner: stored)
+            } catch {
+                throw ModelLoadError("\(source.description): tensor \(name): \(error)")
+            }
+        }
+
+        var scale = 1 / Double(args.qkHeadDim).squareRoot()
+        if numerics.yarn {
+            let mscale = 0.1 * args.mscale * log(args.ropeFactor) + 1.0
+            scale *= mscale * mscale
+        }
+        let softmaxScale = Float(scale)
+        self.softmaxScale = softmaxScale
+        ropeFrequencies = DeepSeekV3.ropeFrequencies(args: args, yarn: numerics.yarn)
+
+        let d = args.dim, h = args.nHeads
+        embedding = try load("tok_embeddings.weight", [args.vocabSize, d])
+        var layers: [Layer] = []
+        for i in 0..<args.nLayers {
+            let p = "layers.\(i)."
+            var attention = MultiHeadLatentAttention(
+                wkvA: try load(p + "attention.wkv_a.weight", [args.kvLoraRank + args.qkRopeHeadDim, d]),
+                kvNorm: try vector(p + "attention.kv_norm.weight", args.kvLoraRank),
+                wkvB: try load(p + "attention.wkv_b.weight", [h * (args.qkNopeHeadDim + args.vHeadDim), args.kvLoraRank]),
+                wo: try load(p + "attention.wo.weight", [d, h * args.vHeadDim]),
+                heads: h, qkNopeHeadDim: args.qkNopeHeadDim, qkRopeHeadDim: args.qkRopeHeadDim, vHeadDim: args.vHeadDim,
+                kvLoraRank: args.kvLoraRank, qLoraRank: args.qLoraRank, normEps: Float(args.normEps),
+                softmaxScale: softmaxScale)
+            if args.qLoraRank == 0 {
+                attention.wq = try load(p + "attention.wq.weight", [h * args.qkHeadDim, d])
+            } else {
+                attention.wqA = try load(p + "attention.wq_a.weight", [args.qLoraRank, d])
+                attention.qNorm = try vector(p + "attention.q_norm.weight", args.qLoraRank)
+                attention.wqB = try load(p + "attention.wq_b.weight", [h * args.qkHeadDim, args.qLoraRank])
+            }
+            var layer = Layer(index: i,
+                              attentionNorm: try vector(p + "attention_norm.weight", d),
+                              ffnNorm: try vector(p + "ffn_norm.weight", d),
+                              attention: attention)
+            if args.isMoELayer(i) {
+                let m = args.moeArgs, e = m.numExperts, f = args.moeInterDim
+                let gate = try load(p + "moe.router.gate.weight", [e, d])
+                let routed = ExpertWeights(
+                    w1: try experts(p + "moe.experts.w1", [e, f, d]),
+                    w2: try experts(p + "moe.experts.w2", [e, d, f]),
+                    w3: try experts(p + "moe.experts.w3", [e, f, d]))
+                let gateBias = m.gateBias ? try vector(p + "moe.router.gate.bias", e) : nil
+                let expertBias = m.loadBalanceCoeff != nil ? try vector(p + "moe.expert_bias", e) : nil
+                var shared: SharedExperts?
+                if m.numSharedExperts > 0 {
+                    let sf = f * m.numSharedExperts
+                    shared = .plain(FeedForward(
+                        w1: try load(p + "moe.shared_experts.w1.weight", [sf, d]),
+                        w2: try load(p + "moe.shared_experts.w2.weight", [d, sf]),
+                        w3: try load(p + "moe.shared_experts.w3.weight", [sf, d])))
+                }
+                layer.moe = try MoEBlock(router: DeepSeekV3.routerConfig(args), gate: gate, gateBias: gateBias,
+                                         expertBias: expertBias, experts: routed, activation: .swiGLU, shared: shared,
+                                         dim: d, expertHiddenDim: f)
+            } else {
+                layer.feedForward = FeedForward(
+                    w1: try load(p + "feed_forward.w1.weight", [args.interDim, d]),
+                    w2: try load(p + "feed_forward.w2.weight", [d, args.interDim]),
+                    w3: try load(p + "feed_forward.w3.weight", [args.interDim, d]))
+            }
+            layers.append(layer)
+        }
+        self.layers = layers
+        finalNorm = try vector("norm.weight", d)
+        output = try load("output.weight", [args.vocabSize, d])
+
+        assert(used == Set(expected.keys), "expectedShapes() and the loader disagree on the tensors")
+        shape = ModelShape(
+            family: Self.familyName, vocabSize: args.vocabSize, dim: d, layers: args.nLayers,
+            moeLayers: (0..<args.nLayers).filter(args.isMoELayer), numExperts: args.moeArgs.numExperts,
+            topK: args.moeArgs.topK, numSharedExperts: args.moeArgs.numSharedExperts,
+            hasExpertBias: args.moeArgs.loadBalanceCoeff != nil,
+            scoreFunction: args.moeArgs.scoreFunc == "sigmoid" ? .sigmoid : .softmax,
+            maxSeqLen: args.maxSeqLen, attentionHeads: h)
+        kvCacheLayout = KVCacheLayout(
+            repeating: MultiHeadLatentAttention.cacheStreams(kvLoraRank: args.kvLoraRank, qkRopeHeadDim: args.qkRopeHeadDim),
+            count: args.nLayers)
+    }
+
+    /// TorchTitan's router settings for DeepSeek-V3 (`moe_args`).
+    static func routerConfig(_ args: ModelArgs) -> RouterConfig {
+        let m = args.moeArgs
+        return RouterConfig(scoreFunction: m.scoreFunc == "sigmoid" ? .sigmoid : .softmax, numExperts: m.numExperts,
+                            topK: m.topK, numExpertGroups: m.numExpertGroups, numLimitedGroups: m.numLimitedGroups,
+                            routeNorm: m.routeNorm, routeScale: Float(m.routeScale), scoreBeforeExperts: m.scoreBeforeExperts)
+    }
+
+    /// Base frequencies `1/θ^(2i/d)` per rotated pair, blended towards `1/(factor·θ^(2i/d))` by YaRN's
+    /// linear ramp between the correction dims of `beta_fast` and `beta_slow` rotations (fp32, as torch).
+    static func ropeFrequencies(args: ModelArgs, yarn: Bool) -> [Float] {
+        let dim = args.qkRopeHeadDim
+        var freqs = (0..<(dim / 2)).map { i -> Float in
+            1 / Float(pow(args.ropeTheta, Double(Float(2 * i) / Float(dim))))
+        }
+        guard yarn else { return freqs }
+        func correctionDim(_ rotations: Double) -> Double {
+            Double(dim) * log(Double(args.originalSeqLen) / (rotations * 2 * Double.pi)) / (2 * log(args.ropeTheta))
+        }
+        // Validated args keep these finite; the clamp keeps the Int conversion from trapping regardless.
+        func integer(_ value: Double) -> Int { value.isNaN ? 0 : Int(min(max(value, -1e15), 1e15)) }
+        let low = max(integer(floor(correctionDim(args.betaFast))), 0)
+        var high = Double(min(integer(ceil(correctionDim(args.betaSlow))), dim - 1))
+        if Double(low) == high { high += 0.001 }
+        let factor = Float(args.ropeFactor)
+        for i in 0..<freqs.count {
+            let ramp = min(max((Float(i) - Float(low)) / Float(high - Double(low)), 0), 1)
+            let smooth = 1 - ramp
+            freqs[i] = freqs[i] / factor * (1 - smooth) + freqs[i] * smooth
+        }
+        return freqs
+    }
+
+    // MARK: - Forward
+
+    public typealias LogitsSelection = MoEModels.LogitsSelection
+
+    /// Logits for `tokens` (`batch` rows of `seqLen` new ids, row-major), causal within each row.
+    /// Without a cache each row is a sequence starting at position 0. With a cache the new tokens continue the
+    /// cached rows at position `cache.length`, and their keys and values are appended to it.
+    /// Returns `[batch·seqLen, vocab]` for `.all`, `[batch, vocab]` for `.last`.
+    public func forward(tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache? = nil,
+                        logits selection: LogitsSelection = .all, observer: RoutingObserver? = nil) throws -> Tensor {
+        try checkForwardInput(tokens: tokens, batch: batch, seqLen: seqLen, cache: cache)
+        if let group = expertParallel, !group.runningLocalShare {
+            return try forwardExpertParallel(group, tokens: tokens, batch: batch, seqLen: seqLen, cache: cache,
+                                             logits: selection, observer: observer)
+        }
+        let past = cache?.length ?? 0
+        let rows = batch * seqLen
+        let hidden = Tensor(shape: [rows, args.dim])
+        embed(tokens, into: hidden)
+        let rope = RopeTable(frequencies: ropeFrequencies, positions: past + seqLen)
+        let normed = Tensor(shape: [rows, args.dim])
+        let scratchStore = cache == nil ? KVCache.Layer(batch: batch, capacity: seqLen, streams: kvCacheLayout.layers.first ?? []) : nil
+        for layer in layers {
+            let store = cache?.layers[layer.index] ?? scratchStore!
+            Ops.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: layer.attentionNorm, eps: Float(args.normEps), into: normed.data)
+            layer.attention.apply(normed, batch: batch, newTokens: seqLen, past: past, rope: rope, store: store, addInto: hidden)
+            Ops.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: layer.ffnNorm, eps: Float(args.normEps), into: normed.data)
+            if let moe = layer.moe {
+                try moe.apply(normed, layer: layer.index, addInto: hidden, observer: observer, expertParallel: expertParallel)
+            } else if let ffn = layer.feedForward {
+                ffn.apply(normed, addInto: hidden)
+            }
+        }
+        cache?.length += seqLen
+        switch selection {
+        case .all:
+            Ops.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: finalNorm, eps: numerics.finalNormEps, into: normed.data)
+            return Linear.apply(normed, output)
+        case .last:
+            let last = Tensor(shape: [batch, args.dim])
+            for b in 0..<batch {
+                Ops.rmsNorm(hidden.row(b * seqLen + seqLen - 1), rows: 1, dim: args.dim, weight: finalNorm,
+                            eps: numerics.finalNormEps, into: last.row(b))
+            }
+            return Linear.apply(last, output)
+        }
+    }
+
+    func embed(_ tokens: [Int32], into hidden: Tensor) {
+        let d = args.dim
+        for (r, token) in tokens.enumerated() {
+            embedding.widen(from: Int(token) * d, count: d, into: hidden.row(r))
+        }
+    }
+}

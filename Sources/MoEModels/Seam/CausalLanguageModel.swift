@@ -1,0 +1,125 @@
+import Foundation
+import MoETensor
+
+/// Which positions' logits a forward returns.
+public enum LogitsSelection: Sendable { case all, last }
+
+/// The facts about a model that code outside its family needs: sizes for buffers and checks, which layers
+/// route, and how. Each family fills it from its own args.
+public struct ModelShape: Sendable, Equatable {
+    /// TorchTitan module name of the family (`deepseek_v3`, `qwen3`, `gpt_oss`, …).
+    public var family: String
+    public var vocabSize: Int
+    public var dim: Int
+    public var layers: Int
+    /// Indices of the MoE layers, ascending.
+    public var moeLayers: [Int]
+    /// Routed experts per MoE layer and experts chosen per token.
+    public var numExperts: Int
+    public var topK: Int
+    public var numSharedExperts: Int
+    /// Whether the router has a load-balancing expert bias (selection only).
+    public var hasExpertBias: Bool
+    /// `softmax` or `sigmoid`.
+    public var scoreFunction: RouterConfig.ScoreFunction
+    public var maxSeqLen: Int
+    public var attentionHeads: Int
+
+    public init(family: String, vocabSize: Int, dim: Int, layers: Int, moeLayers: [Int], numExperts: Int, topK: Int,
+                numSharedExperts: Int, hasExpertBias: Bool, scoreFunction: RouterConfig.ScoreFunction,
+                maxSeqLen: Int, attentionHeads: Int) {
+        self.family = family; self.vocabSize = vocabSize; self.dim = dim; self.layers = layers
+        self.moeLayers = moeLayers; self.numExperts = numExperts; self.topK = topK
+        self.numSharedExperts = numSharedExperts; self.hasExpertBias = hasExpertBias
+        self.scoreFunction = scoreFunction; self.maxSeqLen = maxSeqLen; self.attentionHeads = attentionHeads
+    }
+
+    public func isMoELayer(_ layer: Int) -> Bool { moeLayers.contains(layer) }
+}
+
+/// Weight bytes the benchmarks divide by.
+public struct ModelFootprint: Sendable, Equatable {
+    /// Every weight in its stored dtype (embedding and output head included; under expert parallelism the
+    /// routed experts this process holds).
+    public var weightBytes: Int
+    /// Weights one token's forward reads: dense weights, routers, `top_k` routed and the shared experts per
+    /// MoE layer, one embedding row and the output head — the decode roofline's numerator.
+    public var activeWeightBytesPerToken: Int
+    /// Held by this process: everything but the routed experts (replicated on every rank) …
+    public var heldDenseBytes: Int
+    /// … and the routed experts (only the local ones under expert parallelism).
+    public var heldExpertBytes: Int
+
+    public init(weightBytes: Int, activeWeightBytesPerToken: Int, heldDenseBytes: Int, heldExpertBytes: Int) {
+        self.weightBytes = weightBytes; self.activeWeightBytesPerToken = activeWeightBytesPerToken
+        self.heldDenseBytes = heldDenseBytes; self.heldExpertBytes = heldExpertBytes
+    }
+}
+
+/// Parameter counts in TorchTitan's buckets (buffers such as expert_bias are not parameters).
+public typealias ParameterCounts = ModelArgs.ParameterCounts
+
+/// A causal language model of one family, as moe-eval runs it: what every consumer (scoring, benchmarks,
+/// serving, expert parallelism, cost accounting) may use. A family implements it in its own folder
+/// (docs/ARCHITECTURE.md, "Adding a family").
+public protocol CausalLanguageModel: AnyObject, Sendable {
+    var shape: ModelShape { get }
+    /// The streams each layer's attention caches; `KVCache(model:batch:capacity:)` allocates from it.
+    var kvCacheLayout: KVCacheLayout { get }
+    /// Set when the routed experts are spread over the processes of a group (ExpertParallel.swift).
+    var expertParallel: ExpertParallelGroup? { get }
+    /// The MoE blocks in layer order, each with its layer index: what a rank without tokens still runs
+    /// under expert parallelism.
+    var moeBlocks: [(layer: Int, block: MoEBlock)] { get }
+    var footprint: ModelFootprint { get }
+
+    /// Logits for `tokens` (`batch` rows of `seqLen` new ids, row-major), causal within each row.
+    /// Without a cache each row is a sequence starting at position 0. With a cache the new tokens continue the
+    /// cached rows at position `cache.length`, and their keys and values are appended to it.
+    /// Returns `[batch·seqLen, vocab]` for `.all`, `[batch, vocab]` for `.last`.
+    /// Under expert parallelism (when `expertParallel` is set and the group is not already running this rank's
+    /// share) an implementation starts with `forwardExpertParallel`.
+    func forward(tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache?, logits: LogitsSelection,
+                 observer: RoutingObserver?) throws -> Tensor
+
+    /// TorchTitan's parameter buckets for this model (`get_nparams_and_flops`).
+    func parameterCounts() -> ParameterCounts
+    /// The FLOPs per token TorchTitan logs for this family at training seq_len `seqLen` (its own formula).
+    func trainingFlopsPerToken(seqLen: Int) -> Int
+    /// Forward-only FLOPs per token at sequence length `seqLen` (docs/METRICS.md).
+    func forwardFlopsPerToken(seqLen: Int) -> Double
+}
+
+extension CausalLanguageModel {
+    // Defaults for callers holding `any CausalLanguageModel` (a requirement cannot declare them). The two
+    // never both apply: one has no observer, the other needs a non-optional one.
+    public func forward(tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache? = nil,
+                        logits selection: LogitsSelection = .all) throws -> Tensor {
+        try forward(tokens: tokens, batch: batch, seqLen: seqLen, cache: cache, logits: selection, observer: nil)
+    }
+
+    public func forward(tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache? = nil,
+                        logits selection: LogitsSelection = .all, observer: RoutingObserver) throws -> Tensor {
+        try forward(tokens: tokens, batch: batch, seqLen: seqLen, cache: cache, logits: selection,
+                    observer: Optional(observer))
+    }
+
+    /// The checks every family's forward makes first: the token grid, the vocabulary, and the cache.
+    public func checkForwardInput(tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache?) throws {
+        guard batch > 0, seqLen > 0, tokens.count == batch * seqLen else {
+            throw ModelLoadError("forward: \(tokens.count) tokens do not form \(batch) rows of \(seqLen)")
+        }
+        let vocab = shape.vocabSize
+        if let bad = tokens.first(where: { $0 < 0 || Int($0) >= vocab }) {
+            throw ModelLoadError("forward: token id \(bad) is outside the vocabulary (0..<\(vocab))")
+        }
+        if let cache {
+            guard cache.batch == batch, cache.layout == kvCacheLayout else {
+                throw ModelLoadError("forward: KV cache was made for batch \(cache.batch), not \(batch)")
+            }
+            guard cache.length + seqLen <= cache.capacity else {
+                throw ModelLoadError("forward: \(cache.length + seqLen) positions exceed the KV cache capacity \(cache.capacity)")
+            }
+        }
+    }
+}
