@@ -115,7 +115,7 @@ func routingMismatches(_ ours: [Int: [[Int]]], _ reference: [Int: [[Int]]]) -> I
         let model = try GptOssFixtures.model(variant)
         let rows = try GptOssFixtures.tokens(variant), expected = try GptOssFixtures.expected(variant)
         let batch = rows.count, seqLen = rows[0].count, prefill = 3
-        let cache = try model.makeCache(batch: batch, capacity: seqLen)
+        let cache = KVCache(model: model, batch: batch, capacity: seqLen)
         var perStep: [ExpertLog] = []
         var c = LogitComparison()
         var position = 0

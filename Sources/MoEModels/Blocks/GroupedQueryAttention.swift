@@ -71,13 +71,26 @@ public struct GroupedQueryAttention: Sendable {
     /// caller has checked fit its capacity; `rope` covers at least `past + newTokens` positions.
     public func forward(_ x: Tensor, batch: Int, newTokens n: Int, past: Int, rope: RotaryTable,
                         store: GQAKeyValues, addInto hidden: Tensor) {
+        forward(x, batch: batch, newTokens: n, past: past, rope: rope, keys: store.keys, values: store.values,
+                capacity: store.capacity, addInto: hidden)
+    }
+
+    /// The streams one layer caches in a `KVCache`: keys then values, `n_kv_heads · head_dim` floats each.
+    public static func cacheStreams(kvHeads: Int, headDim: Int) -> [KVStream] {
+        [KVStream(name: "keys", width: kvHeads * headDim), KVStream(name: "values", width: kvHeads * headDim)]
+    }
+
+    /// The same, with keys and values in `[batch, capacity, nKVHeads·headDim]` arrays (a `KVCache` layer's streams).
+    func forward(_ x: Tensor, batch: Int, newTokens n: Int, past: Int, rope: RotaryTable,
+                 keys keyStore: UnsafeMutablePointer<Float>, values valueStore: UnsafeMutablePointer<Float>,
+                 capacity: Int, addInto hidden: Tensor) {
         let rows = x.rows, h = nHeads, kvh = nKVHeads, hd = headDim
         let q = Linear.apply(x, wq), k = Linear.apply(x, wk), v = Linear.apply(x, wv)
         Self.addBias(qBias, to: q); Self.addBias(kBias, to: k); Self.addBias(vBias, to: v)
 
         let qp = SendablePointer(q.data), kp = SendablePointer(k.data), vp = SendablePointer(v.data)
-        let keysP = SendablePointer(store.keys), valuesP = SendablePointer(store.values)
-        let capacity = store.capacity, eps = normEps
+        let keysP = SendablePointer(keyStore), valuesP = SendablePointer(valueStore)
+        let eps = normEps
         let qNorm = self.qNorm ?? [], kNorm = self.kNorm ?? [], normed = self.qNorm != nil
         qNorm.withUnsafeBufferPointer { qn in
             kNorm.withUnsafeBufferPointer { kn in

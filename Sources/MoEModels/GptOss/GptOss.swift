@@ -7,7 +7,9 @@ import MoETensor
 /// on the configured layers) → residual, RMSNorm → MoE (biased router gate, softmax, top-k with route norm, clamped
 /// interleaved SwiGLU experts with biases) → residual] → final RMSNorm → untied output head.
 /// fp32 compute; weights stay in their stored dtype.
-public final class GptOss: @unchecked Sendable {
+public final class GptOss: CausalLanguageModel, @unchecked Sendable {
+    /// TorchTitan's module name for this family (and HF's `model_type`).
+    public static let familyName = "gpt_oss"
     public let args: GptOssArgs
     let embedding: Weight
     let layers: [Layer]
@@ -15,34 +17,38 @@ public final class GptOss: @unchecked Sendable {
     let lmHead: Weight
     public let softmaxScale: Float
     let ropeFrequencies: [Float]
-
-    struct MoE {
-        var gate: Weight
-        var gateBias: [Float]?
-        var expertBias: [Float]?
-        /// `[E, 2F, D]` with gate/linear rows interleaved, and `[E, 2F]` biases.
-        var mlp1: Weight
-        var mlp1Bias: [Float]
-        /// `[E, D, F]` and `[E, D]` biases.
-        var mlp2: Weight
-        var mlp2Bias: [Float]
-    }
+    /// Set when the routed experts are spread over the processes of a group: the blocks then hold only this
+    /// rank's experts and their biases (ExpertParallel.swift).
+    public let expertParallel: ExpertParallelGroup?
+    public let shape: ModelShape
+    public let kvCacheLayout: KVCacheLayout
 
     struct Layer {
         var index: Int
         var attentionNorm: [Float]
         var ffnNorm: [Float]
         var attention: GroupedQueryAttention
-        var moe: MoE
+        var moe: MoEBlock
     }
 
     // MARK: - Loading
 
     /// Builds the model from checked weights (`GptOssWeightSet` compared every tensor's shape with the args).
-    public init(weights w: GptOssWeightSet) throws {
+    /// Under expert parallelism only this rank's experts (and their biases) are read.
+    public init(weights w: GptOssWeightSet, expertParallel: ExpertParallelGroup? = nil) throws {
         let args = w.args
+        if let expertParallel, expertParallel.numExperts != args.moeArgs.numExperts {
+            throw ModelLoadError("expert-parallel group made for \(expertParallel.numExperts) experts, but the model args have \(args.moeArgs.numExperts)")
+        }
         self.args = args
+        self.expertParallel = expertParallel
         embedding = try w.load("tok_embeddings.weight")
+        let held = expertParallel?.localExperts
+        let router = RouterConfig(
+            scoreFunction: args.moeArgs.scoreFunc == "sigmoid" ? .sigmoid : .softmax, numExperts: args.moeArgs.numExperts,
+            topK: args.moeArgs.topK, routeNorm: args.moeArgs.routeNorm, routeScale: Float(args.moeArgs.routeScale),
+            scoreBeforeExperts: false)
+        let activation = ExpertActivation.clampedSwiGLU(alpha: Float(args.swigluAlpha), limit: Float(args.swigluLimit))
         var layers: [Layer] = []
         for i in 0..<args.nLayers {
             let p = "layers.\(i)."
@@ -60,12 +66,15 @@ public final class GptOss: @unchecked Sendable {
             if args.attentionSinks { attention.sinks = try w.vector(p + "attention.sinks") }
             attention.slidingWindow = args.slidingWindow(layer: i)
             let e = p + GptOssWeights.expertPrefix
-            var moe = MoE(
-                gate: try w.load(p + "moe.router.gate.weight"),
-                mlp1: try w.load(e + "mlp1_weight_EGD"), mlp1Bias: try w.vector(e + "mlp1_bias_EG"),
-                mlp2: try w.load(e + "mlp2_weight_EDF"), mlp2Bias: try w.vector(e + "mlp2_bias_ED"))
-            if args.moeArgs.gateBias { moe.gateBias = try w.vector(p + "moe.router.gate.bias") }
-            if args.moeArgs.loadBalanceCoeff != nil { moe.expertBias = try w.vector(p + "moe.expert_bias_E") }
+            let experts = ExpertWeights(
+                w1: try w.load(e + "mlp1_weight_EGD", experts: held), w2: try w.load(e + "mlp2_weight_EDF", experts: held),
+                w3: nil, b1: try w.load(e + "mlp1_bias_EG", experts: held).toFloatArray(),
+                b2: try w.load(e + "mlp2_bias_ED", experts: held).toFloatArray())
+            let moe = try MoEBlock(
+                router: router, gate: try w.load(p + "moe.router.gate.weight"),
+                gateBias: args.moeArgs.gateBias ? try w.vector(p + "moe.router.gate.bias") : nil,
+                expertBias: args.moeArgs.loadBalanceCoeff != nil ? try w.vector(p + "moe.expert_bias_E") : nil,
+                experts: experts, activation: activation, shared: nil, dim: args.dim, expertHiddenDim: args.moeInterDim)
             layers.append(Layer(index: i, attentionNorm: try w.vector(p + "attention_norm.weight"),
                                 ffnNorm: try w.vector(p + "ffn_norm.weight"), attention: attention, moe: moe))
         }
@@ -80,43 +89,33 @@ public final class GptOss: @unchecked Sendable {
         } else {
             ropeFrequencies = RotaryTable.frequencies(theta: args.ropeTheta, rotatedDims: args.headDim)
         }
+        shape = ModelShape(
+            family: Self.familyName, vocabSize: args.vocabSize, dim: args.dim, layers: args.nLayers,
+            moeLayers: Array(0..<args.nLayers), numExperts: args.moeArgs.numExperts, topK: args.moeArgs.topK,
+            numSharedExperts: 0, hasExpertBias: args.moeArgs.loadBalanceCoeff != nil,
+            scoreFunction: router.scoreFunction, maxSeqLen: args.maxSeqLen, attentionHeads: args.nHeads)
+        kvCacheLayout = KVCacheLayout(repeating: GroupedQueryAttention.cacheStreams(kvHeads: args.nKVHeads, headDim: args.headDim),
+                                      count: args.nLayers)
     }
 
     /// Opens the checkpoint at `url` and builds the model.
-    public convenience init(args: GptOssArgs, checkpoint url: URL) throws {
+    public convenience init(args: GptOssArgs, checkpoint url: URL, expertParallel: ExpertParallelGroup? = nil) throws {
         try args.validate()
-        try self.init(weights: GptOssWeightSet(store: GptOssWeights.openStore(at: url), args: args))
-    }
-
-    // MARK: - KV cache
-
-    /// Post-RoPE keys and values of every layer for `batch` rows of up to `capacity` positions. Windowed layers
-    /// keep every position too (a ring of `window` positions would save memory at long contexts, not time).
-    public func makeCache(batch: Int, capacity: Int) throws -> GQACache {
-        try GQACache(layers: args.nLayers, batch: batch, capacity: capacity, kvHeads: args.nKVHeads, headDim: args.headDim)
+        try self.init(weights: GptOssWeightSet(store: GptOssWeights.openStore(at: url), args: args), expertParallel: expertParallel)
     }
 
     // MARK: - Forward
 
-    public enum LogitsSelection: Sendable { case all, last }
-
     /// Logits for `tokens` (`batch` rows of `seqLen` ids, row-major), causal within each row. With a cache the
-    /// tokens continue the cached rows at position `cache.length` and their keys and values are appended.
+    /// tokens continue the cached rows at position `cache.length` and their keys and values are appended
+    /// (windowed layers keep every position: a ring of `window` positions would save memory, not time).
     /// Returns `[batch·seqLen, vocab]` for `.all`, `[batch, vocab]` for `.last`.
-    public func forward(tokens: [Int32], batch: Int, seqLen: Int, cache: GQACache? = nil,
+    public func forward(tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache? = nil,
                         logits selection: LogitsSelection = .all, observer: RoutingObserver? = nil) throws -> Tensor {
-        guard batch > 0, seqLen > 0, tokens.count == batch * seqLen else {
-            throw ModelLoadError("forward: \(tokens.count) tokens do not form \(batch) rows of \(seqLen)")
-        }
-        if let bad = tokens.first(where: { $0 < 0 || Int($0) >= args.vocabSize }) {
-            throw ModelLoadError("forward: token id \(bad) is outside the vocabulary (0..<\(args.vocabSize))")
-        }
-        if let cache {
-            try cache.check(batch: batch, newTokens: seqLen)
-            guard cache.layers.count == layers.count, cache.layers.first?.kvHeads == args.nKVHeads,
-                  cache.layers.first?.headDim == args.headDim else {
-                throw ModelLoadError("forward: the KV cache was made for another model")
-            }
+        try checkForwardInput(tokens: tokens, batch: batch, seqLen: seqLen, cache: cache)
+        if let group = expertParallel, !group.runningLocalShare {
+            return try forwardExpertParallel(group, tokens: tokens, batch: batch, seqLen: seqLen, cache: cache,
+                                             logits: selection, observer: observer)
         }
         let past = cache?.length ?? 0
         let d = args.dim, rows = batch * seqLen, eps = Float(args.normEps)
@@ -124,16 +123,16 @@ public final class GptOss: @unchecked Sendable {
         for (r, token) in tokens.enumerated() { embedding.widen(from: Int(token) * d, count: d, into: hidden.row(r)) }
         let rope = RotaryTable(frequencies: ropeFrequencies, positions: past + seqLen, pairing: .rotateHalf)
         let normed = Tensor(shape: [rows, d])
-        let scratch = cache == nil
-            ? try GQAKeyValues(batch: batch, capacity: seqLen, kvHeads: args.nKVHeads, headDim: args.headDim) : nil
+        let scratch = cache == nil ? KVCache.Layer(batch: batch, capacity: seqLen, streams: kvCacheLayout.layers[0]) : nil
         for layer in layers {
+            let store = cache?.layers[layer.index] ?? scratch!
             Ops.rmsNorm(hidden.data, rows: rows, dim: d, weight: layer.attentionNorm, eps: eps, into: normed.data)
             layer.attention.forward(normed, batch: batch, newTokens: seqLen, past: past, rope: rope,
-                                    store: cache?.layers[layer.index] ?? scratch!, addInto: hidden)
+                                    keys: store.values[0], values: store.values[1], capacity: store.capacity, addInto: hidden)
             Ops.rmsNorm(hidden.data, rows: rows, dim: d, weight: layer.ffnNorm, eps: eps, into: normed.data)
-            moeLayer(layer.moe, layer: layer.index, normed, addInto: hidden, observer: observer)
+            try layer.moe.apply(normed, layer: layer.index, addInto: hidden, observer: observer, expertParallel: expertParallel)
         }
-        cache?.advance(by: seqLen)
+        cache?.length += seqLen
         switch selection {
         case .all:
             Ops.rmsNorm(hidden.data, rows: rows, dim: d, weight: finalNorm, eps: eps, into: normed.data)
@@ -144,162 +143,6 @@ public final class GptOss: @unchecked Sendable {
                 Ops.rmsNorm(hidden.row(b * seqLen + seqLen - 1), rows: 1, dim: d, weight: finalNorm, eps: eps, into: last.row(b))
             }
             return Linear.apply(last, lmHead)
-        }
-    }
-
-    // MARK: - MoE: route → dispatch → compute → combine
-
-    func moeLayer(_ moe: MoE, layer: Int, _ x: Tensor, addInto hidden: Tensor, observer: RoutingObserver?) {
-        let routing = route(moe, x)
-        if let observer { routing.withDecision(layer: layer, expertBias: moe.expertBias) { observer.observe($0) } }
-        let batches = dispatch(x, routing)
-        let outputs = computeExperts(moe, batches)
-        combine(routing, batches, outputs, addInto: hidden)
-    }
-
-    /// Per-token routing: selected experts, their combine weights, and the scores behind them.
-    final class Routing {
-        let tokens: Int, topK: Int, experts: Int
-        let gateLogits: Tensor      // [T, E], gate bias included
-        let scores: Tensor          // [T, E], before the expert bias
-        let selected: UnsafeMutablePointer<Int32>   // [T, K]
-        let weights: UnsafeMutablePointer<Float>    // [T, K]
-
-        init(tokens: Int, topK: Int, experts: Int) {
-            self.tokens = tokens; self.topK = topK; self.experts = experts
-            gateLogits = Tensor(shape: [tokens, experts])
-            scores = Tensor(shape: [tokens, experts])
-            selected = .allocate(capacity: max(tokens * topK, 1))
-            weights = .allocate(capacity: max(tokens * topK, 1))
-        }
-        deinit { selected.deallocate(); weights.deallocate() }
-
-        func withDecision(layer: Int, expertBias: [Float]?, _ body: (RoutingDecision) -> Void) {
-            func decide(_ bias: UnsafeBufferPointer<Float>?) {
-                body(RoutingDecision(
-                    layer: layer, tokenCount: tokens, topK: topK, numExperts: experts,
-                    experts: .init(start: selected, count: tokens * topK),
-                    weights: .init(start: weights, count: tokens * topK),
-                    scores: .init(start: scores.data, count: scores.count),
-                    gateLogits: .init(start: gateLogits.data, count: gateLogits.count),
-                    expertBias: bias))
-            }
-            if let expertBias { expertBias.withUnsafeBufferPointer { decide($0) } } else { decide(nil) }
-        }
-    }
-
-    /// TorchTitan's `TokenChoiceTopKRouter`: fp32 gate with bias → softmax (or sigmoid); the expert bias shifts the
-    /// scores for selection only; top-k; weights from the unbiased scores, normalised by their sum + 1e-20.
-    func route(_ moe: MoE, _ x: Tensor) -> Routing {
-        let m = args.moeArgs, e = m.numExperts, k = m.topK, tokens = x.rows
-        let routing = Routing(tokens: tokens, topK: k, experts: e)
-        Linear.apply(x.data, rows: tokens, weight: moe.gate, into: routing.gateLogits.data)
-        let sigmoid = m.scoreFunc == "sigmoid", routeNorm = m.routeNorm, routeScale = Float(m.routeScale)
-        let gateBias = moe.gateBias, expertBias = moe.expertBias
-        let logitsP = SendablePointer(routing.gateLogits.data), scoresP = SendablePointer(routing.scores.data)
-        let selP = SendablePointer(routing.selected), wP = SendablePointer(routing.weights)
-        Compute.parallelRanges(tokens) { _, range in
-            let choice = UnsafeMutablePointer<Float>.allocate(capacity: e)
-            defer { choice.deallocate() }
-            for t in range {
-                let logits = logitsP.pointer + t * e, scores = scoresP.pointer + t * e
-                if let gateBias { for j in 0..<e { logits[j] += gateBias[j] } }
-                if sigmoid {
-                    for j in 0..<e { scores[j] = Ops.sigmoid(logits[j]) }
-                } else {
-                    scores.update(from: logits, count: e)
-                    Ops.softmaxRow(scores, e)
-                }
-                for j in 0..<e { choice[j] = scores[j] + (expertBias?[j] ?? 0) }
-                let sel = selP.pointer + t * k, w = wP.pointer + t * k
-                Ops.topK(choice, e, k, into: sel)
-                var sum: Float = 0
-                for j in 0..<k { w[j] = scores[Int(sel[j])]; sum += w[j] }
-                if routeNorm {
-                    let denominator = sum + 1e-20
-                    for j in 0..<k { w[j] /= denominator }
-                }
-                for j in 0..<k { w[j] *= routeScale }
-            }
-        }
-        return routing
-    }
-
-    /// Token rows grouped by expert: rows `offsets[e]..<offsets[e+1]` of `input` go to expert `e`.
-    struct ExpertBatches {
-        let offsets: [Int]
-        /// For each bucketed row, the assignment `token·K + slot` it came from.
-        let assignment: [Int]
-        let input: Tensor
-    }
-
-    /// A counting sort of (token, slot) by expert, stable in token order (TorchTitan's stable argsort).
-    func dispatch(_ x: Tensor, _ routing: Routing) -> ExpertBatches {
-        let e = routing.experts, d = args.dim, k = routing.topK, assignments = routing.tokens * k
-        var offsets = [Int](repeating: 0, count: e + 1)
-        for i in 0..<assignments { offsets[Int(routing.selected[i]) + 1] += 1 }
-        for j in 0..<e { offsets[j + 1] += offsets[j] }
-        var order = [Int](repeating: 0, count: assignments)
-        var next = offsets
-        for i in 0..<assignments {
-            let expert = Int(routing.selected[i])
-            order[next[expert]] = i
-            next[expert] += 1
-        }
-        let input = Tensor(uninitializedShape: [assignments, d])
-        for (row, a) in order.enumerated() { input.row(row).update(from: x.row(a / k), count: d) }
-        return ExpertBatches(offsets: offsets, assignment: order, input: input)
-    }
-
-    /// Every active expert's clamped SwiGLU over its bucket, experts spread over the workers.
-    func computeExperts(_ moe: MoE, _ batches: ExpertBatches) -> Tensor {
-        let d = args.dim, f = args.moeInterDim
-        let outputs = Tensor(uninitializedShape: [batches.input.rows, d])
-        let active = (0..<(batches.offsets.count - 1)).filter { batches.offsets[$0 + 1] > batches.offsets[$0] }
-        let alpha = Float(args.swigluAlpha), limit = Float(args.swigluLimit)
-        let inputP = SendablePointer(batches.input.data), outP = SendablePointer(outputs.data)
-        let offsets = batches.offsets
-        moe.mlp1Bias.withUnsafeBufferPointer { b1 in
-            moe.mlp2Bias.withUnsafeBufferPointer { b2 in
-                let b1P = SendableConstPointer(b1.baseAddress!), b2P = SendableConstPointer(b2.baseAddress!)
-                Compute.parallelChunks(active.count) { items in
-                    for item in items {
-                        let expert = active[item], first = offsets[expert], n = offsets[expert + 1] - first
-                        guard let scratch = Compute.threadScratch(1, n * 3 * f) else {
-                            fatalError("out of memory for expert scratch (\(n) rows)")
-                        }
-                        ClampedSwiGLU.expert(inputP.pointer + first * d, rows: n, dim: d, hidden: f,
-                                             w1: moe.mlp1.matrix(expert), b1: b1P.pointer + expert * 2 * f,
-                                             w2: moe.mlp2.matrix(expert), b2: b2P.pointer + expert * d,
-                                             alpha: alpha, limit: limit, scratch: scratch, into: outP.pointer + first * d)
-                    }
-                }
-            }
-        }
-        return outputs
-    }
-
-    /// `hidden += Σ_k w_k · expert_k(x)`, slots summed in slot order.
-    func combine(_ routing: Routing, _ batches: ExpertBatches, _ outputs: Tensor, addInto hidden: Tensor) {
-        let d = args.dim, k = routing.topK
-        var rowOfAssignment = [Int](repeating: 0, count: batches.assignment.count)
-        for (row, a) in batches.assignment.enumerated() { rowOfAssignment[a] = row }
-        let expP = SendablePointer(outputs.data), wP = SendablePointer(routing.weights), hP = SendablePointer(hidden.data)
-        rowOfAssignment.withUnsafeBufferPointer { rowsOf in
-            let rowP = SendableConstPointer(rowsOf.baseAddress!)
-            Compute.parallelRanges(routing.tokens) { _, range in
-                let routed = UnsafeMutablePointer<Float>.allocate(capacity: d)
-                defer { routed.deallocate() }
-                for t in range {
-                    routed.update(repeating: 0, count: d)
-                    for slot in 0..<k {
-                        let y = expP.pointer + rowP.pointer[t * k + slot] * d, w = wP.pointer[t * k + slot]
-                        for c in 0..<d { routed[c] += w * y[c] }
-                    }
-                    let h = hP.pointer + t * d
-                    for c in 0..<d { h[c] += routed[c] }
-                }
-            }
         }
     }
 }

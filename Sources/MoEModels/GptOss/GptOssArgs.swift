@@ -187,15 +187,7 @@ public struct GptOssArgs: Codable, Equatable, Sendable {
     /// Parameters by TorchTitan's `get_moe_model_nparams_and_flops` buckets (0.3.0 `models/utils.py`):
     /// `embedding` (names containing "embedding": `tok_embeddings.weight`), `router` (`moe.router`), `experts`
     /// (`moe.routed_experts`), `dense` (everything else, the embedding included). The persistent `expert_bias_E`
-    /// is a buffer, not a parameter.
-    public struct ParameterCounts: Equatable, Sendable {
-        public var embedding: Int
-        public var dense: Int
-        public var router: Int
-        public var experts: Int
-        public var total: Int { dense + router + experts }
-    }
-
+    /// is a buffer, not a parameter. Checked: `validate()` calls it.
     public func parameterCounts() throws -> ParameterCounts {
         func mul(_ values: Int..., what: String) throws -> Int { try Checked.product(values, what: what) }
         func sum(_ values: Int..., what: String) throws -> Int { try Checked.sum(values, what: what) }
@@ -213,10 +205,11 @@ public struct GptOssArgs: Codable, Equatable, Sendable {
         let head = enableWeightTying ? 0 : embedding
         let dense = try sum(embedding, mul(perLayerDense, nLayers, what: "attention parameters"), dim, head,
                             what: "dense parameters")
-        let counts = ParameterCounts(
-            embedding: embedding, dense: dense,
-            router: try mul(perLayerRouter, nLayers, what: "router parameters"),
-            experts: try mul(perLayerExperts, nLayers, what: "expert parameters"))
+        var counts = ParameterCounts()
+        counts.embedding = embedding
+        counts.dense = dense
+        counts.router = try mul(perLayerRouter, nLayers, what: "router parameters")
+        counts.experts = try mul(perLayerExperts, nLayers, what: "expert parameters")
         _ = try sum(counts.dense, counts.router, counts.experts, what: "parameter total")
         return counts
     }
