@@ -33,7 +33,7 @@ public enum ConfigRegistry {
         "kimi_k2_5": ("kimi_k2_7", "has a vision encoder (multimodal); moe-eval evaluates text-only DeepSeek-V3 models"),
     ]
 
-    public static let modules = ["deepseek_v3", "kimi_k2_7"]
+    public static let modules = ["deepseek_v3", "kimi_k2_7", GptOssConfigs.module]
 
     public static let entries: [Entry] = {
         var list: [Entry] = []
@@ -85,7 +85,8 @@ public enum ConfigRegistry {
     }
 
     public static func names(module: String?) -> [String] {
-        let evaluable = entries.filter { module == nil || $0.module == module }.map(\.name)
+        let gptOss = module == nil || module == GptOssConfigs.module ? GptOssConfigs.names : []
+        let evaluable = entries.filter { module == nil || $0.module == module }.map(\.name) + gptOss
         let others = refused.filter { module == nil || $0.value.module == module }.map(\.key)
         return (evaluable + others).sorted()
     }
@@ -114,6 +115,9 @@ public enum ConfigRegistry {
     /// As 0.3.0's `update_from_config`, the RoPE `max_seq_len` becomes the training seq_len, which may not exceed
     /// the flavor's own.
     public static func config(module: String?, name: String, seqLen: Int? = nil) throws -> TrainConfig {
+        if module == nil || module == GptOssConfigs.module, GptOssConfigs.entry(name) != nil {
+            return try gptOssConfig(name, seqLen: seqLen)
+        }
         let e = try entry(module: module, name: name)
         let seq = seqLen ?? e.seqLen
         guard seq >= 1 else { throw ModelArgsError(message: "training.seq_len must be ≥ 1, not \(seq)") }
@@ -136,5 +140,26 @@ public enum ConfigRegistry {
                            hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset, datasetPath: nil,
                            dumpFolder: dumpFolder, checkpointFolder: checkpointFolder,
                            expertParallelDegree: e.expertParallelDegree, json: json, registryArgs: args)
+    }
+
+    /// `--module gpt_oss --config NAME` (GptOss/GptOssConfigs.swift holds the table).
+    static func gptOssConfig(_ name: String, seqLen: Int?) throws -> TrainConfig {
+        let (e, args) = try GptOssConfigs.args(config: name, seqLen: seqLen)
+        let object: [String: Any] = [
+            "module": GptOssConfigs.module, "config": e.name, "torchtitan_version": "0.3.0",
+            "model_spec": ["name": GptOssConfigs.module, "flavor": e.flavor],
+            "hf_assets_path": e.hfAssetsPath, "dump_folder": dumpFolder,
+            "training": ["seq_len": args.maxSeqLen],
+            "dataloader": ["dataset": e.dataset],
+            "parallelism": ["expert_parallel_degree": e.expertParallelDegree],
+            "checkpoint": ["folder": checkpointFolder, "interval": e.checkpointInterval],
+        ]
+        let json = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        var config = TrainConfig(path: "--module \(GptOssConfigs.module) --config \(e.name)", modelName: GptOssConfigs.module,
+                                 flavor: e.flavor, hfAssetsPath: e.hfAssetsPath, seqLen: args.maxSeqLen, dataset: e.dataset,
+                                 datasetPath: nil, dumpFolder: dumpFolder, checkpointFolder: checkpointFolder,
+                                 expertParallelDegree: e.expertParallelDegree, json: json)
+        config.gptOssArgs = args
+        return config
     }
 }

@@ -20,13 +20,15 @@ public struct TrainConfig: Sendable {
     public var json: Data
     /// A registry config's model arguments (`max_seq_len` already the training seq_len); TOML configs name a flavor.
     public var registryArgs: ModelArgs? = nil
+    /// A `--module gpt_oss` registry config's model arguments (`max_seq_len` already the training seq_len).
+    public var gptOssArgs: GptOssArgs? = nil
 
     /// Where `hf_assets_path` may be: as given (TorchTitan resolves it from the folder it runs in), then relative
     /// to a TOML config's folder. Registry configs have no file to be relative to.
     public var hfAssetsCandidates: [String] {
         guard let assets = hfAssetsPath else { return [] }
         var list = [assets]
-        if registryArgs == nil, !assets.hasPrefix("/") {
+        if registryArgs == nil, gptOssArgs == nil, !assets.hasPrefix("/") {
             list.append(((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent(assets))
         }
         return list
@@ -38,6 +40,7 @@ public struct TrainConfig: Sendable {
         guard value >= 1 else { throw ModelArgsError(message: "--training.seq_len must be ≥ 1, not \(value)") }
         seqLen = value
         if registryArgs != nil { registryArgs!.maxSeqLen = value }
+        if gptOssArgs != nil { gptOssArgs!.maxSeqLen = value }
         if var object = (try? JSONSerialization.jsonObject(with: json)) as? [String: Any] {
             var training = object["training"] as? [String: Any] ?? [:]
             training["seq_len"] = value

@@ -234,6 +234,18 @@ func routingMismatches(_ ours: [Int: [[Int]]], _ reference: [Int: [[Int]]]) -> I
         }
     }
 
+    /// `--module gpt_oss --config NAME` (and the name alone) resolves through the shared registry.
+    @Test func sharedRegistryResolvesGptOssConfigs() throws {
+        #expect(ConfigRegistry.modules.contains("gpt_oss"))
+        #expect(ConfigRegistry.names(module: "gpt_oss") == GptOssConfigs.names)
+        for module in ["gpt_oss", nil] as [String?] {
+            let config = try ConfigRegistry.config(module: module, name: "gpt_oss_20b", seqLen: 4096)
+            #expect(config.modelName == "gpt_oss" && config.flavor == "20b" && config.seqLen == 4096)
+            #expect(config.gptOssArgs == (try GptOssConfigs.args(config: "gpt_oss_20b", seqLen: 4096).args))
+        }
+        #expect(throws: ModelArgsError.self) { try ConfigRegistry.config(module: "deepseek_v3", name: "gpt_oss_20b") }
+    }
+
     @Test func seqLenOverrideAndLimit() throws {
         #expect(try GptOssConfigs.args(config: "gpt_oss_20b", seqLen: 1024).args.maxSeqLen == 1024)
         #expect(throws: ModelArgsError.self) { try GptOssConfigs.args(config: "gpt_oss_20b", seqLen: 131_073) }
