@@ -118,6 +118,15 @@ final class InProcessCommunicator: ExpertParallelCommunicator {
                 #expect(model.moeBlocks[0].block.experts.w1.shape == [2, 8, 32], "rank \(rank) holds 2 of 4 experts")
                 let log = ExpertLog()
                 let logits = try model.forward(tokens: tokens, batch: batch, seqLen: seqLen, observer: log)
+                // Cached decode runs the whole batch on every rank; only the experts are divided.
+                let cache = KVCache(model: model, batch: batch, capacity: seqLen)
+                _ = try model.forward(tokens: rows.flatMap { Array($0[0..<(seqLen - 1)]) }, batch: batch, seqLen: seqLen - 1, cache: cache)
+                let step = try model.forward(tokens: rows.map { $0[seqLen - 1] }, batch: batch, seqLen: 1, cache: cache)
+                for b in 0..<batch {
+                    var c = LogitComparison()
+                    c.add(step.row(b), expected.logits[b][seqLen - 1])
+                    #expect(c.withinTolerance, "rank \(rank) decode row \(b): max |Δlogit| \(c.maxDiff)")
+                }
                 resultsP.pointer[rank] = (logits, log.experts, nil)
             } catch {
                 resultsP.pointer[rank] = (nil, [:], "\(error)")
