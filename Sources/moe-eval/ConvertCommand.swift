@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import MoECheckpoint
 import MoEModels
+import MoETensor
 import MoETokenizer
 
 #if canImport(Glibc)
@@ -77,6 +78,10 @@ struct ConvertCommand: ParsableCommand {
                 throw ConvertError("\(outputURL.path): --output would contain the checkpoint \(checkpointURL.path); choose another folder")
             }
 
+            if let gptOss = try GptOssLoading.args(for: spec) {
+                try convertGptOss(gptOss.args, origin: gptOss.origin, checkpoint: spec.checkpoint, output: outputURL)
+                return
+            }
             let source = try openWeightSource(at: spec.checkpoint)
             let resolved = try ModelLoader.resolveArgs(spec, source: source)
             if let config = resolved.config, config.modelName != "deepseek_v3" {
@@ -145,6 +150,29 @@ struct ConvertCommand: ParsableCommand {
             let differences = HFConfigExport.transformersDifferences(args: args, numerics: numerics)
             for note in differences { printError("note: \(note)") }
         }
+    }
+
+    /// gpt-oss → `GptOssForCausalLM` (GptOssHFExport): weights, index and config.json; tokenizer files from `--tokenizer`.
+    func convertGptOss(_ args: GptOssArgs, origin: String, checkpoint: URL, output outputURL: URL) throws {
+        let weights = try GptOssWeightSet(store: GptOssWeights.openStore(at: checkpoint), args: args)
+        let format = HFExportDType(rawValue: dtype)!
+        let target: DType? = format == .bfloat16 ? .bfloat16 : format == .float32 ? .float32 : nil
+        let tokenizerFolder = try resolveTokenizerFolder(config: nil)
+        let tokenizerCopies = try tokenizerFolder.map { try Self.tokenizerFilesToCopy(in: $0) } ?? []
+        let stage = try StagedOutputFolder(destination: outputURL, overwrite: overwrite)
+        let summary: GptOssHFExport.Summary
+        do {
+            summary = try GptOssHFExport.write(weights, dtype: target, maxShardSize: parseByteSize(maxShardSize)!, into: stage.staging)
+            for file in tokenizerCopies { try stage.write(try Data(contentsOf: file), to: file.lastPathComponent) }
+            try stage.commit()
+        } catch {
+            stage.discard()
+            throw ConvertError("\(outputURL.path): not written, nothing left behind: \(error)")
+        }
+        print("converted \(weights.description) → \(outputURL.path)")
+        print("  weights: \(summary.tensors) tensors (\(summary.dtypes.sorted().joined(separator: ", "))), \(InspectCommand.formatBytes(summary.bytes)) in \(summary.files.count) file\(summary.files.count == 1 ? "" : "s")")
+        print("  config.json: gpt_oss (GptOssForCausalLM), model args from \(origin)")
+        for note in summary.notes { printError("note: \(note)") }
     }
 
     /// `--tokenizer`, else the config's `[model] hf_assets_path` (as given, then relative to the config's folder).
