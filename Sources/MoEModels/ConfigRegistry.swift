@@ -40,7 +40,7 @@ public enum ConfigRegistry {
         return list
     }()
 
-    public static let modules = ["deepseek_v3", "kimi_k2_7", "qwen3"]
+    public static let modules = ["deepseek_v3", "kimi_k2_7", "qwen3", GptOssConfigs.module]
 
     public static let entries: [Entry] = {
         var list: [Entry] = []
@@ -93,7 +93,8 @@ public enum ConfigRegistry {
 
     public static func names(module: String?) -> [String] {
         let qwen3 = module == nil || module == "qwen3" ? Qwen3Flavors.registry.map(\.name) : []
-        let evaluable = entries.filter { module == nil || $0.module == module }.map(\.name) + qwen3
+        let gptOss = module == nil || module == GptOssConfigs.module ? GptOssConfigs.names : []
+        let evaluable = entries.filter { module == nil || $0.module == module }.map(\.name) + qwen3 + gptOss
         let others = refused.filter { module == nil || $0.value.module == module }.map(\.key)
         return (evaluable + others).sorted()
     }
@@ -124,6 +125,9 @@ public enum ConfigRegistry {
     public static func config(module: String?, name: String, seqLen: Int? = nil) throws -> TrainConfig {
         if module == nil || module == "qwen3", let q = Qwen3Flavors.registry.first(where: { $0.name == name }) {
             return try qwen3Config(q, seqLen: seqLen)
+        }
+        if module == nil || module == GptOssConfigs.module, GptOssConfigs.entry(name) != nil {
+            return try gptOssConfig(name, seqLen: seqLen)
         }
         let e = try entry(module: module, name: name)
         let seq = seqLen ?? e.seqLen
@@ -174,5 +178,26 @@ public enum ConfigRegistry {
                            hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset, datasetPath: nil,
                            dumpFolder: dumpFolder, checkpointFolder: checkpointFolder,
                            expertParallelDegree: e.expertParallelDegree, json: json, qwen3Args: args)
+    }
+
+    /// `--module gpt_oss --config NAME` (GptOss/GptOssConfigs.swift holds the table).
+    static func gptOssConfig(_ name: String, seqLen: Int?) throws -> TrainConfig {
+        let (e, args) = try GptOssConfigs.args(config: name, seqLen: seqLen)
+        let object: [String: Any] = [
+            "module": GptOssConfigs.module, "config": e.name, "torchtitan_version": "0.3.0",
+            "model_spec": ["name": GptOssConfigs.module, "flavor": e.flavor],
+            "hf_assets_path": e.hfAssetsPath, "dump_folder": dumpFolder,
+            "training": ["seq_len": args.maxSeqLen],
+            "dataloader": ["dataset": e.dataset],
+            "parallelism": ["expert_parallel_degree": e.expertParallelDegree],
+            "checkpoint": ["folder": checkpointFolder, "interval": e.checkpointInterval],
+        ]
+        let json = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        var config = TrainConfig(path: "--module \(GptOssConfigs.module) --config \(e.name)", modelName: GptOssConfigs.module,
+                                 flavor: e.flavor, hfAssetsPath: e.hfAssetsPath, seqLen: args.maxSeqLen, dataset: e.dataset,
+                                 datasetPath: nil, dumpFolder: dumpFolder, checkpointFolder: checkpointFolder,
+                                 expertParallelDegree: e.expertParallelDegree, json: json)
+        config.gptOssArgs = args
+        return config
     }
 }

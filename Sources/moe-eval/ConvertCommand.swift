@@ -3,6 +3,7 @@ import Foundation
 import MoECheckpoint
 import MoEEval
 import MoEModels
+import MoETensor
 import MoETokenizer
 
 #if canImport(Glibc)
@@ -83,6 +84,10 @@ struct ConvertCommand: ParsableCommand {
                 try convertQwen3(qwen3, checkpoint: spec.checkpoint, format: format, shardLimit: shardLimit, outputURL: outputURL)
                 return
             }
+            if let gptOss = try GptOssLoading.args(for: spec) {
+                try convertGptOss(gptOss.args, origin: gptOss.origin, checkpoint: spec.checkpoint, output: outputURL)
+                return
+            }
             let source = try openWeightSource(at: spec.checkpoint)
             let resolved = try ModelLoader.resolveArgs(spec, source: source)
             if let config = resolved.config, config.modelName != "deepseek_v3" {
@@ -154,6 +159,29 @@ struct ConvertCommand: ParsableCommand {
             let differences = HFConfigExport.transformersDifferences(args: args, numerics: numerics, routingBiasIsZero: routingBiasIsZero)
             for note in differences { printError("note: \(note)") }
         }
+    }
+
+    /// gpt-oss → `GptOssForCausalLM` (GptOssHFExport): weights, index and config.json; tokenizer files from `--tokenizer`.
+    func convertGptOss(_ args: GptOssArgs, origin: String, checkpoint: URL, output outputURL: URL) throws {
+        let weights = try GptOssWeightSet(store: GptOssWeights.openStore(at: checkpoint), args: args)
+        let format = HFExportDType(rawValue: dtype)!
+        let target: DType? = format == .bfloat16 ? .bfloat16 : format == .float32 ? .float32 : nil
+        let tokenizerFolder = try resolveTokenizerFolder(config: nil)
+        let tokenizerCopies = try tokenizerFolder.map { try Self.tokenizerFilesToCopy(in: $0) } ?? []
+        let stage = try StagedOutputFolder(destination: outputURL, overwrite: overwrite)
+        let summary: GptOssHFExport.Summary
+        do {
+            summary = try GptOssHFExport.write(weights, dtype: target, maxShardSize: parseByteSize(maxShardSize)!, into: stage.staging)
+            for file in tokenizerCopies { try stage.write(try Data(contentsOf: file), to: file.lastPathComponent) }
+            try stage.commit()
+        } catch {
+            stage.discard()
+            throw ConvertError("\(outputURL.path): not written, nothing left behind: \(error)")
+        }
+        print("converted \(weights.description) → \(outputURL.path)")
+        print("  weights: \(summary.tensors) tensors (\(summary.dtypes.sorted().joined(separator: ", "))), \(InspectCommand.formatBytes(summary.bytes)) in \(summary.files.count) file\(summary.files.count == 1 ? "" : "s")")
+        print("  config.json: gpt_oss (GptOssForCausalLM), model args from \(origin)")
+        for note in summary.notes { printError("note: \(note)") }
     }
 
     /// Qwen3-MoE to `Qwen3MoeForCausalLM` (Qwen3HFExport): the same staging, shards and tokenizer copy.

@@ -1,9 +1,12 @@
+import Foundation
 import MoETensor
 
 /// Grouped-query attention as TorchTitan 0.3.0's `GQAttention` computes it: q/k/v projections (biases optional),
 /// optional per-head RMSNorm of q and k over `head_dim` *before* RoPE (Qwen3), RoPE from an injected table,
 /// causal softmax attention where query head `i` reads kv head `i / (n_heads / n_kv_heads)`, then `wo`.
-/// Serves prefill (many new tokens) and cached decode (new tokens continue `past` cached positions).
+/// gpt-oss adds a causal sliding window (a query at position p sees keys `p − window + 1 … p`) and per-head
+/// attention sinks: one more logit `sinks[h]` in each softmax's normaliser that weights no value (TorchTitan:
+/// output · σ(lse − sink)). Serves prefill (many new tokens) and cached decode (new tokens continue `past` cached positions).
 public struct GroupedQueryAttention: Sendable {
     public let dim: Int
     public let nHeads: Int
@@ -16,6 +19,10 @@ public struct GroupedQueryAttention: Sendable {
     public var qNorm: [Float]? = nil, kNorm: [Float]? = nil
     public var normEps: Float = 1e-6
     public var softmaxScale: Float
+    /// Per-head sink logits `[nHeads]` (gpt-oss).
+    public var sinks: [Float]? = nil
+    /// Keys a query sees, itself included; nil for full causal attention.
+    public var slidingWindow: Int? = nil
 
     public init(dim: Int, nHeads: Int, nKVHeads: Int, headDim: Int, wq: Weight, wk: Weight, wv: Weight, wo: Weight,
                 softmaxScale: Float) {
@@ -81,7 +88,7 @@ public struct GroupedQueryAttention: Sendable {
         let ctxP = SendablePointer(context.data)
         let scale = softmaxScale, group = h / kvh, ldq = h * hd, ldkv = kvh * hd
         let block = Self.queryBlock, blocks = (n + block - 1) / block
-        let total = past + n
+        let total = past + n, window = slidingWindow, sinks = self.sinks
         Compute.parallelChunks(batch * h) { items in
             guard let scores = Compute.threadScratch(1, min(block, n) * total) else {
                 fatalError("out of memory for attention scratch (\(total) positions)")
@@ -90,19 +97,24 @@ public struct GroupedQueryAttention: Sendable {
                 let b = item / h, head = item % h, kvHead = head / group
                 let keys = keysP.pointer + b * capacity * ldkv + kvHead * hd
                 let values = valuesP.pointer + b * capacity * ldkv + kvHead * hd
+                let sink = sinks?[head]
                 for blockIndex in 0..<blocks {
                     let i0 = blockIndex * block, i1 = min(n, i0 + block), m = i1 - i0
-                    let visible = past + i1
+                    // Keys first..<past+i1 cover every query of the block; a window skips the ones none of them sees.
+                    let first = window.map { max(0, past + i0 - $0 + 1) } ?? 0
+                    let visible = past + i1 - first
                     Linear.sgemmSerial(transA: false, transB: true, m: m, n: visible, k: hd, alpha: scale,
-                                       qp.pointer + (b * n + i0) * ldq + head * hd, lda: ldq, keys, ldb: ldkv,
+                                       qp.pointer + (b * n + i0) * ldq + head * hd, lda: ldq, keys + first * ldkv, ldb: ldkv,
                                        beta: 0, scores, ldc: visible)
                     for i in 0..<m {
-                        let row = scores + i * visible, sees = past + i0 + i + 1
-                        Ops.softmaxRow(row, sees)
-                        (row + sees).update(repeating: 0, count: visible - sees)
+                        let row = scores + i * visible, position = past + i0 + i
+                        let lo = (window.map { max(0, position - $0 + 1) } ?? 0) - first, hi = position + 1 - first
+                        row.update(repeating: 0, count: lo)
+                        Self.softmax(row + lo, hi - lo, sink: sink)
+                        (row + hi).update(repeating: 0, count: visible - hi)
                     }
                     Linear.sgemmSerial(transA: false, transB: false, m: m, n: hd, k: visible, alpha: 1,
-                                       scores, lda: visible, values, ldb: ldkv,
+                                       scores, lda: visible, values + first * ldkv, ldb: ldkv,
                                        beta: 0, ctxP.pointer + (b * n + i0) * ldq + head * hd, ldc: ldq)
                 }
             }
@@ -114,6 +126,21 @@ public struct GroupedQueryAttention: Sendable {
         } else {
             Linear.apply(context.data, rows: rows, weight: wo, into: hidden.data, accumulate: true)
         }
+    }
+
+    /// Softmax of `count` scores in place, with `sink` as one more logit of the normaliser when given.
+    @inline(__always)
+    static func softmax(_ row: UnsafeMutablePointer<Float>, _ count: Int, sink: Float?) {
+        guard let sink else { Ops.softmaxRow(row, count); return }
+        var peak = sink
+        for i in 0..<count { peak = max(peak, row[i]) }
+        var sum = expf(sink - peak)
+        for i in 0..<count {
+            row[i] = expf(row[i] - peak)
+            sum += row[i]
+        }
+        let inverse = 1 / sum
+        for i in 0..<count { row[i] *= inverse }
     }
 
     static func addBias(_ bias: [Float]?, to t: Tensor) {

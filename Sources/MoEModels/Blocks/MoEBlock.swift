@@ -32,6 +32,12 @@ public struct RouterConfig: Sendable, Equatable {
 public enum ExpertActivation: Sendable, Equatable {
     /// `w2(silu(w1·x) ⊙ w3·x)`, no biases (DeepSeek-V3, Qwen3-MoE).
     case swiGLU
+    /// gpt-oss: `w1 [E, 2F, D]` (+ `b1`) gives gate and linear columns interleaved; `ClampedSwiGLU.activate`
+    /// clamps them at `limit` and computes `g·σ(α·g)·(lin + 1)`; then `w2` (+ `b2`). No `w3`.
+    case clampedSwiGLU(alpha: Float, limit: Float)
+
+    /// Floats per row of the first projection's output (the scratch a bucket row needs there).
+    var firstProjectionWidth: Int { if case .clampedSwiGLU = self { return 2 } else { return 1 } }
 }
 
 /// The routed experts' weights, stacked by expert. Under expert parallelism only this rank's experts are held
@@ -105,6 +111,12 @@ public struct MoEBlock: @unchecked Sendable {
         case .swiGLU:
             guard experts.w3 != nil, experts.b1 == nil, experts.b2 == nil, experts.b3 == nil else {
                 throw ModelLoadError("MoE block: plain SwiGLU experts need w1, w2, w3 and no biases")
+            }
+        case .clampedSwiGLU:
+            let held = experts.w1.shape.first ?? 0
+            guard experts.w3 == nil, experts.b3 == nil, experts.w1.rows == held * 2 * expertHiddenDim,
+                  experts.b1?.count == held * 2 * expertHiddenDim, experts.b2?.count == held * dim else {
+                throw ModelLoadError("MoE block: clamped SwiGLU experts need w1 [E, 2F, D], w2, biases b1 [E, 2F] and b2 [E, D], no w3")
             }
         }
         guard gateBias.map({ $0.count == router.numExperts }) ?? true,
@@ -243,7 +255,8 @@ public struct MoEBlock: @unchecked Sendable {
                 for item in items {
                     let expert = active[item]
                     let first = offsets[expert], n = offsets[expert + 1] - first
-                    guard let gate = Compute.threadScratch(1, n * f), let up = Compute.threadScratch(2, n * f) else {
+                    guard let gate = Compute.threadScratch(1, n * f * activation.firstProjectionWidth),
+                          let up = Compute.threadScratch(2, n * f) else {
                         fatalError("out of memory for expert scratch (\(n) rows)")
                     }
                     computeExpert(expert, inputP.pointer + first * d, rows: n, gate: gate, up: up,
@@ -253,7 +266,7 @@ public struct MoEBlock: @unchecked Sendable {
             return outputs
         }
         let maxBucket = active.map { batches.rows(of: $0).count }.max() ?? 0
-        let gate = Tensor(shape: [maxBucket, f]), up = Tensor(shape: [maxBucket, f])
+        let gate = Tensor(shape: [maxBucket, f * activation.firstProjectionWidth]), up = Tensor(shape: [maxBucket, f])
         for expert in active {
             let rows = batches.rows(of: expert)
             computeExpert(expert, batches.input.row(rows.lowerBound), rows: rows.count, gate: gate.data, up: up.data,
@@ -262,7 +275,8 @@ public struct MoEBlock: @unchecked Sendable {
         return outputs
     }
 
-    /// One expert on `rows` contiguous input rows; `gate` and `up` are `[rows, F]` scratch. `serial`: the caller
+    /// One expert on `rows` contiguous input rows; `gate` is `[rows, F·firstProjectionWidth]` and `up` `[rows, F]`
+    /// scratch. `serial`: the caller
     /// already runs experts in parallel, so each GEMM stays on this thread.
     private func computeExpert(_ expert: Int, _ input: UnsafeMutablePointer<Float>, rows n: Int,
                                gate: UnsafeMutablePointer<Float>, up: UnsafeMutablePointer<Float>,
@@ -282,6 +296,12 @@ public struct MoEBlock: @unchecked Sendable {
             linear(input, k: d, experts.w3!.matrix(expert), columns: f, up)
             backend.siluMul(gate, up, count: n * f)
             linear(gate, k: f, experts.w2.matrix(expert), columns: d, output)
+        case .clampedSwiGLU(let alpha, let limit):
+            linear(input, k: d, experts.w1.matrix(expert), columns: 2 * f, gate)
+            experts.b1!.withUnsafeBufferPointer { ClampedSwiGLU.addBias($0.baseAddress! + expert * 2 * f, to: gate, rows: n, width: 2 * f) }
+            ClampedSwiGLU.activate(gate, rows: n, hidden: f, alpha: alpha, limit: limit, into: up)
+            linear(up, k: f, experts.w2.matrix(expert), columns: d, output)
+            experts.b2!.withUnsafeBufferPointer { ClampedSwiGLU.addBias($0.baseAddress! + expert * d, to: output, rows: n, width: d) }
         }
     }
 

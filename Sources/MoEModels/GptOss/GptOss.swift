@@ -1,0 +1,147 @@
+import Foundation
+import MoECheckpoint
+import MoETensor
+
+/// gpt-oss as TorchTitan 0.3.0 computes it (`models/gpt_oss`): embedding → layers of
+/// [RMSNorm → GQA attention (biased q/k/v/o, rotate-half RoPE with YaRN, per-head sinks, a causal sliding window
+/// on the configured layers) → residual, RMSNorm → MoE (biased router gate, softmax, top-k with route norm, clamped
+/// interleaved SwiGLU experts with biases) → residual] → final RMSNorm → untied output head.
+/// fp32 compute; weights stay in their stored dtype.
+public final class GptOss: CausalLanguageModel, @unchecked Sendable {
+    /// TorchTitan's module name for this family (and HF's `model_type`).
+    public static let familyName = "gpt_oss"
+    public let args: GptOssArgs
+    let embedding: Weight
+    let layers: [Layer]
+    let finalNorm: [Float]
+    let lmHead: Weight
+    public let softmaxScale: Float
+    let ropeFrequencies: [Float]
+    /// Set when the routed experts are spread over the processes of a group: the blocks then hold only this
+    /// rank's experts and their biases (ExpertParallel.swift).
+    public let expertParallel: ExpertParallelGroup?
+    public let shape: ModelShape
+    public let kvCacheLayout: KVCacheLayout
+
+    struct Layer {
+        var index: Int
+        var attentionNorm: [Float]
+        var ffnNorm: [Float]
+        var attention: GroupedQueryAttention
+        var moe: MoEBlock
+    }
+
+    // MARK: - Loading
+
+    /// Builds the model from checked weights (`GptOssWeightSet` compared every tensor's shape with the args).
+    /// Under expert parallelism only this rank's experts (and their biases) are read.
+    public init(weights w: GptOssWeightSet, expertParallel: ExpertParallelGroup? = nil) throws {
+        let args = w.args
+        if let expertParallel, expertParallel.numExperts != args.moeArgs.numExperts {
+            throw ModelLoadError("expert-parallel group made for \(expertParallel.numExperts) experts, but the model args have \(args.moeArgs.numExperts)")
+        }
+        self.args = args
+        self.expertParallel = expertParallel
+        embedding = try w.load("tok_embeddings.weight")
+        let held = expertParallel?.localExperts
+        let router = RouterConfig(
+            scoreFunction: args.moeArgs.scoreFunc == "sigmoid" ? .sigmoid : .softmax, numExperts: args.moeArgs.numExperts,
+            topK: args.moeArgs.topK, routeNorm: args.moeArgs.routeNorm, routeScale: Float(args.moeArgs.routeScale),
+            scoreBeforeExperts: false)
+        let activation = ExpertActivation.clampedSwiGLU(alpha: Float(args.swigluAlpha), limit: Float(args.swigluLimit))
+        var layers: [Layer] = []
+        for i in 0..<args.nLayers {
+            let p = "layers.\(i)."
+            let q = p + "attention.qkv_linear."
+            var attention = GroupedQueryAttention(
+                dim: args.dim, nHeads: args.nHeads, nKVHeads: args.nKVHeads, headDim: args.headDim,
+                wq: try w.load(q + "wq.weight"), wk: try w.load(q + "wk.weight"), wv: try w.load(q + "wv.weight"),
+                wo: try w.load(p + "attention.wo.weight"), softmaxScale: Float(args.softmaxScale))
+            if args.qkvBias {
+                attention.qBias = try w.vector(q + "wq.bias")
+                attention.kBias = try w.vector(q + "wk.bias")
+                attention.vBias = try w.vector(q + "wv.bias")
+            }
+            if args.woBias { attention.oBias = try w.vector(p + "attention.wo.bias") }
+            if args.attentionSinks { attention.sinks = try w.vector(p + "attention.sinks") }
+            attention.slidingWindow = args.slidingWindow(layer: i)
+            let e = p + GptOssWeights.expertPrefix
+            let experts = ExpertWeights(
+                w1: try w.load(e + "mlp1_weight_EGD", experts: held), w2: try w.load(e + "mlp2_weight_EDF", experts: held),
+                w3: nil, b1: try w.load(e + "mlp1_bias_EG", experts: held).toFloatArray(),
+                b2: try w.load(e + "mlp2_bias_ED", experts: held).toFloatArray())
+            let moe = try MoEBlock(
+                router: router, gate: try w.load(p + "moe.router.gate.weight"),
+                gateBias: args.moeArgs.gateBias ? try w.vector(p + "moe.router.gate.bias") : nil,
+                expertBias: args.moeArgs.loadBalanceCoeff != nil ? try w.vector(p + "moe.expert_bias_E") : nil,
+                experts: experts, activation: activation, shared: nil, dim: args.dim, expertHiddenDim: args.moeInterDim)
+            layers.append(Layer(index: i, attentionNorm: try w.vector(p + "attention_norm.weight"),
+                                ffnNorm: try w.vector(p + "ffn_norm.weight"), attention: attention, moe: moe))
+        }
+        self.layers = layers
+        finalNorm = try w.vector("norm.weight")
+        lmHead = args.enableWeightTying ? embedding : try w.load("lm_head.weight")
+        softmaxScale = Float(args.softmaxScale)
+        if let s = args.ropeScaling, args.yarnActive {
+            ropeFrequencies = YaRNFrequencies.frequencies(rotatedDims: args.headDim, theta: args.ropeTheta, factor: s.ropeFactor,
+                                                          betaFast: s.betaFast, betaSlow: s.betaSlow,
+                                                          originalSeqLen: s.originalSeqLen, truncate: s.truncate)
+        } else {
+            ropeFrequencies = RotaryTable.frequencies(theta: args.ropeTheta, rotatedDims: args.headDim)
+        }
+        shape = ModelShape(
+            family: Self.familyName, vocabSize: args.vocabSize, dim: args.dim, layers: args.nLayers,
+            moeLayers: Array(0..<args.nLayers), numExperts: args.moeArgs.numExperts, topK: args.moeArgs.topK,
+            numSharedExperts: 0, hasExpertBias: args.moeArgs.loadBalanceCoeff != nil,
+            scoreFunction: router.scoreFunction, maxSeqLen: args.maxSeqLen, attentionHeads: args.nHeads)
+        kvCacheLayout = KVCacheLayout(repeating: GroupedQueryAttention.cacheStreams(kvHeads: args.nKVHeads, headDim: args.headDim),
+                                      count: args.nLayers)
+    }
+
+    /// Opens the checkpoint at `url` and builds the model.
+    public convenience init(args: GptOssArgs, checkpoint url: URL, expertParallel: ExpertParallelGroup? = nil) throws {
+        try args.validate()
+        try self.init(weights: GptOssWeightSet(store: GptOssWeights.openStore(at: url), args: args), expertParallel: expertParallel)
+    }
+
+    // MARK: - Forward
+
+    /// Logits for `tokens` (`batch` rows of `seqLen` ids, row-major), causal within each row. With a cache the
+    /// tokens continue the cached rows at position `cache.length` and their keys and values are appended
+    /// (windowed layers keep every position: a ring of `window` positions would save memory, not time).
+    /// Returns `[batch·seqLen, vocab]` for `.all`, `[batch, vocab]` for `.last`.
+    public func forward(tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache? = nil,
+                        logits selection: LogitsSelection = .all, observer: RoutingObserver? = nil) throws -> Tensor {
+        try checkForwardInput(tokens: tokens, batch: batch, seqLen: seqLen, cache: cache)
+        if let group = expertParallel, !group.runningLocalShare {
+            return try forwardExpertParallel(group, tokens: tokens, batch: batch, seqLen: seqLen, cache: cache,
+                                             logits: selection, observer: observer)
+        }
+        let past = cache?.length ?? 0
+        let d = args.dim, rows = batch * seqLen, eps = Float(args.normEps)
+        let hidden = Tensor(shape: [rows, d])
+        for (r, token) in tokens.enumerated() { embedding.widen(from: Int(token) * d, count: d, into: hidden.row(r)) }
+        let rope = RotaryTable(frequencies: ropeFrequencies, positions: past + seqLen, pairing: .rotateHalf)
+        let normed = Tensor(shape: [rows, d])
+        let scratch = cache == nil ? KVCache.Layer(batch: batch, capacity: seqLen, streams: kvCacheLayout.layers[0]) : nil
+        for layer in layers {
+            let store = cache?.layers[layer.index] ?? scratch!
+            Ops.rmsNorm(hidden.data, rows: rows, dim: d, weight: layer.attentionNorm, eps: eps, into: normed.data)
+            layer.attention.apply(normed, batch: batch, newTokens: seqLen, past: past, rope: rope, store: store, addInto: hidden)
+            Ops.rmsNorm(hidden.data, rows: rows, dim: d, weight: layer.ffnNorm, eps: eps, into: normed.data)
+            try layer.moe.apply(normed, layer: layer.index, addInto: hidden, observer: observer, expertParallel: expertParallel)
+        }
+        cache?.length += seqLen
+        switch selection {
+        case .all:
+            Ops.rmsNorm(hidden.data, rows: rows, dim: d, weight: finalNorm, eps: eps, into: normed.data)
+            return Linear.apply(normed, lmHead)
+        case .last:
+            let last = Tensor(shape: [batch, d])
+            for b in 0..<batch {
+                Ops.rmsNorm(hidden.row(b * seqLen + seqLen - 1), rows: 1, dim: d, weight: finalNorm, eps: eps, into: last.row(b))
+            }
+            return Linear.apply(last, lmHead)
+        }
+    }
+}
