@@ -32,6 +32,7 @@ public enum ModelRegistry {
     public static let families: [ModelFamily] = [
         DeepSeekV3.family,
         Qwen3MoE.family,
+        GptOss.family,
     ]
 
     /// The family when nothing names one (checkpoints of the releases before families were recorded).
