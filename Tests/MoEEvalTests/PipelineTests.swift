@@ -36,7 +36,8 @@ import Testing
         #expect(results.outputFile == file.path)
 
         let read = try ResultsFile.load(file)
-        #expect(Set(read.root.keys) == Set(EvaluationResults.seedKeys + ["moe_eval"]))
+        // The seed's keys, moe-eval's own section, and the routed ids agreement between checkpoints reads.
+        #expect(Set(read.root.keys) == Set(EvaluationResults.seedKeys + ["moe_eval", "routed_experts"]))
         #expect(read.preset == "30s")
         #expect(read.runRecord?["routing_input"]?["kind"]?.stringValue == "random")
         #expect(read.runRecord?["lm_eval"]?["status"]?.stringValue == "skipped")
