@@ -137,19 +137,9 @@ public enum ConfigRegistry {
         }
         var args = e.args
         args.maxSeqLen = seq
-        let object: JSONValue = .object([
-            "checkpoint": .object(["folder": .string(checkpointFolder), "interval": .int(e.checkpointInterval)]),
-            "config": .string(e.name),
-            "dataloader": .object(["dataset": .string(e.dataset)]),
-            "dump_folder": .string(dumpFolder),
-            "hf_assets_path": .string(e.hfAssetsPath),
-            "model_spec": .object(["flavor": .string(e.flavor), "name": .string(e.module == "kimi_k2_7" ? "kimi_k2_5" : e.module)]),
-            "module": .string(e.module),
-            "parallelism": .object(["expert_parallel_degree": .int(e.expertParallelDegree)]),
-            "torchtitan_version": .string("0.3.0"),
-            "training": .object(["seq_len": .int(seq)]),
-        ])
-        let json = Data(object.serialized.utf8)
+        let json = registryConfigJSON(module: e.module, specName: e.module == "kimi_k2_7" ? "kimi_k2_5" : e.module, config: e.name,
+                                      flavor: e.flavor, hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset,
+                                      expertParallelDegree: e.expertParallelDegree, checkpointInterval: e.checkpointInterval)
         return TrainConfig(path: "--module \(e.module) --config \(e.name)", modelName: e.module, flavor: e.flavor,
                            hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset, datasetPath: nil,
                            dumpFolder: dumpFolder, checkpointFolder: checkpointFolder,
@@ -164,16 +154,9 @@ public enum ConfigRegistry {
             throw ModelArgsError(message: "training.seq_len \(seq) exceeds the RoPE maximum sequence length \(args.maxSeqLen) of qwen3 flavor \(e.flavor) (TorchTitan refuses it too)")
         }
         args.maxSeqLen = seq
-        let object: [String: Any] = [
-            "module": "qwen3", "config": e.name, "torchtitan_version": "0.3.0",
-            "model_spec": ["name": "qwen3", "flavor": e.flavor],
-            "hf_assets_path": e.hfAssetsPath, "dump_folder": dumpFolder,
-            "training": ["seq_len": seq],
-            "dataloader": ["dataset": e.dataset],
-            "parallelism": ["expert_parallel_degree": e.expertParallelDegree],
-            "checkpoint": ["folder": checkpointFolder, "interval": e.checkpointInterval],
-        ]
-        let json = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        let json = registryConfigJSON(module: "qwen3", specName: "qwen3", config: e.name, flavor: e.flavor,
+                                      hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset,
+                                      expertParallelDegree: e.expertParallelDegree, checkpointInterval: e.checkpointInterval)
         return TrainConfig(path: "--module qwen3 --config \(e.name)", modelName: "qwen3", flavor: e.flavor,
                            hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset, datasetPath: nil,
                            dumpFolder: dumpFolder, checkpointFolder: checkpointFolder,
@@ -183,21 +166,33 @@ public enum ConfigRegistry {
     /// `--module gpt_oss --config NAME` (GptOss/GptOssConfigs.swift holds the table).
     static func gptOssConfig(_ name: String, seqLen: Int?) throws -> TrainConfig {
         let (e, args) = try GptOssConfigs.args(config: name, seqLen: seqLen)
-        let object: [String: Any] = [
-            "module": GptOssConfigs.module, "config": e.name, "torchtitan_version": "0.3.0",
-            "model_spec": ["name": GptOssConfigs.module, "flavor": e.flavor],
-            "hf_assets_path": e.hfAssetsPath, "dump_folder": dumpFolder,
-            "training": ["seq_len": args.maxSeqLen],
-            "dataloader": ["dataset": e.dataset],
-            "parallelism": ["expert_parallel_degree": e.expertParallelDegree],
-            "checkpoint": ["folder": checkpointFolder, "interval": e.checkpointInterval],
-        ]
-        let json = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        let json = registryConfigJSON(module: GptOssConfigs.module, specName: GptOssConfigs.module, config: e.name, flavor: e.flavor,
+                                      hfAssetsPath: e.hfAssetsPath, seqLen: args.maxSeqLen, dataset: e.dataset,
+                                      expertParallelDegree: e.expertParallelDegree, checkpointInterval: e.checkpointInterval)
         var config = TrainConfig(path: "--module \(GptOssConfigs.module) --config \(e.name)", modelName: GptOssConfigs.module,
                                  flavor: e.flavor, hfAssetsPath: e.hfAssetsPath, seqLen: args.maxSeqLen, dataset: e.dataset,
                                  datasetPath: nil, dumpFolder: dumpFolder, checkpointFolder: checkpointFolder,
                                  expertParallelDegree: e.expertParallelDegree, json: json)
         config.gptOssArgs = args
         return config
+    }
+
+    /// The job config a registry entry stands for, as the JSON recorded with the results (keys sorted, so that
+    /// the same entry always gives the same bytes).
+    static func registryConfigJSON(module: String, specName: String, config: String, flavor: String, hfAssetsPath: String,
+                                   seqLen: Int, dataset: String, expertParallelDegree: Int, checkpointInterval: Int) -> Data {
+        let object: JSONValue = .object([
+            "checkpoint": .object(["folder": .string(checkpointFolder), "interval": .int(checkpointInterval)]),
+            "config": .string(config),
+            "dataloader": .object(["dataset": .string(dataset)]),
+            "dump_folder": .string(dumpFolder),
+            "hf_assets_path": .string(hfAssetsPath),
+            "model_spec": .object(["flavor": .string(flavor), "name": .string(specName)]),
+            "module": .string(module),
+            "parallelism": .object(["expert_parallel_degree": .int(expertParallelDegree)]),
+            "torchtitan_version": .string("0.3.0"),
+            "training": .object(["seq_len": .int(seqLen)]),
+        ])
+        return Data(object.serialized.utf8)
     }
 }
