@@ -54,7 +54,7 @@ import Testing
         #expect(read.root["computational_cost"]?["gpu_peak_flops"]?.isNull == true)
         #expect(read.root["computational_cost"]?["num_flops_per_token"]?.intValue == results.cost?.numFlopsPerToken)
         #expect(read.root["config"]?.objectValue?.isEmpty == false)
-        #expect(read.root["model_args"]?["dim"]?.intValue == results.modelArgs.dim)
+        #expect(read.root["model_args"]?["dim"]?.intValue == (results.modelArgs as? ModelArgs)?.dim)
     }
 
     /// Records with every optional part set (and non-finite numbers) survive the file.

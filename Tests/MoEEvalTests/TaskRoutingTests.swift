@@ -74,7 +74,7 @@ import Testing
         }
         let sources = collector.finish()
         #expect(Dictionary(uniqueKeysWithValues: sources.map { ($0.label, $0.tokens) }) == expected)
-        let topK = model.args.moeArgs.topK
+        let topK = model.shape.topK
         for source in sources {
             for (_, loads) in source.loads { #expect(loads.reduce(0, +) == topK * source.tokens) }
         }
@@ -89,9 +89,13 @@ import Testing
         let stats = RoutingMetrics.statistics(collector.finish())
         let routing = TaskRouting([.init(label: "a", tokens: 2, loads: [1: [3, 1, 0, 0]]),
                                    .init(label: "b", tokens: 2, loads: [1: [0, 0, 2, 2]])])
-        let object: [String: Any] = ["routing_stats": try EvalResults.object(stats), "task_routing": try EvalResults.object(routing),
-                                     "moe_eval": ["tool": "moe-eval"]]
-        let page = HTMLReport.render(try ResultsFile.parse(JSONSerialization.data(withJSONObject: object), path: "r.json"))
+        struct Records: Encodable {
+            let routing_stats: RoutingStatistics
+            let task_routing: TaskRouting
+            let moe_eval = ["tool": "moe-eval"]
+        }
+        let file = try ResultsJSON.encode(Records(routing_stats: stats, task_routing: routing))
+        let page = HTMLReport.render(try ResultsFile.parse(file, path: "r.json"))
         #expect(page.contains("id=\"insight-table\""))
         #expect(page.contains("data-key=\"layer_1/jain_fairness_index\" data-value=\"0.9\""))
         #expect(page.contains("id=\"task-routing-table\""))
