@@ -1,4 +1,5 @@
 import Foundation
+import MoECheckpoint
 import MoETensor
 
 /// What a HuggingFace DeepSeek-V3 key holds, in TorchTitan terms.
@@ -92,11 +93,6 @@ public enum HFNames {
         let parts = canonical.split(separator: ".", maxSplits: 2)
         guard parts.count == 3, parts[0] == "layers", let layer = Int(parts[1]) else { return nil }
         return (layer, String(parts[2]))
-    }
-
-    /// Stacks per-expert tensors (in expert order, equal shapes and dtypes) into one grouped tensor.
-    public static func stackExperts(_ experts: [StoredTensor], name: String) throws -> StoredTensor {
-        try stackTensors(experts, name: name)
     }
 
     /// Splits a grouped canonical expert weight `[E, …]` into per-expert HF tensors, as views
