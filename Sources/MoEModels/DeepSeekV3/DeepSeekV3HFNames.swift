@@ -158,9 +158,7 @@ public struct HFNaming: Sendable {
             }
         }
         guard unrecognised.isEmpty else {
-            let list = unrecognised.sorted()
-            let shown = list.prefix(20).joined(separator: ", ") + (list.count > 20 ? ", … (\(list.count) in all)" : "")
-            throw CheckpointError("\(source): unrecognised HuggingFace DeepSeek-V3 key(s): \(shown)")
+            throw CheckpointError("\(source): unrecognised HuggingFace DeepSeek-V3 key(s): \(TorchTitanNames.keyList(unrecognised))")
         }
         var expertNames: [String: [String]] = [:]
         for (canonical, byIndex) in experts {

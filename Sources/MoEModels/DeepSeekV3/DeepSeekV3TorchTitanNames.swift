@@ -82,6 +82,12 @@ public enum TorchTitanNames {
         }
     }
 
+    /// Up to 20 keys, sorted, for an error message.
+    static func keyList(_ keys: [String]) -> String {
+        let list = keys.sorted()
+        return list.prefix(20).joined(separator: ", ") + (list.count > 20 ? ", … (\(list.count) in all)" : "")
+    }
+
     private static func projection(withSuffix name: String) -> String? {
         shapeSuffixes.first(where: { $0.value == name })?.key
     }
@@ -131,9 +137,7 @@ public struct TorchTitanNaming: Sendable {
             }
         }
         guard unrecognised.isEmpty else {
-            let list = unrecognised.sorted()
-            let shown = list.prefix(20).joined(separator: ", ") + (list.count > 20 ? ", … (\(list.count) in all)" : "")
-            throw CheckpointError("\(source): unrecognised DeepSeek-V3 TorchTitan key(s): \(shown)")
+            throw CheckpointError("\(source): unrecognised DeepSeek-V3 TorchTitan key(s): \(TorchTitanNames.keyList(unrecognised))")
         }
         self.rawNames = rawNames
         self.styles = styles.sorted()
