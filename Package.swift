@@ -96,7 +96,7 @@ let package = Package(
         // A Hugging Face Hub stand-in on 127.0.0.1 for the download tests.
         .target(name: "HubTestSupport", path: "Tests/HubTestSupport"),
         .testTarget(name: "MoEDataTests", dependencies: ["MoEData", "MoEJSON", "HubTestSupport"], exclude: ["Fixtures"]),
-        .testTarget(name: "MoECheckpointTests", dependencies: ["MoECheckpoint"], exclude: ["Fixtures"]),
+        .testTarget(name: "MoECheckpointTests", dependencies: ["MoECheckpoint", "MoEModels"], exclude: ["Fixtures"]),
         .testTarget(name: "MoEModelsTests", dependencies: ["MoEModels", "MoEJSON"], exclude: ["Fixtures"]),
         .testTarget(name: "MoETokenizerTests", dependencies: ["MoETokenizer", "MoEJSON"], exclude: ["Fixtures"]),
         .testTarget(name: "MoEEvalTests", dependencies: ["MoEEval", "MoEModels", "MoETokenizer", "MoECore"], exclude: ["Fixtures"]),

@@ -48,7 +48,7 @@ public struct HFExportShard: Sendable {
 
 /// What an HF export will write, computed from tensor infos alone (no tensor is read), so that
 /// shard boundaries and every safetensors header are known before the first byte is written.
-/// Names and per-expert splitting follow TorchTitan's `DeepSeekV3StateDictAdapter.to_hf`.
+/// A family's HF export builds the tensor list (DeepSeek-V3's: MoEModels/DeepSeekV3/DeepSeekV3HFExport.swift).
 public struct HFExportPlan: Sendable {
     /// Tensors in checkpoint order: embedding, layers in order, final norm, output head.
     public let tensors: [HFExportTensor]
@@ -58,66 +58,6 @@ public struct HFExportPlan: Sendable {
         var map: [String: String] = [:]
         for shard in shards { for t in shard.tensors { map[t.name] = shard.fileName } }
         return map
-    }
-
-    /// The routing bias stays fp32 under `bf16`, as in DeepSeek-V3's own HF checkpoint (transformers keeps
-    /// `e_score_correction_bias` in fp32 whatever the model dtype).
-    public static func isFloat32Always(_ hfName: String) -> Bool { hfName.hasSuffix(".mlp.gate.e_score_correction_bias") }
-
-    /// `maxShardSize`: bytes per file; a shard closes before a tensor that would take it past the limit, and a
-    /// tensor larger than the limit gets a file of its own (as transformers' `save_pretrained` shards).
-    /// `routingBias`: false for an architecture without `e_score_correction_bias` (DeepSeek-V2), whose caller has
-    /// checked that the checkpoint's bias is zero (`HFExport.routingBiasIsZero`); the bias is then not written.
-    public init(source: WeightSource, dtype: HFExportDType, maxShardSize: Int, routingBias: Bool = true) throws {
-        guard maxShardSize > 0 else { throw CheckpointError("maximum shard size must be positive (got \(maxShardSize))") }
-        let infos = source.tensorInfos
-        var keyed: [(key: OrderKey, tensor: HFExportTensor)] = []
-
-        func outputDType(_ stored: DType, name: String) -> DType {
-            guard stored.isFloatingPoint else { return stored }
-            switch dtype {
-            case .keep: return stored
-            case .float32: return .float32
-            case .bfloat16: return Self.isFloat32Always(name) ? .float32 : .bfloat16
-            }
-        }
-
-        for (canonical, info) in infos {
-            if !routingBias && Self.isRoutingBias(canonical) { continue }
-            if HFNames.isGroupedExperts(canonical) {
-                guard info.shape.count == 3 else {
-                    throw CheckpointError("\(source.description): tensor '\(canonical)' is \(info.shape), not a stack of expert matrices [E, rows, columns]")
-                }
-                for expert in 0..<info.shape[0] {
-                    guard let name = HFNames.toHF(experts: canonical, expert: expert) else {
-                        throw CheckpointError("\(source.description): tensor '\(canonical)' has no HuggingFace DeepSeek-V3 name")
-                    }
-                    let t = HFExportTensor(name: name, dtype: outputDType(info.dtype, name: name), shape: Array(info.shape.dropFirst()),
-                                           origin: .expert(canonical: canonical, expert: expert), sourceDType: info.dtype)
-                    keyed.append((OrderKey(canonical: canonical, hfName: name, expert: expert), t))
-                }
-                continue
-            }
-            guard let name = HFNames.toHF(canonical) else {
-                let why = canonical.hasSuffix("moe.router.gate.bias")
-                    ? "HF DeepSeek-V3's router has no bias (TorchTitan's gate_bias = true)"
-                    : "it has no HuggingFace DeepSeek-V3 name"
-                throw CheckpointError("\(source.description): tensor '\(canonical)' cannot be converted: \(why)")
-            }
-            let t = HFExportTensor(name: name, dtype: outputDType(info.dtype, name: name), shape: info.shape,
-                                   origin: .whole(canonical: canonical), sourceDType: info.dtype)
-            keyed.append((OrderKey(canonical: canonical, hfName: name, expert: -1), t))
-        }
-        // HF DeepSeek-V3 always holds a routing bias (transformers and vLLM read it); zeros select exactly as no bias does.
-        for (canonical, info) in infos where routingBias && canonical.hasSuffix(".moe.router.gate.weight") {
-            let layerPrefix = String(canonical.dropLast("moe.router.gate.weight".count))
-            guard infos[layerPrefix + "moe.expert_bias"] == nil, let experts = info.shape.first,
-                  let name = HFNames.toHF(layerPrefix + "moe.expert_bias") else { continue }
-            let t = HFExportTensor(name: name, dtype: .float32, shape: [experts], origin: .zeros, sourceDType: .float32)
-            keyed.append((OrderKey(canonical: layerPrefix + "moe.expert_bias", hfName: name, expert: -1), t))
-        }
-        keyed.sort { $0.key < $1.key }
-        try self.init(tensors: keyed.map(\.tensor), maxShardSize: maxShardSize)
     }
 
     /// A plan for `tensors` (named and ordered as the target architecture's checkpoint lists them), split into
@@ -149,29 +89,8 @@ public struct HFExportPlan: Sendable {
         }
     }
 
-    static func isRoutingBias(_ canonical: String) -> Bool { canonical.hasSuffix(".moe.expert_bias") }
-
-    /// Embedding first, layers in numeric order, then the final norm and the output head; within a layer,
-    /// one-to-one tensors by HF name, then each grouped expert weight's experts in order.
-    struct OrderKey: Comparable {
-        let section: Int, layer: Int, kind: Int, name: String, expert: Int
-        init(canonical: String, hfName: String, expert: Int) {
-            let parts = canonical.split(separator: ".")
-            if parts.count > 1, parts[0] == "layers", let layer = Int(parts[1]) {
-                section = 1
-                self.layer = layer
-            } else {
-                section = canonical == "tok_embeddings.weight" ? 0 : (canonical == "norm.weight" ? 2 : 3)
-                layer = 0
-            }
-            kind = expert >= 0 ? 1 : 0
-            name = expert >= 0 ? canonical : hfName
-            self.expert = expert
-        }
-        static func < (a: OrderKey, b: OrderKey) -> Bool {
-            (a.section, a.layer, a.kind, a.name, a.expert) < (b.section, b.layer, b.kind, b.name, b.expert)
-        }
-    }
+    /// TorchTitan's load-balancing routing bias (`moe.expert_bias`, canonical name).
+    public static func isRoutingBias(_ canonical: String) -> Bool { canonical.hasSuffix(".moe.expert_bias") }
 }
 
 /// Writes a TorchTitan checkpoint as HF DeepSeek-V3 safetensors shards, one tensor (or one expert's

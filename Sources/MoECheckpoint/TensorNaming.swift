@@ -138,3 +138,21 @@ public func openTensorStore(at url: URL) throws -> any RawTensorStore {
 public func openWeightSource(at url: URL, naming: some TensorNaming) throws -> WeightSource {
     try NamedWeightSource(store: openTensorStore(at: url), naming: naming)
 }
+
+/// How one family of keys is spelled, and which TorchTitan release spells it that way.
+public struct NamingStyle: Hashable, Sendable, CustomStringConvertible, Comparable {
+    /// What the keys hold: "output head", "routed experts", "expert bias".
+    public let feature: String
+    /// The spelling seen, e.g. "lm_head.weight" or "moe.routed_experts.inner_experts.w1_EFD".
+    public let spelling: String
+    public let era: NamingEra
+
+    public init(feature: String, spelling: String, era: NamingEra) {
+        self.feature = feature
+        self.spelling = spelling
+        self.era = era
+    }
+
+    public var description: String { "\(feature): \(spelling) (\(era.rawValue))" }
+    public static func < (a: NamingStyle, b: NamingStyle) -> Bool { a.description < b.description }
+}

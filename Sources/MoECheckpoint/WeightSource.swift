@@ -119,13 +119,6 @@ func leadingRows(of tensor: StoredTensor, _ range: Range<Int>) throws -> StoredT
     return try StoredTensor(name: tensor.name, dtype: tensor.dtype, shape: [range.count] + tensor.shape.dropFirst(), copying: bytes)
 }
 
-/// Opens a DeepSeek-V3 checkpoint (TorchTitan keys of either era, or HF DeepSeek-V3 keys) under canonical
-/// TorchTitan v0.2.x names; per-expert HF tensors are stacked. Other families pass their own naming to
-/// `openWeightSource(at:naming:)`.
-public func openWeightSource(at url: URL) throws -> WeightSource {
-    try openWeightSource(at: url, naming: DeepSeekV3Naming())
-}
-
 /// The folder `openWeightSource(at:)` reads for `url`: the latest `step-N` folder when `url` is a checkpoint
 /// root that holds only step folders, else `url` itself.
 public func checkpointFolderEvaluated(at url: URL) -> URL {

@@ -34,13 +34,13 @@ public enum ConfigRegistry {
             "kimi_vl_a3b": ("kimi_k2_7", "has a vision encoder (multimodal); moe-eval evaluates text-only DeepSeek-V3 models"),
             "kimi_k2_5": ("kimi_k2_7", "has a vision encoder (multimodal); moe-eval evaluates text-only DeepSeek-V3 models"),
         ]
-        for name in Qwen3Flavors.denseConfigs {
-            list[name] = ("qwen3", "is a dense Qwen3 model (no MoE layers); moe-eval evaluates MoE models")
+        for family in ModelRegistry.families {
+            for (name, reason) in family.refusedRegistryConfigs { list[name] = (family.name, reason) }
         }
         return list
     }()
 
-    public static let modules = ["deepseek_v3", "kimi_k2_7", "qwen3", GptOssConfigs.module]
+    public static var modules: [String] { ModelRegistry.families.flatMap(\.torchTitanModules) }
 
     public static let entries: [Entry] = {
         var list: [Entry] = []
@@ -92,9 +92,8 @@ public enum ConfigRegistry {
     }
 
     public static func names(module: String?) -> [String] {
-        let qwen3 = module == nil || module == "qwen3" ? Qwen3Flavors.registry.map(\.name) : []
-        let gptOss = module == nil || module == GptOssConfigs.module ? GptOssConfigs.names : []
-        let evaluable = entries.filter { module == nil || $0.module == module }.map(\.name) + qwen3 + gptOss
+        let families = ModelRegistry.families.filter { family in module.map(family.torchTitanModules.contains) ?? true }
+        let evaluable = entries.filter { module == nil || $0.module == module }.map(\.name) + families.flatMap(\.registryConfigNames)
         let others = refused.filter { module == nil || $0.value.module == module }.map(\.key)
         return (evaluable + others).sorted()
     }
@@ -123,11 +122,8 @@ public enum ConfigRegistry {
     /// As 0.3.0's `update_from_config`, the RoPE `max_seq_len` becomes the training seq_len, which may not exceed
     /// the flavor's own.
     public static func config(module: String?, name: String, seqLen: Int? = nil) throws -> TrainConfig {
-        if module == nil || module == "qwen3", let q = Qwen3Flavors.registry.first(where: { $0.name == name }) {
-            return try qwen3Config(q, seqLen: seqLen)
-        }
-        if module == nil || module == GptOssConfigs.module, GptOssConfigs.entry(name) != nil {
-            return try gptOssConfig(name, seqLen: seqLen)
+        for family in ModelRegistry.families where module.map(family.torchTitanModules.contains) ?? true {
+            if let config = try family.registryConfig(name, seqLen) { return config }
         }
         let e = try entry(module: module, name: name)
         let seq = seqLen ?? e.seqLen
@@ -137,67 +133,31 @@ public enum ConfigRegistry {
         }
         var args = e.args
         args.maxSeqLen = seq
-        let object: JSONValue = .object([
-            "checkpoint": .object(["folder": .string(checkpointFolder), "interval": .int(e.checkpointInterval)]),
-            "config": .string(e.name),
-            "dataloader": .object(["dataset": .string(e.dataset)]),
-            "dump_folder": .string(dumpFolder),
-            "hf_assets_path": .string(e.hfAssetsPath),
-            "model_spec": .object(["flavor": .string(e.flavor), "name": .string(e.module == "kimi_k2_7" ? "kimi_k2_5" : e.module)]),
-            "module": .string(e.module),
-            "parallelism": .object(["expert_parallel_degree": .int(e.expertParallelDegree)]),
-            "torchtitan_version": .string("0.3.0"),
-            "training": .object(["seq_len": .int(seq)]),
-        ])
-        let json = Data(object.serialized.utf8)
+        let json = registryConfigJSON(module: e.module, specName: e.module == "kimi_k2_7" ? "kimi_k2_5" : e.module, config: e.name,
+                                      flavor: e.flavor, hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset,
+                                      expertParallelDegree: e.expertParallelDegree, checkpointInterval: e.checkpointInterval)
         return TrainConfig(path: "--module \(e.module) --config \(e.name)", modelName: e.module, flavor: e.flavor,
                            hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset, datasetPath: nil,
                            dumpFolder: dumpFolder, checkpointFolder: checkpointFolder,
                            expertParallelDegree: e.expertParallelDegree, json: json, registryArgs: args)
     }
 
-    static func qwen3Config(_ e: Qwen3Flavors.RegistryConfig, seqLen: Int?) throws -> TrainConfig {
-        guard var args = Qwen3Flavors.args(for: e.flavor) else { throw ModelArgsError(message: "qwen3 flavor \(e.flavor) is unknown") }
-        let seq = seqLen ?? e.seqLen
-        guard seq >= 1 else { throw ModelArgsError(message: "training.seq_len must be ≥ 1, not \(seq)") }
-        guard seq <= args.maxSeqLen else {
-            throw ModelArgsError(message: "training.seq_len \(seq) exceeds the RoPE maximum sequence length \(args.maxSeqLen) of qwen3 flavor \(e.flavor) (TorchTitan refuses it too)")
-        }
-        args.maxSeqLen = seq
-        let object: [String: Any] = [
-            "module": "qwen3", "config": e.name, "torchtitan_version": "0.3.0",
-            "model_spec": ["name": "qwen3", "flavor": e.flavor],
-            "hf_assets_path": e.hfAssetsPath, "dump_folder": dumpFolder,
-            "training": ["seq_len": seq],
-            "dataloader": ["dataset": e.dataset],
-            "parallelism": ["expert_parallel_degree": e.expertParallelDegree],
-            "checkpoint": ["folder": checkpointFolder, "interval": e.checkpointInterval],
-        ]
-        let json = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return TrainConfig(path: "--module qwen3 --config \(e.name)", modelName: "qwen3", flavor: e.flavor,
-                           hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset, datasetPath: nil,
-                           dumpFolder: dumpFolder, checkpointFolder: checkpointFolder,
-                           expertParallelDegree: e.expertParallelDegree, json: json, qwen3Args: args)
-    }
-
-    /// `--module gpt_oss --config NAME` (GptOss/GptOssConfigs.swift holds the table).
-    static func gptOssConfig(_ name: String, seqLen: Int?) throws -> TrainConfig {
-        let (e, args) = try GptOssConfigs.args(config: name, seqLen: seqLen)
-        let object: [String: Any] = [
-            "module": GptOssConfigs.module, "config": e.name, "torchtitan_version": "0.3.0",
-            "model_spec": ["name": GptOssConfigs.module, "flavor": e.flavor],
-            "hf_assets_path": e.hfAssetsPath, "dump_folder": dumpFolder,
-            "training": ["seq_len": args.maxSeqLen],
-            "dataloader": ["dataset": e.dataset],
-            "parallelism": ["expert_parallel_degree": e.expertParallelDegree],
-            "checkpoint": ["folder": checkpointFolder, "interval": e.checkpointInterval],
-        ]
-        let json = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        var config = TrainConfig(path: "--module \(GptOssConfigs.module) --config \(e.name)", modelName: GptOssConfigs.module,
-                                 flavor: e.flavor, hfAssetsPath: e.hfAssetsPath, seqLen: args.maxSeqLen, dataset: e.dataset,
-                                 datasetPath: nil, dumpFolder: dumpFolder, checkpointFolder: checkpointFolder,
-                                 expertParallelDegree: e.expertParallelDegree, json: json)
-        config.gptOssArgs = args
-        return config
+    /// The job config a registry entry stands for, as the JSON recorded with the results (keys sorted, so that
+    /// the same entry always gives the same bytes).
+    static func registryConfigJSON(module: String, specName: String, config: String, flavor: String, hfAssetsPath: String,
+                                   seqLen: Int, dataset: String, expertParallelDegree: Int, checkpointInterval: Int) -> Data {
+        let object: JSONValue = .object([
+            "checkpoint": .object(["folder": .string(checkpointFolder), "interval": .int(checkpointInterval)]),
+            "config": .string(config),
+            "dataloader": .object(["dataset": .string(dataset)]),
+            "dump_folder": .string(dumpFolder),
+            "hf_assets_path": .string(hfAssetsPath),
+            "model_spec": .object(["flavor": .string(flavor), "name": .string(specName)]),
+            "module": .string(module),
+            "parallelism": .object(["expert_parallel_degree": .int(expertParallelDegree)]),
+            "torchtitan_version": .string("0.3.0"),
+            "training": .object(["seq_len": .int(seqLen)]),
+        ])
+        return Data(object.serialized.utf8)
     }
 }

@@ -102,19 +102,26 @@ extension ModelArgs {
         public func active(topK: Int, numExperts: Int) -> Int {
             dense + router + shared + (numExperts > 0 ? experts * topK / numExperts : 0)
         }
+
+        /// TorchTitan's buckets by parameter name: "embedding" (counted as dense too), `moe.shared_experts`,
+        /// `moe.router`, names containing `routedExperts`, everything else dense.
+        public init(bucketing shapes: some Sequence<(name: String, shape: [Int])>, routedExperts: String) {
+            for (name, shape) in shapes {
+                let n = shape.reduce(1, *)
+                if name.contains("embedding") { embedding += n; dense += n }
+                else if name.contains("moe.shared_experts") { shared += n }
+                else if name.contains("moe.router") { router += n }
+                else if name.contains(routedExperts) { experts += n }
+                else { dense += n }
+            }
+        }
+
+        public init() {}
     }
 
     public func parameterCounts() -> ParameterCounts {
-        var c = ParameterCounts()
-        for (name, shape) in expectedShapes() where !name.hasSuffix("moe.expert_bias") {
-            let n = shape.reduce(1, *)
-            if name.contains("embedding") { c.embedding += n; c.dense += n }
-            else if name.contains("moe.shared_experts") { c.shared += n }
-            else if name.contains("moe.router") { c.router += n }
-            else if name.contains("moe.experts") { c.experts += n }
-            else { c.dense += n }
-        }
-        return c
+        ParameterCounts(bucketing: expectedShapes().lazy.filter { !$0.key.hasSuffix("moe.expert_bias") }.map { (name: $0.key, shape: $0.value) },
+                        routedExperts: "moe.experts")
     }
 
     public var totalParameters: Int { parameterCounts().total }

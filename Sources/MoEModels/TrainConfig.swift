@@ -21,17 +21,16 @@ public struct TrainConfig: Sendable {
     public var json: Data
     /// A registry config's model arguments (`max_seq_len` already the training seq_len); TOML configs name a flavor.
     public var registryArgs: ModelArgs? = nil
-    /// A `--module qwen3` registry config's model arguments (`max_seq_len` already the training seq_len).
-    public var qwen3Args: Qwen3Args? = nil
-    /// A `--module gpt_oss` registry config's model arguments (`max_seq_len` already the training seq_len).
-    public var gptOssArgs: GptOssArgs? = nil
+    /// Another family's registry config's model arguments (`max_seq_len` already the training seq_len); the
+    /// family reads them back as its own args type.
+    public var familyArgs: (any RegistryModelArguments)? = nil
 
     /// Where `hf_assets_path` may be: as given (TorchTitan resolves it from the folder it runs in), then relative
     /// to a TOML config's folder. Registry configs have no file to be relative to.
     public var hfAssetsCandidates: [String] {
         guard let assets = hfAssetsPath else { return [] }
         var list = [assets]
-        if registryArgs == nil, qwen3Args == nil, gptOssArgs == nil, !assets.hasPrefix("/") {
+        if registryArgs == nil, familyArgs == nil, !assets.hasPrefix("/") {
             list.append(((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent(assets))
         }
         return list
@@ -43,8 +42,7 @@ public struct TrainConfig: Sendable {
         guard value >= 1 else { throw ModelArgsError(message: "--training.seq_len must be ≥ 1, not \(value)") }
         seqLen = value
         if registryArgs != nil { registryArgs!.maxSeqLen = value }
-        if gptOssArgs != nil { gptOssArgs!.maxSeqLen = value }
-        if qwen3Args != nil { qwen3Args!.maxSeqLen = value }
+        if familyArgs != nil { familyArgs!.maxSeqLen = value }
         if case .object(var object)? = try? JSONValue.parse(Array(json)) {
             var training = object["training"]?.objectValue ?? [:]
             training.set("seq_len", .int(value))

@@ -15,7 +15,7 @@ struct ModelOptions: ParsableArguments {
                                discussion: "A path that names an existing file is read as TOML; anything else is a TorchTitan 0.3.0 config_registry function (with --module), resolved to the same model args, seq_len, hf_assets_path and dump folder."))
     var config: String?
 
-    @Option(help: "TorchTitan 0.3 module of a registry --config: deepseek_v3, kimi_k2_7 or gpt_oss (optional when the name is unique; gpt_oss is read by convert so far).")
+    @Option(help: "TorchTitan 0.3 module of a registry --config: deepseek_v3, kimi_k2_7, qwen3 or gpt_oss (optional when the name is unique).")
     var module: String?
 
     @Option(name: [.customLong("training.seq_len"), .customLong("training-seq-len")],

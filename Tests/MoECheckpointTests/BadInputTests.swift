@@ -2,6 +2,7 @@ import Foundation
 import MoETensor
 import Testing
 @testable import MoECheckpoint
+import MoEModels
 
 /// Each damaged checkpoint gives one line naming the file (and the tensor), never a crash.
 @Suite struct BadInputTests {

@@ -2,6 +2,7 @@ import Foundation
 import MoETensor
 import Testing
 @testable import MoECheckpoint
+import MoEModels
 
 @Suite struct DCPTests {
     /// Entries as torch's FileSystemReader listed them.

@@ -2,6 +2,7 @@ import Foundation
 import MoETensor
 import Testing
 @testable import MoECheckpoint
+import MoEModels
 
 /// TorchTitan DCP → HF DeepSeek-V3 safetensors, read back through our HF reader.
 @Suite struct HFExportTests {

@@ -2,6 +2,7 @@ import Foundation
 import MoETensor
 import Testing
 @testable import MoECheckpoint
+import MoEModels
 
 @Suite struct NamingTests {
     /// TorchTitan 0.2.2's own from_hf_map, with numbers filled in.

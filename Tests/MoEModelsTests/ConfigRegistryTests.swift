@@ -45,7 +45,7 @@ import Testing
             var want = try Qwen3Args.decode(json: Array(JSONSerialization.data(withJSONObject: goldenArgs)), source: name)
             #expect(Qwen3Flavors.args(for: config.flavor)?.maxSeqLen == want.maxSeqLen)
             want.maxSeqLen = seqLen
-            #expect(config.qwen3Args == want, "\(name)")
+            #expect(config.familyArgs as? Qwen3Args == want, "\(name)")
             #expect(config.modelName == "qwen3")
             return
         }
@@ -72,11 +72,11 @@ import Testing
         #expect(try ConfigRegistry.config(module: nil, name: "moonlight_16b_a3b").modelName == "kimi_k2_7")
         // Qwen3-30B-A3B trains at 4096 with a 40960-position RoPE cache; the debug MoE model's cache is 4096.
         let qwen = try ConfigRegistry.config(module: "qwen3", name: "qwen3_30b_a3b", seqLen: 8192)
-        #expect(qwen.qwen3Args?.maxSeqLen == 8192 && qwen.seqLen == 8192)
+        #expect((qwen.familyArgs as? Qwen3Args)?.maxSeqLen == 8192 && qwen.seqLen == 8192)
         #expect(throws: ModelArgsError.self) { try ConfigRegistry.config(module: "qwen3", name: "qwen3_moe_debug", seqLen: 4097) }
         var debug = try ConfigRegistry.config(module: nil, name: "qwen3_moe_debug")
         try debug.overrideSeqLen(128)
-        #expect(debug.qwen3Args?.maxSeqLen == 128 && debug.modelName == "qwen3")
+        #expect((debug.familyArgs as? Qwen3Args)?.maxSeqLen == 128 && debug.modelName == "qwen3")
     }
 
     @Test func unknownNamesAndModules() {

@@ -241,7 +241,7 @@ func routingMismatches(_ ours: [Int: [[Int]]], _ reference: [Int: [[Int]]]) -> I
         for module in ["gpt_oss", nil] as [String?] {
             let config = try ConfigRegistry.config(module: module, name: "gpt_oss_20b", seqLen: 4096)
             #expect(config.modelName == "gpt_oss" && config.flavor == "20b" && config.seqLen == 4096)
-            #expect(config.gptOssArgs == (try GptOssConfigs.args(config: "gpt_oss_20b", seqLen: 4096).args))
+            #expect(config.familyArgs as? GptOssArgs == (try GptOssConfigs.args(config: "gpt_oss_20b", seqLen: 4096).args))
         }
         #expect(throws: ModelArgsError.self) { try ConfigRegistry.config(module: "deepseek_v3", name: "gpt_oss_20b") }
     }

@@ -48,7 +48,7 @@ public struct MultiHeadLatentAttention: @unchecked Sendable {
     ///   with keys `[k_nope | k_pe]` in 64-query blocks that only touch the keys they can see;
     /// - absorbed (decode): `q_nope·W_kbᵀ` moves the query into the latent space, scores and the weighted sum
     ///   run over the cached latents directly, and `W_vb` maps the per-head result back to `v_head_dim`.
-    func apply(_ x: Tensor, batch: Int, newTokens n: Int, past: Int, rope: RopeTable,
+    func apply(_ x: Tensor, batch: Int, newTokens n: Int, past: Int, rope: RotaryTable,
                    store: KVCache.Layer, addInto hidden: Tensor) {
         let rows = x.rows, h = heads
         let dn = qkNopeHeadDim, dr = qkRopeHeadDim, dv = vHeadDim, dqk = qkHeadDim

@@ -233,29 +233,13 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
                             routeNorm: m.routeNorm, routeScale: Float(m.routeScale), scoreBeforeExperts: m.scoreBeforeExperts)
     }
 
-    /// Base frequencies `1/θ^(2i/d)` per rotated pair, blended towards `1/(factor·θ^(2i/d))` by YaRN's
-    /// linear ramp between the correction dims of `beta_fast` and `beta_slow` rotations (fp32, as torch).
+    /// RoPE frequencies of the rotated part of each head, YaRN-corrected with the correction range rounded
+    /// outwards (TorchTitan's DeepSeek-V3 `precompute_freqs_cis`, both eras).
     static func ropeFrequencies(args: ModelArgs, yarn: Bool) -> [Float] {
-        let dim = args.qkRopeHeadDim
-        var freqs = (0..<(dim / 2)).map { i -> Float in
-            1 / Float(pow(args.ropeTheta, Double(Float(2 * i) / Float(dim))))
-        }
-        guard yarn else { return freqs }
-        func correctionDim(_ rotations: Double) -> Double {
-            Double(dim) * log(Double(args.originalSeqLen) / (rotations * 2 * Double.pi)) / (2 * log(args.ropeTheta))
-        }
-        // Validated args keep these finite; the clamp keeps the Int conversion from trapping regardless.
-        func integer(_ value: Double) -> Int { value.isNaN ? 0 : Int(min(max(value, -1e15), 1e15)) }
-        let low = max(integer(floor(correctionDim(args.betaFast))), 0)
-        var high = Double(min(integer(ceil(correctionDim(args.betaSlow))), dim - 1))
-        if Double(low) == high { high += 0.001 }
-        let factor = Float(args.ropeFactor)
-        for i in 0..<freqs.count {
-            let ramp = min(max((Float(i) - Float(low)) / Float(high - Double(low)), 0), 1)
-            let smooth = 1 - ramp
-            freqs[i] = freqs[i] / factor * (1 - smooth) + freqs[i] * smooth
-        }
-        return freqs
+        guard yarn else { return RotaryTable.frequencies(theta: args.ropeTheta, rotatedDims: args.qkRopeHeadDim) }
+        return YaRNFrequencies.frequencies(rotatedDims: args.qkRopeHeadDim, theta: args.ropeTheta, factor: args.ropeFactor,
+                                           betaFast: args.betaFast, betaSlow: args.betaSlow,
+                                           originalSeqLen: args.originalSeqLen, truncate: true)
     }
 
     // MARK: - Forward
@@ -277,7 +261,7 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
         let rows = batch * seqLen
         let hidden = Tensor(shape: [rows, args.dim])
         backend.embed(tokens, table: embedding, into: hidden.data)
-        let rope = RopeTable(frequencies: ropeFrequencies, positions: past + seqLen)
+        let rope = RotaryTable(frequencies: ropeFrequencies, positions: past + seqLen, pairing: .interleaved)
         let normed = Tensor(shape: [rows, args.dim])
         let scratchStore = cache == nil ? KVCache.Layer(batch: batch, capacity: seqLen, streams: kvCacheLayout.layers.first ?? []) : nil
         for layer in layers {

@@ -23,13 +23,7 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
     public let shape: ModelShape
     public let kvCacheLayout: KVCacheLayout
 
-    struct Layer {
-        var index: Int
-        var attentionNorm: [Float]
-        var ffnNorm: [Float]
-        var attention: GroupedQueryAttention
-        var moe: MoEBlock
-    }
+    typealias Layer = GQAMoELayer
 
     // MARK: - Loading
 
@@ -117,31 +111,10 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
             return try forwardExpertParallel(group, tokens: tokens, batch: batch, seqLen: seqLen, cache: cache,
                                              logits: selection, observer: observer)
         }
-        let past = cache?.length ?? 0
-        let d = args.dim, rows = batch * seqLen, eps = Float(args.normEps)
-        let hidden = Tensor(shape: [rows, d])
-        for (r, token) in tokens.enumerated() { embedding.widen(from: Int(token) * d, count: d, into: hidden.row(r)) }
-        let rope = RotaryTable(frequencies: ropeFrequencies, positions: past + seqLen, pairing: .rotateHalf)
-        let normed = Tensor(shape: [rows, d])
-        let scratch = cache == nil ? KVCache.Layer(batch: batch, capacity: seqLen, streams: kvCacheLayout.layers[0]) : nil
-        for layer in layers {
-            let store = cache?.layers[layer.index] ?? scratch!
-            Ops.rmsNorm(hidden.data, rows: rows, dim: d, weight: layer.attentionNorm, eps: eps, into: normed.data)
-            layer.attention.apply(normed, batch: batch, newTokens: seqLen, past: past, rope: rope, store: store, addInto: hidden)
-            Ops.rmsNorm(hidden.data, rows: rows, dim: d, weight: layer.ffnNorm, eps: eps, into: normed.data)
-            try layer.moe.apply(normed, layer: layer.index, addInto: hidden, observer: observer, expertParallel: expertParallel)
-        }
-        cache?.length += seqLen
-        switch selection {
-        case .all:
-            Ops.rmsNorm(hidden.data, rows: rows, dim: d, weight: finalNorm, eps: eps, into: normed.data)
-            return Linear.apply(normed, lmHead)
-        case .last:
-            let last = Tensor(shape: [batch, d])
-            for b in 0..<batch {
-                Ops.rmsNorm(hidden.row(b * seqLen + seqLen - 1), rows: 1, dim: d, weight: finalNorm, eps: eps, into: last.row(b))
-            }
-            return Linear.apply(last, lmHead)
-        }
+        let decoder = GQAMoEDecoder(dim: args.dim, normEps: Float(args.normEps), embedding: embedding, layers: layers,
+                                    finalNorm: finalNorm, lmHead: lmHead, ropeFrequencies: ropeFrequencies,
+                                    cacheStreams: kvCacheLayout.layers[0])
+        return try decoder.forward(tokens: tokens, batch: batch, seqLen: seqLen, cache: cache, logits: selection,
+                                   observer: observer, expertParallel: expertParallel)
     }
 }

@@ -69,3 +69,20 @@ public enum GptOssConfigs {
         return (e, args)
     }
 }
+
+extension GptOssConfigs {
+    /// `--module gpt_oss --config NAME`, or nil when `entries` has no config of that name.
+    static func registryConfig(_ name: String, seqLen: Int?) throws -> TrainConfig? {
+        guard entry(name) != nil else { return nil }
+        let (e, args) = try self.args(config: name, seqLen: seqLen)
+        let json = ConfigRegistry.registryConfigJSON(module: module, specName: module, config: e.name, flavor: e.flavor,
+                                      hfAssetsPath: e.hfAssetsPath, seqLen: args.maxSeqLen, dataset: e.dataset,
+                                      expertParallelDegree: e.expertParallelDegree, checkpointInterval: e.checkpointInterval)
+        var config = TrainConfig(path: "--module \(module) --config \(e.name)", modelName: module,
+                                 flavor: e.flavor, hfAssetsPath: e.hfAssetsPath, seqLen: args.maxSeqLen, dataset: e.dataset,
+                                 datasetPath: nil, dumpFolder: ConfigRegistry.dumpFolder, checkpointFolder: ConfigRegistry.checkpointFolder,
+                                 expertParallelDegree: e.expertParallelDegree, json: json)
+        config.familyArgs = args
+        return config
+    }
+}

@@ -1,14 +1,16 @@
 import Foundation
 import MoECheckpoint
 
-extension GptOssArgs: ModelArguments {}
+extension GptOssArgs: RegistryModelArguments {}
 
 extension GptOss {
     /// gpt-oss in the registry: TorchTitan's `gpt_oss` module and HF `gpt_oss`.
     public static let family = ModelFamily(
         name: GptOss.familyName, torchTitanModules: [GptOssConfigs.module], hfModelTypes: [GptOssArgs.family],
         numExperts: { spec in try resolvedArgs(spec).args.moeArgs.numExperts },
-        load: { spec, expertParallel in try load(spec, expertParallel: expertParallel) })
+        load: { spec, expertParallel in try load(spec, expertParallel: expertParallel) },
+        registryConfig: { name, seqLen in try GptOssConfigs.registryConfig(name, seqLen: seqLen) },
+        registryConfigNames: GptOssConfigs.names)
 
     static func load(_ spec: ModelSpec, expertParallel: ExpertParallelGroup?) throws -> LoadedModel {
         let start = Date()

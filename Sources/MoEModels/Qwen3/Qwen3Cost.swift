@@ -6,15 +6,7 @@ extension Qwen3Args {
     /// Parameter counts in TorchTitan's buckets: names containing "embedding" (counted as dense too),
     /// `moe.router`, `moe.routed_experts`, everything else dense (lm_head included). `expert_bias_E` is a buffer.
     public func parameterCounts() -> ModelArgs.ParameterCounts {
-        var c = ModelArgs.ParameterCounts()
-        for (name, shape) in (try? Qwen3Naming.shapes(self)) ?? [] {
-            let n = shape.reduce(1, *)
-            if name.contains("embedding") { c.embedding += n; c.dense += n }
-            else if name.contains("moe.router") { c.router += n }
-            else if name.contains("moe.routed_experts") { c.experts += n }
-            else { c.dense += n }
-        }
-        return c
+        ModelArgs.ParameterCounts(bucketing: (try? Qwen3Naming.shapes(self)) ?? [], routedExperts: "moe.routed_experts")
     }
 
     public var totalParameters: Int { parameterCounts().total }

@@ -1,14 +1,19 @@
 import Foundation
 import MoECheckpoint
 
-extension Qwen3Args: ModelArguments {}
+extension Qwen3Args: RegistryModelArguments {}
 
 extension Qwen3MoE {
     /// Qwen3-MoE in the registry: TorchTitan's `qwen3` module (its MoE configs) and HF `qwen3_moe`.
     public static let family = ModelFamily(
         name: Qwen3MoE.familyName, torchTitanModules: ["qwen3"], hfModelTypes: ["qwen3_moe"],
         numExperts: { spec in try resolvedArgs(spec).args.moeArgs.numExperts },
-        load: { spec, expertParallel in try load(spec, expertParallel: expertParallel) })
+        load: { spec, expertParallel in try load(spec, expertParallel: expertParallel) },
+        registryConfig: { name, seqLen in try Qwen3Flavors.registryConfig(name, seqLen: seqLen) },
+        registryConfigNames: Qwen3Flavors.registry.map(\.name),
+        refusedRegistryConfigs: Dictionary(uniqueKeysWithValues: Qwen3Flavors.denseConfigs.map {
+            ($0, "is a dense Qwen3 model (no MoE layers); moe-eval evaluates MoE models")
+        }))
 
     static func load(_ spec: ModelSpec, expertParallel: ExpertParallelGroup?) throws -> LoadedModel {
         let start = Date()

@@ -54,3 +54,24 @@ public enum Qwen3Flavors {
         "qwen3_32b", "sft_qwen3_8b_math",
     ]
 }
+
+extension Qwen3Flavors {
+    /// `--module qwen3 --config NAME`, or nil when `registry` has no config of that name.
+    static func registryConfig(_ name: String, seqLen: Int?) throws -> TrainConfig? {
+        guard let e = registry.first(where: { $0.name == name }) else { return nil }
+        guard var args = args(for: e.flavor) else { throw ModelArgsError(message: "qwen3 flavor \(e.flavor) is unknown") }
+        let seq = seqLen ?? e.seqLen
+        guard seq >= 1 else { throw ModelArgsError(message: "training.seq_len must be ≥ 1, not \(seq)") }
+        guard seq <= args.maxSeqLen else {
+            throw ModelArgsError(message: "training.seq_len \(seq) exceeds the RoPE maximum sequence length \(args.maxSeqLen) of qwen3 flavor \(e.flavor) (TorchTitan refuses it too)")
+        }
+        args.maxSeqLen = seq
+        let json = ConfigRegistry.registryConfigJSON(module: "qwen3", specName: "qwen3", config: e.name, flavor: e.flavor,
+                                      hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset,
+                                      expertParallelDegree: e.expertParallelDegree, checkpointInterval: e.checkpointInterval)
+        return TrainConfig(path: "--module qwen3 --config \(e.name)", modelName: "qwen3", flavor: e.flavor,
+                           hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset, datasetPath: nil,
+                           dumpFolder: ConfigRegistry.dumpFolder, checkpointFolder: ConfigRegistry.checkpointFolder,
+                           expertParallelDegree: e.expertParallelDegree, json: json, familyArgs: args)
+    }
+}

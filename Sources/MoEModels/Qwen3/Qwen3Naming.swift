@@ -170,7 +170,7 @@ public final class Qwen3WeightSource: CheckpointWeightSource {
 
     public func load(_ name: String) throws -> StoredTensor {
         if let keys = expertKeys[name] {
-            return try HFNames.stackExperts(try keys.map { try store.loadRaw($0) }, name: name)
+            return try stackTensors(try keys.map { try store.loadRaw($0) }, name: name)
         }
         guard let raw = rawNames[name] else { throw CheckpointError("\(description): tensor '\(name)' is not in the checkpoint") }
         let tensor = try store.loadRaw(raw)
@@ -184,7 +184,7 @@ public final class Qwen3WeightSource: CheckpointWeightSource {
             guard leading.lowerBound >= 0, leading.upperBound <= keys.count else {
                 throw CheckpointError("\(description): tensor '\(name)': experts \(leading) are outside its \(keys.count) experts")
             }
-            return try HFNames.stackExperts(try keys[leading].map { try store.loadRaw($0) }, name: name)
+            return try stackTensors(try keys[leading].map { try store.loadRaw($0) }, name: name)
         }
         guard let raw = rawNames[name] else { throw CheckpointError("\(description): tensor '\(name)' is not in the checkpoint") }
         let tensor = try store.loadRaw(raw, leading: leading)

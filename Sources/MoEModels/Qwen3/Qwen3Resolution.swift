@@ -14,7 +14,7 @@ extension Qwen3Args {
             if let seqLen = spec.seqLen { args.maxSeqLen = seqLen; try args.validate() }
             return (args, "model args file \(file.path)", config)
         }
-        if let args = config?.qwen3Args {
+        if let args = config?.familyArgs as? Qwen3Args {
             return (args, "config \(config!.path) (flavor \(config!.flavor), seq_len \(config!.seqLen))", config)
         }
         if config != nil { return nil }

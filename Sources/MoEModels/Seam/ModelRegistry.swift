@@ -5,6 +5,12 @@ import MoEJSON
 /// A family's args as the results file records them (`model_args`).
 public protocol ModelArguments: Encodable, Sendable {}
 
+/// A family's args as a registry config carries them (`TrainConfig.familyArgs`): `--training.seq_len` sets
+/// `maxSeqLen`, as TorchTitan sizes the RoPE cache by the training seq_len.
+public protocol RegistryModelArguments: ModelArguments {
+    var maxSeqLen: Int { get set }
+}
+
 /// One model family as the loader sees it: the names that select it and how to build it.
 public struct ModelFamily: Sendable {
     /// TorchTitan module name (`ModelShape.family` of its models).
@@ -18,12 +24,22 @@ public struct ModelFamily: Sendable {
     public let numExperts: @Sendable (_ spec: ModelSpec) throws -> Int
     /// Builds the model from the spec's checkpoint (only this rank's experts under expert parallelism).
     public let load: @Sendable (_ spec: ModelSpec, _ expertParallel: ExpertParallelGroup?) throws -> LoadedModel
+    /// The TorchTitan 0.3.0 registry config `--config NAME` of this family (`max_seq_len` set to `seqLen` or
+    /// the config's training seq_len), or nil when the family defines none of that name.
+    public let registryConfig: @Sendable (_ name: String, _ seqLen: Int?) throws -> TrainConfig?
+    /// Names of the registry configs `registryConfig` builds.
+    public let registryConfigNames: [String]
+    /// Registry configs of the family's modules that moe-eval cannot evaluate, with why.
+    public let refusedRegistryConfigs: [String: String]
 
     public init(name: String, torchTitanModules: [String], hfModelTypes: [String],
                 numExperts: @escaping @Sendable (ModelSpec) throws -> Int,
-                load: @escaping @Sendable (ModelSpec, ExpertParallelGroup?) throws -> LoadedModel) {
+                load: @escaping @Sendable (ModelSpec, ExpertParallelGroup?) throws -> LoadedModel,
+                registryConfig: @escaping @Sendable (String, Int?) throws -> TrainConfig? = { _, _ in nil },
+                registryConfigNames: [String] = [], refusedRegistryConfigs: [String: String] = [:]) {
         self.name = name; self.torchTitanModules = torchTitanModules; self.hfModelTypes = hfModelTypes
-        self.numExperts = numExperts; self.load = load
+        self.numExperts = numExperts; self.load = load; self.registryConfig = registryConfig
+        self.registryConfigNames = registryConfigNames; self.refusedRegistryConfigs = refusedRegistryConfigs
     }
 }
 

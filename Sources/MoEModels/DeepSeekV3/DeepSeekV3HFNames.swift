@@ -1,4 +1,5 @@
 import Foundation
+import MoECheckpoint
 import MoETensor
 
 /// What a HuggingFace DeepSeek-V3 key holds, in TorchTitan terms.
@@ -94,11 +95,6 @@ public enum HFNames {
         return (layer, String(parts[2]))
     }
 
-    /// Stacks per-expert tensors (in expert order, equal shapes and dtypes) into one grouped tensor.
-    public static func stackExperts(_ experts: [StoredTensor], name: String) throws -> StoredTensor {
-        try stackTensors(experts, name: name)
-    }
-
     /// Splits a grouped canonical expert weight `[E, …]` into per-expert HF tensors, as views
     /// sharing the grouped tensor's memory.
     public static func splitExperts(_ grouped: StoredTensor) throws -> [StoredTensor] {
@@ -162,9 +158,7 @@ public struct HFNaming: Sendable {
             }
         }
         guard unrecognised.isEmpty else {
-            let list = unrecognised.sorted()
-            let shown = list.prefix(20).joined(separator: ", ") + (list.count > 20 ? ", … (\(list.count) in all)" : "")
-            throw CheckpointError("\(source): unrecognised HuggingFace DeepSeek-V3 key(s): \(shown)")
+            throw CheckpointError("\(source): unrecognised HuggingFace DeepSeek-V3 key(s): \(TorchTitanNames.keyList(unrecognised))")
         }
         var expertNames: [String: [String]] = [:]
         for (canonical, byIndex) in experts {

@@ -1,16 +1,5 @@
 import Foundation
-
-/// How one family of keys is spelled, and which TorchTitan release spells it that way.
-public struct NamingStyle: Hashable, Sendable, CustomStringConvertible, Comparable {
-    /// What the keys hold: "output head", "routed experts", "expert bias".
-    public let feature: String
-    /// The spelling seen, e.g. "lm_head.weight" or "moe.routed_experts.inner_experts.w1_EFD".
-    public let spelling: String
-    public let era: NamingEra
-
-    public var description: String { "\(feature): \(spelling) (\(era.rawValue))" }
-    public static func < (a: NamingStyle, b: NamingStyle) -> Bool { a.description < b.description }
-}
+import MoECheckpoint
 
 /// What a checkpoint key is, in TorchTitan's DeepSeek-V3 naming.
 public enum TorchTitanKey: Equatable, Sendable {
@@ -93,6 +82,12 @@ public enum TorchTitanNames {
         }
     }
 
+    /// Up to 20 keys, sorted, for an error message.
+    static func keyList(_ keys: [String]) -> String {
+        let list = keys.sorted()
+        return list.prefix(20).joined(separator: ", ") + (list.count > 20 ? ", … (\(list.count) in all)" : "")
+    }
+
     private static func projection(withSuffix name: String) -> String? {
         shapeSuffixes.first(where: { $0.value == name })?.key
     }
@@ -142,31 +137,12 @@ public struct TorchTitanNaming: Sendable {
             }
         }
         guard unrecognised.isEmpty else {
-            let list = unrecognised.sorted()
-            let shown = list.prefix(20).joined(separator: ", ") + (list.count > 20 ? ", … (\(list.count) in all)" : "")
-            throw CheckpointError("\(source): unrecognised DeepSeek-V3 TorchTitan key(s): \(shown)")
+            throw CheckpointError("\(source): unrecognised DeepSeek-V3 TorchTitan key(s): \(TorchTitanNames.keyList(unrecognised))")
         }
         self.rawNames = rawNames
         self.styles = styles.sorted()
         self.ignoredKeys = ignored.sorted { $0.0 < $1.0 }
         let hasOld = styles.contains { $0.era == .v0_2 }, hasNew = styles.contains { $0.era == .v0_3 }
         era = hasNew ? (hasOld ? .mixed : .v0_3) : .v0_2
-    }
-}
-
-/// DeepSeek-V3's naming: HF DeepSeek-V3 keys in safetensors files whose keys carry HF's `model.` prefix,
-/// TorchTitan keys (either era, or a mix) otherwise.
-public struct DeepSeekV3Naming: TensorNaming {
-    public init() {}
-
-    public func nameMap(for store: any RawTensorStore) throws -> TensorNameMap {
-        let keys = store.rawTensorInfos.keys
-        if store is SafetensorsCheckpoint, keys.contains(where: { $0.hasPrefix("model.") }) {
-            let naming = try HFNaming(keys: keys, source: store.description)
-            return TensorNameMap(era: .huggingface, direct: naming.rawNames, stacked: naming.expertNames,
-                                 ignoredKeys: naming.ignoredKeys)
-        }
-        let naming = try TorchTitanNaming(keys: keys, source: store.description)
-        return TensorNameMap(era: naming.era, styles: naming.styles, direct: naming.rawNames, ignoredKeys: naming.ignoredKeys)
     }
 }

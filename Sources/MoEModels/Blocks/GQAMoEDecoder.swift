@@ -1,0 +1,56 @@
+import MoETensor
+
+/// One pre-norm decoder layer of the GQA MoE families (Qwen3-MoE, gpt-oss): RMSNorm → attention → residual,
+/// RMSNorm → MoE → residual.
+struct GQAMoELayer {
+    var index: Int
+    var attentionNorm: [Float]
+    var ffnNorm: [Float]
+    var attention: GroupedQueryAttention
+    var moe: MoEBlock
+}
+
+/// The forward body the GQA MoE families share: embedding → `GQAMoELayer`s with rotate-half RoPE from
+/// `ropeFrequencies` → final RMSNorm → output head. The families differ only in what their blocks hold
+/// (biases, sinks, windows, q/k norms), so the order of operations lives once, here.
+struct GQAMoEDecoder {
+    let dim: Int
+    let normEps: Float
+    let embedding: Weight
+    let layers: [GQAMoELayer]
+    let finalNorm: [Float]
+    let lmHead: Weight
+    let ropeFrequencies: [Float]
+    let cacheStreams: [KVStream]
+
+    /// Logits of already checked `tokens` on this process (the caller handles expert-parallel dispatch).
+    func forward(tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache?, logits selection: LogitsSelection,
+                 observer: RoutingObserver?, expertParallel: ExpertParallelGroup?) throws -> Tensor {
+        let past = cache?.length ?? 0
+        let d = dim, rows = batch * seqLen, eps = normEps
+        let hidden = Tensor(shape: [rows, d])
+        for (r, token) in tokens.enumerated() { embedding.widen(from: Int(token) * d, count: d, into: hidden.row(r)) }
+        let rope = RotaryTable(frequencies: ropeFrequencies, positions: past + seqLen, pairing: .rotateHalf)
+        let normed = Tensor(shape: [rows, d])
+        let scratch = cache == nil ? KVCache.Layer(batch: batch, capacity: seqLen, streams: cacheStreams) : nil
+        for layer in layers {
+            let store = cache?.layers[layer.index] ?? scratch!
+            Ops.rmsNorm(hidden.data, rows: rows, dim: d, weight: layer.attentionNorm, eps: eps, into: normed.data)
+            layer.attention.apply(normed, batch: batch, newTokens: seqLen, past: past, rope: rope, store: store, addInto: hidden)
+            Ops.rmsNorm(hidden.data, rows: rows, dim: d, weight: layer.ffnNorm, eps: eps, into: normed.data)
+            try layer.moe.apply(normed, layer: layer.index, addInto: hidden, observer: observer, expertParallel: expertParallel)
+        }
+        cache?.length += seqLen
+        switch selection {
+        case .all:
+            Ops.rmsNorm(hidden.data, rows: rows, dim: d, weight: finalNorm, eps: eps, into: normed.data)
+            return Linear.apply(normed, lmHead)
+        case .last:
+            let last = Tensor(shape: [batch, d])
+            for b in 0..<batch {
+                Ops.rmsNorm(hidden.row(b * seqLen + seqLen - 1), rows: 1, dim: d, weight: finalNorm, eps: eps, into: last.row(b))
+            }
+            return Linear.apply(last, lmHead)
+        }
+    }
+}
