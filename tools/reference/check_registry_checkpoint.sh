@@ -15,7 +15,7 @@
 # Env:   MODULE (deepseek_v3 | qwen3 | gpt_oss | all; default deepseek_v3), CONFIG (default the module's debug
 #        config), MOE_EVAL_VENV (default .venv-ref, see README.md), MOE_EVAL_BIN (default .build/release/moe-eval),
 #        SEQ_LEN (deepseek_v3 default 256; qwen3/gpt_oss default: the registry's own seq_len, no override passed),
-#        TOKENS (default 32), SEED (default 0), INIT (rerandomised | torchtitan), ATTENTION (flex | sdpa),
+#        TOKENS (default 32), MIN_MARGIN (least routing margin of the drawn model; default 1e-4, qwen3 1e-5), SEED (default 0), INIT (rerandomised | torchtitan), ATTENTION (flex | sdpa),
 #        REUSE=1 (check an OUT_DIR that make_registry_checkpoint.py already wrote instead of writing it again)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,7 +28,7 @@ if [ "$module" = all ]; then
 fi
 case "$module" in
   deepseek_v3) config="${CONFIG:-deepseek_v3_debugmodel}"; seq_len="${SEQ_LEN:-256}";;
-  qwen3) config="${CONFIG:-qwen3_moe_debug}"; seq_len="${SEQ_LEN:-}";;
+  qwen3) config="${CONFIG:-qwen3_moe_debug}"; seq_len="${SEQ_LEN:-}"; MIN_MARGIN="${MIN_MARGIN:-1e-5}";;
   gpt_oss) config="${CONFIG:-gpt_oss_debugmodel}"; seq_len="${SEQ_LEN:-}";;
   *) echo "FAIL: MODULE must be deepseek_v3, qwen3, gpt_oss or all, not '$module'"; exit 1;;
 esac
@@ -44,7 +44,7 @@ if [ "${REUSE:-0}" = 1 ] && [ -f "$out/info.json" ]; then
 else
 echo "== TorchTitan 0.3.0: registry checkpoint $module $config (seq_len ${seq_len:-registry}) → $out"
 "$venv/bin/python" tools/reference/make_registry_checkpoint.py --out "$out" --module "$module" --config "$config" \
-  ${seq_len:+--seq-len "$seq_len"} --tokens "${TOKENS:-32}" \
+  ${seq_len:+--seq-len "$seq_len"} --tokens "${TOKENS:-32}" ${MIN_MARGIN:+--min-margin "$MIN_MARGIN"} \
   --seed "${SEED:-0}" --init "${INIT:-rerandomised}" --attention "${ATTENTION:-flex}" \
   2> >(grep -v "initial_load_model_only=True has no effect" >&2)
 fi
