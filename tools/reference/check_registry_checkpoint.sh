@@ -18,11 +18,12 @@
 #        TOKENS (default 32), MIN_MARGIN (least routing margin of the drawn model; default 1e-4, qwen3 1e-5), SEED (default 0), INIT (rerandomised | torchtitan), ATTENTION (flex | sdpa),
 #        REUSE=1 (check an OUT_DIR that make_registry_checkpoint.py already wrote instead of writing it again)
 set -euo pipefail
+script="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/../.."
 module="${MODULE:-deepseek_v3}"
 if [ "$module" = all ]; then
   for m in deepseek_v3 qwen3 gpt_oss; do
-    MODULE="$m" CONFIG= "$0" ${1:+"$1/$m"} || exit 1
+    MODULE="$m" CONFIG= "$script" ${1:+"$1/$m"} || exit 1
   done
   exit 0
 fi
@@ -54,7 +55,7 @@ margs=(--model-args "$out/model_args.json")
 echo "== moe-eval forward"
 "$bin" forward --checkpoint "$out/checkpoint/step-0" "${registry[@]}" --tokens-file "$out/tokens.json" --output "$tmp/a.json"
 "$bin" forward --checkpoint "$out/checkpoint/step-0" "${margs[@]}" --tokens-file "$out/tokens.json" --output "$tmp/b.json"
-echo "== moe-eval run --preset 30s --routing-input random"
+echo "== moe-eval run --preset 30s --routing-input random --skip-lm-eval"
 "$bin" run --quiet --checkpoint "$out/checkpoint" "${registry[@]}" --preset 30s --routing-input random --skip-lm-eval --output-dir "$tmp/run-a"
 "$bin" run --quiet --checkpoint "$out/checkpoint" "${margs[@]}" --preset 30s --routing-input random --skip-lm-eval --output-dir "$tmp/run-b"
 
