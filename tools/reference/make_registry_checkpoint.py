@@ -1,25 +1,32 @@
 #!/usr/bin/env python3
 """A real TorchTitan 0.3.0 checkpoint of a *registry* config, for checking `moe-eval --module/--config`.
 
-Dev-only (see README.md for the venv). Unlike make_dsv3_fixtures.py, which rebuilds small models from
-hand-chosen arguments, this takes the model from TorchTitan 0.3.0's own config registry:
+Dev-only (see README.md for the venv). Unlike make_dsv3_fixtures.py / make_family_fixtures.py, which rebuild
+small models from hand-chosen arguments, this takes the model from TorchTitan 0.3.0's own config registry
+(--module deepseek_v3 | qwen3 | gpt_oss, --config defaulting to deepseek_v3_debugmodel | qwen3_moe_debug |
+gpt_oss_debugmodel):
 
-    config = torchtitan.models.deepseek_v3.config_registry.deepseek_v3_debugmodel()
+    config = torchtitan.models.<module>.config_registry.<config>()
     config.training.seq_len = N                      # as `--training.seq_len N` does
     config.model_spec.model.update_from_config(config=config)   # what Trainer.__init__ does
     model = config.model_spec.model.build()          # CPU, fp32
 
 then TorchTitan's `init_states()` under `torch.no_grad()`, the team's re-randomisation
-(tt_common.rerandomise_weights: decisive router, non-zero expert_bias; `--init torchtitan` keeps
-TorchTitan's init and only draws a non-zero expert_bias), a model-only save through TorchTitan's
-own CheckpointManager at step 0, and TorchTitan's fp32 forward (flex attention) on 2 × 32 random tokens.
+(tt_common.rerandomise_weights, or make_family_fixtures.rerandomise for qwen3/gpt_oss: decisive router,
+non-zero expert_bias; `--init torchtitan` keeps TorchTitan's init and only draws a non-zero expert_bias), a
+model-only fp32 save through TorchTitan's own CheckpointManager at step 0, and TorchTitan's fp32 forward
+(flex attention; the experts' grouped GEMMs replaced by fp32 per-expert matmuls, as the fixtures do) on
+2 random token rows. gpt_oss_debugmodel names CUDA-only varlen attention; its model is rebuilt with the
+registry's own `model_registry(flavor, attn_backend="flex")` after checking that both have the same
+parameters (the attention backend holds no weights).
 
-    ${MOE_EVAL_VENV:-.venv-ref}/bin/python tools/reference/make_registry_checkpoint.py --out OUT [--seq-len 256]
+    ${MOE_EVAL_VENV:-.venv-ref}/bin/python tools/reference/make_registry_checkpoint.py --out OUT \
+        [--module qwen3] [--config qwen3_moe_debug] [--seq-len N]
 
 Writes:
     OUT/checkpoint/step-0/   .metadata + __0_0.distcp (written as <dump>/checkpoint/step-0 by CheckpointManager)
     OUT/model_args.json      the instantiated model's arguments (fixture schema, max_seq_len = seq_len)
-    OUT/tokens.json          {"tokens": [[32 ids], [32 ids]]}
+    OUT/tokens.json          {"tokens": [[N ids], [N ids]]}
     OUT/expected.json        {"logits", "routing": {"<layer>": {experts, weights, scores}}}
     OUT/info.json            config name, seq_len, seed, numerics read from the module, routing margin,
                              parameter count, the checkpoint reload check
@@ -33,16 +40,22 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CONFIG_NAME = "deepseek_v3_debugmodel"
-MODULE = "deepseek_v3"
+DEFAULT_CONFIGS = {"deepseek_v3": "deepseek_v3_debugmodel", "qwen3": "qwen3_moe_debug", "gpt_oss": "gpt_oss_debugmodel"}
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="output folder (replaced)")
-    parser.add_argument("--seq-len", type=int, default=256, help="training.seq_len override (default 256)")
+    parser.add_argument("--module", choices=sorted(DEFAULT_CONFIGS), default="deepseek_v3",
+                        help="TorchTitan model module (default deepseek_v3)")
+    parser.add_argument("--config", default=None, help="config_registry function (default: the module's debug model)")
+    parser.add_argument("--seq-len", type=int, default=None,
+                        help="training.seq_len override (default: the registry's own seq_len)")
     parser.add_argument("--tokens", type=int, default=32, help="tokens per row (default 32; 2 rows)")
     parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    parser.add_argument("--min-margin", type=float, default=None,
+                        help="least top-k selection margin a draw must reach (default tt_common.MIN_ROUTING_MARGIN); "
+                             "qwen3_moe_debug's 8 layers x 64 experts rarely leave 1e-4 between 8th and 9th score")
     parser.add_argument("--init", choices=["rerandomised", "torchtitan"], default="rerandomised",
                         help="rerandomised (default, as the fixtures) or TorchTitan's own init + random expert_bias")
     parser.add_argument("--attention", choices=["flex", "sdpa"], default="flex",
@@ -66,15 +79,34 @@ def main(argv=None) -> int:
 
 # --------------------------------------------------------------------------- worker
 
-def registry_model_config(seq_len: int, attention: str):
-    from torchtitan.models.common.attention import FlexAttention, ScaledDotProductAttention
-    from torchtitan.models.deepseek_v3 import config_registry
+def parameter_shapes(model_config) -> dict:
+    import torch
+    with torch.device("meta"):
+        model = model_config.build()
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
-    config = getattr(config_registry, CONFIG_NAME)()
-    config.training.seq_len = seq_len
+
+def registry_model_config(module: str, config_name: str, seq_len, attention: str):
+    import importlib
+
+    from torchtitan.models.common.attention import FlexAttention, ScaledDotProductAttention
+
+    config_registry = importlib.import_module(f"torchtitan.models.{module}.config_registry")
+    config = getattr(config_registry, config_name)()
+    if seq_len is not None:
+        config.training.seq_len = seq_len
+    if module == "gpt_oss" and not isinstance(config.model_spec.model.layers[0].attention.inner_attention,
+                                              FlexAttention.Config):
+        flex_spec = importlib.import_module("torchtitan.models.gpt_oss").model_registry(
+            config.model_spec.flavor, attn_backend="flex")
+        if parameter_shapes(flex_spec.model) != parameter_shapes(config.model_spec.model):
+            raise RuntimeError("the flex build of the flavor has other parameters than the registry's")
+        config.model_spec = flex_spec
     model_config = config.model_spec.model
     model_config.update_from_config(config=config)  # as Trainer.__init__: RoPE max_seq_len = training.seq_len
     for layer in model_config.layers:
+        if attention == "sdpa" and module != "deepseek_v3":
+            raise RuntimeError("--attention sdpa is for deepseek_v3 only (gpt-oss's sinks need flex)")
         if attention == "sdpa":
             layer.attention.inner_attention = ScaledDotProductAttention.Config()
         elif not isinstance(layer.attention.inner_attention, FlexAttention.Config):
@@ -82,7 +114,66 @@ def registry_model_config(seq_len: int, attention: str):
     return config, model_config
 
 
-def model_args_of(model_config, model) -> dict:
+def qwen3_model_args(model_config, model) -> dict:
+    """model_args.json in the qwen3 fixtures' schema (family_variants.py), read from the instantiated config."""
+    import torch
+    layers = model_config.layers
+    attention = layers[0].attention
+    rope = attention.rope
+    if any(l.moe is None for l in layers):
+        raise RuntimeError("expected every layer MoE")
+    for l in layers[1:]:
+        if (l.attention.rope, l.attention.n_heads, l.attention.n_kv_heads, l.attention.head_dim) != (
+                rope, attention.n_heads, attention.n_kv_heads, attention.head_dim):
+            raise RuntimeError("layers differ in attention arguments")
+    if rope.scaling not in (None, "none"):
+        raise RuntimeError(f"unexpected RoPE scaling {rope.scaling}")
+    moe = layers[0].moe
+    router = moe.router
+    norm_eps = {float(m.eps) for m in model.modules() if isinstance(m, torch.nn.RMSNorm)}
+    if len(norm_eps) != 1:
+        raise RuntimeError(f"RMSNorms use several eps: {norm_eps}")
+    return {
+        "family": "qwen3",
+        "vocab_size": model_config.vocab_size,
+        "dim": model_config.dim,
+        "n_layers": len(layers),
+        "n_heads": attention.n_heads,
+        "n_kv_heads": attention.n_kv_heads,
+        "head_dim": attention.head_dim,
+        "moe_inter_dim": moe.routed_experts.inner_experts.hidden_dim,
+        "norm_eps": norm_eps.pop(),
+        "qk_norm": attention.qk_norm is not None,
+        "rope_type": "rotate_half",
+        "rope_theta": float(rope.theta),
+        "rope_scaling": None,
+        "max_seq_len": rope.max_seq_len,
+        "enable_weight_tying": bool(getattr(model_config, "enable_weight_tying", False)),
+        "moe_args": {
+            "num_experts": moe.num_experts,
+            "num_shared_experts": 0 if moe.shared_experts is None else -1,
+            "top_k": router.top_k,
+            "score_func": router.score_func,
+            "route_norm": router.route_norm,
+            "route_scale": float(router.route_scale),
+            "num_expert_groups": router.num_expert_groups,
+            "num_limited_groups": router.num_limited_groups,
+            "gate_bias": bool(router.gate.bias),
+            "load_balance_coeff": moe.load_balance_coeff,
+        },
+    }
+
+
+def model_args_of(module: str, model_config, model) -> dict:
+    if module == "qwen3":
+        return qwen3_model_args(model_config, model)
+    if module == "gpt_oss":
+        from gptoss_registry_golden import model_args
+        return model_args(model_config)
+    return deepseek_model_args(model_config, model)
+
+
+def deepseek_model_args(model_config, model) -> dict:
     """model_args.json (fixture schema) read from the instantiated config and modules."""
     layers = model_config.layers
     attention = layers[0].attention
@@ -178,20 +269,29 @@ def run_worker(args) -> int:
     version = metadata.version("torchtitan")
     if version != "0.3.0":
         raise RuntimeError(f"needs torchtitan 0.3.0, PYTHONPATH gives {version}")
-    era.apply_era_patches()
-    tt_common.apply_cpu_patches()
-    era.ATTENTION_BACKEND = args.attention  # reference_forward: flex masks or plain is_causal SDPA
-    name = f"registry:{CONFIG_NAME}:{args.seq_len}:{args.init}"
+    module = args.module
+    config_name = args.config or DEFAULT_CONFIGS[module]
+    if module == "deepseek_v3":
+        era.apply_era_patches()
+        tt_common.apply_cpu_patches()
+        era.ATTENTION_BACKEND = args.attention  # reference_forward: flex masks or plain is_causal SDPA
+        forward, rerandomise = era.reference_forward, tt_common.rerandomise_weights
+    else:
+        import make_family_fixtures as family
+        family.apply_patches(module)
+        forward, rerandomise = family.reference_forward, family.rerandomise
+    name = f"registry:{config_name}:{args.seq_len}:{args.init}"
+    min_margin = tt_common.MIN_ROUTING_MARGIN if args.min_margin is None else args.min_margin
 
     for draw in range(tt_common.MAX_DRAWS):
-        config, model_config = registry_model_config(args.seq_len, args.attention)
+        config, model_config = registry_model_config(module, config_name, args.seq_len, args.attention)
         torch.manual_seed(tt_common.derived_seed(args.seed, name, draw, "init"))
         model = model_config.build()  # CPU, default dtype fp32
         with torch.no_grad():
             model.init_states()
         weights = torch.Generator().manual_seed(tt_common.derived_seed(args.seed, name, draw, "weights"))
         if args.init == "rerandomised":
-            tt_common.rerandomise_weights(model, weights, "random")
+            rerandomise(model, weights, "random")
         else:
             with torch.no_grad():
                 for key, tensor in model.state_dict(keep_vars=True).items():
@@ -203,14 +303,15 @@ def run_worker(args) -> int:
         tokens = tt_common.draw_tokens(
             torch.Generator().manual_seed(tt_common.derived_seed(args.seed, name, draw, "tokens")),
             model_config.vocab_size, args.tokens)
-        logits, routing, margin = era.reference_forward(model, tokens)
+        logits, routing, margin = forward(model, tokens)
         print(f"  draw {draw}: min routing margin {margin:.3g}, max |logit| {logits.abs().max().item():.3g}",
               flush=True)
-        if margin >= tt_common.MIN_ROUTING_MARGIN:
+        if margin >= min_margin:
             break
     else:
-        raise RuntimeError(f"no draw reached a routing margin of {tt_common.MIN_ROUTING_MARGIN}")
+        raise RuntimeError(f"no draw reached a routing margin of {min_margin}")
 
+    model_args = model_args_of(module, model_config, model)  # before the save: a refused config fails fast
     out = args.out.resolve()
     if out.exists():
         shutil.rmtree(out)
@@ -225,7 +326,7 @@ def run_worker(args) -> int:
 
     # Reload into a fresh registry model (NaN-filled) and recompute: the checkpoint is the model.
     import torch.distributed.checkpoint as dcp
-    _, fresh_config = registry_model_config(args.seq_len, args.attention)
+    _, fresh_config = registry_model_config(module, config_name, args.seq_len, args.attention)
     fresh = fresh_config.build()
     with torch.no_grad():
         fresh.init_states()
@@ -235,14 +336,13 @@ def run_worker(args) -> int:
     state = fresh.state_dict()
     dcp.load(state, checkpoint_id=str(out / "checkpoint" / "step-0"))
     fresh.load_state_dict(state)
-    reloaded_logits, reloaded_routing, _ = era.reference_forward(fresh, tokens)
+    reloaded_logits, reloaded_routing, _ = forward(fresh, tokens)
     reload_identical = bool(torch.equal(reloaded_logits, logits)) and all(
         torch.equal(reloaded_routing[i]["experts"], routing[i]["experts"]) for i in routing)
     if not reload_identical:
         raise RuntimeError("reloaded checkpoint gives other logits/routing")
 
-    model_args = model_args_of(model_config, model)
-    numerics = era.module_numerics(model)
+    numerics = era.module_numerics(model) if module == "deepseek_v3" else family.module_numerics(model, module)
     n_params = sum(p.numel() for p in model.parameters())
     tt_common.write_json(out / "model_args.json", model_args)
     tt_common.write_json(out / "tokens.json", {"tokens": tokens.tolist()}, compact=True)
@@ -250,10 +350,10 @@ def run_worker(args) -> int:
     tt_common.write_json(out / "info.json", {
         "torchtitan_version": version,
         "torch_version": torch.__version__,
-        "module": MODULE,
-        "config": CONFIG_NAME,
+        "module": module,
+        "config": config_name,
         "flavor": config.model_spec.flavor,
-        "training_seq_len": args.seq_len,
+        "training_seq_len": config.training.seq_len,
         "seed": args.seed,
         "draw": draw,
         "init": args.init,
@@ -264,11 +364,14 @@ def run_worker(args) -> int:
         "softmax_scale": numerics["softmax_scale"],
         "final_norm_eps": numerics["final_norm_eps"],
         "yarn_active": numerics["yarn_active"],
+        "numerics": numerics,
+        "tokens_per_row": args.tokens,
         "min_routing_margin": float(margin),
+        "required_routing_margin": min_margin,
         "reload_identical": reload_identical,
         "checkpoint_files": sorted(p.name for p in (out / "checkpoint" / "step-0").iterdir()),
     })
-    print(f"  wrote {out}: {n_params:,} parameters, seq_len {args.seq_len}, margin {margin:.3g}, "
+    print(f"  wrote {out}: {n_params:,} parameters, seq_len {config.training.seq_len}, margin {margin:.3g}, "
           f"reload identical {reload_identical}", flush=True)
     return 0
 
