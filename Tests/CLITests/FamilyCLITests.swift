@@ -142,6 +142,17 @@ import Testing
                 "\(table.stdout)\(table.stderr)")
     }
 
+    /// An HF folder names its family in config.json (model_type): the same parameter count as the DCP save.
+    @Test(arguments: all) func inspectReadsTheHuggingFaceConfig(fixture: Fixture) throws {
+        let hf = try CLI.run(["inspect", "--checkpoint", fixture.folder.appendingPathComponent("hf").path, "--json"])
+        let dcp = try CLI.run(["inspect"] + fixture.modelArguments + ["--json"])
+        #expect(hf.status == 0 && dcp.status == 0, "\(hf.stderr)\(dcp.stderr)")
+        let a = try #require(try JSONSerialization.jsonObject(with: Data(hf.stdout.utf8)) as? [String: Any])
+        let b = try #require(try JSONSerialization.jsonObject(with: Data(dcp.stdout.utf8)) as? [String: Any])
+        #expect(a["family"] as? String == fixture.family && (a["family_selected_by"] as? String ?? "").contains("model_type"))
+        #expect(a["total_params"] as? Int == b["total_params"] as? Int && a["active_params"] as? Int == b["active_params"] as? Int)
+    }
+
     /// Without args, inspect of another family's checkpoint fails clearly rather than guessing DeepSeek-V3 shapes.
     @Test func inspectWithoutArgsNamesTheKeys() throws {
         let r = try CLI.run(["inspect", "--checkpoint", Self.qwen3.checkpoint.path])
