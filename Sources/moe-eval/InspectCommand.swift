@@ -23,6 +23,13 @@ struct InspectCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let spec = try model.spec()
+            let selected = try ModelRegistry.family(for: spec)
+            // Shape inference knows DeepSeek-V3's tensors only; another family's checkpoint is read with its own
+            // key names and args by building the model, whose loader names any tensor that does not fit.
+            if selected.family.name != ModelRegistry.defaultFamily.name {
+                try inspectByLoading(spec, selectedBy: selected.reason)
+                return
+            }
             let source = try openWeightSource(at: spec.checkpoint)
             let shapes = source.tensorInfos.mapValues(\.shape)
             let (implied, guessed) = ModelArgs.inferred(from: shapes)
@@ -103,6 +110,57 @@ struct InspectCommand: ParsableCommand {
             }
             if !mismatches.isEmpty { throw ExitCode(2) }
         }
+    }
+
+    /// A family other than DeepSeek-V3: its tensors, its own parameter accounting and its args as resolved.
+    func inspectByLoading(_ spec: ModelSpec, selectedBy reason: String) throws {
+        let loaded = try ModelLoader.load(spec)
+        let source = loaded.source
+        let counts = loaded.model.parameterCounts()
+        let shape = loaded.model.shape
+        let active = counts.active(topK: shape.topK, numExperts: shape.numExperts)
+        let bytes = try Checked.sum(source.tensorInfos.values.map(\.byteCount), what: "\(source.description): the total size of the tensors")
+        let args = try JSONValueEncoder().encode(loaded.modelArgs)
+        if json {
+            let tensors: [JSONValue] = source.tensorInfos.keys.sorted(by: Self.naturalOrder).map { name in
+                let info = source.tensorInfos[name]!
+                return .object(["name": .string(name), "dtype": .string(info.dtype.torchName),
+                                "shape": .array(info.shape.map { .int($0) }), "bytes": .int(info.byteCount)])
+            }
+            let out: JSONObject = [
+                "checkpoint": .string(source.description),
+                "family": .string(loaded.family.name),
+                "family_selected_by": .string(reason),
+                "naming_era": .string(source.namingEra.rawValue),
+                "tensors": .array(tensors),
+                "tensor_bytes": .int(bytes),
+                "total_params": .int(counts.total),
+                "active_params": .int(active),
+                "model_args": args,
+                "model_args_origin": .string(loaded.argsOrigin),
+                "mismatches": .array([]),
+            ]
+            print(JSONValue.object(out).prettyPrinted, terminator: "")
+            return
+        }
+        print("checkpoint: \(source.description)")
+        print("family: \(loaded.family.name) (\(reason))")
+        print("key names: \(source.namingEra.rawValue)")
+        print("")
+        let width = source.tensorInfos.keys.map(\.count).max() ?? 10
+        for name in source.tensorInfos.keys.sorted(by: Self.naturalOrder) {
+            let info = source.tensorInfos[name]!
+            let shapeText = "[" + info.shape.map(String.init).joined(separator: ", ") + "]"
+            print(name.padding(toLength: width + 2, withPad: " ", startingAt: 0)
+                  + info.dtype.torchName.padding(toLength: 10, withPad: " ", startingAt: 0)
+                  + shapeText.padding(toLength: 20, withPad: " ", startingAt: 0) + Self.formatBytes(info.byteCount))
+        }
+        print("")
+        print("tensors: \(source.tensorInfos.count), \(Self.formatBytes(bytes))")
+        print("parameters (\(loaded.argsOrigin)): total \(Self.formatCount(counts.total)), active per token \(Self.formatCount(active))")
+        print("")
+        print("\(loaded.family.name) architecture (every tensor loaded with the expected shape):")
+        print(args.prettyPrinted)
     }
 
     static func mismatches(expected: [String: [Int]], actual: [String: [Int]]) -> [String] {

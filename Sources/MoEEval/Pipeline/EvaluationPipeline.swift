@@ -113,23 +113,26 @@ public final class EvaluationPipeline {
                                loadSeconds: loaded.loadSeconds,
                                numerics: .init(yarn: numerics.yarn, finalNormEps: Double(numerics.finalNormEps), origin: numerics.origin),
                                keyNaming: loaded.source.namingEra.rawValue, lmEval: .skipped(""))
+        record.family = loaded.family.name
         var results = EvaluationResults(checkpointDir: checkpointFolderEvaluated(at: spec.checkpoint).path, modelArgs: loaded.modelArgs,
                                         timestamp: timestamp, outputFile: outputURL.path, run: record)
         results.config = config.flatMap { try? JSONValue.parse(Array($0.json)) }
 
         var routing: RoutingMeasurement?
         if runRouting {
+            let window = Self.routingWindow(preset: preset, model: loaded.model.shape)
+            if let note = window.note { progress.note("note: " + note) }
             let input = options.routingInput == .random
-                ? RoutingInput.random(vocabSize: loaded.model.shape.vocabSize, samples: preset.routingSamples, seqLen: preset.routingSeqLen, seed: options.seed)
+                ? RoutingInput.random(vocabSize: loaded.model.shape.vocabSize, samples: preset.routingSamples, seqLen: window.seqLen, seed: options.seed)
                 : try RoutingInput.text(documents: documents!.documents, source: documents!.source, tokenizer: tokenizer!,
-                                        samples: preset.routingSamples, seqLen: preset.routingSeqLen, seed: options.seed)
-            let measured = try measureRouting(model: loaded.model, input: input, expertParallel: expertParallel,
+                                        samples: preset.routingSamples, seqLen: window.seqLen, seed: options.seed)
+            let measured = try measureRouting(model: loaded.model, input: input, seqLen: window.seqLen, expertParallel: expertParallel,
                                               expertParallelDegree: config?.expertParallelDegree)
             routing = measured
             results.routingStats = measured.statistics
             results.routedExperts = measured.routedExperts
             record.routingInput = measured.record
-            record.routingWarnings = measured.warnings
+            record.routingWarnings = (window.note.map { [$0] } ?? []) + measured.warnings
             if preset.inferenceIterations > 0, let tokenizer {
                 results.inference = try benchmarkInference(loaded: loaded, tokenizer: tokenizer)
             }
@@ -162,11 +165,17 @@ public final class EvaluationPipeline {
         return (results, written)
     }
 
+    /// The preset's routing window, capped at the model's max_seq_len: TorchTitan's RoPE tables end there, so a
+    /// longer window would measure positions no trained model sees. The note says so when the cap applies.
+    public static func routingWindow(preset: Preset, model shape: ModelShape) -> (seqLen: Int, note: String?) {
+        guard preset.routingSeqLen > shape.maxSeqLen else { return (preset.routingSeqLen, nil) }
+        return (shape.maxSeqLen, "routing seq_len \(preset.routingSeqLen) of preset \(preset.name) capped at the model's max_seq_len \(shape.maxSeqLen)")
+    }
+
     /// Routes the input's sequences one at a time (split across the ranks under expert parallelism) and
     /// counts what the router chose.
-    public func measureRouting(model: any CausalLanguageModel, input: RoutingInput, expertParallel: ExpertParallelGroup?,
+    public func measureRouting(model: any CausalLanguageModel, input: RoutingInput, seqLen: Int, expertParallel: ExpertParallelGroup?,
                                expertParallelDegree: Int?) throws -> RoutingMeasurement {
-        let seqLen = options.preset.routingSeqLen
         let shape = model.shape
         let collector = RoutingStatisticsCollector(sequenceLength: seqLen, expertGroups: shape.numExpertGroups,
                                                    limitedGroups: shape.numLimitedGroups)
@@ -232,7 +241,7 @@ public final class EvaluationPipeline {
         // The routing rate counts every rank's forwards, so it is compared with every rank's peak.
         let peaks = try expertParallel.map { try $0.communicator.allGather([peak]) } ?? [peak]
         let cost = ComputationalCost.compute(model: model, flopsSeqLen: inputs.config?.seqLen ?? model.shape.maxSeqLen,
-                                             measuredTokens: routing.tokens, measuredSeqLen: options.preset.routingSeqLen,
+                                             measuredTokens: routing.tokens, measuredSeqLen: routing.record.seqLen,
                                              measuredSeconds: routing.seconds, sgemmPeaks: peaks)
         progress.done(String(format: "cost: %.3f GFLOP/token forward, MFU %.1f%% of %.0f GFLOP/s sgemm (%d process%@)",
                              cost.forwardFlopsPerToken / 1e9, cost.mfu * 100, cost.cpuSgemmPeakGflopsPerSec,

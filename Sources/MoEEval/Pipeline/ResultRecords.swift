@@ -119,6 +119,8 @@ public struct RunRecord: Encodable {
     public var loadSeconds: Double
     public var numerics: NumericsRecord
     public var keyNaming: String
+    /// The model family evaluated (TorchTitan module name).
+    public var family: String?
     public var tool = "moe-eval"
     public var routingInput: RoutingInputRecord?
     public var routingWarnings: [String]?
@@ -164,7 +166,7 @@ public struct RunRecord: Encodable {
 
     enum CodingKeys: String, CodingKey {
         case preset, seed, threads, modelArgsOrigin = "model_args_origin", loadSeconds = "load_seconds", numerics
-        case keyNaming = "key_naming", tool, routingInput = "routing_input", routingWarnings = "routing_warnings"
+        case keyNaming = "key_naming", family, tool, routingInput = "routing_input", routingWarnings = "routing_warnings"
         case lmEval = "lm_eval", expertParallel = "expert_parallel", phaseSeconds = "phase_seconds"
     }
 
@@ -177,6 +179,7 @@ public struct RunRecord: Encodable {
         try container.encode(loadSeconds, forKey: .loadSeconds)
         try container.encode(numerics, forKey: .numerics)
         try container.encode(keyNaming, forKey: .keyNaming)
+        try container.encodeIfPresent(family, forKey: .family)
         try container.encode(tool, forKey: .tool)
         try container.encodeIfPresent(routingInput, forKey: .routingInput)
         try container.encodeIfPresent(routingWarnings.flatMap { $0.isEmpty ? nil : $0 }, forKey: .routingWarnings)
