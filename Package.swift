@@ -86,7 +86,8 @@ let package = Package(
         .executableTarget(
             name: "moe-eval",
             dependencies: [
-                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoEServer", "MoEDistributed", "MoEJSON", "MoEData", "MoECore", "CBLAS",
+                "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoEServer", "MoEDistributed", "MoEJSON", "MoEData",
+                "MoECore", "CBLAS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -103,8 +104,10 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["moe-eval", "MoECheckpoint", "MoEModels", "MoEEval", "HubTestSupport"]),
         .testTarget(
             name: "MoEServerTests",
-            dependencies: ["MoEServer", "MoEModels", "MoETokenizer", "MoEJSON",
-                           .product(name: "HummingbirdTesting", package: "hummingbird")]
+            dependencies: [
+                "MoEServer", "MoEModels", "MoETokenizer", "MoEJSON",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -75,7 +75,9 @@ public final class DCPCheckpoint: RawTensorStore {
             for chunk in tensors[name]!.chunks {
                 let file = files[chunk.file]!
                 guard chunk.byteOffset <= file.count, chunk.byteLength <= file.count - chunk.byteOffset else {
-                    throw CheckpointError("\(file.path): tensor '\(name)' chunk at \(chunk.offsets) needs bytes \(chunk.byteOffset)..<\(chunk.byteOffset &+ chunk.byteLength), past the end of the file (\(file.count) bytes; truncated?)")
+                    throw CheckpointError(
+                        "\(file.path): tensor '\(name)' chunk at \(chunk.offsets) needs bytes \(chunk.byteOffset)..<\(chunk.byteOffset &+ chunk.byteLength), past the end of the file (\(file.count) bytes; truncated?)"
+                    )
                 }
             }
         }
@@ -112,11 +114,15 @@ public final class DCPCheckpoint: RawTensorStore {
             }
             switch item {
             case .bytes:
-                entries.append(CheckpointEntry(name: name, kind: .bytes, role: role ?? .other,
-                                               chunkCount: storage.count, byteCount: byteCount))
+                entries.append(
+                    CheckpointEntry(
+                        name: name, kind: .bytes, role: role ?? .other,
+                        chunkCount: storage.count, byteCount: byteCount))
             case .tensor(let dtypeName, let shape, let chunkBoxes):
-                entries.append(CheckpointEntry(name: name, kind: .tensor(dtype: dtypeName, shape: shape),
-                                               role: role ?? .model, chunkCount: chunkBoxes.count, byteCount: byteCount))
+                entries.append(
+                    CheckpointEntry(
+                        name: name, kind: .tensor(dtype: dtypeName, shape: shape),
+                        role: role ?? .model, chunkCount: chunkBoxes.count, byteCount: byteCount))
                 guard role == nil else { continue }
                 guard let dtype = DCPCheckpoint.dtype(torchName: dtypeName) else {
                     throw CheckpointError("\(what): unknown dtype torch.\(dtypeName)")
@@ -129,15 +135,18 @@ public final class DCPCheckpoint: RawTensorStore {
                     guard let info = located[box.offsets] else {
                         throw CheckpointError("\(what): chunk at offsets \(box.offsets) has no storage entry")
                     }
-                    chunks.append(Chunk(offsets: box.offsets, sizes: box.sizes, file: info.relativePath,
-                                        byteOffset: info.offset, byteLength: info.length))
+                    chunks.append(
+                        Chunk(
+                            offsets: box.offsets, sizes: box.sizes, file: info.relativePath,
+                            byteOffset: info.offset, byteLength: info.length))
                 }
                 try DCPCheckpoint.checkCoverage(shape: shape, chunks: chunks, what: what)
                 tensors[name] = (TensorInfo(dtype: dtype, shape: shape), chunks)
             }
         }
-        return Metadata(version: parsed.version, entries: entries.sorted { $0.name < $1.name }, modelTensors: tensors,
-                        fileNames: Set(parsed.storage.values.flatMap { $0.map(\.info.relativePath) }).sorted())
+        return Metadata(
+            version: parsed.version, entries: entries.sorted { $0.name < $1.name }, modelTensors: tensors,
+            fileNames: Set(parsed.storage.values.flatMap { $0.map(\.info.relativePath) }).sorted())
     }
 
     /// torch dtype names (`torch.float32` → "float32", aliases included) → DType.
@@ -213,10 +222,14 @@ public final class DCPCheckpoint: RawTensorStore {
             return
         }
         let spansAll = { (chunk: Chunk, axis: Int) in chunk.offsets[axis] == 0 && chunk.sizes[axis] == shape[axis] }
-        guard let axis = shape.indices.first(where: { axis in
-            nonEmpty.allSatisfy { chunk in shape.indices.allSatisfy { $0 == axis || spansAll(chunk, $0) } }
-        }) else {
-            throw CheckpointError("\(what): \(nonEmpty.count) chunks in an irregular layout, more than the \(pairwiseChunkLimit) that can be checked for overlap")
+        guard
+            let axis = shape.indices.first(where: { axis in
+                nonEmpty.allSatisfy { chunk in shape.indices.allSatisfy { $0 == axis || spansAll(chunk, $0) } }
+            })
+        else {
+            throw CheckpointError(
+                "\(what): \(nonEmpty.count) chunks in an irregular layout, more than the \(pairwiseChunkLimit) that can be checked for overlap"
+            )
         }
         let sorted = nonEmpty.sorted { $0.offsets[axis] < $1.offsets[axis] }
         for (a, b) in zip(sorted, sorted.dropFirst()) where overlaps(a, b) { throw overlapError(a, b) }
@@ -235,8 +248,9 @@ public final class DCPCheckpoint: RawTensorStore {
         return try StoredTensor.assembling(name: name, dtype: info.dtype, shape: info.shape) { out in
             for chunk in filled {
                 let part = try readChunk(chunk, of: name, dtype: info.dtype)
-                copyBox(part.bytes, offsets: chunk.offsets, sizes: chunk.sizes, into: out, shape: info.shape,
-                        elementSize: elementSize)
+                copyBox(
+                    part.bytes, offsets: chunk.offsets, sizes: chunk.sizes, into: out, shape: info.shape,
+                    elementSize: elementSize)
             }
         }
     }
@@ -259,13 +273,15 @@ public final class DCPCheckpoint: RawTensorStore {
             $0.elementCount > 0 && $0.offsets[0] < range.upperBound && range.lowerBound < $0.offsets[0] + $0.sizes[0]
         }
         if overlapping.count == 1, let chunk = overlapping.first, Array(chunk.sizes.dropFirst()) == inner,
-           chunk.offsets[0] <= range.lowerBound, range.upperBound <= chunk.offsets[0] + chunk.sizes[0] {
+            chunk.offsets[0] <= range.lowerBound, range.upperBound <= chunk.offsets[0] + chunk.sizes[0]
+        {
             let part = try readChunk(chunk, of: name, dtype: info.dtype, verifyingCRC: false)
             let rowBytes = inner.reduce(1, *) * elementSize
             let start = (range.lowerBound - chunk.offsets[0]) * rowBytes
-            return try StoredTensor(name: name, dtype: info.dtype, shape: shape,
-                                    bytes: UnsafeRawBufferPointer(rebasing: part.bytes[start..<(start + range.count * rowBytes)]),
-                                    owner: part.owner)
+            return try StoredTensor(
+                name: name, dtype: info.dtype, shape: shape,
+                bytes: UnsafeRawBufferPointer(rebasing: part.bytes[start..<(start + range.count * rowBytes)]),
+                owner: part.owner)
         }
         return try StoredTensor.assembling(name: name, dtype: info.dtype, shape: shape) { out in
             for chunk in overlapping {
@@ -274,9 +290,10 @@ public final class DCPCheckpoint: RawTensorStore {
                 let upper = min(chunk.offsets[0] + chunk.sizes[0], range.upperBound)
                 let rowBytes = chunk.sizes.dropFirst().reduce(1, *) * elementSize
                 let start = (lower - chunk.offsets[0]) * rowBytes
-                copyBox(UnsafeRawBufferPointer(rebasing: part.bytes[start..<(start + (upper - lower) * rowBytes)]),
-                        offsets: [lower - range.lowerBound] + chunk.offsets.dropFirst(),
-                        sizes: [upper - lower] + chunk.sizes.dropFirst(), into: out, shape: shape, elementSize: elementSize)
+                copyBox(
+                    UnsafeRawBufferPointer(rebasing: part.bytes[start..<(start + (upper - lower) * rowBytes)]),
+                    offsets: [lower - range.lowerBound] + chunk.offsets.dropFirst(),
+                    sizes: [upper - lower] + chunk.sizes.dropFirst(), into: out, shape: shape, elementSize: elementSize)
             }
         }
     }
@@ -295,8 +312,10 @@ public final class DCPCheckpoint: RawTensorStore {
 
 /// Copies a contiguous block of `sizes` into a row-major tensor of `shape` at `offsets`,
 /// one innermost row at a time.
-private func copyBox(_ source: UnsafeRawBufferPointer, offsets: [Int], sizes: [Int],
-                     into destination: UnsafeMutableRawBufferPointer, shape: [Int], elementSize: Int) {
+private func copyBox(
+    _ source: UnsafeRawBufferPointer, offsets: [Int], sizes: [Int],
+    into destination: UnsafeMutableRawBufferPointer, shape: [Int], elementSize: Int
+) {
     let rank = shape.count
     guard rank > 0 else {
         destination.baseAddress!.copyMemory(from: source.baseAddress!, byteCount: elementSize)
@@ -348,7 +367,9 @@ struct DCPMetadataParser {
     func fail(_ message: String) -> CheckpointError { CheckpointError("\(source): \(message)") }
 
     func object(_ value: PickleValue?, _ type: String, _ what: String) throws -> PickleObject {
-        guard case .object(let o)? = value else { throw fail("\(what) is not a \(type) (found \(value.map { String($0.description.prefix(80)) } ?? "nothing"))") }
+        guard case .object(let o)? = value else {
+            throw fail("\(what) is not a \(type) (found \(value.map { String($0.description.prefix(80)) } ?? "nothing"))")
+        }
         guard o.type == type else { throw fail("\(what) is a \(o.type), expected \(type)") }
         return o
     }
@@ -385,11 +406,13 @@ struct DCPMetadataParser {
                 guard let o = value.intArray else { throw fail("MetadataIndex of '\(fqn)' has a bad offset") }
                 offsets = o
             }
-            let info = try object(item.value, "torch.distributed.checkpoint.filesystem._StorageInfo",
-                                  "storage of '\(fqn)'")
+            let info = try object(
+                item.value, "torch.distributed.checkpoint.filesystem._StorageInfo",
+                "storage of '\(fqn)'")
             guard let path = info.field("relative_path")?.stringValue,
-                  let offset = info.field("offset")?.intValue,
-                  let length = info.field("length")?.intValue else {
+                let offset = info.field("offset")?.intValue,
+                let length = info.field("length")?.intValue
+            else {
                 throw fail("storage of '\(fqn)' lacks relative_path/offset/length")
             }
             guard offset >= 0, length >= 0 else {

@@ -1,12 +1,13 @@
+import CKernels
+import Foundation
+import MoECore
+import MoETensor
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import CKernels
-import Foundation
-import MoECore
-import MoETensor
 
 /// The dtype an HF export writes floating-point tensors in.
 public enum HFExportDType: String, Sendable, CaseIterable {
@@ -118,8 +119,10 @@ public enum HFExport {
 
     /// Writes every shard of `plan` and then `model.safetensors.index.json` into `folder`.
     /// `progress(done, total)` is called after each tensor.
-    public static func write(_ plan: HFExportPlan, from source: WeightSource, into folder: URL,
-                             progress: ((Int, Int) -> Void)? = nil) throws {
+    public static func write(
+        _ plan: HFExportPlan, from source: WeightSource, into folder: URL,
+        progress: ((Int, Int) -> Void)? = nil
+    ) throws {
         let converter = DTypeConverter()
         var done = 0
         var cached: StoredTensor?
@@ -145,7 +148,9 @@ public enum HFExport {
                         let grouped = cached!
                         let size = t.shape.reduce(1, *) * t.sourceDType.byteSize
                         guard grouped.shape.first.map({ $0 * size }) == grouped.bytes.count, expert < grouped.shape[0] else {
-                            throw CheckpointError("\(source.description): tensor '\(canonical)' is \(grouped.shape), not \(expert + 1)+ experts of \(t.shape)")
+                            throw CheckpointError(
+                                "\(source.description): tensor '\(canonical)' is \(grouped.shape), not \(expert + 1)+ experts of \(t.shape)"
+                            )
                         }
                         let slice = UnsafeRawBufferPointer(rebasing: grouped.bytes[(expert * size)..<((expert + 1) * size)])
                         try converter.convert(slice, from: t.sourceDType, to: t.dtype, into: sink)
@@ -159,8 +164,9 @@ public enum HFExport {
         }
         releasePages(of: cached)
         cached = nil
-        try SafetensorsWriter.writeIndex(weightMap: plan.weightMap, totalSize: plan.totalSize,
-                                         to: folder.appendingPathComponent("model.safetensors.index.json"))
+        try SafetensorsWriter.writeIndex(
+            weightMap: plan.weightMap, totalSize: plan.totalSize,
+            to: folder.appendingPathComponent("model.safetensors.index.json"))
     }
 
     /// Drops the pages of a memory-mapped tensor once written, so that reading a whole checkpoint through the
@@ -176,7 +182,9 @@ public enum HFExport {
     private static func loadChecked(_ canonical: String, from source: WeightSource, expecting dtype: DType) throws -> StoredTensor {
         let stored = try source.load(canonical)
         guard stored.dtype == dtype, stored.info == source.tensorInfos[canonical] else {
-            throw CheckpointError("\(source.description): tensor '\(canonical)' loaded as \(stored.dtype.torchName) \(stored.shape), but its metadata says \(dtype.torchName) \(source.tensorInfos[canonical]?.shape ?? [])")
+            throw CheckpointError(
+                "\(source.description): tensor '\(canonical)' loaded as \(stored.dtype.torchName) \(stored.shape), but its metadata says \(dtype.torchName) \(source.tensorInfos[canonical]?.shape ?? [])"
+            )
         }
         return stored
     }
@@ -188,7 +196,9 @@ public enum HFExport {
         var offset = 0
         for t in tensors {
             let shape = t.shape.map(String.init).joined(separator: ",")
-            fields.append("\(SafetensorsWriter.jsonString(t.name)):{\"dtype\":\"\(SafetensorsDType.code(t.dtype))\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + t.byteCount)]}")
+            fields.append(
+                "\(SafetensorsWriter.jsonString(t.name)):{\"dtype\":\"\(SafetensorsDType.code(t.dtype))\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + t.byteCount)]}"
+            )
             offset += t.byteCount
         }
         var header = Array(("{" + fields.joined(separator: ",") + "}").utf8)
@@ -214,8 +224,10 @@ final class DTypeConverter {
         narrowed.deallocate()
     }
 
-    func convert(_ bytes: UnsafeRawBufferPointer, from: DType, to: DType,
-                 into sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+    func convert(
+        _ bytes: UnsafeRawBufferPointer, from: DType, to: DType,
+        into sink: (UnsafeRawBufferPointer) throws -> Void
+    ) throws {
         if from == to || bytes.isEmpty {
             if !bytes.isEmpty { try sink(bytes) }
             return
@@ -288,7 +300,8 @@ public final class StagedOutputFolder {
             }
             let contents = (try? fm.contentsOfDirectory(atPath: path)) ?? []
             if !contents.isEmpty && !overwrite {
-                throw CheckpointError("\(path): folder exists and is not empty (\(contents.count) entries); refusing to overwrite it (pass --overwrite)")
+                throw CheckpointError(
+                    "\(path): folder exists and is not empty (\(contents.count) entries); refusing to overwrite it (pass --overwrite)")
             }
         }
         let parent = destination.deletingLastPathComponent()
@@ -301,7 +314,8 @@ public final class StagedOutputFolder {
         for folder in missing where mkdir(folder.path, 0o755) != 0 && errno != EEXIST {
             throw CheckpointError("\(path): cannot create folder \(folder.path) (\(String(cString: strerror(errno))))")
         }
-        staging = parent.appendingPathComponent(".\(destination.lastPathComponent).partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+        staging = parent.appendingPathComponent(
+            ".\(destination.lastPathComponent).partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         interruptCleanup = InterruptCleanup(path: staging.path, isFolder: true)
         guard mkdir(staging.path, 0o755) == 0 else {
             throw CheckpointError("\(path): cannot create a folder in \(parent.path) (\(String(cString: strerror(errno))))")

@@ -1,9 +1,10 @@
+import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Foundation
 
 /// A whole file mapped read-only into memory. Checkpoints are far larger than what we may copy,
 /// so tensors are handed out as views into this mapping, which stays alive as their owner.

@@ -161,18 +161,24 @@ public struct PickleAllowlist: Sendable {
 
     /// DCP `.metadata` and torch.save `data.pkl` globals.
     public static let checkpoint: PickleAllowlist = {
-        let dcpMetadata = ["Metadata", "TensorStorageMetadata", "TensorProperties", "ChunkStorageMetadata",
-                           "BytesStorageMetadata", "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING"]
-            .map { "torch.distributed.checkpoint.metadata." + $0 }
-        let dtypes = ["float32", "float", "float64", "double", "float16", "half", "bfloat16",
-                      "int64", "long", "int32", "int", "int16", "short", "int8", "uint8", "bool",
-                      "uint16", "uint32", "uint64", "complex32", "chalf", "complex64", "cfloat",
-                      "complex128", "cdouble", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz",
-                      "float8_e5m2fnuz", "float8_e8m0fnu", "qint8", "quint8", "qint32", "quint4x2"]
-            .map { "torch." + $0 }
-        let others = ["torch.distributed.checkpoint.filesystem._StorageInfo", "torch.Size",
-                      "torch.serialization._get_layout", "pathlib.PosixPath", "pathlib.WindowsPath",
-                      "torch._utils._rebuild_tensor_v2", "collections.OrderedDict"]
+        let dcpMetadata = [
+            "Metadata", "TensorStorageMetadata", "TensorProperties", "ChunkStorageMetadata",
+            "BytesStorageMetadata", "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING",
+        ]
+        .map { "torch.distributed.checkpoint.metadata." + $0 }
+        let dtypes = [
+            "float32", "float", "float64", "double", "float16", "half", "bfloat16",
+            "int64", "long", "int32", "int", "int16", "short", "int8", "uint8", "bool",
+            "uint16", "uint32", "uint64", "complex32", "chalf", "complex64", "cfloat",
+            "complex128", "cdouble", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz",
+            "float8_e5m2fnuz", "float8_e8m0fnu", "qint8", "quint8", "qint32", "quint4x2",
+        ]
+        .map { "torch." + $0 }
+        let others = [
+            "torch.distributed.checkpoint.filesystem._StorageInfo", "torch.Size",
+            "torch.serialization._get_layout", "pathlib.PosixPath", "pathlib.WindowsPath",
+            "torch._utils._rebuild_tensor_v2", "collections.OrderedDict",
+        ]
         return PickleAllowlist(names: Set(dcpMetadata + dtypes + others), torchStorageTypes: true)
     }()
 }
@@ -193,19 +199,24 @@ public struct Unpickler {
         self.allowlist = allowlist
     }
 
-    public static func load(_ data: UnsafeRawBufferPointer, source: String,
-                            allowlist: PickleAllowlist = .checkpoint) throws -> PickleValue {
+    public static func load(
+        _ data: UnsafeRawBufferPointer, source: String,
+        allowlist: PickleAllowlist = .checkpoint
+    ) throws -> PickleValue {
         try Unpickler(data, source: source, allowlist: allowlist).load()
     }
 
-    public static func load(_ data: [UInt8], source: String,
-                            allowlist: PickleAllowlist = .checkpoint) throws -> PickleValue {
+    public static func load(
+        _ data: [UInt8], source: String,
+        allowlist: PickleAllowlist = .checkpoint
+    ) throws -> PickleValue {
         try data.withUnsafeBytes { try load($0, source: source, allowlist: allowlist) }
     }
 
     public func load() throws -> PickleValue {
-        var machine = Machine(reader: ByteReader(data), source: source, allowlist: allowlist,
-                              expansionBudget: 1_000_000 + 16 * data.count)
+        var machine = Machine(
+            reader: ByteReader(data), source: source, allowlist: allowlist,
+            expansionBudget: 1_000_000 + 16 * data.count)
         return try machine.run()
     }
 }
@@ -374,7 +385,11 @@ private struct Machine {
             push(try littleEndianInteger(try bytes(Int(n), "LONG4")))
         case 0x49: // INT (text)
             let text = try textLine("INT")
-            if text == "00" { push(.bool(false)) } else if text == "01" { push(.bool(true)) } else {
+            if text == "00" {
+                push(.bool(false))
+            } else if text == "01" {
+                push(.bool(true))
+            } else {
                 push(try decimalInteger(text))
             }
         case 0x4C: // LONG (text)
@@ -680,8 +695,9 @@ private struct Machine {
             if c == 0x5C, i + 1 < line.count, line[i + 1] == UInt8(ascii: "u") || line[i + 1] == UInt8(ascii: "U") {
                 let width = line[i + 1] == UInt8(ascii: "u") ? 4 : 8
                 guard i + 2 + width <= line.count,
-                      let code = UInt32(String(decoding: line[(i + 2)..<(i + 2 + width)], as: UTF8.self), radix: 16),
-                      let scalar = Unicode.Scalar(code) else {
+                    let code = UInt32(String(decoding: line[(i + 2)..<(i + 2 + width)], as: UTF8.self), radix: 16),
+                    let scalar = Unicode.Scalar(code)
+                else {
                     throw failure("UNICODE has a bad \\u escape")
                 }
                 scalars.append(scalar)

@@ -1,12 +1,13 @@
+import Foundation
+import MoECore
+import MoEJSON
+import MoETensor
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Foundation
-import MoECore
-import MoEJSON
-import MoETensor
 
 /// Safetensors dtype codes ↔ DType.
 public enum SafetensorsDType {
@@ -127,7 +128,9 @@ public final class SafetensorsCheckpoint: RawTensorStore {
                 let file = try SafetensorsFile(url: fileURL)
                 for name in file.tensorInfos.keys {
                     if let previous = location[name] {
-                        throw CheckpointError("\(url.path): tensor '\(name)' is in both \(files[previous].url.lastPathComponent) and \(fileURL.lastPathComponent)")
+                        throw CheckpointError(
+                            "\(url.path): tensor '\(name)' is in both \(files[previous].url.lastPathComponent) and \(fileURL.lastPathComponent)"
+                        )
                     }
                     location[name] = files.count
                 }
@@ -159,8 +162,9 @@ public final class SafetensorsCheckpoint: RawTensorStore {
     public var entries: [CheckpointEntry] {
         rawTensorInfos.keys.sorted().map { name in
             let info = rawTensorInfos[name]!
-            return CheckpointEntry(name: name, kind: .tensor(dtype: info.dtype.torchName, shape: info.shape),
-                                   role: .model, chunkCount: 1, byteCount: info.byteCount)
+            return CheckpointEntry(
+                name: name, kind: .tensor(dtype: info.dtype.torchName, shape: info.shape),
+                role: .model, chunkCount: 1, byteCount: info.byteCount)
         }
     }
 
@@ -192,7 +196,9 @@ public enum SafetensorsWriter {
         var offset = 0
         for t in ordered {
             let shape = t.shape.map(String.init).joined(separator: ",")
-            fields.append("\(jsonString(t.name)):{\"dtype\":\"\(SafetensorsDType.code(t.dtype))\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + t.bytes.count)]}")
+            fields.append(
+                "\(jsonString(t.name)):{\"dtype\":\"\(SafetensorsDType.code(t.dtype))\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + t.bytes.count)]}"
+            )
             offset += t.bytes.count
         }
         json += fields.joined(separator: ",") + "}"
@@ -227,7 +233,8 @@ public enum SafetensorsWriter {
     /// Writes `model.safetensors.index.json` for sharded files.
     public static func writeIndex(weightMap: [String: String], totalSize: Int, to url: URL) throws {
         let items = weightMap.keys.sorted().map { "    \(jsonString($0)): \(jsonString(weightMap[$0]!))" }
-        let text = "{\n  \"metadata\": {\n    \"total_size\": \(totalSize)\n  },\n  \"weight_map\": {\n"
+        let text =
+            "{\n  \"metadata\": {\n    \"total_size\": \(totalSize)\n  },\n  \"weight_map\": {\n"
             + items.joined(separator: ",\n") + "\n  }\n}\n"
         let bytes = Array(text.utf8)
         try writeAtomically(to: url) { sink in try bytes.withUnsafeBytes { try sink($0) } }
@@ -259,7 +266,9 @@ public struct SafetensorsHeader: Sendable {
 
     /// Reads the 8-byte header length and the header of a whole file held in memory; returns the header
     /// and where the data section starts.
-    public static func parse(fileBytes bytes: UnsafeRawBufferPointer, source: String) throws
+    public static func parse(
+        fileBytes bytes: UnsafeRawBufferPointer, source: String
+    ) throws
         -> (header: SafetensorsHeader, dataStart: Int)
     {
         guard let length = readLittleEndian(bytes, at: 0, width: 8) else {
@@ -306,13 +315,15 @@ public struct SafetensorsHeader: Sendable {
             guard let shapeValues = entry["shape"]?.arrayValue else { throw CheckpointError("\(what): shape is missing or not an array") }
             let shape = try shapeValues.map { dimension -> Int in
                 guard case .int(let n) = dimension else {
-                    throw CheckpointError("\(what): shape \(JSONValue.array(shapeValues).serialized) holds something that is not an integer")
+                    throw CheckpointError(
+                        "\(what): shape \(JSONValue.array(shapeValues).serialized) holds something that is not an integer")
                 }
                 return n
             }
             let byteCount = try checkedByteCount(shape: shape, dtype: dtype, what: what)
             guard let offsets = entry["data_offsets"]?.arrayValue, offsets.count == 2,
-                  case .int(let begin) = offsets[0], case .int(let end) = offsets[1] else {
+                case .int(let begin) = offsets[0], case .int(let end) = offsets[1]
+            else {
                 throw CheckpointError("\(what): data_offsets must be two integers")
             }
             guard begin >= 0, begin <= end, end <= dataSize else {

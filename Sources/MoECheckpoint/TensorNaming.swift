@@ -22,8 +22,10 @@ public struct TensorNameMap: Sendable {
     /// Keys deliberately skipped (non-persistent buffers, multi-token-prediction layers), with why.
     public var ignoredKeys: [(key: String, reason: String)]
 
-    public init(era: NamingEra, styles: [NamingStyle] = [], direct: [String: String], stacked: [String: [String]] = [:],
-                ignoredKeys: [(key: String, reason: String)] = []) {
+    public init(
+        era: NamingEra, styles: [NamingStyle] = [], direct: [String: String], stacked: [String: [String]] = [:],
+        ignoredKeys: [(key: String, reason: String)] = []
+    ) {
         self.era = era; self.styles = styles; self.direct = direct; self.stacked = stacked; self.ignoredKeys = ignoredKeys
     }
 }
@@ -48,7 +50,9 @@ public final class NamedWeightSource: CheckpointWeightSource {
                     throw CheckpointError("\(store.description): tensor '\(key)' is not in the checkpoint")
                 }
                 guard info == first else {
-                    throw CheckpointError("\(store.description): expert '\(key)' is \(info.dtype.torchName) \(info.shape), but '\(firstKey)' is \(first.dtype.torchName) \(first.shape)")
+                    throw CheckpointError(
+                        "\(store.description): expert '\(key)' is \(info.dtype.torchName) \(info.shape), but '\(firstKey)' is \(first.dtype.torchName) \(first.shape)"
+                    )
                 }
             }
             infos[canonical] = TensorInfo(dtype: first.dtype, shape: [keys.count] + first.shape)
@@ -95,7 +99,9 @@ public final class NamedWeightSource: CheckpointWeightSource {
 public func stackTensors(_ parts: [StoredTensor], name: String) throws -> StoredTensor {
     guard let first = parts.first else { throw CheckpointError("tensor '\(name)': no experts to stack") }
     for e in parts where e.dtype != first.dtype || e.shape != first.shape {
-        throw CheckpointError("tensor '\(name)': expert '\(e.name)' is \(e.dtype.torchName) \(e.shape), but '\(first.name)' is \(first.dtype.torchName) \(first.shape)")
+        throw CheckpointError(
+            "tensor '\(name)': expert '\(e.name)' is \(e.dtype.torchName) \(e.shape), but '\(first.name)' is \(first.dtype.torchName) \(first.shape)"
+        )
     }
     let size = first.bytes.count
     return try StoredTensor.assembling(name: name, dtype: first.dtype, shape: [parts.count] + first.shape) { out in
@@ -125,7 +131,8 @@ public func openTensorStore(at url: URL) throws -> any RawTensorStore {
     let contents = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
     if contents.contains(".metadata") { return try DCPCheckpoint(directory: folder) }
     if contents.contains(where: { $0.hasSuffix(".distcp") }) {
-        throw CheckpointError("\(folder.appendingPathComponent(".metadata").path): missing (the folder has .distcp files but no DCP .metadata)")
+        throw CheckpointError(
+            "\(folder.appendingPathComponent(".metadata").path): missing (the folder has .distcp files but no DCP .metadata)")
     }
     if contents.contains("model.safetensors.index.json") || contents.contains(where: { $0.hasSuffix(".safetensors") }) {
         return try SafetensorsCheckpoint(url: folder)

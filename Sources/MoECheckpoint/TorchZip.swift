@@ -42,10 +42,13 @@ public struct TorchArchive {
     /// Refuses an entry whose bytes do not have the CRC-32 the archive records for them.
     func checkCRC(of name: String, _ bytes: UnsafeRawBufferPointer) throws {
         guard let recorded = recordedCRC[name], recorded != 0 else { return }
-        let actual = bytes.isEmpty ? 0 : UInt32(truncatingIfNeeded: crc32_z(0, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count))
+        let actual =
+            bytes.isEmpty ? 0 : UInt32(truncatingIfNeeded: crc32_z(0, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count))
         guard actual == recorded else {
             func hex(_ v: UInt32) -> String { String(repeating: "0", count: 8 - String(v, radix: 16).count) + String(v, radix: 16) }
-            throw CheckpointError("\(source): entry \(name): its \(bytes.count) bytes have CRC-32 \(hex(actual)), the archive records \(hex(recorded)) (damaged or altered)")
+            throw CheckpointError(
+                "\(source): entry \(name): its \(bytes.count) bytes have CRC-32 \(hex(actual)), the archive records \(hex(recorded)) (damaged or altered)"
+            )
         }
     }
 
@@ -53,8 +56,10 @@ public struct TorchArchive {
     /// otherwise a contiguous copy. `owner` keeps the archive's memory alive. `expected` (what the
     /// DCP metadata says) is checked before anything is allocated. `verifyingCRC: false` skips the
     /// CRC-32 of the storage, for callers that read only part of it.
-    public func tensor(name: String, owner: AnyObject, expecting expected: TensorInfo? = nil,
-                       verifyingCRC: Bool = true) throws -> StoredTensor {
+    public func tensor(
+        name: String, owner: AnyObject, expecting expected: TensorInfo? = nil,
+        verifyingCRC: Bool = true
+    ) throws -> StoredTensor {
         let rebuilt = try value()
         guard case .object(let call) = rebuilt, call.type == "torch._utils._rebuild_tensor_v2" else {
             throw CheckpointError("\(source): data.pkl does not hold a tensor (found \(rebuilt.description.prefix(80)))")
@@ -62,19 +67,22 @@ public struct TorchArchive {
         return try tensor(from: call, name: name, owner: owner, expecting: expected, verifyingCRC: verifyingCRC)
     }
 
-    func tensor(from call: PickleObject, name: String, owner: AnyObject, expecting expected: TensorInfo? = nil,
-                verifyingCRC: Bool = true) throws -> StoredTensor {
+    func tensor(
+        from call: PickleObject, name: String, owner: AnyObject, expecting expected: TensorInfo? = nil,
+        verifyingCRC: Bool = true
+    ) throws -> StoredTensor {
         let what = "\(source): tensor '\(name)'"
         guard call.args.count >= 4,
-              case .persistent(let pid) = call.args[0],
-              let descriptor = pid.sequenceItems, descriptor.count >= 5,
-              descriptor[0] == .string("storage"),
-              case .global(let storageModule, let storageType) = descriptor[1],
-              let key = descriptor[2].stringValue,
-              let storageElements = descriptor[4].intValue,
-              let storageOffset = call.args[1].intValue,
-              let shape = call.args[2].intArray,
-              let strides = call.args[3].intArray else {
+            case .persistent(let pid) = call.args[0],
+            let descriptor = pid.sequenceItems, descriptor.count >= 5,
+            descriptor[0] == .string("storage"),
+            case .global(let storageModule, let storageType) = descriptor[1],
+            let key = descriptor[2].stringValue,
+            let storageElements = descriptor[4].intValue,
+            let storageOffset = call.args[1].intValue,
+            let shape = call.args[2].intArray,
+            let strides = call.args[3].intArray
+        else {
             throw CheckpointError("\(what): unexpected _rebuild_tensor_v2 arguments")
         }
         guard let dtype = TorchArchive.dtype(storageType: storageType) else {
@@ -95,7 +103,8 @@ public struct TorchArchive {
         }
         let elementSize = dtype.byteSize
         guard storageElements >= 0, storageElements <= storage.count / elementSize else {
-            throw CheckpointError("\(what): storage data/\(key) holds \(storage.count) bytes, less than \(storageElements) \(dtype.torchName) elements")
+            throw CheckpointError(
+                "\(what): storage data/\(key) holds \(storage.count) bytes, less than \(storageElements) \(dtype.torchName) elements")
         }
         if verifyingCRC { try checkCRC(of: storageName, storage) }
         let count = try checkedByteCount(shape: shape, dtype: dtype, what: what) / elementSize
@@ -114,17 +123,22 @@ public struct TorchArchive {
             last = sum
         }
         guard last < storageElements else {
-            throw CheckpointError("\(what): size \(shape) with strides \(strides) at offset \(storageOffset) reaches past its \(storageElements)-element storage")
+            throw CheckpointError(
+                "\(what): size \(shape) with strides \(strides) at offset \(storageOffset) reaches past its \(storageElements)-element storage"
+            )
         }
         let base = storage.baseAddress! + storageOffset * elementSize
         if isContiguous(shape: shape, strides: strides) {
-            return try StoredTensor(name: name, dtype: dtype, shape: shape,
-                                    bytes: UnsafeRawBufferPointer(start: base, count: count * elementSize), owner: owner)
+            return try StoredTensor(
+                name: name, dtype: dtype, shape: shape,
+                bytes: UnsafeRawBufferPointer(start: base, count: count * elementSize), owner: owner)
         }
         // A copy is bounded by the storage: more elements than it holds means strides that revisit
         // elements (an expanded view, e.g. stride 0), which could ask for any amount of memory.
         guard count <= storageElements else {
-            throw CheckpointError("\(what): size \(shape) with strides \(strides) repeats storage elements: it would need \(count) elements but its storage holds \(storageElements) (expanded views are not supported)")
+            throw CheckpointError(
+                "\(what): size \(shape) with strides \(strides) repeats storage elements: it would need \(count) elements but its storage holds \(storageElements) (expanded views are not supported)"
+            )
         }
         return try StoredTensor.assembling(name: name, dtype: dtype, shape: shape) { out in
             gatherStrided(from: base, shape: shape, strides: strides, elementSize: elementSize, into: out.baseAddress!)
@@ -231,7 +245,9 @@ public struct TorchArchive {
             guard method == 0 else { throw malformed("entry \(name) is compressed (method \(method)); torch.save writes stored entries") }
             guard compressedSize == size else { throw malformed("entry \(name) sizes disagree") }
             guard result[name] == nil else { throw malformed("entry \(name) appears twice in the central directory") }
-            guard bytes.count >= 30, localOffset <= UInt64(bytes.count - 30) else { throw malformed("entry \(name) starts outside the archive") }
+            guard bytes.count >= 30, localOffset <= UInt64(bytes.count - 30) else {
+                throw malformed("entry \(name) starts outside the archive")
+            }
             let local = Int(localOffset)
             guard try field(local, 4) == 0x0403_4B50 else { throw malformed("entry \(name) has no local header") }
 
@@ -242,9 +258,13 @@ public struct TorchArchive {
                 throw malformed("entry \(name): truncated local header")
             }
             guard localName.elementsEqual(nameBytes) else {
-                throw malformed("entry \(name): its local header names \(String(decoding: localName, as: UTF8.self)) (the central directory points at another entry)")
+                throw malformed(
+                    "entry \(name): its local header names \(String(decoding: localName, as: UTF8.self)) (the central directory points at another entry)"
+                )
             }
-            guard try field(local + 8, 2) == method else { throw malformed("entry \(name): local header and central directory disagree on the compression method") }
+            guard try field(local + 8, 2) == method else {
+                throw malformed("entry \(name): local header and central directory disagree on the compression method")
+            }
             let flags = try field(local + 6, 2)
             var localSizes = [try field(local + 22, 4), try field(local + 18, 4)]
             try applyZip64(extraStart: local + 30 + localNameLength, extraLength: localExtraLength, &localSizes)
@@ -257,14 +277,16 @@ public struct TorchArchive {
             if flags & 0x8 != 0 {
                 // Streamed entry (torch.save): zeros (or zip64's saturated marker) in the local header, the
                 // values in a data descriptor after the data, with 32- or 64-bit sizes.
-                guard (localCRC == 0 || localCRC == crc), localSizes.allSatisfy({ $0 == 0 || $0 == 0xFFFF_FFFF || $0 == size }) else {
+                guard localCRC == 0 || localCRC == crc, localSizes.allSatisfy({ $0 == 0 || $0 == 0xFFFF_FFFF || $0 == size }) else {
                     throw malformed("entry \(name): local header size or CRC-32 disagrees with the central directory")
                 }
                 var descriptor = dataEnd
                 if readLittleEndian(bytes, at: descriptor, width: 4) == 0x0807_4B50 { descriptor += 4 }
-                let narrow = readLittleEndian(bytes, at: descriptor + 4, width: 4) == size
+                let narrow =
+                    readLittleEndian(bytes, at: descriptor + 4, width: 4) == size
                     && readLittleEndian(bytes, at: descriptor + 8, width: 4) == size
-                let wide = readLittleEndian(bytes, at: descriptor + 4, width: 8) == size
+                let wide =
+                    readLittleEndian(bytes, at: descriptor + 4, width: 8) == size
                     && readLittleEndian(bytes, at: descriptor + 12, width: 8) == size
                 guard readLittleEndian(bytes, at: descriptor, width: 4) == UInt64(crc), narrow || wide else {
                     throw malformed("entry \(name): data descriptor size or CRC-32 disagrees with the central directory")
@@ -310,8 +332,10 @@ func isContiguous(shape: [Int], strides: [Int]) -> Bool {
 }
 
 /// Copies a strided tensor into row-major order (rare: DCP clones views before saving).
-private func gatherStrided(from base: UnsafeRawPointer, shape: [Int], strides: [Int], elementSize: Int,
-                           into out: UnsafeMutableRawPointer) {
+private func gatherStrided(
+    from base: UnsafeRawPointer, shape: [Int], strides: [Int], elementSize: Int,
+    into out: UnsafeMutableRawPointer
+) {
     let rank = shape.count
     var index = [Int](repeating: 0, count: rank)
     var written = 0

@@ -51,8 +51,10 @@ public final class StoredTensor: @unchecked Sendable {
     }
 
     /// A tensor owning freshly allocated bytes, filled by `fill` (used to assemble chunks or stack experts).
-    static func assembling(name: String, dtype: DType, shape: [Int],
-                           _ fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws -> StoredTensor {
+    static func assembling(
+        name: String, dtype: DType, shape: [Int],
+        _ fill: (UnsafeMutableRawBufferPointer) throws -> Void
+    ) throws -> StoredTensor {
         let count = try checkedByteCount(shape: shape, dtype: dtype, what: "tensor '\(name)'")
         let buffer = HeapBuffer(byteCount: count)
         try fill(buffer.mutableBytes)
@@ -70,8 +72,9 @@ public final class StoredTensor: @unchecked Sendable {
 /// `what` names the tensor and, where known, its file ("x.distcp: tensor 'w'").
 func checkedByteCount(shape: [Int], dtype: DType, what: String) throws -> Int {
     do {
-        return try Checked.multiply(Checked.product(shape, what: "\(what): shape \(shape)"), dtype.byteSize,
-                                    what: "\(what): shape \(shape)")
+        return try Checked.multiply(
+            Checked.product(shape, what: "\(what): shape \(shape)"), dtype.byteSize,
+            what: "\(what): shape \(shape)")
     } catch let error as SizeOverflowError {
         throw CheckpointError(error.description)
     }
@@ -125,9 +128,11 @@ public func checkpointFolderEvaluated(at url: URL) -> URL {
     let fm = FileManager.default
     var isDirectory: ObjCBool = false
     guard fm.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue,
-          let contents = try? fm.contentsOfDirectory(atPath: url.path) else { return url }
+        let contents = try? fm.contentsOfDirectory(atPath: url.path)
+    else { return url }
     if contents.contains(".metadata") || contents.contains(where: { $0.hasSuffix(".distcp") || $0.hasSuffix(".safetensors") })
-        || contents.contains("model.safetensors.index.json") {
+        || contents.contains("model.safetensors.index.json")
+    {
         return url
     }
     return latestStepFolder(in: url, contents: contents) ?? url
@@ -143,7 +148,8 @@ func latestStepFolder(in folder: URL, contents: [String]) -> URL? {
         let candidate = folder.appendingPathComponent(name)
         let fm = FileManager.default
         if fm.fileExists(atPath: candidate.appendingPathComponent(".metadata").path)
-            || fm.fileExists(atPath: candidate.appendingPathComponent("model.safetensors.index.json").path) {
+            || fm.fileExists(atPath: candidate.appendingPathComponent("model.safetensors.index.json").path)
+        {
             return candidate
         }
     }

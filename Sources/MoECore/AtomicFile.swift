@@ -60,8 +60,10 @@ public enum AtomicFile {
     /// `contents` receives that final URL (results files record their own path) and may be called again with the
     /// next name when the first one was taken in the meantime.
     @discardableResult
-    public static func write(to url: URL, existing: Existing,
-                             contents: (_ finalURL: URL, _ output: Output) throws -> Void) throws -> URL {
+    public static func write(
+        to url: URL, existing: Existing,
+        contents: (_ finalURL: URL, _ output: Output) throws -> Void
+    ) throws -> URL {
         let folder = url.deletingLastPathComponent()
         var isFolder: ObjCBool = false
         guard FileManager.default.fileExists(atPath: folder.path, isDirectory: &isFolder), isFolder.boolValue else {
@@ -113,7 +115,8 @@ public enum AtomicFile {
 
     static func holdForTests() {
         guard let text = getenv(holdBeforePublishVariable).map({ String(cString: $0) }),
-              let seconds = Double(text), seconds > 0, seconds <= 600 else { return }
+            let seconds = Double(text), seconds > 0, seconds <= 600
+        else { return }
         usleep(UInt32(seconds * 1_000_000))
     }
 
@@ -170,7 +173,8 @@ private final class TemporaryFile {
         let folder = target.deletingLastPathComponent()
         for _ in 0..<100 {
             let candidate = folder.appendingPathComponent(
-                ".\(target.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+                ".\(target.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+            ).path
             let cleanup = InterruptCleanup(path: candidate, isFolder: false)
             let fd = open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
             if fd >= 0 {
@@ -182,7 +186,8 @@ private final class TemporaryFile {
             let reason = errno
             cleanup.release()
             if reason != EEXIST {
-                throw AtomicFileError(path: target.path, reason: "cannot create a temporary file in \(folder.path) (\(String(cString: strerror(reason))))")
+                throw AtomicFileError(
+                    path: target.path, reason: "cannot create a temporary file in \(folder.path) (\(String(cString: strerror(reason))))")
             }
         }
         throw AtomicFileError(path: target.path, reason: "cannot find a free temporary name in \(folder.path)")

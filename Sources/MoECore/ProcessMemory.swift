@@ -43,8 +43,11 @@ public enum ProcessMemory {
             let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             guard text.hasPrefix("VmRSS:") else { continue }
             // "VmRSS:	  123456 kB"
-            guard let kilobytes = text.dropFirst(6).split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap({ Int($0) }),
-                  case (let bytes, false) = kilobytes.multipliedReportingOverflow(by: 1024) else { return nil }
+            guard
+                let kilobytes = text.dropFirst(6).split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap({ Int($0) }
+                ),
+                case (let bytes, false) = kilobytes.multipliedReportingOverflow(by: 1024)
+            else { return nil }
             return bytes
         }
         #endif

@@ -167,9 +167,11 @@ struct ArrowStreamReader {
         case 20: kind = .utf8(large: true)
         case 21: kind = .list(large: true, try onlyChild())
         default:
-            let names: [UInt8: String] = [7: "Decimal", 8: "Date", 9: "Time", 10: "Timestamp", 11: "Interval", 14: "Union",
-                                          15: "FixedSizeBinary", 17: "Map", 18: "Duration", 22: "RunEndEncoded",
-                                          23: "BinaryView", 24: "Utf8View", 25: "ListView", 26: "LargeListView"]
+            let names: [UInt8: String] = [
+                7: "Decimal", 8: "Date", 9: "Time", 10: "Timestamp", 11: "Interval", 14: "Union",
+                15: "FixedSizeBinary", 17: "Map", 18: "Duration", 22: "RunEndEncoded",
+                23: "BinaryView", 24: "Utf8View", 25: "ListView", 26: "LargeListView",
+            ]
             throw FormatProblem("column \(name) has Arrow type \(names[typeCode] ?? "code \(typeCode)"), which is not supported")
         }
         return ArrowField(name: name, kind: kind)
@@ -184,7 +186,8 @@ struct ArrowStreamReader {
         if let compression = try header.table(3) {
             let codec: Int8 = try compression.scalar(0, default: 0)
             guard codec == 1 else {
-                throw FormatProblem(codec == 0 ? "LZ4_FRAME buffer compression is not supported (ZSTD is)" : "buffer compression codec \(codec) is unknown")
+                throw FormatProblem(
+                    codec == 0 ? "LZ4_FRAME buffer compression is not supported (ZSTD is)" : "buffer compression codec \(codec) is unknown")
             }
             compressed = true
         }
@@ -206,7 +209,9 @@ struct ArrowStreamReader {
     }
 
     private mutating func spend(_ values: Int) throws {
-        guard values <= valueBudget else { throw FormatProblem("arrays claim more values than a file of \(bytes.count) bytes can plausibly hold") }
+        guard values <= valueBudget else {
+            throw FormatProblem("arrays claim more values than a file of \(bytes.count) bytes can plausibly hold")
+        }
         valueBudget -= values
     }
 
@@ -216,7 +221,9 @@ struct ArrowStreamReader {
         if case .null = field.kind { return Array(repeating: .null, count: length) }
         let validity = try cursor.nextBuffer()
         if nullCount > 0 {
-            guard validity.count >= (length + 7) / 8 else { throw FormatProblem("validity bitmap of \(validity.count) bytes for \(length) values") }
+            guard validity.count >= (length + 7) / 8 else {
+                throw FormatProblem("validity bitmap of \(validity.count) bytes for \(length) values")
+            }
         }
         func isValid(_ index: Int) -> Bool {
             nullCount == 0 || validity.isEmpty || validity[index >> 3] >> UInt8(index & 7) & 1 == 1
@@ -270,7 +277,9 @@ struct ArrowStreamReader {
             for index in 0..<length {
                 guard isValid(index) else { values.append(.null); continue }
                 let (start, end) = (offsets[index], offsets[index + 1])
-                guard start <= end, end <= data.count else { throw FormatProblem("string \(index) offsets \(start)..<\(end) outside its data (\(data.count) bytes)") }
+                guard start <= end, end <= data.count else {
+                    throw FormatProblem("string \(index) offsets \(start)..<\(end) outside its data (\(data.count) bytes)")
+                }
                 guard let text = String(validating: data[start..<end], as: UTF8.self) else {
                     throw FormatProblem("value \(index) is not valid UTF-8")
                 }
@@ -283,7 +292,9 @@ struct ArrowStreamReader {
             for index in 0..<length {
                 guard isValid(index) else { values.append(.null); continue }
                 let (start, end) = (offsets[index], offsets[index + 1])
-                guard start <= end, end <= items.count else { throw FormatProblem("list \(index) offsets \(start)..<\(end) outside its child (\(items.count) values)") }
+                guard start <= end, end <= items.count else {
+                    throw FormatProblem("list \(index) offsets \(start)..<\(end) outside its child (\(items.count) values)")
+                }
                 values.append(.array(Array(items[start..<end])))
             }
         case .fixedSizeList(let size, let child):
@@ -300,7 +311,9 @@ struct ArrowStreamReader {
             var childValues: [[JSONValue]] = []
             for child in children {
                 let decoded = try decode(child, &cursor, depth: depth + 1)
-                guard decoded.count >= length else { throw FormatProblem("struct field \(child.name) has \(decoded.count) values for \(length)") }
+                guard decoded.count >= length else {
+                    throw FormatProblem("struct field \(child.name) has \(decoded.count) values for \(length)")
+                }
                 childValues.append(decoded)
             }
             for index in 0..<length {
@@ -333,7 +346,9 @@ struct ArrowBatchCursor {
     }
 
     mutating func nextNode() throws -> (length: Int, nullCount: Int) {
-        guard nodeIndex < nodes.count else { throw FormatProblem("record batch has fewer field nodes (\(nodes.count)) than the schema needs") }
+        guard nodeIndex < nodes.count else {
+            throw FormatProblem("record batch has fewer field nodes (\(nodes.count)) than the schema needs")
+        }
         let at = nodes.start + 16 * nodeIndex
         nodeIndex += 1
         let length = try Checked.count(try bytes.littleEndian(Int64.self, at: at, "field node"), "field node length")
@@ -344,7 +359,9 @@ struct ArrowBatchCursor {
 
     /// The next buffer, copied so that it indexes from 0.
     mutating func nextBuffer() throws -> [UInt8] {
-        guard bufferIndex < buffers.count else { throw FormatProblem("record batch has fewer buffers (\(buffers.count)) than the schema needs") }
+        guard bufferIndex < buffers.count else {
+            throw FormatProblem("record batch has fewer buffers (\(buffers.count)) than the schema needs")
+        }
         let at = buffers.start + 16 * bufferIndex
         bufferIndex += 1
         let offset = try Checked.count(try bytes.littleEndian(Int64.self, at: at, "buffer"), "buffer offset")

@@ -27,7 +27,9 @@ public enum DatasetsArrowCache {
             for hash in (try? fm.contentsOfDirectory(atPath: versionFolder.path)) ?? []
             where !hash.hasPrefix(".") && !hash.hasSuffix(".incomplete") && !hash.hasSuffix(".lock") {
                 let folder = versionFolder.appendingPathComponent(hash)
-                let names = ((try? fm.contentsOfDirectory(atPath: folder.path)) ?? []).filter { isSplitFile($0, name: name, split: split.split) }
+                let names = ((try? fm.contentsOfDirectory(atPath: folder.path)) ?? []).filter {
+                    isSplitFile($0, name: name, split: split.split)
+                }
                 guard !names.isEmpty else { continue }
                 let date = (try? fm.attributesOfItem(atPath: folder.path)[.modificationDate] as? Date) ?? .distantPast
                 if best == nil || date > best!.date {
@@ -59,7 +61,8 @@ public enum DatasetsArrowCache {
                 let previous = scalars[i - 1]
                 let next = i + 1 < scalars.count ? scalars[i + 1] : nil
                 let previousLowerOrDigit = CharacterSet.lowercaseLetters.contains(previous) || CharacterSet.decimalDigits.contains(previous)
-                let startsWord = CharacterSet.uppercaseLetters.contains(previous) && next.map { CharacterSet.lowercaseLetters.contains($0) } == true
+                let startsWord =
+                    CharacterSet.uppercaseLetters.contains(previous) && next.map { CharacterSet.lowercaseLetters.contains($0) } == true
                 if previousLowerOrDigit || startsWord { out += "_" }
             }
             out.unicodeScalars.append(s)

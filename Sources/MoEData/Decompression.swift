@@ -79,7 +79,7 @@ enum Decompression {
                 let progressed = pos != produced
                 produced = pos
                 if rc == 0 && inBuffer.pos == inBuffer.size { break }
-                if rc == 0 { continue }  // another frame follows
+                if rc == 0 { continue } // another frame follows
                 if !progressed && inBuffer.pos == inBuffer.size && produced < output.count {
                     throw FormatProblem("ZSTD data is truncated")
                 }
@@ -123,7 +123,9 @@ enum Decompression {
                             return CZlib.inflate(streamPointer, Z_NO_FLUSH)
                         }
                         if rc == Z_STREAM_END && streamPointer.pointee.avail_out == 1 { return }
-                        if streamPointer.pointee.avail_out == 0 { throw FormatProblem("GZIP data expands past the declared \(expectedSize) bytes") }
+                        if streamPointer.pointee.avail_out == 0 {
+                            throw FormatProblem("GZIP data expands past the declared \(expectedSize) bytes")
+                        }
                         if rc == Z_BUF_ERROR { throw FormatProblem("GZIP data is truncated") }
                         throw FormatProblem("GZIP data is corrupt (zlib status \(rc))")
                     }

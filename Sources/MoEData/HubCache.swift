@@ -42,7 +42,8 @@ public enum HubCache {
 
     /// A commit as a folder name: hex digits or word characters, nothing that could leave `snapshots/`.
     static func isCommitName(_ text: String) -> Bool {
-        !text.isEmpty && text.count <= 128 && text.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) || $0 == "-" || $0 == "_" }
+        !text.isEmpty && text.count <= 128
+            && text.unicodeScalars.allSatisfy { CharacterSet.alphanumerics.contains($0) || $0 == "-" || $0 == "_" }
             && text.unicodeScalars.allSatisfy(\.isASCII)
     }
 
@@ -65,7 +66,10 @@ public enum HubCache {
         let folder = repoFolder(split.repo, in: cache).appendingPathComponent("snapshots")
         let fm = FileManager.default
         let commits = ((try? fm.contentsOfDirectory(atPath: folder.path)) ?? []).filter(isCommitName).map { commit in
-            (commit, (try? fm.attributesOfItem(atPath: folder.appendingPathComponent(commit).path)[.modificationDate] as? Date) ?? .distantPast)
+            (
+                commit,
+                (try? fm.attributesOfItem(atPath: folder.appendingPathComponent(commit).path)[.modificationDate] as? Date) ?? .distantPast
+            )
         }
         for (commit, _) in commits.sorted(by: { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }) {
             if let files = try locate(split, commit: commit, in: cache) { return files }
@@ -83,7 +87,8 @@ public enum HubCache {
             let resolved = url.resolvingSymlinksInPath()
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: resolved.path, isDirectory: &isDirectory) else {
-                throw DataFileError(file: url.path, "bad Hub cache entry: its blob \(resolved.path) is missing (delete the entry or download again)")
+                throw DataFileError(
+                    file: url.path, "bad Hub cache entry: its blob \(resolved.path) is missing (delete the entry or download again)")
             }
             guard !isDirectory.boolValue, FileManager.default.isReadableFile(atPath: resolved.path) else {
                 throw DataFileError(file: url.path, "bad Hub cache entry: not a readable file")

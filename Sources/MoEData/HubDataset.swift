@@ -67,7 +67,8 @@ public struct HubEnvironment: Sendable {
     /// `HF_HUB_OFFLINE` (or `HF_DATASETS_OFFLINE`) set to 1/true/yes/on: nothing is downloaded.
     public var offline: Bool
 
-    public init(hubCache: URL, datasetsCache: URL, endpoint: String = "https://huggingface.co", token: String? = nil, offline: Bool = false) {
+    public init(hubCache: URL, datasetsCache: URL, endpoint: String = "https://huggingface.co", token: String? = nil, offline: Bool = false)
+    {
         self.hubCache = hubCache
         self.datasetsCache = datasetsCache
         self.endpoint = endpoint
@@ -95,7 +96,10 @@ public struct HubEnvironment: Sendable {
             }
         }
         let truthy: Set<String> = ["1", "on", "yes", "true"]
-        let offline = ["HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"].contains { environment[$0].map { truthy.contains($0.lowercased()) } ?? false }
-        return HubEnvironment(hubCache: path(hubCache), datasetsCache: path(datasetsCache), endpoint: endpoint, token: token, offline: offline)
+        let offline = ["HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"].contains {
+            environment[$0].map { truthy.contains($0.lowercased()) } ?? false
+        }
+        return HubEnvironment(
+            hubCache: path(hubCache), datasetsCache: path(datasetsCache), endpoint: endpoint, token: token, offline: offline)
     }
 }

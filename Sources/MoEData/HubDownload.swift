@@ -1,5 +1,6 @@
 import Foundation
 import MoEJSON
+
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -80,13 +81,15 @@ public struct HubDownloader: Sendable {
         let client = HTTPClient(token: environment.token)
         let head = try client.head(url)
         if head.response.statusCode == 404, let headerCommit = head.response.value(forHTTPHeaderField: "X-Repo-Commit"),
-           HubCache.isCommitName(headerCommit) {
+            HubCache.isCommitName(headerCommit)
+        {
             let marker = HubCache.repoFolder(repo, in: cache).appendingPathComponent(".no_exist/\(headerCommit)/\(path)")
             try? FileManager.default.createDirectory(at: marker.deletingLastPathComponent(), withIntermediateDirectories: true)
             FileManager.default.createFile(atPath: marker.path, contents: nil)
         }
         if head.location == nil { try Self.check(head.response.statusCode, url) }
-        guard let rawETag = head.response.value(forHTTPHeaderField: "X-Linked-Etag") ?? head.response.value(forHTTPHeaderField: "ETag") else {
+        guard let rawETag = head.response.value(forHTTPHeaderField: "X-Linked-Etag") ?? head.response.value(forHTTPHeaderField: "ETag")
+        else {
             throw HubDownloadError("\(url): the Hub sent no ETag (is HF_ENDPOINT a Hub?)")
         }
         let etag = Self.normalizedETag(rawETag)
@@ -128,7 +131,8 @@ public struct HubDownloader: Sendable {
     func verify(_ file: URL, etag: String, expectedSize: Int64?, url: String) throws {
         let size = (try? FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int64) ?? nil
         if let expectedSize, size != expectedSize {
-            throw HubDownloadError("\(url): the body was cut short: \(size ?? 0) of \(expectedSize) bytes in \(file.path) (run again to resume)")
+            throw HubDownloadError(
+                "\(url): the body was cut short: \(size ?? 0) of \(expectedSize) bytes in \(file.path) (run again to resume)")
         }
         if etag.count == 64, etag.allSatisfy(\.isHexDigit) {
             let digest = try FileDigest.sha256Hex(ofFile: file)
@@ -160,7 +164,8 @@ public struct HubDownloader: Sendable {
     /// `refs/REVISION` holds the commit, written to a temporary name and renamed so readers never see half of it.
     func writeRef(repo: String, revision: String, commit: String) throws {
         let ref = HubCache.refFile(repo, revision: revision, in: environment.hubCache)
-        let temporary = ref.deletingLastPathComponent().appendingPathComponent(ref.lastPathComponent + ".\(UUID().uuidString.prefix(8)).tmp")
+        let temporary = ref.deletingLastPathComponent().appendingPathComponent(
+            ref.lastPathComponent + ".\(UUID().uuidString.prefix(8)).tmp")
         do {
             try FileManager.default.createDirectory(at: ref.deletingLastPathComponent(), withIntermediateDirectories: true)
             try Data(commit.utf8).write(to: temporary)
@@ -184,7 +189,8 @@ public struct HubDownloader: Sendable {
     static func check(_ status: Int, _ url: String) throws {
         switch status {
         case 200..<300: return
-        case 401, 403: throw HubDownloadError("\(url): HTTP \(status), not authorized (a gated or private dataset needs HF_TOKEN with access)")
+        case 401, 403:
+            throw HubDownloadError("\(url): HTTP \(status), not authorized (a gated or private dataset needs HF_TOKEN with access)")
         case 404: throw HubDownloadError("\(url): HTTP 404, not found")
         default: throw HubDownloadError("\(url): HTTP \(status)")
         }
@@ -217,7 +223,9 @@ struct HTTPClient: Sendable {
     }
 
     func parse(_ url: String) throws -> URL {
-        guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased(), scheme == "http" || scheme == "https", parsed.host != nil else {
+        guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased(), scheme == "http" || scheme == "https",
+            parsed.host != nil
+        else {
             throw HubDownloadError("\(url): not an http(s) URL (check HF_ENDPOINT)")
         }
         return parsed
@@ -248,7 +256,8 @@ struct HTTPClient: Sendable {
             let transfer = Transfer(followRedirects: false, origin: HTTPClient.origin(current), sink: nil, maxBytes: 1 << 20)
             let response = try transfer.run(request(current, method: "HEAD"), label: current.absoluteString)
             guard (300..<400).contains(response.statusCode), let location = response.value(forHTTPHeaderField: "Location"),
-                  let target = URL(string: location, relativeTo: current)?.absoluteURL else {
+                let target = URL(string: location, relativeTo: current)?.absoluteURL
+            else {
                 return Head(response: response, location: nil)
             }
             if HTTPClient.origin(target) == HTTPClient.origin(current) && response.value(forHTTPHeaderField: "X-Linked-Etag") == nil {
@@ -282,7 +291,9 @@ struct HTTPClient: Sendable {
             response = try transfer.run(request, label: url)
         } catch {
             let now = ((try? fm.attributesOfItem(atPath: file.path)[.size]) as? Int64) ?? 0
-            throw HubDownloadError("\(url): download stopped after \(now)\(expectedSize.map { " of \($0)" } ?? "") bytes (\(error)); the partial file \(file.path) is kept for the next run to resume")
+            throw HubDownloadError(
+                "\(url): download stopped after \(now)\(expectedSize.map { " of \($0)" } ?? "") bytes (\(error)); the partial file \(file.path) is kept for the next run to resume"
+            )
         }
         if response.statusCode == 416 {
             try? handle.truncate(atOffset: 0)
@@ -325,16 +336,20 @@ final class Transfer: NSObject, URLSessionDataDelegate, @unchecked Sendable {
         return response
     }
 
-    func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
-                    newRequest request: URLRequest, completionHandler: @escaping @Sendable (URLRequest?) -> Void) {
+    func urlSession(
+        _ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
+        newRequest request: URLRequest, completionHandler: @escaping @Sendable (URLRequest?) -> Void
+    ) {
         guard followRedirects else { return completionHandler(nil) }
         var next = request
         if request.url.map(HTTPClient.origin) != origin { next.setValue(nil, forHTTPHeaderField: "Authorization") }
         completionHandler(next)
     }
 
-    func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
-                    completionHandler: @escaping @Sendable (URLSession.ResponseDisposition) -> Void) {
+    func urlSession(
+        _ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
+        completionHandler: @escaping @Sendable (URLSession.ResponseDisposition) -> Void
+    ) {
         let http = response as? HTTPURLResponse
         self.response = http
         if let sink, let http, (200..<300).contains(http.statusCode) {

@@ -57,7 +57,9 @@ struct ParquetFileReader {
         guard Array(bytes[0..<4]) == magic else { throw FormatProblem("not a parquet file: no PAR1 magic at byte 0") }
         let tail = Array(bytes[(bytes.count - 4)...])
         if tail == Array("PARE".utf8) { throw FormatProblem("encrypted parquet files are not supported") }
-        guard tail == magic else { throw FormatProblem("not a parquet file (or truncated): no PAR1 magic at the end (byte \(bytes.count - 4))") }
+        guard tail == magic else {
+            throw FormatProblem("not a parquet file (or truncated): no PAR1 magic at the end (byte \(bytes.count - 4))")
+        }
         let footerLength = Int(try bytes.littleEndian(UInt32.self, at: bytes.count - 8, "footer length"))
         guard footerLength <= bytes.count - 12 else {
             throw FormatProblem("footer length \(footerLength) at byte \(bytes.count - 8) is beyond the file (\(bytes.count) bytes)")
@@ -145,13 +147,17 @@ struct ParquetFileReader {
         case 6: codec = .zstd
         default:
             let names: [Int64: String] = [3: "LZO", 4: "BROTLI", 5: "LZ4", 7: "LZ4_RAW"]
-            throw FormatProblem("compression \(names[codecCode] ?? "code \(codecCode)") is not supported (UNCOMPRESSED, SNAPPY, GZIP, ZSTD are)")
+            throw FormatProblem(
+                "compression \(names[codecCode] ?? "code \(codecCode)") is not supported (UNCOMPRESSED, SNAPPY, GZIP, ZSTD are)")
         }
         let totalValues = try Checked.count(try meta.requiredInt(5, "ColumnMetaData.num_values"), "ColumnMetaData.num_values")
-        let compressedSize = try Checked.count(try meta.requiredInt(7, "ColumnMetaData.total_compressed_size"), "ColumnMetaData.total_compressed_size")
+        let compressedSize = try Checked.count(
+            try meta.requiredInt(7, "ColumnMetaData.total_compressed_size"), "ColumnMetaData.total_compressed_size")
         let dataOffset = try Checked.count(try meta.requiredInt(9, "ColumnMetaData.data_page_offset"), "ColumnMetaData.data_page_offset")
         var start = dataOffset
-        if let dictionaryOffset = try meta.int(11, "ColumnMetaData.dictionary_page_offset"), dictionaryOffset > 0, dictionaryOffset < dataOffset {
+        if let dictionaryOffset = try meta.int(11, "ColumnMetaData.dictionary_page_offset"), dictionaryOffset > 0,
+            dictionaryOffset < dataOffset
+        {
             start = Int(dictionaryOffset)
         }
         let end = try Checked.range(start: start, length: compressedSize, limit: bytes.count - 8, "column chunk")
@@ -172,8 +178,10 @@ struct ParquetFileReader {
             } catch let problem as FormatProblem {
                 throw FormatProblem("bad page header: \(problem.message)")
             }
-            let uncompressedSize = try Checked.count(try header.requiredInt(2, "PageHeader.uncompressed_page_size"), "PageHeader.uncompressed_page_size")
-            let pageSize = try Checked.count(try header.requiredInt(3, "PageHeader.compressed_page_size"), "PageHeader.compressed_page_size")
+            let uncompressedSize = try Checked.count(
+                try header.requiredInt(2, "PageHeader.uncompressed_page_size"), "PageHeader.uncompressed_page_size")
+            let pageSize = try Checked.count(
+                try header.requiredInt(3, "PageHeader.compressed_page_size"), "PageHeader.compressed_page_size")
             let bodyStart = thrift.position
             let bodyEnd = try Checked.range(start: bodyStart, length: pageSize, limit: end, "page body")
             let body = bytes[bodyStart..<bodyEnd]
@@ -182,47 +190,76 @@ struct ParquetFileReader {
             switch PageType(rawValue: typeCode) {
             case .dictionary:
                 guard dictionary == nil, column.count == 0 else { throw FormatProblem("dictionary page after data pages") }
-                guard let info = try header.structure(7, "PageHeader.dictionary_page_header") else { throw FormatProblem("dictionary page without its header") }
+                guard let info = try header.structure(7, "PageHeader.dictionary_page_header") else {
+                    throw FormatProblem("dictionary page without its header")
+                }
                 let count = try Checked.count(try info.requiredInt(1, "DictionaryPageHeader.num_values"), "DictionaryPageHeader.num_values")
                 let encoding = try info.int(2, "DictionaryPageHeader.encoding") ?? 0
-                guard encoding == 0 || encoding == 2 else { throw FormatProblem("dictionary page encoding \(encodingName(encoding)) is not supported") }
+                guard encoding == 0 || encoding == 2 else {
+                    throw FormatProblem("dictionary page encoding \(encodingName(encoding)) is not supported")
+                }
                 let data = try decompress(body, codec: codec, size: uncompressedSize)
                 dictionary = try ParquetEncoding.plain(data, start: 0, end: data.count, count: count, node: node).values
             case .data:
-                guard let info = try header.structure(5, "PageHeader.data_page_header") else { throw FormatProblem("data page without its header") }
+                guard let info = try header.structure(5, "PageHeader.data_page_header") else {
+                    throw FormatProblem("data page without its header")
+                }
                 let count = try Checked.count(try info.requiredInt(1, "DataPageHeader.num_values"), "DataPageHeader.num_values")
-                guard count <= totalValues - column.count else { throw FormatProblem("pages hold more values than the chunk's \(totalValues)") }
+                guard count <= totalValues - column.count else {
+                    throw FormatProblem("pages hold more values than the chunk's \(totalValues)")
+                }
                 let encoding = try info.requiredInt(2, "DataPageHeader.encoding")
                 let data = try decompress(body, codec: codec, size: uncompressedSize)
                 var cursor = 0
-                let repetition = try levelsV1(data, &cursor, count: count, max: node.maxRepetition, encoding: try info.int(4, "DataPageHeader.repetition_level_encoding") ?? 3, what: "repetition")
-                let definition = try levelsV1(data, &cursor, count: count, max: node.maxDefinition, encoding: try info.int(3, "DataPageHeader.definition_level_encoding") ?? 3, what: "definition")
-                try column.append(count: count, repetition: repetition, definition: definition,
-                                  values: try pageValues(data, start: cursor, encoding: encoding, definition: definition, count: count, node: node, dictionary: dictionary))
+                let repetition = try levelsV1(
+                    data, &cursor, count: count, max: node.maxRepetition,
+                    encoding: try info.int(4, "DataPageHeader.repetition_level_encoding") ?? 3, what: "repetition")
+                let definition = try levelsV1(
+                    data, &cursor, count: count, max: node.maxDefinition,
+                    encoding: try info.int(3, "DataPageHeader.definition_level_encoding") ?? 3, what: "definition")
+                try column.append(
+                    count: count, repetition: repetition, definition: definition,
+                    values: try pageValues(
+                        data, start: cursor, encoding: encoding, definition: definition, count: count, node: node, dictionary: dictionary))
             case .dataV2:
-                guard let info = try header.structure(8, "PageHeader.data_page_header_v2") else { throw FormatProblem("data page v2 without its header") }
+                guard let info = try header.structure(8, "PageHeader.data_page_header_v2") else {
+                    throw FormatProblem("data page v2 without its header")
+                }
                 let count = try Checked.count(try info.requiredInt(1, "DataPageHeaderV2.num_values"), "DataPageHeaderV2.num_values")
-                guard count <= totalValues - column.count else { throw FormatProblem("pages hold more values than the chunk's \(totalValues)") }
+                guard count <= totalValues - column.count else {
+                    throw FormatProblem("pages hold more values than the chunk's \(totalValues)")
+                }
                 let encoding = try info.requiredInt(4, "DataPageHeaderV2.encoding")
-                let definitionLength = try Checked.count(try info.requiredInt(5, "DataPageHeaderV2.definition_levels_byte_length"), "definition_levels_byte_length")
-                let repetitionLength = try Checked.count(try info.requiredInt(6, "DataPageHeaderV2.repetition_levels_byte_length"), "repetition_levels_byte_length")
+                let definitionLength = try Checked.count(
+                    try info.requiredInt(5, "DataPageHeaderV2.definition_levels_byte_length"), "definition_levels_byte_length")
+                let repetitionLength = try Checked.count(
+                    try info.requiredInt(6, "DataPageHeaderV2.repetition_levels_byte_length"), "repetition_levels_byte_length")
                 let isCompressed = try info.bool(7, "DataPageHeaderV2.is_compressed") ?? true
                 let levelsLength = try Checked.add(repetitionLength, definitionLength, "level byte lengths")
                 guard levelsLength <= body.count, levelsLength <= uncompressedSize else {
                     throw FormatProblem("level byte lengths (\(levelsLength)) exceed the page (\(body.count) bytes)")
                 }
                 let levelBytes = Array(body.prefix(levelsLength))
-                let repetition = node.maxRepetition == 0 ? nil
+                let repetition =
+                    node.maxRepetition == 0
+                    ? nil
                     : try levels(levelBytes, start: 0, end: repetitionLength, count: count, max: node.maxRepetition, what: "repetition")
-                let definition = node.maxDefinition == 0 ? nil
-                    : try levels(levelBytes, start: repetitionLength, end: levelsLength, count: count, max: node.maxDefinition, what: "definition")
+                let definition =
+                    node.maxDefinition == 0
+                    ? nil
+                    : try levels(
+                        levelBytes, start: repetitionLength, end: levelsLength, count: count, max: node.maxDefinition, what: "definition")
                 let valueBody = body.dropFirst(levelsLength)
                 let valueSize = uncompressedSize - levelsLength
-                let data = isCompressed ? try decompress(valueBody, codec: codec, size: valueSize) : try decompress(valueBody, codec: nil, size: valueSize)
-                try column.append(count: count, repetition: repetition, definition: definition,
-                                  values: try pageValues(data, start: 0, encoding: encoding, definition: definition, count: count, node: node, dictionary: dictionary))
+                let data =
+                    isCompressed
+                    ? try decompress(valueBody, codec: codec, size: valueSize) : try decompress(valueBody, codec: nil, size: valueSize)
+                try column.append(
+                    count: count, repetition: repetition, definition: definition,
+                    values: try pageValues(
+                        data, start: 0, encoding: encoding, definition: definition, count: count, node: node, dictionary: dictionary))
             case .index, nil:
-                continue  // index pages and page types of newer format versions carry no values
+                continue // index pages and page types of newer format versions carry no values
             }
         }
         return column
@@ -248,7 +285,8 @@ struct ParquetFileReader {
     }
 
     private func levels(_ data: [UInt8], start: Int, end: Int, count: Int, max: Int, what: String) throws -> [UInt8] {
-        let decoded = try ParquetEncoding.hybrid(data, start: start, end: end, bitWidth: ParquetEncoding.bitWidth(forMax: max), count: count)
+        let decoded = try ParquetEncoding.hybrid(
+            data, start: start, end: end, bitWidth: ParquetEncoding.bitWidth(forMax: max), count: count)
         var result = [UInt8](repeating: 0, count: decoded.count)
         for (index, level) in decoded.enumerated() {
             guard level <= UInt32(max) else { throw FormatProblem("\(what) level \(level) above the column's maximum \(max)") }
@@ -257,8 +295,10 @@ struct ParquetFileReader {
         return result
     }
 
-    private func pageValues(_ data: [UInt8], start: Int, encoding: Int64, definition: [UInt8]?, count: Int,
-                            node: ParquetSchema.Node, dictionary: [JSONValue]?) throws -> [JSONValue] {
+    private func pageValues(
+        _ data: [UInt8], start: Int, encoding: Int64, definition: [UInt8]?, count: Int,
+        node: ParquetSchema.Node, dictionary: [JSONValue]?
+    ) throws -> [JSONValue] {
         var present = count
         if let definition {
             let maxDefinition = UInt8(node.maxDefinition)
@@ -275,7 +315,9 @@ struct ParquetFileReader {
             var values: [JSONValue] = []
             values.reserveCapacity(present)
             for id in ids {
-                guard id < dictionary.count else { throw FormatProblem("dictionary index \(id) out of range (dictionary has \(dictionary.count) values)") }
+                guard id < dictionary.count else {
+                    throw FormatProblem("dictionary index \(id) out of range (dictionary has \(dictionary.count) values)")
+                }
                 values.append(dictionary[Int(id)])
             }
             return values
@@ -285,13 +327,16 @@ struct ParquetFileReader {
             let end = try Checked.range(start: start + 4, length: length, limit: data.count, "RLE booleans")
             return try ParquetEncoding.hybrid(data, start: start + 4, end: end, bitWidth: 1, count: present).map { .bool($0 == 1) }
         default:
-            throw FormatProblem("value encoding \(encodingName(encoding)) is not supported (PLAIN, RLE_DICTIONARY, PLAIN_DICTIONARY, RLE booleans are)")
+            throw FormatProblem(
+                "value encoding \(encodingName(encoding)) is not supported (PLAIN, RLE_DICTIONARY, PLAIN_DICTIONARY, RLE booleans are)")
         }
     }
 
     private func encodingName(_ code: Int64) -> String {
-        let names: [Int64: String] = [0: "PLAIN", 2: "PLAIN_DICTIONARY", 3: "RLE", 4: "BIT_PACKED", 5: "DELTA_BINARY_PACKED",
-                                      6: "DELTA_LENGTH_BYTE_ARRAY", 7: "DELTA_BYTE_ARRAY", 8: "RLE_DICTIONARY", 9: "BYTE_STREAM_SPLIT"]
+        let names: [Int64: String] = [
+            0: "PLAIN", 2: "PLAIN_DICTIONARY", 3: "RLE", 4: "BIT_PACKED", 5: "DELTA_BINARY_PACKED",
+            6: "DELTA_LENGTH_BYTE_ARRAY", 7: "DELTA_BYTE_ARRAY", 8: "RLE_DICTIONARY", 9: "BYTE_STREAM_SPLIT",
+        ]
         return names[code] ?? "code \(code)"
     }
 }
@@ -309,7 +354,9 @@ struct ParquetLeafColumn {
         values.reserveCapacity(min(capacity, 1 << 20))
     }
 
-    mutating func append(count: Int, repetition pageRepetition: [UInt8]?, definition pageDefinition: [UInt8]?, values present: [JSONValue]) throws {
+    mutating func append(
+        count: Int, repetition pageRepetition: [UInt8]?, definition pageDefinition: [UInt8]?, values present: [JSONValue]
+    ) throws {
         if let pageRepetition { repetition.append(contentsOf: pageRepetition) }
         guard let pageDefinition else {
             guard present.count == count else { throw FormatProblem("page has \(present.count) values, its header says \(count)") }

@@ -28,7 +28,9 @@ struct ParquetRecordAssembler {
                 for (index, level) in leaf.repetition.enumerated() where level == 0 { recordStarts.append(index) }
             }
             guard recordStarts.count == rowCount else {
-                throw FormatProblem("leaf \(schema.nodes[schema.leafNodes[leafIndex]].path.joined(separator: ".")) holds \(recordStarts.count) records for \(rowCount) rows")
+                throw FormatProblem(
+                    "leaf \(schema.nodes[schema.leafNodes[leafIndex]].path.joined(separator: ".")) holds \(recordStarts.count) records for \(rowCount) rows"
+                )
             }
             recordStarts.append(leaf.count)
             starts.append(recordStarts)
@@ -91,7 +93,9 @@ struct ParquetRecordAssembler {
         var elementRanges: [[Range<Int>]] = []
         for (offset, range) in ranges.enumerated() {
             let leaf = try data(node.leaves.lowerBound + offset)
-            guard leaf.repetition.count >= range.upperBound else { throw FormatProblem("\(node.path.joined(separator: ".")): repetition levels missing") }
+            guard leaf.repetition.count >= range.upperBound else {
+                throw FormatProblem("\(node.path.joined(separator: ".")): repetition levels missing")
+            }
             var pieces: [Range<Int>] = []
             var start = range.lowerBound
             for entry in (range.lowerBound + 1)..<range.upperBound where leaf.repetition[entry] <= level {

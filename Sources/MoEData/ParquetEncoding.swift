@@ -70,7 +70,9 @@ enum ParquetEncoding {
     }
 
     /// `count` PLAIN values from `bytes[start..<end]`; returns them and where they end.
-    static func plain(_ bytes: [UInt8], start: Int, end: Int, count: Int, node: ParquetSchema.Node) throws -> (values: [JSONValue], end: Int) {
+    static func plain(
+        _ bytes: [UInt8], start: Int, end: Int, count: Int, node: ParquetSchema.Node
+    ) throws -> (values: [JSONValue], end: Int) {
         guard let physical = node.physicalType else { throw FormatProblem("values for a group column") }
         guard start >= 0, start <= end, end <= bytes.count else { throw FormatProblem("value data range is outside the page") }
         var values: [JSONValue] = []
@@ -83,7 +85,9 @@ enum ParquetEncoding {
         }
         switch physical {
         case .boolean:
-            guard (count + 7) / 8 <= end - position else { throw FormatProblem("PLAIN booleans: \(count) values need \((count + 7) / 8) bytes, page has \(end - position)") }
+            guard (count + 7) / 8 <= end - position else {
+                throw FormatProblem("PLAIN booleans: \(count) values need \((count + 7) / 8) bytes, page has \(end - position)")
+            }
             values.reserveCapacity(count)
             for index in 0..<count { values.append(.bool(bytes[position + index >> 3] >> UInt8(index & 7) & 1 == 1)) }
             position += (count + 7) / 8
@@ -91,7 +95,9 @@ enum ParquetEncoding {
             try fixedWidth(4)
             values.reserveCapacity(count)
             for _ in 0..<count {
-                let raw = UInt32(bytes[position]) | UInt32(bytes[position + 1]) << 8 | UInt32(bytes[position + 2]) << 16 | UInt32(bytes[position + 3]) << 24
+                let raw =
+                    UInt32(bytes[position]) | UInt32(bytes[position + 1]) << 8 | UInt32(bytes[position + 2]) << 16 | UInt32(
+                        bytes[position + 3]) << 24
                 values.append(.int(node.valueKind == .unsigned ? Int(raw) : Int(Int32(bitPattern: raw))))
                 position += 4
             }
@@ -112,7 +118,9 @@ enum ParquetEncoding {
             try fixedWidth(4)
             values.reserveCapacity(count)
             for _ in 0..<count {
-                let raw = UInt32(bytes[position]) | UInt32(bytes[position + 1]) << 8 | UInt32(bytes[position + 2]) << 16 | UInt32(bytes[position + 3]) << 24
+                let raw =
+                    UInt32(bytes[position]) | UInt32(bytes[position + 1]) << 8 | UInt32(bytes[position + 2]) << 16 | UInt32(
+                        bytes[position + 3]) << 24
                 values.append(.double(Double(Float(bitPattern: raw))))
                 position += 4
             }
@@ -129,11 +137,15 @@ enum ParquetEncoding {
             throw FormatProblem("INT96 values (legacy timestamps) are not supported")
         case .byteArray:
             // Each value takes at least its 4-byte length, so the count is bounded by the data before reserving.
-            guard count <= (end - position) / 4 else { throw FormatProblem("PLAIN byte arrays: page says \(count) values, data holds at most \((end - position) / 4)") }
+            guard count <= (end - position) / 4 else {
+                throw FormatProblem("PLAIN byte arrays: page says \(count) values, data holds at most \((end - position) / 4)")
+            }
             values.reserveCapacity(count)
             for index in 0..<count {
                 guard end - position >= 4 else { throw FormatProblem("byte array \(index) length runs past the data") }
-                let length = Int(UInt32(bytes[position]) | UInt32(bytes[position + 1]) << 8 | UInt32(bytes[position + 2]) << 16 | UInt32(bytes[position + 3]) << 24)
+                let length = Int(
+                    UInt32(bytes[position]) | UInt32(bytes[position + 1]) << 8 | UInt32(bytes[position + 2]) << 16 | UInt32(
+                        bytes[position + 3]) << 24)
                 position += 4
                 guard length <= end - position else { throw FormatProblem("byte array \(index) of \(length) bytes runs past the data") }
                 values.append(try bytesValue(bytes[position..<(position + length)], kind: node.valueKind, index: index))
@@ -160,7 +172,9 @@ enum ParquetEncoding {
     /// Strings must be UTF-8; binary columns are read as text when they are valid UTF-8 (JSON has no bytes).
     private static func bytesValue(_ slice: ArraySlice<UInt8>, kind: ParquetSchema.ValueKind, index: Int) throws -> JSONValue {
         if let text = String(validating: slice, as: UTF8.self) { return .string(text) }
-        throw FormatProblem(kind == .string ? "string value \(index) is not valid UTF-8" : "binary value \(index) is not UTF-8 text (binary columns are not supported)")
+        throw FormatProblem(
+            kind == .string
+                ? "string value \(index) is not valid UTF-8" : "binary value \(index) is not UTF-8 text (binary columns are not supported)")
     }
 
     static func halfToDouble(_ bits: UInt16) -> Double {

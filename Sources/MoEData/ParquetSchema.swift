@@ -48,7 +48,8 @@ struct ParquetSchema {
         }
     }
 
-    private mutating func addNode(_ elements: [ThriftValue], _ bytes: [UInt8], _ cursor: inout Int, depth: Int, parent: Int?) throws -> Int {
+    private mutating func addNode(_ elements: [ThriftValue], _ bytes: [UInt8], _ cursor: inout Int, depth: Int, parent: Int?) throws -> Int
+    {
         guard depth <= Self.maxDepth else { throw FormatProblem("schema nested deeper than \(Self.maxDepth) levels") }
         guard cursor < elements.count else { throw FormatProblem("schema ends inside a group (element \(cursor) missing)") }
         guard case .structure(let element) = elements[cursor] else { throw FormatProblem("schema element \(cursor) is not a struct") }
@@ -64,7 +65,8 @@ struct ParquetSchema {
         let converted = try element.int(6, "SchemaElement.converted_type")
         let logical = try element.structure(10, "SchemaElement.logicalType")
         let logicalKind = logical?.fields.keys.first
-        var node = Node(name: name, repetition: parent == nil ? .required : repetition, physicalType: nil, typeLength: 0, valueKind: .binary)
+        var node = Node(
+            name: name, repetition: parent == nil ? .required : repetition, physicalType: nil, typeLength: 0, valueKind: .binary)
         if let parent {
             let parentNode = nodes[parent]
             node.path = parentNode.path + [name]
@@ -74,7 +76,9 @@ struct ParquetSchema {
         let index = nodes.count
         if let childCount, childCount > 0 || typeCode == nil {
             guard childCount >= 0, childCount <= Int64(elements.count - cursor) else {
-                throw FormatProblem("schema element \(elementIndex) (\(name)) claims \(childCount) children; only \(elements.count - cursor) elements follow")
+                throw FormatProblem(
+                    "schema element \(elementIndex) (\(name)) claims \(childCount) children; only \(elements.count - cursor) elements follow"
+                )
             }
             node.isList = converted == 3 || logicalKind == 3
             node.isMap = converted == 1 || converted == 2 || logicalKind == 2
@@ -93,7 +97,8 @@ struct ParquetSchema {
         }
         guard parent != nil else { throw FormatProblem("schema root is not a group") }
         guard let typeCode, let physical = PhysicalType(rawValue: typeCode) else {
-            throw FormatProblem("column \(node.path.joined(separator: ".")) has unknown physical type \(typeCode.map(String.init) ?? "(none)")")
+            throw FormatProblem(
+                "column \(node.path.joined(separator: ".")) has unknown physical type \(typeCode.map(String.init) ?? "(none)")")
         }
         node.physicalType = physical
         if physical == .fixedLenByteArray {

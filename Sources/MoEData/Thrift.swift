@@ -63,7 +63,7 @@ struct ThriftCompactReader {
 
     private mutating func readValue(type: UInt8, depth: Int) throws -> ThriftValue {
         switch type {
-        case 1, 2: return .bool(try readByte() == 1)  // inside lists and maps a bool is one byte
+        case 1, 2: return .bool(try readByte() == 1) // inside lists and maps a bool is one byte
         case 3: return .int(Int64(Int8(bitPattern: try readByte())))
         case 4, 5, 6: return .int(try readZigzag())
         case 7:
@@ -80,16 +80,24 @@ struct ThriftCompactReader {
             let header = try readByte()
             var size = Int(header >> 4)
             if size == 15 { size = try Checked.count(try readVarint(), "Thrift list size at byte \(position)") }
-            guard size <= end - position else { throw FormatProblem("Thrift list of \(size) elements at byte \(position) is longer than the data left") }
-            guard depth < Self.maxDepth else { throw FormatProblem("Thrift structure nested deeper than \(Self.maxDepth) at byte \(position)") }
+            guard size <= end - position else {
+                throw FormatProblem("Thrift list of \(size) elements at byte \(position) is longer than the data left")
+            }
+            guard depth < Self.maxDepth else {
+                throw FormatProblem("Thrift structure nested deeper than \(Self.maxDepth) at byte \(position)")
+            }
             var items: [ThriftValue] = []
             items.reserveCapacity(size)
             for _ in 0..<size { items.append(try readValue(type: header & 0x0F, depth: depth + 1)) }
             return .list(items)
         case 11:
             let size = try Checked.count(try readVarint(), "Thrift map size at byte \(position)")
-            guard size <= end - position else { throw FormatProblem("Thrift map of \(size) entries at byte \(position) is longer than the data left") }
-            guard depth < Self.maxDepth else { throw FormatProblem("Thrift structure nested deeper than \(Self.maxDepth) at byte \(position)") }
+            guard size <= end - position else {
+                throw FormatProblem("Thrift map of \(size) entries at byte \(position) is longer than the data left")
+            }
+            guard depth < Self.maxDepth else {
+                throw FormatProblem("Thrift structure nested deeper than \(Self.maxDepth) at byte \(position)")
+            }
             var entries: [(ThriftValue, ThriftValue)] = []
             if size > 0 {
                 let types = try readByte()

@@ -1,11 +1,12 @@
+import Foundation
+import MoEModels
+
 #if canImport(Glibc)
 import Glibc
 #endif
 #if MPI
 import CMPI
 #endif
-import Foundation
-import MoEModels
 
 /// The processes this run consists of: one, or those `mpirun` started (with the `MPI` trait).
 public final class DistributedSession {
@@ -47,12 +48,15 @@ public final class DistributedSession {
         #if MPI
         if launched != nil {
             let communicator = try MPICommunicator()
-            return DistributedSession(rank: communicator.rank, size: communicator.size,
-                                      communicator: communicator.size > 1 ? communicator : nil)
+            return DistributedSession(
+                rank: communicator.rank, size: communicator.size,
+                communicator: communicator.size > 1 ? communicator : nil)
         }
         #endif
         if let launched, launched > 1 {
-            throw ExpertParallelError("started as one of \(launched) processes, but this moe-eval was built without MPI: build it with `swift build -c release --traits MPI` (docs/DISTRIBUTED.md)")
+            throw ExpertParallelError(
+                "started as one of \(launched) processes, but this moe-eval was built without MPI: build it with `swift build -c release --traits MPI` (docs/DISTRIBUTED.md)"
+            )
         }
         return DistributedSession(rank: 0, size: 1, communicator: nil)
     }
@@ -65,10 +69,12 @@ public final class DistributedSession {
         var degree = size
         if let requestedDegree {
             guard requestedDegree >= 1, size % requestedDegree == 0 else {
-                let how = Self.builtWithMPI
+                let how =
+                    Self.builtWithMPI
                     ? "start a multiple of \(requestedDegree) processes: mpirun -np \(requestedDegree) moe-eval …"
                     : "this moe-eval was built without MPI (swift build -c release --traits MPI), then mpirun -np \(requestedDegree) moe-eval …"
-                throw ExpertParallelError("--ep \(requestedDegree) needs a multiple of \(requestedDegree) processes, but this run has \(size): \(how)")
+                throw ExpertParallelError(
+                    "--ep \(requestedDegree) needs a multiple of \(requestedDegree) processes, but this run has \(size): \(how)")
             }
             degree = requestedDegree
         } else if let configDegree, configDegree > 1, size % configDegree == 0, numExperts % configDegree == 0 {

@@ -66,8 +66,10 @@ final class MPICommunicator: ExpertParallelCommunicator {
         var receive = [Int64](repeating: 0, count: countPerRank * size)
         try send.withUnsafeBufferPointer { s in
             try receive.withUnsafeMutableBufferPointer { r in
-                try Self.check(MPI_Alltoall(s.baseAddress, Int32(countPerRank), moe_mpi_int64(),
-                                            r.baseAddress, Int32(countPerRank), moe_mpi_int64(), world), "MPI_Alltoall")
+                try Self.check(
+                    MPI_Alltoall(
+                        s.baseAddress, Int32(countPerRank), moe_mpi_int64(),
+                        r.baseAddress, Int32(countPerRank), moe_mpi_int64(), world), "MPI_Alltoall")
             }
         }
         return receive
@@ -75,28 +77,36 @@ final class MPICommunicator: ExpertParallelCommunicator {
 
     func allToAllV(send: UnsafeRawPointer, sendCounts: [Int], receive: UnsafeMutableRawPointer, receiveCounts: [Int]) throws {
         let s = try counts(sendCounts, "MPI_Alltoallv"), r = try counts(receiveCounts, "MPI_Alltoallv")
-        try Self.check(MPI_Alltoallv(send, s.counts, s.displacements, moe_mpi_byte(),
-                                     receive, r.counts, r.displacements, moe_mpi_byte(), world), "MPI_Alltoallv")
+        try Self.check(
+            MPI_Alltoallv(
+                send, s.counts, s.displacements, moe_mpi_byte(),
+                receive, r.counts, r.displacements, moe_mpi_byte(), world), "MPI_Alltoallv")
     }
 
     func allGatherV(send: UnsafeRawPointer, receive: UnsafeMutableRawPointer, counts: [Int]) throws {
         let c = try self.counts(counts, "MPI_Allgatherv")
-        try Self.check(MPI_Allgatherv(send, c.counts[rank], moe_mpi_byte(), receive, c.counts, c.displacements,
-                                      moe_mpi_byte(), world), "MPI_Allgatherv")
+        try Self.check(
+            MPI_Allgatherv(
+                send, c.counts[rank], moe_mpi_byte(), receive, c.counts, c.displacements,
+                moe_mpi_byte(), world), "MPI_Allgatherv")
     }
 
     func gatherV(send: UnsafeRawPointer, receive: UnsafeMutableRawPointer?, counts: [Int]) throws {
         let c = try self.counts(counts, "MPI_Gatherv")
-        try Self.check(MPI_Gatherv(send, c.counts[rank], moe_mpi_byte(), receive, c.counts, c.displacements,
-                                   moe_mpi_byte(), 0, world), "MPI_Gatherv")
+        try Self.check(
+            MPI_Gatherv(
+                send, c.counts[rank], moe_mpi_byte(), receive, c.counts, c.displacements,
+                moe_mpi_byte(), 0, world), "MPI_Gatherv")
     }
 
     func allGather(_ values: [Double]) throws -> [Double] {
         var receive = [Double](repeating: 0, count: values.count * size)
         try values.withUnsafeBufferPointer { s in
             try receive.withUnsafeMutableBufferPointer { r in
-                try Self.check(MPI_Allgather(s.baseAddress, Int32(values.count), moe_mpi_double(),
-                                             r.baseAddress, Int32(values.count), moe_mpi_double(), world), "MPI_Allgather")
+                try Self.check(
+                    MPI_Allgather(
+                        s.baseAddress, Int32(values.count), moe_mpi_double(),
+                        r.baseAddress, Int32(values.count), moe_mpi_double(), world), "MPI_Allgather")
             }
         }
         return receive

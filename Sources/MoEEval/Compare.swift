@@ -174,7 +174,8 @@ public struct SampleScores: Sendable {
                 records[key] = Record(scores: scores, hashes: hashes)
             }
             if unusable > 0 {
-                problems.append("\(label): lm_eval_samples.\(task): \(unusable) record(s) without a doc_id or without 0/1 scores were skipped")
+                problems.append(
+                    "\(label): lm_eval_samples.\(task): \(unusable) record(s) without a doc_id or without 0/1 scores were skipped")
             }
             if duplicates > 0 {
                 problems.append("\(label): lm_eval_samples.\(task): \(duplicates) repeated doc_id(s); the first record of each was used")
@@ -329,8 +330,9 @@ public struct Comparison: Codable, Sendable {
     public init(_ inputs: [ResultsFile], options: Options = .init()) {
         let labels = inputs.indices.map(Self.label)
         files = zip(inputs, labels).map { file, label in
-            FileInfo(label: label, path: file.path, checkpointDir: file.checkpointDir, evalTimestamp: file.timestamp,
-                     preset: file.preset, format: file.isSeedFormat ? "seed" : "moe-eval")
+            FileInfo(
+                label: label, path: file.path, checkpointDir: file.checkpointDir, evalTimestamp: file.timestamp,
+                preset: file.preset, format: file.isSeedFormat ? "seed" : "moe-eval")
         }
         notes = Self.notes(inputs, labels: labels)
         var table = MetricTable(fileCount: inputs.count)
@@ -343,12 +345,13 @@ public struct Comparison: Codable, Sendable {
                 }
             }
         }
-        let summarised = Set(inputs.flatMap { file -> [String] in
-            guard let aggregate = file.routingAggregate else { return [] }
-            return aggregate.entries.flatMap { key, value -> [String] in
-                value.objectValue != nil ? [key] : key.hasPrefix("avg_") ? [String(key.dropFirst(4))] : []
-            }
-        })
+        let summarised = Set(
+            inputs.flatMap { file -> [String] in
+                guard let aggregate = file.routingAggregate else { return [] }
+                return aggregate.entries.flatMap { key, value -> [String] in
+                    value.objectValue != nil ? [key] : key.hasPrefix("avg_") ? [String(key.dropFirst(4))] : []
+                }
+            })
         for (index, file) in inputs.enumerated() {
             var sums: [(key: String, sum: Double, count: Int)] = []
             for layer in file.routingLayers {
@@ -362,7 +365,9 @@ public struct Comparison: Codable, Sendable {
                     }
                 }
             }
-            for entry in sums { table.set("routing_stats.layers (mean over layers)", entry.key, index, .double(entry.sum / Double(entry.count))) }
+            for entry in sums {
+                table.set("routing_stats.layers (mean over layers)", entry.key, index, .double(entry.sum / Double(entry.count)))
+            }
         }
         if options.perLayer {
             for (index, file) in inputs.enumerated() {
@@ -419,9 +424,10 @@ public struct Comparison: Codable, Sendable {
         let judged = voting.compactMap(\.mark) + accuracy.compactMap(\.mark)
         let better = judged.count { $0 == .better }, worse = judged.count { $0 == .worse }
         let first = labels.first ?? "A", last = labels.last ?? "A"
-        summary = Summary(better: better, worse: worse, same: judged.count { $0 == .same },
-                          withoutNoiseModel: voting.count { $0.noiseThreshold == nil },
-                          winner: better > worse ? last : worse > better ? first : better == 0 ? "same within noise" : "tie")
+        summary = Summary(
+            better: better, worse: worse, same: judged.count { $0 == .same },
+            withoutNoiseModel: voting.count { $0.noiseThreshold == nil },
+            winner: better > worse ? last : worse > better ? first : better == 0 ? "same within noise" : "tie")
     }
 
     /// Whether a row is one vote in the summary. Each metric votes once: an aggregate's median/p90/min/max and its
@@ -633,10 +639,14 @@ public struct Comparison: Codable, Sendable {
             }
             let onlyA = recordsA.count - common.count - mismatched, onlyB = recordsB.count - common.count - mismatched
             if mismatched > 0 {
-                notes.append("\(task): \(mismatched) doc_id(s) have different doc/prompt/target hashes in \(labels.0) and \(labels.1) (not the same question); left out of the pairing")
+                notes.append(
+                    "\(task): \(mismatched) doc_id(s) have different doc/prompt/target hashes in \(labels.0) and \(labels.1) (not the same question); left out of the pairing"
+                )
             }
             if onlyA > 0 || onlyB > 0 {
-                notes.append("\(task): paired on the \(common.count) documents \(labels.0) and \(labels.1) share (\(labels.0) has \(onlyA) more, \(labels.1) \(onlyB) more)")
+                notes.append(
+                    "\(task): paired on the \(common.count) documents \(labels.0) and \(labels.1) share (\(labels.0) has \(onlyA) more, \(labels.1) \(onlyB) more)"
+                )
             }
             for score in SampleScores.scoreKeys {
                 let pairs = common.compactMap { entry -> (a: Bool, b: Bool)? in
@@ -666,14 +676,17 @@ public struct Comparison: Codable, Sendable {
         for (index, file) in inputs.enumerated() where file.isSeedFormat {
             var note = "\(labels[index]) was written by the seed's scripts (no moe_eval record)"
             if let total = file.section("computational_cost")?["active_params_billions"]?.doubleValue {
-                note += "; its active_params_billions (\(formatNumber(total))) is really the total parameter count (the seed summed every parameter), so it is shown as total_params_billions and its active count is unknown"
+                note +=
+                    "; its active_params_billions (\(formatNumber(total))) is really the total parameter count (the seed summed every parameter), so it is shown as total_params_billions and its active count is unknown"
             }
             notes.append(note)
         }
         let presets = inputs.map { $0.preset }
         if Set(presets.compactMap { $0 }).count > 1 {
             let list = zip(labels, presets).map { "\($0) \($1 ?? "?")" }.joined(separator: ", ")
-            notes.append("presets differ (\(list)): routing saw different token counts, so noise floors differ; compare the noise-corrected and normalised values")
+            notes.append(
+                "presets differ (\(list)): routing saw different token counts, so noise floors differ; compare the noise-corrected and normalised values"
+            )
         }
         let inputsKinds = inputs.map { $0.runRecord?["routing_input"]?.objectValue?["kind"]?.stringValue }
         if Set(inputsKinds.compactMap { $0 }).count > 1 {
@@ -682,7 +695,8 @@ public struct Comparison: Codable, Sendable {
         }
         let shapes = inputs.map { file -> String? in
             guard let moe = file.root["model_args"]?.objectValue?["moe_args"]?.objectValue,
-                  let experts = moe["num_experts"]?.doubleValue, let topK = moe["top_k"]?.doubleValue else { return nil }
+                let experts = moe["num_experts"]?.doubleValue, let topK = moe["top_k"]?.doubleValue
+            else { return nil }
             return "\(formatNumber(experts)) experts top-\(formatNumber(topK))"
         }
         if Set(shapes.compactMap { $0 }).count > 1 {
@@ -759,7 +773,8 @@ public struct Comparison: Codable, Sendable {
                 let judged = row.noiseSource?.hasPrefix("paired") == true ? " (paired)" : ""
                 table.append([row.task, row.metric] + cells + [delta, interval, z, (row.mark?.rawValue ?? "") + judged])
             }
-            section = "lm_eval_results (SE_Δ = √(SE_A² + SE_B²), independent samples; * = |z| > 1.96; marks use the paired test where per-document results exist)"
+            section =
+                "lm_eval_results (SE_Δ = √(SE_A² + SE_B²), independent samples; * = |z| > 1.96; marks use the paired test where per-document results exist)"
             flush()
         }
         if !paired.isEmpty {
@@ -778,10 +793,13 @@ public struct Comparison: Codable, Sendable {
             flush()
         }
         out += agreementText()
-        let verdict = summary.winner == "tie" || summary.winner == "same within noise" ? summary.winner : "\(summary.winner) wins more metrics"
-        out += "\nA metric is better or worse only when |Δ| exceeds its noise threshold (\"noise ±\": 1.96·√(s_A² + s_B²), docs/METRICS.md); "
+        let verdict =
+            summary.winner == "tie" || summary.winner == "same within noise" ? summary.winner : "\(summary.winner) wins more metrics"
+        out +=
+            "\nA metric is better or worse only when |Δ| exceeds its noise threshold (\"noise ±\": 1.96·√(s_A² + s_B²), docs/METRICS.md); "
         out += "within it, \"same\". A \"?\" marks a metric without a noise model, judged by the sign of Δ alone.\n"
-        out += "Summary (\(labels.last ?? "") vs A, directional metrics and accuracy): better \(summary.better), worse \(summary.worse), same within noise \(summary.same)"
+        out +=
+            "Summary (\(labels.last ?? "") vs A, directional metrics and accuracy): better \(summary.better), worse \(summary.worse), same within noise \(summary.same)"
         if summary.withoutNoiseModel > 0 { out += " (\(summary.withoutNoiseModel) without a noise model)" }
         out += " → \(verdict)\n"
         return out

@@ -21,13 +21,16 @@ public struct NoiseModel: Sendable {
     }
 
     /// The threshold for one row from the first and last file's scales; nil when the metric has no noise model.
-    func threshold(section: String, metric: String, first: Double, last: Double,
-                   scaleFirst: RoutingNoiseScale?, scaleLast: RoutingNoiseScale?,
-                   spreadFirst: Double?, spreadLast: Double?) -> Threshold? {
+    func threshold(
+        section: String, metric: String, first: Double, last: Double,
+        scaleFirst: RoutingNoiseScale?, scaleLast: RoutingNoiseScale?,
+        spreadFirst: Double?, spreadLast: Double?
+    ) -> Threshold? {
         let name = Comparison.baseName(metric)
         if section.hasPrefix("routing_stats") {
             guard let a = scaleFirst?.standardError(of: name, metric: metric, value: first),
-                  let b = scaleLast?.standardError(of: name, metric: metric, value: last) else { return nil }
+                let b = scaleLast?.standardError(of: name, metric: metric, value: last)
+            else { return nil }
             return Threshold(value: Self.z95 * (a.value * a.value + b.value * b.value).squareRoot(), source: a.source)
         }
         if Self.isTiming(name) {
@@ -49,8 +52,10 @@ public struct NoiseModel: Sendable {
         return nil
     }
 
-    static let timingPatterns = ["latency", "throughput", "tokens_per_sec", "time_to_first_token", "gflops_per_sec", "mfu",
-                                 "walltime_seconds", "memory_allocated", "memory_reserved"]
+    static let timingPatterns = [
+        "latency", "throughput", "tokens_per_sec", "time_to_first_token", "gflops_per_sec", "mfu",
+        "walltime_seconds", "memory_allocated", "memory_reserved",
+    ]
     static let deterministicPatterns = ["params_billions", "flops_per_token", "total_flops", "tflops", "weights_gb", "kv_cache_gb"]
 
     static func isTiming(_ name: String) -> Bool { timingPatterns.contains(where: name.contains) }
@@ -60,11 +65,14 @@ public struct NoiseModel: Sendable {
     /// `prefill_latency_ms_p50` → (p95 − p50)/p50 of prefill latency; throughput keys use their latency's spread.
     static func relativeSpread(of metric: String, in object: JSONObject?) -> Double? {
         guard let object else { return nil }
-        let families = [("prefill", "prefill_latency_ms"), ("decode", "decode_latency_ms_per_token"),
-                        ("time_to_first_token", "time_to_first_token_ms")]
+        let families = [
+            ("prefill", "prefill_latency_ms"), ("decode", "decode_latency_ms_per_token"),
+            ("time_to_first_token", "time_to_first_token_ms"),
+        ]
         for (prefix, stem) in families where metric.hasPrefix(prefix) {
             guard let p50 = object[stem + "_p50"]?.doubleValue, let p95 = object[stem + "_p95"]?.doubleValue,
-                  p50 > 0, p95.isFinite, p95 >= p50 else { return nil }
+                p50 > 0, p95.isFinite, p95 >= p50
+            else { return nil }
             return (p95 - p50) / p50
         }
         return nil
@@ -113,7 +121,8 @@ struct RoutingNoiseScale: Sendable {
         experts = integer(mean("num_experts") ?? moe?["num_experts"]?.doubleValue)
         topK = integer(mean("top_k") ?? moe?["top_k"]?.doubleValue)
         if let input = file.runRecord?["routing_input"]?.objectValue, input["windows_overlap"] == .bool(true),
-           let distinct = input["text_tokens"]?.doubleValue, let tokens, distinct >= 1, distinct < tokens {
+            let distinct = input["text_tokens"]?.doubleValue, let tokens, distinct >= 1, distinct < tokens
+        {
             overlap = (tokens / distinct).squareRoot()
         }
     }
@@ -170,7 +179,9 @@ struct RoutingNoiseScale: Sendable {
             guard let cvFloor else { return nil }
             // J = 1/(1 + CV²), so δJ = 2·CV·δCV/(1 + CV²)².
             let spread = cv ?? 0
-            return (2 * (spread + cvFloor) * cvFloor / ((1 + spread * spread) * (1 + spread * spread)), "2(CV + CV floor)·CV floor/(1 + CV²)²")
+            return (
+                2 * (spread + cvFloor) * cvFloor / ((1 + spread * spread) * (1 + spread * spread)), "2(CV + CV floor)·CV floor/(1 + CV²)²"
+            )
         }
         if name.contains("utilization_rate") {
             guard let e else { return nil }
@@ -240,15 +251,22 @@ extension Comparison {
         for index in rows.indices {
             let row = rows[index]
             guard row.direction != .neutral, row.texts == nil, let a = row.values.first ?? nil, let b = row.values.last ?? nil,
-                  a.isFinite, b.isFinite else { continue }
+                a.isFinite, b.isFinite
+            else { continue }
             let pair = row.section.hasPrefix("routing_stats") ? scale(row.section) : nil
-            let spreads = row.section == "inference_performance"
-                ? (NoiseModel.relativeSpread(of: row.metric, in: first.section(row.section)),
-                   NoiseModel.relativeSpread(of: row.metric, in: last.section(row.section)))
+            let spreads =
+                row.section == "inference_performance"
+                ? (
+                    NoiseModel.relativeSpread(of: row.metric, in: first.section(row.section)),
+                    NoiseModel.relativeSpread(of: row.metric, in: last.section(row.section))
+                )
                 : (nil, nil)
-            guard let threshold = model.threshold(section: row.section, metric: row.metric, first: a, last: b,
-                                                  scaleFirst: pair?.0, scaleLast: pair?.1,
-                                                  spreadFirst: spreads.0, spreadLast: spreads.1) else { continue }
+            guard
+                let threshold = model.threshold(
+                    section: row.section, metric: row.metric, first: a, last: b,
+                    scaleFirst: pair?.0, scaleLast: pair?.1,
+                    spreadFirst: spreads.0, spreadLast: spreads.1)
+            else { continue }
             rows[index].noiseThreshold = threshold.value
             rows[index].noiseSource = threshold.source
             if abs(b - a) <= threshold.value { rows[index].mark = .same }

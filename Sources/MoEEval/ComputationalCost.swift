@@ -50,8 +50,10 @@ public struct ComputationalCost: Codable, Sendable {
 
     /// `flopsSeqLen` is the training seq_len (TorchTitan passes `training.seq_len`); `sgemmPeaks` holds one measured
     /// peak per process whose work `measuredTokens`/`measuredSeconds` cover. The formulas are the family's own.
-    public static func compute(model: some ModelAccounting, flopsSeqLen: Int, measuredTokens: Int, measuredSeqLen: Int,
-                               measuredSeconds: Double, sgemmPeaks: [Double]) -> ComputationalCost {
+    public static func compute(
+        model: some ModelAccounting, flopsSeqLen: Int, measuredTokens: Int, measuredSeqLen: Int,
+        measuredSeconds: Double, sgemmPeaks: [Double]
+    ) -> ComputationalCost {
         let sgemmPeak = sgemmPeaks.reduce(0, +)
         let perToken = model.trainingFlopsPerToken(seqLen: flopsSeqLen)
         let forward = model.forwardFlopsPerToken(seqLen: measuredSeqLen)
@@ -68,10 +70,13 @@ public struct ComputationalCost: Codable, Sendable {
     }
 
     /// DeepSeek-V3 args (the same numbers as `compute(model:…)` on the model built from them).
-    public static func compute(args: ModelArgs, flopsSeqLen: Int, measuredTokens: Int, measuredSeqLen: Int,
-                               measuredSeconds: Double, sgemmPeaks: [Double]) -> ComputationalCost {
-        compute(model: args, flopsSeqLen: flopsSeqLen, measuredTokens: measuredTokens, measuredSeqLen: measuredSeqLen,
-                measuredSeconds: measuredSeconds, sgemmPeaks: sgemmPeaks)
+    public static func compute(
+        args: ModelArgs, flopsSeqLen: Int, measuredTokens: Int, measuredSeqLen: Int,
+        measuredSeconds: Double, sgemmPeaks: [Double]
+    ) -> ComputationalCost {
+        compute(
+            model: args, flopsSeqLen: flopsSeqLen, measuredTokens: measuredTokens, measuredSeqLen: measuredSeqLen,
+            measuredSeconds: measuredSeconds, sgemmPeaks: sgemmPeaks)
     }
 
     /// Best of a few large fp32 GEMMs (FLOP/s) with the current thread count: the machine's practical peak.
@@ -81,8 +86,9 @@ public struct ComputationalCost: Codable, Sendable {
         var best = Double.infinity
         for _ in 0..<repeats {
             let start = DispatchTime.now().uptimeNanoseconds
-            Linear.sgemm(transA: false, transB: true, m: n, n: n, k: n, alpha: 1, a.data, lda: n, b.data, ldb: n,
-                         beta: 0, c.data, ldc: n)
+            Linear.sgemm(
+                transA: false, transB: true, m: n, n: n, k: n, alpha: 1, a.data, lda: n, b.data, ldb: n,
+                beta: 0, c.data, ldc: n)
             best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
         }
         return 2 * Double(n * n * n) / best

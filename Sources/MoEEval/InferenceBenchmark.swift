@@ -52,8 +52,10 @@ public struct InferenceBenchmark {
     }
 
     /// Runs the benchmark on `prompts` (token ids, truncated to a common length so the batch needs no padding).
-    public static func run(model: any CausalLanguageModel, prompts: [[Int32]], newTokens: Int, iterations: Int, warmup: Int,
-                           weightBytes: Int, progress: ((String) -> Void)? = nil) throws -> Result {
+    public static func run(
+        model: any CausalLanguageModel, prompts: [[Int32]], newTokens: Int, iterations: Int, warmup: Int,
+        weightBytes: Int, progress: ((String) -> Void)? = nil
+    ) throws -> Result {
         let promptLength = max(1, prompts.map(\.count).min() ?? 1)
         let batch = prompts.count
         let tokens = prompts.flatMap { $0.prefix(promptLength) }
@@ -95,7 +97,8 @@ public struct InferenceBenchmark {
             warmupIterations: warmup,
             prefillLatencyMsP50: percentile(prefillTimes, 0.5),
             prefillLatencyMsP95: percentile(prefillTimes, 0.95),
-            prefillTokensPerSec: prefillTimes.isEmpty ? 0 : Double(batch * promptLength) / (prefillTimes.reduce(0, +) / Double(prefillTimes.count) / 1000),
+            prefillTokensPerSec: prefillTimes.isEmpty
+                ? 0 : Double(batch * promptLength) / (prefillTimes.reduce(0, +) / Double(prefillTimes.count) / 1000),
             timeToFirstTokenMsP50: percentile(firstTokenTimes, 0.5),
             decodeLatencyMsPerTokenP50: percentile(stepTimes, 0.5),
             decodeLatencyMsPerTokenP95: percentile(stepTimes, 0.95),

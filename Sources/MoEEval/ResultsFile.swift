@@ -47,7 +47,10 @@ public struct ResultsFile {
         let present = metricSections.filter { root[$0] != nil } + (root["lm_eval_samples"] != nil ? ["lm_eval_samples"] : [])
         guard !present.isEmpty else {
             let keys = root.keys.prefix(6).joined(separator: ", ")
-            throw LoadError(description: "\(path) is not an eval results file: none of \(metricSections.joined(separator: ", ")) at the top level (it has \(keys.isEmpty ? "no keys" : keys + (root.count > 6 ? ", …" : "")))")
+            throw LoadError(
+                description:
+                    "\(path) is not an eval results file: none of \(metricSections.joined(separator: ", ")) at the top level (it has \(keys.isEmpty ? "no keys" : keys + (root.count > 6 ? ", …" : "")))"
+            )
         }
         for name in present where root[name]?.objectValue == nil && root[name]?.isNull == false {
             throw LoadError(description: "\(path) is not an eval results file: \(name) is \(root[name]!.typeName), not an object")

@@ -42,7 +42,9 @@ public enum ResultsInputs {
         }
         if files.count > 1, steps.contains(where: { $0 != nil }) {
             let missing = zip(files, steps).filter { $0.1 == nil }.map(\.0.path)
-            notes.append("no training step in \(missing.joined(separator: ", ")) (neither step-N in the checkpoint path nor in the file's path): files kept in the order given")
+            notes.append(
+                "no training step in \(missing.joined(separator: ", ")) (neither step-N in the checkpoint path nor in the file's path): files kept in the order given"
+            )
         }
         return Resolved(files: files, steps: steps, notes: notes)
     }

@@ -119,22 +119,34 @@ public struct RoutedExperts: Equatable, Sendable, Encodable {
     /// Reads `routed_experts` from a results file; every size is checked against `tokens` before decoding.
     public static func parse(_ object: JSONObject, path: String) throws -> RoutedExperts {
         func fail(_ what: String) -> FormatError { FormatError(description: "\(path): routed_experts: \(what)") }
-        guard let hash = object["token_set_hash"]?.stringValue, hash.hasPrefix("fnv1a64:") else { throw fail("no token_set_hash \"fnv1a64:…\"") }
-        guard let tokens = object["tokens"]?.intValue, (1...(1 << 24)).contains(tokens) else { throw fail("tokens must be an integer in 1…16777216") }
+        guard let hash = object["token_set_hash"]?.stringValue, hash.hasPrefix("fnv1a64:") else {
+            throw fail("no token_set_hash \"fnv1a64:…\"")
+        }
+        guard let tokens = object["tokens"]?.intValue, (1...(1 << 24)).contains(tokens) else {
+            throw fail("tokens must be an integer in 1…16777216")
+        }
         guard let layerObject = object["layers"]?.objectValue, !layerObject.isEmpty else { throw fail("no layers") }
         var layers: [Layer] = []
         for (key, value) in layerObject.entries {
             guard key.hasPrefix("layer_"), let index = Int(key.dropFirst(6)), index >= 0 else { throw fail("\(key) is not layer_<index>") }
             guard let entry = value.objectValue else { throw fail("\(key) is \(value.typeName), not an object") }
-            guard let e = entry["num_experts"]?.intValue, (1...65536).contains(e) else { throw fail("\(key).num_experts must be in 1…65536") }
+            guard let e = entry["num_experts"]?.intValue, (1...65536).contains(e) else {
+                throw fail("\(key).num_experts must be in 1…65536")
+            }
             guard let k = entry["top_k"]?.intValue, (1...e).contains(k) else { throw fail("\(key).top_k must be in 1…num_experts") }
             let width = e > 256 ? 2 : 1
             guard entry["id_bytes"]?.intValue == width else { throw fail("\(key).id_bytes must be \(width) for \(e) experts") }
             let (count, overflow) = tokens.multipliedReportingOverflow(by: k)
             guard !overflow, count <= 1 << 26 else { throw fail("\(key): \(tokens) tokens × top_k \(k) is too many") }
-            guard let idText = entry["experts"]?.stringValue, let ids = Data(base64Encoded: idText) else { throw fail("\(key).experts is not base64") }
-            guard ids.count == count * width else { throw fail("\(key).experts holds \(ids.count) bytes, expected \(count * width) (\(tokens) tokens × top_k \(k) × \(width))") }
-            guard let weightText = entry["weights"]?.stringValue, let weights = Data(base64Encoded: weightText) else { throw fail("\(key).weights is not base64") }
+            guard let idText = entry["experts"]?.stringValue, let ids = Data(base64Encoded: idText) else {
+                throw fail("\(key).experts is not base64")
+            }
+            guard ids.count == count * width else {
+                throw fail("\(key).experts holds \(ids.count) bytes, expected \(count * width) (\(tokens) tokens × top_k \(k) × \(width))")
+            }
+            guard let weightText = entry["weights"]?.stringValue, let weights = Data(base64Encoded: weightText) else {
+                throw fail("\(key).weights is not base64")
+            }
             guard weights.count == count else { throw fail("\(key).weights holds \(weights.count) bytes, expected \(count)") }
             let bytes = [UInt8](ids)
             var experts = [Int32](repeating: 0, count: count)
@@ -211,7 +223,9 @@ public struct RoutingAgreement: Codable, Equatable, Sendable {
     /// Agreement of `b` with `a`: the same token set and, per layer, the same experts and top-k.
     public static func between(_ a: RoutedExperts, _ b: RoutedExperts) throws -> RoutingAgreement {
         guard a.tokenSetHash == b.tokenSetHash, a.tokenCount == b.tokenCount else {
-            throw MismatchError(description: "routed on different token sets (\(a.tokenCount) tokens \(a.tokenSetHash) vs \(b.tokenCount) tokens \(b.tokenSetHash))")
+            throw MismatchError(
+                description:
+                    "routed on different token sets (\(a.tokenCount) tokens \(a.tokenSetHash) vs \(b.tokenCount) tokens \(b.tokenSetHash))")
         }
         guard a.layers.map(\.layer) == b.layers.map(\.layer) else {
             throw MismatchError(description: "different MoE layers (\(a.layers.map(\.layer)) vs \(b.layers.map(\.layer)))")
@@ -219,11 +233,15 @@ public struct RoutingAgreement: Codable, Equatable, Sendable {
         var layers: [LayerAgreement] = []
         for (x, y) in zip(a.layers, b.layers) {
             guard x.numExperts == y.numExperts, x.topK == y.topK else {
-                throw MismatchError(description: "layer \(x.layer): \(x.numExperts) experts top-\(x.topK) vs \(y.numExperts) experts top-\(y.topK)")
+                throw MismatchError(
+                    description: "layer \(x.layer): \(x.numExperts) experts top-\(x.topK) vs \(y.numExperts) experts top-\(y.topK)")
             }
             let expected = a.tokenCount * x.topK
             guard x.experts.count == expected, y.experts.count == expected, x.weights.count == expected, y.weights.count == expected else {
-                throw MismatchError(description: "layer \(x.layer): routing of \(x.experts.count / x.topK) and \(y.experts.count / y.topK) tokens, expected \(a.tokenCount)")
+                throw MismatchError(
+                    description:
+                        "layer \(x.layer): routing of \(x.experts.count / x.topK) and \(y.experts.count / y.topK) tokens, expected \(a.tokenCount)"
+                )
             }
             layers.append(layer(x, y, tokens: a.tokenCount))
         }
@@ -308,12 +326,16 @@ extension Comparison {
         }
         for row in agreement {
             let a = row.agreement
-            table.append(["\(row.from) → \(row.to)", "mean", String(a.tokens), cell(a.top1Agreement, a.top1AgreementChance),
-                          cell(a.topKOverlap, a.topKOverlapChance), cell(a.weightedOverlap, a.weightedOverlapChance)])
+            table.append([
+                "\(row.from) → \(row.to)", "mean", String(a.tokens), cell(a.top1Agreement, a.top1AgreementChance),
+                cell(a.topKOverlap, a.topKOverlapChance), cell(a.weightedOverlap, a.weightedOverlapChance),
+            ])
             for layer in a.layers {
-                table.append(["", RoutingStatistics.key(forLayer: layer.layer), String(layer.tokens),
-                              cell(layer.top1Agreement, layer.top1AgreementChance), cell(layer.topKOverlap, layer.topKOverlapChance),
-                              cell(layer.weightedOverlap, layer.weightedOverlapChance)])
+                table.append([
+                    "", RoutingStatistics.key(forLayer: layer.layer), String(layer.tokens),
+                    cell(layer.top1Agreement, layer.top1AgreementChance), cell(layer.topKOverlap, layer.topKOverlapChance),
+                    cell(layer.weightedOverlap, layer.weightedOverlapChance),
+                ])
             }
         }
         return "\nrouting agreement (the same tokens routed by both checkpoints; chance = uniform random routing)\n" + Self.layout(table)
@@ -325,8 +347,9 @@ extension TrainingTrend {
     /// lacks them or they cover different tokens (the trend then leaves that point empty).
     public static let topKOverlap: AgreementMeasure = { a, b in
         guard let x = a.root["routed_experts"]?.objectValue, let y = b.root["routed_experts"]?.objectValue,
-              let first = try? RoutedExperts.parse(x, path: a.path), let second = try? RoutedExperts.parse(y, path: b.path),
-              let agreement = try? RoutingAgreement.between(first, second) else { return nil }
+            let first = try? RoutedExperts.parse(x, path: a.path), let second = try? RoutedExperts.parse(y, path: b.path),
+            let agreement = try? RoutingAgreement.between(first, second)
+        else { return nil }
         return (agreement.topKOverlap, agreement.topKOverlapChance)
     }
 }

@@ -37,12 +37,18 @@ public struct RoutingInput: Sendable {
             throw InputError(description: "cannot list routing data folder \(url.path): \(error.localizedDescription)")
         }
         let visible = names.filter { !$0.hasPrefix(".") }.sorted()
-        if let compressed = visible.first(where: { $0.hasSuffix(".gz") || $0.hasSuffix(".zst") || $0.hasSuffix(".bz2") || $0.hasSuffix(".xz") }) {
-            throw InputError(description: "\(url.appendingPathComponent(compressed).path): compressed routing data is not read; decompress it (e.g. gunzip) first")
+        if let compressed = visible.first(where: {
+            $0.hasSuffix(".gz") || $0.hasSuffix(".zst") || $0.hasSuffix(".bz2") || $0.hasSuffix(".xz")
+        }) {
+            throw InputError(
+                description:
+                    "\(url.appendingPathComponent(compressed).path): compressed routing data is not read; decompress it (e.g. gunzip) first"
+            )
         }
         let files = visible.filter { folderExtensions.contains(($0 as NSString).pathExtension) }
         guard !files.isEmpty else {
-            throw InputError(description: "\(url.path): no routing data files in the folder (looked for .\(folderExtensions.joined(separator: ", .")))")
+            throw InputError(
+                description: "\(url.path): no routing data files in the folder (looked for .\(folderExtensions.joined(separator: ", .")))")
         }
         let documents = try files.flatMap { try fileDocuments(in: url.appendingPathComponent($0)) }
         return documents
@@ -74,7 +80,7 @@ public struct RoutingInput: Sendable {
                 }
             } else {
                 for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
-                    where !line.allSatisfy(\.isWhitespace) {
+                where !line.allSatisfy(\.isWhitespace) {
                     let object: JSONObject
                     do {
                         guard let parsed = try JSONValue.parse(String(line)).objectValue else {
@@ -102,8 +108,10 @@ public struct RoutingInput: Sendable {
     /// Windows of `seqLen` tokens from the documents, encoded as TorchTitan's text datasets do (BOS and EOS
     /// around each document, concatenated). Windows are disjoint when the text is long enough, else overlap;
     /// their positions come from `seed`.
-    public static func text(documents: [String], source: String, tokenizer: Tokenizer, samples: Int, seqLen: Int,
-                            seed: UInt64) throws -> RoutingInput {
+    public static func text(
+        documents: [String], source: String, tokenizer: Tokenizer, samples: Int, seqLen: Int,
+        seed: UInt64
+    ) throws -> RoutingInput {
         var stream: [Int32] = []
         for document in documents {
             var ids = tokenizer.encode(document, addSpecialTokens: false)
@@ -124,16 +132,18 @@ public struct RoutingInput: Sendable {
         } else {
             starts = (0..<samples).map { _ in Int(rng.next() % UInt64(stream.count - seqLen + 1)) }
         }
-        return RoutingInput(kind: .text, sequences: starts.map { Array(stream[$0..<($0 + seqLen)]) }, source: source,
-                            availableTokens: stream.count, windowsOverlap: disjoint < samples)
+        return RoutingInput(
+            kind: .text, sequences: starts.map { Array(stream[$0..<($0 + seqLen)]) }, source: source,
+            availableTokens: stream.count, windowsOverlap: disjoint < samples)
     }
 
     /// Uniform random ids, as the original scripts routed (`torch.randint(0, vocab, (1, seq_len))` per sample).
     public static func random(vocabSize: Int, samples: Int, seqLen: Int, seed: UInt64) -> RoutingInput {
         var rng = SplitMix64(seed: seed)
         let sequences = (0..<samples).map { _ in (0..<seqLen).map { _ in Int32(rng.next() % UInt64(vocabSize)) } }
-        return RoutingInput(kind: .random, sequences: sequences, source: "random token ids", availableTokens: 0,
-                            windowsOverlap: false)
+        return RoutingInput(
+            kind: .random, sequences: sequences, source: "random token ids", availableTokens: 0,
+            windowsOverlap: false)
     }
 }
 

@@ -143,8 +143,10 @@ public final class RoutingInsightCollector: RoutingObserver {
         for layer in recorded.keys.sorted() {
             let entry = recorded[layer]!
             guard entry.ids.count == recordedTokens.count * entry.topK else { continue }
-            entries.append(RoutedExperts.Layer(layer: layer, numExperts: entry.experts, topK: entry.topK,
-                                               experts: entry.ids, weights: entry.weights))
+            entries.append(
+                RoutedExperts.Layer(
+                    layer: layer, numExperts: entry.experts, topK: entry.topK,
+                    experts: entry.ids, weights: entry.weights))
         }
         return entries.isEmpty ? nil : RoutedExperts(tokens: recordedTokens, layers: entries)
     }
@@ -218,10 +220,11 @@ final class InsightAccumulator {
     }
 
     func snapshot() -> LayerInsightCounts {
-        LayerInsightCounts(layer: layer, numExperts: experts, topK: topK, gateMassPerExpert: gateMass,
-                           logitTokens: logitTokens, logSumExpSquaredSum: logSumExpSquaredSum, logitSum: logitSum,
-                           logitSquaredSum: logitSquaredSum, logitAbsMax: logitAbsMax,
-                           tokenOccurrences: tokenOccurrences, tokenExpertCounts: tokenExpertCounts,
-                           nextLayer: nextLayer, nextLayerExperts: nextLayerExperts, nextLayerJointTop1: nextLayerJoint)
+        LayerInsightCounts(
+            layer: layer, numExperts: experts, topK: topK, gateMassPerExpert: gateMass,
+            logitTokens: logitTokens, logSumExpSquaredSum: logSumExpSquaredSum, logitSum: logitSum,
+            logitSquaredSum: logitSquaredSum, logitAbsMax: logitAbsMax,
+            tokenOccurrences: tokenOccurrences, tokenExpertCounts: tokenExpertCounts,
+            nextLayer: nextLayer, nextLayerExperts: nextLayerExperts, nextLayerJointTop1: nextLayerJoint)
     }
 }

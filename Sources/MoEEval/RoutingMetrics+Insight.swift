@@ -40,8 +40,10 @@ extension RoutingMetrics {
     /// Token specialisation (OLMoE): over token ids v seen at least `minimumOccurrences` times,
     /// Σ_v max_i n_{v,i} / Σ_v N_v, with N_v the occurrences of v and n_{v,i} how many of them selected expert i
     /// among their top-k. 1: every occurrence of an id goes to its favourite expert. Nil without such ids.
-    public static func tokenSpecialization(occurrences: [Int32: Int], expertCounts: [Int: Int], experts: Int,
-                                           minimumOccurrences: Int = tokenSpecializationMinimumOccurrences) -> (value: Double, tokenIds: Int)? {
+    public static func tokenSpecialization(
+        occurrences: [Int32: Int], expertCounts: [Int: Int], experts: Int,
+        minimumOccurrences: Int = tokenSpecializationMinimumOccurrences
+    ) -> (value: Double, tokenIds: Int)? {
         var favourite: [Int32: Int] = [:]
         for (key, count) in expertCounts {
             let token = Int32(truncatingIfNeeded: key / experts)
@@ -113,19 +115,25 @@ extension RoutingMetrics {
     public static func addInsight(_ insight: [LayerInsightCounts], to statistics: inout RoutingStatistics) {
         let byLayer = Dictionary(insight.map { ($0.layer, $0) }, uniquingKeysWith: { first, _ in first })
         for index in statistics.layers.indices {
-            guard let counts = byLayer[statistics.layers[index].layer], counts.numExperts == statistics.layers[index].numExperts else { continue }
+            guard let counts = byLayer[statistics.layers[index].layer], counts.numExperts == statistics.layers[index].numExperts else {
+                continue
+            }
             var layer = statistics.layers[index]
             layer.gateMassPerExpert = counts.gateMassPerExpert
             layer.gateMassCoefficientOfVariation = coefficientOfVariation(counts.gateMassPerExpert)
             layer.routerZLoss = routerZLoss(logSumExpSquaredSum: counts.logSumExpSquaredSum, tokens: counts.logitTokens)
-            if let moments = logitMeanAndStd(sum: counts.logitSum, squaredSum: counts.logitSquaredSum,
-                                             tokens: counts.logitTokens, experts: counts.numExperts) {
+            if let moments = logitMeanAndStd(
+                sum: counts.logitSum, squaredSum: counts.logitSquaredSum,
+                tokens: counts.logitTokens, experts: counts.numExperts)
+            {
                 layer.routerLogitMean = moments.mean
                 layer.routerLogitStd = moments.std
                 layer.routerLogitAbsMax = counts.logitAbsMax
             }
-            if let specialization = tokenSpecialization(occurrences: counts.tokenOccurrences, expertCounts: counts.tokenExpertCounts,
-                                                        experts: counts.numExperts) {
+            if let specialization = tokenSpecialization(
+                occurrences: counts.tokenOccurrences, expertCounts: counts.tokenExpertCounts,
+                experts: counts.numExperts)
+            {
                 layer.tokenSpecialization = specialization.value
                 layer.tokenSpecializationTokenIds = specialization.tokenIds
             }

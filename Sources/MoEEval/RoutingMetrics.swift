@@ -116,8 +116,9 @@ public enum RoutingMetrics {
             maxRank = max(maxRank, loads[(rank * perRank)..<((rank + 1) * perRank)].reduce(0, +))
         }
         let meanRank = Double(loads.reduce(0, +)) / Double(degree)
-        return ExpertParallelLoad(degree: degree, overloadFactor: meanRank > 0 ? Double(maxRank) / meanRank : 1,
-                                  maxRankLoad: maxRank, meanRankLoad: meanRank)
+        return ExpertParallelLoad(
+            degree: degree, overloadFactor: meanRank > 0 ? Double(maxRank) / meanRank : 1,
+            maxRankLoad: maxRank, meanRankLoad: meanRank)
     }
 
     /// 2, 4, 8, … up to E, keeping those that divide E.
@@ -147,8 +148,10 @@ public enum RoutingMetrics {
     /// LB = E·Σ_i f_i·P_i with f_i = c_i/(kT) and P_i = (1/T)·Σ_t q_{t,i}, q the scores normalised to sum
     /// to 1 per token (DeepSeek-V3 Eq. 17–20 without α, equal to Switch's N·Σ f·P): 1 under uniform
     /// routing. Nil without scored tokens.
-    public static func auxBalanceLoss(loads: some Collection<Int>, normalizedScoreSums: some Collection<Double>,
-                                      tokens: Int, scoredTokens: Int, topK: Int) -> Double? {
+    public static func auxBalanceLoss(
+        loads: some Collection<Int>, normalizedScoreSums: some Collection<Double>,
+        tokens: Int, scoredTokens: Int, topK: Int
+    ) -> Double? {
         guard tokens > 0, scoredTokens > 0, topK > 0, loads.count == normalizedScoreSums.count else { return nil }
         var sum = 0.0
         for (load, scoreSum) in zip(loads, normalizedScoreSums) {
@@ -184,8 +187,9 @@ public enum RoutingMetrics {
     public static func uniformMaxViolationFloor(experts: Int, topK: Int, tokens: Int) -> Double {
         guard experts > topK, topK > 0, tokens > 0 else { return 0 }
         if tokens <= simulatedFloorTokenLimit {
-            return simulatedUniformMaxViolation(experts: experts, topK: topK, tokens: tokens,
-                                                trials: simulatedFloorTrials, seed: simulatedFloorSeed)
+            return simulatedUniformMaxViolation(
+                experts: experts, topK: topK, tokens: tokens,
+                trials: simulatedFloorTrials, seed: simulatedFloorSeed)
         }
         let e = Double(experts), t = Double(tokens), p = Double(topK) / e
         let mean = t * p, sigma = (t * p * (1 - p)).squareRoot()
@@ -251,9 +255,10 @@ public enum RoutingMetrics {
         for entry in values.dropFirst() where lowerIsWorse ? entry.value < worst.value : entry.value > worst.value {
             worst = entry
         }
-        return LayerSummary(mean: numbers.reduce(0, +) / Double(numbers.count), median: percentile(numbers, 0.5),
-                            p90: percentile(numbers, 0.9), min: numbers.min() ?? 0, max: numbers.max() ?? 0,
-                            worstLayer: RoutingStatistics.key(forLayer: worst.layer))
+        return LayerSummary(
+            mean: numbers.reduce(0, +) / Double(numbers.count), median: percentile(numbers, 0.5),
+            p90: percentile(numbers, 0.9), min: numbers.min() ?? 0, max: numbers.max() ?? 0,
+            worstLayer: RoutingStatistics.key(forLayer: worst.layer))
     }
 
     // MARK: - Assembly
@@ -270,8 +275,10 @@ public enum RoutingMetrics {
         return layerMetrics(counts, options: options, floors: &floors)
     }
 
-    static func layerMetrics(_ counts: LayerRoutingCounts, options: RoutingMetricsOptions,
-                             floors: inout NoiseFloorMemo) -> LayerRoutingMetrics {
+    static func layerMetrics(
+        _ counts: LayerRoutingCounts, options: RoutingMetricsOptions,
+        floors: inout NoiseFloorMemo
+    ) -> LayerRoutingMetrics {
         let loads = counts.tokensPerExpert, e = counts.numExperts, k = counts.topK, t = counts.tokens
         let cv = coefficientOfVariation(loads)
         let giniValue = gini(loads)
@@ -354,8 +361,9 @@ public enum RoutingMetrics {
             hasExpertBias: counts.biasedTokens > 0,
             expertBiasRerouteRate: counts.biasedTokens > 0
                 ? Double(counts.reroutedSelections) / Double(k * counts.biasedTokens) : 0,
-            auxBalanceLoss: auxBalanceLoss(loads: loads, normalizedScoreSums: counts.normalizedScoreSums,
-                                           tokens: t, scoredTokens: counts.scoredTokens, topK: k),
+            auxBalanceLoss: auxBalanceLoss(
+                loads: loads, normalizedScoreSums: counts.normalizedScoreSums,
+                tokens: t, scoredTokens: counts.scoredTokens, topK: k),
             auxBalanceLossBatchMean: optionalMean(counts.batches.map(\.auxBalanceLoss)),
             auxBalanceLossSequenceMean: optionalMean(counts.sequences.map(\.auxBalanceLoss)),
             topCoactivatedPairs: topPairs(counts, options: options),
@@ -372,7 +380,8 @@ public enum RoutingMetrics {
         }
         let degree = layers.first?.epDegree
         let configured = layers.compactMap { layer in
-            layer.epOverloadFactor == nil ? nil : layer.epDegree.flatMap { expertParallelLoad(layer.tokensPerExpertDistribution, degree: $0) }
+            layer.epOverloadFactor == nil
+                ? nil : layer.epDegree.flatMap { expertParallelLoad(layer.tokensPerExpertDistribution, degree: $0) }
         }
         let meanRankSum = configured.reduce(0.0) { $0 + $1.meanRankLoad }
         return RoutingAggregate(
@@ -388,7 +397,8 @@ public enum RoutingMetrics {
             coefficientOfVariationNormalized: summary(over(\.coefficientOfVariationNormalized)),
             effectiveExpertsFraction: summary(over(\.effectiveExpertsFraction), lowerIsWorse: true),
             expertBiasRerouteRate: summary(over(\.expertBiasRerouteRate)),
-            stepOverloadFactor: configured.isEmpty ? nil
+            stepOverloadFactor: configured.isEmpty
+                ? nil
                 : meanRankSum > 0 ? Double(configured.reduce(0) { $0 + $1.maxRankLoad }) / meanRankSum : 1,
             epDegree: configured.isEmpty ? nil : degree)
     }
@@ -402,9 +412,10 @@ public enum RoutingMetrics {
             for b in (a + 1)..<e {
                 let together = counts.coActivation[LayerRoutingCounts.pairIndex(a, b, experts: e)]
                 guard together > 0, together >= options.minimumPairCount else { continue }
-                pairs.append(CoactivationPair(
-                    expertA: a, expertB: b, count: together,
-                    lift: coactivationLift(pairCount: together, loadA: loads[a], loadB: loads[b], tokens: counts.tokens)))
+                pairs.append(
+                    CoactivationPair(
+                        expertA: a, expertB: b, count: together,
+                        lift: coactivationLift(pairCount: together, loadA: loads[a], loadB: loads[b], tokens: counts.tokens)))
             }
         }
         pairs.sort {

@@ -319,12 +319,14 @@ public struct RoutingAggregate: Codable, Equatable, Sendable {
     public var stepOverloadFactor: Double?
     public var epDegree: Int?
 
-    public init(numMoeLayers: Int, avgGiniCoefficient: Double? = nil, avgCoefficientOfVariation: Double? = nil,
-                avgExpertUtilizationRate: Double? = nil, maxViolation: LayerSummary? = nil,
-                coefficientOfVariation: LayerSummary? = nil, giniCoefficient: LayerSummary? = nil,
-                epOverloadFactor: LayerSummary? = nil, maxViolationBatchMean: LayerSummary? = nil,
-                coefficientOfVariationNormalized: LayerSummary? = nil, effectiveExpertsFraction: LayerSummary? = nil,
-                expertBiasRerouteRate: LayerSummary? = nil, stepOverloadFactor: Double? = nil, epDegree: Int? = nil) {
+    public init(
+        numMoeLayers: Int, avgGiniCoefficient: Double? = nil, avgCoefficientOfVariation: Double? = nil,
+        avgExpertUtilizationRate: Double? = nil, maxViolation: LayerSummary? = nil,
+        coefficientOfVariation: LayerSummary? = nil, giniCoefficient: LayerSummary? = nil,
+        epOverloadFactor: LayerSummary? = nil, maxViolationBatchMean: LayerSummary? = nil,
+        coefficientOfVariationNormalized: LayerSummary? = nil, effectiveExpertsFraction: LayerSummary? = nil,
+        expertBiasRerouteRate: LayerSummary? = nil, stepOverloadFactor: Double? = nil, epDegree: Int? = nil
+    ) {
         self.numMoeLayers = numMoeLayers
         self.avgGiniCoefficient = avgGiniCoefficient
         self.avgCoefficientOfVariation = avgCoefficientOfVariation

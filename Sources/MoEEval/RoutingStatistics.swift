@@ -59,10 +59,12 @@ public struct LayerRoutingCounts: Codable, Equatable, Sendable {
     /// One entry per closed sequence, in order.
     public var sequences: [ScopeLoad]
 
-    public init(layer: Int, numExperts: Int, topK: Int, tokens: Int, tokensPerExpert: [Int],
-                firstChoiceTokensPerExpert: [Int], coActivation: [Int], scoredTokens: Int,
-                normalizedScoreSums: [Double], tokenEntropySum: Double, fragileTokens: Int,
-                biasedTokens: Int, reroutedSelections: Int, batches: [ScopeLoad], sequences: [ScopeLoad]) {
+    public init(
+        layer: Int, numExperts: Int, topK: Int, tokens: Int, tokensPerExpert: [Int],
+        firstChoiceTokensPerExpert: [Int], coActivation: [Int], scoredTokens: Int,
+        normalizedScoreSums: [Double], tokenEntropySum: Double, fragileTokens: Int,
+        biasedTokens: Int, reroutedSelections: Int, batches: [ScopeLoad], sequences: [ScopeLoad]
+    ) {
         self.layer = layer
         self.numExperts = numExperts
         self.topK = topK
@@ -159,7 +161,9 @@ public final class RoutingStatisticsCollector: RoutingObserver {
     public func observe(_ decision: RoutingDecision) {
         let e = decision.numExperts, k = decision.topK, t = decision.tokenCount
         guard e > 0, k > 0, k <= e, t >= 0, decision.experts.count >= t * k else {
-            warnings.append("routing layer \(decision.layer): decision with \(t) tokens, top_k \(k), \(e) experts and \(decision.experts.count) selections ignored")
+            warnings.append(
+                "routing layer \(decision.layer): decision with \(t) tokens, top_k \(k), \(e) experts and \(decision.experts.count) selections ignored"
+            )
             return
         }
         if let bad = decision.experts.prefix(t * k).first(where: { $0 < 0 || Int($0) >= e }) {
@@ -169,7 +173,9 @@ public final class RoutingStatisticsCollector: RoutingObserver {
         let accumulator: LayerAccumulator
         if let existing = accumulators[decision.layer] {
             guard existing.experts == e, existing.topK == k else {
-                warnings.append("routing layer \(decision.layer): \(e) experts, top_k \(k) after \(existing.experts) experts, top_k \(existing.topK); decision ignored")
+                warnings.append(
+                    "routing layer \(decision.layer): \(e) experts, top_k \(k) after \(existing.experts) experts, top_k \(existing.topK); decision ignored"
+                )
                 return
             }
             accumulator = existing
@@ -190,8 +196,9 @@ public final class RoutingStatisticsCollector: RoutingObserver {
             warnOnce(layer: decision.layer, "expert bias shorter than \(e) experts; the reroute rate skips such decisions")
         }
         guard let selections = decision.experts.baseAddress else { return }
-        accumulator.add(tokens: t, selections: selections, scores: scores, bias: bias, groups: groups,
-                        sequenceLength: sequenceLength, scratch: scratch)
+        accumulator.add(
+            tokens: t, selections: selections, scores: scores, bias: bias, groups: groups,
+            sequenceLength: sequenceLength, scratch: scratch)
         if !explicitBatches { accumulator.closeBatch() }
     }
 
@@ -210,8 +217,12 @@ public final class RoutingStatisticsCollector: RoutingObserver {
         guard let groups = expertGroups, groups > 1 else { return (0, 0) }
         let limited = limitedGroups ?? groups
         guard experts % groups == 0, experts / groups >= 2, (1...groups).contains(limited),
-              limited * (experts / groups) >= topK else {
-            warnOnce(layer: layer, "\(groups) expert groups (\(limited) limited) do not fit \(experts) experts with top_k \(topK); node-limited routing ignored")
+            limited * (experts / groups) >= topK
+        else {
+            warnOnce(
+                layer: layer,
+                "\(groups) expert groups (\(limited) limited) do not fit \(experts) experts with top_k \(topK); node-limited routing ignored"
+            )
             return (0, 0)
         }
         return (groups, limited)
@@ -271,8 +282,9 @@ final class ScopeAccumulator {
         }
         let load = ScopeLoad(
             tokens: tokens, maxExpertLoad: loads.max() ?? 0,
-            auxBalanceLoss: RoutingMetrics.auxBalanceLoss(loads: loads, normalizedScoreSums: sums, tokens: tokens,
-                                                          scoredTokens: scoredTokens, topK: topK),
+            auxBalanceLoss: RoutingMetrics.auxBalanceLoss(
+                loads: loads, normalizedScoreSums: sums, tokens: tokens,
+                scoredTokens: scoredTokens, topK: topK),
             droppedAssignments: dropped)
         counts.update(repeating: 0, count: experts)
         scoreSums.update(repeating: 0, count: experts)
@@ -335,9 +347,11 @@ final class LayerAccumulator {
             reroutedSelections: reroutedSelections, batches: batches, sequences: sequences)
     }
 
-    func add(tokens count: Int, selections: UnsafePointer<Int32>, scores: UnsafePointer<Float>?,
-             bias: UnsafePointer<Float>?, groups: (count: Int, limited: Int), sequenceLength: Int?,
-             scratch: RoutingScratch) {
+    func add(
+        tokens count: Int, selections: UnsafePointer<Int32>, scores: UnsafePointer<Float>?,
+        bias: UnsafePointer<Float>?, groups: (count: Int, limited: Int), sequenceLength: Int?,
+        scratch: RoutingScratch
+    ) {
         let e = experts, k = topK
         for t in 0..<count {
             let picks = selections + t * k
@@ -362,8 +376,10 @@ final class LayerAccumulator {
     }
 
     /// Entropy, normalised-score sums, selection margin and bias reroutes of one token.
-    private func addScores(_ s: UnsafePointer<Float>, picks: UnsafePointer<Int32>, bias: UnsafePointer<Float>?,
-                           groups: (count: Int, limited: Int), scratch: RoutingScratch) {
+    private func addScores(
+        _ s: UnsafePointer<Float>, picks: UnsafePointer<Int32>, bias: UnsafePointer<Float>?,
+        groups: (count: Int, limited: Int), scratch: RoutingScratch
+    ) {
         let e = experts, k = topK
         var sum = 0.0
         for j in 0..<e { sum += Double(s[j]) }
@@ -389,9 +405,10 @@ final class LayerAccumulator {
         defer { for slot in 0..<k { scratch.selected[Int(picks[slot])] = false } }
 
         if groups.count > 0 {
-            RouterSelection.markAllowedGroups(z, experts: e, groups: groups.count, limited: groups.limited,
-                                              groupScores: scratch.groupScores, groupPick: scratch.groupPick,
-                                              allowed: scratch.allowed)
+            RouterSelection.markAllowedGroups(
+                z, experts: e, groups: groups.count, limited: groups.limited,
+                groupScores: scratch.groupScores, groupPick: scratch.groupPick,
+                allowed: scratch.allowed)
         }
         var kthBiased = Float.infinity
         for slot in 0..<k { kthBiased = min(kthBiased, z[Int(picks[slot])]) }
@@ -404,12 +421,14 @@ final class LayerAccumulator {
 
         if bias != nil {
             if groups.count > 0 {
-                RouterSelection.markAllowedGroups(s, experts: e, groups: groups.count, limited: groups.limited,
-                                                  groupScores: scratch.groupScores, groupPick: scratch.groupPick,
-                                                  allowed: scratch.allowed)
+                RouterSelection.markAllowedGroups(
+                    s, experts: e, groups: groups.count, limited: groups.limited,
+                    groupScores: scratch.groupScores, groupPick: scratch.groupPick,
+                    allowed: scratch.allowed)
             }
-            RouterSelection.topK(s, count: e, k: k, allowed: groups.count > 0 ? UnsafePointer(scratch.allowed) : nil,
-                                 into: scratch.unbiasedPick)
+            RouterSelection.topK(
+                s, count: e, k: k, allowed: groups.count > 0 ? UnsafePointer(scratch.allowed) : nil,
+                into: scratch.unbiasedPick)
             var kept = 0
             for slot in 0..<k where scratch.selected[Int(scratch.unbiasedPick[slot])] { kept += 1 }
             reroutedSelections += k - kept
@@ -421,8 +440,10 @@ final class LayerAccumulator {
 /// The router's selection rules, reproduced for the unbiased counterfactual and the rival set.
 enum RouterSelection {
     /// Indices of the k largest allowed values, best first; on ties the lower index wins, as in the model.
-    static func topK(_ values: UnsafePointer<Float>, count n: Int, k: Int, allowed: UnsafePointer<Bool>?,
-                     into indices: UnsafeMutablePointer<Int32>) {
+    static func topK(
+        _ values: UnsafePointer<Float>, count n: Int, k: Int, allowed: UnsafePointer<Bool>?,
+        into indices: UnsafeMutablePointer<Int32>
+    ) {
         var filled = 0
         for i in 0..<n {
             if let allowed, !allowed[i] { continue }
@@ -442,9 +463,11 @@ enum RouterSelection {
     }
 
     /// Marks the experts of the `limited` groups with the largest top-2 sums (TorchTitan node-limited routing).
-    static func markAllowedGroups(_ values: UnsafePointer<Float>, experts: Int, groups: Int, limited: Int,
-                                  groupScores: UnsafeMutablePointer<Float>, groupPick: UnsafeMutablePointer<Int32>,
-                                  allowed: UnsafeMutablePointer<Bool>) {
+    static func markAllowedGroups(
+        _ values: UnsafePointer<Float>, experts: Int, groups: Int, limited: Int,
+        groupScores: UnsafeMutablePointer<Float>, groupPick: UnsafeMutablePointer<Int32>,
+        allowed: UnsafeMutablePointer<Bool>
+    ) {
         let perGroup = experts / groups
         for g in 0..<groups {
             var first = -Float.infinity, second = -Float.infinity

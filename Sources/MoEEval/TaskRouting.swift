@@ -44,7 +44,9 @@ public final class TaskRoutingCollector: RequestRoutingObserver {
     public func observe(_ decision: RoutingDecision) {
         let e = decision.numExperts, k = decision.topK, t = decision.tokenCount
         guard e > 0, k > 0, seqLen > 0, t == rows.count * seqLen, decision.experts.count >= t * k else {
-            if !rows.isEmpty { warnings.append("task routing layer \(decision.layer): \(t) tokens do not match \(rows.count) rows × \(seqLen); skipped") }
+            if !rows.isEmpty {
+                warnings.append("task routing layer \(decision.layer): \(t) tokens do not match \(rows.count) rows × \(seqLen); skipped")
+            }
             return
         }
         if firstLayer == nil { firstLayer = decision.layer }
@@ -164,10 +166,11 @@ public struct TaskRouting: Codable, Equatable, Sendable {
                 }
             }
             candidates.sort { ($0.share - $0.overallShare, -$0.layer, -$0.expert) > ($1.share - $1.overallShare, -$1.layer, -$1.expert) }
-            return Task(label: source.label, tokens: source.tokens,
-                        tokensPerExpert: Dictionary(uniqueKeysWithValues: source.loads.map { (RoutingStatistics.key(forLayer: $0.key), $0.value) }),
-                        klToUniform: kl, meanKLToUniform: kl.isEmpty ? 0 : kl.values.reduce(0, +) / Double(kl.count),
-                        mostSpecialisedExperts: Array(candidates.prefix(Self.specialisedExpertsPerTask)))
+            return Task(
+                label: source.label, tokens: source.tokens,
+                tokensPerExpert: Dictionary(uniqueKeysWithValues: source.loads.map { (RoutingStatistics.key(forLayer: $0.key), $0.value) }),
+                klToUniform: kl, meanKLToUniform: kl.isEmpty ? 0 : kl.values.reduce(0, +) / Double(kl.count),
+                mostSpecialisedExperts: Array(candidates.prefix(Self.specialisedExpertsPerTask)))
         }
         var divergences: [Divergence] = []
         for i in kept.indices {
@@ -179,8 +182,10 @@ public struct TaskRouting: Codable, Equatable, Sendable {
                     perLayer[RoutingStatistics.key(forLayer: layer)] = RoutingMetrics.jensenShannonDivergence(p, q)
                 }
                 guard !perLayer.isEmpty else { continue }
-                divergences.append(Divergence(a: kept[i].label, b: kept[j].label, jensenShannon: perLayer,
-                                              meanJensenShannon: perLayer.values.reduce(0, +) / Double(perLayer.count)))
+                divergences.append(
+                    Divergence(
+                        a: kept[i].label, b: kept[j].label, jensenShannon: perLayer,
+                        meanJensenShannon: perLayer.values.reduce(0, +) / Double(perLayer.count)))
             }
         }
         self.divergences = divergences

@@ -46,17 +46,28 @@ public struct TrainingTrend: Sendable {
                     ?? layerMean(file, mean)
             }
         }
-        series.append(Series(id: "gini", title: "Gini (mean over layers)", values: routing("avg_gini_coefficient", mean: "gini_coefficient"),
-                             bands: [(0.1, .excellent), (0.2, .good), (0.3, .fair), (.infinity, .poor)]))
-        series.append(Series(id: "cv", title: "CV (mean over layers)", values: routing("avg_coefficient_of_variation", mean: "coefficient_of_variation"),
-                             bands: [(0.2, .excellent), (0.4, .good), (0.5, .fair), (.infinity, .poor)]))
-        series.append(Series(id: "maxvio", title: "MaxVio (mean over layers)",
-                             values: files.map { $0.routingAggregate?["max_violation"]?.objectValue?["mean"]?.doubleValue ?? layerMean($0, "max_violation") },
-                             reference: files.map { layerMean($0, "max_violation_noise_floor") }, referenceName: "noise floor"))
-        series.append(Series(id: "dead", title: "Dead experts (sum over layers)", values: files.map { file in
-            let counts = file.routingLayers.compactMap { $0.metrics["dead_experts"]?.doubleValue }
-            return counts.isEmpty ? nil : counts.reduce(0, +)
-        }))
+        series.append(
+            Series(
+                id: "gini", title: "Gini (mean over layers)", values: routing("avg_gini_coefficient", mean: "gini_coefficient"),
+                bands: [(0.1, .excellent), (0.2, .good), (0.3, .fair), (.infinity, .poor)]))
+        series.append(
+            Series(
+                id: "cv", title: "CV (mean over layers)", values: routing("avg_coefficient_of_variation", mean: "coefficient_of_variation"),
+                bands: [(0.2, .excellent), (0.4, .good), (0.5, .fair), (.infinity, .poor)]))
+        series.append(
+            Series(
+                id: "maxvio", title: "MaxVio (mean over layers)",
+                values: files.map {
+                    $0.routingAggregate?["max_violation"]?.objectValue?["mean"]?.doubleValue ?? layerMean($0, "max_violation")
+                },
+                reference: files.map { layerMean($0, "max_violation_noise_floor") }, referenceName: "noise floor"))
+        series.append(
+            Series(
+                id: "dead", title: "Dead experts (sum over layers)",
+                values: files.map { file in
+                    let counts = file.routingLayers.compactMap { $0.metrics["dead_experts"]?.doubleValue }
+                    return counts.isEmpty ? nil : counts.reduce(0, +)
+                }))
         if let agreement, files.count >= 2, let final = files.last {
             var previous: [Double?] = [nil], previousChance: [Double?] = [nil]
             for index in 1..<files.count {
@@ -66,19 +77,25 @@ public struct TrainingTrend: Sendable {
             }
             let toFinal = files.map { agreement($0, final) }
             if previous.contains(where: { $0 != nil }) {
-                series.append(Series(id: "agreement-previous", title: "Routing agreement with the previous checkpoint (top-k overlap)",
-                                     values: previous, reference: previousChance, referenceName: "chance"))
+                series.append(
+                    Series(
+                        id: "agreement-previous", title: "Routing agreement with the previous checkpoint (top-k overlap)",
+                        values: previous, reference: previousChance, referenceName: "chance"))
             }
             if toFinal.contains(where: { $0 != nil }) {
-                series.append(Series(id: "agreement-final", title: "Routing agreement with the final checkpoint (top-k overlap)",
-                                     values: toFinal.map { $0?.value }, reference: toFinal.map { $0?.chance }, referenceName: "chance"))
+                series.append(
+                    Series(
+                        id: "agreement-final", title: "Routing agreement with the final checkpoint (top-k overlap)",
+                        values: toFinal.map { $0?.value }, reference: toFinal.map { $0?.chance }, referenceName: "chance"))
             }
         }
         for row in Comparison.accuracyRows(files) where row.direction != .neutral {
             let key = row.metric.split(separator: ",").first.map(String.init) ?? row.metric
             let bounded = row.values.allSatisfy { ($0 ?? 0) >= 0 && ($0 ?? 0) <= 1 }
-            series.append(Series(id: "acc-\(row.task)-\(key)", title: "\(row.task) \(key) ± SE", values: row.values, errors: row.standardErrors,
-                                 range: bounded ? 0...1 : nil))
+            series.append(
+                Series(
+                    id: "acc-\(row.task)-\(key)", title: "\(row.task) \(key) ± SE", values: row.values, errors: row.standardErrors,
+                    range: bounded ? 0...1 : nil))
         }
         self.series = series.filter { $0.values.contains { $0?.isFinite == true } }
     }
@@ -89,12 +106,14 @@ public struct TrainingTrend: Sendable {
     public func text() -> String {
         var table = [["metric"] + labels]
         for item in series {
-            table.append([item.title] + item.values.indices.map { index in
-                guard let value = item.values[index] else { return "—" }
-                var cell = Comparison.formatNumber(value)
-                if let error = item.errors?[index] { cell += " ± " + Comparison.formatNumber(error) }
-                return cell
-            })
+            table.append(
+                [item.title]
+                    + item.values.indices.map { index in
+                        guard let value = item.values[index] else { return "—" }
+                        var cell = Comparison.formatNumber(value)
+                        if let error = item.errors?[index] { cell += " ± " + Comparison.formatNumber(error) }
+                        return cell
+                    })
         }
         return "\nTrend over training steps\n" + Comparison.layout(table)
     }
@@ -127,7 +146,8 @@ public struct TrainingTrend: Sendable {
         func px(_ value: Double) -> Double { xSpan > 0 ? left + (value - xLow) / xSpan * plotWidth : left + plotWidth / 2 }
         func py(_ value: Double) -> Double { top + (1 - (value - low) / (high - low)) * plotHeight }
         let f = HTMLReport.fmt
-        var svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"trend-\(HTMLReport.escape(item.id))\" class=\"trend\" data-points=\"\(item.values.count)\" width=\"\(Int(width))\" height=\"\(Int(height))\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\">\n"
+        var svg =
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"trend-\(HTMLReport.escape(item.id))\" class=\"trend\" data-points=\"\(item.values.count)\" width=\"\(Int(width))\" height=\"\(Int(height))\" viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=\"img\">\n"
         svg += "<title>\(HTMLReport.escape(item.title)) against training step</title>\n"
         svg += "<text class=\"plot-title\" x=\"\(f(left))\" y=\"14\">\(HTMLReport.escape(item.title))</text>\n"
         if let bands = item.bands {
@@ -135,7 +155,8 @@ public struct TrainingTrend: Sendable {
             for (upper, band) in bands {
                 let top = min(upper, high), bottom = max(lower, low)
                 if top > bottom {
-                    svg += "<rect class=\"zone \(band.rawValue)\" x=\"\(f(left))\" y=\"\(f(py(top)))\" width=\"\(f(plotWidth))\" height=\"\(f(py(bottom) - py(top)))\"><title>seed band \(band.rawValue)</title></rect>\n"
+                    svg +=
+                        "<rect class=\"zone \(band.rawValue)\" x=\"\(f(left))\" y=\"\(f(py(top)))\" width=\"\(f(plotWidth))\" height=\"\(f(py(bottom) - py(top)))\"><title>seed band \(band.rawValue)</title></rect>\n"
                 }
                 lower = upper
             }
@@ -143,12 +164,14 @@ public struct TrainingTrend: Sendable {
         svg += "<path class=\"frame\" d=\"M\(f(left)) \(f(top))V\(f(top + plotHeight))H\(f(left + plotWidth))\"/>\n"
         for tick in [low, (low + high) / 2, high] {
             let shown = abs(tick) < 1e-9 * (high - low) ? 0 : tick
-            svg += "<text class=\"axis\" x=\"\(f(left - 4))\" y=\"\(f(py(tick) + 3))\" text-anchor=\"end\">\(HTMLReport.escape(String(format: "%.3g", shown)))</text>\n"
+            svg +=
+                "<text class=\"axis\" x=\"\(f(left - 4))\" y=\"\(f(py(tick) + 3))\" text-anchor=\"end\">\(HTMLReport.escape(String(format: "%.3g", shown)))</text>\n"
         }
         for index in x.indices {
             let anchor = x.count == 1 ? "middle" : index == 0 ? "start" : index == x.count - 1 ? "end" : "middle"
             let label = steps[index].map(String.init) ?? labels[index]
-            svg += "<text class=\"axis\" x=\"\(f(px(x[index])))\" y=\"\(f(height - 10))\" text-anchor=\"\(anchor)\">\(HTMLReport.escape(label))</text>\n"
+            svg +=
+                "<text class=\"axis\" x=\"\(f(px(x[index])))\" y=\"\(f(height - 10))\" text-anchor=\"\(anchor)\">\(HTMLReport.escape(label))</text>\n"
         }
         if let errors = item.errors {
             var upper: [(Double, Double)] = [], lower: [(Double, Double)] = []
@@ -168,7 +191,8 @@ public struct TrainingTrend: Sendable {
                 return "\(f(px(x[index]))),\(f(py(value)))"
             }
             if !points.isEmpty {
-                svg += "<polyline class=\"reference\" points=\"\(points.joined(separator: " "))\"><title>\(HTMLReport.escape(item.referenceName ?? "reference"))</title></polyline>\n"
+                svg +=
+                    "<polyline class=\"reference\" points=\"\(points.joined(separator: " "))\"><title>\(HTMLReport.escape(item.referenceName ?? "reference"))</title></polyline>\n"
             }
         }
         let points = item.values.indices.compactMap { index -> (Double, Double, Int)? in
@@ -181,10 +205,12 @@ public struct TrainingTrend: Sendable {
         for (cx, cy, index) in points {
             let value = item.values[index] ?? .nan
             let error = item.errors?[index].map { " ± \(Comparison.formatNumber($0))" } ?? ""
-            svg += "<circle class=\"point\" cx=\"\(f(cx))\" cy=\"\(f(cy))\" r=\"3.5\" data-step=\"\(steps[index].map(String.init) ?? "")\" data-value=\"\(HTMLReport.exact(value))\"><title>\(HTMLReport.escape(labels[index])): \(Comparison.formatNumber(value))\(error)</title></circle>\n"
+            svg +=
+                "<circle class=\"point\" cx=\"\(f(cx))\" cy=\"\(f(cy))\" r=\"3.5\" data-step=\"\(steps[index].map(String.init) ?? "")\" data-value=\"\(HTMLReport.exact(value))\"><title>\(HTMLReport.escape(labels[index])): \(Comparison.formatNumber(value))\(error)</title></circle>\n"
         }
         if let name = item.referenceName, item.reference != nil {
-            svg += "<text class=\"axis legend\" x=\"\(f(left + plotWidth))\" y=\"14\" text-anchor=\"end\">dashed: \(HTMLReport.escape(name))</text>\n"
+            svg +=
+                "<text class=\"axis legend\" x=\"\(f(left + plotWidth))\" y=\"14\" text-anchor=\"end\">dashed: \(HTMLReport.escape(name))</text>\n"
         }
         svg += "</svg>\n"
         return svg

@@ -320,7 +320,8 @@ private struct JSONReader {
                     var code = try readHex4()
                     if (0xD800...0xDBFF).contains(code) {
                         guard position + 1 < bytes.count, bytes[position] == UInt8(ascii: "\\"),
-                              bytes[position + 1] == UInt8(ascii: "u") else {
+                            bytes[position + 1] == UInt8(ascii: "u")
+                        else {
                             throw error("lone leading surrogate in a \\u escape")
                         }
                         position += 2
@@ -452,7 +453,8 @@ extension JSONValue {
             return "[" + items.map { $0.pretty(indent: indent + 1) }.joined(separator: ", ") + "]"
         case .object(let object):
             if object.isEmpty { return "{}" }
-            return "{\n" + object.entries.map { pad + JSONValue.quoted($0.key) + ": " + $0.value.pretty(indent: indent + 1) }
+            return "{\n"
+                + object.entries.map { pad + JSONValue.quoted($0.key) + ": " + $0.value.pretty(indent: indent + 1) }
                 .joined(separator: ",\n") + "\n" + closing + "}"
         default:
             return serialized

@@ -190,7 +190,8 @@ private final class ValueEncoder: Encoder {
 
     func integer<T: BinaryInteger>(_ value: T, at path: [any CodingKey]) throws -> JSONValue {
         guard let exact = Int(exactly: value) else {
-            throw EncodingError.invalidValue(value, .init(codingPath: path, debugDescription: "\(value) does not fit a 64-bit signed integer"))
+            throw EncodingError.invalidValue(
+                value, .init(codingPath: path, debugDescription: "\(value) does not fit a 64-bit signed integer"))
         }
         return .int(exact)
     }
@@ -534,8 +535,10 @@ private struct UnkeyedDecoder: UnkeyedDecodingContainer {
     /// The next element's decoder; the index advances only when decoding it succeeds, as Codable requires.
     func next() throws -> ValueDecoder {
         guard !isAtEnd else {
-            throw DecodingError.valueNotFound(Any.self, .init(
-                codingPath: codingPath + [JSONIndexKey(currentIndex)], debugDescription: "the array has only \(items.count) elements"))
+            throw DecodingError.valueNotFound(
+                Any.self,
+                .init(
+                    codingPath: codingPath + [JSONIndexKey(currentIndex)], debugDescription: "the array has only \(items.count) elements"))
         }
         return decoder.child(items[currentIndex], key: JSONIndexKey(currentIndex))
     }

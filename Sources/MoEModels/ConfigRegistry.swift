@@ -44,26 +44,37 @@ public enum ConfigRegistry {
 
     public static let entries: [Entry] = {
         var list: [Entry] = []
-        func add(_ module: String, _ names: [String], flavor: String, args: ModelArgs, seqLen: Int, assets: String,
-                 dataset: String, ep: Int, interval: Int, epOverrides: [String: Int] = [:]) {
+        func add(
+            _ module: String, _ names: [String], flavor: String, args: ModelArgs, seqLen: Int, assets: String,
+            dataset: String, ep: Int, interval: Int, epOverrides: [String: Int] = [:]
+        ) {
             for name in names {
-                list.append(Entry(module: module, name: name, flavor: flavor, args: args, seqLen: seqLen, hfAssetsPath: assets,
-                                  dataset: dataset, expertParallelDegree: epOverrides[name] ?? ep, checkpointInterval: interval))
+                list.append(
+                    Entry(
+                        module: module, name: name, flavor: flavor, args: args, seqLen: seqLen, hfAssetsPath: assets,
+                        dataset: dataset, expertParallelDegree: epOverrides[name] ?? ep, checkpointInterval: interval))
             }
         }
         // The variants (_mtp, _mxfp8, _hybridep, _minimal_async_ep, _float8) change training kernels, communication
         // or add MTP heads, not the main model's arguments; `_minimal_async_ep` resets expert_parallel_degree to 1.
-        add("deepseek_v3", ["deepseek_v3_debugmodel", "deepseek_v3_debugmodel_mtp", "deepseek_v3_debugmodel_mxfp8",
-                            "deepseek_v3_debugmodel_hybridep", "deepseek_v3_debugmodel_minimal_async_ep"],
+        add(
+            "deepseek_v3",
+            [
+                "deepseek_v3_debugmodel", "deepseek_v3_debugmodel_mtp", "deepseek_v3_debugmodel_mxfp8",
+                "deepseek_v3_debugmodel_hybridep", "deepseek_v3_debugmodel_minimal_async_ep",
+            ],
             flavor: "debugmodel", args: dsv3("debugmodel"), seqLen: 2048, assets: "./tests/assets/tokenizer",
             dataset: "c4_test", ep: 1, interval: 10)
-        add("deepseek_v3", ["deepseek_v3_16b", "deepseek_v3_16b_hybridep", "deepseek_v3_16b_minimal_async_ep"],
+        add(
+            "deepseek_v3", ["deepseek_v3_16b", "deepseek_v3_16b_hybridep", "deepseek_v3_16b_minimal_async_ep"],
             flavor: "16B", args: dsv3("16B"), seqLen: 4096, assets: "./assets/hf/deepseek-moe-16b-base",
             dataset: "c4", ep: 8, interval: 10, epOverrides: ["deepseek_v3_16b_minimal_async_ep": 1])
-        add("deepseek_v3", ["deepseek_v3_671b", "deepseek_v3_671b_float8"],
+        add(
+            "deepseek_v3", ["deepseek_v3_671b", "deepseek_v3_671b_float8"],
             flavor: "671B", args: dsv3("671B"), seqLen: 4096, assets: "./assets/hf/DeepSeek-V3.1-Base",
             dataset: "c4", ep: 2, interval: 500)
-        add("kimi_k2_7", ["moonlight_16b_a3b"], flavor: "moonlight-16B-A3B", args: moonlight, seqLen: 4096,
+        add(
+            "kimi_k2_7", ["moonlight_16b_a3b"], flavor: "moonlight-16B-A3B", args: moonlight, seqLen: 4096,
             assets: "./assets/hf/Moonlight-16B-A3B", dataset: "c4", ep: 8, interval: 500)
         return list
     }()
@@ -101,7 +112,8 @@ public enum ConfigRegistry {
     /// The entry `--module module --config name` selects; the error names the known configs.
     public static func entry(module: String?, name: String) throws -> Entry {
         if let module, !modules.contains(module) {
-            throw ModelArgsError(message: "--module \(module): not a TorchTitan 0.3 module with MoE configs (known: \(modules.joined(separator: ", ")))")
+            throw ModelArgsError(
+                message: "--module \(module): not a TorchTitan 0.3 module with MoE configs (known: \(modules.joined(separator: ", ")))")
         }
         if let refusal = refused[name], module == nil || module == refusal.module {
             throw ModelArgsError(message: "--config \(name) (--module \(refusal.module)) \(refusal.reason)")
@@ -113,7 +125,10 @@ public enum ConfigRegistry {
             }
             let scope = module.map { "module \($0)" } ?? "any module"
             let hint = module == nil ? " (pass --module too, or a path to an existing TOML file)" : ""
-            throw ModelArgsError(message: "--config \(name): not a file, and not a TorchTitan 0.3.0 config of \(scope)\(hint); known: \(names(module: module).joined(separator: ", "))")
+            throw ModelArgsError(
+                message:
+                    "--config \(name): not a file, and not a TorchTitan 0.3.0 config of \(scope)\(hint); known: \(names(module: module).joined(separator: ", "))"
+            )
         }
         return entry
     }
@@ -129,23 +144,30 @@ public enum ConfigRegistry {
         let seq = seqLen ?? e.seqLen
         guard seq >= 1 else { throw ModelArgsError(message: "training.seq_len must be ≥ 1, not \(seq)") }
         guard seq <= e.args.maxSeqLen else {
-            throw ModelArgsError(message: "training.seq_len \(seq) exceeds the RoPE maximum sequence length \(e.args.maxSeqLen) of \(e.module) flavor \(e.flavor) (TorchTitan refuses it too)")
+            throw ModelArgsError(
+                message:
+                    "training.seq_len \(seq) exceeds the RoPE maximum sequence length \(e.args.maxSeqLen) of \(e.module) flavor \(e.flavor) (TorchTitan refuses it too)"
+            )
         }
         var args = e.args
         args.maxSeqLen = seq
-        let json = registryConfigJSON(module: e.module, specName: e.module == "kimi_k2_7" ? "kimi_k2_5" : e.module, config: e.name,
-                                      flavor: e.flavor, hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset,
-                                      expertParallelDegree: e.expertParallelDegree, checkpointInterval: e.checkpointInterval)
-        return TrainConfig(path: "--module \(e.module) --config \(e.name)", modelName: e.module, flavor: e.flavor,
-                           hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset, datasetPath: nil,
-                           dumpFolder: dumpFolder, checkpointFolder: checkpointFolder,
-                           expertParallelDegree: e.expertParallelDegree, json: json, registryArgs: args)
+        let json = registryConfigJSON(
+            module: e.module, specName: e.module == "kimi_k2_7" ? "kimi_k2_5" : e.module, config: e.name,
+            flavor: e.flavor, hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset,
+            expertParallelDegree: e.expertParallelDegree, checkpointInterval: e.checkpointInterval)
+        return TrainConfig(
+            path: "--module \(e.module) --config \(e.name)", modelName: e.module, flavor: e.flavor,
+            hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset, datasetPath: nil,
+            dumpFolder: dumpFolder, checkpointFolder: checkpointFolder,
+            expertParallelDegree: e.expertParallelDegree, json: json, registryArgs: args)
     }
 
     /// The job config a registry entry stands for, as the JSON recorded with the results (keys sorted, so that
     /// the same entry always gives the same bytes).
-    static func registryConfigJSON(module: String, specName: String, config: String, flavor: String, hfAssetsPath: String,
-                                   seqLen: Int, dataset: String, expertParallelDegree: Int, checkpointInterval: Int) -> Data {
+    static func registryConfigJSON(
+        module: String, specName: String, config: String, flavor: String, hfAssetsPath: String,
+        seqLen: Int, dataset: String, expertParallelDegree: Int, checkpointInterval: Int
+    ) -> Data {
         let object: JSONValue = .object([
             "checkpoint": .object(["folder": .string(checkpointFolder), "interval": .int(checkpointInterval)]),
             "config": .string(config),

@@ -94,7 +94,9 @@ public final class ExpertParallelGroup: @unchecked Sendable {
     public static func check(numExperts: Int, degree: Int) throws {
         guard degree >= 1 else { throw ExpertParallelError("expert-parallel degree \(degree) must be ≥ 1") }
         guard numExperts % degree == 0 else {
-            throw ExpertParallelError("expert-parallel degree \(degree) does not divide num_experts \(numExperts): each rank must hold the same number of experts (use a process count that divides \(numExperts))")
+            throw ExpertParallelError(
+                "expert-parallel degree \(degree) does not divide num_experts \(numExperts): each rank must hold the same number of experts (use a process count that divides \(numExperts))"
+            )
         }
     }
 
@@ -103,7 +105,9 @@ public final class ExpertParallelGroup: @unchecked Sendable {
         let degree = degree ?? communicator.size
         try Self.check(numExperts: numExperts, degree: degree)
         guard communicator.size % degree == 0 else {
-            throw ExpertParallelError("expert-parallel degree \(degree) does not divide the \(communicator.size) processes: the processes must form whole expert groups (use --ep with a divisor of the process count)")
+            throw ExpertParallelError(
+                "expert-parallel degree \(degree) does not divide the \(communicator.size) processes: the processes must form whole expert groups (use --ep with a divisor of the process count)"
+            )
         }
         self.communicator = communicator
         self.expertCommunicator = degree == communicator.size ? communicator : try communicator.split(groupSize: degree)
@@ -131,8 +135,10 @@ public final class ExpertParallelGroup: @unchecked Sendable {
 
     /// Runs `batches` (bucketed by global expert) on the ranks owning the experts and returns the outputs in the
     /// same bucketed order. `compute` runs this rank's experts on batches indexed by *local* expert.
-    func runExperts(_ batches: ExpertBatches, layer: Int,
-                    compute: (ExpertBatches) -> Tensor) throws -> Tensor {
+    func runExperts(
+        _ batches: ExpertBatches, layer: Int,
+        compute: (ExpertBatches) -> Tensor
+    ) throws -> Tensor {
         switch mode {
         case .splitBySequence, .ownBatches: return try exchange(batches, layer: layer, compute: compute)
         case .replicatedTokens: return try computeOwnAndGather(batches, layer: layer, compute: compute)
@@ -141,8 +147,10 @@ public final class ExpertParallelGroup: @unchecked Sendable {
 
     /// Dispatch all-to-all → local experts → combine all-to-all. Because dispatch buckets rows by expert and
     /// experts are placed contiguously, the rows for rank r are one contiguous block of `batches.input`.
-    private func exchange(_ batches: ExpertBatches, layer: Int,
-                          compute: (ExpertBatches) -> Tensor) throws -> Tensor {
+    private func exchange(
+        _ batches: ExpertBatches, layer: Int,
+        compute: (ExpertBatches) -> Tensor
+    ) throws -> Tensor {
         // Ranks below are those of this rank's expert group; experts are placed on them contiguously.
         let local = expertsPerRank, ranks = degree, d = batches.width
         let exchangeGroup = expertCommunicator
@@ -155,11 +163,12 @@ public final class ExpertParallelGroup: @unchecked Sendable {
         let totalReceived = receiveRows.reduce(0, +)
         let arrived = Tensor(shape: [totalReceived, d])
         try timed(\.allToAllSeconds) {
-            try exchangeGroup.allToAllV(send: batches.input.data, sendCounts: sendRows.map { $0 * rowBytes },
-                                       receive: arrived.data, receiveCounts: receiveRows.map { $0 * rowBytes })
+            try exchangeGroup.allToAllV(
+                send: batches.input.data, sendCounts: sendRows.map { $0 * rowBytes },
+                receive: arrived.data, receiveCounts: receiveRows.map { $0 * rowBytes })
         }
 
-        var blockStart = [Int](repeating: 0, count: ranks * local)   // in `arrived`, (s, j) order
+        var blockStart = [Int](repeating: 0, count: ranks * local) // in `arrived`, (s, j) order
         var position = 0
         for s in 0..<ranks {
             for j in 0..<local { blockStart[s * local + j] = position; position += Int(received[s * local + j]) }
@@ -179,8 +188,9 @@ public final class ExpertParallelGroup: @unchecked Sendable {
             statistics.receivedAssignments[layer, default: 0] += totalReceived
             let combined = Tensor(shape: [batches.input.rows, d])
             try timed(\.allToAllSeconds) {
-                try exchangeGroup.allToAllV(send: arrived.data, sendCounts: receiveRows.map { $0 * rowBytes },
-                                           receive: combined.data, receiveCounts: sendRows.map { $0 * rowBytes })
+                try exchangeGroup.allToAllV(
+                    send: arrived.data, sendCounts: receiveRows.map { $0 * rowBytes },
+                    receive: combined.data, receiveCounts: sendRows.map { $0 * rowBytes })
             }
             return combined
         }
@@ -192,7 +202,7 @@ public final class ExpertParallelGroup: @unchecked Sendable {
             offsets[j + 1] = offsets[j] + (0..<ranks).reduce(0) { $0 + Int(received[$1 * local + j]) }
         }
         let bucketed = Tensor(shape: [totalReceived, d])
-        var bucketStart = [Int](repeating: 0, count: ranks * local)   // in `bucketed`, for each (s, j) block
+        var bucketStart = [Int](repeating: 0, count: ranks * local) // in `bucketed`, for each (s, j) block
         for j in 0..<local {
             var row = offsets[j]
             for s in 0..<ranks {
@@ -210,21 +220,25 @@ public final class ExpertParallelGroup: @unchecked Sendable {
 
         for s in 0..<ranks {
             for j in 0..<local {
-                arrived.row(blockStart[s * local + j]).update(from: outputs.row(bucketStart[s * local + j]),
-                                                             count: Int(received[s * local + j]) * d)
+                arrived.row(blockStart[s * local + j]).update(
+                    from: outputs.row(bucketStart[s * local + j]),
+                    count: Int(received[s * local + j]) * d)
             }
         }
         let combined = Tensor(shape: [batches.input.rows, d])
         try timed(\.allToAllSeconds) {
-            try exchangeGroup.allToAllV(send: arrived.data, sendCounts: receiveRows.map { $0 * rowBytes },
-                                       receive: combined.data, receiveCounts: sendRows.map { $0 * rowBytes })
+            try exchangeGroup.allToAllV(
+                send: arrived.data, sendCounts: receiveRows.map { $0 * rowBytes },
+                receive: combined.data, receiveCounts: sendRows.map { $0 * rowBytes })
         }
         return combined
     }
 
     /// Every rank holds the same batches: each computes its own experts' buckets, then all are gathered.
-    private func computeOwnAndGather(_ batches: ExpertBatches, layer: Int,
-                                     compute: (ExpertBatches) -> Tensor) throws -> Tensor {
+    private func computeOwnAndGather(
+        _ batches: ExpertBatches, layer: Int,
+        compute: (ExpertBatches) -> Tensor
+    ) throws -> Tensor {
         let local = expertsPerRank, d = batches.width, index = expertCommunicator.rank
         let rowBytes = d * MemoryLayout<Float>.size
         let first = batches.offsets[index * local], last = batches.offsets[(index + 1) * local]
@@ -278,10 +292,13 @@ public final class ExpertParallelGroup: @unchecked Sendable {
 
         private func gatherOrThrow(_ decision: RoutingDecision?, layer: Int) throws {
             let c = group.communicator
-            let header: [Double] = decision.map {
-                [Double($0.tokenCount), Double($0.topK), Double($0.numExperts), $0.scores.isEmpty ? 0 : 1,
-                 $0.gateLogits.isEmpty ? 0 : 1]
-            } ?? [0, 0, 0, 0, 0]
+            let header: [Double] =
+                decision.map {
+                    [
+                        Double($0.tokenCount), Double($0.topK), Double($0.numExperts), $0.scores.isEmpty ? 0 : 1,
+                        $0.gateLogits.isEmpty ? 0 : 1,
+                    ]
+                } ?? [0, 0, 0, 0, 0]
             let all = try c.allGather(header)
             let tokens = (0..<c.size).map { Int(all[$0 * 5]) }
             guard let reference = (0..<c.size).first(where: { tokens[$0] > 0 }) else { return }
@@ -293,8 +310,9 @@ public final class ExpertParallelGroup: @unchecked Sendable {
                 let out = UnsafeMutableBufferPointer<T>.allocate(capacity: isRoot ? max(total * perToken, 1) : 1)
                 let size = MemoryLayout<T>.stride * perToken
                 let mine = UnsafeRawPointer(local?.baseAddress) ?? UnsafeRawPointer(out.baseAddress!)
-                try c.gatherV(send: mine, receive: isRoot ? UnsafeMutableRawPointer(out.baseAddress!) : nil,
-                              counts: tokens.map { $0 * size })
+                try c.gatherV(
+                    send: mine, receive: isRoot ? UnsafeMutableRawPointer(out.baseAddress!) : nil,
+                    counts: tokens.map { $0 * size })
                 return out
             }
             let experts = try collect(Int32.self, perToken: k, decision?.experts)
@@ -311,10 +329,11 @@ public final class ExpertParallelGroup: @unchecked Sendable {
                     guard let buffer else { return UnsafeBufferPointer(start: nil, count: 0) }
                     return UnsafeBufferPointer(rebasing: buffer[(first * width)..<((first + count) * width)])
                 }
-                inner.observe(RoutingDecision(
-                    layer: layer, tokenCount: count, topK: k, numExperts: e,
-                    experts: part(experts, k), weights: part(weights, k), scores: part(scores, e), gateLogits: part(logits, e),
-                    expertBias: decision.expertBias))
+                inner.observe(
+                    RoutingDecision(
+                        layer: layer, tokenCount: count, topK: k, numExperts: e,
+                        experts: part(experts, k), weights: part(weights, k), scores: part(scores, e), gateLogits: part(logits, e),
+                        expertBias: decision.expertBias))
             }
             if decisionPerRank {
                 var first = 0
@@ -328,8 +347,10 @@ public final class ExpertParallelGroup: @unchecked Sendable {
 
 extension CausalLanguageModel {
     /// A forward under expert parallelism: see `ExpertParallelGroup`. Every rank gets the whole batch's logits.
-    public func forwardExpertParallel(_ group: ExpertParallelGroup, tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache?,
-                               logits selection: LogitsSelection, observer: RoutingObserver?) throws -> Tensor {
+    public func forwardExpertParallel(
+        _ group: ExpertParallelGroup, tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache?,
+        logits selection: LogitsSelection, observer: RoutingObserver?
+    ) throws -> Tensor {
         let start = DispatchTime.now().uptimeNanoseconds
         group.runningLocalShare = true
         defer {
@@ -353,12 +374,15 @@ extension CausalLanguageModel {
             try participateWithoutTokens(group, gatherer: gatherer)
         } else {
             group.statistics.tokensRun += share.count * seqLen
-            local = try forward(tokens: Array(tokens[(share.lowerBound * seqLen)..<(share.upperBound * seqLen)]),
-                                batch: share.count, seqLen: seqLen, cache: nil, logits: selection, observer: gatherer)
+            local = try forward(
+                tokens: Array(tokens[(share.lowerBound * seqLen)..<(share.upperBound * seqLen)]),
+                batch: share.count, seqLen: seqLen, cache: nil, logits: selection, observer: gatherer)
         }
         if let failure = gatherer?.failure { throw failure }
         let result = Tensor(shape: [batch * rowsPerSequence, vocab])
-        let counts = (0..<group.size).map { group.share(ofBatch: batch, rank: $0).count * rowsPerSequence * vocab * MemoryLayout<Float>.size }
+        let counts = (0..<group.size).map {
+            group.share(ofBatch: batch, rank: $0).count * rowsPerSequence * vocab * MemoryLayout<Float>.size
+        }
         try group.timed(\.gatherSeconds) {
             try group.communicator.allGatherV(send: local?.data ?? result.data, receive: result.data, counts: counts)
         }
@@ -369,10 +393,13 @@ extension CausalLanguageModel {
     /// numbers a single process running that batch alone would produce. Rank 0's observer receives each rank's
     /// decision in rank order, as if the batches had run one after another. Returns this rank's logits
     /// (nil for an empty batch). A collective: every rank of the group calls it.
-    public func forwardOwnBatches(tokens: [Int32], batch: Int, seqLen: Int, logits selection: LogitsSelection = .all,
-                                  observer: RoutingObserver? = nil) throws -> Tensor? {
+    public func forwardOwnBatches(
+        tokens: [Int32], batch: Int, seqLen: Int, logits selection: LogitsSelection = .all,
+        observer: RoutingObserver? = nil
+    ) throws -> Tensor? {
         guard let group = expertParallel else {
-            return batch > 0 ? try forward(tokens: tokens, batch: batch, seqLen: seqLen, cache: nil, logits: selection, observer: observer) : nil
+            return batch > 0
+                ? try forward(tokens: tokens, batch: batch, seqLen: seqLen, cache: nil, logits: selection, observer: observer) : nil
         }
         let start = DispatchTime.now().uptimeNanoseconds
         group.runningLocalShare = true
@@ -402,8 +429,9 @@ extension CausalLanguageModel {
         for (layer, moe) in moeBlocks {
             let d = moe.dim, e = moe.router.numExperts
             gatherer?.contributeNothing(layer: layer)
-            let empty = ExpertBatches(experts: e, width: d, offsets: [Int](repeating: 0, count: e + 1), assignment: [],
-                                      input: Tensor(shape: [0, d]))
+            let empty = ExpertBatches(
+                experts: e, width: d, offsets: [Int](repeating: 0, count: e + 1), assignment: [],
+                input: Tensor(shape: [0, d]))
             _ = try group.runExperts(empty, layer: layer) { moe.computeExperts($0) }
         }
     }

@@ -31,7 +31,8 @@ public struct HFModelConfig: Sendable {
     public static func parse(_ json: JSONObject, source: String) throws -> HFModelConfig {
         let modelType = json["model_type"]?.stringValue ?? "?"
         guard modelType == "deepseek_v3" || modelType == "deepseek_v2" else {
-            throw ModelArgsError(message: "\(source): model_type \"\(modelType)\" is not supported (expected \"deepseek_v3\" or \"deepseek_v2\")")
+            throw ModelArgsError(
+                message: "\(source): model_type \"\(modelType)\" is not supported (expected \"deepseek_v3\" or \"deepseek_v2\")")
         }
         func int(_ key: String) throws -> Int? {
             guard let v = json[key], !v.isNull else { return nil }
@@ -81,10 +82,15 @@ public struct HFModelConfig: Sendable {
                 a.moeArgs.numLimitedGroups = nil
             case "group_limited_greedy":
                 if let groups = a.moeArgs.numExpertGroups, (a.moeArgs.numLimitedGroups ?? groups) < groups {
-                    throw ModelArgsError(message: "\(source): topk_method group_limited_greedy with topk_group < n_group is not supported (DeepSeek-V2 ranks groups by their maximum score, TorchTitan by the sum of the top two)")
+                    throw ModelArgsError(
+                        message:
+                            "\(source): topk_method group_limited_greedy with topk_group < n_group is not supported (DeepSeek-V2 ranks groups by their maximum score, TorchTitan by the sum of the top two)"
+                    )
                 }
             default:
-                throw ModelArgsError(message: "\(source): topk_method \"\(method)\" is not supported for deepseek_v2 (expected greedy or group_limited_greedy)")
+                throw ModelArgsError(
+                    message:
+                        "\(source): topk_method \"\(method)\" is not supported for deepseek_v2 (expected greedy or group_limited_greedy)")
             }
         }
         var yarn = false
@@ -97,7 +103,8 @@ public struct HFModelConfig: Sendable {
                 a.ropeFactor = try double("factor", in: scaling) ?? a.ropeFactor
                 if let length = try double("original_max_position_embeddings", in: scaling) {
                     guard let exact = Int(exactly: length) else {
-                        throw ModelArgsError(message: "\(source): rope_scaling.original_max_position_embeddings (\(length)) must be an integer")
+                        throw ModelArgsError(
+                            message: "\(source): rope_scaling.original_max_position_embeddings (\(length)) must be an integer")
                     }
                     a.originalSeqLen = exact
                 }

@@ -32,11 +32,17 @@ public enum HFConfigExport {
             blockers.append("route_norm (DeepseekV2 never renormalises the selected weights; norm_topk_prob is ignored)")
         }
         if let groups = m.numExpertGroups, (m.numLimitedGroups ?? groups) < groups {
-            blockers.append("node-limited routing (TorchTitan ranks groups by the sum of their top two scores, DeepseekV2's group_limited_greedy by the maximum)")
+            blockers.append(
+                "node-limited routing (TorchTitan ranks groups by the sum of their top two scores, DeepseekV2's group_limited_greedy by the maximum)"
+            )
         }
         guard !blockers.isEmpty else { return (.deepseekV2, nil) }
-        return (.deepseekV3, "no transformers architecture reproduces this softmax-routed model: DeepseekV3ForCausalLM always scores with sigmoid, and DeepseekV2ForCausalLM cannot express "
-                + blockers.joined(separator: ", nor ") + "; written as DeepseekV3ForCausalLM with scoring_func softmax, which vLLM and SGLang read")
+        return (
+            .deepseekV3,
+            "no transformers architecture reproduces this softmax-routed model: DeepseekV3ForCausalLM always scores with sigmoid, and DeepseekV2ForCausalLM cannot express "
+                + blockers.joined(separator: ", nor ")
+                + "; written as DeepseekV3ForCausalLM with scoring_func softmax, which vLLM and SGLang read"
+        )
     }
 
     /// The numbers transformers will compute differently from TorchTitan, one line each (empty when none).
@@ -47,7 +53,9 @@ public enum HFConfigExport {
             notes.append(unreproducible)
         }
         if numerics.finalNormEps != Float(args.normEps) {
-            notes.append("transformers applies rms_norm_eps \(args.normEps) to the final norm too; TorchTitan used \(numerics.finalNormEps) there (recorded as moe_eval.final_norm_eps)")
+            notes.append(
+                "transformers applies rms_norm_eps \(args.normEps) to the final norm too; TorchTitan used \(numerics.finalNormEps) there (recorded as moe_eval.final_norm_eps)"
+            )
         }
         if args.normEps != 1e-6 {
             notes.append("transformers' q_a_layernorm and kv_a_layernorm always use eps 1e-6; TorchTitan used norm_eps \(args.normEps)")
@@ -58,23 +66,33 @@ public enum HFConfigExport {
     /// Refuses what HF DeepSeek cannot express, then returns the config as pretty JSON with a stable key order.
     /// `torchDType`: "float32" or "bfloat16"; `numerics.origin` is recorded beside the final norm's eps.
     /// `architecture`: from `architecture(args:routingBiasIsZero:)`.
-    public static func configJSON(args: ModelArgs, numerics: Numerics, torchDType: String,
-                                  bosTokenId: Int?, eosTokenId: Int?, architecture: HFArchitecture = .deepseekV3) throws -> String {
+    public static func configJSON(
+        args: ModelArgs, numerics: Numerics, torchDType: String,
+        bosTokenId: Int?, eosTokenId: Int?, architecture: HFArchitecture = .deepseekV3
+    ) throws -> String {
         try args.validate()
         let m = args.moeArgs
         if args.numMoELayers > 0 {
             if m.scoreBeforeExperts {
-                throw ModelArgsError(message: "moe_args.score_before_experts = true cannot be converted: HF DeepSeek-V2/V3 weight the experts' outputs, not their inputs, and SwiGLU makes the two differ")
+                throw ModelArgsError(
+                    message:
+                        "moe_args.score_before_experts = true cannot be converted: HF DeepSeek-V2/V3 weight the experts' outputs, not their inputs, and SwiGLU makes the two differ"
+                )
             }
             if m.gateBias {
                 throw ModelArgsError(message: "moe_args.gate_bias = true cannot be converted: HF DeepSeek-V2/V3's router has no bias")
             }
         }
         if architecture == .deepseekV2, Self.architecture(args: args, routingBiasIsZero: true).architecture != .deepseekV2 {
-            throw ModelArgsError(message: "DeepseekV2ForCausalLM cannot express this router: it needs softmax scores, route_norm off and no node-limited groups")
+            throw ModelArgsError(
+                message:
+                    "DeepseekV2ForCausalLM cannot express this router: it needs softmax scores, route_norm off and no node-limited groups")
         }
         if numerics.yarn && args.ropeFactor < 1 {
-            throw ModelArgsError(message: "rope_factor \(args.ropeFactor) < 1 with YaRN active cannot be converted: transformers applies no mscale below factor 1, TorchTitan does")
+            throw ModelArgsError(
+                message:
+                    "rope_factor \(args.ropeFactor) < 1 with YaRN active cannot be converted: transformers applies no mscale below factor 1, TorchTitan does"
+            )
         }
         var rope: JSONValue = .null
         if numerics.yarn {
@@ -95,7 +113,8 @@ public enum HFConfigExport {
         }
         let v3 = architecture == .deepseekV3
         // DeepseekV2 ranks plain top-k (`greedy`) and has no selection bias, so no group fields.
-        let routing: JSONObject = v3
+        let routing: JSONObject =
+            v3
             ? [
                 ("scoring_func", .string(m.scoreFunc)),
                 ("topk_method", .string("noaux_tc")),
@@ -156,12 +175,15 @@ public enum HFConfigExport {
             ("initializer_range", .double(0.02)),
             ("use_cache", .bool(true)),
             ("torch_dtype", .string(torchDType)),
-            ("moe_eval", .object([
-                ("converted_from", .string("torchtitan")),
-                ("numerics", .string(numerics.origin)),
-                ("yarn", .bool(numerics.yarn)),
-                ("final_norm_eps", .double(Double(numerics.finalNormEps))),
-            ])),
+            (
+                "moe_eval",
+                .object([
+                    ("converted_from", .string("torchtitan")),
+                    ("numerics", .string(numerics.origin)),
+                    ("yarn", .bool(numerics.yarn)),
+                    ("final_norm_eps", .double(Double(numerics.finalNormEps))),
+                ])
+            ),
         ]
         return JSONValue.object(fields).prettyPrinted
     }

@@ -4,8 +4,11 @@ extension KVCache {
     /// suffixes (its answer choices) in one batched forward.
     public convenience init(model: some CausalLanguageModel, repeating source: KVCache, row: Int, rows: Int, capacity: Int) throws {
         guard (0..<source.batch).contains(row), rows > 0, capacity >= source.length,
-              source.layout == model.kvCacheLayout else {
-            throw ModelLoadError("KV cache: cannot repeat row \(row) of a \(source.batch)-row cache holding \(source.length) positions into \(rows) rows of capacity \(capacity)")
+            source.layout == model.kvCacheLayout
+        else {
+            throw ModelLoadError(
+                "KV cache: cannot repeat row \(row) of a \(source.batch)-row cache holding \(source.length) positions into \(rows) rows of capacity \(capacity)"
+            )
         }
         self.init(model: model, batch: rows, capacity: capacity)
         let filled = source.length

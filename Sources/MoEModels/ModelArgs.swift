@@ -41,7 +41,8 @@ public struct MoEArgs: Codable, Equatable, Sendable {
         numExpertGroups = try c.decodeIfPresent(Int.self, forKey: .numExpertGroups)
         numLimitedGroups = try c.decodeIfPresent(Int.self, forKey: .numLimitedGroups)
         gateBias = try c.decodeIfPresent(Bool.self, forKey: .gateBias) ?? d.gateBias
-        loadBalanceCoeff = c.contains(.loadBalanceCoeff)
+        loadBalanceCoeff =
+            c.contains(.loadBalanceCoeff)
             ? try c.decodeIfPresent(Double.self, forKey: .loadBalanceCoeff) : d.loadBalanceCoeff
     }
 
@@ -186,12 +187,16 @@ public struct ModelArgs: Codable, Equatable, Sendable {
             try positive(moeInterDim, "moe_inter_dim")
             try need(m.numExperts > 0, "moe_args.num_experts must be positive")
             try need(m.topK >= 1 && m.topK <= m.numExperts, "moe_args.top_k (\(m.topK)) must be within 1...num_experts (\(m.numExperts))")
-            try need(m.scoreFunc == "softmax" || m.scoreFunc == "sigmoid", "moe_args.score_func must be \"softmax\" or \"sigmoid\", not \"\(m.scoreFunc)\"")
+            try need(
+                m.scoreFunc == "softmax" || m.scoreFunc == "sigmoid",
+                "moe_args.score_func must be \"softmax\" or \"sigmoid\", not \"\(m.scoreFunc)\"")
             try need(m.numSharedExperts >= 0, "moe_args.num_shared_experts must be ≥ 0")
             try finite(m.routeScale, "moe_args.route_scale")
             if let coefficient = m.loadBalanceCoeff { try finite(coefficient, "moe_args.load_balance_coeff") }
             if let groups = m.numExpertGroups {
-                try need(groups > 0 && m.numExperts % groups == 0, "moe_args.num_expert_groups (\(groups)) must divide num_experts (\(m.numExperts))")
+                try need(
+                    groups > 0 && m.numExperts % groups == 0,
+                    "moe_args.num_expert_groups (\(groups)) must divide num_experts (\(m.numExperts))")
                 try need(m.numExperts / groups >= 2, "each expert group needs ≥ 2 experts (group score is a top-2 sum)")
                 let limited = m.numLimitedGroups ?? groups
                 try need(limited >= 1 && limited <= groups, "moe_args.num_limited_groups (\(limited)) must be within 1...num_expert_groups")
@@ -229,7 +234,10 @@ public struct ModelArgs: Codable, Equatable, Sendable {
         let fields = root["model_args"]?.objectValue ?? root
         let known = Set(CodingKeys.allCases.map(\.rawValue)).union(ignoredKeys)
         if let unknown = fields.keys.filter({ !known.contains($0) }).sorted().first {
-            throw ModelArgsError(message: "\(source): unknown model args field \"\(unknown)\" (known: \(CodingKeys.allCases.map(\.rawValue).joined(separator: ", ")))")
+            throw ModelArgsError(
+                message:
+                    "\(source): unknown model args field \"\(unknown)\" (known: \(CodingKeys.allCases.map(\.rawValue).joined(separator: ", ")))"
+            )
         }
         if let moe = fields["moe_args"]?.objectValue {
             let knownMoE = Set(MoEArgs.CodingKeys.allCases.map(\.rawValue)).union(MoEArgs.ignoredKeys)

@@ -16,9 +16,11 @@ public struct ModelSpec: Sendable {
     /// `--training.seq_len`: overrides the config's training seq_len (and so `max_seq_len`).
     public var seqLen: Int?
 
-    public init(checkpoint: URL, config: URL? = nil, modelArgs: URL? = nil, flavor: String? = nil,
-                era: CodeEra? = nil, yarn: Bool? = nil, finalNormEps: Float? = nil,
-                registryModule: String? = nil, registryConfig: String? = nil, seqLen: Int? = nil) {
+    public init(
+        checkpoint: URL, config: URL? = nil, modelArgs: URL? = nil, flavor: String? = nil,
+        era: CodeEra? = nil, yarn: Bool? = nil, finalNormEps: Float? = nil,
+        registryModule: String? = nil, registryConfig: String? = nil, seqLen: Int? = nil
+    ) {
         self.checkpoint = checkpoint; self.config = config; self.modelArgs = modelArgs; self.flavor = flavor
         self.era = era; self.yarn = yarn; self.finalNormEps = finalNormEps
         self.registryModule = registryModule; self.registryConfig = registryConfig; self.seqLen = seqLen
@@ -52,8 +54,10 @@ public struct LoadedModel: @unchecked Sendable {
     public let argsOrigin: String
     public let loadSeconds: Double
 
-    public init(model: any CausalLanguageModel, family: ModelFamily, modelArgs: any ModelArguments, source: WeightSource,
-                trainConfig: TrainConfig?, argsOrigin: String, loadSeconds: Double) {
+    public init(
+        model: any CausalLanguageModel, family: ModelFamily, modelArgs: any ModelArguments, source: WeightSource,
+        trainConfig: TrainConfig?, argsOrigin: String, loadSeconds: Double
+    ) {
         self.model = model; self.family = family; self.modelArgs = modelArgs; self.source = source
         self.trainConfig = trainConfig; self.argsOrigin = argsOrigin; self.loadSeconds = loadSeconds
     }
@@ -80,7 +84,9 @@ public enum ModelLoader {
 
     /// DeepSeek-V3: the model args the options imply, in order of precedence: `--model-args`, `--flavor` (with the
     /// config's seq_len when a config is given), `--config`, then an HF `config.json` beside the weights.
-    public static func resolveArgs(_ spec: ModelSpec, source: WeightSource?) throws
+    public static func resolveArgs(
+        _ spec: ModelSpec, source: WeightSource?
+    ) throws
         -> (args: ModelArgs, origin: String, config: TrainConfig?, hf: HFModelConfig?)
     {
         do {
@@ -96,7 +102,9 @@ public enum ModelLoader {
 
     /// Args from a model-args file or an HF config.json are validated as they are read; those from a flavor
     /// and a config's seq_len are validated here, so every caller gets args that passed `validate()`.
-    static func resolveArgsWithoutTemplate(_ spec: ModelSpec) throws
+    static func resolveArgsWithoutTemplate(
+        _ spec: ModelSpec
+    ) throws
         -> (args: ModelArgs, origin: String, config: TrainConfig?, hf: HFModelConfig?)
     {
         func validated(_ args: ModelArgs, _ origin: String) throws -> ModelArgs {
@@ -112,7 +120,10 @@ public enum ModelLoader {
                 args.maxSeqLen = seqLen
                 args = try validated(args, "--training.seq_len \(seqLen)")
             }
-            return (args, "model args file \(file.path)" + (spec.seqLen.map { " with seq_len \($0) from --training.seq_len" } ?? ""), config, nil)
+            return (
+                args, "model args file \(file.path)" + (spec.seqLen.map { " with seq_len \($0) from --training.seq_len" } ?? ""), config,
+                nil
+            )
         }
         if let flavor = spec.flavor {
             guard var args = Flavors.args(for: flavor) else {
@@ -123,7 +134,10 @@ public enum ModelLoader {
             return (args, "flavor \(flavor)" + (config.map { " with seq_len \($0.seqLen) from \($0.path)" } ?? ""), config, nil)
         }
         if let config {
-            return (try validated(config.modelArgs(), config.path), "config \(config.path) (flavor \(config.flavor), seq_len \(config.seqLen))", config, nil)
+            return (
+                try validated(config.modelArgs(), config.path), "config \(config.path) (flavor \(config.flavor), seq_len \(config.seqLen))",
+                config, nil
+            )
         }
         let hfConfig = hfConfigURL(for: spec.checkpoint)
         if FileManager.default.fileExists(atPath: hfConfig.path) {
@@ -135,7 +149,10 @@ public enum ModelLoader {
             }
             return (args, "HF config \(hfConfig.path)" + (spec.seqLen.map { " with seq_len \($0) from --training.seq_len" } ?? ""), nil, hf)
         }
-        throw ModelArgsError(message: noArgsMessage + "\(spec.checkpoint.path): pass --module deepseek_v3 --config NAME (TorchTitan 0.3), --config TRAIN.toml, --model-args FILE.json or --flavor NAME")
+        throw ModelArgsError(
+            message: noArgsMessage
+                + "\(spec.checkpoint.path): pass --module deepseek_v3 --config NAME (TorchTitan 0.3), --config TRAIN.toml, --model-args FILE.json or --flavor NAME"
+        )
     }
 
     /// A model-args JSON filled from the checkpoint's shapes, for the user to complete.

@@ -69,27 +69,33 @@ extension ModelArgs {
         _ = try Checked.multiply(moeInterDim, moeArgs.numSharedExperts, what: "moe_inter_dim × moe_args.num_shared_experts")
         // Every shape can now be formed; one layer of each kind stands for all layers of that kind.
         func elements(_ shapes: [(name: String, shape: [Int])]) throws -> Int {
-            try Checked.sum(shapes.map { try Checked.product($0.shape, what: "tensor \($0.name) \($0.shape)") },
-                            what: "the parameters of \(shapes.first?.name.split(separator: ".").prefix(2).joined(separator: ".") ?? "a layer")")
+            try Checked.sum(
+                shapes.map { try Checked.product($0.shape, what: "tensor \($0.name) \($0.shape)") },
+                what: "the parameters of \(shapes.first?.name.split(separator: ".").prefix(2).joined(separator: ".") ?? "a layer")")
         }
         let embedding = try Checked.product([vocabSize, dim], what: "tok_embeddings.weight [vocab_size, dim]")
-        var total = try Checked.add(Checked.multiply(embedding, 2, what: "the embedding and output parameters"), dim,
-                                    what: "the parameter count")
+        var total = try Checked.add(
+            Checked.multiply(embedding, 2, what: "the embedding and output parameters"), dim,
+            what: "the parameter count")
         for (layer, count) in [(0, nDenseLayers), (nDenseLayers, numMoELayers)] where count > 0 {
             let perLayer = try elements(layerShapes(layer))
-            total = try Checked.add(total, Checked.multiply(perLayer, count, what: "the parameters of \(count) layers"),
-                                    what: "the parameter count")
+            total = try Checked.add(
+                total, Checked.multiply(perLayer, count, what: "the parameters of \(count) layers"),
+                what: "the parameter count")
         }
         // The active count scales the routed experts by top_k before dividing by num_experts.
         if numMoELayers > 0 {
-            _ = try Checked.product([3, moeArgs.numExperts, moeInterDim, dim, numMoELayers, moeArgs.topK],
-                                    what: "the routed expert parameters × top_k")
+            _ = try Checked.product(
+                [3, moeArgs.numExperts, moeInterDim, dim, numMoELayers, moeArgs.topK],
+                what: "the routed expert parameters × top_k")
         }
         let headDims = try Checked.add(qkHead, vHeadDim, what: "the attention head dims")
-        let attention = try Checked.product([6, nLayers, nHeads, headDims, maxSeqLen],
-                                            what: "the attention FLOPs per token (6 × n_layers × n_heads × head dims × max_seq_len)")
-        _ = try Checked.add(Checked.multiply(total, 6, what: "the FLOPs per token (6 × parameters)"), attention,
-                            what: "the FLOPs per token")
+        let attention = try Checked.product(
+            [6, nLayers, nHeads, headDims, maxSeqLen],
+            what: "the attention FLOPs per token (6 × n_layers × n_heads × head dims × max_seq_len)")
+        _ = try Checked.add(
+            Checked.multiply(total, 6, what: "the FLOPs per token (6 × parameters)"), attention,
+            what: "the FLOPs per token")
     }
 
     /// Parameter counts in TorchTitan's buckets (buffers such as expert_bias are not parameters).
@@ -108,11 +114,17 @@ extension ModelArgs {
         public init(bucketing shapes: some Sequence<(name: String, shape: [Int])>, routedExperts: String) {
             for (name, shape) in shapes {
                 let n = shape.reduce(1, *)
-                if name.contains("embedding") { embedding += n; dense += n }
-                else if name.contains("moe.shared_experts") { shared += n }
-                else if name.contains("moe.router") { router += n }
-                else if name.contains(routedExperts) { experts += n }
-                else { dense += n }
+                if name.contains("embedding") {
+                    embedding += n; dense += n
+                } else if name.contains("moe.shared_experts") {
+                    shared += n
+                } else if name.contains("moe.router") {
+                    router += n
+                } else if name.contains(routedExperts) {
+                    experts += n
+                } else {
+                    dense += n
+                }
             }
         }
 
@@ -120,8 +132,9 @@ extension ModelArgs {
     }
 
     public func parameterCounts() -> ParameterCounts {
-        ParameterCounts(bucketing: expectedShapes().lazy.filter { !$0.key.hasSuffix("moe.expert_bias") }.map { (name: $0.key, shape: $0.value) },
-                        routedExperts: "moe.experts")
+        ParameterCounts(
+            bucketing: expectedShapes().lazy.filter { !$0.key.hasSuffix("moe.expert_bias") }.map { (name: $0.key, shape: $0.value) },
+            routedExperts: "moe.experts")
     }
 
     public var totalParameters: Int { parameterCounts().total }
@@ -142,9 +155,11 @@ extension ModelArgs {
     /// leave the flavor's value in place; the result still needs `validate()`.
     public static func inferred(from shapes: [String: [Int]]) -> (args: ModelArgs, guessed: [String]) {
         var a = Flavors.args(for: "16B")!
-        var guessed = ["moe_args.top_k", "moe_args.score_func", "moe_args.route_norm", "moe_args.route_scale",
-                       "moe_args.num_expert_groups", "moe_args.num_limited_groups", "max_seq_len", "rope_theta",
-                       "rope_factor", "mscale", "norm_eps"]
+        var guessed = [
+            "moe_args.top_k", "moe_args.score_func", "moe_args.route_norm", "moe_args.route_scale",
+            "moe_args.num_expert_groups", "moe_args.num_limited_groups", "max_seq_len", "rope_theta",
+            "rope_factor", "mscale", "norm_eps",
+        ]
         /// The dimensions of a tensor, when it exists with the rank the model gives it.
         func dims(_ name: String, rank: Int) -> [Int]? {
             guard let shape = shapes[name], shape.count == rank else { return nil }
@@ -153,10 +168,11 @@ extension ModelArgs {
         if let e = dims("tok_embeddings.weight", rank: 2) { a.vocabSize = e[0]; a.dim = e[1] }
         // Layers are numbered 0, 1, 2…: count those present from 0, so that one stray index (say
         // layers.2000000000) cannot make the model two billion layers deep.
-        let layerIndices = Set(shapes.keys.compactMap { name -> Int? in
-            guard name.hasPrefix("layers.") else { return nil }
-            return Int(name.dropFirst(7).prefix { $0.isNumber })
-        })
+        let layerIndices = Set(
+            shapes.keys.compactMap { name -> Int? in
+                guard name.hasPrefix("layers.") else { return nil }
+                return Int(name.dropFirst(7).prefix { $0.isNumber })
+            })
         var layers = 0
         while layerIndices.contains(layers) { layers += 1 }
         if layers != layerIndices.count { guessed.append("n_layers") }
@@ -168,7 +184,9 @@ extension ModelArgs {
         }
         if let s = shapes.first(where: { $0.key.hasSuffix("moe.shared_experts.w1.weight") && $0.value.count == 2 })?.value {
             a.moeArgs.numSharedExperts = a.moeInterDim > 0 ? s[0] / a.moeInterDim : 0
-        } else { a.moeArgs.numSharedExperts = 0 }
+        } else {
+            a.moeArgs.numSharedExperts = 0
+        }
         a.moeArgs.loadBalanceCoeff = shapes.keys.contains { $0.hasSuffix("moe.expert_bias") } ? 1e-3 : nil
         a.moeArgs.gateBias = shapes.keys.contains { $0.hasSuffix("moe.router.gate.bias") }
         if let f = dims("layers.0.feed_forward.w1.weight", rank: 2) { a.interDim = f[0] }

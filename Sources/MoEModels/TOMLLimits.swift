@@ -105,7 +105,8 @@ public enum TOMLLimits {
             // The end of the text is TOMLKit's to report; a non-ASCII byte is refused by `refuseNonASCII`.
             guard next < bytes.count, bytes[next] < 0x80 else { return }
             let byte = bytes[next]
-            let isBare = (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z")) || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
+            let isBare =
+                (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z")) || (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
                 || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
             guard isBare || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "'") || byte == UInt8(ascii: "]") else {
                 throw failure("a table header without a name (expected a key after '[')")

@@ -64,7 +64,8 @@ public struct TrainConfig: Sendable {
         try TOMLLimits.check(text, path: path)
         let table: TOMLTable
         do { table = try TOMLTable(string: text) } catch let e as TOMLParseError {
-            throw ModelArgsError(message: "\(path): malformed TOML at line \(e.source.begin.line), column \(e.source.begin.column): \(e.description)")
+            throw ModelArgsError(
+                message: "\(path): malformed TOML at line \(e.source.begin.line), column \(e.source.begin.column): \(e.description)")
         } catch {
             throw ModelArgsError(message: "\(path): malformed TOML: \(error)")
         }

@@ -1,6 +1,6 @@
-import MoEJSON
 import Dispatch
 import Foundation
+import MoEJSON
 import MoEModels
 import MoETensor
 import MoETokenizer
@@ -55,7 +55,8 @@ public final class CompletionEngine: Sendable {
 
     public func complete(_ request: CompletionRequest) async throws -> JSONValue {
         if let name = request.model, name != modelName {
-            throw APIError.notFound("model \"\(name)\" is not served here; this server serves \"\(modelName)\" (GET /v1/models)", code: "model_not_found")
+            throw APIError.notFound(
+                "model \"\(name)\" is not served here; this server serves \"\(modelName)\" (GET /v1/models)", code: "model_not_found")
         }
         let prompts = try request.prompts.enumerated().map { index, prompt in
             try resolve(prompt, index: index, count: request.prompts.count, request: request)
@@ -67,13 +68,16 @@ public final class CompletionEngine: Sendable {
             let choices = try prompts.map { try run($0.tokens, text: $0.text, request: request) }
             return (choices, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
         }
-        counter.served(prompts: choices.count, promptTokens: choices.reduce(0) { $0 + $1.promptTokens.count },
-                       generatedTokens: choices.reduce(0) { $0 + $1.generated.count }, modelSeconds: seconds)
+        counter.served(
+            prompts: choices.count, promptTokens: choices.reduce(0) { $0 + $1.promptTokens.count },
+            generatedTokens: choices.reduce(0) { $0 + $1.generated.count }, modelSeconds: seconds)
         return completionJSON(choices, request: request)
     }
 
     /// The prompt's token ids and text, checked against the vocabulary and the context length.
-    func resolve(_ prompt: CompletionRequest.Prompt, index: Int, count: Int, request: CompletionRequest) throws
+    func resolve(
+        _ prompt: CompletionRequest.Prompt, index: Int, count: Int, request: CompletionRequest
+    ) throws
         -> (tokens: [Int], text: String)
     {
         let place = count == 1 ? "prompt" : "prompt[\(index)]"
@@ -81,8 +85,9 @@ public final class CompletionEngine: Sendable {
         switch prompt {
         case .tokens(let ids):
             if let bad = ids.firstIndex(where: { $0 >= vocabSize }) {
-                throw APIError.invalid("\(place) token \(bad) has id \(ids[bad]), outside the model's vocabulary (0..<\(vocabSize))",
-                                       param: "prompt", code: "invalid_token")
+                throw APIError.invalid(
+                    "\(place) token \(bad) has id \(ids[bad]), outside the model's vocabulary (0..<\(vocabSize))",
+                    param: "prompt", code: "invalid_token")
             }
             tokens = ids
             text = tokenizer.decode(ids)
@@ -90,12 +95,15 @@ public final class CompletionEngine: Sendable {
             tokens = tokenizer.encode(string, addSpecialTokens: request.addSpecialTokens)
             text = string
             if let bad = tokens.firstIndex(where: { $0 >= vocabSize }) {
-                throw APIError.invalid("\(place) tokenizes to id \(tokens[bad]) (token \(bad)), outside the model's vocabulary (0..<\(vocabSize)): the tokenizer does not match the model",
-                                       param: "prompt", code: "invalid_token")
+                throw APIError.invalid(
+                    "\(place) tokenizes to id \(tokens[bad]) (token \(bad)), outside the model's vocabulary (0..<\(vocabSize)): the tokenizer does not match the model",
+                    param: "prompt", code: "invalid_token")
             }
         }
         if tokens.count > maxSeqLen {
-            throw APIError.contextLength("\(place) has \(tokens.count) tokens, more than the model's max_seq_len \(maxSeqLen); shorten it (lm-eval: --model_args max_length=\(maxSeqLen))")
+            throw APIError.contextLength(
+                "\(place) has \(tokens.count) tokens, more than the model's max_seq_len \(maxSeqLen); shorten it (lm-eval: --model_args max_length=\(maxSeqLen))"
+            )
         }
         if tokens.isEmpty && request.maxTokens > 0 {
             throw APIError.invalid("\(place) is empty: at least one token is needed to generate from", param: "prompt")
@@ -122,8 +130,9 @@ public final class CompletionEngine: Sendable {
         let generationBudget = min(request.maxTokens, maxSeqLen - tokens.count + 1)
         let capacity = tokens.count + max(generationBudget - 1, 0)
         let cache = KVCache(model: model, batch: 1, capacity: capacity)
-        let promptLogits = try model.forward(tokens: tokens.map(Int32.init), batch: 1, seqLen: tokens.count, cache: cache,
-                                             logits: scorePrompt ? .all : .last)
+        let promptLogits = try model.forward(
+            tokens: tokens.map(Int32.init), batch: 1, seqLen: tokens.count, cache: cache,
+            logits: scorePrompt ? .all : .last)
         let vocab = vocabSize
         if scorePrompt {
             for i in 1..<tokens.count {
@@ -238,11 +247,14 @@ public final class CompletionEngine: Sendable {
             ("created", .int(Int(Date().timeIntervalSince1970))),
             ("model", .string(modelName)),
             ("choices", .array(items)),
-            ("usage", .object([
-                ("prompt_tokens", .int(promptTokens)),
-                ("completion_tokens", .int(completionTokens)),
-                ("total_tokens", .int(promptTokens + completionTokens)),
-            ])),
+            (
+                "usage",
+                .object([
+                    ("prompt_tokens", .int(promptTokens)),
+                    ("completion_tokens", .int(completionTokens)),
+                    ("total_tokens", .int(promptTokens + completionTokens)),
+                ])
+            ),
         ])
     }
 
@@ -332,10 +344,13 @@ public final class CompletionEngine: Sendable {
         ids.reserveCapacity(items.count)
         for (index, item) in items.enumerated() {
             guard let id = item.intValue else {
-                throw APIError.invalid("tokens[\(index)] is \(item.typeName), not an integer token id", param: "tokens", code: "invalid_type")
+                throw APIError.invalid(
+                    "tokens[\(index)] is \(item.typeName), not an integer token id", param: "tokens", code: "invalid_type")
             }
             guard id >= 0, id < tokenizer.vocabSize else {
-                throw APIError.invalid("tokens[\(index)] = \(id) is outside the tokenizer's vocabulary (0..<\(tokenizer.vocabSize))", param: "tokens", code: "invalid_token")
+                throw APIError.invalid(
+                    "tokens[\(index)] = \(id) is outside the tokenizer's vocabulary (0..<\(tokenizer.vocabSize))", param: "tokens",
+                    code: "invalid_token")
             }
             ids.append(id)
         }
@@ -349,13 +364,18 @@ public final class CompletionEngine: Sendable {
     public var modelsJSON: JSONValue {
         .object([
             ("object", .string("list")),
-            ("data", .array([.object([
-                ("id", .string(modelName)),
-                ("object", .string("model")),
-                ("created", .int(created)),
-                ("owned_by", .string("moe-eval")),
-                ("max_model_len", .int(maxSeqLen)),
-            ])])),
+            (
+                "data",
+                .array([
+                    .object([
+                        ("id", .string(modelName)),
+                        ("object", .string("model")),
+                        ("created", .int(created)),
+                        ("owned_by", .string("moe-eval")),
+                        ("max_model_len", .int(maxSeqLen)),
+                    ])
+                ])
+            ),
         ])
     }
 }
@@ -401,8 +421,10 @@ final class RequestCounter: @unchecked Sendable {
 
     var json: JSONValue {
         lock.lock(); defer { lock.unlock() }
-        return .object([("completion_requests", .int(completions)), ("prompts", .int(prompts)),
-                        ("prompt_tokens", .int(promptTokens)), ("generated_tokens", .int(generatedTokens)),
-                        ("model_seconds", .double(modelSeconds))])
+        return .object([
+            ("completion_requests", .int(completions)), ("prompts", .int(prompts)),
+            ("prompt_tokens", .int(promptTokens)), ("generated_tokens", .int(generatedTokens)),
+            ("model_seconds", .double(modelSeconds)),
+        ])
     }
 }

@@ -48,9 +48,11 @@ public struct CompletionRequest: Sendable, Equatable {
     /// OpenAI's default when `max_tokens` is absent.
     public static let defaultMaxTokens = 16
 
-    public init(prompts: [Prompt], model: String? = nil, maxTokens: Int = CompletionRequest.defaultMaxTokens,
-                echo: Bool = false, logprobs: Int? = nil, stop: [String] = [], seed: Int? = nil,
-                addSpecialTokens: Bool = false, tokensAsIds: Bool = false) {
+    public init(
+        prompts: [Prompt], model: String? = nil, maxTokens: Int = CompletionRequest.defaultMaxTokens,
+        echo: Bool = false, logprobs: Int? = nil, stop: [String] = [], seed: Int? = nil,
+        addSpecialTokens: Bool = false, tokensAsIds: Bool = false
+    ) {
         self.prompts = prompts; self.model = model; self.maxTokens = maxTokens; self.echo = echo
         self.logprobs = logprobs; self.stop = stop; self.seed = seed; self.addSpecialTokens = addSpecialTokens
         self.tokensAsIds = tokensAsIds
@@ -71,7 +73,8 @@ public struct CompletionRequest: Sendable, Equatable {
         }
         echo = try fields.bool("echo") ?? false
         if let value = json["logprobs"], case .bool = value {
-            throw APIError.invalid("logprobs must be an integer (how many alternatives per token), not a boolean", param: "logprobs", code: "invalid_type")
+            throw APIError.invalid(
+                "logprobs must be an integer (how many alternatives per token), not a boolean", param: "logprobs", code: "invalid_type")
         }
         logprobs = try fields.int("logprobs")
         if let n = logprobs, !(0...limits.maxTopLogprobs).contains(n) {
@@ -85,7 +88,8 @@ public struct CompletionRequest: Sendable, Equatable {
         if let temperature = try fields.number("temperature") {
             guard temperature >= 0 else { throw APIError.invalid("temperature must be ≥ 0, not \(temperature)", param: "temperature") }
             guard temperature == 0 else {
-                throw APIError.unsupported("only greedy decoding is served: temperature must be 0 (got \(temperature))", param: "temperature")
+                throw APIError.unsupported(
+                    "only greedy decoding is served: temperature must be 0 (got \(temperature))", param: "temperature")
             }
         }
         for name in ["n", "best_of"] {
@@ -128,14 +132,18 @@ public struct CompletionRequest: Sendable, Equatable {
             case .string:
                 prompts = try items.enumerated().map { index, item in
                     guard case .string(let text) = item else {
-                        throw APIError.invalid("prompt[\(index)] is \(item.typeName), but prompt[0] is a string: prompt must be \(shapes)", param: "prompt", code: "invalid_type")
+                        throw APIError.invalid(
+                            "prompt[\(index)] is \(item.typeName), but prompt[0] is a string: prompt must be \(shapes)", param: "prompt",
+                            code: "invalid_type")
                     }
                     return .text(text)
                 }
             case .array:
                 prompts = try items.enumerated().map { index, item in
                     guard case .array(let ids) = item else {
-                        throw APIError.invalid("prompt[\(index)] is \(item.typeName), but prompt[0] is a list: prompt must be \(shapes)", param: "prompt", code: "invalid_type")
+                        throw APIError.invalid(
+                            "prompt[\(index)] is \(item.typeName), but prompt[0] is a list: prompt must be \(shapes)", param: "prompt",
+                            code: "invalid_type")
                     }
                     return .tokens(try readTokenIds(ids, where: "prompt[\(index)]"))
                 }
@@ -145,7 +153,9 @@ public struct CompletionRequest: Sendable, Equatable {
                 throw APIError.invalid("prompt[0] is \(items[0].typeName): prompt must be \(shapes)", param: "prompt", code: "invalid_type")
             }
             guard prompts.count <= limits.maxPromptsPerRequest else {
-                throw APIError.invalid("\(prompts.count) prompts in one request; at most \(limits.maxPromptsPerRequest) are accepted", param: "prompt", code: "too_many_prompts")
+                throw APIError.invalid(
+                    "\(prompts.count) prompts in one request; at most \(limits.maxPromptsPerRequest) are accepted", param: "prompt",
+                    code: "too_many_prompts")
             }
             return prompts
         default:
@@ -158,7 +168,8 @@ public struct CompletionRequest: Sendable, Equatable {
         ids.reserveCapacity(items.count)
         for (index, item) in items.enumerated() {
             guard let id = item.intValue else {
-                throw APIError.invalid("\(place)[\(index)] is \(item.typeName), not an integer token id", param: "prompt", code: "invalid_type")
+                throw APIError.invalid(
+                    "\(place)[\(index)] is \(item.typeName), not an integer token id", param: "prompt", code: "invalid_type")
             }
             guard id >= 0 else {
                 throw APIError.invalid("\(place)[\(index)] = \(id) is not a token id (ids are ≥ 0)", param: "prompt", code: "invalid_token")

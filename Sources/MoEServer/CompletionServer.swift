@@ -1,8 +1,8 @@
-import MoEJSON
 import Foundation
 import Hummingbird
 import HummingbirdCore
 import Logging
+import MoEJSON
 
 /// The OpenAI-compatible HTTP surface lm-evaluation-harness's `local-completions` model talks to
 /// (lm-eval.md §6): completions with echoed prompt log-probabilities, the remote-tokenizer endpoints
@@ -37,9 +37,11 @@ public enum CompletionServer {
     }
 
     /// The server, bound to `host:port` (port 0 picks a free one; `onListening` gets the bound port).
-    public static func application(engine: CompletionEngine, host: String, port: Int,
-                                   connectionLimits: ConnectionLimits = ConnectionLimits(),
-                                   onListening: @escaping @Sendable (Int) async -> Void = { _ in })
+    public static func application(
+        engine: CompletionEngine, host: String, port: Int,
+        connectionLimits: ConnectionLimits = ConnectionLimits(),
+        onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+    )
         -> some ApplicationProtocol
     {
         var logger = Logger(label: "moe-eval.serve")
@@ -48,8 +50,9 @@ public enum CompletionServer {
         let headerBytes = connectionLimits.maxHeaderBytes
         let http1 = HTTP1Channel.Configuration(
             additionalChannelHandlers: [ConnectionGuardHandler(limits: connectionLimits, openConnections: openConnections)],
-            httpDecoderConfiguration: .init(maxHeaderFieldSize: headerBytes, maxHeaderListSize: headerBytes,
-                                            maxHeaderFieldCount: 100))
+            httpDecoderConfiguration: .init(
+                maxHeaderFieldSize: headerBytes, maxHeaderListSize: headerBytes,
+                maxHeaderFieldCount: 100))
         return Application(
             router: router(engine: engine),
             server: .http1(configuration: http1),
@@ -59,11 +62,15 @@ public enum CompletionServer {
     }
 
     /// Serves until SIGINT or SIGTERM, then finishes the requests in flight and returns.
-    public static func serve(engine: CompletionEngine, host: String, port: Int,
-                             connectionLimits: ConnectionLimits = ConnectionLimits(),
-                             onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        try await application(engine: engine, host: host, port: port, connectionLimits: connectionLimits,
-                              onListening: onListening).runService()
+    public static func serve(
+        engine: CompletionEngine, host: String, port: Int,
+        connectionLimits: ConnectionLimits = ConnectionLimits(),
+        onListening: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) async throws {
+        try await application(
+            engine: engine, host: host, port: port, connectionLimits: connectionLimits,
+            onListening: onListening
+        ).runService()
     }
 
     static func readJSON(_ request: Request, limits: ServerLimits) async throws -> JSONValue {
@@ -111,14 +118,18 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             let apiError: APIError
             switch error.status {
             case .notFound:
-                apiError = .notFound("no route \(request.method) \(request.uri.path); this server has POST /v1/completions, GET /v1/models, GET /health, GET /tokenizer_info, POST /tokenize, POST /detokenize")
+                apiError = .notFound(
+                    "no route \(request.method) \(request.uri.path); this server has POST /v1/completions, GET /v1/models, GET /health, GET /tokenizer_info, POST /tokenize, POST /detokenize"
+                )
             case .contentTooLarge:
-                apiError = APIError(status: .contentTooLarge, message: "request body too large", type: "invalid_request_error",
-                                    code: "request_too_large", closesConnection: true)
+                apiError = APIError(
+                    status: .contentTooLarge, message: "request body too large", type: "invalid_request_error",
+                    code: "request_too_large", closesConnection: true)
             default:
                 let message = (error as? HTTPError)?.body ?? error.status.reasonPhrase
-                apiError = APIError(status: error.status, message: message,
-                                    type: error.status.code < 500 ? "invalid_request_error" : "server_error")
+                apiError = APIError(
+                    status: error.status, message: message,
+                    type: error.status.code < 500 ? "invalid_request_error" : "server_error")
             }
             return CompletionServer.jsonResponse(apiError.json, status: apiError.status, closesConnection: apiError.closesConnection)
         } catch {

@@ -176,9 +176,11 @@ final class ConnectionGuardHandler: ChannelDuplexHandler, RemovableChannelHandle
     private func refuse(_ context: ChannelHandlerContext) {
         let error = APIError.tooManyConnections(limit: openConnections.limit)
         let body = ByteBuffer(string: error.json.serialized)
-        let head = HTTPResponse(status: error.status, headerFields: [
-            .contentType: "application/json", .contentLength: String(body.readableBytes), .connection: "close",
-        ])
+        let head = HTTPResponse(
+            status: error.status,
+            headerFields: [
+                .contentType: "application/json", .contentLength: String(body.readableBytes), .connection: "close",
+            ])
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(body)), promise: nil)
         let channel = context.channel

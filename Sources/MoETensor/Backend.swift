@@ -3,15 +3,18 @@
 /// stay in their stored dtype. `CPUBackend` runs them with BLAS and the C kernels.
 public protocol TensorBackend: Sendable {
     /// `y = x · Wᵀ` (+ `y` when `accumulate`) for `rows` rows, `W` stored `[out, in]` as torch `nn.Linear`.
-    func linear(_ x: UnsafePointer<Float>, rows: Int, weight: Weight, into y: UnsafeMutablePointer<Float>,
-                accumulate: Bool)
+    func linear(
+        _ x: UnsafePointer<Float>, rows: Int, weight: Weight, into y: UnsafeMutablePointer<Float>,
+        accumulate: Bool)
     /// The same product on the calling thread only, `x` rows `lda` apart and `y` rows `ldy` apart: the unit of
     /// work when the caller already runs many such products (one per expert) in parallel.
-    func linearSerial(_ x: UnsafePointer<Float>, rows: Int, lda: Int, weight: Weight,
-                      into y: UnsafeMutablePointer<Float>, ldy: Int)
+    func linearSerial(
+        _ x: UnsafePointer<Float>, rows: Int, lda: Int, weight: Weight,
+        into y: UnsafeMutablePointer<Float>, ldy: Int)
     /// `out = x · rsqrt(mean(x²) + eps) · weight` per row of `dim` values (torch `RMSNorm`, fp32).
-    func rmsNorm(_ x: UnsafePointer<Float>, rows: Int, dim: Int, weight: UnsafePointer<Float>, eps: Float,
-                 into out: UnsafeMutablePointer<Float>)
+    func rmsNorm(
+        _ x: UnsafePointer<Float>, rows: Int, dim: Int, weight: UnsafePointer<Float>, eps: Float,
+        into out: UnsafeMutablePointer<Float>)
     /// `gate = silu(gate) ⊙ up`, in place: SwiGLU's middle step.
     func siluMul(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int)
     /// Softmax of one row of `n`, in place.
@@ -37,20 +40,26 @@ public struct CPUBackend: TensorBackend {
     public init() {}
 
     @inline(__always)
-    public func linear(_ x: UnsafePointer<Float>, rows: Int, weight: Weight, into y: UnsafeMutablePointer<Float>,
-                       accumulate: Bool) {
+    public func linear(
+        _ x: UnsafePointer<Float>, rows: Int, weight: Weight, into y: UnsafeMutablePointer<Float>,
+        accumulate: Bool
+    ) {
         Linear.apply(x, rows: rows, weight: weight, into: y, accumulate: accumulate)
     }
 
     @inline(__always)
-    public func linearSerial(_ x: UnsafePointer<Float>, rows: Int, lda: Int, weight: Weight,
-                             into y: UnsafeMutablePointer<Float>, ldy: Int) {
+    public func linearSerial(
+        _ x: UnsafePointer<Float>, rows: Int, lda: Int, weight: Weight,
+        into y: UnsafeMutablePointer<Float>, ldy: Int
+    ) {
         Linear.applyColumns(x, m: rows, lda: lda, weight, columns: 0..<weight.rows, y, ldy: ldy, accumulate: false)
     }
 
     @inline(__always)
-    public func rmsNorm(_ x: UnsafePointer<Float>, rows: Int, dim: Int, weight: UnsafePointer<Float>, eps: Float,
-                        into out: UnsafeMutablePointer<Float>) {
+    public func rmsNorm(
+        _ x: UnsafePointer<Float>, rows: Int, dim: Int, weight: UnsafePointer<Float>, eps: Float,
+        into out: UnsafeMutablePointer<Float>
+    ) {
         Ops.rmsNorm(x, rows: rows, dim: dim, weight: weight, eps: eps, into: out)
     }
 

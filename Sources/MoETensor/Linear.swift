@@ -48,13 +48,15 @@ public enum Linear {
         if columns.isEmpty || m == 0 { return }
         let beta: Float = accumulate ? 1 : 0
         if let wp = w.float32Pointer {
-            gemm(x, m: m, k: k, lda: lda, wp + columns.lowerBound * k, n: columns.count, ldw: k,
-                 y + columns.lowerBound, ldy: ldy, beta: beta)
+            gemm(
+                x, m: m, k: k, lda: lda, wp + columns.lowerBound * k, n: columns.count, ldw: k,
+                y + columns.lowerBound, ldy: ldy, beta: beta)
             return
         }
         if m == 1, w.dtype == .bfloat16 {
-            moe_gemv_bf16(w.base.assumingMemoryBound(to: UInt16.self) + columns.lowerBound * k, k, columns.count, k,
-                          x, y + columns.lowerBound, accumulate ? 1 : 0)
+            moe_gemv_bf16(
+                w.base.assumingMemoryBound(to: UInt16.self) + columns.lowerBound * k, k, columns.count, k,
+                x, y + columns.lowerBound, accumulate ? 1 : 0)
             return
         }
         let panelRows = min(widenPanelRows, columns.count)
@@ -89,8 +91,9 @@ public enum Linear {
         if m == 1 {
             cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(k), 1, b, Int32(ldw), a, 1, beta, c, 1)
         } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k),
-                        1, a, Int32(lda), b, Int32(ldw), beta, c, Int32(ldy))
+            cblas_sgemm(
+                CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k),
+                1, a, Int32(lda), b, Int32(ldw), beta, c, Int32(ldy))
         }
     }
 
@@ -104,8 +107,9 @@ public enum Linear {
         _ = Compute.blasPinned
         let workers = Compute.workers(for: n, minChunk: minColumnsPerWorker)
         if workers <= 1 {
-            sgemmSerial(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a, lda: lda, b, ldb: ldb,
-                        beta: beta, c, ldc: ldc)
+            sgemmSerial(
+                transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a, lda: lda, b, ldb: ldb,
+                beta: beta, c, ldc: ldc)
             return
         }
         let ap = SendableConstPointer(a), bp = SendableConstPointer(b), cp = SendablePointer(c)
@@ -113,8 +117,9 @@ public enum Linear {
             for part in parts {
                 let columns = columnShare(part, of: workers, n)
                 let lo = columns.lowerBound
-                sgemmSerial(transA: transA, transB: transB, m: m, n: columns.count, k: k, alpha: alpha, ap.pointer, lda: lda,
-                            bp.pointer + (transB ? lo * ldb : lo), ldb: ldb, beta: beta, cp.pointer + lo, ldc: ldc)
+                sgemmSerial(
+                    transA: transA, transB: transB, m: m, n: columns.count, k: k, alpha: alpha, ap.pointer, lda: lda,
+                    bp.pointer + (transB ? lo * ldb : lo), ldb: ldb, beta: beta, cp.pointer + lo, ldc: ldc)
             }
         }
     }
@@ -134,7 +139,8 @@ public enum Linear {
         beta: Float, _ c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         if m == 0 || n == 0 { return }
-        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        cblas_sgemm(
+            CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 }

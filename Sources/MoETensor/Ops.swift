@@ -1,9 +1,10 @@
+import CKernels
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import CKernels
 
 /// Row-wise kernels on raw fp32 buffers. Each works in place or into a caller-provided buffer,
 /// so a forward pass allocates per layer at most, never per element or token.
@@ -22,8 +23,10 @@ public enum Ops {
 
     /// One row of `rmsNorm`, on the calling thread.
     @inline(__always)
-    public static func rmsNormRow(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, eps: Float,
-                                  into out: UnsafeMutablePointer<Float>, dim: Int) {
+    public static func rmsNormRow(
+        _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, eps: Float,
+        into out: UnsafeMutablePointer<Float>, dim: Int
+    ) {
         moe_rmsnorm_row(x, weight, eps, out, dim)
     }
 

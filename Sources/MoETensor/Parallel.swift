@@ -49,7 +49,8 @@ public enum Compute {
         let cores = 4
         #endif
         let environment = ProcessInfo.processInfo.environment
-        let local = ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMIX_LOCAL_SIZE"].lazy
+        let local =
+            ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMIX_LOCAL_SIZE"].lazy
             .compactMap { environment[$0].flatMap { Int($0) } }.first ?? 1
         return max(1, cores / max(1, local))
     }
@@ -90,7 +91,9 @@ public enum Compute {
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
         defer { buffer.deallocate() }
         let bp = SendablePointer(buffer)
-        parallelFor(64) { chunk in (bp.pointer + count * chunk / 64).update(repeating: 1, count: count * (chunk + 1) / 64 - count * chunk / 64) }
+        parallelFor(64) { chunk in
+            (bp.pointer + count * chunk / 64).update(repeating: 1, count: count * (chunk + 1) / 64 - count * chunk / 64)
+        }
         var best = Double.infinity
         for _ in 0..<repeats {
             let start = DispatchTime.now().uptimeNanoseconds

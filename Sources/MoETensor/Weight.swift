@@ -1,4 +1,5 @@
 import CKernels
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -72,14 +73,16 @@ public final class Weight: @unchecked Sendable {
     /// An fp32 weight that owns a copy of `values` (tests, random weights).
     public convenience init(shape: [Int], values: [Float]) {
         let t = Tensor(shape: shape, values: values)
-        try! self.init(dtype: .float32, shape: shape,
-                       bytes: UnsafeRawBufferPointer(start: t.data, count: t.count * 4), owner: t)
+        try! self.init(
+            dtype: .float32, shape: shape,
+            bytes: UnsafeRawBufferPointer(start: t.data, count: t.count * 4), owner: t)
     }
 
     /// An fp32 weight sharing a tensor's memory.
     public convenience init(_ tensor: Tensor) {
-        try! self.init(dtype: .float32, shape: tensor.shape,
-                       bytes: UnsafeRawBufferPointer(start: tensor.data, count: tensor.count * 4), owner: tensor)
+        try! self.init(
+            dtype: .float32, shape: tensor.shape,
+            bytes: UnsafeRawBufferPointer(start: tensor.data, count: tensor.count * 4), owner: tensor)
     }
 
     private init(slicing parent: Weight, elementOffset: Int, shape: [Int]) {

@@ -119,8 +119,10 @@ struct AddedVocabulary: Sendable {
                 }
                 func emit(_ start: Int, _ end: Int, token: Int32) {
                     guard start < end else { return }
-                    result.append(Piece(start: piece.start + start, end: piece.start + end, token: token,
-                                        atOrigin: piece.atOrigin && start == 0))
+                    result.append(
+                        Piece(
+                            start: piece.start + start, end: piece.start + end, token: token,
+                            atOrigin: piece.atOrigin && start == 0))
                 }
                 var consumed = 0
                 matcher.forEachMatch(in: text) { matchStart, matchEnd, id in

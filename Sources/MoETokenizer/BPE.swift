@@ -1,5 +1,5 @@
-import MoEJSON
 import Foundation
+import MoEJSON
 
 /// The BPE model of tokenizer.json (`"type": "BPE"`), with tokenizers' merge order: a min-heap of
 /// (rank, position) over a linked list of symbols, stale entries skipped when popped.
@@ -350,7 +350,8 @@ struct BPEScratch {
                 if right < 0 { continue }
                 // Skip entries made stale by earlier merges: the pair there must still merge into the same id.
                 guard let current = merges.lookup(symbols[position], symbols[right]),
-                      Int32(truncatingIfNeeded: current & 0xFFFF_FFFF) == top.merged else { continue }
+                    Int32(truncatingIfNeeded: current & 0xFFFF_FFFF) == top.merged
+                else { continue }
                 symbols[position] = top.merged
                 lengths[position] += lengths[right]
                 lengths[right] = 0
@@ -416,7 +417,8 @@ final class WordCache: @unchecked Sendable {
 
         mutating func insert(_ key: UnsafeBufferPointer<UInt32>, hash: UInt64, ids: ArraySlice<Int32>) {
             if entries.count >= Self.maximumEntries || keys.count + key.count > Self.maximumStored
-                || values.count + ids.count > Self.maximumStored {
+                || values.count + ids.count > Self.maximumStored
+            {
                 slots = [Int32](repeating: -1, count: Self.slotCount)
                 entries.removeAll(keepingCapacity: true)
                 keys.removeAll(keepingCapacity: true)
@@ -425,8 +427,10 @@ final class WordCache: @unchecked Sendable {
             let (slot, existing) = find(key, hash: hash)
             if existing != nil { return }
             slots[slot] = Int32(entries.count)
-            entries.append(Entry(hash: hash, keyStart: Int32(keys.count), keyLength: Int32(key.count),
-                                 valueStart: Int32(values.count), valueLength: Int32(ids.count)))
+            entries.append(
+                Entry(
+                    hash: hash, keyStart: Int32(keys.count), keyLength: Int32(key.count),
+                    valueStart: Int32(values.count), valueLength: Int32(ids.count)))
             keys.append(contentsOf: key)
             values.append(contentsOf: ids)
         }

@@ -20,8 +20,11 @@ enum BacktrackingCheck {
                 if ("0"..."9").contains(s) {
                     let digit = Int(s.value - 48)
                     sawDigit = true
-                    if sawComma { high = min((high ?? 0) * 10 + digit, 1_000_000); highDigits += 1 }
-                    else { low = min(low * 10 + digit, 1_000_000) }
+                    if sawComma {
+                        high = min((high ?? 0) * 10 + digit, 1_000_000); highDigits += 1
+                    } else {
+                        low = min(low * 10 + digit, 1_000_000)
+                    }
                 } else if s == ",", !sawComma {
                     sawComma = true
                 } else {
@@ -66,7 +69,8 @@ enum BacktrackingCheck {
                 let escaped: Unicode.Scalar? = index + 1 < scalars.count ? scalars[index + 1] : nil
                 index = min(index + 2, scalars.count)
                 if let escaped, "pPxk".unicodeScalars.contains(escaped), index < scalars.count,
-                   scalars[index] == "{" || scalars[index] == "<" {
+                    scalars[index] == "{" || scalars[index] == "<"
+                {
                     let close: Unicode.Scalar = scalars[index] == "{" ? "}" : ">"
                     while index < scalars.count && scalars[index] != close { index += 1 }
                     index = min(index + 1, scalars.count)
@@ -94,8 +98,10 @@ enum BacktrackingCheck {
                 if index < scalars.count && scalars[index] == "?" {
                     atomic = index + 1 < scalars.count && scalars[index + 1] == ">"
                     // Skip the group's flags or name up to where its body starts.
-                    while index < scalars.count && !(scalars[index] == ":" || scalars[index] == ")" || scalars[index] == ">"
-                                                     || scalars[index] == "=" || scalars[index] == "!") {
+                    while index < scalars.count
+                        && !(scalars[index] == ":" || scalars[index] == ")" || scalars[index] == ">"
+                            || scalars[index] == "=" || scalars[index] == "!")
+                    {
                         index += 1
                     }
                     if index < scalars.count && scalars[index] != ")" { index += 1 }
@@ -109,8 +115,9 @@ enum BacktrackingCheck {
             case ")" where frames.count > 1:
                 index += 1
                 let frame = frames.removeLast()
-                lastAtom = Atom(plainFirst: frame.singlePlainFirst, ambiguous: frame.isAmbiguous, atomic: frame.atomic,
-                                text: (frame.start, index))
+                lastAtom = Atom(
+                    plainFirst: frame.singlePlainFirst, ambiguous: frame.isAmbiguous, atomic: frame.atomic,
+                    text: (frame.start, index))
                 frames[frames.count - 1].noteGroup(lastAtom!)
             case "*", "+", "?":
                 if let hazard = quantifier() { return hazard }

@@ -50,7 +50,7 @@ enum CharacterClass {
         case .connectorPunctuation:
             classes |= punctuation | word
         case .dashPunctuation, .openPunctuation, .closePunctuation, .initialPunctuation, .finalPunctuation,
-             .otherPunctuation:
+            .otherPunctuation:
             classes |= punctuation
         case .mathSymbol, .currencySymbol, .modifierSymbol, .otherSymbol:
             classes |= symbol

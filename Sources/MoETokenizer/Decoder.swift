@@ -127,7 +127,8 @@ indirect enum Decoder: Sendable {
     private static func fallbackByte(_ token: String) -> UInt8? {
         let utf8 = Array(token.utf8)
         guard utf8.count == 6, utf8[0] == UInt8(ascii: "<"), utf8[1] == UInt8(ascii: "0"),
-              utf8[2] == UInt8(ascii: "x"), utf8[5] == UInt8(ascii: ">") else { return nil }
+            utf8[2] == UInt8(ascii: "x"), utf8[5] == UInt8(ascii: ">")
+        else { return nil }
         func hexDigit(_ byte: UInt8) -> UInt8? {
             switch byte {
             case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")

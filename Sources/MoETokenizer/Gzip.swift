@@ -18,8 +18,10 @@ enum Gzip {
         return output
     }
 
-    private static func decompressMember(_ bytes: [UInt8], at start: Int, into output: inout [UInt8],
-                                         file: String) throws -> Int {
+    private static func decompressMember(
+        _ bytes: [UInt8], at start: Int, into output: inout [UInt8],
+        file: String
+    ) throws -> Int {
         func failure(_ message: String) -> TokenizerError {
             TokenizerError(file: file, "corrupt gzip data: \(message)")
         }
@@ -48,9 +50,11 @@ enum Gzip {
         }
         offset = inflater.bytePosition
         guard offset + 8 <= bytes.count else { throw failure("truncated trailer") }
-        let expectedCRC = UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8
+        let expectedCRC =
+            UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8
             | UInt32(bytes[offset + 2]) << 16 | UInt32(bytes[offset + 3]) << 24
-        let expectedSize = UInt32(bytes[offset + 4]) | UInt32(bytes[offset + 5]) << 8
+        let expectedSize =
+            UInt32(bytes[offset + 4]) | UInt32(bytes[offset + 5]) << 8
             | UInt32(bytes[offset + 6]) << 16 | UInt32(bytes[offset + 7]) << 24
         let produced = output[memberStart...]
         guard UInt32(truncatingIfNeeded: produced.count) == expectedSize else { throw failure("length mismatch") }
@@ -139,14 +143,22 @@ private struct Inflater {
     /// The byte position after the deflate stream (the unread whole bytes are returned).
     var bytePosition: Int { position - bitCount / 8 }
 
-    private static let lengthBase: [Int] = [3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59,
-                                            67, 83, 99, 115, 131, 163, 195, 227, 258]
-    private static let lengthExtra: [Int] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4,
-                                             5, 5, 5, 5, 0]
-    private static let distanceBase: [Int] = [1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385,
-                                              513, 769, 1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577]
-    private static let distanceExtra: [Int] = [0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10,
-                                               10, 11, 11, 12, 12, 13, 13]
+    private static let lengthBase: [Int] = [
+        3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59,
+        67, 83, 99, 115, 131, 163, 195, 227, 258,
+    ]
+    private static let lengthExtra: [Int] = [
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4,
+        5, 5, 5, 5, 0,
+    ]
+    private static let distanceBase: [Int] = [
+        1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385,
+        513, 769, 1025, 1537, 2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577,
+    ]
+    private static let distanceExtra: [Int] = [
+        0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10,
+        10, 11, 11, 12, 12, 13, 13,
+    ]
     private static let codeLengthOrder: [Int] = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15]
 
     /// True once more bits were consumed than the input holds (the refill pads with zeros).
@@ -216,7 +228,8 @@ private struct Inflater {
         for index in 144..<256 { lengths[index] = 9 }
         for index in 256..<280 { lengths[index] = 7 }
         guard let literal = try? HuffmanTable(lengths: lengths[...]),
-              let distance = try? HuffmanTable(lengths: [UInt8](repeating: 5, count: 30)[...]) else { return nil }
+            let distance = try? HuffmanTable(lengths: [UInt8](repeating: 5, count: 30)[...])
+        else { return nil }
         return (literal, distance)
     }()
 
@@ -279,7 +292,9 @@ private struct Inflater {
         }
         guard lengths.count == literalCount + distanceCount else { throw InflateError(message: "too many lengths") }
         guard lengths[256] != 0 else { throw InflateError(message: "no end-of-block code") }
-        return (try HuffmanTable(lengths: lengths[0..<literalCount]),
-                try HuffmanTable(lengths: lengths[literalCount...]))
+        return (
+            try HuffmanTable(lengths: lengths[0..<literalCount]),
+            try HuffmanTable(lengths: lengths[literalCount...])
+        )
     }
 }

@@ -72,11 +72,14 @@ struct PieceBuffer {
                 matcher.findMatches(UnsafeBufferPointer(rebasing: all[piece.start..<piece.end]), into: &matches)
             }
             segments.removeAll(keepingCapacity: true)
-            Self.combine(matches: matches, length: piece.end - piece.start, behavior: behavior, invert: invert,
-                         scratch: &all, into: &segments)
+            Self.combine(
+                matches: matches, length: piece.end - piece.start, behavior: behavior, invert: invert,
+                scratch: &all, into: &segments)
             for segment in segments where segment.start < segment.end && !segment.isMatch {
-                spare.append(Piece(start: piece.start + segment.start, end: piece.start + segment.end, token: -1,
-                                   atOrigin: piece.atOrigin && segment.start == 0))
+                spare.append(
+                    Piece(
+                        start: piece.start + segment.start, end: piece.start + segment.end, token: -1,
+                        atOrigin: piece.atOrigin && segment.start == 0))
             }
         }
         self.matches = matches
@@ -86,8 +89,10 @@ struct PieceBuffer {
     }
 
     /// Turns match ranges into the segments `behavior` keeps; a segment marked `isMatch` is dropped.
-    private static func combine(matches: [Int], length: Int, behavior: SplitBehavior, invert: Bool,
-                                scratch all: inout [Segment], into segments: inout [Segment]) {
+    private static func combine(
+        matches: [Int], length: Int, behavior: SplitBehavior, invert: Bool,
+        scratch all: inout [Segment], into segments: inout [Segment]
+    ) {
         all.removeAll(keepingCapacity: true)
         var previous = 0
         var index = 0

@@ -11,10 +11,12 @@ protocol SplitMatcher: Sendable {
 /// goes to Swift `Regex` with Unicode-scalar semantics.
 enum SplitPatterns {
     static let gpt2 = #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
-    static let llama3 = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
+    static let llama3 =
+        #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
     static let cl100k = #"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"#
     static let qwen2 = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
-    static let deepSeekMain = ##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"##
+    static let deepSeekMain =
+        ##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"##
     static let deepSeekCJK = "[一-龥぀-ゟ゠-ヿ]+"
     static let numbers1to3 = #"\p{N}{1,3}"#
     static let singleNumber = #"\p{N}"#
@@ -45,16 +47,20 @@ enum SplitPatterns {
 }
 
 @inline(__always)
-private func runEnd(_ text: UnsafeBufferPointer<UInt32>, from start: Int, table: UnsafePointer<UInt8>,
-                    anyOf classes: UInt8) -> Int {
+private func runEnd(
+    _ text: UnsafeBufferPointer<UInt32>, from start: Int, table: UnsafePointer<UInt8>,
+    anyOf classes: UInt8
+) -> Int {
     var index = start
     while index < text.count, CharacterClass.of(text[index], table: table) & classes != 0 { index += 1 }
     return index
 }
 
 @inline(__always)
-private func runEnd(_ text: UnsafeBufferPointer<UInt32>, from start: Int, table: UnsafePointer<UInt8>,
-                    noneOf classes: UInt8) -> Int {
+private func runEnd(
+    _ text: UnsafeBufferPointer<UInt32>, from start: Int, table: UnsafePointer<UInt8>,
+    noneOf classes: UInt8
+) -> Int {
     var index = start
     while index < text.count, CharacterClass.of(text[index], table: table) & classes == 0 { index += 1 }
     return index
@@ -70,8 +76,10 @@ private func lineBreakRunEnd(_ text: UnsafeBufferPointer<UInt32>, from start: In
 /// The whitespace alternatives shared by all these patterns, tried in order at a whitespace scalar:
 /// `\s*[\r\n]+` (when `lineBreaks`), `\s+(?!\S)`, `\s+`.
 @inline(__always)
-private func whitespaceMatchEnd(_ text: UnsafeBufferPointer<UInt32>, at start: Int, table: UnsafePointer<UInt8>,
-                                lineBreaks: Bool) -> Int {
+private func whitespaceMatchEnd(
+    _ text: UnsafeBufferPointer<UInt32>, at start: Int, table: UnsafePointer<UInt8>,
+    lineBreaks: Bool
+) -> Int {
     let runEnd = runEnd(text, from: start, table: table, anyOf: CharacterClass.whitespace)
     if lineBreaks {
         // Backtracking `\s*` from the longest run stops at the last CR/LF of the run.
@@ -99,12 +107,12 @@ struct GPT2Matcher: SplitMatcher {
             var end = -1
             if scalar == 0x27, start + 1 < count {
                 let next = text[start + 1]
-                if next == 0x73 || next == 0x74 || next == 0x6D || next == 0x64 {  // s t m d
+                if next == 0x73 || next == 0x74 || next == 0x6D || next == 0x64 { // s t m d
                     end = start + 2
                 } else if start + 2 < count {
                     let third = text[start + 2]
                     if (next == 0x72 && third == 0x65) || (next == 0x76 && third == 0x65) || (next == 0x6C && third == 0x6C) {
-                        end = start + 3  // re ve ll
+                        end = start + 3 // re ve ll
                     }
                 }
             }
@@ -160,13 +168,15 @@ struct Llama3Matcher: SplitMatcher {
             if scalar == 0x27, start + 1 < count {
                 let next = text[start + 1]
                 if Self.folds(next, to: 0x73) || Self.folds(next, to: 0x74) || Self.folds(next, to: 0x6D)
-                    || Self.folds(next, to: 0x64) {
+                    || Self.folds(next, to: 0x64)
+                {
                     end = start + 2
                 } else if start + 2 < count {
                     let third = text[start + 2]
                     if (Self.folds(next, to: 0x72) && Self.folds(third, to: 0x65))
                         || (Self.folds(next, to: 0x76) && Self.folds(third, to: 0x65))
-                        || (Self.folds(next, to: 0x6C) && Self.folds(third, to: 0x6C)) {
+                        || (Self.folds(next, to: 0x6C) && Self.folds(third, to: 0x6C))
+                    {
                         end = start + 3
                     }
                 }
@@ -176,7 +186,8 @@ struct Llama3Matcher: SplitMatcher {
                 if classes & letter != 0 {
                     end = runEnd(text, from: start, table: table, anyOf: letter)
                 } else if classes & number == 0, !CharacterClass.isLineBreak(scalar), start + 1 < count,
-                          CharacterClass.of(text[start + 1], table: table) & letter != 0 {
+                    CharacterClass.of(text[start + 1], table: table) & letter != 0
+                {
                     end = runEnd(text, from: start + 1, table: table, anyOf: letter)
                 }
             }
@@ -225,7 +236,8 @@ struct DeepSeekMatcher: SplitMatcher {
             }
             if end < 0 {
                 if classes & notOptional == 0, !CharacterClass.isLineBreak(scalar), start + 1 < count,
-                   CharacterClass.of(text[start + 1], table: table) & letterOrMark != 0 {
+                    CharacterClass.of(text[start + 1], table: table) & letterOrMark != 0
+                {
                     end = runEnd(text, from: start + 1, table: table, anyOf: letterOrMark)
                 } else if classes & letterOrMark != 0 {
                     end = runEnd(text, from: start, table: table, anyOf: letterOrMark)
@@ -234,14 +246,18 @@ struct DeepSeekMatcher: SplitMatcher {
             if end < 0 {
                 var symbolStart = -1
                 if scalar == 0x20, start + 1 < count,
-                   CharacterClass.of(text[start + 1], table: table) & punctuationOrSymbol != 0 {
+                    CharacterClass.of(text[start + 1], table: table) & punctuationOrSymbol != 0
+                {
                     symbolStart = start + 1
                 } else if classes & punctuationOrSymbol != 0 {
                     symbolStart = start
                 }
                 if symbolStart >= 0 {
-                    end = lineBreakRunEnd(text, from: runEnd(text, from: symbolStart, table: table,
-                                                             anyOf: punctuationOrSymbol))
+                    end = lineBreakRunEnd(
+                        text,
+                        from: runEnd(
+                            text, from: symbolStart, table: table,
+                            anyOf: punctuationOrSymbol))
                 }
             }
             if end < 0, classes & CharacterClass.whitespace != 0 {
@@ -384,9 +400,11 @@ struct RegexMatcher: SplitMatcher, @unchecked Sendable {
 
     init(pattern: String) throws {
         if let group = BacktrackingCheck.exponentialGroup(in: pattern) {
-            throw RegexError(pattern: pattern, reason: "the repeated group \(group) can match the same text in more than one way, "
-                             + "so matching may backtrack exponentially (Swift Regex has no retry limit); "
-                             + "make the group atomic (?>…) or the quantifier possessive (++, *+)")
+            throw RegexError(
+                pattern: pattern,
+                reason: "the repeated group \(group) can match the same text in more than one way, "
+                    + "so matching may backtrack exponentially (Swift Regex has no retry limit); "
+                    + "make the group atomic (?>…) or the quantifier possessive (++, *+)")
         }
         do {
             regex = try Regex(Self.oniguruma(pattern)).matchingSemantics(.unicodeScalar)

@@ -1,5 +1,5 @@
-import MoEJSON
 import Foundation
+import MoEJSON
 
 /// A HuggingFace `tokenizer.json` BPE tokenizer that gives the ids the Rust `tokenizers` library
 /// gives, plus the BOS/EOS handling of TorchTitan's `HuggingFaceTokenizer` wrapper when a
@@ -71,8 +71,9 @@ public final class Tokenizer: Sendable {
         let tokenizerData = try read(tokenizerURL)
         let configURL = folder.appendingPathComponent("tokenizer_config.json")
         let configData = FileManager.default.fileExists(atPath: configURL.path) ? try read(configURL) : nil
-        return try Tokenizer(tokenizerData: tokenizerData, configData: configData,
-                             source: tokenizerURL.path, configSource: configURL.path)
+        return try Tokenizer(
+            tokenizerData: tokenizerData, configData: configData,
+            source: tokenizerURL.path, configSource: configURL.path)
     }
 
     private static func read(_ url: URL) throws -> Data {
@@ -85,8 +86,10 @@ public final class Tokenizer: Sendable {
 
     /// Builds a tokenizer from the bytes of a tokenizer.json (gzip-compressed or not) and,
     /// optionally, of its tokenizer_config.json. `source` names the file in errors.
-    public convenience init(tokenizerData: Data, configData: Data? = nil, source: String = "tokenizer.json",
-                configSource: String = "tokenizer_config.json") throws {
+    public convenience init(
+        tokenizerData: Data, configData: Data? = nil, source: String = "tokenizer.json",
+        configSource: String = "tokenizer_config.json"
+    ) throws {
         var bytes = [UInt8](tokenizerData)
         if Gzip.isGzip(bytes) { bytes = try Gzip.decompress(bytes, file: source) }
         let root = try JSONParser.parse(bytes, file: source)
@@ -107,8 +110,9 @@ public final class Tokenizer: Sendable {
             throw TokenizerError(file: source, "expected a JSON object, found \(root.typeName)")
         }
         if let version = json["version"], !version.isNull, version.stringValue != "1.0" {
-            throw TokenizerError(file: source, component: "version",
-                                 "unknown tokenizer version '\(version.stringValue ?? version.typeName)'")
+            throw TokenizerError(
+                file: source, component: "version",
+                "unknown tokenizer version '\(version.stringValue ?? version.typeName)'")
         }
 
         guard let modelValue = json["model"] else { throw TokenizerError(file: source, "missing 'model'") }
@@ -133,9 +137,10 @@ public final class Tokenizer: Sendable {
             guard let items = list.arrayValue else {
                 throw reader.failure("added_tokens", "expected an array, found \(list.typeName)")
             }
-            added.add(try items.enumerated().map { index, item in
-                try reader.addedToken(item, "added_tokens[\(index)]", specialByDefault: false)
-            }, model: model, normalizer: normalizer)
+            added.add(
+                try items.enumerated().map { index, item in
+                    try reader.addedToken(item, "added_tokens[\(index)]", specialByDefault: false)
+                }, model: model, normalizer: normalizer)
         }
 
         var bosText: String?
@@ -191,7 +196,8 @@ public final class Tokenizer: Sendable {
         let json = try reader.object(value, "padding")
         let padsToMultiple = !(json["pad_to_multiple_of"]?.isNull ?? true)
         guard json["strategy"]?.stringValue == "BatchLongest", !padsToMultiple else {
-            throw reader.failure("padding", "unsupported padding (only BatchLongest without pad_to_multiple_of, which leaves single sequences unpadded)")
+            throw reader.failure(
+                "padding", "unsupported padding (only BatchLongest without pad_to_multiple_of, which leaves single sequences unpadded)")
         }
     }
 
@@ -223,8 +229,9 @@ public final class Tokenizer: Sendable {
                 if piece.token >= 0 {
                     ids.append(piece.token)
                 } else if !piece.isEmpty {
-                    model.tokenize(UnsafeBufferPointer(rebasing: scalars[piece.start..<piece.end]), into: &ids,
-                                   scratch: &bpe)
+                    model.tokenize(
+                        UnsafeBufferPointer(rebasing: scalars[piece.start..<piece.end]), into: &ids,
+                        scratch: &bpe)
                 }
             }
         }
@@ -283,8 +290,10 @@ struct ConfigSpecialTokens {
     var pad: String?
     var addBos = false
     var addEos = false
-    private static let standardKeys = ["bos_token", "eos_token", "pad_token", "unk_token", "sep_token", "cls_token",
-                                       "mask_token"]
+    private static let standardKeys = [
+        "bos_token", "eos_token", "pad_token", "unk_token", "sep_token", "cls_token",
+        "mask_token",
+    ]
 
     init(_ config: JSONObject, file: String) throws {
         func failure(_ key: String, _ message: String) -> TokenizerError {
@@ -294,9 +303,10 @@ struct ConfigSpecialTokens {
             guard let json = value.objectValue else {
                 return AddedToken(content: content, normalized: false, special: true)
             }
-            return AddedToken(content: content, singleWord: json["single_word"]?.boolValue ?? false,
-                              lstrip: json["lstrip"]?.boolValue ?? false, rstrip: json["rstrip"]?.boolValue ?? false,
-                              normalized: json["normalized"]?.boolValue ?? true, special: true)
+            return AddedToken(
+                content: content, singleWord: json["single_word"]?.boolValue ?? false,
+                lstrip: json["lstrip"]?.boolValue ?? false, rstrip: json["rstrip"]?.boolValue ?? false,
+                normalized: json["normalized"]?.boolValue ?? true, special: true)
         }
         func text(_ key: String) throws -> String? {
             guard let value = config[key], !value.isNull else { return nil }

@@ -1,4 +1,5 @@
 import MoEJSON
+
 /// Reading tokenizer.json components. Every unsupported or malformed component throws a
 /// `TokenizerError` naming its JSON path: a tokenizer that loads gives the library's ids.
 struct ComponentReader {
@@ -127,9 +128,10 @@ struct ComponentReader {
             return .strip(left: try bool(json, "strip_left", path), right: try bool(json, "strip_right", path))
         case "Sequence":
             let steps = try array(json, "normalizers", path)
-            return .sequence(try steps.enumerated().compactMap { index, step in
-                try normalizer(step, "\(path).normalizers[\(index)]")
-            })
+            return .sequence(
+                try steps.enumerated().compactMap { index, step in
+                    try normalizer(step, "\(path).normalizers[\(index)]")
+                })
         default:
             throw failure(path, "unsupported normalizer type '\(type)'")
         }
@@ -141,17 +143,20 @@ struct ComponentReader {
         let type = try self.type(of: json, path)
         switch type {
         case "ByteLevel":
-            return .byteLevel(addPrefixSpace: try bool(json, "add_prefix_space", path, default: true),
-                              useRegex: try bool(json, "use_regex", path, default: true))
+            return .byteLevel(
+                addPrefixSpace: try bool(json, "add_prefix_space", path, default: true),
+                useRegex: try bool(json, "use_regex", path, default: true))
         case "Split":
-            return .split(matcher: try pattern(json, path), behavior: try behavior(json, path),
-                          invert: try bool(json, "invert", path, default: false))
+            return .split(
+                matcher: try pattern(json, path), behavior: try behavior(json, path),
+                invert: try bool(json, "invert", path, default: false))
         case "Digits":
             return .digits(individual: try bool(json, "individual_digits", path, default: false))
         case "Metaspace":
             let replacement = try singleScalar(try string(json, "replacement", path, default: "▁"), "replacement", path)
-            return .metaspace(replacement: replacement, prependScheme: try prependScheme(json, path),
-                              split: try bool(json, "split", path, default: true))
+            return .metaspace(
+                replacement: replacement, prependScheme: try prependScheme(json, path),
+                split: try bool(json, "split", path, default: true))
         case "Whitespace": return .whitespace
         case "WhitespaceSplit": return .whitespaceSplit
         case "BertPreTokenizer": return .bert
@@ -160,9 +165,10 @@ struct ComponentReader {
             return .charDelimiter(try singleScalar(try string(json, "delimiter", path), "delimiter", path))
         case "Sequence":
             let steps = try array(json, "pretokenizers", path)
-            return .sequence(try steps.enumerated().compactMap { index, step in
-                try preTokenizer(step, "\(path).pretokenizers[\(index)]")
-            })
+            return .sequence(
+                try steps.enumerated().compactMap { index, step in
+                    try preTokenizer(step, "\(path).pretokenizers[\(index)]")
+                })
         default:
             throw failure(path, "unsupported pre-tokenizer type '\(type)'")
         }
@@ -182,15 +188,17 @@ struct ComponentReader {
         case "Replace":
             return .replace(matcher: try pattern(json, path), content: try string(json, "content", path))
         case "Strip":
-            return .strip(content: try singleScalar(try string(json, "content", path), "content", path),
-                          start: try int(json, "start", path), stop: try int(json, "stop", path))
+            return .strip(
+                content: try singleScalar(try string(json, "content", path), "content", path),
+                start: try int(json, "start", path), stop: try int(json, "stop", path))
         case "BPEDecoder":
             return .bpe(suffix: try string(json, "suffix", path, default: "</w>"))
         case "Sequence":
             let steps = try array(json, "decoders", path)
-            return .sequence(try steps.enumerated().compactMap { index, step in
-                try decoder(step, "\(path).decoders[\(index)]")
-            })
+            return .sequence(
+                try steps.enumerated().compactMap { index, step in
+                    try decoder(step, "\(path).decoders[\(index)]")
+                })
         default:
             throw failure(path, "unsupported decoder type '\(type)'")
         }
@@ -206,7 +214,8 @@ struct ComponentReader {
         case "BertProcessing", "RobertaProcessing":
             func pair(_ key: String) throws -> Int {
                 guard let items = json[key]?.arrayValue, items.count == 2, items[0].stringValue != nil,
-                      let id = items[1].intValue, id >= 0 else {
+                    let id = items[1].intValue, id >= 0
+                else {
                     throw failure(path, "'\(key)' must be a [token, id] pair")
                 }
                 return id
@@ -223,10 +232,11 @@ struct ComponentReader {
                     guard let entry = specials[name]?.objectValue, let ids = entry["ids"]?.arrayValue else {
                         throw failure(itemPath, "special token '\(name)' is missing from special_tokens")
                     }
-                    elements.append(try ids.map { id in
-                        guard let value = id.intValue, value >= 0 else { throw failure(itemPath, "invalid id \(id)") }
-                        return value
-                    })
+                    elements.append(
+                        try ids.map { id in
+                            guard let value = id.intValue, value >= 0 else { throw failure(itemPath, "invalid id \(id)") }
+                            return value
+                        })
                 } else if let sequence = element["Sequence"] {
                     let name = try string(try object(sequence, itemPath), "id", itemPath)
                     guard name == "A" else { throw failure(itemPath, "the single template refers to sequence '\(name)'") }
@@ -238,9 +248,10 @@ struct ComponentReader {
             return .template(elements)
         case "Sequence":
             let steps = try array(json, "processors", path)
-            return .sequence(try steps.enumerated().compactMap { index, step in
-                try postProcessor(step, "\(path).processors[\(index)]")
-            })
+            return .sequence(
+                try steps.enumerated().compactMap { index, step in
+                    try postProcessor(step, "\(path).processors[\(index)]")
+                })
         default:
             throw failure(path, "unsupported post-processor type '\(type)'")
         }
@@ -248,11 +259,12 @@ struct ComponentReader {
 
     func addedToken(_ value: JSONValue, _ path: String, specialByDefault: Bool) throws -> AddedToken {
         let json = try object(value, path)
-        return AddedToken(content: try string(json, "content", path),
-                          singleWord: try bool(json, "single_word", path, default: false),
-                          lstrip: try bool(json, "lstrip", path, default: false),
-                          rstrip: try bool(json, "rstrip", path, default: false),
-                          normalized: try bool(json, "normalized", path, default: !specialByDefault),
-                          special: try bool(json, "special", path, default: specialByDefault))
+        return AddedToken(
+            content: try string(json, "content", path),
+            singleWord: try bool(json, "single_word", path, default: false),
+            lstrip: try bool(json, "lstrip", path, default: false),
+            rstrip: try bool(json, "rstrip", path, default: false),
+            normalized: try bool(json, "normalized", path, default: !specialByDefault),
+            special: try bool(json, "special", path, default: specialByDefault))
     }
 }

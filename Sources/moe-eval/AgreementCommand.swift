@@ -11,15 +11,15 @@ struct AgreementCommand: ParsableCommand {
         commandName: "agreement",
         abstract: "Route the same tokens through two or more checkpoints and report how often their routers agree.",
         discussion: """
-        Per MoE layer and averaged over layers: top-1 agreement, mean top-k overlap |A∩B|/k and the gate mass on
-        shared experts, each beside its value for independent uniform random routing (docs/METRICS.md,
-        "Routing agreement"). Every checkpoint is compared with the previous one and with the last one.
-        All checkpoints must have the same architecture (vocabulary, MoE layers, experts, top-k).
+            Per MoE layer and averaged over layers: top-1 agreement, mean top-k overlap |A∩B|/k and the gate mass on
+            shared experts, each beside its value for independent uniform random routing (docs/METRICS.md,
+            "Routing agreement"). Every checkpoint is compared with the previous one and with the last one.
+            All checkpoints must have the same architecture (vocabulary, MoE layers, experts, top-k).
 
-        Examples:
-          moe-eval agreement --checkpoint outputs/checkpoint/step-500 --checkpoint outputs/checkpoint/step-1000 --config train.toml
-          moe-eval agreement --checkpoint a/step-400 --checkpoint b/step-400 --model-args model_args.json --routing-input random
-        """)
+            Examples:
+              moe-eval agreement --checkpoint outputs/checkpoint/step-500 --checkpoint outputs/checkpoint/step-1000 --config train.toml
+              moe-eval agreement --checkpoint a/step-400 --checkpoint b/step-400 --model-args model_args.json --routing-input random
+            """)
 
     @Option(name: .customLong("checkpoint"), help: "A checkpoint (DCP folder or safetensors); give two or more, oldest first.")
     var checkpoints: [String] = []
@@ -30,13 +30,16 @@ struct AgreementCommand: ParsableCommand {
     @Option(help: "TorchTitan 0.3 module of a registry --config.")
     var module: String?
 
-    @Option(name: .customLong("model-args"), help: "Model args JSON with TorchTitan field names: one for all checkpoints, or one per --checkpoint in order.")
+    @Option(
+        name: .customLong("model-args"),
+        help: "Model args JSON with TorchTitan field names: one for all checkpoints, or one per --checkpoint in order.")
     var modelArgs: [String] = []
 
     @Option(help: "tokenizer.json file or folder (default: the config's hf_assets_path, else tokenizer.json beside the first checkpoint).")
     var tokenizer: String?
 
-    @Option(help: "Routing text: a text file, .json/.jsonl with a \"text\" field, or a folder of them (default: the config's dataset_path).")
+    @Option(
+        help: "Routing text: a text file, .json/.jsonl with a \"text\" field, or a folder of them (default: the config's dataset_path).")
     var data: String?
 
     @Option(name: .customLong("routing-input"), help: "text (default) or random token ids (needs no tokenizer).")
@@ -62,21 +65,25 @@ struct AgreementCommand: ParsableCommand {
 
     func validate() throws {
         guard checkpoints.count >= 2 else { throw ValidationError("agreement needs at least two --checkpoint") }
-        guard RoutingInput.Kind(rawValue: routingInput) != nil else { throw ValidationError("--routing-input must be text or random, not \"\(routingInput)\"") }
+        guard RoutingInput.Kind(rawValue: routingInput) != nil else {
+            throw ValidationError("--routing-input must be text or random, not \"\(routingInput)\"")
+        }
         guard (1...100_000).contains(samples) else { throw ValidationError("--samples must be in 1…100000") }
         if let seqLen, !(1...1_000_000).contains(seqLen) { throw ValidationError("--seq-len must be in 1…1000000") }
         if let threads, threads < 1 { throw ValidationError("--threads must be ≥ 1") }
         guard modelArgs.count <= 1 || modelArgs.count == checkpoints.count else {
-            throw ValidationError("give one --model-args for all checkpoints or one per --checkpoint (\(checkpoints.count)), not \(modelArgs.count)")
+            throw ValidationError(
+                "give one --model-args for all checkpoints or one per --checkpoint (\(checkpoints.count)), not \(modelArgs.count)")
         }
     }
 
     func spec(_ index: Int) -> ModelSpec {
         let configFile = config.flatMap { ModelOptions.namesFile($0) ? URL(fileURLWithPath: $0) : nil }
         let args = modelArgs.count > 1 ? modelArgs[index] : modelArgs.first
-        return ModelSpec(checkpoint: URL(fileURLWithPath: checkpoints[index]), config: configFile,
-                         modelArgs: args.map { URL(fileURLWithPath: $0) }, registryModule: module,
-                         registryConfig: configFile == nil ? config : nil)
+        return ModelSpec(
+            checkpoint: URL(fileURLWithPath: checkpoints[index]), config: configFile,
+            modelArgs: args.map { URL(fileURLWithPath: $0) }, registryModule: module,
+            registryConfig: configFile == nil ? config : nil)
     }
 
     /// What must match for two routings of the same token ids to be comparable.
@@ -108,7 +115,9 @@ struct AgreementCommand: ParsableCommand {
                     insight.beginForward(tokens: sequence)
                     _ = try loaded.model.forward(tokens: sequence, batch: 1, seqLen: sequence.count, logits: .last, observer: insight)
                 }
-                guard let experts = insight.routedExperts() else { throw AgreementError(description: "\(path): the model has no MoE layer to compare") }
+                guard let experts = insight.routedExperts() else {
+                    throw AgreementError(description: "\(path): the model has no MoE layer to compare")
+                }
                 routed.append(experts)
                 progress.done("routed \(input!.sequences.count) × \(input!.sequences.first?.count ?? 0) tokens through \(path)")
             }
@@ -134,12 +143,16 @@ struct AgreementCommand: ParsableCommand {
             }
             for row in rows {
                 let a = row.agreement
-                table.append(["\(Comparison.label(row.from)) → \(Comparison.label(row.to))", "mean",
-                              cell(a.top1Agreement, a.top1AgreementChance), cell(a.topKOverlap, a.topKOverlapChance),
-                              cell(a.weightedOverlap, a.weightedOverlapChance)])
+                table.append([
+                    "\(Comparison.label(row.from)) → \(Comparison.label(row.to))", "mean",
+                    cell(a.top1Agreement, a.top1AgreementChance), cell(a.topKOverlap, a.topKOverlapChance),
+                    cell(a.weightedOverlap, a.weightedOverlapChance),
+                ])
                 for layer in a.layers {
-                    table.append(["", "layer_\(layer.layer)", cell(layer.top1Agreement, layer.top1AgreementChance),
-                                  cell(layer.topKOverlap, layer.topKOverlapChance), cell(layer.weightedOverlap, layer.weightedOverlapChance)])
+                    table.append([
+                        "", "layer_\(layer.layer)", cell(layer.top1Agreement, layer.top1AgreementChance),
+                        cell(layer.topKOverlap, layer.topKOverlapChance), cell(layer.weightedOverlap, layer.weightedOverlapChance),
+                    ])
                 }
             }
             print(TerminalText.sanitized(Comparison.layout(table)), terminator: "")
@@ -152,7 +165,8 @@ struct AgreementCommand: ParsableCommand {
             return .random(vocabSize: shape.vocabSize, samples: samples, seqLen: length, seed: seed)
         }
         guard let source = data ?? config?.datasetPath else {
-            throw AgreementError(description: "no routing text: pass --data FILE (or a --config whose dataset_path is local), or --routing-input random")
+            throw AgreementError(
+                description: "no routing text: pass --data FILE (or a --config whose dataset_path is local), or --routing-input random")
         }
         var candidates = tokenizer.map { [$0] } ?? config?.hfAssetsCandidates ?? []
         if tokenizer == nil {
@@ -161,11 +175,15 @@ struct AgreementCommand: ParsableCommand {
             candidates.append(folder.appendingPathComponent("tokenizer.json").path)
         }
         guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
-            throw AgreementError(description: "no tokenizer for the routing text (tried \(candidates.isEmpty ? "nothing" : candidates.joined(separator: ", "))): pass --tokenizer PATH, or --routing-input random")
+            throw AgreementError(
+                description:
+                    "no tokenizer for the routing text (tried \(candidates.isEmpty ? "nothing" : candidates.joined(separator: ", "))): pass --tokenizer PATH, or --routing-input random"
+            )
         }
         let loadedTokenizer = try Tokenizer.load(from: URL(fileURLWithPath: found))
-        return try .text(documents: try RoutingInput.documents(in: URL(fileURLWithPath: source)), source: source,
-                         tokenizer: loadedTokenizer, samples: samples, seqLen: length, seed: seed)
+        return try .text(
+            documents: try RoutingInput.documents(in: URL(fileURLWithPath: source)), source: source,
+            tokenizer: loadedTokenizer, samples: samples, seqLen: length, seed: seed)
     }
 }
 

@@ -13,9 +13,9 @@ enum BLASCore {
         #if os(Linux)
         let environment = ProcessInfo.processInfo.environment
         guard environment["OPENBLAS_CORETYPE"] == nil, environment[restartedMarker] == nil,
-              let name = openblas_get_corename().map({ String(cString: $0) }),
-              ["prescott", "core2", "nehalem", "atom", "katmai", "coppermine", "northwood", "banias"].contains(name.lowercased()),
-              let wanted = bestCore(flags: cpuFlags())
+            let name = openblas_get_corename().map({ String(cString: $0) }),
+            ["prescott", "core2", "nehalem", "atom", "katmai", "coppermine", "northwood", "banias"].contains(name.lowercased()),
+            let wanted = bestCore(flags: cpuFlags())
         else { return }
         setenv("OPENBLAS_CORETYPE", wanted, 1)
         setenv(restartedMarker, "\(name)→\(wanted)", 1)
@@ -34,8 +34,8 @@ enum BLASCore {
 
     static func cpuFlags() -> Set<String> {
         guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
-              let colon = line.firstIndex(of: ":")
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
+            let colon = line.firstIndex(of: ":")
         else { return [] }
         return Set(line[line.index(after: colon)...].split(separator: " ").map(String.init))
     }

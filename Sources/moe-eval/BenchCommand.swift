@@ -10,10 +10,10 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Measure prefill, decode and routing-analysis speed, load time and memory.",
         discussion: """
-        Examples:
-          moe-eval bench --checkpoint outputs/checkpoint/step-1000 --config train.toml --batch 4 --seq-len 512
-          moe-eval bench --random-weights --flavor 16B --layers 2 --batch 1 --seq-len 256 --json
-        """)
+            Examples:
+              moe-eval bench --checkpoint outputs/checkpoint/step-1000 --config train.toml --batch 4 --seq-len 512
+              moe-eval bench --random-weights --flavor 16B --layers 2 --batch 1 --seq-len 256 --json
+            """)
 
     @OptionGroup var model: ModelOptions
     @OptionGroup var distributed: DistributedOptions
@@ -32,7 +32,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
-        if batch < 1 || seqLen < 1 || iterations < 1 || decodeTokens < 0 { throw ValidationError("--batch, --seq-len and --iterations must be ≥ 1") }
+        if batch < 1 || seqLen < 1 || iterations < 1 || decodeTokens < 0 {
+            throw ValidationError("--batch, --seq-len and --iterations must be ≥ 1")
+        }
         if !["bf16", "fp32"].contains(weightDtype) { throw ValidationError("--weight-dtype must be bf16 or fp32") }
         if !randomWeights && model.checkpoint == nil { throw ValidationError("--checkpoint is required (or --random-weights)") }
     }
@@ -42,9 +44,10 @@ struct BenchCommand: ParsableCommand {
         // expert-parallel; rank 0 prints the figures and the per-rank report.
         try DistributedRun.run { ranks in
             let spec = try randomWeights ? model.spec(defaultCheckpoint: "/dev/null") : model.spec()
-            let result = try SpeedBenchmark.run(spec: spec, options: benchmarkOptions, processes: ranks,
-                                                tokens: tokensFile.map { path in { try Self.readTokens(path, count: $0, vocabSize: $1) } },
-                                                note: { printError("note: " + $0) })
+            let result = try SpeedBenchmark.run(
+                spec: spec, options: benchmarkOptions, processes: ranks,
+                tokens: tokensFile.map { path in { try Self.readTokens(path, count: $0, vocabSize: $1) } },
+                note: { printError("note: " + $0) })
             guard ranks.isRoot else { return }
             if json {
                 print(String(decoding: try ResultsJSON.encode(result, pretty: false), as: UTF8.self))
@@ -71,18 +74,27 @@ struct BenchCommand: ParsableCommand {
     func printSummary(_ r: SpeedBenchmarkResult) {
         r.expertParallel?.lines.forEach { print("expert parallel: " + $0) }
         print("weights: \(r.weights)")
-        print(String(format: "load: %.2f s   weights: %.1f MiB   RSS after decode: %.1f MiB   peak RSS: %.1f MiB   threads: %d",
-                     r.loadSeconds, Double(r.weightBytes) / 1_048_576, Double(r.residentBytesAfterDecode) / 1_048_576,
-                     Double(r.peakResidentBytes) / 1_048_576, r.threads))
-        print(String(format: "prefill  B=%d T=%d: %.0f tokens/s (%.1f GFLOP/s)", r.batch, r.seqLen,
-                     r.prefillTokensPerSecond, r.prefillGflopsPerSecond))
-        print(String(format: "  MFU %.1f %% of the measured fp32 sgemm peak (%.1f GFLOP/s at 2048³)",
-                     100 * r.prefillMFU, r.sgemmPeakGflopsPerSecond))
+        print(
+            String(
+                format: "load: %.2f s   weights: %.1f MiB   RSS after decode: %.1f MiB   peak RSS: %.1f MiB   threads: %d",
+                r.loadSeconds, Double(r.weightBytes) / 1_048_576, Double(r.residentBytesAfterDecode) / 1_048_576,
+                Double(r.peakResidentBytes) / 1_048_576, r.threads))
+        print(
+            String(
+                format: "prefill  B=%d T=%d: %.0f tokens/s (%.1f GFLOP/s)", r.batch, r.seqLen,
+                r.prefillTokensPerSecond, r.prefillGflopsPerSecond))
+        print(
+            String(
+                format: "  MFU %.1f %% of the measured fp32 sgemm peak (%.1f GFLOP/s at 2048³)",
+                100 * r.prefillMFU, r.sgemmPeakGflopsPerSecond))
         if !skipRouting { print(String(format: "routing analysis: %.0f tokens/s", r.routingAnalysisTokensPerSecond)) }
         if r.decodeTokens > 0 {
-            print(String(format: "decode   B=1: %.1f tokens/s = %.0f %% of the DRAM roofline (%.1f MB of active weights per token at %.1f GB/s read)",
-                         r.decodeTokensPerSecond, 100 * r.decodeTokensPerSecond / max(r.decodeRooflineTokensPerSecond, 1e-9),
-                         Double(r.activeWeightBytesPerToken) / 1e6, r.dramReadBytesPerSecond / 1e9))
+            print(
+                String(
+                    format:
+                        "decode   B=1: %.1f tokens/s = %.0f %% of the DRAM roofline (%.1f MB of active weights per token at %.1f GB/s read)",
+                    r.decodeTokensPerSecond, 100 * r.decodeTokensPerSecond / max(r.decodeRooflineTokensPerSecond, 1e-9),
+                    Double(r.activeWeightBytesPerToken) / 1e6, r.dramReadBytesPerSecond / 1e9))
         }
     }
 

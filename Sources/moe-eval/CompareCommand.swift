@@ -8,22 +8,22 @@ struct CompareCommand: ParsableCommand {
         commandName: "compare",
         abstract: "Compare results files: every metric side by side, deltas, better/worse, bands, accuracy statistics.",
         discussion: """
-        The seed's compare_eval_results.py, extended. Deltas are last file − first file (B − A for two files);
-        three or more files give a table over checkpoints. A folder stands for its latest eval_results_*.json
-        (--all: every one), or its subfolders' (outputs/eval/step-*/); files are ordered by the training step
-        in their checkpoint path (step-N) when every file has one. Seed-format files work too.
-        A metric is better or worse only when its difference exceeds its noise: routing metrics their
-        sampling noise floors, timings the run-to-run spread in the file or --timing-tolerance, accuracy
-        the paired McNemar test (lm_eval_samples in both files) or Δ ± √(SE_A² + SE_B²); otherwise
-        "same within noise" (docs/METRICS.md, "compare").
-        Files that carry routed_experts for the same tokens also get a routing-agreement table
-        (docs/METRICS.md, "Routing agreement").
+            The seed's compare_eval_results.py, extended. Deltas are last file − first file (B − A for two files);
+            three or more files give a table over checkpoints. A folder stands for its latest eval_results_*.json
+            (--all: every one), or its subfolders' (outputs/eval/step-*/); files are ordered by the training step
+            in their checkpoint path (step-N) when every file has one. Seed-format files work too.
+            A metric is better or worse only when its difference exceeds its noise: routing metrics their
+            sampling noise floors, timings the run-to-run spread in the file or --timing-tolerance, accuracy
+            the paired McNemar test (lm_eval_samples in both files) or Δ ± √(SE_A² + SE_B²); otherwise
+            "same within noise" (docs/METRICS.md, "compare").
+            Files that carry routed_experts for the same tokens also get a routing-agreement table
+            (docs/METRICS.md, "Routing agreement").
 
-        Examples:
-          moe-eval compare outputs/eval/step-500/eval_results_20260129_212638.json outputs/eval/step-1000/eval_results_20260129_220145.json
-          moe-eval compare outputs/eval/            (every step-* folder's latest results, in step order)
-          moe-eval compare --json step-500.json step-1000.json step-1500.json step-2000.json
-        """)
+            Examples:
+              moe-eval compare outputs/eval/step-500/eval_results_20260129_212638.json outputs/eval/step-1000/eval_results_20260129_220145.json
+              moe-eval compare outputs/eval/            (every step-* folder's latest results, in step order)
+              moe-eval compare --json step-500.json step-1000.json step-1500.json step-2000.json
+            """)
 
     @Argument(help: "Results files (eval_results_*.json) or folders of them; two or more files in all.")
     var files: [String]
@@ -51,7 +51,8 @@ struct CompareCommand: ParsableCommand {
         try reportingErrors {
             let inputs = try ResultsInputs.resolve(files, all: all)
             guard inputs.files.count >= 2 else {
-                throw ResultsArgumentError(description: "compare needs at least two results files; \(files.joined(separator: ", ")) gave \(inputs.files.count)")
+                throw ResultsArgumentError(
+                    description: "compare needs at least two results files; \(files.joined(separator: ", ")) gave \(inputs.files.count)")
             }
             var comparison = Comparison(inputs.files, options: .init(perLayer: layers, noise: NoiseModel(timingTolerance: timingTolerance)))
             comparison.setSteps(inputs.steps, resolutionNotes: inputs.notes)
@@ -60,7 +61,9 @@ struct CompareCommand: ParsableCommand {
                 print()
             } else {
                 var text = comparison.text()
-                if inputs.files.count >= 3 { text += TrainingTrend(inputs.files, steps: inputs.steps, agreement: TrainingTrend.topKOverlap).text() }
+                if inputs.files.count >= 3 {
+                    text += TrainingTrend(inputs.files, steps: inputs.steps, agreement: TrainingTrend.topKOverlap).text()
+                }
                 print(TerminalText.sanitized(text), terminator: "")
             }
         }

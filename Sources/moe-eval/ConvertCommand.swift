@@ -15,30 +15,32 @@ struct ConvertCommand: ParsableCommand {
         commandName: "convert",
         abstract: "Convert a TorchTitan checkpoint to a HuggingFace DeepSeek-V3 (or V2) folder that transformers loads.",
         discussion: """
-        Writes model-0000N-of-0000M.safetensors and model.safetensors.index.json (names and per-expert \
-        splitting as TorchTitan's DeepSeekV3StateDictAdapter.to_hf), a config.json for transformers' \
-        DeepseekV3ForCausalLM (DeepseekV2ForCausalLM for a softmax router without a selection bias, which it \
-        reproduces) and the tokenizer files of the config's hf_assets_path. Tensors are streamed \
-        one at a time; the folder is written beside --output and renamed into place when complete. \
-        See docs/CONVERT.md for what transformers computes differently.
+            Writes model-0000N-of-0000M.safetensors and model.safetensors.index.json (names and per-expert \
+            splitting as TorchTitan's DeepSeekV3StateDictAdapter.to_hf), a config.json for transformers' \
+            DeepseekV3ForCausalLM (DeepseekV2ForCausalLM for a softmax router without a selection bias, which it \
+            reproduces) and the tokenizer files of the config's hf_assets_path. Tensors are streamed \
+            one at a time; the folder is written beside --output and renamed into place when complete. \
+            See docs/CONVERT.md for what transformers computes differently.
 
-        Example:
-          moe-eval convert --checkpoint outputs/checkpoint/step-1000 \\
-                           --config train.toml --output hf/step-1000 \\
-                           --dtype bf16 --max-shard-size 5GB
-        """)
+            Example:
+              moe-eval convert --checkpoint outputs/checkpoint/step-1000 \\
+                               --config train.toml --output hf/step-1000 \\
+                               --dtype bf16 --max-shard-size 5GB
+            """)
 
     @OptionGroup var model: ModelOptions
 
-    @Option(name: [.customLong("output"), .customLong("output-dir"), .customLong("output_dir")],
-            help: "Folder to create (must not exist or be empty, unless --overwrite).")
+    @Option(
+        name: [.customLong("output"), .customLong("output-dir"), .customLong("output_dir")],
+        help: "Folder to create (must not exist or be empty, unless --overwrite).")
     var output: String
 
     @Option(help: "dtype of floating-point tensors: keep (as stored), bf16 or fp32. The routing bias stays fp32 under bf16.")
     var dtype: String = "keep"
 
-    @Option(name: [.customLong("max-shard-size"), .customLong("max_shard_size")],
-            help: "Largest safetensors file, e.g. 5GB, 500MB, 2KB (decimal), 4GiB (binary) or a byte count.")
+    @Option(
+        name: [.customLong("max-shard-size"), .customLong("max_shard_size")],
+        help: "Largest safetensors file, e.g. 5GB, 500MB, 2KB (decimal), 4GiB (binary) or a byte count.")
     var maxShardSize: String = "5GB"
 
     @Option(help: "Tokenizer folder (or tokenizer.json) to copy instead of the config's [model] hf_assets_path.")
@@ -54,8 +56,10 @@ struct ConvertCommand: ParsableCommand {
     var quiet = false
 
     /// Files of an HF tokenizer (transformers' fast and slow tokenizers), copied when present.
-    static let tokenizerFiles = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-                                 "vocab.json", "merges.txt", "added_tokens.json"]
+    static let tokenizerFiles = [
+        "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+        "vocab.json", "merges.txt", "added_tokens.json",
+    ]
 
     func validate() throws {
         guard HFExportDType(rawValue: dtype) != nil else {
@@ -91,17 +95,21 @@ struct ConvertCommand: ParsableCommand {
             let source = try openWeightSource(at: spec.checkpoint)
             let resolved = try ModelLoader.resolveArgs(spec, source: source)
             if let config = resolved.config, config.modelName != "deepseek_v3" {
-                throw ConvertError("\(config.path): [model] name \"\(config.modelName)\" is not supported (moe-eval converts \"deepseek_v3\")")
+                throw ConvertError(
+                    "\(config.path): [model] name \"\(config.modelName)\" is not supported (moe-eval converts \"deepseek_v3\")")
             }
             let args = resolved.args
-            let problems = InspectCommand.mismatches(expected: args.expectedShapes(),
-                                                     actual: source.tensorInfos.filter { $0.value.elementCount > 0 }.mapValues(\.shape))
+            let problems = InspectCommand.mismatches(
+                expected: args.expectedShapes(),
+                actual: source.tensorInfos.filter { $0.value.elementCount > 0 }.mapValues(\.shape))
             if let first = problems.first {
-                throw ConvertError("\(source.description): does not match the model args from \(resolved.origin): \(first)"
-                                   + (problems.count > 1 ? " (and \(problems.count - 1) more; see moe-eval inspect)" : ""))
+                throw ConvertError(
+                    "\(source.description): does not match the model args from \(resolved.origin): \(first)"
+                        + (problems.count > 1 ? " (and \(problems.count - 1) more; see moe-eval inspect)" : ""))
             }
-            var numerics = Numerics.resolve(args: args, namingEra: source.namingEra, era: spec.era,
-                                            yarn: spec.yarn, finalNormEps: spec.finalNormEps)
+            var numerics = Numerics.resolve(
+                args: args, namingEra: source.namingEra, era: spec.era,
+                yarn: spec.yarn, finalNormEps: spec.finalNormEps)
             if let hf = resolved.hf, spec.yarn == nil, spec.era == nil {
                 numerics.yarn = hf.yarn
                 numerics.finalNormEps = spec.finalNormEps ?? hf.finalNormEps
@@ -110,7 +118,8 @@ struct ConvertCommand: ParsableCommand {
 
             let tokenizerFolder = try resolveTokenizerFolder(config: resolved.config)
             if let tokenizerFolder, Self.isSameOrInside(tokenizerFolder, outputURL) {
-                throw ConvertError("\(outputURL.path): --output would contain the tokenizer folder \(tokenizerFolder.path); choose another folder")
+                throw ConvertError(
+                    "\(outputURL.path): --output would contain the tokenizer folder \(tokenizerFolder.path); choose another folder")
             }
             let tokenizerCopies = try tokenizerFolder.map { try Self.tokenizerFilesToCopy(in: $0) } ?? []
             let loadedTokenizer = try tokenizerFolder.flatMap { folder -> Tokenizer? in
@@ -120,8 +129,9 @@ struct ConvertCommand: ParsableCommand {
 
             let routingBiasIsZero = try HFExport.routingBiasIsZero(in: source)
             let architecture = HFConfigExport.architecture(args: args, routingBiasIsZero: routingBiasIsZero).architecture
-            let plan = try HFExportPlan(source: source, dtype: format, maxShardSize: shardLimit,
-                                        routingBias: architecture.hasRoutingBias)
+            let plan = try HFExportPlan(
+                source: source, dtype: format, maxShardSize: shardLimit,
+                routingBias: architecture.hasRoutingBias)
             let configText = try HFConfigExport.configJSON(
                 args: args, numerics: numerics, torchDType: Self.torchDType(of: plan),
                 bosTokenId: loadedTokenizer?.bosTokenId, eosTokenId: loadedTokenizer?.eosTokenId, architecture: architecture)
@@ -149,8 +159,12 @@ struct ConvertCommand: ParsableCommand {
 
             let dtypes = Set(plan.tensors.map(\.dtype.torchName)).sorted().joined(separator: ", ")
             print("converted \(source.description) → \(outputURL.path)")
-            print("  weights: \(plan.tensors.count) tensors (\(dtypes)), \(InspectCommand.formatBytes(plan.totalSize)) in \(plan.shards.count) file\(plan.shards.count == 1 ? "" : "s") (max \(maxShardSize))")
-            print("  config.json: \(architecture.rawValue) (\(architecture.modelType)), model args from \(resolved.origin); \(numerics.yarn ? "YaRN" : "no rope scaling"), final norm eps \(numerics.finalNormEps) (\(numerics.origin))")
+            print(
+                "  weights: \(plan.tensors.count) tensors (\(dtypes)), \(InspectCommand.formatBytes(plan.totalSize)) in \(plan.shards.count) file\(plan.shards.count == 1 ? "" : "s") (max \(maxShardSize))"
+            )
+            print(
+                "  config.json: \(architecture.rawValue) (\(architecture.modelType)), model args from \(resolved.origin); \(numerics.yarn ? "YaRN" : "no rope scaling"), final norm eps \(numerics.finalNormEps) (\(numerics.origin))"
+            )
             if let tokenizerFolder {
                 print("  tokenizer: \(tokenizerCopies.map(\.lastPathComponent).joined(separator: ", ")) from \(tokenizerFolder.path)")
             } else {
@@ -179,26 +193,33 @@ struct ConvertCommand: ParsableCommand {
             throw ConvertError("\(outputURL.path): not written, nothing left behind: \(error)")
         }
         print("converted \(weights.description) → \(outputURL.path)")
-        print("  weights: \(summary.tensors) tensors (\(summary.dtypes.sorted().joined(separator: ", "))), \(InspectCommand.formatBytes(summary.bytes)) in \(summary.files.count) file\(summary.files.count == 1 ? "" : "s")")
+        print(
+            "  weights: \(summary.tensors) tensors (\(summary.dtypes.sorted().joined(separator: ", "))), \(InspectCommand.formatBytes(summary.bytes)) in \(summary.files.count) file\(summary.files.count == 1 ? "" : "s")"
+        )
         print("  config.json: gpt_oss (GptOssForCausalLM), model args from \(origin)")
         for note in summary.notes { printError("note: \(note)") }
     }
 
     /// Qwen3-MoE to `Qwen3MoeForCausalLM` (Qwen3HFExport): the same staging, shards and tokenizer copy.
-    func convertQwen3(_ resolved: (args: Qwen3Args, origin: String, config: TrainConfig?), checkpoint: URL,
-                      format: HFExportDType, shardLimit: Int, outputURL: URL) throws {
+    func convertQwen3(
+        _ resolved: (args: Qwen3Args, origin: String, config: TrainConfig?), checkpoint: URL,
+        format: HFExportDType, shardLimit: Int, outputURL: URL
+    ) throws {
         let source = try Qwen3WeightSource.open(at: checkpoint, args: resolved.args)
         let tokenizerFolder = try resolveTokenizerFolder(config: resolved.config)
         if let tokenizerFolder, Self.isSameOrInside(tokenizerFolder, outputURL) {
-            throw ConvertError("\(outputURL.path): --output would contain the tokenizer folder \(tokenizerFolder.path); choose another folder")
+            throw ConvertError(
+                "\(outputURL.path): --output would contain the tokenizer folder \(tokenizerFolder.path); choose another folder")
         }
         let tokenizerCopies = try tokenizerFolder.map { try Self.tokenizerFilesToCopy(in: $0) } ?? []
         let progress = Progress(quiet: quiet)
         let stage = try StagedOutputFolder(destination: outputURL, overwrite: overwrite)
         let written: (plan: HFExportPlan, notes: [String])
         do {
-            written = try Qwen3HFExport.write(source: source, args: resolved.args, dtype: format, maxShardSize: shardLimit,
-                                              into: stage.staging) { done, total in
+            written = try Qwen3HFExport.write(
+                source: source, args: resolved.args, dtype: format, maxShardSize: shardLimit,
+                into: stage.staging
+            ) { done, total in
                 if done == total || done % 64 == 0 { progress.update("writing tensors \(Progress.bar(done, total))") }
             }
             for file in tokenizerCopies {
@@ -217,9 +238,14 @@ struct ConvertCommand: ParsableCommand {
         progress.done("wrote \(plan.tensors.count) tensors")
         let dtypes = Set(plan.tensors.map(\.dtype.torchName)).sorted().joined(separator: ", ")
         print("converted \(source.description) → \(outputURL.path)")
-        print("  weights: \(plan.tensors.count) tensors (\(dtypes)), \(InspectCommand.formatBytes(plan.totalSize)) in \(plan.shards.count) file\(plan.shards.count == 1 ? "" : "s") (max \(maxShardSize))")
+        print(
+            "  weights: \(plan.tensors.count) tensors (\(dtypes)), \(InspectCommand.formatBytes(plan.totalSize)) in \(plan.shards.count) file\(plan.shards.count == 1 ? "" : "s") (max \(maxShardSize))"
+        )
         print("  config.json: qwen3_moe (Qwen3MoeForCausalLM), model args from \(resolved.origin)")
-        print("  tokenizer: " + (tokenizerFolder.map { "\(tokenizerCopies.map(\.lastPathComponent).joined(separator: ", ")) from \($0.path)" } ?? "none copied"))
+        print(
+            "  tokenizer: "
+                + (tokenizerFolder.map { "\(tokenizerCopies.map(\.lastPathComponent).joined(separator: ", ")) from \($0.path)" }
+                    ?? "none copied"))
         for note in written.notes { printError("note: \(note)") }
     }
 
@@ -232,7 +258,8 @@ struct ConvertCommand: ParsableCommand {
         let files = tokenizerFiles.map { folder.appendingPathComponent($0) }
             .filter { FileManager.default.fileExists(atPath: $0.path) }
         guard !files.isEmpty else {
-            throw ConvertError("\(folder.path): no tokenizer files (\(tokenizerFiles.joined(separator: ", "))); pass --tokenizer PATH or --no-tokenizer")
+            throw ConvertError(
+                "\(folder.path): no tokenizer files (\(tokenizerFiles.joined(separator: ", "))); pass --tokenizer PATH or --no-tokenizer")
         }
         return files
     }

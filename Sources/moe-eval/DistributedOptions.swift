@@ -6,9 +6,13 @@ import MoEModels
 
 /// `--ep`: expert parallelism over the processes `mpirun` started (docs/DISTRIBUTED.md).
 struct DistributedOptions: ParsableArguments {
-    @Option(name: .customLong("ep"),
-            help: ArgumentHelp("Expert-parallel degree; must equal the number of MPI processes (default: that number).",
-                               discussion: "mpirun -np N moe-eval … places experts r·E/N ..< (r+1)·E/N on rank r, as TorchTitan's expert parallelism does; needs a build with --traits MPI."))
+    @Option(
+        name: .customLong("ep"),
+        help: ArgumentHelp(
+            "Expert-parallel degree; must equal the number of MPI processes (default: that number).",
+            discussion:
+                "mpirun -np N moe-eval … places experts r·E/N ..< (r+1)·E/N on rank r, as TorchTitan's expert parallelism does; needs a build with --traits MPI."
+        ))
     var ep: Int?
 
     func validate() throws {

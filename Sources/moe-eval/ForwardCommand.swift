@@ -8,14 +8,14 @@ struct ForwardCommand: ParsableCommand {
         commandName: "forward",
         abstract: "Run the model on token ids and write logits and routed experts as JSON.",
         discussion: """
-        Input:  {"tokens": [[ids…], …]}   (rows of equal length)
-        Output: {"logits": [batch][seq][vocab],
-                 "routing": {"<layer>": {"experts": [[ids…] per token, batch-major], "weights": [[…]]}}}
+            Input:  {"tokens": [[ids…], …]}   (rows of equal length)
+            Output: {"logits": [batch][seq][vocab],
+                     "routing": {"<layer>": {"experts": [[ids…] per token, batch-major], "weights": [[…]]}}}
 
-        Example:
-          moe-eval forward --checkpoint outputs/checkpoint/step-1000 --config train.toml \\
-                           --tokens-file tokens.json --output out.json
-        """)
+            Example:
+              moe-eval forward --checkpoint outputs/checkpoint/step-1000 --config train.toml \\
+                               --tokens-file tokens.json --output out.json
+            """)
 
     @OptionGroup var model: ModelOptions
     @OptionGroup var distributed: DistributedOptions
@@ -93,10 +93,14 @@ enum TokensFile {
         var tokens: [Int32] = []
         var seqLen = -1
         for (r, row) in rows.enumerated() {
-            guard let ids = row.arrayValue else { throw FormatError(description: "\(url.path): tokens[\(r)] is \(row.typeName), not an array of ids") }
+            guard let ids = row.arrayValue else {
+                throw FormatError(description: "\(url.path): tokens[\(r)] is \(row.typeName), not an array of ids")
+            }
             if seqLen < 0 { seqLen = ids.count }
             guard ids.count == seqLen, seqLen > 0 else {
-                throw FormatError(description: "\(url.path): tokens[\(r)] has \(ids.count) ids but rows must be equal-length and non-empty (row 0 has \(seqLen))")
+                throw FormatError(
+                    description:
+                        "\(url.path): tokens[\(r)] has \(ids.count) ids but rows must be equal-length and non-empty (row 0 has \(seqLen))")
             }
             for (i, id) in ids.enumerated() {
                 // JSON integers only: a boolean, a string or 3.5 is a mistake in the file, not an id.

@@ -10,10 +10,10 @@ struct InspectCommand: ParsableCommand {
         commandName: "inspect",
         abstract: "List a checkpoint's tensors, parameter counts and implied architecture; check it against a config.",
         discussion: """
-        Example:
-          moe-eval inspect --checkpoint outputs/checkpoint/step-1000 --config train.toml
-        Exits with status 2 when the checkpoint disagrees with the given config or model args.
-        """)
+            Example:
+              moe-eval inspect --checkpoint outputs/checkpoint/step-1000 --config train.toml
+            Exits with status 2 when the checkpoint disagrees with the given config or model args.
+            """)
 
     @OptionGroup var model: ModelOptions
 
@@ -53,16 +53,19 @@ struct InspectCommand: ParsableCommand {
                 counts = nil
                 countsProblem = "the args implied by the shapes are not a model (\(error.message))"
             }
-            let bytes = try Checked.sum(source.tensorInfos.values.map(\.byteCount),
-                                        what: "\(source.description): the total size of the tensors")
+            let bytes = try Checked.sum(
+                source.tensorInfos.values.map(\.byteCount),
+                what: "\(source.description): the total size of the tensors")
             var roles: [String: Int] = [:]
             for entry in source.entries { roles[entry.role.rawValue, default: 0] += 1 }
 
             if json {
                 let tensors: [JSONValue] = source.tensorInfos.keys.sorted().map { name in
                     let info = source.tensorInfos[name]!
-                    return .object(["name": .string(name), "dtype": .string(info.dtype.torchName),
-                                    "shape": .array(info.shape.map { .int($0) }), "bytes": .int(info.byteCount)])
+                    return .object([
+                        "name": .string(name), "dtype": .string(info.dtype.torchName),
+                        "shape": .array(info.shape.map { .int($0) }), "bytes": .int(info.byteCount),
+                    ])
                 }
                 var out: JSONObject = [
                     "checkpoint": .string(source.description),
@@ -88,14 +91,17 @@ struct InspectCommand: ParsableCommand {
                 for name in source.tensorInfos.keys.sorted(by: Self.naturalOrder) {
                     let info = source.tensorInfos[name]!
                     let shape = "[" + info.shape.map(String.init).joined(separator: ", ") + "]"
-                    print(name.padding(toLength: width + 2, withPad: " ", startingAt: 0)
-                          + info.dtype.torchName.padding(toLength: 10, withPad: " ", startingAt: 0)
-                          + shape.padding(toLength: 20, withPad: " ", startingAt: 0) + Self.formatBytes(info.byteCount))
+                    print(
+                        name.padding(toLength: width + 2, withPad: " ", startingAt: 0)
+                            + info.dtype.torchName.padding(toLength: 10, withPad: " ", startingAt: 0)
+                            + shape.padding(toLength: 20, withPad: " ", startingAt: 0) + Self.formatBytes(info.byteCount))
                 }
                 print("")
                 print("tensors: \(source.tensorInfos.count), \(Self.formatBytes(bytes))")
                 if let counts {
-                    print("parameters (\(given?.origin ?? "args implied by shapes")): total \(Self.formatCount(counts.total)), active per token \(Self.formatCount(counts.active(topK: args.moeArgs.topK, numExperts: args.moeArgs.numExperts)))")
+                    print(
+                        "parameters (\(given?.origin ?? "args implied by shapes")): total \(Self.formatCount(counts.total)), active per token \(Self.formatCount(counts.active(topK: args.moeArgs.topK, numExperts: args.moeArgs.numExperts)))"
+                    )
                 } else {
                     print("parameters: not computed: \(countsProblem ?? "")")
                 }
@@ -104,8 +110,10 @@ struct InspectCommand: ParsableCommand {
                 print(implied.jsonString())
                 if given != nil {
                     print("")
-                    print(mismatches.isEmpty ? "matches the given model args: every tensor present with the expected shape"
-                                             : "mismatches with the given model args:\n" + mismatches.map { "  - " + $0 }.joined(separator: "\n"))
+                    print(
+                        mismatches.isEmpty
+                            ? "matches the given model args: every tensor present with the expected shape"
+                            : "mismatches with the given model args:\n" + mismatches.map { "  - " + $0 }.joined(separator: "\n"))
                 }
             }
             if !mismatches.isEmpty { throw ExitCode(2) }
@@ -119,13 +127,16 @@ struct InspectCommand: ParsableCommand {
         let counts = loaded.model.parameterCounts()
         let shape = loaded.model.shape
         let active = counts.active(topK: shape.topK, numExperts: shape.numExperts)
-        let bytes = try Checked.sum(source.tensorInfos.values.map(\.byteCount), what: "\(source.description): the total size of the tensors")
+        let bytes = try Checked.sum(
+            source.tensorInfos.values.map(\.byteCount), what: "\(source.description): the total size of the tensors")
         let args = try JSONValueEncoder().encode(loaded.modelArgs)
         if json {
             let tensors: [JSONValue] = source.tensorInfos.keys.sorted(by: Self.naturalOrder).map { name in
                 let info = source.tensorInfos[name]!
-                return .object(["name": .string(name), "dtype": .string(info.dtype.torchName),
-                                "shape": .array(info.shape.map { .int($0) }), "bytes": .int(info.byteCount)])
+                return .object([
+                    "name": .string(name), "dtype": .string(info.dtype.torchName),
+                    "shape": .array(info.shape.map { .int($0) }), "bytes": .int(info.byteCount),
+                ])
             }
             let out: JSONObject = [
                 "checkpoint": .string(source.description),
@@ -151,9 +162,10 @@ struct InspectCommand: ParsableCommand {
         for name in source.tensorInfos.keys.sorted(by: Self.naturalOrder) {
             let info = source.tensorInfos[name]!
             let shapeText = "[" + info.shape.map(String.init).joined(separator: ", ") + "]"
-            print(name.padding(toLength: width + 2, withPad: " ", startingAt: 0)
-                  + info.dtype.torchName.padding(toLength: 10, withPad: " ", startingAt: 0)
-                  + shapeText.padding(toLength: 20, withPad: " ", startingAt: 0) + Self.formatBytes(info.byteCount))
+            print(
+                name.padding(toLength: width + 2, withPad: " ", startingAt: 0)
+                    + info.dtype.torchName.padding(toLength: 10, withPad: " ", startingAt: 0)
+                    + shapeText.padding(toLength: 20, withPad: " ", startingAt: 0) + Self.formatBytes(info.byteCount))
         }
         print("")
         print("tensors: \(source.tensorInfos.count), \(Self.formatBytes(bytes))")
@@ -189,7 +201,8 @@ struct InspectCommand: ParsableCommand {
 
     static func formatCount(_ n: Int) -> String {
         // The exact count is interpolated, not formatted: `%d` takes a 32-bit value and wrapped counts above 2³¹.
-        n >= 1_000_000_000 ? String(format: "%.3fB", Double(n) / 1e9) + " (\(n))"
+        n >= 1_000_000_000
+            ? String(format: "%.3fB", Double(n) / 1e9) + " (\(n))"
             : n >= 1_000_000 ? String(format: "%.3fM", Double(n) / 1e6) + " (\(n))" : String(n)
     }
 }

@@ -6,24 +6,32 @@ import MoETensor
 
 /// Options every command that loads a model shares (the seed's snake_case spellings are aliases).
 struct ModelOptions: ParsableArguments {
-    @Option(name: [.customLong("checkpoint"), .customLong("checkpoint_dir"), .customLong("checkpoint-dir")],
-            help: "TorchTitan DCP folder (.metadata + *.distcp), or HF safetensors file/folder.")
+    @Option(
+        name: [.customLong("checkpoint"), .customLong("checkpoint_dir"), .customLong("checkpoint-dir")],
+        help: "TorchTitan DCP folder (.metadata + *.distcp), or HF safetensors file/folder.")
     var checkpoint: String?
 
-    @Option(name: [.customLong("config"), .customLong("config_file"), .customLong("config-file")],
-            help: ArgumentHelp("TorchTitan train config: a TOML file (0.2.x), or a 0.3 registry name such as deepseek_v3_debugmodel.",
-                               discussion: "A path that names an existing file is read as TOML; anything else is a TorchTitan 0.3.0 config_registry function (with --module), resolved to the same model args, seq_len, hf_assets_path and dump folder."))
+    @Option(
+        name: [.customLong("config"), .customLong("config_file"), .customLong("config-file")],
+        help: ArgumentHelp(
+            "TorchTitan train config: a TOML file (0.2.x), or a 0.3 registry name such as deepseek_v3_debugmodel.",
+            discussion:
+                "A path that names an existing file is read as TOML; anything else is a TorchTitan 0.3.0 config_registry function (with --module), resolved to the same model args, seq_len, hf_assets_path and dump folder."
+        ))
     var config: String?
 
-    @Option(help: "TorchTitan 0.3 module of a registry --config: deepseek_v3, kimi_k2_7, qwen3 or gpt_oss (optional when the name is unique).")
+    @Option(
+        help: "TorchTitan 0.3 module of a registry --config: deepseek_v3, kimi_k2_7, qwen3 or gpt_oss (optional when the name is unique).")
     var module: String?
 
-    @Option(name: [.customLong("training.seq_len"), .customLong("training-seq-len")],
-            help: "Override the training seq_len (and so max_seq_len) of --config or --model-args, as TorchTitan's --training.seq_len does.")
+    @Option(
+        name: [.customLong("training.seq_len"), .customLong("training-seq-len")],
+        help: "Override the training seq_len (and so max_seq_len) of --config or --model-args, as TorchTitan's --training.seq_len does.")
     var trainingSeqLen: Int?
 
-    @Option(name: [.customLong("model-args"), .customLong("model_args")],
-            help: "Model args JSON with TorchTitan field names (dim, n_layers, moe_args{…}, max_seq_len, …).")
+    @Option(
+        name: [.customLong("model-args"), .customLong("model_args")],
+        help: "Model args JSON with TorchTitan field names (dim, n_layers, moe_args{…}, max_seq_len, …).")
     var modelArgs: String?
 
     @Option(help: "Built-in deepseek_v3 flavor: debugmodel, 16B, 236B, 671B, 10B.")
@@ -47,9 +55,12 @@ struct ModelOptions: ParsableArguments {
         if let threads, threads < 1 { throw ValidationError("--threads must be ≥ 1") }
         if let trainingSeqLen, trainingSeqLen < 1 { throw ValidationError("--training.seq_len must be ≥ 1") }
         if let module {
-            guard let config else { throw ValidationError("--module \(module) needs --config NAME (a TorchTitan 0.3 config of that module)") }
+            guard let config else {
+                throw ValidationError("--module \(module) needs --config NAME (a TorchTitan 0.3 config of that module)")
+            }
             if Self.namesFile(config) {
-                throw ValidationError("--module \(module) goes with a registry config name, but --config \(config) is a file (read as TOML); drop --module")
+                throw ValidationError(
+                    "--module \(module) goes with a registry config name, but --config \(config) is a file (read as TOML); drop --module")
             }
         }
     }

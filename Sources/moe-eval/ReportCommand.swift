@@ -7,19 +7,19 @@ struct ReportCommand: ParsableCommand {
         commandName: "report",
         abstract: "Write a self-contained HTML dashboard of results files (verdicts, trends, heatmaps, per-layer bars).",
         discussion: """
-        One HTML file with inline SVG and CSS: no scripts, no network, no web fonts. First the verdict per
-        headline metric with its band (Gini, CV, utilisation, MaxVio vs its noise floor, dead experts,
-        accuracy ± SE), then the plots (with several checkpoints: each headline metric against training
-        step; the layer × expert load heatmap; per-layer MaxVio and CV with floors and bands; co-activation
-        when a pair stands out), then the details collapsed. Several files or folders (a folder: its latest
-        eval_results_*.json, --all: every one) are ordered by the step-N in their checkpoint path; the
-        dashboard judges the last. Seed-format files work too.
+            One HTML file with inline SVG and CSS: no scripts, no network, no web fonts. First the verdict per
+            headline metric with its band (Gini, CV, utilisation, MaxVio vs its noise floor, dead experts,
+            accuracy ± SE), then the plots (with several checkpoints: each headline metric against training
+            step; the layer × expert load heatmap; per-layer MaxVio and CV with floors and bands; co-activation
+            when a pair stands out), then the details collapsed. Several files or folders (a folder: its latest
+            eval_results_*.json, --all: every one) are ordered by the step-N in their checkpoint path; the
+            dashboard judges the last. Seed-format files work too.
 
-        Examples:
-          moe-eval report outputs/eval/eval_results_20260203_004013.json
-          moe-eval report outputs/eval/step-*/ --output /tmp/training.html
-          moe-eval report eval_results.json --output /tmp/report.html --overwrite
-        """)
+            Examples:
+              moe-eval report outputs/eval/eval_results_20260203_004013.json
+              moe-eval report outputs/eval/step-*/ --output /tmp/training.html
+              moe-eval report eval_results.json --output /tmp/report.html --overwrite
+            """)
 
     @Argument(help: "Results files (eval_results_*.json) or folders of them.")
     var results: [String]
@@ -36,7 +36,9 @@ struct ReportCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let inputs = try ResultsInputs.resolve(results, all: all)
-            guard let last = inputs.files.last else { throw ResultsArgumentError(description: "report needs at least one results file or folder") }
+            guard let last = inputs.files.last else {
+                throw ResultsArgumentError(description: "report needs at least one results file or folder")
+            }
             let input = URL(fileURLWithPath: last.path)
             let target: URL
             if let output {

@@ -13,23 +13,23 @@ struct ServeCommand: ParsableCommand {
         commandName: "serve",
         abstract: "Serve a checkpoint over HTTP for lm-evaluation-harness (--model local-completions).",
         discussion: """
-        Endpoints: POST /v1/completions (prompt as text or token ids; echo; logprobs; max_tokens 0 or more;
-        greedy only, temperature 0; stop strings applied here), GET /v1/models, GET /health, and the remote
-        tokenizer lm-eval uses with tokenizer_backend=remote: GET /tokenizer_info, POST /tokenize, POST /detokenize.
-        Without --checkpoint it serves the bundled demo model. --port 0 picks a free port; the line
-        "listening on http://HOST:PORT" on standard output gives it.
+            Endpoints: POST /v1/completions (prompt as text or token ids; echo; logprobs; max_tokens 0 or more;
+            greedy only, temperature 0; stop strings applied here), GET /v1/models, GET /health, and the remote
+            tokenizer lm-eval uses with tokenizer_backend=remote: GET /tokenizer_info, POST /tokenize, POST /detokenize.
+            Without --checkpoint it serves the bundled demo model. --port 0 picks a free port; the line
+            "listening on http://HOST:PORT" on standard output gives it.
 
-        Clients that stall are disconnected: a connection must send its headers within --header-timeout,
-        a request's body within --body-timeout, and a kept-alive connection its next request within
-        --idle-timeout. Beyond --max-connections open connections, new ones get 503 and are closed.
-        Bodies declared or found larger than --max-body-bytes get 413 and the connection is closed.
+            Clients that stall are disconnected: a connection must send its headers within --header-timeout,
+            a request's body within --body-timeout, and a kept-alive connection its next request within
+            --idle-timeout. Beyond --max-connections open connections, new ones get 503 and are closed.
+            Bodies declared or found larger than --max-body-bytes get 413 and the connection is closed.
 
-        Examples:
-          moe-eval serve --port 8000
-          moe-eval serve --checkpoint ./outputs/checkpoint/step-1000 --config train.toml --tokenizer ./tokenizer
-          lm_eval --model local-completions --tasks hellaswag --model_args \\
-            base_url=http://127.0.0.1:8000/v1/completions,tokenizer_backend=remote,max_length=MAX_SEQ_LEN
-        """)
+            Examples:
+              moe-eval serve --port 8000
+              moe-eval serve --checkpoint ./outputs/checkpoint/step-1000 --config train.toml --tokenizer ./tokenizer
+              lm_eval --model local-completions --tasks hellaswag --model_args \\
+                base_url=http://127.0.0.1:8000/v1/completions,tokenizer_backend=remote,max_length=MAX_SEQ_LEN
+            """)
 
     @OptionGroup var model: ModelOptions
 
@@ -42,7 +42,9 @@ struct ServeCommand: ParsableCommand {
     @Option(help: "Port to listen on (0: any free port).")
     var port = 8000
 
-    @Option(name: .customLong("model-name"), help: "Name in /v1/models that requests' \"model\" must match (default: the checkpoint folder's name).")
+    @Option(
+        name: .customLong("model-name"),
+        help: "Name in /v1/models that requests' \"model\" must match (default: the checkpoint folder's name).")
     var modelName: String?
 
     @Option(name: .customLong("max-body-bytes"), help: "Largest request body; larger ones get 413.")
@@ -54,17 +56,23 @@ struct ServeCommand: ParsableCommand {
     @Option(name: .customLong("max-batch"), help: "Prompts in one completions request; more get 400.")
     var maxBatch = ServerLimits().maxPromptsPerRequest
 
-    @Option(name: .customLong("max-connections"),
-            help: "Connections open at once; more are answered 503 and closed (default: \(ConnectionLimits().maxConnections), lowered to fit the open-file limit).")
+    @Option(
+        name: .customLong("max-connections"),
+        help:
+            "Connections open at once; more are answered 503 and closed (default: \(ConnectionLimits().maxConnections), lowered to fit the open-file limit)."
+    )
     var maxConnections: Int?
 
-    @Option(name: .customLong("header-timeout"), help: "Seconds a new connection has to send its request line and headers; then it is closed.")
+    @Option(
+        name: .customLong("header-timeout"), help: "Seconds a new connection has to send its request line and headers; then it is closed.")
     var headerTimeout = Self.seconds(ConnectionLimits().headerTimeout)
 
     @Option(name: .customLong("body-timeout"), help: "Seconds a request has to send its whole body after its headers; then it is closed.")
     var bodyTimeout = Self.seconds(ConnectionLimits().bodyTimeout)
 
-    @Option(name: .customLong("idle-timeout"), help: "Seconds a kept-alive connection may wait for its next request's headers; then it is closed.")
+    @Option(
+        name: .customLong("idle-timeout"),
+        help: "Seconds a kept-alive connection may wait for its next request's headers; then it is closed.")
     var idleTimeout = Self.seconds(ConnectionLimits().idleTimeout)
 
     static let maxTimeoutSeconds = 86_400.0
@@ -79,7 +87,8 @@ struct ServeCommand: ParsableCommand {
         }
         for (flag, seconds) in [("--header-timeout", headerTimeout), ("--body-timeout", bodyTimeout), ("--idle-timeout", idleTimeout)] {
             guard seconds.isFinite, seconds > 0, seconds <= Self.maxTimeoutSeconds else {
-                throw ValidationError("\(flag) must be a number of seconds above 0 and at most \(Int(Self.maxTimeoutSeconds)) (got \(seconds))")
+                throw ValidationError(
+                    "\(flag) must be a number of seconds above 0 and at most \(Int(Self.maxTimeoutSeconds)) (got \(seconds))")
             }
         }
     }
@@ -98,11 +107,16 @@ struct ServeCommand: ParsableCommand {
         let openFiles = ConnectionLimits.raiseOpenFileLimit() ?? Int.max
         let room = openFiles - ConnectionLimits.reservedFileDescriptors
         guard room >= 1 else {
-            throw ServeError(description: "the open-file limit (ulimit -n) is \(openFiles): serve needs more than \(ConnectionLimits.reservedFileDescriptors)")
+            throw ServeError(
+                description:
+                    "the open-file limit (ulimit -n) is \(openFiles): serve needs more than \(ConnectionLimits.reservedFileDescriptors)")
         }
         if let maxConnections {
             guard maxConnections <= room else {
-                throw ServeError(description: "--max-connections \(maxConnections) does not fit the open-file limit (ulimit -n \(openFiles), \(ConnectionLimits.reservedFileDescriptors) kept for the server): use at most \(room), or raise the limit")
+                throw ServeError(
+                    description:
+                        "--max-connections \(maxConnections) does not fit the open-file limit (ulimit -n \(openFiles), \(ConnectionLimits.reservedFileDescriptors) kept for the server): use at most \(room), or raise the limit"
+                )
             }
             limits.maxConnections = maxConnections
         } else if limits.maxConnections > room {
@@ -115,7 +129,8 @@ struct ServeCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let connectionLimits = try connectionLimits()
-            let inputs = try ModelInputs.resolve(model.spec(defaultCheckpoint: "."), checkpointGiven: model.checkpoint != nil, tokenizer: tokenizer)
+            let inputs = try ModelInputs.resolve(
+                model.spec(defaultCheckpoint: "."), checkpointGiven: model.checkpoint != nil, tokenizer: tokenizer)
             let tokenizer = try inputs.loadTokenizer(for: .serving)!
             let loaded = try ModelLoader.load(inputs.spec)
             printError(String(format: "loaded %@ in %.2f s (%@)", loaded.source.description, loaded.loadSeconds, loaded.argsOrigin))
@@ -128,10 +143,13 @@ struct ServeCommand: ParsableCommand {
             let engine = CompletionEngine(model: loaded.model, tokenizer: tokenizer, modelName: name, limits: limits)
             try Self.runBlocking { [host, port] in
                 do {
-                    try await CompletionServer.serve(engine: engine, host: host, port: port,
-                                                     connectionLimits: connectionLimits) { boundPort in
+                    try await CompletionServer.serve(
+                        engine: engine, host: host, port: port,
+                        connectionLimits: connectionLimits
+                    ) { boundPort in
                         // Unbuffered: scripts wait for this line to learn the port.
-                        FileHandle.standardOutput.write(Data("listening on http://\(host):\(boundPort) (model \"\(name)\", max_seq_len \(engine.maxSeqLen))\n".utf8))
+                        FileHandle.standardOutput.write(
+                            Data("listening on http://\(host):\(boundPort) (model \"\(name)\", max_seq_len \(engine.maxSeqLen))\n".utf8))
                     }
                 } catch {
                     throw ServeError(description: "cannot serve on \(host):\(port): \(error)")

@@ -10,16 +10,16 @@ struct TokenizeCommand: ParsableCommand {
         commandName: "tokenize",
         abstract: "Encode text lines to token ids (one JSON array per line), or decode ids back to text.",
         discussion: """
-        Each input line is encoded alone, without its "\\n" or "\\r\\n".
-        Ids print as JSON arrays like [0, 42, 3934] (Python json.dumps style).
-        With --decode each line must be a JSON array of ids; its text is printed
-        (a text holding line breaks prints over several lines).
+            Each input line is encoded alone, without its "\\n" or "\\r\\n".
+            Ids print as JSON arrays like [0, 42, 3934] (Python json.dumps style).
+            With --decode each line must be a JSON array of ids; its text is printed
+            (a text holding line breaks prints over several lines).
 
-        Examples:
-          moe-eval tokenize --tokenizer assets/tokenizers/demo-dsv3 --input a.txt
-          echo "Hello" | moe-eval tokenize --tokenizer tokenizer.json --no-special
-          echo "[0, 42]" | moe-eval tokenize --tokenizer DIR --decode
-        """
+            Examples:
+              moe-eval tokenize --tokenizer assets/tokenizers/demo-dsv3 --input a.txt
+              echo "Hello" | moe-eval tokenize --tokenizer tokenizer.json --no-special
+              echo "[0, 42]" | moe-eval tokenize --tokenizer DIR --decode
+            """
     )
 
     @Option(help: "A tokenizer.json (or .json.gz) file, or a folder holding tokenizer.json and tokenizer_config.json.")
@@ -28,8 +28,9 @@ struct TokenizeCommand: ParsableCommand {
     @Option(help: "Read the lines from this file instead of standard input.")
     var input: String?
 
-    @Flag(name: .customLong("no-special"),
-          help: "Encoding: do not add BOS/EOS or other special tokens. Decoding: leave special tokens out of the text.")
+    @Flag(
+        name: .customLong("no-special"),
+        help: "Encoding: do not add BOS/EOS or other special tokens. Decoding: leave special tokens out of the text.")
     var noSpecial = false
 
     @Flag(help: "Read JSON arrays of ids and print their text.")
@@ -85,10 +86,12 @@ struct TokenizeCommand: ParsableCommand {
             let megabytes = Double(byteCount) / 1e6
             let rate = seconds > 0 ? megabytes / seconds : 0
             let verb = decode ? "decoded" : "encoded"
-            FileHandle.standardError.write(Data(String(
-                format: "%@ %ld lines, %ld tokens, %.3f MB of text in %.3f s (%.2f MB/s, %.0f tokens/s)\n",
-                verb, lineCount, tokenCount, megabytes, seconds, rate, seconds > 0 ? Double(tokenCount) / seconds : 0
-            ).utf8))
+            FileHandle.standardError.write(
+                Data(
+                    String(
+                        format: "%@ %ld lines, %ld tokens, %.3f MB of text in %.3f s (%.2f MB/s, %.0f tokens/s)\n",
+                        verb, lineCount, tokenCount, megabytes, seconds, rate, seconds > 0 ? Double(tokenCount) / seconds : 0
+                    ).utf8))
         }
     }
 

@@ -13,8 +13,10 @@ import Testing
 
     @Test func directModeComparesEachCheckpointWithThePreviousAndTheLast() throws {
         let steps = ["seed0/step-0", "seed0/step-150", "seed0/step-400"].map { Self.run.appendingPathComponent($0).path }
-        let r = try CLI.run(["agreement"] + steps.flatMap { ["--checkpoint", $0] } +
-                            ["--model-args", Self.modelArgs, "--routing-input", "random", "--samples", "4", "--seq-len", "32", "--json"])
+        let r = try CLI.run(
+            ["agreement"] + steps.flatMap { ["--checkpoint", $0] } + [
+                "--model-args", Self.modelArgs, "--routing-input", "random", "--samples", "4", "--seq-len", "32", "--json",
+            ])
         #expect(r.status == 0, "\(r.stderr)")
         let pairs = try Self.pairs(r.stdout)
         // 0 → 150, 150 → 400, and 0 → 400.
@@ -29,8 +31,10 @@ import Testing
 
     @Test func aCheckpointAgreesWithItselfExactly() throws {
         let final = Self.run.appendingPathComponent("seed0/step-400").path
-        let r = try CLI.run(["agreement", "--checkpoint", final, "--checkpoint", final, "--model-args", Self.modelArgs,
-                             "--routing-input", "random", "--samples", "2", "--seq-len", "16"])
+        let r = try CLI.run([
+            "agreement", "--checkpoint", final, "--checkpoint", final, "--model-args", Self.modelArgs,
+            "--routing-input", "random", "--samples", "2", "--seq-len", "16",
+        ])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("top-1 agreement"))
         #expect(r.stdout.contains("1 (chance 0.125)"))
@@ -38,10 +42,12 @@ import Testing
 
     @Test func differentArchitecturesAreRefusedInOneLine() throws {
         let other = CLI.dsv3Fixtures.appendingPathComponent("v022_softmax_basic")
-        let r = try CLI.run(["agreement", "--checkpoint", Self.run.appendingPathComponent("seed0/step-400").path,
-                             "--checkpoint", other.appendingPathComponent("checkpoint").path,
-                             "--model-args", Self.modelArgs, "--model-args", other.appendingPathComponent("model_args.json").path,
-                             "--routing-input", "random", "--samples", "1", "--seq-len", "8", "--quiet"])
+        let r = try CLI.run([
+            "agreement", "--checkpoint", Self.run.appendingPathComponent("seed0/step-400").path,
+            "--checkpoint", other.appendingPathComponent("checkpoint").path,
+            "--model-args", Self.modelArgs, "--model-args", other.appendingPathComponent("model_args.json").path,
+            "--routing-input", "random", "--samples", "1", "--seq-len", "8", "--quiet",
+        ])
         #expect(r.status == 1)
         #expect(r.stderrLines.count == 1, "\(r.stderr)")
         #expect(r.stderr.contains("is not the same architecture"))
@@ -56,8 +62,10 @@ import Testing
         var files: [URL] = []
         for (index, step) in ["seed0/step-400", "seed0/step-400", "seed1/step-400"].enumerated() {
             let out = dir.appendingPathComponent("run\(index)")
-            let r = try CLI.run(["run", "--checkpoint", Self.run.appendingPathComponent(step).path, "--model-args", Self.modelArgs,
-                                 "--preset", "30s", "--routing-input", "random", "--output-dir", out.path, "--quiet"])
+            let r = try CLI.run([
+                "run", "--checkpoint", Self.run.appendingPathComponent(step).path, "--model-args", Self.modelArgs,
+                "--preset", "30s", "--routing-input", "random", "--output-dir", out.path, "--quiet",
+            ])
             #expect(r.status == 0, "\(r.stderr)")
             let name = try #require(try FileManager.default.contentsOfDirectory(atPath: out.path).first { $0.hasSuffix(".json") })
             files.append(out.appendingPathComponent(name))

@@ -11,9 +11,11 @@ import Glibc
     static let variant = CLI.dsv3Fixtures.appendingPathComponent("v022_softmax_basic")
 
     static func runArguments(into folder: URL) -> [String] {
-        ["run", "--checkpoint", variant.appendingPathComponent("checkpoint").path,
-         "--model-args", variant.appendingPathComponent("model_args.json").path,
-         "--preset", "30s", "--routing-input", "random", "--output-dir", folder.path, "--quiet"]
+        [
+            "run", "--checkpoint", variant.appendingPathComponent("checkpoint").path,
+            "--model-args", variant.appendingPathComponent("model_args.json").path,
+            "--preset", "30s", "--routing-input", "random", "--output-dir", folder.path, "--quiet",
+        ]
     }
 
     /// Starts `moe-eval` without waiting; stdout and stderr go to files in `logs`.
@@ -43,8 +45,9 @@ import Glibc
         try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
         let processes = try (0..<3).map { i in
-            try Self.start(Self.runArguments(into: out), environment: ["MOE_EVAL_TEST_HOLD_BEFORE_PUBLISH_SECONDS": "0.5"],
-                           logs: logs, name: "run\(i)")
+            try Self.start(
+                Self.runArguments(into: out), environment: ["MOE_EVAL_TEST_HOLD_BEFORE_PUBLISH_SECONDS": "0.5"],
+                logs: logs, name: "run\(i)")
         }
         processes.forEach { $0.waitUntilExit() }
         for (i, process) in processes.enumerated() {
@@ -71,8 +74,9 @@ import Glibc
         let out = scratch.appendingPathComponent("eval"), logs = scratch.appendingPathComponent("logs")
         try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
-        let process = try Self.start(Self.runArguments(into: out), environment: ["MOE_EVAL_TEST_HOLD_BEFORE_PUBLISH_SECONDS": "60"],
-                                     logs: logs, name: "run")
+        let process = try Self.start(
+            Self.runArguments(into: out), environment: ["MOE_EVAL_TEST_HOLD_BEFORE_PUBLISH_SECONDS": "60"],
+            logs: logs, name: "run")
         // The temporary file exists (written and fsynced) while the run holds before publishing it.
         let deadline = Date().addingTimeInterval(300)
         var temporary: [String] = []
@@ -98,11 +102,14 @@ import Glibc
         let parent = scratch.appendingPathComponent("converted"), logs = scratch.appendingPathComponent("logs")
         try FileManager.default.createDirectory(at: parent, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
-        let arguments = ["convert", "--checkpoint", Self.variant.appendingPathComponent("checkpoint").path,
-                         "--model-args", Self.variant.appendingPathComponent("model_args.json").path,
-                         "--output", parent.appendingPathComponent("hf").path, "--quiet", "--max-shard-size", "20KB"]
-        let process = try Self.start(arguments, environment: ["MOE_EVAL_TEST_HOLD_BEFORE_PUBLISH_SECONDS": "60"],
-                                     logs: logs, name: "convert")
+        let arguments = [
+            "convert", "--checkpoint", Self.variant.appendingPathComponent("checkpoint").path,
+            "--model-args", Self.variant.appendingPathComponent("model_args.json").path,
+            "--output", parent.appendingPathComponent("hf").path, "--quiet", "--max-shard-size", "20KB",
+        ]
+        let process = try Self.start(
+            arguments, environment: ["MOE_EVAL_TEST_HOLD_BEFORE_PUBLISH_SECONDS": "60"],
+            logs: logs, name: "convert")
         let deadline = Date().addingTimeInterval(300)
         var staged: [String] = []
         while process.isRunning && Date() < deadline {

@@ -21,8 +21,11 @@ import Testing
     }
 
     func forward(_ s: Setup, modelArgs: URL? = nil, extra: [String] = []) throws -> CLI.Result {
-        try CLI.run(["forward", "--checkpoint", s.checkpoint.path, "--model-args", (modelArgs ?? s.modelArgs).path,
-                     "--tokens-file", s.tokens.path, "--output", s.output.path] + extra)
+        try CLI.run(
+            [
+                "forward", "--checkpoint", s.checkpoint.path, "--model-args", (modelArgs ?? s.modelArgs).path,
+                "--tokens-file", s.tokens.path, "--output", s.output.path,
+            ] + extra)
     }
 
     /// One error line containing every fragment; status ≠ 0; no crash report; no output file.
@@ -100,7 +103,8 @@ import Testing
         args["moe_inter_dim"] = (args["moe_inter_dim"] as! Int) * 2
         let file = s.dir.appendingPathComponent("wide.json")
         try JSONSerialization.data(withJSONObject: args).write(to: file)
-        expectCleanFailure(try forward(s, modelArgs: file), [s.checkpoint.path, "moe.experts.w1", "has shape", "model args imply"], output: s.output)
+        expectCleanFailure(
+            try forward(s, modelArgs: file), [s.checkpoint.path, "moe.experts.w1", "has shape", "model args imply"], output: s.output)
     }
 
     @Test func malformedModelArgsJSON() throws {
@@ -116,8 +120,10 @@ import Testing
         defer { CLI.cleanUp(s.dir.deletingLastPathComponent()) }
         let file = s.dir.appendingPathComponent("train.toml")
         try Data("[model]\nname = \"deepseek_v3\"\nflavor = \"debugmodel\n".utf8).write(to: file)
-        let r = try CLI.run(["forward", "--checkpoint", s.checkpoint.path, "--config", file.path,
-                             "--tokens-file", s.tokens.path, "--output", s.output.path])
+        let r = try CLI.run([
+            "forward", "--checkpoint", s.checkpoint.path, "--config", file.path,
+            "--tokens-file", s.tokens.path, "--output", s.output.path,
+        ])
         expectCleanFailure(r, [file.path, "malformed TOML at line 3"], output: s.output)
     }
 
@@ -130,8 +136,10 @@ import Testing
         (#"{"tokens": [[true, 1]]}"#, "tokens[0][0] is the boolean true, not a non-negative integer id"),
         (#"{"tokens": [[1, false]]}"#, "tokens[0][1] is the boolean false"),
         (#"{"tokens": [[1, "2"]]}"#, "tokens[0][1] is the string \"2\""),
-        ("{\"tokens\": [[" + Array(repeating: "1", count: 65).joined(separator: ",") + "]]}",
-         "rows have 65 ids, more than the model's max_seq_len 64"),
+        (
+            "{\"tokens\": [[" + Array(repeating: "1", count: 65).joined(separator: ",") + "]]}",
+            "rows have 65 ids, more than the model's max_seq_len 64"
+        ),
     ])
     func badTokensFile(content: String, fragment: String) throws {
         let s = try setup()
@@ -160,8 +168,10 @@ import Testing
         let s = try setup()
         defer { CLI.cleanUp(s.dir.deletingLastPathComponent()) }
         let missing = s.dir.appendingPathComponent("no/such/folder/out.json")
-        let r = try CLI.run(["forward", "--checkpoint", s.checkpoint.path, "--model-args", s.modelArgs.path,
-                             "--tokens-file", s.tokens.path, "--output", missing.path])
+        let r = try CLI.run([
+            "forward", "--checkpoint", s.checkpoint.path, "--model-args", s.modelArgs.path,
+            "--tokens-file", s.tokens.path, "--output", missing.path,
+        ])
         expectCleanFailure(r, [missing.path, "does not exist"], output: missing)
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: s.dir.path).filter { $0.hasSuffix(".tmp") }
         #expect(leftovers.isEmpty)
@@ -195,8 +205,10 @@ import Testing
 @Suite struct InspectCLITests {
     @Test func reportsParametersAndMatch() throws {
         let dir = CLI.dsv3Fixtures.appendingPathComponent("v022_full_training")
-        let r = try CLI.run(["inspect", "--checkpoint", dir.appendingPathComponent("checkpoint").path,
-                             "--model-args", dir.appendingPathComponent("model_args.json").path, "--json"])
+        let r = try CLI.run([
+            "inspect", "--checkpoint", dir.appendingPathComponent("checkpoint").path,
+            "--model-args", dir.appendingPathComponent("model_args.json").path, "--json",
+        ])
         #expect(r.status == 0, "\(r.stderr)")
         let json = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
         #expect((json["mismatches"] as? [Any])?.isEmpty == true)

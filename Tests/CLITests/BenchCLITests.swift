@@ -14,14 +14,20 @@ import Testing
 
     @Test func benchmarksACheckpoint() throws {
         let dir = CLI.dsv3Fixtures.appendingPathComponent("v022_softmax_basic")
-        try check(try CLI.run(["bench", "--checkpoint", dir.appendingPathComponent("checkpoint").path,
-                               "--model-args", dir.appendingPathComponent("model_args.json").path,
-                               "--batch", "2", "--seq-len", "16", "--decode-tokens", "4", "--iterations", "1", "--json"]))
+        try check(
+            try CLI.run([
+                "bench", "--checkpoint", dir.appendingPathComponent("checkpoint").path,
+                "--model-args", dir.appendingPathComponent("model_args.json").path,
+                "--batch", "2", "--seq-len", "16", "--decode-tokens", "4", "--iterations", "1", "--json",
+            ]))
     }
 
     @Test func benchmarksAFlavorWithRandomWeights() throws {
-        try check(try CLI.run(["bench", "--random-weights", "--flavor", "debugmodel", "--layers", "2", "--batch", "1",
-                               "--seq-len", "16", "--decode-tokens", "2", "--iterations", "1", "--json"]))
+        try check(
+            try CLI.run([
+                "bench", "--random-weights", "--flavor", "debugmodel", "--layers", "2", "--batch", "1",
+                "--seq-len", "16", "--decode-tokens", "2", "--iterations", "1", "--json",
+            ]))
     }
 
     @Test func needsACheckpointOrRandomWeights() throws {

@@ -39,8 +39,10 @@ enum CLI {
     }
 
     /// Runs `executable` to the end with `arguments` (and `environment` instead of this process's, when given).
-    static func execute(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil,
-                        stdin: String? = nil, in directory: URL? = nil) throws -> Result {
+    static func execute(
+        _ executable: URL, _ arguments: [String], environment: [String: String]? = nil,
+        stdin: String? = nil, in directory: URL? = nil
+    ) throws -> Result {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
@@ -56,9 +58,10 @@ enum CLI {
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         let errData = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return Result(status: process.terminationStatus,
-                      stdout: String(decoding: outData, as: UTF8.self),
-                      stderr: String(decoding: errData, as: UTF8.self))
+        return Result(
+            status: process.terminationStatus,
+            stdout: String(decoding: outData, as: UTF8.self),
+            stderr: String(decoding: errData, as: UTF8.self))
     }
 
     /// A scratch folder holding a copy of `source` (if given), removed by `cleanUp`.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 #if canImport(FoundationXML)
 import FoundationXML
 #endif
@@ -20,9 +21,11 @@ import FoundationXML
         for variant in ["v022_sigmoid_groups_yarn", "v022_softmax_basic"] {
             let fixture = CLI.dsv3Fixtures.appendingPathComponent(variant)
             let out = dir.appendingPathComponent(variant)
-            let r = try CLI.run(["run", "--checkpoint", fixture.appendingPathComponent("checkpoint").path,
-                                 "--model-args", fixture.appendingPathComponent("model_args.json").path,
-                                 "--preset", "30s", "--routing-input", "random", "--output-dir", out.path, "--quiet"])
+            let r = try CLI.run([
+                "run", "--checkpoint", fixture.appendingPathComponent("checkpoint").path,
+                "--model-args", fixture.appendingPathComponent("model_args.json").path,
+                "--preset", "30s", "--routing-input", "random", "--output-dir", out.path, "--quiet",
+            ])
             guard r.status == 0 else { throw CLIFailure(description: "moe-eval run failed: \(r.stderr)") }
             let names = try FileManager.default.contentsOfDirectory(atPath: out.path).filter { $0.hasSuffix(".json") }
             guard names.count == 1 else { throw CLIFailure(description: "expected one results file in \(out.path), found \(names)") }
@@ -45,7 +48,7 @@ import FoundationXML
         #expect(r.stderr.isEmpty)
         #expect(r.stdout.contains("A: \(runs.first.path)"))
         #expect(r.stdout.contains("B: \(runs.second.path)"))
-        #expect(r.stdout.contains("no file has inference_performance"))   // the 30s preset runs no inference
+        #expect(r.stdout.contains("no file has inference_performance")) // the 30s preset runs no inference
         #expect(r.stdout.contains("avg_gini_coefficient"))
         #expect(r.stdout.contains("max_violation.p90"))
         #expect(r.stdout.contains("capacity_drop_rate[C=1.25].drop_rate"))
@@ -59,7 +62,8 @@ import FoundationXML
         let a = try #require((try Self.json(runs.first)["routing_stats"] as? [String: Any])?["aggregate"] as? [String: Any])
         let b = try #require((try Self.json(runs.second)["routing_stats"] as? [String: Any])?["aggregate"] as? [String: Any])
         for key in ["avg_gini_coefficient", "avg_coefficient_of_variation", "avg_expert_utilization_rate"] {
-            let row = try #require(metrics.first { $0["metric"] as? String == key && $0["section"] as? String == "routing_stats.aggregate" })
+            let row = try #require(
+                metrics.first { $0["metric"] as? String == key && $0["section"] as? String == "routing_stats.aggregate" })
             let values = try #require(row["values"] as? [Double])
             let expectedA = try #require(a[key] as? Double), expectedB = try #require(b[key] as? Double)
             #expect(values == [expectedA, expectedB])
@@ -116,7 +120,9 @@ import FoundationXML
         let document = try XMLDocument(contentsOf: html, options: [])
         let results = try Self.json(runs.first)
         let routing = try #require(results["routing_stats"] as? [String: Any])
-        let cells = try document.nodes(forXPath: "//*[@id='load-heatmap']/*[local-name()='rect'][@data-tokens]").compactMap { $0 as? XMLElement }
+        let cells = try document.nodes(forXPath: "//*[@id='load-heatmap']/*[local-name()='rect'][@data-tokens]").compactMap {
+            $0 as? XMLElement
+        }
         var checked = 0
         for (key, value) in routing where key.hasPrefix("layer_") {
             let counts = try #require((value as? [String: Any])?["tokens_per_expert_distribution"] as? [Int])
@@ -124,7 +130,8 @@ import FoundationXML
                 .compactMap { attribute($0, "data-tokens").flatMap(Double.init) }
             #expect(drawn == counts.map(Double.init))
             let maxVio = try #require((value as? [String: Any])?["max_violation"] as? Double)
-            let bar = try document.nodes(forXPath: "//*[@id='maxvio-bars']/*[local-name()='rect'][@data-layer='\(key)']").first as? XMLElement
+            let bar =
+                try document.nodes(forXPath: "//*[@id='maxvio-bars']/*[local-name()='rect'][@data-layer='\(key)']").first as? XMLElement
             #expect(bar.flatMap { attribute($0, "data-value") }.flatMap(Double.init) == maxVio)
             checked += 1
         }
@@ -156,7 +163,8 @@ import FoundationXML
         let input = dir.appendingPathComponent("model_args.json")
         let r = try CLI.run(["report", input.path])
         #expect(r.status == 1)
-        #expect(r.stderrLines.count == 1 && r.stderr.contains(input.path) && r.stderr.contains("is not an eval results file"), "\(r.stderr)")
+        #expect(
+            r.stderrLines.count == 1 && r.stderr.contains(input.path) && r.stderr.contains("is not an eval results file"), "\(r.stderr)")
         #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("model_args.html").path))
     }
 }

@@ -15,9 +15,12 @@ import Testing
 
     static func convert(_ variant: String, to output: URL, _ extra: [String] = []) throws -> CLI.Result {
         let f = fixture(variant)
-        return try CLI.run(["convert", "--checkpoint", f.appendingPathComponent("checkpoint").path,
-                            "--model-args", f.appendingPathComponent("model_args.json").path,
-                            "--output", output.path, "--quiet"] + extra)
+        return try CLI.run(
+            [
+                "convert", "--checkpoint", f.appendingPathComponent("checkpoint").path,
+                "--model-args", f.appendingPathComponent("model_args.json").path,
+                "--output", output.path, "--quiet",
+            ] + extra)
     }
 
     static func json(_ url: URL) throws -> [String: Any] {
@@ -134,8 +137,11 @@ import Testing
         let runs: [([String], Any?)] = [([], asTorchTitan), (["--final-norm-eps", "1e-5"], golden["logits"])]
         for (extra, expected) in runs {
             let result = dir.appendingPathComponent("forward.json")
-            let r = try CLI.run(["forward", "--checkpoint", out.path, "--tokens-file", tokens.path,
-                                 "--output", result.path, "--overwrite"] + extra)
+            let r = try CLI.run(
+                [
+                    "forward", "--checkpoint", out.path, "--tokens-file", tokens.path,
+                    "--output", result.path, "--overwrite",
+                ] + extra)
             #expect(r.status == 0, "\(r.stderr)")
             let (diff, tolerance) = Self.compare(try Self.logits(try Self.json(result)["logits"]), try Self.logits(expected))
             #expect(diff <= tolerance, "\(variant) \(extra): max |Δ| \(diff) > \(tolerance)")
@@ -170,19 +176,31 @@ import Testing
         let toml = dir.appendingPathComponent("llama.toml")
         try Data("[model]\nname = \"llama3\"\nflavor = \"debugmodel\"\n".utf8).write(to: toml)
         let f = Self.fixture("v022_sigmoid_groups_yarn")
-        Self.expectCleanFailure(try CLI.run(["convert", "--checkpoint", f.appendingPathComponent("checkpoint").path,
-                                             "--config", toml.path, "--output", out.path]), [toml.path, "llama3"])
-        Self.expectCleanFailure(try CLI.run(["convert", "--checkpoint", f.appendingPathComponent("checkpoint").path,
-                                             "--model-args", f.appendingPathComponent("model_args.json").path,
-                                             "--config", toml.path, "--output", out.path]), [toml.path, "llama3"])
+        Self.expectCleanFailure(
+            try CLI.run([
+                "convert", "--checkpoint", f.appendingPathComponent("checkpoint").path,
+                "--config", toml.path, "--output", out.path,
+            ]), [toml.path, "llama3"])
+        Self.expectCleanFailure(
+            try CLI.run([
+                "convert", "--checkpoint", f.appendingPathComponent("checkpoint").path,
+                "--model-args", f.appendingPathComponent("model_args.json").path,
+                "--config", toml.path, "--output", out.path,
+            ]), [toml.path, "llama3"])
         Self.expectCleanFailure(try Self.convert("v022_no_shared_score_before", to: out), ["score_before_experts"])
         let other = CLI.checkpointFixtures.appendingPathComponent("dcp_dtypes")
-        Self.expectCleanFailure(try CLI.run(["convert", "--checkpoint", other.path, "--model-args",
-                                             f.appendingPathComponent("model_args.json").path, "--output", out.path]),
-                                [other.path])
-        Self.expectCleanFailure(try CLI.run(["convert", "--checkpoint", f.appendingPathComponent("checkpoint").path,
-                                             "--model-args", Self.fixture("v030_sigmoid_groups_qlora").appendingPathComponent("model_args.json").path,
-                                             "--output", out.path]), ["does not match the model args"])
+        Self.expectCleanFailure(
+            try CLI.run([
+                "convert", "--checkpoint", other.path, "--model-args",
+                f.appendingPathComponent("model_args.json").path, "--output", out.path,
+            ]),
+            [other.path])
+        Self.expectCleanFailure(
+            try CLI.run([
+                "convert", "--checkpoint", f.appendingPathComponent("checkpoint").path,
+                "--model-args", Self.fixture("v030_sigmoid_groups_qlora").appendingPathComponent("model_args.json").path,
+                "--output", out.path,
+            ]), ["does not match the model args"])
         #expect(!FileManager.default.fileExists(atPath: out.path))
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted() == ["llama.toml"])
     }
@@ -201,8 +219,10 @@ import Testing
         let f = Self.fixture("v022_sigmoid_groups_yarn")
         // 64 KiB (ulimit counts 512- or 1024-byte blocks; either is below the ~230 KB shard).
         let script = "ulimit -f 64 && exec \"$0\" \"$@\""
-        let r = try Self.shell(["-c", script, CLI.binary.path, "convert", "--checkpoint", f.appendingPathComponent("checkpoint").path,
-                                "--model-args", f.appendingPathComponent("model_args.json").path, "--output", out.path, "--quiet"])
+        let r = try Self.shell([
+            "-c", script, CLI.binary.path, "convert", "--checkpoint", f.appendingPathComponent("checkpoint").path,
+            "--model-args", f.appendingPathComponent("model_args.json").path, "--output", out.path, "--quiet",
+        ])
         Self.expectCleanFailure(r, ["write failed"])
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path) == ["file"], "no output or staging folder left")
     }
@@ -213,10 +233,13 @@ import Testing
         defer { CLI.cleanUp(dir) }
         let out = dir.appendingPathComponent("demo-hf")
         let demo = CLI.repoRoot.appendingPathComponent("assets/demo")
-        let r = try CLI.run(["convert", "--checkpoint", demo.appendingPathComponent("checkpoint/step-800").path,
-                             "--config", demo.appendingPathComponent("train.toml").path,
-                             "--model-args", demo.appendingPathComponent("model_args.json").path,
-                             "--output", out.path, "--dtype", "fp32", "--max-shard-size", "2MB", "--quiet"], in: CLI.repoRoot)
+        let r = try CLI.run(
+            [
+                "convert", "--checkpoint", demo.appendingPathComponent("checkpoint/step-800").path,
+                "--config", demo.appendingPathComponent("train.toml").path,
+                "--model-args", demo.appendingPathComponent("model_args.json").path,
+                "--output", out.path, "--dtype", "fp32", "--max-shard-size", "2MB", "--quiet",
+            ], in: CLI.repoRoot)
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stderr.contains("sigmoid"), "the softmax router is flagged: \(r.stderr)")
         let tokenizer = CLI.repoRoot.appendingPathComponent("assets/tokenizers/demo-dsv3")

@@ -9,10 +9,12 @@ import Testing
 
     /// `moe-eval run --preset 1min --log-samples` on a demo checkpoint into `folder`; returns the results file.
     static func runDemo(step: Int, seed: Int = 1337, into folder: URL) throws -> URL {
-        let r = try CLI.run(["run", "--checkpoint", demo.appendingPathComponent("checkpoint/step-\(step)").path,
-                             "--model-args", demo.appendingPathComponent("model_args.json").path,
-                             "--tokenizer", CLI.repoRoot.appendingPathComponent("assets/tokenizers/demo-dsv3").path,
-                             "--preset", "1min", "--log-samples", "--seed", String(seed), "--output-dir", folder.path, "--quiet"])
+        let r = try CLI.run([
+            "run", "--checkpoint", demo.appendingPathComponent("checkpoint/step-\(step)").path,
+            "--model-args", demo.appendingPathComponent("model_args.json").path,
+            "--tokenizer", CLI.repoRoot.appendingPathComponent("assets/tokenizers/demo-dsv3").path,
+            "--preset", "1min", "--log-samples", "--seed", String(seed), "--output-dir", folder.path, "--quiet",
+        ])
         guard r.status == 0 else { throw Failure(description: "moe-eval run failed: \(r.stderr)") }
         let names = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".json") }
         guard names.count == 1 else { throw Failure(description: "expected one results file in \(folder.path), found \(names)") }
@@ -61,7 +63,8 @@ import Testing
 
         // With no timing tolerance the measured timings are judged against the file's spread alone.
         let strict = try CLI.run(["compare", "--json", "--timing-tolerance", "0", a.path, b.path])
-        let strictRows = try #require((try JSONSerialization.jsonObject(with: Data(strict.stdout.utf8)) as? [String: Any])?["metrics"] as? [[String: Any]])
+        let strictRows = try #require(
+            (try JSONSerialization.jsonObject(with: Data(strict.stdout.utf8)) as? [String: Any])?["metrics"] as? [[String: Any]])
         let walltime = try #require(strictRows.first { $0["metric"] as? String == "walltime_seconds" })
         #expect((walltime["noise_source"] as? String)?.contains("timing tolerance") == true)
     }
@@ -75,7 +78,8 @@ import Testing
         let early = try Self.runDemo(step: 100, into: dir.appendingPathComponent("eval/early"))
         let r = try CLI.run(["compare", "--json", late.path, early.path])
         #expect(r.status == 0, "\(r.stderr)")
-        let files = try #require((try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])?["files"] as? [[String: Any]])
+        let files = try #require(
+            (try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])?["files"] as? [[String: Any]])
         #expect(files.map { $0["step"] as? Int } == [100, 800])
         #expect(files.first?["path"] as? String == early.path)
 
@@ -109,28 +113,31 @@ import Testing
     /// probe wrote into the DOM (`data-probe-NAME`). The product has no scripts; only this copy of the page does.
     static func measure(_ html: URL, browser: String, in dir: URL) throws -> [String: Double] {
         let probe = """
-        <script>
-        (function () {
-          var top = function (selector) { var e = document.querySelector(selector); return e ? e.getBoundingClientRect().top + window.scrollY : -1; };
-          var bottom = function (selector) { var e = document.querySelector(selector); return e ? e.getBoundingClientRect().bottom + window.scrollY : -1; };
-          var b = document.body;
-          b.setAttribute('data-probe-scroll-width', document.documentElement.scrollWidth);
-          b.setAttribute('data-probe-client-width', document.documentElement.clientWidth);
-          b.setAttribute('data-probe-verdict-bottom', bottom('#verdict'));
-          b.setAttribute('data-probe-first-plot-top', top('#trends svg'));
-          b.setAttribute('data-probe-first-plot-bottom', bottom('#trends svg'));
-          b.setAttribute('data-probe-heatmap-top', top('#load-heatmap'));
-        })();
-        </script>
-        """
+            <script>
+            (function () {
+              var top = function (selector) { var e = document.querySelector(selector); return e ? e.getBoundingClientRect().top + window.scrollY : -1; };
+              var bottom = function (selector) { var e = document.querySelector(selector); return e ? e.getBoundingClientRect().bottom + window.scrollY : -1; };
+              var b = document.body;
+              b.setAttribute('data-probe-scroll-width', document.documentElement.scrollWidth);
+              b.setAttribute('data-probe-client-width', document.documentElement.clientWidth);
+              b.setAttribute('data-probe-verdict-bottom', bottom('#verdict'));
+              b.setAttribute('data-probe-first-plot-top', top('#trends svg'));
+              b.setAttribute('data-probe-first-plot-bottom', bottom('#trends svg'));
+              b.setAttribute('data-probe-heatmap-top', top('#load-heatmap'));
+            })();
+            </script>
+            """
         let page = try String(contentsOf: html, encoding: .utf8)
         let probed = dir.appendingPathComponent("probed-" + html.lastPathComponent)
         try page.replacingOccurrences(of: "</body>", with: probe + "</body>").write(to: probed, atomically: true, encoding: .utf8)
         // coreutils' timeout: a browser that cannot start in a container must fail the test, not hang it.
-        let dump = try CLI.execute(URL(fileURLWithPath: "/usr/bin/timeout"), [
-            "60", browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1280,1000",
-            "--user-data-dir=\(dir.appendingPathComponent("profile").path)", "--dump-dom", probed.absoluteString,
-        ])
+        let dump = try CLI.execute(
+            URL(fileURLWithPath: "/usr/bin/timeout"),
+            [
+                "60", browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+                "--window-size=1280,1000",
+                "--user-data-dir=\(dir.appendingPathComponent("profile").path)", "--dump-dom", probed.absoluteString,
+            ])
         guard dump.status == 0 else { throw Failure(description: "chromium failed (\(dump.status)): \(dump.stderr.suffix(2000))") }
         var values: [String: Double] = [:]
         for name in ["scroll-width", "client-width", "verdict-bottom", "first-plot-top", "first-plot-bottom", "heatmap-top"] {
@@ -173,19 +180,21 @@ import Testing
         let layers = (1...58).map { layer in
             let loads = (0..<256).map { String(($0 * 7919 + layer * 104_729) % 2000) }.joined(separator: ", ")
             return """
-            "layer_\(layer)": {"tokens_per_expert_distribution": [\(loads)], "top1_tokens_per_expert_distribution": [\(loads)],
-              "max_violation": 1.5, "max_violation_noise_floor": 0.2, "coefficient_of_variation": 0.6, "coefficient_of_variation_noise_floor": 0.05,
-              "gini_coefficient": 0.3, "dead_experts": 1, "near_dead_experts": 4, "expert_utilization_rate": 0.99, "effective_experts_fraction": 0.9,
-              "max_violation_batch_max": 2.0, "coefficient_of_variation_normalized": 0.1, "ep_overload_factor": 1.2, "fragile_token_fraction": 0.02,
-              "top_coactivated_pairs": [\(pairs)], "coactivation_lift_uniform_baseline": 0.9}
-            """
+                "layer_\(layer)": {"tokens_per_expert_distribution": [\(loads)], "top1_tokens_per_expert_distribution": [\(loads)],
+                  "max_violation": 1.5, "max_violation_noise_floor": 0.2, "coefficient_of_variation": 0.6, "coefficient_of_variation_noise_floor": 0.05,
+                  "gini_coefficient": 0.3, "dead_experts": 1, "near_dead_experts": 4, "expert_utilization_rate": 0.99, "effective_experts_fraction": 0.9,
+                  "max_violation_batch_max": 2.0, "coefficient_of_variation_normalized": 0.1, "ep_overload_factor": 1.2, "fragile_token_fraction": 0.02,
+                  "top_coactivated_pairs": [\(pairs)], "coactivation_lift_uniform_baseline": 0.9}
+                """
         }.joined(separator: ",\n")
         let results = dir.appendingPathComponent("big.json")
-        try Data("""
-        {"routing_stats": {\(layers), "aggregate": {"avg_gini_coefficient": 0.3, "avg_coefficient_of_variation": 0.6, "avg_expert_utilization_rate": 0.99}},
-         "lm_eval_results": {"mmlu_\(String(repeating: "x", count: 80))": {"acc,none": 0.3, "acc_stderr,none": 0.01}},
-         "checkpoint_dir": "/\(String(repeating: "path", count: 62))/step-100", "moe_eval": {"preset": "full"}}
-        """.utf8).write(to: results)
+        try Data(
+            """
+            {"routing_stats": {\(layers), "aggregate": {"avg_gini_coefficient": 0.3, "avg_coefficient_of_variation": 0.6, "avg_expert_utilization_rate": 0.99}},
+             "lm_eval_results": {"mmlu_\(String(repeating: "x", count: 80))": {"acc,none": 0.3, "acc_stderr,none": 0.01}},
+             "checkpoint_dir": "/\(String(repeating: "path", count: 62))/step-100", "moe_eval": {"preset": "full"}}
+            """.utf8
+        ).write(to: results)
         let html = dir.appendingPathComponent("big.html")
         let r = try CLI.run(["report", results.path, "--output", html.path])
         #expect(r.status == 0, "\(r.stderr)")

@@ -22,7 +22,8 @@ enum MPI {
 
     static let available = mpirun != nil && binaryHasMPI
     static let enabled = inCI || available
-    static let skipReason: Comment = "needs mpirun and a moe-eval built with --traits MPI (scripts/test.sh builds one when Open MPI is installed)"
+    static let skipReason: Comment =
+        "needs mpirun and a moe-eval built with --traits MPI (scripts/test.sh builds one when Open MPI is installed)"
 
     /// Fails with the reason when MPI is missing (in CI).
     static func require() throws {
@@ -33,14 +34,19 @@ enum MPI {
     }
 
     /// `mpirun -np N --oversubscribe moe-eval arguments…`, killed (and reported as hung) after `timeout` seconds.
-    static func launch(_ processes: Int, _ arguments: [String], timeout: TimeInterval = 180,
-                       whileRunning: ((Process) throws -> Void)? = nil) throws -> CLI.Result {
-        try run(try #require(mpirun), ["-np", String(processes), "--oversubscribe", CLI.binary.path] + arguments,
-                timeout: timeout, whileRunning: whileRunning)
+    static func launch(
+        _ processes: Int, _ arguments: [String], timeout: TimeInterval = 180,
+        whileRunning: ((Process) throws -> Void)? = nil
+    ) throws -> CLI.Result {
+        try run(
+            try #require(mpirun), ["-np", String(processes), "--oversubscribe", CLI.binary.path] + arguments,
+            timeout: timeout, whileRunning: whileRunning)
     }
 
-    static func run(_ executable: URL, _ arguments: [String], timeout: TimeInterval,
-                    whileRunning: ((Process) throws -> Void)? = nil) throws -> CLI.Result {
+    static func run(
+        _ executable: URL, _ arguments: [String], timeout: TimeInterval,
+        whileRunning: ((Process) throws -> Void)? = nil
+    ) throws -> CLI.Result {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
@@ -67,9 +73,12 @@ enum MPI {
         }
         process.waitUntilExit()
         let stderr = (try? String(contentsOf: err, encoding: .utf8)) ?? ""
-        #expect(!hung, "\(executable.lastPathComponent) \(arguments.joined(separator: " ")) still ran after \(timeout) s: \(stderr.suffix(2000))")
-        return CLI.Result(status: hung ? -1 : process.terminationStatus,
-                          stdout: (try? String(contentsOf: out, encoding: .utf8)) ?? "", stderr: stderr)
+        #expect(
+            !hung,
+            "\(executable.lastPathComponent) \(arguments.joined(separator: " ")) still ran after \(timeout) s: \(stderr.suffix(2000))")
+        return CLI.Result(
+            status: hung ? -1 : process.terminationStatus,
+            stdout: (try? String(contentsOf: out, encoding: .utf8)) ?? "", stderr: stderr)
     }
 }
 
@@ -82,7 +91,9 @@ struct DistributedCLITests {
     }
 
     /// Largest |a − b| over the logits, and whether the routed experts are identical.
-    static func compareForward(_ single: [String: Any], _ parallel: [String: Any]) throws -> (maxLogitDifference: Double, count: Int, sameExperts: Bool, maxWeightDifference: Double) {
+    static func compareForward(
+        _ single: [String: Any], _ parallel: [String: Any]
+    ) throws -> (maxLogitDifference: Double, count: Int, sameExperts: Bool, maxWeightDifference: Double) {
         func flat(_ value: Any?) -> [Double] {
             if let list = value as? [Any] { return list.flatMap(flat) }
             return (value as? NSNumber).map { [$0.doubleValue] } ?? []
@@ -107,11 +118,15 @@ struct DistributedCLITests {
     /// differently (observed ≤ 2e-6 on logits of magnitude ~5); routed experts must be identical.
     static let logitTolerance = 1e-4
 
-    static func forwardBoth(checkpoint: URL, modelArgs: URL, tokens: URL, processes: Int = 2,
-                            parallelArguments: [String] = []) throws -> (single: [String: Any], parallel: [String: Any], stderr: String) {
+    static func forwardBoth(
+        checkpoint: URL, modelArgs: URL, tokens: URL, processes: Int = 2,
+        parallelArguments: [String] = []
+    ) throws -> (single: [String: Any], parallel: [String: Any], stderr: String) {
         let dir = try CLI.scratch()
         defer { CLI.cleanUp(dir) }
-        let common = ["forward", "--checkpoint", checkpoint.path, "--model-args", modelArgs.path, "--tokens-file", tokens.path, "--threads", "1"]
+        let common = [
+            "forward", "--checkpoint", checkpoint.path, "--model-args", modelArgs.path, "--tokens-file", tokens.path, "--threads", "1",
+        ]
         let one = try CLI.run(common + ["--output", dir.appendingPathComponent("single.json").path])
         #expect(one.status == 0, "\(one.stderr)")
         let many = try MPI.launch(processes, common + parallelArguments + ["--output", dir.appendingPathComponent("parallel.json").path])
@@ -119,14 +134,17 @@ struct DistributedCLITests {
         return (try json(dir.appendingPathComponent("single.json")), try json(dir.appendingPathComponent("parallel.json")), many.stderr)
     }
 
-    @Test(arguments: ["v022_softmax_basic", "v022_two_process_fsdp", "v022_sigmoid_groups_yarn", "v030_sigmoid_groups_qlora",
-                      "v022_no_shared_score_before"])
+    @Test(arguments: [
+        "v022_softmax_basic", "v022_two_process_fsdp", "v022_sigmoid_groups_yarn", "v030_sigmoid_groups_qlora",
+        "v022_no_shared_score_before",
+    ])
     func forwardOnFixtureMatchesOneProcess(variant: String) throws {
         try MPI.require()
         let dir = CLI.dsv3Fixtures.appendingPathComponent(variant)
-        let (single, parallel, stderr) = try Self.forwardBoth(checkpoint: dir.appendingPathComponent("checkpoint"),
-                                                              modelArgs: dir.appendingPathComponent("model_args.json"),
-                                                              tokens: dir.appendingPathComponent("tokens.json"))
+        let (single, parallel, stderr) = try Self.forwardBoth(
+            checkpoint: dir.appendingPathComponent("checkpoint"),
+            modelArgs: dir.appendingPathComponent("model_args.json"),
+            tokens: dir.appendingPathComponent("tokens.json"))
         let c = try Self.compareForward(single, parallel)
         #expect(c.maxLogitDifference <= Self.logitTolerance, "\(variant): max |Δlogit| \(c.maxLogitDifference) over \(c.count)")
         #expect(c.sameExperts, "\(variant): routed experts differ")
@@ -138,9 +156,10 @@ struct DistributedCLITests {
     @Test func ranksWithoutTokensServeTheirExperts() throws {
         try MPI.require()
         let dir = CLI.dsv3Fixtures.appendingPathComponent("v022_softmax_basic")
-        let (single, parallel, stderr) = try Self.forwardBoth(checkpoint: dir.appendingPathComponent("checkpoint"),
-                                                              modelArgs: dir.appendingPathComponent("model_args.json"),
-                                                              tokens: dir.appendingPathComponent("tokens.json"), processes: 4)
+        let (single, parallel, stderr) = try Self.forwardBoth(
+            checkpoint: dir.appendingPathComponent("checkpoint"),
+            modelArgs: dir.appendingPathComponent("model_args.json"),
+            tokens: dir.appendingPathComponent("tokens.json"), processes: 4)
         let c = try Self.compareForward(single, parallel)
         #expect(c.maxLogitDifference <= Self.logitTolerance && c.sameExperts, "max |Δlogit| \(c.maxLogitDifference)")
         #expect(stderr.contains("rank 3: experts 6..<8"), "\(stderr)")
@@ -164,10 +183,12 @@ struct DistributedCLITests {
         let dir = try CLI.scratch()
         defer { CLI.cleanUp(dir) }
         let one = dir.appendingPathComponent("one"), two = dir.appendingPathComponent("two")
-        let common = ["run", "--preset", "1min", "--threads", "1", "--quiet", "--checkpoint",
-                      Self.demo.appendingPathComponent("checkpoint/step-800").path,
-                      "--config", Self.demo.appendingPathComponent("train.toml").path,
-                      "--model-args", Self.demo.appendingPathComponent("model_args.json").path]
+        let common = [
+            "run", "--preset", "1min", "--threads", "1", "--quiet", "--checkpoint",
+            Self.demo.appendingPathComponent("checkpoint/step-800").path,
+            "--config", Self.demo.appendingPathComponent("train.toml").path,
+            "--model-args", Self.demo.appendingPathComponent("model_args.json").path,
+        ]
         let a = try CLI.run(common + ["--output-dir", one.path])
         #expect(a.status == 0, "\(a.stderr)")
         let b = try MPI.launch(2, common + ["--output-dir", two.path])
@@ -191,7 +212,8 @@ struct DistributedCLITests {
         let cost = try #require(parallel["computational_cost"] as? [String: Any])
         let singleCost = try #require(single["computational_cost"] as? [String: Any])
         #expect(cost["sgemm_peak_processes"] as? Int == 2 && singleCost["sgemm_peak_processes"] as? Int == 1)
-        let achieved = try #require(cost["achieved_gflops_per_sec"] as? Double), peak = try #require(cost["cpu_sgemm_peak_gflops_per_sec"] as? Double)
+        let achieved = try #require(cost["achieved_gflops_per_sec"] as? Double),
+            peak = try #require(cost["cpu_sgemm_peak_gflops_per_sec"] as? Double)
         #expect(abs(try #require(cost["mfu"] as? Double) - achieved / peak) < 1e-9)
         #expect(cost["num_flops_per_token"] as? Int == singleCost["num_flops_per_token"] as? Int)
         // Demo: 3 MoE layers × (w1, w2, w3) × 8 experts × 64×64 bf16 → each rank holds half of 589,824 bytes.
@@ -216,16 +238,21 @@ struct DistributedCLITests {
             maxSum += max(loads[..<half].reduce(0, +), loads[half...].reduce(0, +))
             meanSum += Double(loads.reduce(0, +)) / 2
         }
-        #expect(meanSum > 0 && abs(Double(maxSum) / meanSum - measured) < 1e-12, "Σ max / Σ mean from the counts: \(Double(maxSum) / meanSum)")
+        #expect(
+            meanSum > 0 && abs(Double(maxSum) / meanSum - measured) < 1e-12, "Σ max / Σ mean from the counts: \(Double(maxSum) / meanSum)")
     }
 
     /// `bench` under mpirun: rank 0 alone prints one JSON object, with each rank holding half the experts.
     @Test func benchRunsExpertParallel() throws {
         try MPI.require()
-        let r = try MPI.launch(2, ["bench", "--checkpoint", Self.demo.appendingPathComponent("checkpoint/step-800").path,
-                                   "--model-args", Self.demo.appendingPathComponent("model_args.json").path,
-                                   "--batch", "2", "--seq-len", "32", "--decode-tokens", "4", "--iterations", "1",
-                                   "--threads", "1", "--json"])
+        let r = try MPI.launch(
+            2,
+            [
+                "bench", "--checkpoint", Self.demo.appendingPathComponent("checkpoint/step-800").path,
+                "--model-args", Self.demo.appendingPathComponent("model_args.json").path,
+                "--batch", "2", "--seq-len", "32", "--decode-tokens", "4", "--iterations", "1",
+                "--threads", "1", "--json",
+            ])
         #expect(r.status == 0, "\(r.stderr)")
         let lines = r.stdout.split(separator: "\n")
         #expect(lines.count == 1, "one JSON line from rank 0 only: \(r.stdout)")
@@ -244,10 +271,14 @@ struct DistributedCLITests {
         defer { CLI.cleanUp(dir) }
         let variant = CLI.dsv3Fixtures.appendingPathComponent("v022_softmax_basic")
         // The checkpoint does not exist: refusing before loading means the expert count is the complaint.
-        let r = try MPI.launch(3, ["forward", "--checkpoint", dir.appendingPathComponent("absent").path,
-                                   "--model-args", variant.appendingPathComponent("model_args.json").path,
-                                   "--tokens-file", variant.appendingPathComponent("tokens.json").path,
-                                   "--output", dir.appendingPathComponent("out.json").path], timeout: 60)
+        let r = try MPI.launch(
+            3,
+            [
+                "forward", "--checkpoint", dir.appendingPathComponent("absent").path,
+                "--model-args", variant.appendingPathComponent("model_args.json").path,
+                "--tokens-file", variant.appendingPathComponent("tokens.json").path,
+                "--output", dir.appendingPathComponent("out.json").path,
+            ], timeout: 60)
         #expect(r.status != 0)
         #expect(r.stderr.contains("expert-parallel degree 3 does not divide num_experts 8"), "\(r.stderr)")
         #expect(!r.stderr.contains("no such file"), "\(r.stderr)")
@@ -257,10 +288,14 @@ struct DistributedCLITests {
     @Test func epThatDoesNotDivideTheProcessCountIsRefused() throws {
         try MPI.require()
         let variant = CLI.dsv3Fixtures.appendingPathComponent("v022_softmax_basic")
-        let r = try MPI.launch(2, ["forward", "--ep", "4", "--checkpoint", variant.appendingPathComponent("checkpoint").path,
-                                   "--model-args", variant.appendingPathComponent("model_args.json").path,
-                                   "--tokens-file", variant.appendingPathComponent("tokens.json").path,
-                                   "--output", "/dev/null/never"], timeout: 60)
+        let r = try MPI.launch(
+            2,
+            [
+                "forward", "--ep", "4", "--checkpoint", variant.appendingPathComponent("checkpoint").path,
+                "--model-args", variant.appendingPathComponent("model_args.json").path,
+                "--tokens-file", variant.appendingPathComponent("tokens.json").path,
+                "--output", "/dev/null/never",
+            ], timeout: 60)
         #expect(r.status != 0)
         #expect(r.stderr.contains("--ep 4 needs a multiple of 4 processes, but this run has 2"), "\(r.stderr)")
     }
@@ -284,16 +319,19 @@ struct DistributedCLITests {
         let toml = try String(contentsOf: Self.demo.appendingPathComponent("train.toml"), encoding: .utf8)
             .replacingOccurrences(of: "expert_parallel_degree = 1", with: "expert_parallel_degree = 2")
         try Data(toml.utf8).write(to: config)
-        let common = ["run", "--preset", "1min", "--threads", "1", "--quiet", "--checkpoint",
-                      Self.demo.appendingPathComponent("checkpoint/step-800").path, "--config", config.path,
-                      "--model-args", Self.demo.appendingPathComponent("model_args.json").path,
-                      "--tokenizer", CLI.repoRoot.appendingPathComponent("assets/tokenizers/demo-dsv3").path]
+        let common = [
+            "run", "--preset", "1min", "--threads", "1", "--quiet", "--checkpoint",
+            Self.demo.appendingPathComponent("checkpoint/step-800").path, "--config", config.path,
+            "--model-args", Self.demo.appendingPathComponent("model_args.json").path,
+            "--tokenizer", CLI.repoRoot.appendingPathComponent("assets/tokenizers/demo-dsv3").path,
+        ]
         let one = dir.appendingPathComponent("one"), four = dir.appendingPathComponent("four")
         let a = try CLI.run(common + ["--output-dir", one.path])
         #expect(a.status == 0, "\(a.stderr)")
         let b = try MPI.launch(4, common + ["--output-dir", four.path])
         #expect(b.status == 0, "\(b.stderr)")
-        let single2 = try Self.json(one.appendingPathComponent(try #require(try FileManager.default.contentsOfDirectory(atPath: one.path).first)))
+        let single2 = try Self.json(
+            one.appendingPathComponent(try #require(try FileManager.default.contentsOfDirectory(atPath: one.path).first)))
         let files = try FileManager.default.contentsOfDirectory(atPath: four.path)
         #expect(files.count == 1, "rank 0 alone writes the results file: \(files)")
         let parallel2 = try Self.json(four.appendingPathComponent(try #require(files.first)))
@@ -327,12 +365,17 @@ struct DistributedCLITests {
         try file.write(contentsOf: Data(repeating: 0, count: 64))
         try file.close()
 
-        let r = try MPI.launch(2, ["forward", "--checkpoint", checkpoint.path,
-                                   "--model-args", variant.appendingPathComponent("model_args.json").path,
-                                   "--tokens-file", variant.appendingPathComponent("tokens.json").path,
-                                   "--output", dir.appendingPathComponent("out.json").path], timeout: 60)
+        let r = try MPI.launch(
+            2,
+            [
+                "forward", "--checkpoint", checkpoint.path,
+                "--model-args", variant.appendingPathComponent("model_args.json").path,
+                "--tokens-file", variant.appendingPathComponent("tokens.json").path,
+                "--output", dir.appendingPathComponent("out.json").path,
+            ], timeout: 60)
         #expect(r.status != 0)
-        #expect(r.stderr.contains("moe-eval rank 1 of 2: error:") && r.stderr.contains(rankOnes.file)
+        #expect(
+            r.stderr.contains("moe-eval rank 1 of 2: error:") && r.stderr.contains(rankOnes.file)
                 && r.stderr.contains("layers.1.moe.experts.w1"), "\(r.stderr)")
         #expect(!r.stderr.contains("moe-eval rank 0 of 2: error:"), "rank 0 reads no byte of that chunk: \(r.stderr)")
         #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("out.json").path))
@@ -344,7 +387,8 @@ struct DistributedCLITests {
         let dir = try CLI.scratch()
         defer { CLI.cleanUp(dir) }
         var killed: Int32?
-        let r = try MPI.launch(2, ["run", "--preset", "5min", "--threads", "1", "--skip-lm-eval", "--output-dir", dir.path], timeout: 120) { mpirun in
+        let r = try MPI.launch(2, ["run", "--preset", "5min", "--threads", "1", "--skip-lm-eval", "--output-dir", dir.path], timeout: 120) {
+            mpirun in
             // Rank 1 is a child of mpirun whose environment says OMPI_COMM_WORLD_RANK=1.
             let deadline = Date().addingTimeInterval(60)
             while killed == nil && mpirun.isRunning && Date() < deadline {
@@ -366,7 +410,8 @@ struct DistributedCLITests {
         let pids = (try? FileManager.default.contentsOfDirectory(atPath: "/proc"))?.compactMap { Int32($0) } ?? []
         return pids.filter { pid in
             guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-                  let close = stat.lastIndex(of: ")") else { return false }
+                let close = stat.lastIndex(of: ")")
+            else { return false }
             let fields = stat[stat.index(after: close)...].split(separator: " ")
             return fields.count > 2 && Int32(fields[1]) == parent
         }

@@ -21,8 +21,9 @@ import Testing
     }
 
     static let qwen3 = Fixture(family: "qwen3", variant: "v030_qwen3_fp32", ownFields: ["qk_norm", "n_kv_heads", "head_dim"])
-    static let gptOss = Fixture(family: "gpt_oss", variant: "v030_gptoss_fp32",
-                                ownFields: ["attention_sinks", "sliding_window_size", "swiglu_limit", "qkv_bias"])
+    static let gptOss = Fixture(
+        family: "gpt_oss", variant: "v030_gptoss_fp32",
+        ownFields: ["attention_sinks", "sliding_window_size", "swiglu_limit", "qkv_bias"])
     static let all = [qwen3, gptOss]
 
     /// The one results file `run` wrote into `folder`.
@@ -33,8 +34,10 @@ import Testing
     }
 
     static func runArguments(_ fixture: Fixture, output: URL) -> [String] {
-        ["run"] + fixture.modelArguments + ["--preset", "30s", "--routing-input", "random", "--skip-lm-eval", "--threads", "1",
-                                            "--output-dir", output.path]
+        ["run"] + fixture.modelArguments + [
+            "--preset", "30s", "--routing-input", "random", "--skip-lm-eval", "--threads", "1",
+            "--output-dir", output.path,
+        ]
     }
 
     /// routing_stats per MoE layer, cost with the family's FLOP formula, the family's model args and numerics.
@@ -95,8 +98,10 @@ import Testing
         let shorter = dir.appendingPathComponent("gpt_oss_128.json")
         try JSONSerialization.data(withJSONObject: args).write(to: shorter)
         let out = dir.appendingPathComponent("gpt_oss")
-        let g = try CLI.run(["run", "--checkpoint", Self.gptOss.checkpoint.path, "--model-args", shorter.path, "--preset", "30s",
-                             "--routing-input", "random", "--skip-lm-eval", "--threads", "1", "--output-dir", out.path])
+        let g = try CLI.run([
+            "run", "--checkpoint", Self.gptOss.checkpoint.path, "--model-args", shorter.path, "--preset", "30s",
+            "--routing-input", "random", "--skip-lm-eval", "--threads", "1", "--output-dir", out.path,
+        ])
         #expect(g.status == 0, "\(g.stderr)")
         #expect(g.stderr.contains("capped at the model's max_seq_len 128"), "\(g.stderr)")
         let gptRun = try #require(try Self.results(in: out)["moe_eval"] as? [String: Any])
@@ -108,11 +113,13 @@ import Testing
         let dir = try CLI.scratch()
         defer { CLI.cleanUp(dir) }
         let out = dir.appendingPathComponent("out.json")
-        let r = try CLI.run(["forward"] + fixture.modelArguments
-                            + ["--tokens-file", fixture.folder.appendingPathComponent("tokens.json").path, "--output", out.path])
+        let r = try CLI.run(
+            ["forward"] + fixture.modelArguments
+                + ["--tokens-file", fixture.folder.appendingPathComponent("tokens.json").path, "--output", out.path])
         #expect(r.status == 0, "\(r.stderr)")
         let ours = try #require(try DistributedCLITests.json(out)["logits"] as? [[[Double]]])
-        let reference = try #require(try DistributedCLITests.json(fixture.folder.appendingPathComponent("expected.json"))["logits"] as? [[[Double]]])
+        let reference = try #require(
+            try DistributedCLITests.json(fixture.folder.appendingPathComponent("expected.json"))["logits"] as? [[[Double]]])
         let a = Array(ours.joined().joined()), b = Array(reference.joined().joined())
         let worst = a.count == b.count ? zip(a, b).map { abs($0 - $1) }.max() ?? .infinity : .infinity
         let largest = b.map(abs).max() ?? 0
@@ -138,8 +145,9 @@ import Testing
         for field in fixture.ownFields { #expect(args[field] != nil, "\(field)") }
 
         let table = try CLI.run(["inspect"] + fixture.modelArguments)
-        #expect(table.status == 0 && table.stdout.contains("family: \(fixture.family)") && table.stdout.contains("tok_embeddings.weight"),
-                "\(table.stdout)\(table.stderr)")
+        #expect(
+            table.status == 0 && table.stdout.contains("family: \(fixture.family)") && table.stdout.contains("tok_embeddings.weight"),
+            "\(table.stdout)\(table.stderr)")
     }
 
     /// An HF folder names its family in config.json (model_type): the same parameter count as the DCP save.
@@ -162,8 +170,9 @@ import Testing
 
     /// `bench --checkpoint`: prefill and cached decode of the fixture.
     @Test(arguments: all) func benchRunsOnTheCheckpoint(fixture: Fixture) throws {
-        let r = try CLI.run(["bench"] + fixture.modelArguments
-                            + ["--batch", "2", "--seq-len", "16", "--decode-tokens", "4", "--iterations", "1", "--threads", "1", "--json"])
+        let r = try CLI.run(
+            ["bench"] + fixture.modelArguments
+                + ["--batch", "2", "--seq-len", "16", "--decode-tokens", "4", "--iterations", "1", "--threads", "1", "--json"])
         #expect(r.status == 0, "\(r.stderr)")
         let result = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], "\(r.stdout)")
         #expect((result["prefill_tokens_per_s"] as? Double ?? 0) > 0 && (result["decode_tokens_per_s"] as? Double ?? 0) > 0, "\(result)")
@@ -172,12 +181,16 @@ import Testing
     /// `serve`: one completions request with token ids (the demo tokenizer only serves /tokenize here: its ids
     /// exceed the fixture's 48), greedy, two new tokens inside the vocabulary.
     @Test(arguments: all) func serveAnswersACompletion(fixture: Fixture) throws {
-        let server = try ServerUnderTest.start(fixture.modelArguments + [
-            "--tokenizer", CLI.repoRoot.appendingPathComponent("assets/tokenizers/demo-dsv3").path, "--model-name", "fixture"])
+        let server = try ServerUnderTest.start(
+            fixture.modelArguments + [
+                "--tokenizer", CLI.repoRoot.appendingPathComponent("assets/tokenizers/demo-dsv3").path, "--model-name", "fixture",
+            ])
         defer { server.stop() }
         let body = "{\"model\":\"fixture\",\"prompt\":[3,17,5,40,2],\"max_tokens\":2,\"temperature\":0,\"logprobs\":1}"
-        let answer = try HTTPExchange.send(port: server.port, "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                                           + "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
+        let answer = try HTTPExchange.send(
+            port: server.port,
+            "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                + "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
         #expect(answer.status == 200, "\(answer)")
         // Greedy: the first new token's logprob is the largest log-softmax of forward's last-position logits.
         let completion = try #require(try JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any], "\(answer.body)")
@@ -194,8 +207,10 @@ import Testing
         let logSumExp = top + log(last.map { exp($0 - top) }.reduce(0, +))
         #expect(abs(served - (top - logSumExp)) <= 1e-4, "served logprob \(served), forward's \(top - logSumExp)")
         let outside = "{\"model\":\"fixture\",\"prompt\":[3,48],\"max_tokens\":1}"
-        let refused = try HTTPExchange.send(port: server.port, "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                                            + "Content-Length: \(outside.utf8.count)\r\nConnection: close\r\n\r\n\(outside)")
+        let refused = try HTTPExchange.send(
+            port: server.port,
+            "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                + "Content-Length: \(outside.utf8.count)\r\nConnection: close\r\n\r\n\(outside)")
         #expect(refused.status == 400 && refused.body.contains("outside the model's vocabulary (0..<48)"), "\(refused)")
     }
 }
@@ -208,11 +223,13 @@ struct FamilyDistributedCLITests {
     func gptOssExpertParallelForwardMatchesOneProcess(variant: String) throws {
         try MPI.require()
         let dir = CLI.repoRoot.appendingPathComponent("Tests/MoEModelsTests/Fixtures/gpt_oss/\(variant)")
-        let (single, parallel, stderr) = try DistributedCLITests.forwardBoth(checkpoint: dir.appendingPathComponent("checkpoint"),
-                                                                             modelArgs: dir.appendingPathComponent("model_args.json"),
-                                                                             tokens: dir.appendingPathComponent("tokens.json"))
+        let (single, parallel, stderr) = try DistributedCLITests.forwardBoth(
+            checkpoint: dir.appendingPathComponent("checkpoint"),
+            modelArgs: dir.appendingPathComponent("model_args.json"),
+            tokens: dir.appendingPathComponent("tokens.json"))
         let c = try DistributedCLITests.compareForward(single, parallel)
-        #expect(c.count > 0 && c.maxLogitDifference <= DistributedCLITests.logitTolerance, "\(variant): max |dlogit| \(c.maxLogitDifference)")
+        #expect(
+            c.count > 0 && c.maxLogitDifference <= DistributedCLITests.logitTolerance, "\(variant): max |dlogit| \(c.maxLogitDifference)")
         #expect(c.sameExperts, "\(variant): routed experts differ")
         #expect(c.maxWeightDifference <= 1e-5)
         #expect(stderr.contains("rank 0: experts 0..<2") && stderr.contains("rank 1: experts 2..<4"), "\(stderr)")
@@ -230,7 +247,8 @@ struct FamilyDistributedCLITests {
         let single = try FamilyCLITests.results(in: one), parallel = try FamilyCLITests.results(in: two)
         let x = try #require(single["routing_stats"] as? NSDictionary), y = try #require(parallel["routing_stats"] as? NSDictionary)
         #expect(x.count > 0 && x == y, "routing_stats differ between one process and mpirun -np 2")
-        let ranks = try #require(((parallel["moe_eval"] as? [String: Any])?["expert_parallel"] as? [String: Any])?["ranks"] as? [[String: Any]])
+        let ranks = try #require(
+            ((parallel["moe_eval"] as? [String: Any])?["expert_parallel"] as? [String: Any])?["ranks"] as? [[String: Any]])
         #expect(ranks.count == 2)
     }
 }

@@ -11,9 +11,11 @@ import Testing
         let out = try CLI.scratch()
         defer { CLI.cleanUp(out) }
         let folder = out.appendingPathComponent("hf")
-        let r = try CLI.run(["convert", "--checkpoint", Self.fixture.appendingPathComponent("checkpoint").path,
-                             "--model-args", Self.fixture.appendingPathComponent("model_args.json").path,
-                             "--output", folder.path, "--no-tokenizer", "--quiet"])
+        let r = try CLI.run([
+            "convert", "--checkpoint", Self.fixture.appendingPathComponent("checkpoint").path,
+            "--model-args", Self.fixture.appendingPathComponent("model_args.json").path,
+            "--output", folder.path, "--no-tokenizer", "--quiet",
+        ])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("config.json: gpt_oss (GptOssForCausalLM)"), "\(r.stdout)")
         let ours = try SafetensorsCheckpoint(url: folder)
@@ -22,7 +24,8 @@ import Testing
         for name in golden.rawTensorInfos.keys.sorted() {
             #expect(try ours.loadRaw(name).bytes.elementsEqual(golden.loadRaw(name).bytes), "\(name)")
         }
-        let config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent("config.json"))) as? [String: Any])
+        let config = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent("config.json"))) as? [String: Any])
         #expect(config["model_type"] as? String == "gpt_oss" && config["architectures"] as? [String] == ["GptOssForCausalLM"])
     }
 
@@ -30,9 +33,11 @@ import Testing
     @Test func registryConfigOfAnotherSizeIsRefused() throws {
         let out = try CLI.scratch()
         defer { CLI.cleanUp(out) }
-        let r = try CLI.run(["convert", "--checkpoint", Self.fixture.appendingPathComponent("checkpoint").path,
-                             "--module", "gpt_oss", "--config", "gpt_oss_debugmodel",
-                             "--output", out.appendingPathComponent("hf").path, "--no-tokenizer", "--quiet"])
+        let r = try CLI.run([
+            "convert", "--checkpoint", Self.fixture.appendingPathComponent("checkpoint").path,
+            "--module", "gpt_oss", "--config", "gpt_oss_debugmodel",
+            "--output", out.appendingPathComponent("hf").path, "--no-tokenizer", "--quiet",
+        ])
         #expect(r.status != 0)
         #expect(r.stderr.contains("tok_embeddings.weight has shape [48, 32] but the gpt_oss model args imply [2048, 256]"), "\(r.stderr)")
         #expect(!FileManager.default.fileExists(atPath: out.appendingPathComponent("hf").path))

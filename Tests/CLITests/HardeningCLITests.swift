@@ -11,14 +11,18 @@ import Testing
     func setup() throws -> (dir: URL, args: [String: Any]) {
         let scratch = try CLI.scratch(copying: CLI.dsv3Fixtures.appendingPathComponent(Self.variant))
         let dir = scratch.appendingPathComponent(Self.variant)
-        let args = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("model_args.json"))) as? [String: Any])
+        let args = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("model_args.json"))) as? [String: Any])
         return (dir, args)
     }
 
     func forward(_ dir: URL, modelArgs: URL, extra: [String] = []) throws -> CLI.Result {
-        try CLI.run(["forward", "--checkpoint", dir.appendingPathComponent("checkpoint").path, "--model-args", modelArgs.path,
-                     "--tokens-file", dir.appendingPathComponent("tokens.json").path,
-                     "--output", dir.appendingPathComponent("out.json").path] + extra)
+        try CLI.run(
+            [
+                "forward", "--checkpoint", dir.appendingPathComponent("checkpoint").path, "--model-args", modelArgs.path,
+                "--tokens-file", dir.appendingPathComponent("tokens.json").path,
+                "--output", dir.appendingPathComponent("out.json").path,
+            ] + extra)
     }
 
     func expectOneLineFailure(_ r: CLI.Result, _ fragments: [String], sourceLocation: SourceLocation = #_sourceLocation) {
@@ -75,8 +79,10 @@ import Testing
     }
 
     @Test func strayLayerIndexDoesNotMakeInspectLoop() throws {
-        let (file, dir) = try checkpoint(["tok_embeddings.weight": [4, 2], "layers.0.attention_norm.weight": [2],
-                                          "layers.2000000000.attention_norm.weight": [2]])
+        let (file, dir) = try checkpoint([
+            "tok_embeddings.weight": [4, 2], "layers.0.attention_norm.weight": [2],
+            "layers.2000000000.attention_norm.weight": [2],
+        ])
         defer { CLI.cleanUp(dir) }
         let start = Date()
         let r = try CLI.run(["inspect", "--checkpoint", file.path])
@@ -87,8 +93,10 @@ import Testing
     }
 
     @Test func matrixStoredAsScalarDoesNotTrapShapeInference() throws {
-        let names = ["tok_embeddings.weight", "layers.0.attention.kv_norm.weight", "layers.0.attention.wkv_a.weight",
-                     "layers.0.attention.wkv_b.weight", "layers.0.attention.wo.weight", "layers.0.feed_forward.w1.weight"]
+        let names = [
+            "tok_embeddings.weight", "layers.0.attention.kv_norm.weight", "layers.0.attention.wkv_a.weight",
+            "layers.0.attention.wkv_b.weight", "layers.0.attention.wo.weight", "layers.0.feed_forward.w1.weight",
+        ]
         let (file, dir) = try checkpoint(Dictionary(uniqueKeysWithValues: names.map { ($0, [Int]()) }))
         defer { CLI.cleanUp(dir) }
         let inspect = try CLI.run(["inspect", "--checkpoint", file.path])

@@ -1,7 +1,8 @@
 import Foundation
 import HubTestSupport
-@testable import MoEEval
 import Testing
+
+@testable import MoEEval
 
 /// `moe-eval run` with benchmark data where lm-eval finds it: a Hugging Face Hub cache, a Hub (on
 /// 127.0.0.1), the demo's own slice; and a run whose tasks cannot all run.
@@ -12,15 +13,19 @@ import Testing
     static func demoModel(copiedTo scratch: URL) throws -> [String] {
         let checkpoint = scratch.appendingPathComponent("step-800")
         try FileManager.default.copyItem(at: demo.appendingPathComponent("checkpoint/step-800"), to: checkpoint)
-        return ["--checkpoint", checkpoint.path,
-         "--model-args", demo.appendingPathComponent("model_args.json").path,
-         "--tokenizer", CLI.repoRoot.appendingPathComponent("assets/tokenizers/demo-dsv3").path]
+        return [
+            "--checkpoint", checkpoint.path,
+            "--model-args", demo.appendingPathComponent("model_args.json").path,
+            "--tokenizer", CLI.repoRoot.appendingPathComponent("assets/tokenizers/demo-dsv3").path,
+        ]
     }
     static let accuracyRun = ["--lm-eval-only", "--lm-eval-tasks", "hellaswag,arc_easy,mmlu", "--lm-eval-limit", "20", "--quiet"]
 
     /// An environment with nothing of the developer's: no HF_* variables, HOME in the scratch folder.
     static func environment(_ scratch: URL, _ extra: [String: String]) -> [String: String] {
-        var env = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin", "HOME": scratch.appendingPathComponent("home").path]
+        var env = [
+            "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin", "HOME": scratch.appendingPathComponent("home").path,
+        ]
         for (key, value) in extra { env[key] = value }
         return env
     }
@@ -28,7 +33,8 @@ import Testing
     static func results(_ folder: URL) throws -> [String: Any] {
         let names = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".json") }
         try #require(names.count == 1, "\(names)")
-        return try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent(names[0]))) as? [String: Any])
+        return try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent(names[0]))) as? [String: Any])
     }
 
     static func json(_ object: [String: Any]) -> [UInt8] {
@@ -40,18 +46,23 @@ import Testing
     static func hubFiles() throws -> [String: [String: [UInt8]]] {
         var hellaswag: [UInt8] = []
         for line in try String(contentsOf: sharedData.appendingPathComponent("hellaswag/hellaswag_val_subset1000.jsonl"), encoding: .utf8)
-            .split(separator: "\n") {
+            .split(separator: "\n")
+        {
             var record = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
             record["label"] = "\(record["label"]!)"
             hellaswag += json(record)
         }
         var arc: [UInt8] = []
-        for line in try String(contentsOf: sharedData.appendingPathComponent("arc/ARC-Easy-Test.jsonl"), encoding: .utf8).split(separator: "\n") {
+        for line in try String(contentsOf: sharedData.appendingPathComponent("arc/ARC-Easy-Test.jsonl"), encoding: .utf8).split(
+            separator: "\n")
+        {
             let record = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
             let question = try #require(record["question"] as? [String: Any])
             let choices = try #require(question["choices"] as? [[String: String]])
-            arc += json(["id": record["id"]!, "question": question["stem"]!, "answerKey": record["answerKey"]!,
-                         "choices": ["text": choices.map { $0["text"]! }, "label": choices.map { $0["label"]! }]])
+            arc += json([
+                "id": record["id"]!, "question": question["stem"]!, "answerKey": record["answerKey"]!,
+                "choices": ["text": choices.map { $0["text"]! }, "label": choices.map { $0["label"]! }],
+            ])
         }
         var mmlu: [String: [UInt8]] = [:]
         for subject in MMLU.subjects.map(\.name) {
@@ -63,9 +74,11 @@ import Testing
             }
             mmlu["\(subject)/test-00000-of-00001.jsonl"] = lines
         }
-        return ["Rowan/hellaswag": ["data/validation-00000-of-00001.jsonl": hellaswag],
-                "allenai/ai2_arc": ["ARC-Easy/test-00000-of-00001.jsonl": arc],
-                "cais/mmlu": mmlu]
+        return [
+            "Rowan/hellaswag": ["data/validation-00000-of-00001.jsonl": hellaswag],
+            "allenai/ai2_arc": ["ARC-Easy/test-00000-of-00001.jsonl": arc],
+            "cais/mmlu": mmlu,
+        ]
     }
 
     /// Writes `files` into a Hub cache as huggingface_hub lays it out (blob, relative symlink, refs/main).
@@ -86,22 +99,27 @@ import Testing
         }
     }
 
-    @Test(.enabled(if: FileManager.default.fileExists(atPath: HubDataCLITests.sharedData.path), "needs ../shared/data beside the repository"))
+    @Test(
+        .enabled(if: FileManager.default.fileExists(atPath: HubDataCLITests.sharedData.path), "needs ../shared/data beside the repository"))
     func hubCacheAndHubDownloadGiveTheSameMetricsAsTheOriginalFiles() throws {
         let scratch = try CLI.scratch()
         defer { CLI.cleanUp(scratch) }
         let model = try Self.demoModel(copiedTo: scratch)
         func run(_ name: String, _ arguments: [String], _ env: [String: String]) throws -> [String: Any] {
             let out = scratch.appendingPathComponent(name)
-            let r = try CLI.execute(CLI.binary, ["run"] + model + Self.accuracyRun + arguments + ["--output-dir", out.path],
-                                    environment: Self.environment(scratch, env))
+            let r = try CLI.execute(
+                CLI.binary, ["run"] + model + Self.accuracyRun + arguments + ["--output-dir", out.path],
+                environment: Self.environment(scratch, env))
             #expect(r.status == 0, "\(name): \(r.stderr)")
             return try Self.results(out)
         }
-        let original = try run("original", ["--data-dir", Self.sharedData.path],
-                               ["HF_HOME": scratch.appendingPathComponent("empty").path, "HF_HUB_OFFLINE": "1"])
+        let original = try run(
+            "original", ["--data-dir", Self.sharedData.path],
+            ["HF_HOME": scratch.appendingPathComponent("empty").path, "HF_HUB_OFFLINE": "1"])
         let expected = try #require(original["lm_eval_results"] as? [String: [String: Double]])
-        #expect(expected["mmlu"]?["sample_len"] == 57 * 20 && expected["hellaswag"]?["sample_len"] == 20 && expected["arc_easy"]?["sample_len"] == 20)
+        #expect(
+            expected["mmlu"]?["sample_len"] == 57 * 20 && expected["hellaswag"]?["sample_len"] == 20
+                && expected["arc_easy"]?["sample_len"] == 20)
 
         let files = try Self.hubFiles()
         try Self.writeHubCache(files, in: scratch.appendingPathComponent("hf/hub"))
@@ -109,7 +127,9 @@ import Testing
         #expect(cached["lm_eval_results"] as? [String: [String: Double]] == expected)
 
         let hub = try LoopbackHub()
-        for (repo, paths) in files { hub.add(repo: repo, revision: "main", .init(commit: "2222222222222222222222222222222222222222", files: paths)) }
+        for (repo, paths) in files {
+            hub.add(repo: repo, revision: "main", .init(commit: "2222222222222222222222222222222222222222", files: paths))
+        }
         let downloadHome = scratch.appendingPathComponent("download")
         let downloaded = try run("downloaded", [], ["HF_HOME": downloadHome.path, "HF_ENDPOINT": hub.endpoint])
         #expect(downloaded["lm_eval_results"] as? [String: [String: Double]] == expected)
@@ -122,7 +142,8 @@ import Testing
 
     /// The demo's slice is parquet in the Hub's schemas: read through the parquet reader and the Hub-row path, its
     /// 40 HellaSwag and 40 ARC-Easy items score exactly as the same items from the original release files.
-    @Test(.enabled(if: FileManager.default.fileExists(atPath: HubDataCLITests.sharedData.path), "needs ../shared/data beside the repository"))
+    @Test(
+        .enabled(if: FileManager.default.fileExists(atPath: HubDataCLITests.sharedData.path), "needs ../shared/data beside the repository"))
     func theDemoParquetSliceScoresAsTheOriginalFiles() throws {
         let scratch = try CLI.scratch()
         defer { CLI.cleanUp(scratch) }
@@ -130,10 +151,18 @@ import Testing
         #expect(slice.filter { $0.hasSuffix(".parquet") }.count == 2, "\(slice)")
         func run(_ name: String, _ arguments: [String]) throws -> [String: [String: Double]] {
             let out = scratch.appendingPathComponent(name)
-            let r = try CLI.execute(CLI.binary, ["run", "--lm-eval-only", "--tasks", "hellaswag,arc_easy", "--limit", "40", "--quiet",
-                                                 "--output-dir", out.path] + arguments,
-                                    environment: Self.environment(scratch, ["HF_HOME": scratch.appendingPathComponent("empty").path,
-                                                                            "HF_HUB_OFFLINE": "1"]))
+            let r = try CLI.execute(
+                CLI.binary,
+                [
+                    "run", "--lm-eval-only", "--tasks", "hellaswag,arc_easy", "--limit", "40", "--quiet",
+                    "--output-dir", out.path,
+                ] + arguments,
+                environment: Self.environment(
+                    scratch,
+                    [
+                        "HF_HOME": scratch.appendingPathComponent("empty").path,
+                        "HF_HUB_OFFLINE": "1",
+                    ]))
             #expect(r.status == 0, "\(name): \(r.stderr)")
             return try #require(try Self.results(out)["lm_eval_results"] as? [String: [String: Double]])
         }
@@ -152,9 +181,10 @@ import Testing
         try FileManager.default.copyItem(at: CLI.binary, to: copy.appendingPathComponent("moe-eval"))
         #expect(!FileManager.default.fileExists(atPath: scratch.appendingPathComponent("shared").path))
         let out = scratch.appendingPathComponent("out")
-        let r = try CLI.execute(copy.appendingPathComponent("moe-eval"), ["run", "--preset", "1min", "--output-dir", out.path, "--quiet"],
-                                environment: Self.environment(scratch, ["HF_HOME": scratch.appendingPathComponent("hf").path, "HF_HUB_OFFLINE": "1"]),
-                                in: copy)
+        let r = try CLI.execute(
+            copy.appendingPathComponent("moe-eval"), ["run", "--preset", "1min", "--output-dir", out.path, "--quiet"],
+            environment: Self.environment(scratch, ["HF_HOME": scratch.appendingPathComponent("hf").path, "HF_HUB_OFFLINE": "1"]),
+            in: copy)
         #expect(r.status == 0, "\(r.stderr)")
         let json = try Self.results(out)
         let hellaswag = try #require((json["lm_eval_results"] as? [String: [String: Double]])?["hellaswag"])
@@ -168,15 +198,20 @@ import Testing
         let long = Array(repeating: "The man keeps talking about the weather and the river and the town.", count: 60).joined(separator: " ")
         var rows: [UInt8] = []
         for label in ["0", "2"] {
-            rows += Self.json(["activity_label": "Talking", "ctx_a": long, "ctx_b": "then he", "label": label,
-                               "endings": ["stops.", "sings a song.", "walks home.", "sits down."]])
+            rows += Self.json([
+                "activity_label": "Talking", "ctx_a": long, "ctx_b": "then he", "label": label,
+                "endings": ["stops.", "sings a song.", "walks home.", "sits down."],
+            ])
         }
-        try Self.writeHubCache(["Rowan/hellaswag": ["data/validation-00000-of-00001.jsonl": rows]], in: scratch.appendingPathComponent("hf/hub"))
+        try Self.writeHubCache(
+            ["Rowan/hellaswag": ["data/validation-00000-of-00001.jsonl": rows]], in: scratch.appendingPathComponent("hf/hub"))
         let model = try Self.demoModel(copiedTo: scratch)
         func run(_ name: String, _ extra: [String]) throws -> [String: Double] {
             let out = scratch.appendingPathComponent(name)
-            let r = try CLI.execute(CLI.binary, ["run"] + model + ["--lm-eval-only", "--lm-eval-tasks", "hellaswag", "--quiet", "--output-dir", out.path] + extra,
-                                    environment: Self.environment(scratch, ["HF_HOME": scratch.appendingPathComponent("hf").path, "HF_HUB_OFFLINE": "1"]))
+            let r = try CLI.execute(
+                CLI.binary,
+                ["run"] + model + ["--lm-eval-only", "--lm-eval-tasks", "hellaswag", "--quiet", "--output-dir", out.path] + extra,
+                environment: Self.environment(scratch, ["HF_HOME": scratch.appendingPathComponent("hf").path, "HF_HUB_OFFLINE": "1"]))
             #expect(r.status == 0, "\(name): \(r.stderr)")
             return try #require((try Self.results(out)["lm_eval_results"] as? [String: [String: Double]])?["hellaswag"])
         }
@@ -193,10 +228,18 @@ import Testing
         let bad = ["allenai/winogrande": ["winogrande_xl/validation-00000-of-00001.jsonl": Array("{\"sentence\": \n".utf8)]]
         try Self.writeHubCache(bad, in: scratch.appendingPathComponent("hf/hub"))
         let out = scratch.appendingPathComponent("out")
-        let r = try CLI.execute(CLI.binary, ["run", "--preset", "30s", "--lm-eval-tasks", "hellaswag,winogrande,piqa", "--lm-eval-limit", "3",
-                                             "--output-dir", out.path, "--quiet"],
-                                environment: Self.environment(scratch, ["HF_HOME": scratch.appendingPathComponent("hf").path, "HF_HUB_OFFLINE": "1",
-                                                                        "MOE_EVAL_HOME": CLI.repoRoot.path]))
+        let r = try CLI.execute(
+            CLI.binary,
+            [
+                "run", "--preset", "30s", "--lm-eval-tasks", "hellaswag,winogrande,piqa", "--lm-eval-limit", "3",
+                "--output-dir", out.path, "--quiet",
+            ],
+            environment: Self.environment(
+                scratch,
+                [
+                    "HF_HOME": scratch.appendingPathComponent("hf").path, "HF_HUB_OFFLINE": "1",
+                    "MOE_EVAL_HOME": CLI.repoRoot.path,
+                ]))
         #expect(r.status == 3, "\(r.stderr)")
         let json = try Self.results(out)
         #expect((json["routing_stats"] as? [String: Any])?["aggregate"] != nil)
@@ -205,8 +248,12 @@ import Testing
         let errors = try #require(json["lm_eval_errors"] as? [String: String])
         #expect(Set(errors.keys) == ["winogrande", "piqa"])
         let winogrande = errors["winogrande"] ?? "", piqa = errors["piqa"] ?? ""
-        #expect(winogrande.contains("snapshots/1111111111111111111111111111111111111111/winogrande_xl/validation-00000-of-00001.jsonl: line 1"), "\(winogrande)")
-        #expect(piqa.contains("baber/piqa split validation") && piqa.contains("HF_HUB_OFFLINE") && piqa.contains("datasets--baber--piqa"), "\(piqa)")
+        #expect(
+            winogrande.contains("snapshots/1111111111111111111111111111111111111111/winogrande_xl/validation-00000-of-00001.jsonl: line 1"),
+            "\(winogrande)")
+        #expect(
+            piqa.contains("baber/piqa split validation") && piqa.contains("HF_HUB_OFFLINE") && piqa.contains("datasets--baber--piqa"),
+            "\(piqa)")
         #expect(!piqa.contains("\n") && !winogrande.contains("\n"))
         #expect(r.stderr.contains("benchmark task piqa did not run: ") && r.stderr.contains("benchmark task winogrande did not run: "))
     }

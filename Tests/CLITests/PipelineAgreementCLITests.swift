@@ -24,8 +24,10 @@ import Testing
         let inputs = try ModelInputs.resolve(ModelSpec(checkpoint: URL(fileURLWithPath: ".")), checkpointGiven: false, tokenizer: nil)
         var options = EvaluationOptions(preset: try #require(Preset.named("30s")))
         options.outputDir = libraryOut.path
-        let (_, written) = try EvaluationPipeline(inputs: inputs, options: options, processes: try EvaluationProcesses.start(),
-                                                  progress: SilentProgress()).run()
+        let (_, written) = try EvaluationPipeline(
+            inputs: inputs, options: options, processes: try EvaluationProcesses.start(),
+            progress: SilentProgress()
+        ).run()
         let library = try ResultsFile.load(try #require(written))
 
         #expect(Set(cli.root.keys) == Set(library.root.keys))
@@ -33,8 +35,10 @@ import Testing
         for key in ["model_args", "config", "lm_eval_results", "checkpoint_dir", "inference_performance"] {
             #expect(cli.root[key] == library.root[key], "\(key)")
         }
-        for key in ["num_flops_per_token", "total_flops", "active_params_billions", "total_params_billions", "forward_flops_per_token",
-                    "measured_forward_tokens", "flops_seq_len"] {
+        for key in [
+            "num_flops_per_token", "total_flops", "active_params_billions", "total_params_billions", "forward_flops_per_token",
+            "measured_forward_tokens", "flops_seq_len",
+        ] {
             #expect(cli.root["computational_cost"]?[key] == library.root["computational_cost"]?[key], "\(key)")
         }
         let cliRecord = try #require(cli.runRecord), libraryRecord = try #require(library.runRecord)

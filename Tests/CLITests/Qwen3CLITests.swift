@@ -9,8 +9,11 @@ import Testing
 
     static func convert(_ variant: String, _ arguments: [String], to output: URL) throws -> CLI.Result {
         let f = fixtures.appendingPathComponent(variant)
-        return try CLI.run(["convert", "--checkpoint", f.appendingPathComponent("checkpoint").path, "--output", output.path,
-                            "--no-tokenizer", "--quiet"] + arguments)
+        return try CLI.run(
+            [
+                "convert", "--checkpoint", f.appendingPathComponent("checkpoint").path, "--output", output.path,
+                "--no-tokenizer", "--quiet",
+            ] + arguments)
     }
 
     @Test func convertWritesQwen3MoeForCausalLM() throws {
@@ -40,9 +43,11 @@ import Testing
     @Test func registryConfigIsQwen3() throws {
         let dir = try CLI.scratch()
         defer { CLI.cleanUp(dir) }
-        let r = try Self.convert("v030_qwen3_fp32", ["--module", "qwen3", "--config", "qwen3_moe_debug"], to: dir.appendingPathComponent("hf"))
+        let r = try Self.convert(
+            "v030_qwen3_fp32", ["--module", "qwen3", "--config", "qwen3_moe_debug"], to: dir.appendingPathComponent("hf"))
         #expect(r.status != 0)
-        #expect(r.stderr.contains("tok_embeddings.weight") && r.stderr.contains("[48, 32]") && r.stderr.contains("[2048, 256]"), "\(r.stderr)")
+        #expect(
+            r.stderr.contains("tok_embeddings.weight") && r.stderr.contains("[48, 32]") && r.stderr.contains("[2048, 256]"), "\(r.stderr)")
         #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("hf").path))
     }
 
@@ -64,9 +69,11 @@ import Testing
         defer { CLI.cleanUp(dir) }
         let f = Self.fixtures.appendingPathComponent("v030_qwen3_fp32")
         let out = dir.appendingPathComponent("out.json")
-        let r = try CLI.run(["forward", "--checkpoint", f.appendingPathComponent("checkpoint").path,
-                             "--model-args", f.appendingPathComponent("model_args.json").path,
-                             "--tokens-file", f.appendingPathComponent("tokens.json").path, "--output", out.path])
+        let r = try CLI.run([
+            "forward", "--checkpoint", f.appendingPathComponent("checkpoint").path,
+            "--model-args", f.appendingPathComponent("model_args.json").path,
+            "--tokens-file", f.appendingPathComponent("tokens.json").path, "--output", out.path,
+        ])
         #expect(r.status == 0, "\(r.stderr)")
         let ours = try #require(try ConvertCLITests.json(out)["logits"] as? [[[Double]]])
         let reference = try #require(try ConvertCLITests.json(f.appendingPathComponent("expected.json"))["logits"] as? [[[Double]]])
@@ -84,11 +91,13 @@ struct Qwen3DistributedCLITests {
     func expertParallelForwardMatchesOneProcess(variant: String) throws {
         try MPI.require()
         let dir = Qwen3CLITests.fixtures.appendingPathComponent(variant)
-        let (single, parallel, stderr) = try DistributedCLITests.forwardBoth(checkpoint: dir.appendingPathComponent("checkpoint"),
-                                                                             modelArgs: dir.appendingPathComponent("model_args.json"),
-                                                                             tokens: dir.appendingPathComponent("tokens.json"))
+        let (single, parallel, stderr) = try DistributedCLITests.forwardBoth(
+            checkpoint: dir.appendingPathComponent("checkpoint"),
+            modelArgs: dir.appendingPathComponent("model_args.json"),
+            tokens: dir.appendingPathComponent("tokens.json"))
         let c = try DistributedCLITests.compareForward(single, parallel)
-        #expect(c.count > 0 && c.maxLogitDifference <= DistributedCLITests.logitTolerance, "\(variant): max |dlogit| \(c.maxLogitDifference)")
+        #expect(
+            c.count > 0 && c.maxLogitDifference <= DistributedCLITests.logitTolerance, "\(variant): max |dlogit| \(c.maxLogitDifference)")
         #expect(c.sameExperts, "\(variant): routed experts differ")
         #expect(c.maxWeightDifference <= 1e-5)
         #expect(stderr.contains("rank 0: experts 0..<4") && stderr.contains("rank 1: experts 4..<8"), "\(stderr)")

@@ -86,10 +86,13 @@ import Testing
         let tokens = dir.appendingPathComponent("tokens.json")
         try Data(#"{"tokens": [[1, 77, 300, 2047, 5, 900, 12, 64], [3, 1500, 8, 8, 42, 1999, 0, 7]]}"#.utf8).write(to: tokens)
         let viaRegistry = dir.appendingPathComponent("registry.json"), viaArgs = dir.appendingPathComponent("args.json")
-        let a = try CLI.run(["forward", "--checkpoint", checkpoint.path, "--tokens-file", tokens.path, "--output", viaRegistry.path] + Self.registry)
+        let a = try CLI.run(
+            ["forward", "--checkpoint", checkpoint.path, "--tokens-file", tokens.path, "--output", viaRegistry.path] + Self.registry)
         #expect(a.status == 0, "\(a.stderr)")
-        let b = try CLI.run(["forward", "--checkpoint", checkpoint.path, "--tokens-file", tokens.path, "--output", viaArgs.path,
-                             "--model-args", argsFile.path])
+        let b = try CLI.run([
+            "forward", "--checkpoint", checkpoint.path, "--tokens-file", tokens.path, "--output", viaArgs.path,
+            "--model-args", argsFile.path,
+        ])
         #expect(b.status == 0, "\(b.stderr)")
         let left = try Data(contentsOf: viaRegistry), right = try Data(contentsOf: viaArgs)
         #expect(left.count > 1000 && left == right, "logits and routing must be byte-identical")
@@ -106,10 +109,13 @@ import Testing
         #expect(b.status == 0, "\(b.stderr)")
         func results(_ folder: URL) throws -> [String: Any] {
             let name = try #require(try FileManager.default.contentsOfDirectory(atPath: folder.path).first { $0.hasSuffix(".json") })
-            return try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent(name))) as? [String: Any])
+            return try #require(
+                try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent(name))) as? [String: Any])
         }
         let ra = try results(outA), rb = try results(outB)
-        func canonical(_ value: Any?) throws -> Data { try JSONSerialization.data(withJSONObject: try #require(value), options: [.sortedKeys]) }
+        func canonical(_ value: Any?) throws -> Data {
+            try JSONSerialization.data(withJSONObject: try #require(value), options: [.sortedKeys])
+        }
         // The registry config states expert_parallel_degree 1, which adds the EP-overload metrics for that degree;
         // a model args file states none. Everything else must be identical.
         func withoutDegreeMetrics(_ value: Any?) -> Any? {
@@ -122,7 +128,8 @@ import Testing
         let layers = (ra["routing_stats"] as? [String: Any])?.keys.filter { $0.hasPrefix("layer_") } ?? []
         #expect(layers.count == 5, "debugmodel has five MoE layers")
         #expect(try canonical(ra["model_args"]) == canonical(rb["model_args"]))
-        let costA = try #require(ra["computational_cost"] as? [String: Any]), costB = try #require(rb["computational_cost"] as? [String: Any])
+        let costA = try #require(ra["computational_cost"] as? [String: Any]),
+            costB = try #require(rb["computational_cost"] as? [String: Any])
         #expect(costA["num_flops_per_token"] as? Int == costB["num_flops_per_token"] as? Int)
         #expect(costA["flops_seq_len"] as? Int == Self.seqLen && costB["flops_seq_len"] as? Int == Self.seqLen)
         // The config block says what the registry resolved, with the override.
@@ -134,13 +141,21 @@ import Testing
     }
 
     @Test func unknownRegistryNameListsTheModulesConfigs() throws {
-        let r = try CLI.run(["inspect", "--checkpoint", CLI.dsv3Fixtures.appendingPathComponent("v030_debug_like/checkpoint").path,
-                             "--module", "deepseek_v3", "--config", "deepseek_v3_debugmodle"])
+        let r = try CLI.run([
+            "inspect", "--checkpoint", CLI.dsv3Fixtures.appendingPathComponent("v030_debug_like/checkpoint").path,
+            "--module", "deepseek_v3", "--config", "deepseek_v3_debugmodle",
+        ])
         #expect(r.status == 1)
-        #expect(r.stderr.contains("--config deepseek_v3_debugmodle") && r.stderr.contains("deepseek_v3_debugmodel, deepseek_v3_debugmodel_hybridep"))
+        #expect(
+            r.stderr.contains("--config deepseek_v3_debugmodle")
+                && r.stderr.contains("deepseek_v3_debugmodel, deepseek_v3_debugmodel_hybridep"))
         #expect(!r.stderr.contains("moonlight"), "only the named module's configs are listed")
-        let long = try CLI.run(["inspect", "--checkpoint", CLI.dsv3Fixtures.appendingPathComponent("v030_debug_like/checkpoint").path,
-                                "--module", "deepseek_v3", "--config", "deepseek_v3_debugmodel", "--training.seq_len", "20000"])
-        #expect(long.status == 1 && long.stderr.contains("training.seq_len 20000 exceeds the RoPE maximum sequence length 16384"), "\(long.stderr)")
+        let long = try CLI.run([
+            "inspect", "--checkpoint", CLI.dsv3Fixtures.appendingPathComponent("v030_debug_like/checkpoint").path,
+            "--module", "deepseek_v3", "--config", "deepseek_v3_debugmodel", "--training.seq_len", "20000",
+        ])
+        #expect(
+            long.status == 1 && long.stderr.contains("training.seq_len 20000 exceeds the RoPE maximum sequence length 16384"),
+            "\(long.stderr)")
     }
 }

@@ -11,7 +11,8 @@ import Testing
         let r = try CLI.run(["run", "--preset", "30s", "--quiet", "--output-dir", out.path])
         #expect(r.status == 0, "\(r.stderr)")
         let file = try #require(try FileManager.default.contentsOfDirectory(atPath: out.path).first { $0.hasSuffix(".json") })
-        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent(file))) as? [String: Any])
+        let json = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent(file))) as? [String: Any])
         let routing = try #require(json["routing_stats"] as? [String: Any])
         let layers = routing.keys.filter { $0.hasPrefix("layer_") }
         #expect(layers.count == 3)
@@ -28,7 +29,9 @@ import Testing
             let gini = 2 * sorted.enumerated().map { Double($0.offset + 1) * $0.element }.reduce(0, +) / (e * total) - (e + 1) / e
             let entropy = -counts.filter { $0 > 0 }.map { $0 / total * log($0 / total) }.reduce(0, +)
             func close(_ key: String, _ value: Double) {
-                #expect(abs((layer[key] as? Double ?? .nan) - value) <= 1e-9 * max(1, abs(value)), "\(name).\(key): file \(layer[key] ?? "nil"), recomputed \(value)")
+                #expect(
+                    abs((layer[key] as? Double ?? .nan) - value) <= 1e-9 * max(1, abs(value)),
+                    "\(name).\(key): file \(layer[key] ?? "nil"), recomputed \(value)")
             }
             close("gini_coefficient", gini)
             close("coefficient_of_variation", std / mean)

@@ -5,14 +5,18 @@ import Testing
 @Suite struct RunCLITests {
     static let variant = CLI.dsv3Fixtures.appendingPathComponent("v022_sigmoid_groups_yarn")
     static var baseArguments: [String] {
-        ["run", "--checkpoint", variant.appendingPathComponent("checkpoint").path,
-         "--model-args", variant.appendingPathComponent("model_args.json").path,
-         "--routing-input", "random", "--quiet"]
+        [
+            "run", "--checkpoint", variant.appendingPathComponent("checkpoint").path,
+            "--model-args", variant.appendingPathComponent("model_args.json").path,
+            "--routing-input", "random", "--quiet",
+        ]
     }
 
     func results(in folder: URL) throws -> [[String: Any]] {
         let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".json") }.sorted()
-        return try files.map { try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent($0))) as? [String: Any]) }
+        return try files.map {
+            try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent($0))) as? [String: Any])
+        }
     }
 
     @Test func resultsFollowTheSeedSchema() throws {
@@ -22,8 +26,10 @@ import Testing
         #expect(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("results written to \(out.path)/eval_results_"))
         let json = try #require(try results(in: out).first)
-        let seedKeys: Set = ["routing_stats", "inference_performance", "computational_cost", "lm_eval_results", "walltime_seconds",
-                             "checkpoint_dir", "config", "model_args", "eval_timestamp", "output_file"]
+        let seedKeys: Set = [
+            "routing_stats", "inference_performance", "computational_cost", "lm_eval_results", "walltime_seconds",
+            "checkpoint_dir", "config", "model_args", "eval_timestamp", "output_file",
+        ]
         // moe-eval's additions: the run record, and the routed experts of the first routing tokens (agreement).
         #expect(Set(json.keys) == seedKeys.union(["moe_eval", "routed_experts"]))
         let routing = try #require(json["routing_stats"] as? [String: Any])
@@ -34,8 +40,10 @@ import Testing
         #expect(aggregate["num_moe_layers"] as? Int == 2)
         for layer in ["layer_2", "layer_3"] {
             let stats = try #require(routing[layer] as? [String: Any], "\(layer)")
-            for key in ["gini_coefficient", "coefficient_of_variation", "expert_utilization_rate", "mean_tokens_per_expert",
-                        "tokens_per_expert_distribution", "total_tokens_routed"] {
+            for key in [
+                "gini_coefficient", "coefficient_of_variation", "expert_utilization_rate", "mean_tokens_per_expert",
+                "tokens_per_expert_distribution", "total_tokens_routed",
+            ] {
                 #expect(stats[key] != nil, "\(layer).\(key)")
             }
             // Σ counts = samples × seq_len × top_k token→expert assignments.
@@ -58,7 +66,8 @@ import Testing
         // values, so the seed's prompts stay inside it.
         let tokenizer = CLI.repoRoot.appendingPathComponent("../shared/data/tokenizers/torchtitan_test_tokenizer").standardized
         try #require(FileManager.default.fileExists(atPath: tokenizer.path), "needs ../shared/data beside the repository")
-        let r = try CLI.run(Self.baseArguments + ["--preset", "1min", "--skip-lm-eval", "--tokenizer", tokenizer.path, "--output-dir", out.path])
+        let r = try CLI.run(
+            Self.baseArguments + ["--preset", "1min", "--skip-lm-eval", "--tokenizer", tokenizer.path, "--output-dir", out.path])
         #expect(r.status == 0, "\(r.stderr)")
         let json = try #require(try results(in: out).first)
         let perf = try #require(json["inference_performance"] as? [String: Any])
@@ -93,8 +102,10 @@ import Testing
         defer { CLI.cleanUp(out) }
         let config = out.appendingPathComponent("train.toml")
         try Data("[model]\nname = \"deepseek_v3\"\nflavor = \"debugmodel\"\n[training]\nseq_len = 256\n".utf8).write(to: config)
-        let r = try CLI.run(["run", "--checkpoint", Self.variant.appendingPathComponent("checkpoint").path, "--config", config.path,
-                             "--routing-input", "random", "--preset", "30s", "--quiet", "--output-dir", out.path])
+        let r = try CLI.run([
+            "run", "--checkpoint", Self.variant.appendingPathComponent("checkpoint").path, "--config", config.path,
+            "--routing-input", "random", "--preset", "30s", "--quiet", "--output-dir", out.path,
+        ])
         #expect(r.status == 1)
         #expect(r.stderrLines.count == 1 && r.stderr.contains("has shape") && r.stderr.contains("model args imply"), "\(r.stderr)")
         #expect(try results(in: out).isEmpty)
@@ -106,9 +117,11 @@ import Testing
         let data = out.appendingPathComponent("empty.txt")
         try Data("  \n\n".utf8).write(to: data)
         let tokenizer = CLI.repoRoot.appendingPathComponent("assets/tokenizers/demo-dsv3")
-        let r = try CLI.run(["run", "--checkpoint", Self.variant.appendingPathComponent("checkpoint").path,
-                             "--model-args", Self.variant.appendingPathComponent("model_args.json").path,
-                             "--tokenizer", tokenizer.path, "--data", data.path, "--preset", "30s", "--quiet", "--output-dir", out.path])
+        let r = try CLI.run([
+            "run", "--checkpoint", Self.variant.appendingPathComponent("checkpoint").path,
+            "--model-args", Self.variant.appendingPathComponent("model_args.json").path,
+            "--tokenizer", tokenizer.path, "--data", data.path, "--preset", "30s", "--quiet", "--output-dir", out.path,
+        ])
         #expect(r.status == 1 && r.stderr.contains("\(data.path): routing data is empty"), "\(r.stderr)")
     }
 
@@ -117,10 +130,12 @@ import Testing
         defer { CLI.cleanUp(out) }
         let data = out.appendingPathComponent("c4.jsonl")
         try Data("{\"text\": \"fine\"}\n{\"txt\": \"no text field\"}\n".utf8).write(to: data)
-        let r = try CLI.run(["run", "--checkpoint", Self.variant.appendingPathComponent("checkpoint").path,
-                             "--model-args", Self.variant.appendingPathComponent("model_args.json").path,
-                             "--tokenizer", CLI.repoRoot.appendingPathComponent("assets/tokenizers/demo-dsv3").path,
-                             "--data", data.path, "--preset", "30s", "--quiet", "--output-dir", out.path])
+        let r = try CLI.run([
+            "run", "--checkpoint", Self.variant.appendingPathComponent("checkpoint").path,
+            "--model-args", Self.variant.appendingPathComponent("model_args.json").path,
+            "--tokenizer", CLI.repoRoot.appendingPathComponent("assets/tokenizers/demo-dsv3").path,
+            "--data", data.path, "--preset", "30s", "--quiet", "--output-dir", out.path,
+        ])
         #expect(r.status == 1 && r.stderr.contains("line 2 has no \"text\" string field"), "\(r.stderr)")
     }
 
@@ -140,8 +155,11 @@ import Testing
         let zero = try CLI.run(Self.baseArguments + ["--max-length", "0", "--output-dir", out.path])
         #expect(zero.status != 0 && zero.stderr.contains("--max-length must be ≥ 1"), "\(zero.stderr)")
         let tokenizer = CLI.repoRoot.appendingPathComponent("assets/tokenizers/demo-dsv3")
-        let long = try CLI.run(Self.baseArguments + ["--lm-eval-only", "--lm-eval-tasks", "arc_easy", "--tokenizer", tokenizer.path,
-                                                     "--max-length", "100000", "--output-dir", out.path])
+        let long = try CLI.run(
+            Self.baseArguments + [
+                "--lm-eval-only", "--lm-eval-tasks", "arc_easy", "--tokenizer", tokenizer.path,
+                "--max-length", "100000", "--output-dir", out.path,
+            ])
         #expect(long.status != 0 && long.status < 128 && long.stderrLines.count == 1, "\(long.stderr)")
         #expect(long.stderr.contains("--max-length 100000 exceeds the model's max_seq_len"), "\(long.stderr)")
         #expect(try results(in: out).isEmpty)

@@ -1,6 +1,7 @@
 import Foundation
 import MoEServer
 import Testing
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -30,7 +31,9 @@ import Glibc
         let stalledCount = min(Self.wantedStalledConnections, openFiles - 200)
         try #require(stalledCount >= 100, "the open-file limit \(openFiles) is too low for a soak test")
         if stalledCount < Self.wantedStalledConnections {
-            print("ServerSoakTests: open-file limit \(openFiles): \(stalledCount) stalled connections instead of \(Self.wantedStalledConnections)")
+            print(
+                "ServerSoakTests: open-file limit \(openFiles): \(stalledCount) stalled connections instead of \(Self.wantedStalledConnections)"
+            )
         }
 
         let server = try ServerUnderTest.start([
@@ -51,14 +54,17 @@ import Glibc
         var stalled: [(connection: LoopbackConnection, opened: Date)] = []
         for index in 0..<stalledCount {
             let connection = try LoopbackConnection(port: server.port)
-            try connection.send(index.isMultiple(of: 2) ? "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le"
-                                                        : "GET /hea")
+            try connection.send(
+                index.isMultiple(of: 2)
+                    ? "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le"
+                    : "GET /hea")
             stalled.append((connection, Date()))
         }
         let openSeconds = Date().timeIntervalSince(openStart)
         probe.phase = "while all are open"
         let closedEarly = stalled.filter { $0.connection.isClosedByServer() }.count
-        #expect(closedEarly == 0, "\(closedEarly) of \(stalledCount) stalled connections were closed before all were open (\(openSeconds) s)")
+        #expect(
+            closedEarly == 0, "\(closedEarly) of \(stalledCount) stalled connections were closed before all were open (\(openSeconds) s)")
         let rssStalled = try server.residentKiB()
 
         // Hostile requests, answered while the stalled connections are open.
@@ -66,28 +72,34 @@ import Glibc
         #expect(garbage.status == 400, "malformed request line: \(garbage)")
         let badHeader = try HTTPExchange.send(port: server.port, "GET /health HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n")
         #expect(badHeader.status == 400, "header without a colon: \(badHeader)")
-        let hugeHeader = try HTTPExchange.send(port: server.port,
+        let hugeHeader = try HTTPExchange.send(
+            port: server.port,
             "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: \(String(repeating: "a", count: 64 * 1024))\r\n\r\n")
         #expect(hugeHeader.status == 400 || hugeHeader.status == 431, "64 KiB header: \(hugeHeader)")
 
         // Declared 100 MB: refused before the body is sent, and the connection is closed.
-        let declared = try HTTPExchange.send(port: server.port,
-            "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{\"prompt\":")
+        let declared = try HTTPExchange.send(
+            port: server.port,
+            "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{\"prompt\":"
+        )
         #expect(declared.status == 413 && declared.closedByServer, "declared oversized body: \(declared)")
         #expect(declared.body.contains("request_too_large"), "\(declared.body)")
         #expect(declared.seconds < Self.healthDeadlineSeconds, "\(declared)")
         // Chunked, so no size is declared: refused once 64 KiB have arrived, without reading the rest.
         let chunk = String(repeating: "x", count: 16 * 1024)
-        let chunked = try HTTPExchange.send(port: server.port,
+        let chunked = try HTTPExchange.send(
+            port: server.port,
             "POST /tokenize HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
                 + String(repeating: "4000\r\n\(chunk)\r\n", count: 8))
         #expect(chunked.status == 413 && chunked.closedByServer, "chunked oversized body: \(chunked)")
 
         // A malformed chunk is the client's error (400), not the server's (500).
-        let badChunk = try HTTPExchange.send(port: server.port,
+        let badChunk = try HTTPExchange.send(
+            port: server.port,
             "POST /tokenize HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"pro\r\nZZZ\r\nmpt\"\r\n0\r\n\r\n")
         #expect(badChunk.status == 400 && badChunk.body.contains("invalid_body"), "malformed chunk size: \(badChunk)")
-        let shortChunk = try HTTPExchange.send(port: server.port,
+        let shortChunk = try HTTPExchange.send(
+            port: server.port,
             "POST /tokenize HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"prompt\":\"a\"}\r\n0\r\n\r\n")
         #expect(shortChunk.status == 400, "chunk longer than its size: \(shortChunk)")
 
@@ -112,8 +124,10 @@ import Glibc
         let bodyClosedSeconds = Date().timeIntervalSince(stalledBodyStart)
         let idleClosed = idle.waitUntilClosed(seconds: Self.bodyAndIdleTimeoutSeconds + Self.closeSlackSeconds)
         let idleClosedSeconds = Date().timeIntervalSince(idleStart)
-        #expect(idleClosed && idleClosedSeconds >= Self.bodyAndIdleTimeoutSeconds - 0.05,
-                "an idle kept-alive connection closed \(idleClosed) after \(idleClosedSeconds) s (--idle-timeout \(Self.bodyAndIdleTimeoutSeconds))")
+        #expect(
+            idleClosed && idleClosedSeconds >= Self.bodyAndIdleTimeoutSeconds - 0.05,
+            "an idle kept-alive connection closed \(idleClosed) after \(idleClosedSeconds) s (--idle-timeout \(Self.bodyAndIdleTimeoutSeconds))"
+        )
         #expect(bodyClosedSeconds >= Self.bodyAndIdleTimeoutSeconds - 0.05, "a stalled body was cut off after \(bodyClosedSeconds) s")
 
         // Each stalled connection is closed by the server within its header timeout (plus slack), not before.
@@ -129,7 +143,9 @@ import Glibc
         }
         let allClosedSeconds = Date().timeIntervalSince(openStart)
         probe.phase = "after"
-        #expect(stalled.isEmpty, "\(stalled.count) of \(stalledCount) stalled connections still open \(allClosedSeconds) s after the first opened")
+        #expect(
+            stalled.isEmpty,
+            "\(stalled.count) of \(stalledCount) stalled connections still open \(allClosedSeconds) s after the first opened")
         stalled.removeAll()
         let shortest = lifetimes.min() ?? 0, longest = lifetimes.max() ?? 0
         #expect(shortest >= Self.headerTimeoutSeconds - 0.05, "a stalled connection was closed after \(shortest) s")
@@ -156,8 +172,9 @@ import Glibc
         usleep(300_000)
         probe.stop()
         let rssAfterSecondRound = try server.residentKiB()
-        #expect(rssAfterSecondRound - rssAfter < Self.rssGrowthPerRoundBoundKiB,
-                "RSS grew from \(rssAfter) KiB after the first round to \(rssAfterSecondRound) KiB after the second")
+        #expect(
+            rssAfterSecondRound - rssAfter < Self.rssGrowthPerRoundBoundKiB,
+            "RSS grew from \(rssAfter) KiB after the first round to \(rssAfterSecondRound) KiB after the second")
         let last = try HTTPExchange.send(port: server.port, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         #expect(last.status == 200)
         #expect(server.isRunning, "the server died: \(server.standardError)")
@@ -170,13 +187,18 @@ import Glibc
             let deadline = phase.name.hasPrefix("while opening") ? Self.healthDeadlineWhileOpeningSeconds : Self.healthDeadlineSeconds
             #expect(phase.maxSeconds < deadline, "slowest /health \(phase.name) took \(phase.maxSeconds) s")
         }
-        #expect(rssAfter - rssBefore < Self.rssGrowthBoundKiB && rssStalled - rssBefore < Self.rssGrowthBoundKiB,
-                "RSS grew from \(rssBefore) KiB to \(rssStalled) KiB (stalled) and \(rssAfter) KiB (after)")
+        #expect(
+            rssAfter - rssBefore < Self.rssGrowthBoundKiB && rssStalled - rssBefore < Self.rssGrowthBoundKiB,
+            "RSS grew from \(rssBefore) KiB to \(rssStalled) KiB (stalled) and \(rssAfter) KiB (after)")
         let probes = probe.phases.map { String(format: "%@: %d probes, max %.3f s", $0.name, $0.count, $0.maxSeconds) }
-        print(String(format: "ServerSoakTests: %d stalled connections opened in %.2f s; closed by the server %.2f–%.2f s after opening (header timeout %.0f s), the last %.2f s after the first opened; stalled body closed after %.2f s (body timeout %.0f s), idle kept-alive connection after %.2f s (idle timeout %.0f s); RSS %d KiB before, %d KiB with the stalled connections open, %d KiB after, %d KiB after a second round; /health ",
-                     stalledCount, openSeconds, shortest, longest, Self.headerTimeoutSeconds, allClosedSeconds,
-                     bodyClosedSeconds, Self.bodyAndIdleTimeoutSeconds, idleClosedSeconds, Self.bodyAndIdleTimeoutSeconds, rssBefore, rssStalled, rssAfter, rssAfterSecondRound)
-              + probes.joined(separator: "; "))
+        print(
+            String(
+                format:
+                    "ServerSoakTests: %d stalled connections opened in %.2f s; closed by the server %.2f–%.2f s after opening (header timeout %.0f s), the last %.2f s after the first opened; stalled body closed after %.2f s (body timeout %.0f s), idle kept-alive connection after %.2f s (idle timeout %.0f s); RSS %d KiB before, %d KiB with the stalled connections open, %d KiB after, %d KiB after a second round; /health ",
+                stalledCount, openSeconds, shortest, longest, Self.headerTimeoutSeconds, allClosedSeconds,
+                bodyClosedSeconds, Self.bodyAndIdleTimeoutSeconds, idleClosedSeconds, Self.bodyAndIdleTimeoutSeconds, rssBefore, rssStalled,
+                rssAfter, rssAfterSecondRound)
+                + probes.joined(separator: "; "))
     }
 
     @Test func connectionsOverTheCapGet503AndAreClosed() throws {
@@ -279,7 +301,8 @@ final class ServerUnderTest: @unchecked Sendable {
         if let openFileLimit {
             // Soft and hard limit both, so the server cannot raise it.
             process.executableURL = URL(fileURLWithPath: "/bin/sh")
-            process.arguments = ["-c", "ulimit -n \(openFileLimit) && exec \"$0\" \"$@\"", CLI.binary.path, "serve", "--port", "0"] + arguments
+            process.arguments =
+                ["-c", "ulimit -n \(openFileLimit) && exec \"$0\" \"$@\"", CLI.binary.path, "serve", "--port", "0"] + arguments
         } else {
             process.executableURL = CLI.binary
             process.arguments = ["serve", "--port", "0"] + arguments
@@ -300,7 +323,8 @@ final class ServerUnderTest: @unchecked Sendable {
         }
         let text = String(decoding: line, as: UTF8.self)
         guard let range = text.range(of: "listening on http://127.0.0.1:"),
-              let port = Int(text[range.upperBound...].prefix { $0.isNumber }) else {
+            let port = Int(text[range.upperBound...].prefix { $0.isNumber })
+        else {
             process.terminate()
             throw SoakError("serve did not report its port: \(text)")
         }
@@ -327,7 +351,8 @@ final class ServerUnderTest: @unchecked Sendable {
     func residentKiB() throws -> Int {
         let status = try String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8)
         guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-              let kib = Int(line.split(separator: " ").dropFirst().first ?? "") else {
+            let kib = Int(line.split(separator: " ").dropFirst().first ?? "")
+        else {
             throw SoakError("no VmRSS in /proc/\(process.processIdentifier)/status")
         }
         return kib
@@ -449,7 +474,9 @@ struct HTTPExchange: CustomStringConvertible {
         guard let range = text.range(of: "\r\n\r\n") else { return "" }
         return String(text[range.upperBound...])
     }
-    var description: String { "status \(status.map(String.init) ?? "none") after \(seconds) s, closed \(closedByServer): \(text.prefix(300))" }
+    var description: String {
+        "status \(status.map(String.init) ?? "none") after \(seconds) s, closed \(closedByServer): \(text.prefix(300))"
+    }
 
     static func send(port: Int, _ request: String) throws -> HTTPExchange {
         let start = Date()
@@ -491,7 +518,9 @@ final class HealthProbe: @unchecked Sendable {
         self.phase = phase
         Thread { [self] in
             while lock.withLock({ running }) {
-                let outcome = Result { try HTTPExchange.send(port: port, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n") }
+                let outcome = Result {
+                    try HTTPExchange.send(port: port, "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                }
                 lock.withLock {
                     let last = recorded.count - 1
                     recorded[last].count += 1
@@ -531,9 +560,13 @@ final class ConcurrentClients: @unchecked Sendable {
                 switch (client + index) % 3 {
                 case 0: (path, body) = ("/tokenize", "{\"prompt\":\"client \(client) request \(index)\"}")
                 case 1: (path, body) = ("/detokenize", "{\"tokens\":[1,2,3]}")
-                default: (path, body) = ("/v1/completions", "{\"model\":\"moe-eval-demo\",\"prompt\":\"The\",\"max_tokens\":1,\"temperature\":0}")
+                default:
+                    (path, body) = (
+                        "/v1/completions", "{\"model\":\"moe-eval-demo\",\"prompt\":\"The\",\"max_tokens\":1,\"temperature\":0}"
+                    )
                 }
-                let request = "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+                let request =
+                    "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
                 let outcome = Result { try HTTPExchange.send(port: port, request) }
                 lock.withLock {
                     switch outcome {

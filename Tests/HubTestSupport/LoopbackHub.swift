@@ -1,4 +1,5 @@
 import Foundation
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -189,8 +190,9 @@ public final class LoopbackHub: @unchecked Sendable {
                 return Response(status: 404, body: Array("{\"error\":\"Revision not found\"}".utf8))
             }
             let siblings = revision.files.keys.sorted().map { "{\"rfilename\":\"\($0)\"}" }.joined(separator: ",")
-            return Response(status: 200, headers: [("Content-Type", "application/json")],
-                            body: Array("{\"id\":\"\(repo)\",\"sha\":\"\(revision.commit)\",\"siblings\":[\(siblings)]}".utf8))
+            return Response(
+                status: 200, headers: [("Content-Type", "application/json")],
+                body: Array("{\"id\":\"\(repo)\",\"sha\":\"\(revision.commit)\",\"siblings\":[\(siblings)]}".utf8))
         }
         if path.hasPrefix("/datasets/") {
             // /datasets/ORG/NAME/resolve/COMMIT/PATH
@@ -205,9 +207,13 @@ public final class LoopbackHub: @unchecked Sendable {
             if file.hasSuffix(".parquet") || file.hasSuffix(".jsonl") {
                 // LFS: the Hub answers with metadata and a redirect to the content store.
                 let base = lock.withLock { cdn } ?? ""
-                return Response(status: 302, headers: [("Location", "\(base)/cdn/\(digest)"), ("X-Repo-Commit", commit),
-                                                       ("X-Linked-Etag", "\"\(digest)\""), ("X-Linked-Size", "\(content.count)"),
-                                                       ("ETag", "W/\"git-\(commit.prefix(8))\""), ("Content-Length", "0")])
+                return Response(
+                    status: 302,
+                    headers: [
+                        ("Location", "\(base)/cdn/\(digest)"), ("X-Repo-Commit", commit),
+                        ("X-Linked-Etag", "\"\(digest)\""), ("X-Linked-Size", "\(content.count)"),
+                        ("ETag", "W/\"git-\(commit.prefix(8))\""), ("Content-Length", "0"),
+                    ])
             }
             return Response(status: 200, headers: [("X-Repo-Commit", commit), ("ETag", "\"\(digest)\"")], body: content)
         }
@@ -215,10 +221,12 @@ public final class LoopbackHub: @unchecked Sendable {
             let digest = String(path.dropFirst("/cdn/".count))
             guard let content = lock.withLock({ blobs[digest] }) else { return Response(status: 404) }
             if let range = request.headers["range"], range.hasPrefix("bytes="), range.hasSuffix("-"),
-               let start = Int(range.dropFirst(6).dropLast()) {
+                let start = Int(range.dropFirst(6).dropLast())
+            {
                 guard start < content.count else { return Response(status: 416) }
-                return Response(status: 206, headers: [("Content-Range", "bytes \(start)-\(content.count - 1)/\(content.count)")],
-                                body: Array(content[start...]))
+                return Response(
+                    status: 206, headers: [("Content-Range", "bytes \(start)-\(content.count - 1)/\(content.count)")],
+                    body: Array(content[start...]))
             }
             return Response(status: 200, headers: [("ETag", "\"\(digest)\"")], body: content)
         }

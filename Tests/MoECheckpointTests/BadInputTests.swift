@@ -1,8 +1,9 @@
 import Foundation
+import MoEModels
 import MoETensor
 import Testing
+
 @testable import MoECheckpoint
-import MoEModels
 
 /// Each damaged checkpoint gives one line naming the file (and the tensor), never a crash.
 @Suite struct BadInputTests {

@@ -131,8 +131,10 @@ struct ZipWriter {
 }
 
 /// The `data.pkl` torch.save writes for one tensor: `_rebuild_tensor_v2(storage, offset, size, stride, …)`.
-func tensorPickle(storageType: String = "FloatStorage", key: String = "0", storageElements: Int,
-                  offset: Int = 0, shape: [Int], strides: [Int]) -> [UInt8] {
+func tensorPickle(
+    storageType: String = "FloatStorage", key: String = "0", storageElements: Int,
+    offset: Int = 0, shape: [Int], strides: [Int]
+) -> [UInt8] {
     var p = PickleWriter()
     p.global("torch._utils", "_rebuild_tensor_v2")
     p.mark()

@@ -1,8 +1,9 @@
 import Foundation
+import MoEModels
 import MoETensor
 import Testing
+
 @testable import MoECheckpoint
-import MoEModels
 
 @Suite struct DCPTests {
     /// Entries as torch's FileSystemReader listed them.
@@ -23,11 +24,17 @@ import MoEModels
                 #expect(torch["chunks"] as? Int == entry.chunkCount, "\(entry.name)")
             }
             let role: CheckpointEntry.Role
-            if entry.name.hasPrefix("optimizer.") { role = .optimizer }
-            else if entry.name.hasPrefix("lr_scheduler.") { role = .lrScheduler }
-            else if entry.name.hasPrefix("dataloader.") { role = .dataloader }
-            else if entry.name.hasPrefix("train_state.") { role = .trainState }
-            else { role = torch["kind"] as? String == "tensor" ? .model : .other }
+            if entry.name.hasPrefix("optimizer.") {
+                role = .optimizer
+            } else if entry.name.hasPrefix("lr_scheduler.") {
+                role = .lrScheduler
+            } else if entry.name.hasPrefix("dataloader.") {
+                role = .dataloader
+            } else if entry.name.hasPrefix("train_state.") {
+                role = .trainState
+            } else {
+                role = torch["kind"] as? String == "tensor" ? .model : .other
+            }
             #expect(entry.role == role, "\(entry.name)")
         }
         #expect(checkpoint.fileNames == described["files"] as? [String])
@@ -133,10 +140,13 @@ import MoEModels
         func chunk(_ offsets: [Int], _ sizes: [Int]) -> DCPCheckpoint.Chunk {
             DCPCheckpoint.Chunk(offsets: offsets, sizes: sizes, file: "f", byteOffset: 0, byteLength: 0)
         }
-        try DCPCheckpoint.checkCoverage(shape: [4, 6], chunks: [chunk([0, 0], [4, 2]), chunk([0, 2], [4, 4]), chunk([4, 0], [0, 6])], what: "t")
+        try DCPCheckpoint.checkCoverage(
+            shape: [4, 6], chunks: [chunk([0, 0], [4, 2]), chunk([0, 2], [4, 4]), chunk([4, 0], [0, 6])], what: "t")
         try DCPCheckpoint.checkCoverage(shape: [], chunks: [chunk([], [])], what: "t")
         try DCPCheckpoint.checkCoverage(shape: [0, 3], chunks: [], what: "t")
-        expectError(["overlap"]) { try DCPCheckpoint.checkCoverage(shape: [4, 6], chunks: [chunk([0, 0], [4, 3]), chunk([0, 2], [4, 4])], what: "t") }
+        expectError(["overlap"]) {
+            try DCPCheckpoint.checkCoverage(shape: [4, 6], chunks: [chunk([0, 0], [4, 3]), chunk([0, 2], [4, 4])], what: "t")
+        }
         expectError(["cover 16 of 24"]) { try DCPCheckpoint.checkCoverage(shape: [4, 6], chunks: [chunk([0, 0], [4, 4])], what: "t") }
         expectError(["outside"]) { try DCPCheckpoint.checkCoverage(shape: [4, 6], chunks: [chunk([0, 3], [4, 4])], what: "t") }
         expectError(["rank"]) { try DCPCheckpoint.checkCoverage(shape: [4, 6], chunks: [chunk([0], [4])], what: "t") }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoECheckpoint
 
 /// Error lines show values as the file holds them, never Swift's `Optional(…)` wrapper.

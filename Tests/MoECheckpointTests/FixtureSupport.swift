@@ -1,6 +1,7 @@
 import Foundation
 import MoETensor
 import Testing
+
 @testable import MoECheckpoint
 
 /// Fixtures written by tools/reference/make_checkpoint_unit_fixtures.py with torch, safetensors
@@ -12,7 +13,8 @@ enum Fixtures {
 
     nonisolated(unsafe) static let expected: [String: Any] = {
         guard let data = try? Data(contentsOf: url("expected.json")),
-              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else {
             Issue.record("Fixtures/expected.json is missing or unreadable; run tools/reference/make_checkpoint_unit_fixtures.py")
             return [:]
         }
@@ -41,9 +43,10 @@ struct ExpectedTensor {
 
     init?(_ json: Any) {
         guard let record = json as? [String: Any],
-              let dtypeName = record["dtype"] as? String, let dtype = DType(rawValue: dtypeName),
-              let shape = record["shape"] as? [Int],
-              let base64 = record["data"] as? String, let data = Data(base64Encoded: base64) else { return nil }
+            let dtypeName = record["dtype"] as? String, let dtype = DType(rawValue: dtypeName),
+            let shape = record["shape"] as? [Int],
+            let base64 = record["data"] as? String, let data = Data(base64Encoded: base64)
+        else { return nil }
         self.dtype = dtype
         self.shape = shape
         self.bytes = [UInt8](data)
@@ -51,8 +54,10 @@ struct ExpectedTensor {
 }
 
 /// Checks a loaded tensor against torch's record, byte for byte.
-func expectMatches(_ tensor: StoredTensor, _ expected: ExpectedTensor?, _ what: String,
-                   sourceLocation: SourceLocation = #_sourceLocation) {
+func expectMatches(
+    _ tensor: StoredTensor, _ expected: ExpectedTensor?, _ what: String,
+    sourceLocation: SourceLocation = #_sourceLocation
+) {
     guard let expected else {
         Issue.record("no expected record for \(what)", sourceLocation: sourceLocation)
         return

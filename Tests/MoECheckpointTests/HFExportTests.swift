@@ -1,8 +1,9 @@
 import Foundation
+import MoEModels
 import MoETensor
 import Testing
+
 @testable import MoECheckpoint
-import MoEModels
 
 /// TorchTitan DCP → HF DeepSeek-V3 safetensors, read back through our HF reader.
 @Suite struct HFExportTests {
@@ -15,7 +16,9 @@ import MoEModels
         return dir
     }
 
-    static func export(_ source: WeightSource, dtype: HFExportDType = .keep, maxShardSize: Int = 5_000_000_000) throws -> (URL, HFExportPlan) {
+    static func export(
+        _ source: WeightSource, dtype: HFExportDType = .keep, maxShardSize: Int = 5_000_000_000
+    ) throws -> (URL, HFExportPlan) {
         let dir = try scratch()
         let plan = try HFExportPlan(source: source, dtype: dtype, maxShardSize: maxShardSize)
         try HFExport.write(plan, from: source, into: dir)
@@ -53,7 +56,9 @@ import MoEModels
             #expect(Set(file.tensorInfos.keys) == Set(shard.tensors.map(\.name)))
             #expect(file.metadata == ["format": "pt"])
         }
-        let index = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("model.safetensors.index.json"))) as? [String: Any]
+        let index =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("model.safetensors.index.json")))
+            as? [String: Any]
         let weightMap = try #require(index?["weight_map"] as? [String: String])
         #expect(weightMap.count == plan.tensors.count)
         #expect((index?["metadata"] as? [String: Any])?["total_size"] as? Int == plan.totalSize)
@@ -130,7 +135,9 @@ import MoEModels
         #expect(try HFExport.routingBiasIsZero(in: FilteredSource(base: dcp, dropping: { $0.hasSuffix("moe.expert_bias") })))
 
         func withBias(_ values: [Float]) throws -> FilteredSource {
-            let bias = try values.withUnsafeBytes { try StoredTensor(name: "layers.2.moe.expert_bias", dtype: .float32, shape: [8], copying: $0) }
+            let bias = try values.withUnsafeBytes {
+                try StoredTensor(name: "layers.2.moe.expert_bias", dtype: .float32, shape: [8], copying: $0)
+            }
             return FilteredSource(base: dcp, dropping: { _ in false }, adding: [bias.name: bias])
         }
         #expect(try HFExport.routingBiasIsZero(in: withBias([0, -0.0, 0, 0, 0, 0, 0, 0])))

@@ -1,6 +1,7 @@
 import Foundation
 import MoETensor
 import Testing
+
 @testable import MoECheckpoint
 
 /// Hand-made hostile checkpoint files (issue 16): each used to crash, hang, allocate without bound or load
@@ -74,10 +75,15 @@ import Testing
         // element counts summed past Int.max.
         let quarter = 1 << 62
         var metadata = DCPMetadataWriter()
-        metadata.tensors = [.init(fqn: "w", dtype: "int8", size: [Int.max],
-                                  chunks: [([0], [quarter]), ([1], [quarter])])]
-        metadata.storage = [.init(fqn: "w", offsets: [0], offset: 0, length: 0),
-                            .init(fqn: "w", offsets: [1], offset: 0, length: 0)]
+        metadata.tensors = [
+            .init(
+                fqn: "w", dtype: "int8", size: [Int.max],
+                chunks: [([0], [quarter]), ([1], [quarter])])
+        ]
+        metadata.storage = [
+            .init(fqn: "w", offsets: [0], offset: 0, length: 0),
+            .init(fqn: "w", offsets: [1], offset: 0, length: 0),
+        ]
         let folder = try metadata.writeCheckpoint()
         defer { cleanUp(folder) }
         let message = errorMessage { _ = try DCPCheckpoint(directory: folder) }
@@ -227,15 +233,19 @@ import Testing
     }
 
     @Test(arguments: [
-        (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
-         ["tensor 'a'", "more than once"]),
+        (
+            #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+            ["tensor 'a'", "more than once"]
+        ),
         (#"{"a":{"dtype":"F32","shape":[1099511627776,1099511627776],"data_offsets":[0,8]}}"#, ["tensor 'a'", "too large"]),
         (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4611686018427387904]}}"#, ["tensor 'a'", "outside"]),
         (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#, ["tensor 'a'", "data_offsets"]),
         (#"{"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#, ["tensor 'a'", "negative"]),
         (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,8]}}"#, ["tensor 'a'", "needs 4"]),
-        (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}}"#,
-         ["overlap"]),
+        (
+            #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}}"#,
+            ["overlap"]
+        ),
         (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4.5]}}"#, ["tensor 'a'", "data_offsets"]),
         (#"{"a":{"dtype":"F32","shape":"x","data_offsets":[0,4]}}"#, ["tensor 'a'", "shape"]),
         (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"__metadata__":{"k":1}}"#, ["__metadata__"]),

@@ -1,8 +1,9 @@
 import Foundation
+import MoEModels
 import MoETensor
 import Testing
+
 @testable import MoECheckpoint
-import MoEModels
 
 @Suite struct NamingTests {
     /// TorchTitan 0.2.2's own from_hf_map, with numbers filled in.
@@ -124,13 +125,17 @@ import MoEModels
     }
 
     @Test func buffersAndMTPAreIgnoredAndUnknownKeysListed() throws {
-        let naming = try TorchTitanNaming(keys: ["norm.weight", "freqs_cis", "layers.0.moe.tokens_per_expert",
-                                                 "layers.0.moe.tokens_per_expert_E", "layers.0.attention.rope.cache",
-                                                 "layers.1.moe.router.gate.bias", "mtp_layers.0.enorm.weight"], source: "k")
+        let naming = try TorchTitanNaming(
+            keys: [
+                "norm.weight", "freqs_cis", "layers.0.moe.tokens_per_expert",
+                "layers.0.moe.tokens_per_expert_E", "layers.0.attention.rope.cache",
+                "layers.1.moe.router.gate.bias", "mtp_layers.0.enorm.weight",
+            ], source: "k")
         #expect(naming.ignoredKeys.count == 5)
         #expect(naming.rawNames.keys.sorted() == ["layers.1.moe.router.gate.bias", "norm.weight"])
         expectError(["ckpt-x", "layers.0.attention.wk.weight", "layers.0.moe.experts.w1_EDF", "unrecognised"]) {
-            _ = try TorchTitanNaming(keys: ["norm.weight", "layers.0.attention.wk.weight", "layers.0.moe.experts.w1_EDF"], source: "ckpt-x")
+            _ = try TorchTitanNaming(
+                keys: ["norm.weight", "layers.0.attention.wk.weight", "layers.0.moe.experts.w1_EDF"], source: "ckpt-x")
         }
         expectError(["both name output.weight"]) {
             _ = try TorchTitanNaming(keys: ["output.weight", "lm_head.weight"], source: "k")
@@ -142,11 +147,15 @@ import MoEModels
             _ = try HFNaming(keys: ["model.layers.0.self_attn.o_proj.weight_scale_inv"], source: "k")
         }
         expectError(["not numbered"]) {
-            _ = try HFNaming(keys: ["model.layers.1.mlp.experts.0.up_proj.weight", "model.layers.1.mlp.experts.2.up_proj.weight"], source: "k")
+            _ = try HFNaming(
+                keys: ["model.layers.1.mlp.experts.0.up_proj.weight", "model.layers.1.mlp.experts.2.up_proj.weight"], source: "k")
         }
         // DeepSeek-V3 keeps its MTP block as an extra layer with enorm/hnorm/eh_proj.
-        let hf = try HFNaming(keys: ["model.norm.weight", "model.layers.2.enorm.weight", "model.layers.2.self_attn.o_proj.weight",
-                                     "model.layers.1.self_attn.o_proj.weight"], source: "k")
+        let hf = try HFNaming(
+            keys: [
+                "model.norm.weight", "model.layers.2.enorm.weight", "model.layers.2.self_attn.o_proj.weight",
+                "model.layers.1.self_attn.o_proj.weight",
+            ], source: "k")
         #expect(hf.ignoredKeys.count == 2)
         #expect(hf.rawNames.keys.sorted() == ["layers.1.attention.wo.weight", "norm.weight"])
     }

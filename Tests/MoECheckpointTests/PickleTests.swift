@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoECheckpoint
 
 /// The JSON form the fixture generator's `tag()` gives a Python value.
@@ -77,7 +78,9 @@ private func loadPickle(_ file: String) throws -> PickleValue {
     @Test func torchGlobalsBecomeData() throws {
         for file in Fixtures.section("pickles")["torch_objects"] as? [String] ?? [] {
             let value = try loadPickle(file)
-            #expect(value["size"] == .object(PickleObject(type: "torch.Size", args: [.tuple([.int(2), .int(3)])], kwargs: [], state: nil)), "\(file)")
+            #expect(
+                value["size"] == .object(PickleObject(type: "torch.Size", args: [.tuple([.int(2), .int(3)])], kwargs: [], state: nil)),
+                "\(file)")
             #expect(value["size"]?.intArray == [2, 3])
             #expect(value["empty"]?.intArray == [])
             #expect(value["dtype"] == .global(module: "torch", name: "bfloat16"), "\(file)")
@@ -95,9 +98,11 @@ private func loadPickle(_ file: String) throws -> PickleValue {
 
     @Test func handWrittenOpcodes() throws {
         // PROTO 2, LONG1 of 9 bytes (2^64), BINFLOAT 1.5, SHORT_BINBYTES, TUPLE3, STOP
-        let stream: [UInt8] = [0x80, 0x02, 0x8A, 0x09, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,
-                               0x47, 0x3F, 0xF8, 0, 0, 0, 0, 0, 0,
-                               0x43, 0x02, 0xAB, 0xCD, 0x87, 0x2E]
+        let stream: [UInt8] = [
+            0x80, 0x02, 0x8A, 0x09, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,
+            0x47, 0x3F, 0xF8, 0, 0, 0, 0, 0, 0,
+            0x43, 0x02, 0xAB, 0xCD, 0x87, 0x2E,
+        ]
         #expect(try Unpickler.load(stream, source: "t") == .tuple([.bigInt("18446744073709551616"), .float(1.5), .bytes([0xAB, 0xCD])]))
         // LONG1 negative: -129 is 0x7F 0xFF; LONG4 with 0 bytes is 0.
         #expect(try Unpickler.load([0x80, 0x02, 0x8A, 0x02, 0x7F, 0xFF, 0x2E], source: "t") == .int(-129))
@@ -105,13 +110,17 @@ private func loadPickle(_ file: String) throws -> PickleValue {
         // MARK, items, POP_MARK leaves the stack as before; DUP, POP.
         #expect(try Unpickler.load([0x4B, 0x07, 0x28, 0x4B, 0x01, 0x4B, 0x02, 0x31, 0x32, 0x30, 0x2E], source: "t") == .int(7))
         // NEWOBJ_EX of an allowed class with kwargs, then BUILD.
-        let newobjEx: [UInt8] = [0x80, 0x04, 0x8C, 0x0B] + Array("collections".utf8) + [0x8C, 0x0B] + Array("OrderedDict".utf8)
+        let newobjEx: [UInt8] =
+            [0x80, 0x04, 0x8C, 0x0B] + Array("collections".utf8) + [0x8C, 0x0B] + Array("OrderedDict".utf8)
             + [0x93, 0x29, 0x7D, 0x92, 0x2E]
         #expect(try Unpickler.load(newobjEx, source: "t") == .dict([]))
         let pathlib: [UInt8] = Array("cpathlib\nPosixPath\n(V/tmp\ntR}Vk\nI01\nsb.".utf8)
-        #expect(try Unpickler.load(pathlib, source: "t") == .object(PickleObject(
-            type: "pathlib.PosixPath", args: [.string("/tmp")], kwargs: [],
-            state: .dict([PickleDictItem(key: .string("k"), value: .bool(true))]))))
+        #expect(
+            try Unpickler.load(pathlib, source: "t")
+                == .object(
+                    PickleObject(
+                        type: "pathlib.PosixPath", args: [.string("/tmp")], kwargs: [],
+                        state: .dict([PickleDictItem(key: .string("k"), value: .bool(true))]))))
     }
 
     @Test func malformedStreamsAreErrors() {

@@ -1,6 +1,7 @@
 import Foundation
 import MoETensor
 import Testing
+
 @testable import MoECheckpoint
 
 @Suite struct SafetensorsTests {
@@ -56,9 +57,12 @@ import Testing
         let second = try ["i64", "flags"].map { try source.load($0) }
         try SafetensorsWriter.write(first, to: folder.appendingPathComponent("a.safetensors"))
         try SafetensorsWriter.write(second, to: folder.appendingPathComponent("b.safetensors"))
-        try SafetensorsWriter.writeIndex(weightMap: ["f32": "a.safetensors", "bf16": "a.safetensors",
-                                                     "i64": "b.safetensors", "flags": "b.safetensors"],
-                                         totalSize: 0, to: folder.appendingPathComponent("model.safetensors.index.json"))
+        try SafetensorsWriter.writeIndex(
+            weightMap: [
+                "f32": "a.safetensors", "bf16": "a.safetensors",
+                "i64": "b.safetensors", "flags": "b.safetensors",
+            ],
+            totalSize: 0, to: folder.appendingPathComponent("model.safetensors.index.json"))
         let checkpoint = try SafetensorsCheckpoint(url: folder)
         #expect(checkpoint.rawTensorInfos.count == 4)
         #expect(Array(try checkpoint.loadRaw("i64").bytes) == Array(try source.load("i64").bytes))
@@ -84,8 +88,11 @@ import Testing
         let text = String(decoding: original, as: UTF8.self)
         let unknown = Array(text.replacingOccurrences(of: "\"F16\"", with: "\"X16\"").utf8)
         try attempt(unknown, ["unknown dtype X16", "'f16'"])
-        let wrongSize = Array(text.replacingOccurrences(of: "\"shape\":[4],\"data_offsets\":[92,100]",
-                                                        with: "\"shape\":[5],\"data_offsets\":[92,100]").utf8)
+        let wrongSize = Array(
+            text.replacingOccurrences(
+                of: "\"shape\":[4],\"data_offsets\":[92,100]",
+                with: "\"shape\":[5],\"data_offsets\":[92,100]"
+            ).utf8)
         #expect(wrongSize != original)
         try attempt(wrongSize, ["'f16'", "needs 10"])
     }

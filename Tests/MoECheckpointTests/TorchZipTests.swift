@@ -1,6 +1,7 @@
 import Foundation
 import MoETensor
 import Testing
+
 @testable import MoECheckpoint
 
 @Suite struct TorchZipTests {

@@ -88,7 +88,7 @@ enum CraftedParquet {
     }
 
     struct Page {
-        var type: Int64  // 0 data v1, 2 dictionary
+        var type: Int64 // 0 data v1, 2 dictionary
         var body: [UInt8]
         var numValues: Int64
         var encoding: Int64 = 0
@@ -97,7 +97,9 @@ enum CraftedParquet {
     }
 
     /// One row group with one column chunk per `(leaf type, path, pages)`.
-    static func file(schema: [SchemaElement], rows: Int64, columns: [(type: Int64, path: [String], numValues: Int64, pages: [Page])]) -> [UInt8] {
+    static func file(
+        schema: [SchemaElement], rows: Int64, columns: [(type: Int64, path: [String], numValues: Int64, pages: [Page])]
+    ) -> [UInt8] {
         var bytes = Array("PAR1".utf8)
         var chunkMeta: [(inout ThriftWriter) -> Void] = []
         for column in columns {
@@ -111,11 +113,15 @@ enum CraftedParquet {
                 header.int(2, page.uncompressedSize ?? Int64(page.body.count))
                 header.int(3, page.compressedSize ?? Int64(page.body.count))
                 if page.type == 2 {
-                    header.structure(7) { $0.int(1, page.numValues); $0.int(2, 0) }
+                    header.structure(7) {
+                        $0.int(1, page.numValues); $0.int(2, 0)
+                    }
                 } else {
-                    header.structure(5) { $0.int(1, page.numValues); $0.int(2, page.encoding); $0.int(3, 3); $0.int(4, 3) }
+                    header.structure(5) {
+                        $0.int(1, page.numValues); $0.int(2, page.encoding); $0.int(3, 3); $0.int(4, 3)
+                    }
                 }
-                bytes += header.bytes + [0] + page.body  // 0: the PageHeader struct's stop byte
+                bytes += header.bytes + [0] + page.body // 0: the PageHeader struct's stop byte
             }
             let size = Int64(bytes.count) - start
             let data = dataOffset ?? start
@@ -136,20 +142,28 @@ enum CraftedParquet {
         }
         var footer = ThriftWriter()
         footer.int(1, 1)
-        footer.structList(2, schema.map { element in { writer in
-            if let type = element.type { writer.int(1, type) }
-            writer.int(3, element.repetition)
-            writer.string(4, element.name)
-            if let children = element.children { writer.int(5, children) }
-            if let converted = element.converted { writer.int(6, converted) }
-        } })
+        footer.structList(
+            2,
+            schema.map { element in
+                { writer in
+                    if let type = element.type { writer.int(1, type) }
+                    writer.int(3, element.repetition)
+                    writer.string(4, element.name)
+                    if let children = element.children { writer.int(5, children) }
+                    if let converted = element.converted { writer.int(6, converted) }
+                }
+            })
         footer.int(3, rows, type: 6)
-        footer.structList(4, [{ group in
-            group.structList(1, chunkMeta)
-            group.int(2, 0, type: 6)
-            group.int(3, rows, type: 6)
-        }])
-        footer.bytes.append(0)  // FileMetaData's stop byte
+        footer.structList(
+            4,
+            [
+                { group in
+                    group.structList(1, chunkMeta)
+                    group.int(2, 0, type: 6)
+                    group.int(3, rows, type: 6)
+                }
+            ])
+        footer.bytes.append(0) // FileMetaData's stop byte
         bytes += footer.bytes
         let length = UInt32(footer.bytes.count)
         bytes += [UInt8(length & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length >> 16 & 0xFF), UInt8(length >> 24)]

@@ -14,11 +14,18 @@ final class DataCorruptionTests: XCTestCase {
         let repetition = CraftedParquet.levels([2, 0, 2, 1, 4, 0])
         let definition = CraftedParquet.levels([4, 2, 2, 1, 2, 0])
         let file = CraftedParquet.file(
-            schema: [Element(name: "schema", children: 1),
-                     Element(name: "tags", repetition: 1, children: 1, converted: 3),
-                     Element(name: "str", type: 6, repetition: 2, converted: 0)],
+            schema: [
+                Element(name: "schema", children: 1),
+                Element(name: "tags", repetition: 1, children: 1, converted: 3),
+                Element(name: "str", type: 6, repetition: 2, converted: 0),
+            ],
             rows: 3,
-            columns: [(6, ["tags", "str"], 4, [.init(type: 0, body: repetition + definition + CraftedParquet.plainStrings(["a", "b"]), numValues: 4)])])
+            columns: [
+                (
+                    6, ["tags", "str"], 4,
+                    [.init(type: 0, body: repetition + definition + CraftedParquet.plainStrings(["a", "b"]), numValues: 4)]
+                )
+            ])
         let table = try Parquet.read(bytes: file, name: "legacy.parquet")
         XCTAssertEqual(table.rows, [["tags": .array([.string("a"), .string("b")])], ["tags": .array([])], ["tags": .null]])
     }
@@ -26,8 +33,9 @@ final class DataCorruptionTests: XCTestCase {
     // MARK: crafted hostile files
 
     private func singleInt32Column(pages: [CraftedParquet.Page], numValues: Int64 = 3, rows: Int64 = 3) -> [UInt8] {
-        CraftedParquet.file(schema: [Element(name: "schema", children: 1), Element(name: "n", type: 1)],
-                            rows: rows, columns: [(1, ["n"], numValues, pages)])
+        CraftedParquet.file(
+            schema: [Element(name: "schema", children: 1), Element(name: "n", type: 1)],
+            rows: rows, columns: [(1, ["n"], numValues, pages)])
     }
 
     func testCraftedBaselineReads() throws {
@@ -37,18 +45,24 @@ final class DataCorruptionTests: XCTestCase {
 
     func testDictionaryIndexOutOfRange() {
         // Dictionary of 2 values; ids: bit width 2, one RLE run of 3 × id 3.
-        let file = singleInt32Column(pages: [.init(type: 2, body: CraftedParquet.plainInt32([10, 20]), numValues: 2),
-                                             .init(type: 0, body: [2, 3 << 1, 3], numValues: 3, encoding: 8)])
+        let file = singleInt32Column(pages: [
+            .init(type: 2, body: CraftedParquet.plainInt32([10, 20]), numValues: 2),
+            .init(type: 0, body: [2, 3 << 1, 3], numValues: 3, encoding: 8),
+        ])
         let message = DataFixtures.assertDataFileError("dict.parquet") { try Parquet.read(bytes: file, name: "dict.parquet") }
         XCTAssertTrue(message?.contains("dictionary index 3 out of range") ?? false, message ?? "")
         XCTAssertTrue(message?.contains("row group 0, column n, page at byte") ?? false, message ?? "")
     }
 
     func testPageSizeLies() {
-        let tooLong = singleInt32Column(pages: [.init(type: 0, body: CraftedParquet.plainInt32([1, 2, 3]), numValues: 3, compressedSize: 100_000)])
+        let tooLong = singleInt32Column(pages: [
+            .init(type: 0, body: CraftedParquet.plainInt32([1, 2, 3]), numValues: 3, compressedSize: 100_000)
+        ])
         let message = DataFixtures.assertDataFileError("long.parquet") { try Parquet.read(bytes: tooLong, name: "long.parquet") }
         XCTAssertTrue(message?.contains("page body") ?? false, message ?? "")
-        let wrongSize = singleInt32Column(pages: [.init(type: 0, body: CraftedParquet.plainInt32([1, 2, 3]), numValues: 3, uncompressedSize: 1 << 40)])
+        let wrongSize = singleInt32Column(pages: [
+            .init(type: 0, body: CraftedParquet.plainInt32([1, 2, 3]), numValues: 3, uncompressedSize: 1 << 40)
+        ])
         let sizeMessage = DataFixtures.assertDataFileError("size.parquet") { try Parquet.read(bytes: wrongSize, name: "size.parquet") }
         XCTAssertTrue(sizeMessage?.contains("header says") ?? false, sizeMessage ?? "")
         let fewValues = singleInt32Column(pages: [.init(type: 0, body: CraftedParquet.plainInt32([1, 2]), numValues: 3)])
@@ -73,20 +87,26 @@ final class DataCorruptionTests: XCTestCase {
 
     func testDeeplyNestedThriftFooter() {
         let footer = [UInt8](repeating: 0x1C, count: 5000) + [UInt8](repeating: 0, count: 5000)
-        let message = DataFixtures.assertDataFileError("thrift.parquet") { try Parquet.read(bytes: Self.wrapFooter(footer), name: "thrift.parquet") }
+        let message = DataFixtures.assertDataFileError("thrift.parquet") {
+            try Parquet.read(bytes: Self.wrapFooter(footer), name: "thrift.parquet")
+        }
         XCTAssertTrue(message?.contains("nested deeper") ?? false, message ?? "")
     }
 
     func testThriftListLongerThanTheFooter() {
         // Field 2 (schema) as a list of structs claiming 2^31 elements.
         let footer: [UInt8] = [0x29, 0xFC, 0x80, 0x80, 0x80, 0x80, 0x08, 0x00]
-        let message = DataFixtures.assertDataFileError("list.parquet") { try Parquet.read(bytes: Self.wrapFooter(footer), name: "list.parquet") }
+        let message = DataFixtures.assertDataFileError("list.parquet") {
+            try Parquet.read(bytes: Self.wrapFooter(footer), name: "list.parquet")
+        }
         XCTAssertTrue(message?.contains("longer than the data left") ?? false, message ?? "")
     }
 
     private static func wrapFooter(_ footer: [UInt8]) -> [UInt8] {
         let length = UInt32(footer.count)
-        return Array("PAR1".utf8) + footer + [UInt8(length & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length >> 16 & 0xFF), UInt8(length >> 24)] + Array("PAR1".utf8)
+        return Array("PAR1".utf8) + footer + [
+            UInt8(length & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length >> 16 & 0xFF), UInt8(length >> 24),
+        ] + Array("PAR1".utf8)
     }
 
     // MARK: damaged pyarrow files
@@ -95,10 +115,13 @@ final class DataCorruptionTests: XCTestCase {
         let good = try DataFixtures.bytes("flat_snappy_v1.parquet")
         var badStart = good
         badStart[0] = UInt8(ascii: "X")
-        XCTAssertTrue(DataFixtures.assertDataFileError("a.parquet") { try Parquet.read(bytes: badStart, name: "a.parquet") }?.contains("PAR1") ?? false)
+        XCTAssertTrue(
+            DataFixtures.assertDataFileError("a.parquet") { try Parquet.read(bytes: badStart, name: "a.parquet") }?.contains("PAR1")
+                ?? false)
         var badEnd = good
         badEnd[badEnd.count - 1] = 0
-        XCTAssertTrue(DataFixtures.assertDataFileError("b.parquet") { try Parquet.read(bytes: badEnd, name: "b.parquet") }?.contains("PAR1") ?? false)
+        XCTAssertTrue(
+            DataFixtures.assertDataFileError("b.parquet") { try Parquet.read(bytes: badEnd, name: "b.parquet") }?.contains("PAR1") ?? false)
         var longFooter = good
         longFooter.replaceSubrange((good.count - 8)..<(good.count - 4), with: [0xF0, 0xFF, 0xFF, 0x7F])
         let footerMessage = DataFixtures.assertDataFileError("c.parquet") { try Parquet.read(bytes: longFooter, name: "c.parquet") }
@@ -112,8 +135,10 @@ final class DataCorruptionTests: XCTestCase {
     }
 
     func testDecompressionFailuresAreNamed() throws {
-        for (file, magic, codec) in [("flat_zstd_v1.parquet", [0x28, 0xB5, 0x2F, 0xFD] as [UInt8], "ZSTD"),
-                                     ("flat_gzip_v1.parquet", [0x1F, 0x8B, 0x08], "GZIP")] {
+        for (file, magic, codec) in [
+            ("flat_zstd_v1.parquet", [0x28, 0xB5, 0x2F, 0xFD] as [UInt8], "ZSTD"),
+            ("flat_gzip_v1.parquet", [0x1F, 0x8B, 0x08], "GZIP"),
+        ] {
             var bytes = try DataFixtures.bytes(file)
             guard let at = (0..<(bytes.count - magic.count)).first(where: { Array(bytes[$0..<($0 + magic.count)]) == magic }) else {
                 XCTFail("\(file): no \(codec) stream found")
@@ -139,7 +164,9 @@ final class DataCorruptionTests: XCTestCase {
         for file in ["stream_batches.arrow", "stream_zstd.arrow", "stream_legacy.arrow", "file_format.arrow", "datasets_arc.arrow"] {
             let bytes = try DataFixtures.bytes(file)
             // Every cut, including one exactly between messages, must be refused rather than read as fewer rows.
-            for cut in stride(from: 0, to: bytes.count, by: max(1, bytes.count / 400)) + [bytes.count - 8, bytes.count - 4, bytes.count - 1] {
+            for cut in stride(from: 0, to: bytes.count, by: max(1, bytes.count / 400)) + [
+                bytes.count - 8, bytes.count - 4, bytes.count - 1,
+            ] {
                 DataFixtures.assertDataFileError(file) { try ArrowStream.read(bytes: Array(bytes[0..<cut]), name: file) }
             }
         }
@@ -153,14 +180,18 @@ final class DataCorruptionTests: XCTestCase {
         }
         var failures = 0
         var successes = 0
-        for file in ["nested_v2_gzip_dict.parquet", "flat_dict_v2_zstd.parquet", "mmlu_like.parquet",
-                     "stream_batches.arrow", "stream_zstd.arrow", "datasets_arc.arrow"] {
+        for file in [
+            "nested_v2_gzip_dict.parquet", "flat_dict_v2_zstd.parquet", "mmlu_like.parquet",
+            "stream_batches.arrow", "stream_zstd.arrow", "datasets_arc.arrow",
+        ] {
             let good = try DataFixtures.bytes(file)
             for _ in 0..<250 {
                 var bytes = good
                 for _ in 0..<(1 + next() % 4) { bytes[next() % bytes.count] = UInt8(truncatingIfNeeded: next()) }
                 do {
-                    _ = file.hasSuffix(".arrow") ? try ArrowStream.read(bytes: bytes, name: file) : try Parquet.read(bytes: bytes, name: file)
+                    _ =
+                        file.hasSuffix(".arrow")
+                        ? try ArrowStream.read(bytes: bytes, name: file) : try Parquet.read(bytes: bytes, name: file)
                     successes += 1
                 } catch let error as DataFileError {
                     XCTAssertTrue(error.description.hasPrefix(file + ": ") && !error.description.contains("\n"), "\(error)")

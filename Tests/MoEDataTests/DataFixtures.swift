@@ -25,7 +25,8 @@ enum DataFixtures {
     static func expectedTable(_ name: String) throws -> DataTable {
         let json = try JSONValue.parse([UInt8](try Data(contentsOf: url(name + ".expected.json"))))
         guard let columns = json["columns"]?.arrayValue?.compactMap(\.stringValue),
-              let rows = json["rows"]?.arrayValue?.compactMap(\.objectValue) else {
+            let rows = json["rows"]?.arrayValue?.compactMap(\.objectValue)
+        else {
             throw DataFileError("\(name).expected.json is not {columns, rows}")
         }
         return DataTable(columns: columns, rows: rows)
@@ -36,7 +37,8 @@ enum DataFixtures {
         XCTAssertEqual(actual.columns, expected.columns, file, line: line)
         XCTAssertEqual(actual.rows.count, expected.rows.count, "\(file): row count", line: line)
         for (index, (got, want)) in zip(actual.rows, expected.rows).enumerated() where got != want {
-            XCTFail("\(file) row \(index):\n got  \(JSONValue.object(got).serialized)\n want \(JSONValue.object(want).serialized)", line: line)
+            XCTFail(
+                "\(file) row \(index):\n got  \(JSONValue.object(got).serialized)\n want \(JSONValue.object(want).serialized)", line: line)
             return
         }
     }

@@ -25,23 +25,29 @@ final class Scratch {
         let link = url.appendingPathComponent("\(folder)/snapshots/\(commit)/\(path)")
         try FileManager.default.createDirectory(at: link.deletingLastPathComponent(), withIntermediateDirectories: true)
         let depth = path.split(separator: "/").count + 1
-        try FileManager.default.createSymbolicLink(atPath: link.path,
-                                                   withDestinationPath: String(repeating: "../", count: depth) + "blobs/\(blob)")
+        try FileManager.default.createSymbolicLink(
+            atPath: link.path,
+            withDestinationPath: String(repeating: "../", count: depth) + "blobs/\(blob)")
     }
 }
 
 @Suite struct HubCacheTests {
     @Test func splitFilesFollowTheHubsLayouts() {
         let arc = HubDatasetSplit(repo: "allenai/ai2_arc", config: "ARC-Easy", split: "test")
-        #expect(arc.files(among: ["README.md", "ARC-Easy/test-00000-of-00001.parquet", "ARC-Easy/train-00000-of-00001.parquet",
-                                  "ARC-Challenge/test-00000-of-00001.parquet"]) == ["ARC-Easy/test-00000-of-00001.parquet"])
+        #expect(
+            arc.files(among: [
+                "README.md", "ARC-Easy/test-00000-of-00001.parquet", "ARC-Easy/train-00000-of-00001.parquet",
+                "ARC-Challenge/test-00000-of-00001.parquet",
+            ]) == ["ARC-Easy/test-00000-of-00001.parquet"])
         // The parquet conversion: CONFIG/SPLIT/NNNN.parquet, in shard order; a partial conversion.
-        #expect(arc.files(among: ["ARC-Easy/test/0001.parquet", "ARC-Easy/test/0000.parquet", "ARC-Easy/train/0000.parquet"])
+        #expect(
+            arc.files(among: ["ARC-Easy/test/0001.parquet", "ARC-Easy/test/0000.parquet", "ARC-Easy/train/0000.parquet"])
                 == ["ARC-Easy/test/0000.parquet", "ARC-Easy/test/0001.parquet"])
         #expect(arc.files(among: ["ARC-Easy/partial-test/0000.parquet"]) == ["ARC-Easy/partial-test/0000.parquet"])
         let hellaswag = HubDatasetSplit(repo: "Rowan/hellaswag", split: "validation")
         #expect(hellaswag.files(among: ["default/validation/0000.parquet"]) == ["default/validation/0000.parquet"])
-        #expect(hellaswag.files(among: ["data/validation-00000-of-00001.parquet", "data/train-00000-of-00001.parquet"])
+        #expect(
+            hellaswag.files(among: ["data/validation-00000-of-00001.parquet", "data/train-00000-of-00001.parquet"])
                 == ["data/validation-00000-of-00001.parquet"])
         #expect(hellaswag.files(among: ["validation.jsonl", "hellaswag.py"]) == ["validation.jsonl"])
         // A configured dataset never takes a configless repo's top-level files; unknown kinds are ignored.
@@ -59,8 +65,10 @@ final class Scratch {
         #expect(plain.endpoint == "https://huggingface.co")
         #expect(plain.token == "hf_fromfile")
         #expect(!plain.offline)
-        let set = HubEnvironment.from(["HF_HOME": home, "HF_HUB_CACHE": "/c/hub", "HF_DATASETS_CACHE": "/c/ds",
-                                       "HF_ENDPOINT": "http://127.0.0.1:9/", "HF_TOKEN": "hf_env", "HF_HUB_OFFLINE": "1"])
+        let set = HubEnvironment.from([
+            "HF_HOME": home, "HF_HUB_CACHE": "/c/hub", "HF_DATASETS_CACHE": "/c/ds",
+            "HF_ENDPOINT": "http://127.0.0.1:9/", "HF_TOKEN": "hf_env", "HF_HUB_OFFLINE": "1",
+        ])
         #expect(set.hubCache.path == "/c/hub" && set.datasetsCache.path == "/c/ds")
         #expect(set.endpoint == "http://127.0.0.1:9" && set.token == "hf_env" && set.offline)
         #expect(HubEnvironment.from(["XDG_CACHE_HOME": "/x"]).hubCache.path == "/x/huggingface/hub")
@@ -72,8 +80,9 @@ final class Scratch {
         let scratch = try Scratch()
         let split = HubDatasetSplit(repo: "cais/mmlu", config: "anatomy", split: "test")
         #expect(try HubCache.locate(split, revision: "main", in: scratch.url) == nil)
-        try scratch.cacheFile(repo: "cais/mmlu", revision: "refs/convert/parquet", commit: "c0ffee",
-                              path: "anatomy/test/0000.parquet", "x")
+        try scratch.cacheFile(
+            repo: "cais/mmlu", revision: "refs/convert/parquet", commit: "c0ffee",
+            path: "anatomy/test/0000.parquet", "x")
         #expect(try HubCache.locate(split, revision: "main", in: scratch.url) == nil)
         let converted = try #require(try HubCache.locate(split, revision: "refs/convert/parquet", in: scratch.url))
         #expect(converted.map(\.path) == [scratch.url.path + "/datasets--cais--mmlu/snapshots/c0ffee/anatomy/test/0000.parquet"])
@@ -91,7 +100,9 @@ final class Scratch {
         #expect(try HubCache.locate(split, revision: "main", in: scratch.url) == nil)
         let found = try #require(try HubCache.locateInAnySnapshot(split, in: scratch.url))
         #expect(found.map(\.lastPathComponent) == ["test-00000-of-00001.parquet"])
-        #expect(try HubCache.locateInAnySnapshot(HubDatasetSplit(repo: "allenai/ai2_arc", config: "ARC-Challenge", split: "test"), in: scratch.url) == nil)
+        #expect(
+            try HubCache.locateInAnySnapshot(
+                HubDatasetSplit(repo: "allenai/ai2_arc", config: "ARC-Challenge", split: "test"), in: scratch.url) == nil)
     }
 
     @Test func badCacheEntriesAreNamed() throws {
@@ -121,7 +132,8 @@ final class Scratch {
         try scratch.write("allenai___winogrande/winogrande_xl/0.0.0/cccc/winogrande-validation-00000-of-00002.arrow", "")
         try scratch.write("allenai___winogrande/winogrande_xl/0.0.0/cccc/winogrande-validation_extra.arrow", "")
         let files = try #require(try DatasetsArrowCache.locate(split, in: scratch.url))
-        #expect(files.map(\.lastPathComponent) == ["winogrande-validation-00000-of-00002.arrow", "winogrande-validation-00001-of-00002.arrow"])
+        #expect(
+            files.map(\.lastPathComponent) == ["winogrande-validation-00000-of-00002.arrow", "winogrande-validation-00001-of-00002.arrow"])
         let glue = HubDatasetSplit(repo: "aps/SuperGLUE", config: "boolq", split: "test")
         try scratch.write("aps___super_glue/boolq/1.0.0/dddd/super_glue-test.arrow", "")
         #expect(try DatasetsArrowCache.locate(glue, in: scratch.url)?.first?.lastPathComponent == "super_glue-test.arrow")

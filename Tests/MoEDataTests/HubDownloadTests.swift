@@ -12,14 +12,16 @@ import Testing
 
     func hub() throws -> LoopbackHub {
         let hub = try LoopbackHub()
-        hub.add(repo: "EleutherAI/lambada_openai", revision: "refs/convert/parquet",
-                .init(commit: Self.commit, files: ["default/test/0000.jsonl": Array(Self.rows.utf8), "README.md": Array("hi".utf8)]))
+        hub.add(
+            repo: "EleutherAI/lambada_openai", revision: "refs/convert/parquet",
+            .init(commit: Self.commit, files: ["default/test/0000.jsonl": Array(Self.rows.utf8), "README.md": Array("hi".utf8)]))
         return hub
     }
 
     func environment(_ hub: LoopbackHub, _ scratch: Scratch, token: String? = nil, offline: Bool = false) -> HubEnvironment {
-        HubEnvironment(hubCache: scratch.url.appendingPathComponent("hub"), datasetsCache: scratch.url.appendingPathComponent("datasets"),
-                       endpoint: hub.endpoint, token: token, offline: offline)
+        HubEnvironment(
+            hubCache: scratch.url.appendingPathComponent("hub"), datasetsCache: scratch.url.appendingPathComponent("datasets"),
+            endpoint: hub.endpoint, token: token, offline: offline)
     }
 
     var repoFolder: String { "datasets--EleutherAI--lambada_openai" }
@@ -51,7 +53,8 @@ import Testing
         hub.requireToken("hf_secret")
         #expect { try HubDownloader(environment: environment(hub, scratch)).download(Self.split) } throws: { error in
             let text = "\(error)"
-            return text.contains("\(hub.endpoint)/api/datasets/EleutherAI/lambada_openai/revision/main: HTTP 401") && text.contains("HF_TOKEN")
+            return text.contains("\(hub.endpoint)/api/datasets/EleutherAI/lambada_openai/revision/main: HTTP 401")
+                && text.contains("HF_TOKEN")
         }
         // Content on the Hub's own origin gets the token; content on another origin (a CDN) does not.
         let cdn = try self.hub()
@@ -76,9 +79,13 @@ import Testing
         }
         #expect(!FileManager.default.fileExists(atPath: scratch.url.path + "/hub/\(repoFolder)/snapshots"))
         hub.setFault { $0.path.contains("/resolve/") ? .init(status: 404, headers: [("X-Repo-Commit", Self.commit)]) : nil }
-        #expect { try HubDownloader(environment: environment(hub, scratch)).download(Self.split) } throws: { "\($0)".hasSuffix(": HTTP 404, not found") }
+        #expect { try HubDownloader(environment: environment(hub, scratch)).download(Self.split) } throws: {
+            "\($0)".hasSuffix(": HTTP 404, not found")
+        }
         // huggingface_hub remembers a missing file under .no_exist/COMMIT/PATH.
-        #expect(FileManager.default.fileExists(atPath: scratch.url.path + "/hub/\(repoFolder)/.no_exist/\(Self.commit)/default/test/0000.jsonl"))
+        #expect(
+            FileManager.default.fileExists(atPath: scratch.url.path + "/hub/\(repoFolder)/.no_exist/\(Self.commit)/default/test/0000.jsonl")
+        )
         let missing = HubDatasetSplit(repo: "nobody/nothing", split: "test")
         hub.setFault(nil)
         #expect(try HubDownloader(environment: environment(hub, scratch)).download(missing) == nil)
@@ -94,7 +101,8 @@ import Testing
         }
         #expect { try HubDownloader(environment: env).download(Self.split) } throws: { error in
             let text = "\(error)"
-            return text.contains("\(hub.endpoint)/cdn/") && (text.contains("cut short") || text.contains("download stopped")) && !text.contains("\n")
+            return text.contains("\(hub.endpoint)/cdn/") && (text.contains("cut short") || text.contains("download stopped"))
+                && !text.contains("\n")
         }
         let digest = LoopbackHub.sha256(Array(Self.rows.utf8))
         let incomplete = env.hubCache.appendingPathComponent("\(repoFolder)/blobs/\(digest).incomplete")
@@ -114,12 +122,19 @@ import Testing
 
     @Test func aSplitOfSeveralFilesAppearsWholeOrNotAtAll() throws {
         let hub = try hub(), scratch = try Scratch()
-        hub.add(repo: "EleutherAI/lambada_openai", revision: "refs/convert/parquet",
-                .init(commit: Self.commit, files: ["default/test/0000.jsonl": Array(Self.rows.utf8),
-                                                   "default/test/0001.jsonl": Array("{\"text\": \"last\"}\n".utf8)]))
+        hub.add(
+            repo: "EleutherAI/lambada_openai", revision: "refs/convert/parquet",
+            .init(
+                commit: Self.commit,
+                files: [
+                    "default/test/0000.jsonl": Array(Self.rows.utf8),
+                    "default/test/0001.jsonl": Array("{\"text\": \"last\"}\n".utf8),
+                ]))
         hub.setFault { $0.path.hasSuffix("/0001.jsonl") ? .init(status: 500) : nil }
         let env = environment(hub, scratch)
-        #expect { try HubDownloader(environment: env).download(Self.split) } throws: { "\($0)".hasSuffix("/default/test/0001.jsonl: HTTP 500") }
+        #expect { try HubDownloader(environment: env).download(Self.split) } throws: {
+            "\($0)".hasSuffix("/default/test/0001.jsonl: HTTP 500")
+        }
         #expect(try HubCache.locateInAnySnapshot(Self.split, in: env.hubCache) == nil)
         #expect(!FileManager.default.fileExists(atPath: env.hubCache.appendingPathComponent("\(repoFolder)/refs").path))
         hub.setFault(nil)

@@ -1,7 +1,8 @@
 import Foundation
-@testable import MoEData
 import MoEJSON
 import XCTest
+
+@testable import MoEData
 
 final class ParquetTests: XCTestCase {
     func testEveryFixtureReadsAsPyarrowReadsIt() throws {

@@ -1,6 +1,7 @@
 import Foundation
 import MoECore
 import Testing
+
 @testable import MoEEval
 
 @Suite struct AggregateTests {
@@ -96,13 +97,16 @@ import Testing
 
     /// Analytic path (T > 64): within 3% plus three standard errors of the simulation.
     /// Small E is where the −1/(E−1) correlation between loads matters (√2 for E = 2).
-    @Test(arguments: [(2, 1, 200, 600), (4, 2, 256, 600), (8, 2, 512, 300), (64, 8, 512, 150), (16, 1, 256, 300),
-                      (64, 6, 2048, 40), (256, 8, 4096, 30)])
+    @Test(arguments: [
+        (2, 1, 200, 600), (4, 2, 256, 600), (8, 2, 512, 300), (64, 8, 512, 150), (16, 1, 256, 300),
+        (64, 6, 2048, 40), (256, 8, 4096, 30),
+    ])
     func analyticFloorMatchesSimulation(_ experts: Int, _ topK: Int, _ tokens: Int, _ trials: Int) {
         let floor = RoutingMetrics.uniformMaxViolationFloor(experts: experts, topK: topK, tokens: tokens)
         let simulated = Self.simulate(experts: experts, topK: topK, tokens: tokens, trials: trials, seed: 0x1234_5678_9ABC_DEF1)
-        #expect(abs(floor - simulated.mean) <= 0.03 * simulated.mean + 3 * simulated.standardError,
-                "E=\(experts) k=\(topK) T=\(tokens): floor \(floor), simulation \(simulated.mean) ± \(simulated.standardError)")
+        #expect(
+            abs(floor - simulated.mean) <= 0.03 * simulated.mean + 3 * simulated.standardError,
+            "E=\(experts) k=\(topK) T=\(tokens): floor \(floor), simulation \(simulated.mean) ± \(simulated.standardError)")
     }
 
     /// Simulated path (T ≤ 64): the library's seeded simulation against ours.
@@ -110,8 +114,9 @@ import Testing
     func smallScopeFloorMatchesSimulation(_ experts: Int, _ topK: Int, _ tokens: Int) {
         let floor = RoutingMetrics.uniformMaxViolationFloor(experts: experts, topK: topK, tokens: tokens)
         let simulated = Self.simulate(experts: experts, topK: topK, tokens: tokens, trials: 2000, seed: 99)
-        #expect(abs(floor - simulated.mean) <= 4 * simulated.standardError,
-                "E=\(experts) k=\(topK) T=\(tokens): floor \(floor), simulation \(simulated.mean) ± \(simulated.standardError)")
+        #expect(
+            abs(floor - simulated.mean) <= 4 * simulated.standardError,
+            "E=\(experts) k=\(topK) T=\(tokens): floor \(floor), simulation \(simulated.mean) ± \(simulated.standardError)")
     }
 
     /// One token: its k experts hold 1 each, c̄ = k/E, so MaxVio = E/k − 1 exactly; k = E has no imbalance.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoEEval
 @testable import MoEModels
 
@@ -29,8 +30,9 @@ import Testing
             for t in 0..<decision.tokenCount {
                 for j in 0..<e { z[j] = decision.scores[t * e + j] + (decision.expertBias?[j] ?? 0) }
                 if let groups, let limited {
-                    RouterSelection.markAllowedGroups(z, experts: e, groups: groups, limited: limited,
-                                                      groupScores: groupScores, groupPick: groupPick, allowed: allowed)
+                    RouterSelection.markAllowedGroups(
+                        z, experts: e, groups: groups, limited: limited,
+                        groupScores: groupScores, groupPick: groupPick, allowed: allowed)
                 }
                 RouterSelection.topK(z, count: e, k: k, allowed: groups == nil ? nil : UnsafePointer(allowed), into: pick)
                 if (0..<k).contains(where: { pick[$0] != decision.experts[t * k + $0] }) { disagreements += 1 }
@@ -45,10 +47,13 @@ import Testing
         let rows = try #require((tokensJSON as? [String: Any])?["tokens"] as? [[Int]], "\(variant)/tokens.json")
         let variantJSON = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("variant.json")))
         let margin = try #require((variantJSON as? [String: Any])?["min_routing_margin"] as? Double)
-        let loaded = try ModelLoader.load(ModelSpec(checkpoint: dir.appendingPathComponent("checkpoint"),
-                                                    modelArgs: dir.appendingPathComponent("model_args.json")))
-        _ = try loaded.model.forward(tokens: rows.flatMap { $0.map(Int32.init) }, batch: rows.count,
-                                     seqLen: rows[0].count, observer: observer)
+        let loaded = try ModelLoader.load(
+            ModelSpec(
+                checkpoint: dir.appendingPathComponent("checkpoint"),
+                modelArgs: dir.appendingPathComponent("model_args.json")))
+        _ = try loaded.model.forward(
+            tokens: rows.flatMap { $0.map(Int32.init) }, batch: rows.count,
+            seqLen: rows[0].count, observer: observer)
         return margin
     }
 
@@ -70,8 +75,9 @@ import Testing
         let dir = Self.fixtures.appendingPathComponent(variant)
         let argsJSON = try JSONSerialization.jsonObject(with: Data(contentsOf: dir.appendingPathComponent("model_args.json")))
         let moe = try #require((argsJSON as? [String: Any])?["moe_args"] as? [String: Any])
-        let collector = RoutingStatisticsCollector(expertGroups: moe["num_expert_groups"] as? Int,
-                                                   limitedGroups: moe["num_limited_groups"] as? Int)
+        let collector = RoutingStatisticsCollector(
+            expertGroups: moe["num_expert_groups"] as? Int,
+            limitedGroups: moe["num_limited_groups"] as? Int)
         let margin = try Self.route(variant, observer: collector)
         let stats = RoutingMetrics.statistics(collector.finish())
         #expect(collector.warnings.isEmpty)

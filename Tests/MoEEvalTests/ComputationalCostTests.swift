@@ -1,6 +1,7 @@
 import Foundation
-import Testing
 import MoEModels
+import Testing
+
 @testable import MoEEval
 
 /// `num_flops_per_token` is TorchTitan's `get_nparams_and_flops` (0.2.2 and 0.3.0 agree for DeepSeek-V3) at the
@@ -17,23 +18,27 @@ import MoEModels
     @Test func torchTitanFormulaAtTheTrainingSeqLen() throws {
         var args = try #require(Flavors.args(for: "debugmodel"))
         args.maxSeqLen = 2048
-        let cost = ComputationalCost.compute(args: args, flopsSeqLen: 2048, measuredTokens: 2560, measuredSeqLen: 256,
-                                             measuredSeconds: 1, sgemmPeaks: [1e9])
+        let cost = ComputationalCost.compute(
+            args: args, flopsSeqLen: 2048, measuredTokens: 2560, measuredSeqLen: 256,
+            measuredSeconds: 1, sgemmPeaks: [1e9])
         #expect(cost.numFlopsPerToken == 542_934_528)
         #expect(cost.flopsSeqLen == 2048)
         #expect(cost.totalFlops == 542_934_528.0 * 2048)
         // Only the attention term moves with seq_len: 6·L·H·320 per position.
-        let shorter = ComputationalCost.compute(args: args, flopsSeqLen: 512, measuredTokens: 2560, measuredSeqLen: 256,
-                                                measuredSeconds: 1, sgemmPeaks: [1e9])
+        let shorter = ComputationalCost.compute(
+            args: args, flopsSeqLen: 512, measuredTokens: 2560, measuredSeqLen: 256,
+            measuredSeconds: 1, sgemmPeaks: [1e9])
         #expect(cost.numFlopsPerToken - shorter.numFlopsPerToken == 6 * 6 * 16 * 320 * (2048 - 512))
     }
 
     @Test func mfuUsesThePeakOfAllProcesses() throws {
         let args = try #require(Flavors.args(for: "debugmodel"))
-        let one = ComputationalCost.compute(args: args, flopsSeqLen: 2048, measuredTokens: 2560, measuredSeqLen: 256,
-                                            measuredSeconds: 2, sgemmPeaks: [100e9])
-        let two = ComputationalCost.compute(args: args, flopsSeqLen: 2048, measuredTokens: 2560, measuredSeqLen: 256,
-                                            measuredSeconds: 2, sgemmPeaks: [100e9, 60e9])
+        let one = ComputationalCost.compute(
+            args: args, flopsSeqLen: 2048, measuredTokens: 2560, measuredSeqLen: 256,
+            measuredSeconds: 2, sgemmPeaks: [100e9])
+        let two = ComputationalCost.compute(
+            args: args, flopsSeqLen: 2048, measuredTokens: 2560, measuredSeqLen: 256,
+            measuredSeconds: 2, sgemmPeaks: [100e9, 60e9])
         #expect(two.cpuSgemmPeakGflopsPerSec == 160 && two.sgemmPeakProcesses == 2 && one.sgemmPeakProcesses == 1)
         #expect(abs(two.mfu - two.achievedGflopsPerSec / 160) < 1e-12)
         #expect(abs(one.mfu / two.mfu - 1.6) < 1e-12)

@@ -1,7 +1,9 @@
 import Foundation
 import MoEJSON
 import Testing
+
 @testable import MoEEval
+
 #if canImport(FoundationXML)
 import FoundationXML
 #endif
@@ -10,9 +12,11 @@ import FoundationXML
 /// resolution, trend series and the report's first screen.
 @Suite struct DashboardTests {
     /// A two-layer file whose layers record the noise floors `run` writes; E = 8, k = 2.
-    static func file(cv: Double, maxVio: Double, dead: Int = 0, tokens: Int = 4000, textTokens: Int? = nil,
-                     dropRate: Double = 0.1, checkpoint: String = "ckpt/step-10", path: String = "f.json",
-                     accuracy: Double? = nil, samples: [Int]? = nil, latency: Double? = nil) throws -> ResultsFile {
+    static func file(
+        cv: Double, maxVio: Double, dead: Int = 0, tokens: Int = 4000, textTokens: Int? = nil,
+        dropRate: Double = 0.1, checkpoint: String = "ckpt/step-10", path: String = "f.json",
+        accuracy: Double? = nil, samples: [Int]? = nil, latency: Double? = nil
+    ) throws -> ResultsFile {
         let layers = (1...2).map { i in
             """
             "layer_\(i)": {"coefficient_of_variation": \(cv), "coefficient_of_variation_noise_floor": 0.05,
@@ -22,20 +26,31 @@ import FoundationXML
               "tokens_per_expert_distribution": [400, 800, 1200, 1600, 1000, 1000, 1000, 1000]}
             """
         }.joined(separator: ",\n")
-        let input = textTokens.map { #"{"kind": "text", "windows_overlap": true, "text_tokens": \#($0)}"# } ?? #"{"kind": "text", "windows_overlap": false}"#
-        let results = accuracy.map { #""lm_eval_results": {"arc_easy": {"acc,none": \#($0), "acc_stderr,none": 0.05, "sample_len": 100}},"# } ?? ""
-        let perDocument = samples.map { scores in
-            #""lm_eval_samples": {"arc_easy": ["# + scores.enumerated().map { #"{"doc_id": \#($0.offset), "acc": \#($0.element)}"# }.joined(separator: ",") + "]},"
-        } ?? ""
-        let inference = latency.map { #""inference_performance": {"latency_ms": \#($0), "prefill_latency_ms_p50": \#($0), "prefill_latency_ms_p95": \#($0 * 1.5)},"# } ?? ""
-        return try ResultsFile.parse(Data("""
-        {"routing_stats": {\(layers)}, \(results) \(perDocument) \(inference)
-         "checkpoint_dir": "\(checkpoint)", "model_args": {"moe_args": {"num_experts": 8, "top_k": 2}},
-         "moe_eval": {"preset": "30s", "routing_input": \(input)}}
-        """.utf8), path: path)
+        let input =
+            textTokens.map { #"{"kind": "text", "windows_overlap": true, "text_tokens": \#($0)}"# }
+            ?? #"{"kind": "text", "windows_overlap": false}"#
+        let results =
+            accuracy.map { #""lm_eval_results": {"arc_easy": {"acc,none": \#($0), "acc_stderr,none": 0.05, "sample_len": 100}},"# } ?? ""
+        let perDocument =
+            samples.map { scores in
+                #""lm_eval_samples": {"arc_easy": ["#
+                    + scores.enumerated().map { #"{"doc_id": \#($0.offset), "acc": \#($0.element)}"# }.joined(separator: ",") + "]},"
+            } ?? ""
+        let inference =
+            latency.map {
+                #""inference_performance": {"latency_ms": \#($0), "prefill_latency_ms_p50": \#($0), "prefill_latency_ms_p95": \#($0 * 1.5)},"#
+            } ?? ""
+        return try ResultsFile.parse(
+            Data(
+                """
+                {"routing_stats": {\(layers)}, \(results) \(perDocument) \(inference)
+                 "checkpoint_dir": "\(checkpoint)", "model_args": {"moe_args": {"num_experts": 8, "top_k": 2}},
+                 "moe_eval": {"preset": "30s", "routing_input": \(input)}}
+                """.utf8), path: path)
     }
 
-    static func row(_ c: Comparison, _ metric: String, section: String = "routing_stats.layers (mean over layers)") -> Comparison.MetricRow? {
+    static func row(_ c: Comparison, _ metric: String, section: String = "routing_stats.layers (mean over layers)") -> Comparison.MetricRow?
+    {
         c.metrics.first { $0.section == section && $0.metric == metric }
     }
 
@@ -61,11 +76,14 @@ import FoundationXML
         // Drop rate at C = 1.25: loads sum to 8000, mean 1000, capacity 1250; only expert 3 (1600) is over it
         // (1200 + √1200 = 1234.6 stays under), so s = √1600/8000 = 0.005 → threshold 2.771808·0.005 = 0.0138590.
         // 0.1 → 0.11 is within it, 0.1 → 0.12 is worse.
-        let drop = try #require(Self.row(Comparison([a, try Self.file(cv: 0.3, maxVio: 0.5, dropRate: 0.11)]), "capacity_drop_rate[C=1.25].drop_rate"))
+        let drop = try #require(
+            Self.row(Comparison([a, try Self.file(cv: 0.3, maxVio: 0.5, dropRate: 0.11)]), "capacity_drop_rate[C=1.25].drop_rate"))
         #expect(abs((drop.noiseThreshold ?? 0) - 0.0138590) < 1e-7)
         #expect(drop.mark == .same)
         #expect(drop.noiseSource?.contains("overloaded") == true)
-        #expect(Self.row(Comparison([a, try Self.file(cv: 0.3, maxVio: 0.5, dropRate: 0.12)]), "capacity_drop_rate[C=1.25].drop_rate")?.mark == .worse)
+        #expect(
+            Self.row(Comparison([a, try Self.file(cv: 0.3, maxVio: 0.5, dropRate: 0.12)]), "capacity_drop_rate[C=1.25].drop_rate")?.mark
+                == .worse)
         // Dead experts (mean over the two layers 0 → 0.5): Poisson s = √max(1, n) = 1 each → threshold 2.771808.
         let dead = try #require(Self.row(Comparison([a, try Self.file(cv: 0.3, maxVio: 0.5, dead: 1)]), "dead_experts"))
         #expect(abs((dead.noiseThreshold ?? 0) - 2.771808) < 1e-6)
@@ -74,8 +92,9 @@ import FoundationXML
 
     @Test func jainsIndexMovesWithCV() throws {
         // CV 0.3, floor 0.05: s = 2·(0.3 + 0.05)·0.05/(1.09²) = 0.035/1.1881 = 0.0294588 → threshold 2.771808·s = 0.0816548.
-        let scale = RoutingNoiseScale(layers: [["coefficient_of_variation": .double(0.3), "coefficient_of_variation_noise_floor": .double(0.05)]],
-                                      file: try Self.file(cv: 0.3, maxVio: 0.5))
+        let scale = RoutingNoiseScale(
+            layers: [["coefficient_of_variation": .double(0.3), "coefficient_of_variation_noise_floor": .double(0.05)]],
+            file: try Self.file(cv: 0.3, maxVio: 0.5))
         let s = try #require(scale.standardError(of: "jain_fairness_index", metric: "jain_fairness_index", value: 0.917))
         #expect(abs(s.value - 0.0294588) < 1e-6)
     }
@@ -83,7 +102,10 @@ import FoundationXML
     @Test func absurdShapesGetNoNoiseModelInsteadOfAHugeSimulation() throws {
         // A billion experts at T = 10 would make the top-1 floor simulate a billion-entry load table.
         func hostile(_ value: Double) throws -> ResultsFile {
-            try ResultsFile.parse(Data(#"{"routing_stats": {"layer_1": {"top1_max_violation": \#(value), "num_experts": 1000000000, "top_k": 1, "num_tokens": 10}}}"#.utf8), path: "h.json")
+            try ResultsFile.parse(
+                Data(
+                    #"{"routing_stats": {"layer_1": {"top1_max_violation": \#(value), "num_experts": 1000000000, "top_k": 1, "num_tokens": 10}}}"#
+                        .utf8), path: "h.json")
         }
         let row = try #require(Self.row(Comparison([try hostile(1), try hostile(2)]), "top1_max_violation"))
         #expect(row.noiseThreshold == nil && row.mark == .worse)
@@ -122,7 +144,8 @@ import FoundationXML
         #expect(better.summary.better == 1 && better.summary.worse == 0 && better.summary.winner == "B")
         // Paired: 10 documents A got wrong and B right, none the other way: McNemar p = 2/2¹⁰ = 0.00195 → better,
         // although the files' unpaired z (0.55 − 0.5)/0.0707 alone would say same.
-        let pairedA = try Self.file(cv: 0.3, maxVio: 0.5, accuracy: 0.5, samples: Array(repeating: 0, count: 10) + Array(repeating: 1, count: 10))
+        let pairedA = try Self.file(
+            cv: 0.3, maxVio: 0.5, accuracy: 0.5, samples: Array(repeating: 0, count: 10) + Array(repeating: 1, count: 10))
         let pairedB = try Self.file(cv: 0.3, maxVio: 0.5, accuracy: 0.55, samples: Array(repeating: 1, count: 20))
         let paired = Comparison([pairedA, pairedB]).accuracy.first
         #expect(paired?.mark == .better)
@@ -193,7 +216,7 @@ import FoundationXML
         let svg = try XMLDocument(xmlString: trend.svg(accuracy), options: [])
         let points = try svg.nodes(forXPath: "//*[local-name()='circle']").compactMap { $0 as? XMLElement }
         #expect(points.compactMap { $0.attributes?.first { $0.name == "data-step" }?.stringValue } == ["100", "800"])
-        #expect(try !svg.nodes(forXPath: "//*[local-name()='polygon']").isEmpty)   // the ±SE band
+        #expect(try !svg.nodes(forXPath: "//*[local-name()='polygon']").isEmpty) // the ±SE band
         #expect(trend.text().contains("step 100") && trend.text().contains("0.3 ± 0.05"))
     }
 

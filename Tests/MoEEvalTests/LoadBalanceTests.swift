@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoEEval
 
 /// Known answers for hand-made routing fed through the collector as synthetic decisions.

@@ -1,8 +1,9 @@
 import Foundation
-@testable import MoEEval
 import MoEJSON
-@testable import MoEModels
 import Testing
+
+@testable import MoEEval
+@testable import MoEModels
 
 /// The evaluation pipeline as a library: its typed records written to a results file that `compare` and
 /// `report` read back, and the per-rank statistics' one encoding for the collective.
@@ -29,8 +30,10 @@ import Testing
         var options = EvaluationOptions(preset: try #require(Preset.named("30s")))
         options.routingInput = .random
         options.outputDir = out.path
-        let (results, written) = try EvaluationPipeline(inputs: inputs, options: options, processes: try EvaluationProcesses.start(),
-                                                        progress: SilentProgress()).run()
+        let (results, written) = try EvaluationPipeline(
+            inputs: inputs, options: options, processes: try EvaluationProcesses.start(),
+            progress: SilentProgress()
+        ).run()
         let file = try #require(written)
         #expect(file.deletingLastPathComponent().standardizedFileURL.path == out.standardizedFileURL.path)
         #expect(results.outputFile == file.path)
@@ -61,19 +64,27 @@ import Testing
     /// Records with every optional part set (and non-finite numbers) survive the file.
     @Test func recordsRoundTripThroughTheFile() throws {
         let args = ModelArgs()
-        var record = RunRecord(preset: "1min", seed: 7, threads: 2, modelArgsOrigin: "test", loadSeconds: 0.25,
-                               numerics: .init(yarn: true, finalNormEps: 1e-6, origin: "test"), keyNaming: "v0_3", lmEval: .skipped(""))
+        var record = RunRecord(
+            preset: "1min", seed: 7, threads: 2, modelArgsOrigin: "test", loadSeconds: 0.25,
+            numerics: .init(yarn: true, finalNormEps: 1e-6, origin: "test"), keyNaming: "v0_3", lmEval: .skipped(""))
         record.lmEval = LMEvalRecord(status: .ranWithErrors, tasks: ["hellaswag", "arc_easy"])
-        record.lmEval.run = .init(limit: nil, numFewshot: ["hellaswag": 0], maxLength: 64, dataDir: nil, requests: 12,
-                                  scoringSeconds: 0.5, tokenization: "as lm-eval's API backends (no BOS)")
+        record.lmEval.run = .init(
+            limit: nil, numFewshot: ["hellaswag": 0], maxLength: 64, dataDir: nil, requests: 12,
+            scoringSeconds: 0.5, tokenization: "as lm-eval's API backends (no BOS)")
         record.routingWarnings = ["layer 1: a warning"]
         record.extraSections["task_routing"] = ["hellaswag": [1, 2]]
-        var results = EvaluationResults(checkpointDir: "/ckpt", modelArgs: args, timestamp: "20260101_000000",
-                                        outputFile: "/out/eval_results.json", run: record)
+        var results = EvaluationResults(
+            checkpointDir: "/ckpt", modelArgs: args, timestamp: "20260101_000000",
+            outputFile: "/out/eval_results.json", run: record)
         results.lmEvalResults = ["hellaswag": ["acc,none": 0.5, "acc_stderr,none": .nan]]
         results.lmEvalErrors = ["arc_easy": "no data"]
-        results.lmEvalSamples = ["hellaswag": [NativeTasks.Sample(docId: 0, target: "1", loglikelihoods: [-1.5, -.infinity],
-                                                                  isGreedy: [true, false], correct: 1, acc: 1, accNorm: 0)]]
+        results.lmEvalSamples = [
+            "hellaswag": [
+                NativeTasks.Sample(
+                    docId: 0, target: "1", loglikelihoods: [-1.5, -.infinity],
+                    isGreedy: [true, false], correct: 1, acc: 1, accNorm: 0)
+            ]
+        ]
 
         let read = try ResultsFile.parse(try results.jsonData(), path: "memory")
         let run = try #require(read.runRecord)
@@ -105,9 +116,10 @@ import Testing
             statistics.expertComputeSeconds = 0.5
             statistics.tokensRun = 100 + r
             statistics.receivedAssignments = [1: loads[0], 3: loads[1]]
-            return RankStatistics(residentBytesBeforeLoad: 1 << 20, residentBytesAfterLoad: 3 << 20, peakResidentBytes: (4 << 20) + r,
-                                  denseWeightBytes: 1000, expertWeightBytes: 2000 + r,
-                                  phases: [.init(statistics, moeLayers: [1, 3])])
+            return RankStatistics(
+                residentBytesBeforeLoad: 1 << 20, residentBytesAfterLoad: 3 << 20, peakResidentBytes: (4 << 20) + r,
+                denseWeightBytes: 1000, expertWeightBytes: 2000 + r,
+                phases: [.init(statistics, moeLayers: [1, 3])])
         }
         let ranks = [rank(0, loads: [30, 10]), rank(1, loads: [10, 10])]
         let communicators = FakeCommunicator.pair(sending: ranks.map { $0 })
@@ -115,8 +127,9 @@ import Testing
         #expect(gathered == ranks)
 
         let group = try ExpertParallelGroup(communicator: communicators[0], numExperts: 4)
-        let report = ExpertParallelReport(group: group, ranks: gathered, phaseNames: ["routing"], moeLayers: [1, 3],
-                                          routingPhase: "routing", predictedLoads: nil)
+        let report = ExpertParallelReport(
+            group: group, ranks: gathered, phaseNames: ["routing"], moeLayers: [1, 3],
+            routingPhase: "routing", predictedLoads: nil)
         // Σ max = 30 + 10, Σ mean = 20 + 10.
         #expect(abs((report.overloadFactor?.measured ?? 0) - 40.0 / 30.0) < 1e-12)
         #expect(report.overloadFactor?.perLayer["1"]?.rankLoads == [30, 10])
@@ -144,7 +157,9 @@ final class FakeCommunicator: ExpertParallelCommunicator {
 
     struct Unsupported: Error {}
     func allToAll(_ send: [Int64], countPerRank: Int) throws -> [Int64] { throw Unsupported() }
-    func allToAllV(send: UnsafeRawPointer, sendCounts: [Int], receive: UnsafeMutableRawPointer, receiveCounts: [Int]) throws { throw Unsupported() }
+    func allToAllV(send: UnsafeRawPointer, sendCounts: [Int], receive: UnsafeMutableRawPointer, receiveCounts: [Int]) throws {
+        throw Unsupported()
+    }
     func allGatherV(send: UnsafeRawPointer, receive: UnsafeMutableRawPointer, counts: [Int]) throws { throw Unsupported() }
     func gatherV(send: UnsafeRawPointer, receive: UnsafeMutableRawPointer?, counts: [Int]) throws { throw Unsupported() }
     func allGather(_ values: [Double]) throws -> [Double] { everyone }

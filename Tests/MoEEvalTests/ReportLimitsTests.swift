@@ -1,6 +1,8 @@
 import Foundation
 import Testing
+
 @testable import MoEEval
+
 #if canImport(FoundationXML)
 import FoundationXML
 #endif
@@ -14,7 +16,8 @@ import FoundationXML
         var json = "{\"routing_stats\": {"
         for layer in 0..<layers {
             let counts = (0..<experts).map { String(layer + $0) }.joined(separator: ",")
-            json += "\"layer_\(layer)\": {\"tokens_per_expert_distribution\": [\(counts)], \"coefficient_of_variation\": \(layer == 0 ? 9 : 0.5), \"max_violation\": 0.5"
+            json +=
+                "\"layer_\(layer)\": {\"tokens_per_expert_distribution\": [\(counts)], \"coefficient_of_variation\": \(layer == 0 ? 9 : 0.5), \"max_violation\": 0.5"
             if layer == 0 {
                 let items = (0..<pairs).map { "{\"expert_a\": \(2 * $0), \"expert_b\": \(2 * $0 + 1), \"count\": 3, \"lift\": 1.5}" }
                 json += ", \"top_coactivated_pairs\": [\(items.joined(separator: ","))]"
@@ -62,7 +65,9 @@ import FoundationXML
     @Test func groupedCellsSumTheirExperts() throws {
         let html = HTMLReport.render(try ResultsFile.parse(Data(Self.results(layers: 1, experts: 512, pairs: 0).utf8), path: "g.json"))
         let document = try XMLDocument(xmlString: html, options: [])
-        let cells = try document.nodes(forXPath: "//*[@id='load-heatmap']/*[local-name()='rect'][@data-tokens]").compactMap { $0 as? XMLElement }
+        let cells = try document.nodes(forXPath: "//*[@id='load-heatmap']/*[local-name()='rect'][@data-tokens]").compactMap {
+            $0 as? XMLElement
+        }
         #expect(cells.count == 256)
         func attribute(_ element: XMLElement, _ name: String) -> String? { element.attributes?.first { $0.name == name }?.stringValue }
         #expect(attribute(cells[0], "data-expert") == "0–1")

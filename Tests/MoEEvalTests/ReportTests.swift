@@ -1,6 +1,8 @@
 import Foundation
 import Testing
+
 @testable import MoEEval
+
 #if canImport(FoundationXML)
 import FoundationXML
 #endif
@@ -8,35 +10,35 @@ import FoundationXML
 /// `moe-eval report`: the page and every SVG in it are well-formed XML, and the numbers drawn are the file's.
 @Suite struct ReportTests {
     static let results = """
-    {
-      "routing_stats": {
-        "layer_3": {"tokens_per_expert_distribution": [10, 30, 0, 40], "top1_tokens_per_expert_distribution": [5, 15, 0, 20],
-                    "max_violation": 1.0, "max_violation_noise_floor": 0.25, "coefficient_of_variation": 0.7071,
-                    "coefficient_of_variation_noise_floor": 0.1, "gini_coefficient": 0.375, "dead_experts": 1,
-                    "top_coactivated_pairs": [{"expert_a": 1, "expert_b": 3, "count": 12, "lift": 1.5},
-                                              {"expert_a": 0, "expert_b": 1, "count": 6, "lift": 0.75}],
-                    "coactivation_lift_uniform_baseline": 0.5},
-        "layer_1": {"tokens_per_expert_distribution": [20, 20, 20, 20], "top1_tokens_per_expert_distribution": [10, 10, 10, 10],
-                    "max_violation": 0.0, "max_violation_noise_floor": 0.25, "coefficient_of_variation": 0.0,
-                    "coefficient_of_variation_noise_floor": 0.1, "gini_coefficient": 0.0, "dead_experts": 0,
-                    "top_coactivated_pairs": [{"expert_a": 0, "expert_b": 2, "count": 9, "lift": 1.1}]},
-        "aggregate": {"avg_gini_coefficient": 0.1875, "avg_coefficient_of_variation": 0.35355, "avg_expert_utilization_rate": 0.875,
-                      "num_moe_layers": 2,
-                      "max_violation": {"mean": 0.5, "median": 0.5, "p90": 0.9, "min": 0.0, "max": 1.0, "worst_layer": "layer_3"}}
-      },
-      "inference_performance": {"latency_ms": 123.456, "throughput_tokens_per_sec": 77.5, "decode_tokens_per_sec": 81.25,
-                                "time_to_first_token_ms_p50": 12.5, "memory_allocated_gb": 0.25, "sampling": "greedy <argmax> & more"},
-      "computational_cost": {"total_params_billions": 0.0123, "active_params_billions": 0.0045, "mfu": 0.123, "gpu_peak_flops": null},
-      "lm_eval_results": {"hellaswag": {"acc,none": 0.34, "acc_stderr,none": 0.048}},
-      "walltime_seconds": 31.25,
-      "checkpoint_dir": "ckpt/<step & 10>",
-      "config": {"job": {"description": "demo \\"run\\""}},
-      "model_args": {"dim": 32, "moe_args": {"num_experts": 4, "top_k": 2}},
-      "eval_timestamp": "20260101_120000",
-      "output_file": "out.json",
-      "moe_eval": {"preset": "1min", "seed": 1337, "routing_input": {"kind": "text"}}
-    }
-    """
+        {
+          "routing_stats": {
+            "layer_3": {"tokens_per_expert_distribution": [10, 30, 0, 40], "top1_tokens_per_expert_distribution": [5, 15, 0, 20],
+                        "max_violation": 1.0, "max_violation_noise_floor": 0.25, "coefficient_of_variation": 0.7071,
+                        "coefficient_of_variation_noise_floor": 0.1, "gini_coefficient": 0.375, "dead_experts": 1,
+                        "top_coactivated_pairs": [{"expert_a": 1, "expert_b": 3, "count": 12, "lift": 1.5},
+                                                  {"expert_a": 0, "expert_b": 1, "count": 6, "lift": 0.75}],
+                        "coactivation_lift_uniform_baseline": 0.5},
+            "layer_1": {"tokens_per_expert_distribution": [20, 20, 20, 20], "top1_tokens_per_expert_distribution": [10, 10, 10, 10],
+                        "max_violation": 0.0, "max_violation_noise_floor": 0.25, "coefficient_of_variation": 0.0,
+                        "coefficient_of_variation_noise_floor": 0.1, "gini_coefficient": 0.0, "dead_experts": 0,
+                        "top_coactivated_pairs": [{"expert_a": 0, "expert_b": 2, "count": 9, "lift": 1.1}]},
+            "aggregate": {"avg_gini_coefficient": 0.1875, "avg_coefficient_of_variation": 0.35355, "avg_expert_utilization_rate": 0.875,
+                          "num_moe_layers": 2,
+                          "max_violation": {"mean": 0.5, "median": 0.5, "p90": 0.9, "min": 0.0, "max": 1.0, "worst_layer": "layer_3"}}
+          },
+          "inference_performance": {"latency_ms": 123.456, "throughput_tokens_per_sec": 77.5, "decode_tokens_per_sec": 81.25,
+                                    "time_to_first_token_ms_p50": 12.5, "memory_allocated_gb": 0.25, "sampling": "greedy <argmax> & more"},
+          "computational_cost": {"total_params_billions": 0.0123, "active_params_billions": 0.0045, "mfu": 0.123, "gpu_peak_flops": null},
+          "lm_eval_results": {"hellaswag": {"acc,none": 0.34, "acc_stderr,none": 0.048}},
+          "walltime_seconds": 31.25,
+          "checkpoint_dir": "ckpt/<step & 10>",
+          "config": {"job": {"description": "demo \\"run\\""}},
+          "model_args": {"dim": 32, "moe_args": {"num_experts": 4, "top_k": 2}},
+          "eval_timestamp": "20260101_120000",
+          "output_file": "out.json",
+          "moe_eval": {"preset": "1min", "seed": 1337, "routing_input": {"kind": "text"}}
+        }
+        """
 
     static func render(_ json: String = results, path: String = "r.json") throws -> (html: String, document: XMLDocument) {
         let html = HTMLReport.render(try ResultsFile.parse(Data(json.utf8), path: path))
@@ -93,7 +95,8 @@ import FoundationXML
         }
         #expect(cells.first.flatMap { Self.attribute($0, "data-layer") } == "layer_1")
         // layer_3 expert 3: 40 tokens over the balanced 80/4 = 20 → 2× (red end of the scale); expert 2 is dead.
-        let busiest = try #require(cells.first { Self.attribute($0, "data-layer") == "layer_3" && Self.attribute($0, "data-expert") == "3" })
+        let busiest = try #require(
+            cells.first { Self.attribute($0, "data-layer") == "layer_3" && Self.attribute($0, "data-expert") == "3" })
         #expect(Self.attribute(busiest, "data-ratio") == "2.0")
         #expect(busiest.elements(forName: "title").first?.stringValue?.contains("40") == true)
         let dead = try #require(cells.first { Self.attribute($0, "data-layer") == "layer_3" && Self.attribute($0, "data-expert") == "2" })
@@ -105,7 +108,10 @@ import FoundationXML
     @Test func barsShowEachLayersMaxVioAndCVWithFloors() throws {
         let (_, document) = try Self.render()
         let maxVio = try Self.elements(document, "//*[@id='maxvio-bars']/*[local-name()='rect'][@data-value]")
-        #expect(maxVio.map { "\(Self.attribute($0, "data-layer") ?? "")=\(Self.attribute($0, "data-value") ?? "")" } == ["layer_1=0.0", "layer_3=1.0"])
+        #expect(
+            maxVio.map { "\(Self.attribute($0, "data-layer") ?? "")=\(Self.attribute($0, "data-value") ?? "")" } == [
+                "layer_1=0.0", "layer_3=1.0",
+            ])
         let floors = try Self.elements(document, "//*[@id='maxvio-bars']/*[local-name()='line']")
         #expect(floors.compactMap { Self.attribute($0, "data-value") } == ["0.25", "0.25"])
         let cv = try Self.elements(document, "//*[@id='cv-bars']/*[local-name()='rect'][@data-value]")
@@ -126,7 +132,10 @@ import FoundationXML
         let pairs = try Self.elements(document, "//*[@id='coactivation-matrix']/*[local-name()='rect'][@data-lift]")
         // Each pair is drawn twice (the matrix is symmetric).
         #expect(pairs.count == 4)
-        let found = Set(pairs.map { "\(Self.attribute($0, "data-expert-a") ?? "")-\(Self.attribute($0, "data-expert-b") ?? "")=\(Self.attribute($0, "data-lift") ?? "")/\(Self.attribute($0, "data-count") ?? "")" })
+        let found = Set(
+            pairs.map {
+                "\(Self.attribute($0, "data-expert-a") ?? "")-\(Self.attribute($0, "data-expert-b") ?? "")=\(Self.attribute($0, "data-lift") ?? "")/\(Self.attribute($0, "data-count") ?? "")"
+            })
         #expect(found == ["1-3=1.5/12.0", "0-1=0.75/6.0"])
     }
 

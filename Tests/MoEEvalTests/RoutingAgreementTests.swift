@@ -1,18 +1,23 @@
 import Foundation
 import MoEJSON
 import Testing
+
 @testable import MoEEval
 @testable import MoEModels
 
 /// Agreement metrics on a crafted table, the results-file form of routed ids, and compare's use of it.
 @Suite struct RoutingAgreementTests {
     /// E = 4, top-2, two tokens. A: t0 {0, 1} (0.75, 0.25), t1 {2, 3} (0.5, 0.5); B: t0 {1, 0} (0.6, 0.4), t1 {2, 0} (0.9, 0.1).
-    static let a = RoutedExperts(tokens: [10, 11], layers: [
-        .init(layer: 1, numExperts: 4, topK: 2, experts: [0, 1, 2, 3], weights: [0.75, 0.25, 0.5, 0.5]),
-    ])
-    static let b = RoutedExperts(tokens: [10, 11], layers: [
-        .init(layer: 1, numExperts: 4, topK: 2, experts: [1, 0, 2, 0], weights: [0.6, 0.4, 0.9, 0.1]),
-    ])
+    static let a = RoutedExperts(
+        tokens: [10, 11],
+        layers: [
+            .init(layer: 1, numExperts: 4, topK: 2, experts: [0, 1, 2, 3], weights: [0.75, 0.25, 0.5, 0.5])
+        ])
+    static let b = RoutedExperts(
+        tokens: [10, 11],
+        layers: [
+            .init(layer: 1, numExperts: 4, topK: 2, experts: [1, 0, 2, 0], weights: [0.6, 0.4, 0.9, 0.1])
+        ])
 
     @Test func agreementByHand() throws {
         let agreement = try RoutingAgreement.between(Self.a, Self.b)
@@ -50,8 +55,9 @@ import Testing
             return .init(layer: 0, numExperts: 8, topK: 2, experts: ids, weights: weights)
         }
         let tokens = [Int32](repeating: 1, count: 40_000)
-        let agreement = try RoutingAgreement.between(RoutedExperts(tokens: tokens, layers: [random(tokens.count)]),
-                                                     RoutedExperts(tokens: tokens, layers: [random(tokens.count)]))
+        let agreement = try RoutingAgreement.between(
+            RoutedExperts(tokens: tokens, layers: [random(tokens.count)]),
+            RoutedExperts(tokens: tokens, layers: [random(tokens.count)]))
         // Standard errors with 40,000 tokens are below 0.003.
         #expect(abs(agreement.top1Agreement - 0.125) < 0.01)
         #expect(abs(agreement.topKOverlap - 0.25) < 0.01)
@@ -113,8 +119,10 @@ import Testing
     /// compare shows agreement only for files routed on the same token set.
     @Test func compareShowsAgreementForTheSameTokens() throws {
         func file(_ routed: RoutedExperts, _ name: String) throws -> ResultsFile {
-            let object: JSONObject = ["routing_stats": .object(["aggregate": .object(["num_moe_layers": .int(1)])]),
-                                      "moe_eval": .object(["tool": .string("moe-eval")]), "routed_experts": .object(try routed.jsonObject())]
+            let object: JSONObject = [
+                "routing_stats": .object(["aggregate": .object(["num_moe_layers": .int(1)])]),
+                "moe_eval": .object(["tool": .string("moe-eval")]), "routed_experts": .object(try routed.jsonObject()),
+            ]
             return try ResultsFile.parse(Data(JSONValue.object(object).serialized.utf8), path: name)
         }
         let comparison = Comparison([try file(Self.a, "a.json"), try file(Self.b, "b.json")])

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoEEval
 
 /// Scopes (batch, sequence), router-behaviour metrics and robustness of the collector.
@@ -50,8 +51,9 @@ import Testing
     /// Token 1: s = (.25, .25, .25, .25), z = (.25, .25, .4, .25) → picks 2, 0 (tie to the lower index);
     ///   unbiased {0, 1} → one reroute; best rival expert 1 at .25 → margin 0 (fragile).
     @Test func routerBehaviourByHand() throws {
-        let routing = SyntheticDecision(experts: 4, topK: 2, scores: [0.4, 0.3, 0.2, 0.1, 0.25, 0.25, 0.25, 0.25],
-                                        bias: [0, 0, 0.15, 0])
+        let routing = SyntheticDecision(
+            experts: 4, topK: 2, scores: [0.4, 0.3, 0.2, 0.1, 0.25, 0.25, 0.25, 0.25],
+            bias: [0, 0, 0.15, 0])
         #expect(routing.selections == [0, 2, 2, 0])
         let m = try #require(metrics(of: [routing]))
         #expect(m.hasExpertBias)
@@ -139,8 +141,10 @@ import Testing
     @Test func identicalInputsGiveIdenticalJSON() throws {
         func encoded() throws -> Data {
             let collector = RoutingStatisticsCollector(sequenceLength: 2)
-            SyntheticDecision(layer: 3, experts: 4, topK: 2, scores: (0..<24).map { Float(($0 * 7) % 5) / 5 + 0.1 },
-                              bias: [0.01, 0, -0.01, 0.02]).feed(collector)
+            SyntheticDecision(
+                layer: 3, experts: 4, topK: 2, scores: (0..<24).map { Float(($0 * 7) % 5) / 5 + 0.1 },
+                bias: [0.01, 0, -0.01, 0.02]
+            ).feed(collector)
             SyntheticDecision(layer: 1, experts: 4, topK: 2, perToken: [[0, 1], [1, 2], [3, 0]]).feed(collector)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
@@ -153,9 +157,11 @@ import Testing
         let object = try #require(try JSONSerialization.jsonObject(with: first) as? [String: Any])
         #expect(Set(object.keys) == ["layer_1", "layer_3", "aggregate"])
         let layer = try #require(object["layer_3"] as? [String: Any])
-        for key in ["total_tokens_routed", "num_experts", "mean_tokens_per_expert", "std_tokens_per_expert",
-                    "max_tokens_per_expert", "min_tokens_per_expert", "coefficient_of_variation",
-                    "expert_utilization_rate", "gini_coefficient", "tokens_per_expert_distribution"] {
+        for key in [
+            "total_tokens_routed", "num_experts", "mean_tokens_per_expert", "std_tokens_per_expert",
+            "max_tokens_per_expert", "min_tokens_per_expert", "coefficient_of_variation",
+            "expert_utilization_rate", "gini_coefficient", "tokens_per_expert_distribution",
+        ] {
             #expect(layer[key] != nil, "layer key \(key)")
         }
         let aggregate = try #require(object["aggregate"] as? [String: Any])

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoEEval
 
 /// `--data FOLDER` as TorchTitan's `dataset_path`: the folder's .json/.jsonl/.txt files in name order.

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoEEval
 // RoutingDecision's memberwise initializer is internal to MoEModels.
 @testable import MoEModels
@@ -11,15 +12,19 @@ import Testing
     static let weights: [Float] = [0.75, 0.25, 0.5, 0.5, 0.6, 0.4]
     static let logits: [Float] = [0, 0, 0, 0, 1, -1, 0, 0, 2, 0, 0, -2]
 
-    static func decide(_ observer: RoutingObserver, layer: Int, picks: [Int32], weights: [Float], logits: [Float],
-                       experts: Int = 4, topK: Int = 2) {
+    static func decide(
+        _ observer: RoutingObserver, layer: Int, picks: [Int32], weights: [Float], logits: [Float],
+        experts: Int = 4, topK: Int = 2
+    ) {
         let scores = [Float](repeating: 1 / Float(experts), count: logits.count)
         picks.withUnsafeBufferPointer { p in
             weights.withUnsafeBufferPointer { w in
                 scores.withUnsafeBufferPointer { s in
                     logits.withUnsafeBufferPointer { l in
-                        observer.observe(RoutingDecision(layer: layer, tokenCount: picks.count / topK, topK: topK, numExperts: experts,
-                                                         experts: p, weights: w, scores: s, gateLogits: l, expertBias: nil))
+                        observer.observe(
+                            RoutingDecision(
+                                layer: layer, tokenCount: picks.count / topK, topK: topK, numExperts: experts,
+                                experts: p, weights: w, scores: s, gateLogits: l, expertBias: nil))
                     }
                 }
             }
@@ -81,8 +86,10 @@ import Testing
         // Token 5 seen 4 times (8 top-2 selections): e0 4, e1 2, e2 2 → favourite 4 of 4 occurrences.
         // Token 7 seen 4 times: every expert twice → 2 of 4. Token 9 seen once: below the minimum.
         let occurrences: [Int32: Int] = [5: 4, 7: 4, 9: 1]
-        let counts = [5 * 4 + 0: 4, 5 * 4 + 1: 2, 5 * 4 + 2: 2, 7 * 4 + 0: 2, 7 * 4 + 1: 2, 7 * 4 + 2: 2, 7 * 4 + 3: 2,
-                      9 * 4 + 0: 1, 9 * 4 + 3: 1]
+        let counts = [
+            5 * 4 + 0: 4, 5 * 4 + 1: 2, 5 * 4 + 2: 2, 7 * 4 + 0: 2, 7 * 4 + 1: 2, 7 * 4 + 2: 2, 7 * 4 + 3: 2,
+            9 * 4 + 0: 1, 9 * 4 + 3: 1,
+        ]
         let result = try #require(RoutingMetrics.tokenSpecialization(occurrences: occurrences, expertCounts: counts, experts: 4))
         #expect(abs(result.value - 6.0 / 8.0) < 1e-12)
         #expect(result.tokenIds == 2)

@@ -1,4 +1,5 @@
 import Foundation
+
 @testable import MoEEval
 // RoutingDecision's memberwise initializer is internal to MoEModels; only the model builds real ones.
 @testable import MoEModels
@@ -50,9 +51,10 @@ struct SyntheticDecision {
                 scores.withUnsafeBufferPointer { score in
                     logits.withUnsafeBufferPointer { logit in
                         func send(_ bias: UnsafeBufferPointer<Float>?) {
-                            collector.observe(RoutingDecision(
-                                layer: layer, tokenCount: tokens, topK: topK, numExperts: experts,
-                                experts: selected, weights: weight, scores: score, gateLogits: logit, expertBias: bias))
+                            collector.observe(
+                                RoutingDecision(
+                                    layer: layer, tokenCount: tokens, topK: topK, numExperts: experts,
+                                    experts: selected, weights: weight, scores: score, gateLogits: logit, expertBias: bias))
                         }
                         if let bias { bias.withUnsafeBufferPointer { send($0) } } else { send(nil) }
                     }
@@ -63,8 +65,10 @@ struct SyntheticDecision {
 }
 
 /// Counts and metrics of a single layer routed by `decisions`, each decision one batch.
-func metrics(of decisions: [SyntheticDecision], sequenceLength: Int? = nil,
-             options: RoutingMetricsOptions = .init(minimumPairCount: 1)) -> LayerRoutingMetrics? {
+func metrics(
+    of decisions: [SyntheticDecision], sequenceLength: Int? = nil,
+    options: RoutingMetricsOptions = .init(minimumPairCount: 1)
+) -> LayerRoutingMetrics? {
     let collector = RoutingStatisticsCollector(sequenceLength: sequenceLength)
     for decision in decisions { decision.feed(collector) }
     return RoutingMetrics.statistics(collector.finish(), options: options).layers.first

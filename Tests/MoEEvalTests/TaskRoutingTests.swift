@@ -1,6 +1,7 @@
 import Foundation
 import MoEJSON
 import Testing
+
 @testable import MoEEval
 @testable import MoEModels
 
@@ -11,8 +12,9 @@ import Testing
         collector.label(requests: ["arc_easy", "piqa"])
         // Two rows of length 3: request 0 has 3 real tokens, request 1 has 1 (two padding positions).
         collector.beginForward(rows: [ForwardRow(request: 0, tokens: 3), ForwardRow(request: 1, tokens: 1)], seqLen: 3)
-        RoutingInsightTests.decide(collector, layer: 1, picks: [0, 1, 0, 2, 3, 1, 2, 3, 0, 0, 0, 0],
-                                   weights: [Float](repeating: 0.5, count: 12), logits: [Float](repeating: 0, count: 24))
+        RoutingInsightTests.decide(
+            collector, layer: 1, picks: [0, 1, 0, 2, 3, 1, 2, 3, 0, 0, 0, 0],
+            weights: [Float](repeating: 0.5, count: 12), logits: [Float](repeating: 0, count: 24))
         // Rolling windows beyond the labelled requests go to the fallback label.
         collector.label(requests: [], otherwise: "wikitext")
         collector.beginForward(rows: [ForwardRow(request: 5, tokens: 1)], seqLen: 1)
@@ -85,14 +87,19 @@ import Testing
     /// The report's detail tables carry the insight keys and the per-task section with their exact values.
     @Test func reportShowsInsightAndTaskTables() throws {
         let collector = RoutingStatisticsCollector()
-        RoutingInsightTests.decide(collector, layer: 1, picks: RoutingInsightTests.picks, weights: RoutingInsightTests.weights,
-                                   logits: RoutingInsightTests.logits)
+        RoutingInsightTests.decide(
+            collector, layer: 1, picks: RoutingInsightTests.picks, weights: RoutingInsightTests.weights,
+            logits: RoutingInsightTests.logits)
         let stats = RoutingMetrics.statistics(collector.finish())
-        let routing = TaskRouting([.init(label: "a", tokens: 2, loads: [1: [3, 1, 0, 0]]),
-                                   .init(label: "b", tokens: 2, loads: [1: [0, 0, 2, 2]])])
+        let routing = TaskRouting([
+            .init(label: "a", tokens: 2, loads: [1: [3, 1, 0, 0]]),
+            .init(label: "b", tokens: 2, loads: [1: [0, 0, 2, 2]]),
+        ])
         let encoder = JSONValueEncoder()
-        let object: JSONObject = ["routing_stats": try encoder.encode(stats), "task_routing": try encoder.encode(routing),
-                                  "moe_eval": .object(["tool": .string("moe-eval")])]
+        let object: JSONObject = [
+            "routing_stats": try encoder.encode(stats), "task_routing": try encoder.encode(routing),
+            "moe_eval": .object(["tool": .string("moe-eval")]),
+        ]
         let page = HTMLReport.render(try ResultsFile.parse(Data(JSONValue.object(object).serialized.utf8), path: "r.json"))
         #expect(page.contains("id=\"insight-table\""))
         #expect(page.contains("data-key=\"layer_1/jain_fairness_index\" data-value=\"0.9\""))

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoEEval
 
 /// Missing and malformed benchmark data, and unknown task names: one clear error line naming the file
@@ -22,8 +23,9 @@ import Testing
 
     func error(_ tasks: [String], in folder: DataFolder, fewShot: Int? = nil) -> String? {
         do {
-            _ = try NativeTasks.evaluate(tasks: tasks, limit: 2, numFewshot: fewShot, dataDir: folder.url, scorer: FakeScorer(),
-                                         logSamples: false)
+            _ = try NativeTasks.evaluate(
+                tasks: tasks, limit: 2, numFewshot: fewShot, dataDir: folder.url, scorer: FakeScorer(),
+                logSamples: false)
             return nil
         } catch let e as TaskDataError {
             return e.description
@@ -51,7 +53,8 @@ import Testing
         let folder = try DataFolder()
         let expected = try #require(Self.expectedFiles.first { $0.task == task })
         let message = try #require(error([task], in: folder))
-        #expect(message.contains(folder.url.appendingPathComponent(expected.path).path) && message.contains(expected.source)
+        #expect(
+            message.contains(folder.url.appendingPathComponent(expected.path).path) && message.contains(expected.source)
                 && !message.contains("\n"), "\(message)")
     }
 
@@ -72,13 +75,17 @@ import Testing
             "hellaswag/hellaswag_train.jsonl": Self.otherLine(1) + "\n" + Self.otherLine(2) + "\n",
         ])
         #expect(error(["mmlu_anatomy"], in: folder, fewShot: 2) == nil)
-        #expect(error(["mmlu_anatomy"], in: folder, fewShot: 3)?.contains("3 few-shot examples are needed but the few-shot split has 2") == true)
+        #expect(
+            error(["mmlu_anatomy"], in: folder, fewShot: 3)?.contains("3 few-shot examples are needed but the few-shot split has 2") == true
+        )
         // hellaswag draws k+1 (its few-shot and evaluation splits are both unset test splits).
         #expect(error(["hellaswag"], in: folder, fewShot: 1) == nil)
         #expect(error(["hellaswag"], in: folder, fewShot: 2)?.contains("3 few-shot examples are needed") == true)
         // A pool holding only copies of the evaluated document cannot give any example.
-        let copies = try DataFolder(["hellaswag/hellaswag_val.jsonl": Self.hellaswagLine + "\n",
-                                     "hellaswag/hellaswag_train.jsonl": Self.hellaswagLine + "\n" + Self.hellaswagLine + "\n"])
+        let copies = try DataFolder([
+            "hellaswag/hellaswag_val.jsonl": Self.hellaswagLine + "\n",
+            "hellaswag/hellaswag_train.jsonl": Self.hellaswagLine + "\n" + Self.hellaswagLine + "\n",
+        ])
         #expect(error(["hellaswag"], in: copies, fewShot: 1)?.contains("only 0 documents besides the evaluated one") == true)
     }
 
@@ -89,7 +96,10 @@ import Testing
         (hellaswagLine + "\n[1, 2]\n", "hellaswag_val.jsonl:2:"),
         (#"{"activity_label": "A", "ctx_a": "b", "ctx_b": "c", "label": 1}"# + "\n", "at endings: missing required key"),
         (#"{"activity_label": "A", "ctx_a": "b", "ctx_b": "c", "endings": "x", "label": 1}"# + "\n", "at endings: expected an array"),
-        (#"{"activity_label": "A", "ctx_a": "b", "ctx_b": "c", "endings": ["x"], "label": [1]}"# + "\n", "at label: expected a number, string or bool"),
+        (
+            #"{"activity_label": "A", "ctx_a": "b", "ctx_b": "c", "endings": ["x"], "label": [1]}"# + "\n",
+            "at label: expected a number, string or bool"
+        ),
         ("\n\n", "no records"),
     ])
     func malformedJSONLinesNameTheFileAndLine(_ content: String, _ expected: String) throws {
@@ -117,7 +127,8 @@ import Testing
 
     @Test func invalidUTF8InACSVIsAnError() throws {
         let folder = try DataFolder()
-        try folder.write("mmlu/data/test/anatomy_test.csv", Data([0x71, 0xFF, 0x2C, 0x61, 0x2C, 0x62, 0x2C, 0x63, 0x2C, 0x64, 0x2C, 0x41, 0x0A]))
+        try folder.write(
+            "mmlu/data/test/anatomy_test.csv", Data([0x71, 0xFF, 0x2C, 0x61, 0x2C, 0x62, 0x2C, 0x63, 0x2C, 0x64, 0x2C, 0x41, 0x0A]))
         #expect(error(["mmlu_anatomy"], in: folder)?.contains("anatomy_test.csv:1: not valid UTF-8") == true)
     }
 
@@ -131,10 +142,22 @@ import Testing
     }
 
     @Test(arguments: [
-        ("winogrande/winogrande_xl_validation.jsonl", #"{"sentence": "no blank here", "option1": "a", "option2": "b", "answer": "1"}"#, "no '_' blank"),
-        ("winogrande/winogrande_xl_validation.jsonl", #"{"sentence": "a _ b", "option1": "a", "option2": "b", "answer": "3"}"#, "answer '3'"),
-        ("arc/ARC-Easy-Test.jsonl", #"{"id": "x", "question": {"stem": "q", "choices": [{"text": "a", "label": "A"}]}, "answerKey": "B"}"#, "answerKey 'B'"),
-        ("openbookqa/test.jsonl", #"{"id": "x", "question": {"stem": "q", "choices": [{"text": "a", "label": "A"}]}, "answerKey": "C"}"#, "answerKey 'C'"),
+        (
+            "winogrande/winogrande_xl_validation.jsonl", #"{"sentence": "no blank here", "option1": "a", "option2": "b", "answer": "1"}"#,
+            "no '_' blank"
+        ),
+        (
+            "winogrande/winogrande_xl_validation.jsonl", #"{"sentence": "a _ b", "option1": "a", "option2": "b", "answer": "3"}"#,
+            "answer '3'"
+        ),
+        (
+            "arc/ARC-Easy-Test.jsonl",
+            #"{"id": "x", "question": {"stem": "q", "choices": [{"text": "a", "label": "A"}]}, "answerKey": "B"}"#, "answerKey 'B'"
+        ),
+        (
+            "openbookqa/test.jsonl", #"{"id": "x", "question": {"stem": "q", "choices": [{"text": "a", "label": "A"}]}, "answerKey": "C"}"#,
+            "answerKey 'C'"
+        ),
         ("boolq/val.jsonl", #"{"question": "q", "passage": "p", "label": "maybe"}"#, "label 'maybe'"),
         ("boolq/val.jsonl", #"{"question": "q", "passage": "p"}"#, "neither a 'label' nor an 'answer'"),
         ("piqa/dev.jsonl", #"{"goal": "g", "sol1": "a", "sol2": "b"}"#, "no 'label' field and no dev-labels.lst"),
@@ -143,15 +166,19 @@ import Testing
     ])
     func badRecordsOfEachTaskAreNamed(_ path: String, _ line: String, _ expected: String) throws {
         let folder = try DataFolder([path: line + "\n"])
-        let task = ["winogrande": "winogrande", "arc": "arc_easy", "openbookqa": "openbookqa", "boolq": "boolq", "piqa": "piqa",
-                    "lambada": "lambada_openai", "wikitext2": "wikitext"][String(path.prefix { $0 != "/" })]!
+        let task = [
+            "winogrande": "winogrande", "arc": "arc_easy", "openbookqa": "openbookqa", "boolq": "boolq", "piqa": "piqa",
+            "lambada": "lambada_openai", "wikitext2": "wikitext",
+        ][String(path.prefix { $0 != "/" })]!
         let message = try #require(error([task], in: folder))
         #expect(message.contains(expected) && message.contains(path) && !message.contains("\n"), "\(message)")
     }
 
     @Test func piqaLabelsMustMatchTheRecords() throws {
-        let folder = try DataFolder(["piqa/dev.jsonl": #"{"goal": "g", "sol1": "a", "sol2": "b"}"# + "\n",
-                                     "piqa/dev-labels.lst": "0\n1\n"])
+        let folder = try DataFolder([
+            "piqa/dev.jsonl": #"{"goal": "g", "sol1": "a", "sol2": "b"}"# + "\n",
+            "piqa/dev-labels.lst": "0\n1\n",
+        ])
         #expect(error(["piqa"], in: folder)?.contains("dev-labels.lst: 2 labels for the 1 records of dev.jsonl") == true)
     }
 
@@ -163,14 +190,17 @@ import Testing
     }
 
     @Test func taskListsSplitOnCommasAndSpacesAndExpandGroups() throws {
-        let (tasks, groups) = try NativeTasks.resolve(["hellaswag,arc_easy  mmlu_stem", "hellaswag"], dataDir: URL(fileURLWithPath: "/nonexistent"))
+        let (tasks, groups) = try NativeTasks.resolve(
+            ["hellaswag,arc_easy  mmlu_stem", "hellaswag"], dataDir: URL(fileURLWithPath: "/nonexistent"))
         #expect(tasks.map(\.name).prefix(2) == ["hellaswag", "arc_easy"] && tasks.count == 2 + 19)
         #expect(groups.map(\.name) == ["mmlu_stem"])
         let (all, allGroups) = try NativeTasks.resolve(["mmlu"], dataDir: URL(fileURLWithPath: "/nonexistent"))
         #expect(all.count == 57 && allGroups.map(\.name) == ["mmlu_stem", "mmlu_other", "mmlu_social_sciences", "mmlu_humanities", "mmlu"])
         #expect(NativeTasks.names.count == 4 + 4 + 57 + 6)
         for preset in Preset.all where !preset.lmEvalTasks.isEmpty {
-            #expect(throws: Never.self, "preset \(preset.name)") { try NativeTasks.resolve(preset.lmEvalTasks, dataDir: URL(fileURLWithPath: "/x")) }
+            #expect(throws: Never.self, "preset \(preset.name)") {
+                try NativeTasks.resolve(preset.lmEvalTasks, dataDir: URL(fileURLWithPath: "/x"))
+            }
         }
     }
 
@@ -180,8 +210,9 @@ import Testing
     func arcChallengeOnTheSharedData() throws {
         let file = TaskPaths.sharedData.appendingPathComponent("arc/ARC-Challenge-Test.jsonl")
         do {
-            let run = try NativeTasks.evaluate(tasks: ["arc_challenge"], limit: 3, numFewshot: nil, dataDir: TaskPaths.sharedData,
-                                               scorer: FakeScorer(), logSamples: false)
+            let run = try NativeTasks.evaluate(
+                tasks: ["arc_challenge"], limit: 3, numFewshot: nil, dataDir: TaskPaths.sharedData,
+                scorer: FakeScorer(), logSamples: false)
             #expect(FileManager.default.fileExists(atPath: file.path) && run.results["arc_challenge"]?["sample_len"] == 3)
         } catch let e as TaskDataError {
             #expect(!FileManager.default.fileExists(atPath: file.path) && e.description.contains(file.path), "\(e)")

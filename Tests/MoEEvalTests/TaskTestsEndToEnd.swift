@@ -1,10 +1,11 @@
 import Foundation
-import Testing
-@testable import MoEEval
 import MoECheckpoint
 import MoETensor
-@testable import MoEModels
 import MoETokenizer
+import Testing
+
+@testable import MoEEval
+@testable import MoEModels
 
 /// Deterministic random fp32 weights for the shapes of `args` (a model whose vocabulary fits a real
 /// tokenizer; the numbers mean nothing, only that every path computes them the same way).
@@ -41,8 +42,9 @@ struct TaskTestsEndToEnd {
         args.maxSeqLen = maxSeqLen
         args.dim = dim
         args.nLayers = layers
-        return try DeepSeekV3(args: args, weights: TestRandomWeights(args: args),
-                              numerics: Numerics(yarn: false, finalNormEps: 1e-5, origin: "test"))
+        return try DeepSeekV3(
+            args: args, weights: TestRandomWeights(args: args),
+            numerics: Numerics(yarn: false, finalNormEps: 1e-5, origin: "test"))
     }
 
     static func tokenizer() throws -> Tokenizer {
@@ -54,13 +56,23 @@ struct TaskTestsEndToEnd {
         let model = try Self.model(vocab: tokenizer.vocabSize, maxSeqLen: 128)
         let scorer = NativeScorer(model: model)
         var messages: [String] = []
-        let run = try NativeTasks.run(tasks: ["hellaswag,arc_easy", "lambada_openai mmlu_anatomy", "wikitext"], limit: 3,
-                                      numFewshot: nil, dataDir: TaskPaths.sharedData, tokenizer: tokenizer, scorer: scorer,
-                                      logSamples: true, progress: { messages.append($0) })
+        let run = try NativeTasks.run(
+            tasks: ["hellaswag,arc_easy", "lambada_openai mmlu_anatomy", "wikitext"], limit: 3,
+            numFewshot: nil, dataDir: TaskPaths.sharedData, tokenizer: tokenizer, scorer: scorer,
+            logSamples: true, progress: { messages.append($0) })
         #expect(Set(run.results.keys) == ["hellaswag", "arc_easy", "lambada_openai", "mmlu_anatomy", "wikitext"])
-        #expect(Set(run.results["hellaswag"]?.keys.map { $0 } ?? []) == ["acc,none", "acc_stderr,none", "acc_norm,none", "acc_norm_stderr,none", "sample_len"])
-        #expect(Set(run.results["lambada_openai"]?.keys.map { $0 } ?? []) == ["perplexity,none", "perplexity_stderr,none", "acc,none", "acc_stderr,none", "sample_len"])
-        #expect(Set(run.results["wikitext"]?.keys.map { $0 } ?? []) == ["word_perplexity,none", "byte_perplexity,none", "bits_per_byte,none", "sample_len"])
+        #expect(
+            Set(run.results["hellaswag"]?.keys.map { $0 } ?? []) == [
+                "acc,none", "acc_stderr,none", "acc_norm,none", "acc_norm_stderr,none", "sample_len",
+            ])
+        #expect(
+            Set(run.results["lambada_openai"]?.keys.map { $0 } ?? []) == [
+                "perplexity,none", "perplexity_stderr,none", "acc,none", "acc_stderr,none", "sample_len",
+            ])
+        #expect(
+            Set(run.results["wikitext"]?.keys.map { $0 } ?? []) == [
+                "word_perplexity,none", "byte_perplexity,none", "bits_per_byte,none", "sample_len",
+            ])
         #expect(run.samples.values.allSatisfy { $0.count == 3 })
         #expect(run.nShot["hellaswag"] == 0 && messages.count >= 5)
         #expect(scorer.statistics.sharedRequests > 0)
@@ -87,8 +99,9 @@ struct TaskTestsEndToEnd {
                 }
             }
         }
-        let wikitext = try NativeTasks.prepare(try #require(try NativeTasks.resolve(["wikitext"], dataDir: TaskPaths.sharedData).0.first),
-                                               limit: 1, numFewshot: 0)
+        let wikitext = try NativeTasks.prepare(
+            try #require(try NativeTasks.resolve(["wikitext"], dataDir: TaskPaths.sharedData).0.first),
+            limit: 1, numFewshot: 0)
         guard case .rolling(let text, let words, _) = try #require(wikitext.first).document.content else {
             Issue.record("wikitext document is not rolling"); return
         }
@@ -103,11 +116,14 @@ struct TaskTestsEndToEnd {
     }
 
     @Test func samplesEncodeAsDocumented() throws {
-        let sample = NativeTasks.Sample(docId: 3, target: "1", loglikelihoods: [-1.5, -2.25], isGreedy: [false, true],
-                                        correct: 0, acc: 0, accNorm: 1)
+        let sample = NativeTasks.Sample(
+            docId: 3, target: "1", loglikelihoods: [-1.5, -2.25], isGreedy: [false, true],
+            correct: 0, acc: 0, accNorm: 1)
         let json = try #require(String(data: try JSONEncoder().encode(sample), encoding: .utf8))
-        for key in ["\"doc_id\":3", "\"target\":\"1\"", "\"loglikelihoods\":[-1.5,-2.25]", "\"is_greedy\":[false,true]",
-                    "\"correct\":0", "\"acc\":0", "\"acc_norm\":1"] {
+        for key in [
+            "\"doc_id\":3", "\"target\":\"1\"", "\"loglikelihoods\":[-1.5,-2.25]", "\"is_greedy\":[false,true]",
+            "\"correct\":0", "\"acc\":0", "\"acc_norm\":1",
+        ] {
             #expect(json.contains(key), "\(json) lacks \(key)")
         }
         #expect(try JSONDecoder().decode(NativeTasks.Sample.self, from: Data(json.utf8)) == sample)
@@ -119,19 +135,24 @@ struct TaskTestsEndToEnd {
         let lls = (0..<5153).map { -Double($0 % 97) / 10 - 1 }
         let bootstrapStart = Date()
         let stderr = TaskMetrics.bootstrapPerplexityStderr(lls)
-        print("speed bootstrap: lambada-sized perplexity stderr (5153 documents, 100000 resamples) in \(String(format: "%.2f", Date().timeIntervalSince(bootstrapStart))) s (\(stderr))")
+        print(
+            "speed bootstrap: lambada-sized perplexity stderr (5153 documents, 100000 resamples) in \(String(format: "%.2f", Date().timeIntervalSince(bootstrapStart))) s (\(stderr))"
+        )
         let tokenizer = try Self.tokenizer()
         for (label, dim, layers) in [("fixture-sized (dim 32, 3 layers)", 32, 3), ("debugmodel-sized (dim 256, 6 layers)", 256, 6)] {
             let model = try Self.model(vocab: tokenizer.vocabSize, maxSeqLen: 512, dim: dim, layers: layers)
             for sharing in [true, false] {
                 let scorer = NativeScorer(model: model, sharesContext: sharing)
                 let start = Date()
-                let run = try NativeTasks.run(tasks: ["hellaswag"], limit: 100, numFewshot: nil, dataDir: TaskPaths.sharedData,
-                                              tokenizer: tokenizer, scorer: scorer, logSamples: false, progress: nil)
+                let run = try NativeTasks.run(
+                    tasks: ["hellaswag"], limit: 100, numFewshot: nil, dataDir: TaskPaths.sharedData,
+                    tokenizer: tokenizer, scorer: scorer, logSamples: false, progress: nil)
                 let seconds = Date().timeIntervalSince(start)
                 let s = scorer.statistics
                 _ = run
-                print("speed \(label) sharing=\(sharing): hellaswag 100 docs, \(run.requests) requests in \(String(format: "%.2f", seconds)) s (scoring \(String(format: "%.2f", s.seconds)) s, \(String(format: "%.0f", Double(run.requests) / s.seconds)) requests/s), \(s.forwardCalls) forwards, \(s.positions) positions, check difference \(s.sharingCheckDifference ?? -1)")
+                print(
+                    "speed \(label) sharing=\(sharing): hellaswag 100 docs, \(run.requests) requests in \(String(format: "%.2f", seconds)) s (scoring \(String(format: "%.2f", s.seconds)) s, \(String(format: "%.0f", Double(run.requests) / s.seconds)) requests/s), \(s.forwardCalls) forwards, \(s.positions) positions, check difference \(s.sharingCheckDifference ?? -1)"
+                )
             }
         }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoEEval
 
 /// Native tasks against lm-eval 0.4.13 itself (Fixtures/lmeval/case_*.json, written by
@@ -20,8 +21,9 @@ struct TaskTestsHarnessAgreement {
     ]
 
     static func dataURL(_ path: String) -> URL {
-        path.hasPrefix("@") ? TaskPaths.fixtures.appendingPathComponent(String(path.dropFirst()))
-                            : TaskPaths.sharedData.appendingPathComponent(path)
+        path.hasPrefix("@")
+            ? TaskPaths.fixtures.appendingPathComponent(String(path.dropFirst()))
+            : TaskPaths.sharedData.appendingPathComponent(path)
     }
 
     static func nativeName(_ harnessTask: String) -> String {
@@ -74,8 +76,9 @@ struct TaskTestsHarnessAgreement {
         let limit = golden["limit"] as? Int
         let (tasks, groups) = try Self.nativeTasks(golden)
         let goldenTasks = try #require(golden["tasks"] as? [String: [String: Any]])
-        let output = try NativeTasks.evaluate(tasks, groups: groups, limit: limit, numFewshot: shots, scorer: FakeScorer(),
-                                              logSamples: true, progress: nil)
+        let output = try NativeTasks.evaluate(
+            tasks, groups: groups, limit: limit, numFewshot: shots, scorer: FakeScorer(),
+            logSamples: true, progress: nil)
 
         for task in tasks {
             let harnessName = try #require(goldenTasks.keys.first { Self.nativeName($0) == task.name }, "no golden for \(task.name)")
@@ -83,13 +86,16 @@ struct TaskTestsHarnessAgreement {
             let documents = try #require(expected["docs"] as? [[String: Any]])
             let prepared = try NativeTasks.prepare(task, limit: limit, numFewshot: shots)
             let samples = try #require(output.samples[task.name])
-            try #require(prepared.count == documents.count, "\(name)/\(task.name): \(prepared.count) documents, the harness evaluated \(documents.count)")
+            try #require(
+                prepared.count == documents.count,
+                "\(name)/\(task.name): \(prepared.count) documents, the harness evaluated \(documents.count)")
             #expect(output.nShot[task.name] == expected["n_shot"] as? Int)
             for (d, (doc, mine)) in zip(documents, prepared).enumerated() {
                 try compareDocument(doc, mine, samples[d], label: "\(name)/\(task.name) doc \(d)")
             }
-            try compareResults(try #require(expected["results"] as? [String: Any]), output.results[task.name] ?? [:],
-                               label: "\(name)/\(task.name)")
+            try compareResults(
+                try #require(expected["results"] as? [String: Any]), output.results[task.name] ?? [:],
+                label: "\(name)/\(task.name)")
         }
         if let expectedGroups = golden["groups"] as? [String: [String: Any]] {
             for (group, values) in expectedGroups {
@@ -98,8 +104,10 @@ struct TaskTestsHarnessAgreement {
         }
     }
 
-    func compareDocument(_ doc: [String: Any], _ mine: NativeTasks.PreparedDocument, _ sample: NativeTasks.Sample,
-                         label: String) throws {
+    func compareDocument(
+        _ doc: [String: Any], _ mine: NativeTasks.PreparedDocument, _ sample: NativeTasks.Sample,
+        label: String
+    ) throws {
         if let indices = doc["fewshot_indices"] as? [Int] {
             #expect(mine.fewShot == indices, "\(label): few-shot examples \(mine.fewShot), the harness drew \(indices)")
         } else {
@@ -108,8 +116,9 @@ struct TaskTestsHarnessAgreement {
         let metrics = try #require(doc["metrics"] as? [String: Any])
         if case .rolling(let text, let words, let bytes) = mine.document.content {
             let fnv = String(format: "%016llx", FakeModel.fnv1a64(Array(text.utf8)))
-            #expect(fnv == doc["text_fnv"] as? String && text.unicodeScalars.count == doc["text_scalars"] as? Int,
-                    "\(label): the detokenized document differs from the harness's (fnv \(fnv), \(text.unicodeScalars.count) code points)")
+            #expect(
+                fnv == doc["text_fnv"] as? String && text.unicodeScalars.count == doc["text_scalars"] as? Int,
+                "\(label): the detokenized document differs from the harness's (fnv \(fnv), \(text.unicodeScalars.count) code points)")
             let resps = try #require(doc["resps"] as? [Double])
             #expect(resps == [FakeModel.rolling(text)], "\(label): the fake model disagrees with the Python one")
             #expect((metrics["word_perplexity"] as? [Any])?.last as? Int == words, "\(label): word count \(words)")
@@ -130,13 +139,16 @@ struct TaskTestsHarnessAgreement {
         let resps = try #require(doc["resps"] as? [[Any]])
         for (resp, request) in zip(resps, mine.requests) {
             let fake = FakeModel.loglikelihood(request.context, request.continuation)
-            #expect(fake.logprob == resp[0] as? Double && fake.isGreedy == resp[1] as? Bool,
-                    "\(label): the fake model disagrees with the Python one")
+            #expect(
+                fake.logprob == resp[0] as? Double && fake.isGreedy == resp[1] as? Bool,
+                "\(label): the fake model disagrees with the Python one")
         }
         #expect(sample.target == doc["target"] as? String, "\(label): target \(sample.target ?? "nil") vs \(doc["target"] ?? "nil")")
         if let acc = goldenNumber(metrics["acc"]) { #expect(sample.acc == acc, "\(label): acc") }
         if let accNorm = goldenNumber(metrics["acc_norm"]) { #expect(sample.accNorm == accNorm, "\(label): acc_norm") }
-        if let perplexityItem = metrics["perplexity"] as? Double { #expect(sample.loglikelihoods == [perplexityItem], "\(label): perplexity item") }
+        if let perplexityItem = metrics["perplexity"] as? Double {
+            #expect(sample.loglikelihoods == [perplexityItem], "\(label): perplexity item")
+        }
     }
 
     func compareResults(_ expected: [String: Any], _ mine: [String: Double], label: String) throws {

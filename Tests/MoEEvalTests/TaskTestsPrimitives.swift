@@ -1,7 +1,8 @@
 import Foundation
-import Testing
-@testable import MoEEval
 import MoETokenizer
+import Testing
+
+@testable import MoEEval
 
 /// The pieces under the tasks, each against values printed by CPython 3.11 / lm-eval 0.4.13 itself
 /// (Fixtures/lmeval/{rng,windows,metrics,text,encoding,mmlu_subjects}.json).
@@ -44,7 +45,9 @@ struct TaskTestsPrimitives {
 
     /// The reference's own golden draws (lm-eval.md §4): the sampler over range(100, 120), n=5, three documents.
     @Test func contextSamplerDrawsOfTheReference() throws {
-        let pool = (100..<120).map { TaskDocument(content: .continuation(context: "\($0)", target: ""), identity: Array("\($0)".utf8), origin: "") }
+        let pool = (100..<120).map {
+            TaskDocument(content: .continuation(context: "\($0)", target: ""), identity: Array("\($0)".utf8), origin: "")
+        }
         var sampler = FewShotSampler(sampling: .random(passesEvalDoc: false), pool: pool, taskName: "t")
         let outside = TaskDocument(content: .continuation(context: "x", target: ""), identity: [1], origin: "")
         let draws = try (0..<3).map { _ in try sampler.draw(5, for: outside).map { 100 + $0 } }
@@ -71,16 +74,22 @@ struct TaskTestsPrimitives {
         #expect(closeEnough(TaskMetrics.mean(acc), try #require(golden["mean"] as? Double)))
         #expect(closeEnough(TaskMetrics.meanStderr(acc), try #require(golden["mean_stderr"] as? Double)))
         #expect(closeEnough(TaskMetrics.perplexity(lls), try #require(golden["perplexity"] as? Double)))
-        #expect(closeEnough(TaskMetrics.bootstrapPerplexityStderr(lls, iterations: 1000),
-                            try #require(golden["perplexity_bootstrap_stderr_1000"] as? Double)))
-        #expect(closeEnough(TaskMetrics.bootstrapPerplexityStderr(lls),
-                            try #require(golden["perplexity_bootstrap_stderr_100000"] as? Double)))
+        #expect(
+            closeEnough(
+                TaskMetrics.bootstrapPerplexityStderr(lls, iterations: 1000),
+                try #require(golden["perplexity_bootstrap_stderr_1000"] as? Double)))
+        #expect(
+            closeEnough(
+                TaskMetrics.bootstrapPerplexityStderr(lls),
+                try #require(golden["perplexity_bootstrap_stderr_100000"] as? Double)))
         let pooled = try #require(golden["pooled"] as? [String: Any])
         let sizes = try #require(pooled["sizes"] as? [Int]), stderrs = try #require(pooled["stderrs"] as? [Double])
         let values = try #require(pooled["values"] as? [Double])
         #expect(closeEnough(TaskMetrics.sizeWeightedMean(values, sizes: sizes), try #require(pooled["aggregate"] as? Double)))
         #expect(closeEnough(TaskMetrics.pooledStderr(stderrs, sizes: sizes), try #require(pooled["pooled_stderr"] as? Double)))
-        let rolling = try #require(golden["rolling_items"] as? [[Any]]).map { (logLikelihood: goldenNumber($0[0]) ?? 0, count: $0[1] as? Int ?? 0) }
+        let rolling = try #require(golden["rolling_items"] as? [[Any]]).map {
+            (logLikelihood: goldenNumber($0[0]) ?? 0, count: $0[1] as? Int ?? 0)
+        }
         #expect(closeEnough(TaskMetrics.weightedPerplexity(rolling), try #require(golden["weighted_perplexity"] as? Double)))
         #expect(closeEnough(TaskMetrics.bitsPerByte(rolling), try #require(golden["bits_per_byte"] as? Double)))
         // The reference's own examples (lm-eval.md §3).
@@ -120,20 +129,25 @@ struct TaskTestsPrimitives {
             #expect(text.utf8.count == c["bytes"] as? Int)
             let pieces = PythonText.splitOnSpace(text)
             let expected = try #require(c["split_space"] as? [String])
-            #expect(pieces.count == expected.count && zip(pieces, expected).allSatisfy { sameText($0, $1).0 },
-                    "split(' ') of \(String(reflecting: text))")
+            #expect(
+                pieces.count == expected.count && zip(pieces, expected).allSatisfy { sameText($0, $1).0 },
+                "split(' ') of \(String(reflecting: text))")
         }
     }
 
     /// The reference's golden hellaswag document (lm-eval.md §2.1) and its 1-shot prompt start.
     @Test func hellaswagGoldenExampleOfTheReference() throws {
-        let line = #"{"activity_label": "Removing ice from car", "ctx_a": "Then, the man writes over the snow covering the window of a car, and a woman wearing winter clothes smiles.", "ctx_b": "then", "endings": [", the man adds wax to the windshield and cuts it.", ", a person board a ski lift, while two men supporting the head of the person wearing winter clothes snow as the we girls sled.", ", the man puts on a christmas coat, knitted with netting.", ", the man continues removing the snow on his car."], "label": "3"}"#
+        let line =
+            #"{"activity_label": "Removing ice from car", "ctx_a": "Then, the man writes over the snow covering the window of a car, and a woman wearing winter clothes smiles.", "ctx_b": "then", "endings": [", the man adds wax to the windshield and cuts it.", ", a person board a ski lift, while two men supporting the head of the person wearing winter clothes snow as the we girls sled.", ", the man puts on a christmas coat, knitted with netting.", ", the man continues removing the snow on his car."], "label": "3"}"#
         let url = FileManager.default.temporaryDirectory.appendingPathComponent("moe-eval-hs-\(UUID().uuidString).jsonl")
         try Data(line.utf8).write(to: url)
         defer { try? FileManager.default.removeItem(at: url) }
         let doc = try #require(try Hellaswag.documents(url).first)
         guard case .choices(let query, let choices, let gold) = doc.content else { Issue.record("not multiple choice"); return }
-        #expect(query == "Removing ice from car: Then, the man writes over the snow covering the window of a car, and a woman wearing winter clothes smiles. Then")
+        #expect(
+            query
+                == "Removing ice from car: Then, the man writes over the snow covering the window of a car, and a woman wearing winter clothes smiles. Then"
+        )
         #expect(choices[3] == ", the man continues removing the snow on his car." && gold == 3)
     }
 
@@ -155,12 +169,14 @@ struct TaskTestsPrimitives {
         let encoder = RequestEncoder(tokenizer: tokenizer, prefixTokenId: try #require(golden["prefix_token_id"] as? Int))
         let requests = try #require(golden["requests"] as? [[String: Any]])
         #expect(requests.count > 60)
-        let mine = try encoder.encode(requests.map {
-            LoglikelihoodRequest(context: $0["context"] as? String ?? "", continuation: $0["continuation"] as? String ?? "")
-        })
+        let mine = try encoder.encode(
+            requests.map {
+                LoglikelihoodRequest(context: $0["context"] as? String ?? "", continuation: $0["continuation"] as? String ?? "")
+            })
         for (r, tokens) in zip(requests, mine) {
-            #expect(tokens.context == r["context_tokens"] as? [Int] && tokens.continuation == r["continuation_tokens"] as? [Int],
-                    "\(String(reflecting: r["context"] as? String ?? "")) + \(String(reflecting: r["continuation"] as? String ?? ""))")
+            #expect(
+                tokens.context == r["context_tokens"] as? [Int] && tokens.continuation == r["continuation_tokens"] as? [Int],
+                "\(String(reflecting: r["context"] as? String ?? "")) + \(String(reflecting: r["continuation"] as? String ?? ""))")
         }
     }
 }

@@ -1,9 +1,10 @@
 import Foundation
-import Testing
-@testable import MoEEval
 import MoECheckpoint
-@testable import MoEModels
 import MoETokenizer
+import Testing
+
+@testable import MoEEval
+@testable import MoEModels
 
 /// Native scoring on the tiny TorchTitan checkpoint of MoEModelsTests (vocab 160, max_seq_len 64), with
 /// requests built from token ids. The reference is a plain batch-1 forward per request with a
@@ -11,8 +12,11 @@ import MoETokenizer
 @Suite struct TaskTestsScorer {
     static func fixtureModel() throws -> any CausalLanguageModel {
         let dir = TaskPaths.dsv3Fixtures.appendingPathComponent("v022_softmax_basic")
-        return try ModelLoader.load(ModelSpec(checkpoint: dir.appendingPathComponent("checkpoint"),
-                                              modelArgs: dir.appendingPathComponent("model_args.json"))).model
+        return try ModelLoader.load(
+            ModelSpec(
+                checkpoint: dir.appendingPathComponent("checkpoint"),
+                modelArgs: dir.appendingPathComponent("model_args.json"))
+        ).model
     }
 
     /// Deterministic ids in 0..<vocab.
@@ -31,8 +35,10 @@ import MoETokenizer
     static func requests() -> [TokenRequest] {
         var t = Tokens(state: 42)
         var out: [TokenRequest] = []
-        for (contextLength, choiceLengths) in [(7, [3, 1, 5, 2]), (13, [1, 1, 1, 1]), (22, [4, 6, 7, 2]), (30, [2, 2]),
-                                               (5, [1, 3, 2, 4]), (40, [5, 1, 1, 6])] {
+        for (contextLength, choiceLengths) in [
+            (7, [3, 1, 5, 2]), (13, [1, 1, 1, 1]), (22, [4, 6, 7, 2]), (30, [2, 2]),
+            (5, [1, 3, 2, 4]), (40, [5, 1, 1, 6]),
+        ] {
             let context = t.next(contextLength)
             for n in choiceLengths { out.append(TokenRequest(context: context, continuation: t.next(n))) }
         }
@@ -59,8 +65,10 @@ import MoETokenizer
         return LoglikelihoodResult(logprob: total, isGreedy: greedy)
     }
 
-    static func expectClose(_ a: [LoglikelihoodResult], _ b: [LoglikelihoodResult], tolerance: Double = 1e-5,
-                            _ label: String) {
+    static func expectClose(
+        _ a: [LoglikelihoodResult], _ b: [LoglikelihoodResult], tolerance: Double = 1e-5,
+        _ label: String
+    ) {
         #expect(a.count == b.count, "\(label): \(a.count) vs \(b.count) results")
         for (i, (x, y)) in zip(a, b).enumerated() {
             #expect(abs(x.logprob - y.logprob) <= tolerance, "\(label) request \(i): \(x.logprob) vs \(y.logprob)")
@@ -99,16 +107,19 @@ import MoETokenizer
         let model = try Self.fixtureModel()
         var t = Tokens(state: 7)
         let context = t.next(100)
-        let requests = [TokenRequest(context: context, continuation: t.next(5)),
-                        TokenRequest(context: context, continuation: t.next(3)),
-                        TokenRequest(context: t.next(70), continuation: t.next(64))]
+        let requests = [
+            TokenRequest(context: context, continuation: t.next(5)),
+            TokenRequest(context: context, continuation: t.next(3)),
+            TokenRequest(context: t.next(70), continuation: t.next(64)),
+        ]
         let scorer = NativeScorer(model: model)
         #expect(scorer.maxLength == 64)
         let results = try scorer.loglikelihood(requests)
         Self.expectClose(results, try requests.map { try Self.reference(model, $0, maxLength: 64) }, "truncated to 64")
         let short = NativeScorer(model: model, maxLength: 16)
-        Self.expectClose(try short.loglikelihood(requests.prefix(2).map { $0 }),
-                         try requests.prefix(2).map { try Self.reference(model, $0, maxLength: 16) }, "truncated to 16")
+        Self.expectClose(
+            try short.loglikelihood(requests.prefix(2).map { $0 }),
+            try requests.prefix(2).map { try Self.reference(model, $0, maxLength: 16) }, "truncated to 16")
         #expect(throws: ScoringError.self) { try short.loglikelihood([requests[2]]) }
     }
 

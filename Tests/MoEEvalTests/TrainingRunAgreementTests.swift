@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoEEval
 @testable import MoEModels
 
@@ -19,8 +20,10 @@ import Testing
     }
 
     static func route(_ checkpoint: String) throws -> RoutedExperts {
-        let loaded = try ModelLoader.load(ModelSpec(checkpoint: fixtures.appendingPathComponent(checkpoint),
-                                                    modelArgs: fixtures.appendingPathComponent("model_args.json")))
+        let loaded = try ModelLoader.load(
+            ModelSpec(
+                checkpoint: fixtures.appendingPathComponent(checkpoint),
+                modelArgs: fixtures.appendingPathComponent("model_args.json")))
         let insight = RoutingInsightCollector(recordedTokenLimit: Int.max)
         for row in try tokens() {
             insight.beginForward(tokens: row)
@@ -37,8 +40,10 @@ import Testing
         let layers = try #require(entry["layers"] as? [String: [String: Double]])
         let top1 = layers.values.map { $0["top1_agreement_with_final"] ?? .nan }
         let overlap = layers.values.map { $0["topk_overlap_with_final"] ?? .nan }
-        return (top1.reduce(0, +) / Double(top1.count), overlap.reduce(0, +) / Double(overlap.count),
-                try #require(entry["min_routing_margin"] as? Double))
+        return (
+            top1.reduce(0, +) / Double(top1.count), overlap.reduce(0, +) / Double(overlap.count),
+            try #require(entry["min_routing_margin"] as? Double)
+        )
     }
 
     @Test func selfAgreementIsExactlyOne() throws {
@@ -60,8 +65,10 @@ import Testing
         for step in Self.steps {
             let name = "seed0/step-\(step)"
             let agreement = try RoutingAgreement.between(try Self.route(name), final)
-            rows.append(String(format: "step %d: top-1 %.3f, top-k overlap %.3f, weighted %.3f", step,
-                               agreement.top1Agreement, agreement.topKOverlap, agreement.weightedOverlap))
+            rows.append(
+                String(
+                    format: "step %d: top-1 %.3f, top-k overlap %.3f, weighted %.3f", step,
+                    agreement.top1Agreement, agreement.topKOverlap, agreement.weightedOverlap))
             #expect(agreement.top1Agreement > previousTop1, "\(rows.joined(separator: "; "))")
             if step > 50 { #expect(agreement.topKOverlap > previousOverlap, "\(rows.joined(separator: "; "))") }
             previousTop1 = agreement.top1Agreement
@@ -82,9 +89,11 @@ import Testing
     /// Two runs that differ only in the seed learn unrelated expert labellings: agreement near chance.
     @Test func differentlySeededModelsSitNearChance() throws {
         let agreement = try RoutingAgreement.between(try Self.route("seed1/step-400"), try Self.route(Self.final))
-        print(String(format: "seed 1 vs seed 0: top-1 %.3f (chance %.3f), top-k overlap %.3f (chance %.3f), weighted %.3f",
-                     agreement.top1Agreement, agreement.top1AgreementChance, agreement.topKOverlap,
-                     agreement.topKOverlapChance, agreement.weightedOverlap))
+        print(
+            String(
+                format: "seed 1 vs seed 0: top-1 %.3f (chance %.3f), top-k overlap %.3f (chance %.3f), weighted %.3f",
+                agreement.top1Agreement, agreement.top1AgreementChance, agreement.topKOverlap,
+                agreement.topKOverlapChance, agreement.weightedOverlap))
         #expect(abs(agreement.top1Agreement - agreement.top1AgreementChance) < 0.1)
         #expect(abs(agreement.topKOverlap - agreement.topKOverlapChance) < 0.1)
         #expect(abs(agreement.weightedOverlap - agreement.weightedOverlapChance) < 0.1)

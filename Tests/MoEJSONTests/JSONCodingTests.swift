@@ -34,7 +34,9 @@ private struct Handwritten: Encodable {
 @Suite struct JSONCodingTests {
     fileprivate let sample = Record(
         zeta: 3,
-        alpha: [Layer(layer: 0, cv: 0.25, weight: 0.1, name: "é\"\n", note: nil), Layer(layer: 1, cv: -1e-7, weight: 3, name: "", note: "x")],
+        alpha: [
+            Layer(layer: 0, cv: 0.25, weight: 0.1, name: "é\"\n", note: nil), Layer(layer: 1, cv: -1e-7, weight: 3, name: "", note: "x"),
+        ],
         scores: ["only": 0.5],
         flags: [true, false],
         raw: .object(["b": .int(1), "a": .array([.double(2.5), .null])]),
@@ -70,26 +72,37 @@ private struct Handwritten: Encodable {
 
         #expect(try JSONValueEncoder(nonFiniteDoubles: .null).encode(values).serialized == "[null,null,null,1.0]")
         #expect(try JSONValueDecoder(nonFiniteDoubles: .null).decode([Double].self, from: .array([.null]))[0].isNaN)
-        let refused = #expect(throws: JSONCodingError.self) { try JSONValueEncoder(nonFiniteDoubles: .error).encode(["cv": [1, Double.nan]]) }
+        let refused = #expect(throws: JSONCodingError.self) {
+            try JSONValueEncoder(nonFiniteDoubles: .error).encode(["cv": [1, Double.nan]])
+        }
         #expect(refused?.description == "at cv[1]: nan is not a JSON number")
-        #expect(throws: JSONCodingError.self) { try JSONValueDecoder(nonFiniteDoubles: .error).decode([Double].self, from: .array([.string("nan")])) }
-        #expect(throws: JSONParseError.self) { try JSONValueDecoder(nonFiniteDoubles: .error).decode([Double].self, from: Array("[NaN]".utf8)) }
+        #expect(throws: JSONCodingError.self) {
+            try JSONValueDecoder(nonFiniteDoubles: .error).decode([Double].self, from: .array([.string("nan")]))
+        }
+        #expect(throws: JSONParseError.self) {
+            try JSONValueDecoder(nonFiniteDoubles: .error).decode([Double].self, from: Array("[NaN]".utf8))
+        }
     }
 
     @Test func decodingErrorsNameTheKeyPath() throws {
         let valid = try JSONValueEncoder().encode(sample).serialized
         #expect(message(valid) == "decoded")
-        #expect(message(valid.replacingFirst(#""cv":0.25"#, with: #""cv":"x""#)) == #"at alpha[0].cv: expected a number, found the string "x""#)
+        #expect(
+            message(valid.replacingFirst(#""cv":0.25"#, with: #""cv":"x""#)) == #"at alpha[0].cv: expected a number, found the string "x""#)
         #expect(message(valid.replacingFirst(#""layer":1"#, with: #""layer":1.5"#)) == "at alpha[1].layer: expected an integer, found 1.5")
-        #expect(message(valid.replacingFirst(#""count":200"#, with: #""count":300"#)) == "at count: expected an integer that fits UInt8, found 300")
+        #expect(
+            message(valid.replacingFirst(#""count":200"#, with: #""count":300"#))
+                == "at count: expected an integer that fits UInt8, found 300")
         #expect(message(valid.replacingFirst(#""zeta":3,"#, with: "")) == "at zeta: missing required key")
         #expect(message(valid.replacingFirst(#""name":"","#, with: #""name":null,"#)) == "at alpha[1].name: expected a string, found null")
-        #expect(message(valid.replacingFirst(#""flags":[true,false]"#, with: #""flags":{}"#)) == "at flags: expected an array, found an object")
+        #expect(
+            message(valid.replacingFirst(#""flags":[true,false]"#, with: #""flags":{}"#)) == "at flags: expected an array, found an object")
         #expect(message("[]") == "expected an object, found an array")
-        #expect(message("{") .hasPrefix("malformed JSON at byte 1"))
+        #expect(message("{").hasPrefix("malformed JSON at byte 1"))
         // Counts that seed files wrote as floats still decode as integers; unknown keys are ignored.
         #expect(message(valid.replacingFirst(#""zeta":3"#, with: #""zeta":3.0,"unknown":[1]"#)) == "decoded")
-        let layer = try JSONValueDecoder().decode(Layer.self, from: Array(#"{"layer": 0, "cv": 1, "weight": 2, "name": "n", "note": null}"#.utf8))
+        let layer = try JSONValueDecoder().decode(
+            Layer.self, from: Array(#"{"layer": 0, "cv": 1, "weight": 2, "name": "n", "note": null}"#.utf8))
         #expect(layer == Layer(layer: 0, cv: 1, weight: 2, name: "n", note: nil))
         struct Pair: Decodable {
             var a: Int, b: Int
@@ -99,7 +112,9 @@ private struct Handwritten: Encodable {
                 b = try items.decode(Int.self)
             }
         }
-        let missing = #expect(throws: JSONCodingError.self) { try JSONValueDecoder().decode([Pair].self, from: .array([.array([.int(1)])])) }
+        let missing = #expect(throws: JSONCodingError.self) {
+            try JSONValueDecoder().decode([Pair].self, from: .array([.array([.int(1)])]))
+        }
         #expect(missing?.description == "at [0][1]: the array has only 1 elements")
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import MoEJSON
 import Testing
+
 @testable import MoEModels
 
 /// Model args and shape inference given hostile values (issue 16): each used to trap, allocate without
@@ -84,17 +85,21 @@ import Testing
     @Test func hfConfigNumbersBeyondIntAreRefused() throws {
         let huge: [String: Any] = ["model_type": "deepseek_v3", "hidden_size": 1e300]
         #expect(throws: ModelArgsError.self) { _ = try HFModelConfig.parse(hfConfigObject(huge), source: "config.json") }
-        let yarn: [String: Any] = ["model_type": "deepseek_v3",
-                                   "rope_scaling": ["type": "yarn", "original_max_position_embeddings": 1e300]]
+        let yarn: [String: Any] = [
+            "model_type": "deepseek_v3",
+            "rope_scaling": ["type": "yarn", "original_max_position_embeddings": 1e300],
+        ]
         #expect(throws: ModelArgsError.self) { _ = try HFModelConfig.parse(hfConfigObject(yarn), source: "config.json") }
     }
 
     /// Every tensor the inference reads as a rank-0 or rank-1 tensor: no index may trap.
     @Test func shapeInferenceSurvivesTensorsOfTheWrongRank() throws {
-        let names = ["tok_embeddings.weight", "layers.0.attention.kv_norm.weight", "layers.0.attention.q_norm.weight",
-                     "layers.0.attention.wkv_a.weight", "layers.0.attention.wkv_b.weight", "layers.0.attention.wo.weight",
-                     "layers.0.feed_forward.w1.weight", "layers.1.moe.router.gate.weight", "layers.1.moe.experts.w1",
-                     "layers.1.moe.shared_experts.w1.weight"]
+        let names = [
+            "tok_embeddings.weight", "layers.0.attention.kv_norm.weight", "layers.0.attention.q_norm.weight",
+            "layers.0.attention.wkv_a.weight", "layers.0.attention.wkv_b.weight", "layers.0.attention.wo.weight",
+            "layers.0.feed_forward.w1.weight", "layers.1.moe.router.gate.weight", "layers.1.moe.experts.w1",
+            "layers.1.moe.shared_experts.w1.weight",
+        ]
         for rank0 in [true, false] {
             let shapes = Dictionary(uniqueKeysWithValues: names.map { ($0, rank0 ? [Int]() : [4]) })
             let (args, _) = ModelArgs.inferred(from: shapes)
@@ -109,16 +114,20 @@ import Testing
 
     /// Layers must be 0, 1, 2…: a stray index says nothing about how many layers there are.
     @Test func layerCountIsBoundedByTheLayersPresent() throws {
-        let shapes: [String: [Int]] = ["layers.0.attention_norm.weight": [4], "layers.1.attention_norm.weight": [4],
-                                       "layers.2000000000.attention_norm.weight": [4]]
+        let shapes: [String: [Int]] = [
+            "layers.0.attention_norm.weight": [4], "layers.1.attention_norm.weight": [4],
+            "layers.2000000000.attention_norm.weight": [4],
+        ]
         let (args, guessed) = ModelArgs.inferred(from: shapes)
         #expect(args.nLayers == 2)
         #expect(guessed.contains("n_layers"))
     }
 
     @Test func inferredArgsFromHugeShapesFailValidationInsteadOfTrapping() throws {
-        let (args, _) = ModelArgs.inferred(from: ["tok_embeddings.weight": [1 << 40, 1 << 40],
-                                                  "layers.0.attention_norm.weight": [1 << 40]])
+        let (args, _) = ModelArgs.inferred(from: [
+            "tok_embeddings.weight": [1 << 40, 1 << 40],
+            "layers.0.attention_norm.weight": [1 << 40],
+        ])
         #expect(throws: ModelArgsError.self) { try args.validate() }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoEModels
 
 /// moe-eval's TorchTitan 0.3.0 registry against the golden that tools/reference/torchtitan030_registry.py extracted
@@ -66,7 +67,9 @@ import Testing
         let block = try #require(try JSONSerialization.jsonObject(with: config.json) as? [String: Any])
         #expect((block["training"] as? [String: Any])?["seq_len"] as? Int == 1024)
         #expect(block["module"] as? String == "deepseek_v3" && block["config"] as? String == "deepseek_v3_debugmodel")
-        #expect(throws: ModelArgsError.self) { try ConfigRegistry.config(module: "deepseek_v3", name: "deepseek_v3_debugmodel", seqLen: 16_385) }
+        #expect(throws: ModelArgsError.self) {
+            try ConfigRegistry.config(module: "deepseek_v3", name: "deepseek_v3_debugmodel", seqLen: 16_385)
+        }
         // Moonlight's RoPE cache is 8192 long.
         #expect(throws: ModelArgsError.self) { try ConfigRegistry.config(module: "kimi_k2_7", name: "moonlight_16b_a3b", seqLen: 8193) }
         #expect(try ConfigRegistry.config(module: nil, name: "moonlight_16b_a3b").modelName == "kimi_k2_7")
@@ -112,13 +115,14 @@ import Testing
 
     /// `--training.seq_len` on a TOML config changes seq_len, max_seq_len and the results file's config block.
     @Test func tomlSeqLenOverride() throws {
-        var config = try TrainConfig.parse("""
-        [model]
-        name = "deepseek_v3"
-        flavor = "debugmodel"
-        [training]
-        seq_len = 2048
-        """, path: "train.toml")
+        var config = try TrainConfig.parse(
+            """
+            [model]
+            name = "deepseek_v3"
+            flavor = "debugmodel"
+            [training]
+            seq_len = 2048
+            """, path: "train.toml")
         try config.overrideSeqLen(512)
         #expect(try config.seqLen == 512 && config.modelArgs().maxSeqLen == 512)
         let block = try #require(try JSONSerialization.jsonObject(with: config.json) as? [String: Any])

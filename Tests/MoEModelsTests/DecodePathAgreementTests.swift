@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoEModels
 
 /// The decode path — absorbed MLA over the compressed KV cache, one-row GEMVs (the fused bf16 kernel for
@@ -14,16 +15,20 @@ import Testing
         let expected = try DSV3Fixtures.json(variant, "expected.json")
         let expectedLogits = try #require(expected["logits"] as? [[[Double]]])
         let routing = try #require(expected["routing"] as? [String: [String: Any]])
-        let model = try ModelLoader.load(ModelSpec(checkpoint: dir.appendingPathComponent("checkpoint"),
-                                                   modelArgs: dir.appendingPathComponent("model_args.json"))).model
+        let model = try ModelLoader.load(
+            ModelSpec(
+                checkpoint: dir.appendingPathComponent("checkpoint"),
+                modelArgs: dir.appendingPathComponent("model_args.json"))
+        ).model
         let batch = rows.count, seqLen = rows[0].count, vocab = model.shape.vocabSize
 
         let cache = KVCache(model: model, batch: batch, capacity: seqLen)
         let recorder = RoutingRecorder()
         var worst: Float = 0, largest: Float = 0
         for t in 0..<seqLen {
-            let step = try model.forward(tokens: rows.map { Int32($0[t]) }, batch: batch, seqLen: 1, cache: cache,
-                                         logits: .last, observer: recorder)
+            let step = try model.forward(
+                tokens: rows.map { Int32($0[t]) }, batch: batch, seqLen: 1, cache: cache,
+                logits: .last, observer: recorder)
             for b in 0..<batch {
                 for v in 0..<vocab {
                     let reference = Float(expectedLogits[b][t][v])

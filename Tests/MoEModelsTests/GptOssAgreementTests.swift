@@ -3,6 +3,7 @@ import MoECheckpoint
 import MoEJSON
 import MoETensor
 import Testing
+
 @testable import MoEModels
 
 /// gpt-oss reference fixtures written by tools/reference/make_family_fixtures.py with TorchTitan 0.3.0's own
@@ -179,8 +180,9 @@ func routingMismatches(_ ours: [Int: [[Int]]], _ reference: [Int: [[Int]]]) -> I
         for change in ["no window", "no sinks"] {
             var args = try GptOssFixtures.args(variant)
             if change == "no window" { args.slidingWindowLayers = [] } else { args.attentionSinks = false }
-            let weights = try GptOssWeightSet(store: GptOssWeights.openStore(at: GptOssFixtures.root.appendingPathComponent("\(variant)/checkpoint")),
-                                              args: args, allowUnused: true)
+            let weights = try GptOssWeightSet(
+                store: GptOssWeights.openStore(at: GptOssFixtures.root.appendingPathComponent("\(variant)/checkpoint")),
+                args: args, allowUnused: true)
             let logits = try GptOss(weights: weights).forward(tokens: rows.flatMap { $0 }, batch: batch, seqLen: seqLen)
             var c = LogitComparison()
             for b in 0..<batch { for t in 0..<seqLen { c.add(logits.row(b * seqLen + t), expected.logits[b][t]) } }
@@ -294,14 +296,16 @@ func routingMismatches(_ ours: [Int: [[Int]]], _ reference: [Int: [[Int]]]) -> I
 
     @Test func yarnFrequenciesKeepTheFractionalRamp() {
         // Low/high correction dims of the fixture: 16·ln(64/(32·2π))/(2·ln 150000) < 0 → 0, and ≈ 1.83 (not ceil'd to 2).
-        let f = YaRNFrequencies.frequencies(rotatedDims: 16, theta: 150_000, factor: 4, betaFast: 32, betaSlow: 1, originalSeqLen: 64, truncate: false)
+        let f = YaRNFrequencies.frequencies(
+            rotatedDims: 16, theta: 150_000, factor: 4, betaFast: 32, betaSlow: 1, originalSeqLen: 64, truncate: false)
         let plain = RotaryTable.frequencies(theta: 150_000, rotatedDims: 16)
         let high = 16 * log(64 / (2 * Double.pi)) / (2 * log(150_000.0))
         #expect(f[0] == plain[0])
         let ramp = Float(1 / high)
         #expect(abs(f[1] - (plain[1] / 4 * ramp + plain[1] * (1 - ramp))) <= 1e-9)
         #expect(f[2] == plain[2] / 4)
-        let truncated = YaRNFrequencies.frequencies(rotatedDims: 16, theta: 150_000, factor: 4, betaFast: 32, betaSlow: 1, originalSeqLen: 64, truncate: true)
+        let truncated = YaRNFrequencies.frequencies(
+            rotatedDims: 16, theta: 150_000, factor: 4, betaFast: 32, betaSlow: 1, originalSeqLen: 64, truncate: true)
         #expect(truncated[1] != f[1])
     }
 
@@ -322,8 +326,9 @@ func routingMismatches(_ ours: [Int: [[Int]]], _ reference: [Int: [[Int]]]) -> I
     func exported(_ variant: String, dtype: DType? = nil, maxShardSize: Int = 1 << 30) throws -> (URL, GptOssHFExport.Summary) {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("gptoss-export-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        let weights = try GptOssWeightSet(store: GptOssWeights.openStore(at: GptOssFixtures.root.appendingPathComponent("\(variant)/checkpoint")),
-                                          args: GptOssFixtures.args(variant))
+        let weights = try GptOssWeightSet(
+            store: GptOssWeights.openStore(at: GptOssFixtures.root.appendingPathComponent("\(variant)/checkpoint")),
+            args: GptOssFixtures.args(variant))
         return (folder, try GptOssHFExport.write(weights, dtype: dtype, maxShardSize: maxShardSize, into: folder))
     }
 
@@ -374,8 +379,8 @@ func routingMismatches(_ ours: [Int: [[Int]]], _ reference: [Int: [[Int]]]) -> I
 
     @Test func bfloat16RoundsToNearestEven() {
         #expect(GptOssHFExport.bfloat16Bits(1) == 0x3F80)
-        #expect(GptOssHFExport.bfloat16Bits(Float(bitPattern: 0x3F80_8000)) == 0x3F80)  // tie → even
-        #expect(GptOssHFExport.bfloat16Bits(Float(bitPattern: 0x3F81_8000)) == 0x3F82)  // tie → even
+        #expect(GptOssHFExport.bfloat16Bits(Float(bitPattern: 0x3F80_8000)) == 0x3F80) // tie → even
+        #expect(GptOssHFExport.bfloat16Bits(Float(bitPattern: 0x3F81_8000)) == 0x3F82) // tie → even
         #expect(GptOssHFExport.bfloat16Bits(Float(bitPattern: 0x3F80_8001)) == 0x3F81)
     }
 }
@@ -396,8 +401,15 @@ func routingMismatches(_ ours: [Int: [[Int]]], _ reference: [Int: [[Int]]]) -> I
     @Test func mismatchesNameTheTensor() throws {
         #expect(try refusal { $0.nLayers = 3 }.contains("tensor layers.2.attention_norm.weight is missing"))
         #expect(try refusal { $0.nLayers = 1 }.contains("not used by the gpt_oss model args (e.g. layers.1."))
-        #expect(try refusal { $0.moeInterDim = 8 }.contains("mlp1_weight_EGD has shape [4, 8, 32] but the gpt_oss model args imply [4, 16, 32]"))
-        #expect(try refusal({ $0.moeInterDim = 8; $0.moeArgs.loadBalanceCoeff = nil }, checkpoint: "hf").contains("model.layers.0.mlp.experts.gate_up_proj has shape [4, 32, 8] but the gpt_oss model args imply [4, 32, 16]"))
+        #expect(
+            try refusal { $0.moeInterDim = 8 }.contains("mlp1_weight_EGD has shape [4, 8, 32] but the gpt_oss model args imply [4, 16, 32]")
+        )
+        #expect(
+            try refusal(
+                {
+                    $0.moeInterDim = 8; $0.moeArgs.loadBalanceCoeff = nil
+                }, checkpoint: "hf"
+            ).contains("model.layers.0.mlp.experts.gate_up_proj has shape [4, 32, 8] but the gpt_oss model args imply [4, 32, 16]"))
         // HF GptOssForCausalLM has no load-balancing bias.
         #expect(try refusal({ _ in }, checkpoint: "hf").contains("have no layers.0.moe.expert_bias_E"))
         #expect(try refusal { $0.qkvBias = false }.contains("not used by the gpt_oss model args"))

@@ -1,6 +1,7 @@
 import Foundation
 import MoETensor
 import Testing
+
 @testable import MoEModels
 
 /// Ranks of one process exchanging bytes through shared memory, so that expert parallelism runs in a test
@@ -136,7 +137,11 @@ final class InProcessCommunicator: ExpertParallelCommunicator {
             #expect(results[rank].2 == nil, "rank \(rank): \(results[rank].2 ?? "")")
             let logits = try #require(results[rank].0)
             var c = LogitComparison()
-            for b in 0..<batch { for t in 0..<seqLen { c.add(logits.row(b * seqLen + t), Array(UnsafeBufferPointer(start: single.row(b * seqLen + t), count: args.vocabSize))) } }
+            for b in 0..<batch {
+                for t in 0..<seqLen {
+                    c.add(logits.row(b * seqLen + t), Array(UnsafeBufferPointer(start: single.row(b * seqLen + t), count: args.vocabSize)))
+                }
+            }
             #expect(c.maxDiff <= 1e-5 * max(1, c.maxLogit), "rank \(rank): max |Δlogit| \(c.maxDiff) against one process")
             var t = LogitComparison()
             for b in 0..<batch { for p in 0..<seqLen { t.add(logits.row(b * seqLen + p), expected.logits[b][p]) } }

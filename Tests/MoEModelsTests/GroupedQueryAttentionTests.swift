@@ -1,6 +1,7 @@
 import Foundation
 import MoETensor
 import Testing
+
 @testable import MoEModels
 
 /// The GQA block against a direct transcription of TorchTitan 0.3.0's `GQAttention` math (q/k/v projections,
@@ -18,14 +19,19 @@ import Testing
 
     static func weight(_ values: [Float], _ shape: [Int]) throws -> Weight {
         let owner = Tensor(shape: [values.count], values: values)
-        return try Weight(dtype: .float32, shape: shape, bytes: UnsafeRawBufferPointer(start: owner.data, count: values.count * 4), owner: owner)
+        return try Weight(
+            dtype: .float32, shape: shape, bytes: UnsafeRawBufferPointer(start: owner.data, count: values.count * 4), owner: owner)
     }
 
     /// Reference: one sequence, all positions, in Double.
-    static func reference(x: [Float], tokens: Int, dim: Int, h: Int, kvh: Int, hd: Int, wq: [Float], wk: [Float], wv: [Float], wo: [Float],
-                          biases: [[Float]]?, qNorm: [Float]?, kNorm: [Float]?, theta: Double, eps: Double) -> [Double] {
+    static func reference(
+        x: [Float], tokens: Int, dim: Int, h: Int, kvh: Int, hd: Int, wq: [Float], wk: [Float], wv: [Float], wo: [Float],
+        biases: [[Float]]?, qNorm: [Float]?, kNorm: [Float]?, theta: Double, eps: Double
+    ) -> [Double] {
         func project(_ w: [Float], _ out: Int, _ bias: [Float]?) -> [[Double]] {
-            (0..<tokens).map { t in (0..<out).map { o in (0..<dim).reduce(Double(bias?[o] ?? 0)) { $0 + Double(w[o * dim + $1]) * Double(x[t * dim + $1]) } } }
+            (0..<tokens).map { t in
+                (0..<out).map { o in (0..<dim).reduce(Double(bias?[o] ?? 0)) { $0 + Double(w[o * dim + $1]) * Double(x[t * dim + $1]) } }
+            }
         }
         var q = project(wq, h * hd, biases?[0]), k = project(wk, kvh * hd, biases?[1]), v = project(wv, kvh * hd, biases?[2])
         func normAndRotate(_ m: inout [[Double]], heads: Int, norm: [Float]?) {
@@ -52,7 +58,9 @@ import Testing
         for t in 0..<tokens {
             for head in 0..<h {
                 let kv = head / (h / kvh)
-                var scores = (0...t).map { s in (0..<hd).reduce(0.0) { $0 + q[t][head * hd + $1] * k[s][kv * hd + $1] } / Double(hd).squareRoot() }
+                var scores = (0...t).map { s in
+                    (0..<hd).reduce(0.0) { $0 + q[t][head * hd + $1] * k[s][kv * hd + $1] } / Double(hd).squareRoot()
+                }
                 let top = scores.max()!
                 scores = scores.map { exp($0 - top) }
                 let total = scores.reduce(0, +)
@@ -61,7 +69,9 @@ import Testing
         }
         var out: [Double] = []
         for t in 0..<tokens {
-            for o in 0..<dim { out.append((0..<(h * hd)).reduce(Double(biases?[3][o] ?? 0)) { $0 + Double(wo[o * h * hd + $1]) * context[t][$1] }) }
+            for o in 0..<dim {
+                out.append((0..<(h * hd)).reduce(Double(biases?[3][o] ?? 0)) { $0 + Double(wo[o * h * hd + $1]) * context[t][$1] })
+            }
         }
         return out
     }
@@ -72,10 +82,11 @@ import Testing
         var g = Generator(state: withBiasesAndNoNorm ? 11 : 5)
         let wq = g.values(h * hd * dim, scale: 0.3), wk = g.values(kvh * hd * dim, scale: 0.3)
         let wv = g.values(kvh * hd * dim, scale: 0.3), wo = g.values(dim * h * hd, scale: 0.3)
-        var block = GroupedQueryAttention(dim: dim, nHeads: h, nKVHeads: kvh, headDim: hd,
-                                          wq: try Self.weight(wq, [h * hd, dim]), wk: try Self.weight(wk, [kvh * hd, dim]),
-                                          wv: try Self.weight(wv, [kvh * hd, dim]), wo: try Self.weight(wo, [dim, h * hd]),
-                                          softmaxScale: 1 / Float(hd).squareRoot())
+        var block = GroupedQueryAttention(
+            dim: dim, nHeads: h, nKVHeads: kvh, headDim: hd,
+            wq: try Self.weight(wq, [h * hd, dim]), wk: try Self.weight(wk, [kvh * hd, dim]),
+            wv: try Self.weight(wv, [kvh * hd, dim]), wo: try Self.weight(wo, [dim, h * hd]),
+            softmaxScale: 1 / Float(hd).squareRoot())
         var biases: [[Float]]? = nil, qNorm: [Float]? = nil, kNorm: [Float]? = nil
         if withBiasesAndNoNorm {
             biases = [g.values(h * hd), g.values(kvh * hd), g.values(kvh * hd), g.values(dim)]
@@ -86,17 +97,23 @@ import Testing
         }
         let theta = 1e4
         let x = (0..<batch).map { _ in g.values(tokens * dim) }
-        let expected = x.map { Self.reference(x: $0, tokens: tokens, dim: dim, h: h, kvh: kvh, hd: hd, wq: wq, wk: wk, wv: wv, wo: wo,
-                                               biases: biases, qNorm: qNorm, kNorm: kNorm, theta: theta, eps: 1e-6) }
+        let expected = x.map {
+            Self.reference(
+                x: $0, tokens: tokens, dim: dim, h: h, kvh: kvh, hd: hd, wq: wq, wk: wk, wv: wv, wo: wo,
+                biases: biases, qNorm: qNorm, kNorm: kNorm, theta: theta, eps: 1e-6)
+        }
         let rope = RotaryTable(frequencies: RotaryTable.frequencies(theta: theta, rotatedDims: hd), positions: tokens, pairing: .rotateHalf)
 
         let layout = KVCacheLayout(layers: [GroupedQueryAttention.cacheStreams(kvHeads: kvh, headDim: hd)])
         let prefillCache = KVCache(layout: layout, batch: batch, capacity: tokens)
         let hidden = Tensor(shape: [batch * tokens, dim])
-        block.apply(Tensor(shape: [batch * tokens, dim], values: x.flatMap { $0 }), batch: batch, newTokens: tokens, past: 0,
-                      rope: rope, store: prefillCache.layers[0], addInto: hidden)
+        block.apply(
+            Tensor(shape: [batch * tokens, dim], values: x.flatMap { $0 }), batch: batch, newTokens: tokens, past: 0,
+            rope: rope, store: prefillCache.layers[0], addInto: hidden)
         var worst = 0.0
-        for b in 0..<batch { for i in 0..<(tokens * dim) { worst = max(worst, abs(Double(hidden.data[b * tokens * dim + i]) - expected[b][i])) } }
+        for b in 0..<batch {
+            for i in 0..<(tokens * dim) { worst = max(worst, abs(Double(hidden.data[b * tokens * dim + i]) - expected[b][i])) }
+        }
         #expect(worst < 1e-4, "prefill max |Δ| \(worst)")
 
         // Three tokens of prefill, then one at a time through the cache.
@@ -106,8 +123,9 @@ import Testing
         for count in [3, 1, 1, 1, 1] {
             let chunk = x.flatMap { Array($0[(position * dim)..<((position + count) * dim)]) }
             let out = Tensor(shape: [batch * count, dim])
-            block.apply(Tensor(shape: [batch * count, dim], values: chunk), batch: batch, newTokens: count, past: position,
-                          rope: rope, store: cache.layers[0], addInto: out)
+            block.apply(
+                Tensor(shape: [batch * count, dim], values: chunk), batch: batch, newTokens: count, past: position,
+                rope: rope, store: cache.layers[0], addInto: out)
             cache.length += count
             for b in 0..<batch {
                 for i in 0..<(count * dim) {

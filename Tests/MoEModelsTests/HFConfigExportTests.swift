@@ -2,6 +2,7 @@ import Foundation
 import MoECheckpoint
 import MoEJSON
 import Testing
+
 @testable import MoEModels
 
 /// The config.json `moe-eval convert` writes reads back (HFModelConfig) to the same model args and to the
@@ -100,8 +101,9 @@ import Testing
         #expect(HFConfigExport.architecture(args: args, routingBiasIsZero: true) == (.deepseekV3, nil))
         let numerics = Numerics.resolve(args: args, namingEra: .v0_2)
         #expect(throws: ModelArgsError.self) {
-            try HFConfigExport.configJSON(args: args, numerics: numerics, torchDType: "float32", bosTokenId: nil, eosTokenId: nil,
-                                          architecture: .deepseekV2)
+            try HFConfigExport.configJSON(
+                args: args, numerics: numerics, torchDType: "float32", bosTokenId: nil, eosTokenId: nil,
+                architecture: .deepseekV2)
         }
     }
 
@@ -109,8 +111,9 @@ import Testing
     @Test func deepseekV2ConfigReadsBack() throws {
         let args = try Self.args("v022_softmax_basic")
         let numerics = Numerics.resolve(args: args, namingEra: .v0_2)
-        let text = try HFConfigExport.configJSON(args: args, numerics: numerics, torchDType: "float32", bosTokenId: nil,
-                                                 eosTokenId: nil, architecture: .deepseekV2)
+        let text = try HFConfigExport.configJSON(
+            args: args, numerics: numerics, torchDType: "float32", bosTokenId: nil,
+            eosTokenId: nil, architecture: .deepseekV2)
         let json = try #require(try JSONValue.parse(text).objectValue)
         #expect(json["architectures"] == .array([.string("DeepseekV2ForCausalLM")]) && json["model_type"] == .string("deepseek_v2"))
         #expect(json["topk_method"] == .string("greedy") && json["q_lora_rank"] == .null && json["scoring_func"] == nil)

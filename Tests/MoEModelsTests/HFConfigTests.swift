@@ -1,6 +1,7 @@
 import Foundation
 import MoEJSON
 import Testing
+
 @testable import MoEModels
 
 /// A config written as a Foundation dictionary, as `HFModelConfig.load` would read it from a file.
@@ -34,8 +35,10 @@ func hfConfigObject(_ config: [String: Any]) throws -> JSONObject {
 
     @Test func yarnScalingIsRead() throws {
         var config = Self.config
-        config["rope_scaling"] = ["type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096,
-                                  "beta_fast": 32, "beta_slow": 1, "mscale": 0.707, "mscale_all_dim": 0.707]
+        config["rope_scaling"] = [
+            "type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096,
+            "beta_fast": 32, "beta_slow": 1, "mscale": 0.707, "mscale_all_dim": 0.707,
+        ]
         let hf = try HFModelConfig.parse(hfConfigObject(config), source: "config.json")
         #expect(hf.yarn && hf.args.ropeFactor == 40 && hf.args.originalSeqLen == 4096 && hf.args.mscale == 0.707)
         config["rope_scaling"] = ["type": "dynamic", "factor": 2.0]
@@ -63,7 +66,9 @@ func hfConfigObject(_ config: [String: Any]) throws -> JSONObject {
         var worst = 0.0
         for b in 0..<rows.count {
             for t in 0..<rows[0].count {
-                for (v, value) in expected[b][t].enumerated() { worst = max(worst, abs(Double(logits.row(b * rows[0].count + t)[v]) - value)) }
+                for (v, value) in expected[b][t].enumerated() {
+                    worst = max(worst, abs(Double(logits.row(b * rows[0].count + t)[v]) - value))
+                }
             }
         }
         #expect(worst < 1e-4, "max |Δlogit| \(worst)")

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoEModels
 
 /// Prefill + token-by-token decode through the KV cache gives the logits of one full forward.
@@ -8,15 +9,19 @@ import Testing
     func decodeMatchesFullForward(variant: String) throws {
         let dir = DSV3Fixtures.root.appendingPathComponent(variant)
         let rows = try #require(try DSV3Fixtures.json(variant, "tokens.json")["tokens"] as? [[Int]])
-        let model = try ModelLoader.load(ModelSpec(checkpoint: dir.appendingPathComponent("checkpoint"),
-                                                   modelArgs: dir.appendingPathComponent("model_args.json"))).model
+        let model = try ModelLoader.load(
+            ModelSpec(
+                checkpoint: dir.appendingPathComponent("checkpoint"),
+                modelArgs: dir.appendingPathComponent("model_args.json"))
+        ).model
         let batch = rows.count, seqLen = rows[0].count, vocab = model.shape.vocabSize
         let full = try model.forward(tokens: rows.flatMap { $0.map(Int32.init) }, batch: batch, seqLen: seqLen)
 
         let prefix = 5
         let cache = KVCache(model: model, batch: batch, capacity: seqLen)
-        let first = try model.forward(tokens: rows.flatMap { $0[..<prefix].map(Int32.init) }, batch: batch, seqLen: prefix,
-                                      cache: cache, logits: .last)
+        let first = try model.forward(
+            tokens: rows.flatMap { $0[..<prefix].map(Int32.init) }, batch: batch, seqLen: prefix,
+            cache: cache, logits: .last)
         var worst: Float = 0
         for b in 0..<batch {
             for v in 0..<vocab { worst = max(worst, abs(first.row(b)[v] - full.row(b * seqLen + prefix - 1)[v])) }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoEModels
 
 /// Parameter and FLOP counts that TorchTitan's own `get_moe_model_nparams_and_flops` printed for its
@@ -74,30 +75,30 @@ import Testing
 @Suite struct TrainConfigTests {
     // The syntax TorchTitan's own debug_model.toml uses: literal strings, dotted tables, inline comments.
     static let debugToml = """
-    [job]
-    dump_folder = "./outputs"
-    description = "DeepSeek-V3 debug training"
+        [job]
+        dump_folder = "./outputs"
+        description = "DeepSeek-V3 debug training"
 
-    [model]
-    name = "deepseek_v3"
-    flavor = "debugmodel"
-    hf_assets_path = "./tests/assets/tokenizer"  # test tokenizer
+        [model]
+        name = "deepseek_v3"
+        flavor = "debugmodel"
+        hf_assets_path = "./tests/assets/tokenizer"  # test tokenizer
 
-    [training]
-    local_batch_size = 8
-    seq_len = 2048
-    steps = 10_000
-    dataset = "c4_test"
+        [training]
+        local_batch_size = 8
+        seq_len = 2048
+        steps = 10_000
+        dataset = "c4_test"
 
-    [parallelism]
-    expert_parallel_degree = 1
+        [parallelism]
+        expert_parallel_degree = 1
 
-    [activation_checkpoint]
-    selective_ac_option = 'op'
+        [activation_checkpoint]
+        selective_ac_option = 'op'
 
-    [quantize.linear.float8]
-    filter_fqns = ["output", "router.gate"]
-    """
+        [quantize.linear.float8]
+        filter_fqns = ["output", "router.gate"]
+        """
 
     @Test func readsWhatEvaluationNeeds() throws {
         let c = try TrainConfig.parse(Self.debugToml, path: "debug.toml")

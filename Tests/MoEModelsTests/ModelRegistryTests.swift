@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoEModels
 
 /// Which family a spec selects, and that the loaded model goes through the seam.

@@ -1,6 +1,7 @@
 import Foundation
 import MoECheckpoint
 import Testing
+
 @testable import MoEModels
 
 /// Qwen3-MoE reference fixtures written by tools/reference/make_family_fixtures.py with TorchTitan 0.3.0's own
@@ -96,8 +97,9 @@ enum Qwen3Fixtures {
         let recorder = RoutingRecorder()
         var worst: Float = 0, largest: Float = 0
         for t in 0..<seqLen {
-            let step = try model.forward(tokens: rows.map { Int32($0[t]) }, batch: batch, seqLen: 1, cache: cache,
-                                         logits: .last, observer: recorder)
+            let step = try model.forward(
+                tokens: rows.map { Int32($0[t]) }, batch: batch, seqLen: 1, cache: cache,
+                logits: .last, observer: recorder)
             for b in 0..<batch {
                 for (v, value) in reference[b][t].enumerated() {
                     worst = max(worst, abs(step.row(b)[v] - Float(value)))
@@ -124,7 +126,9 @@ enum Qwen3Fixtures {
                 }
             }
         }
-        #expect(tokens == batch * seqLen * model.args.nLayers && mismatches == 0, "\(variant): \(mismatches) of \(tokens) decoded tokens routed differently")
+        #expect(
+            tokens == batch * seqLen * model.args.nLayers && mismatches == 0,
+            "\(variant): \(mismatches) of \(tokens) decoded tokens routed differently")
     }
 
     /// The HF `Qwen3MoeForCausalLM` copy: the same numbers as the DCP checkpoint and TorchTitan, in prefill and decode.
@@ -168,7 +172,8 @@ enum Qwen3Fixtures {
     /// and lm_head unevenly (49 rows: 25 + 24).
     @Test func twoProcessSaveIsReassembled() throws {
         let variant = "v030_qwen3_expert_bias_two_process"
-        let source = try Qwen3WeightSource.open(at: Qwen3Fixtures.root.appendingPathComponent("\(variant)/checkpoint"), args: Qwen3Fixtures.args(variant))
+        let source = try Qwen3WeightSource.open(
+            at: Qwen3Fixtures.root.appendingPathComponent("\(variant)/checkpoint"), args: Qwen3Fixtures.args(variant))
         #expect(source.description.contains("2 files") || source.entries.contains { $0.chunkCount == 2 })
         #expect(source.tensorInfos["lm_head.weight"]?.shape == [49, 32])
         let model = try Qwen3Fixtures.model(variant)

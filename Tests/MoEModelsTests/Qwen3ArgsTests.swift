@@ -1,6 +1,7 @@
 import Foundation
 import MoEJSON
 import Testing
+
 @testable import MoEModels
 
 /// Qwen3 args: reading (model-args JSON, HF config.json), validation, and TorchTitan 0.3.0's parameter and FLOP
@@ -20,8 +21,12 @@ import Testing
     }
 
     @Test func torchTitansParameterAndFlopCounts() throws {
-        let golden = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: Self.root.appendingPathComponent("torchtitan030_flops.json"))) as? [String: [String: Int]])
-        var cases: [(String, Qwen3Args)] = [("fixture v030_qwen3_fp32", try Qwen3Args.load(jsonFile: Self.root.appendingPathComponent("v030_qwen3_fp32/model_args.json")))]
+        let golden = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: Self.root.appendingPathComponent("torchtitan030_flops.json")))
+                as? [String: [String: Int]])
+        var cases: [(String, Qwen3Args)] = [
+            ("fixture v030_qwen3_fp32", try Qwen3Args.load(jsonFile: Self.root.appendingPathComponent("v030_qwen3_fp32/model_args.json")))
+        ]
         for flavor in ["debugmodel_moe", "30B-A3B"] { cases.append((flavor, try #require(Qwen3Flavors.args(for: flavor)))) }
         for (name, args) in cases {
             let expected = try #require(golden[name])

@@ -1,6 +1,7 @@
 import Foundation
 import MoECheckpoint
 import Testing
+
 @testable import MoEModels
 
 /// `Qwen3HFExport` against the golden `hf/` copy of v030_qwen3_fp32, which TorchTitan 0.3.0's

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoEModels
 
 /// Configs that would make TOMLKit (toml++) recurse until the stack overflows are refused first, naming the line.
@@ -22,7 +23,8 @@ import Testing
 
     /// tools/fuzz/findings/FuzzTrainConfig/crash-tomlpp-assert-non-ascii-table-key.toml: `[é]` aborted inside toml++.
     @Test func nonASCIIOutsideStringsIsRefused() {
-        let expected = "hostile.toml: line 1: a non-ASCII character outside a string (bare keys and values are ASCII in TOML; quote the key or value)"
+        let expected =
+            "hostile.toml: line 1: a non-ASCII character outside a string (bare keys and values are ASCII in TOML; quote the key or value)"
         #expect(Self.message("[\u{e9}]\n") == expected)
         #expect(Self.message("k\u{e9}y = 1\n") == expected)
         #expect(Self.message("[model]\nname = \"d\u{e9}mo\" # caf\u{e9}\n")?.contains("non-ASCII") != true)
@@ -31,7 +33,9 @@ import Testing
     /// tools/fuzz/findings/FuzzTrainConfig/crash-tomlpp-assert-header-without-key.toml: `[` alone on a line aborted in toml++.
     @Test func tableHeaderWithoutAKeyIsRefused() {
         for header in ["[", "[=]", "[.a]", "[#]", "[[ .a]]", "[,]", "[\t"] {
-            #expect(Self.message("x = 1\n\(header)\ny = 2\n") == "hostile.toml: line 2: a table header without a name (expected a key after '[')", "\(header)")
+            #expect(
+                Self.message("x = 1\n\(header)\ny = 2\n")
+                    == "hostile.toml: line 2: a table header without a name (expected a key after '[')", "\(header)")
         }
         #expect(Self.message("[model]\nname = \"a\"\n[ \"quoted\" ]\nx = 1\n[[list]]\ny = 2\n")?.contains("without a name") != true)
     }
@@ -58,21 +62,21 @@ import Testing
         let dots = String(repeating: ".", count: 200)
         let brackets = String(repeating: "[", count: 100)
         let text = """
-        [model]
-        name = "deepseek_v3" # a.b.c.d\(dots)
-        flavor = "debugmodel"
-        hf_assets_path = '\(dots)/\(brackets)'
-        "quoted.key.with.dots\(dots)" = 1.5
-        notes = \"\"\"
-        multi \(brackets) line \(dots) "quoted"
-        \"\"\"
-        literal = '''\(brackets)'''
-        a.b.c = 2
-        values = [[1.5, 2.5], [3.25e-3, 4.0], { x.y = 1 }]
+            [model]
+            name = "deepseek_v3" # a.b.c.d\(dots)
+            flavor = "debugmodel"
+            hf_assets_path = '\(dots)/\(brackets)'
+            "quoted.key.with.dots\(dots)" = 1.5
+            notes = \"\"\"
+            multi \(brackets) line \(dots) "quoted"
+            \"\"\"
+            literal = '''\(brackets)'''
+            a.b.c = 2
+            values = [[1.5, 2.5], [3.25e-3, 4.0], { x.y = 1 }]
 
-        [training]
-        seq_len = 4096
-        """
+            [training]
+            seq_len = 4096
+            """
         let config = try TrainConfig.parse(text, path: "ok.toml")
         #expect(config.modelName == "deepseek_v3" && config.seqLen == 4096)
         #expect(config.hfAssetsPath == "\(dots)/\(brackets)")

@@ -1,6 +1,7 @@
 import Foundation
 import MoECheckpoint
 import Testing
+
 @testable import MoEModels
 
 /// Reference fixtures written by tools/reference/make_dsv3_fixtures.py with TorchTitan's own model code.
@@ -34,12 +35,14 @@ struct Agreement {
 /// Runs the model on the fixture's tokens and compares with TorchTitan's logits and routing.
 func compareWithTorchTitan(variant: String, checkpoint: String = "checkpoint") throws -> Agreement {
     let dir = DSV3Fixtures.root.appendingPathComponent(variant)
-    return try compareWithTorchTitan(checkpoint: dir.appendingPathComponent(checkpoint), modelArgs: dir.appendingPathComponent("model_args.json"),
-                                     tokens: dir.appendingPathComponent("tokens.json"), expected: dir.appendingPathComponent("expected.json"),
-                                     variantInfo: dir.appendingPathComponent("variant.json"))
+    return try compareWithTorchTitan(
+        checkpoint: dir.appendingPathComponent(checkpoint), modelArgs: dir.appendingPathComponent("model_args.json"),
+        tokens: dir.appendingPathComponent("tokens.json"), expected: dir.appendingPathComponent("expected.json"),
+        variantInfo: dir.appendingPathComponent("variant.json"))
 }
 
-func compareWithTorchTitan(checkpoint: URL, modelArgs: URL, tokens: URL, expected expectedFile: URL, variantInfo: URL?) throws -> Agreement {
+func compareWithTorchTitan(checkpoint: URL, modelArgs: URL, tokens: URL, expected expectedFile: URL, variantInfo: URL?) throws -> Agreement
+{
     func json(_ url: URL) throws -> [String: Any] {
         try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
     }
@@ -48,7 +51,8 @@ func compareWithTorchTitan(checkpoint: URL, modelArgs: URL, tokens: URL, expecte
     let loaded = try ModelLoader.load(ModelSpec(checkpoint: checkpoint, modelArgs: modelArgs))
     let recorder = RoutingRecorder()
     let batch = tokenRows.count, seqLen = tokenRows[0].count
-    let logits = try loaded.model.forward(tokens: tokenRows.flatMap { $0.map(Int32.init) }, batch: batch, seqLen: seqLen, observer: recorder)
+    let logits = try loaded.model.forward(
+        tokens: tokenRows.flatMap { $0.map(Int32.init) }, batch: batch, seqLen: seqLen, observer: recorder)
 
     var result = Agreement()
     let expectedLogits = try #require(expected["logits"] as? [[[Double]]])
@@ -132,12 +136,15 @@ func compareWithTorchTitan(checkpoint: URL, modelArgs: URL, tokens: URL, expecte
         var root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         while !FileManager.default.fileExists(atPath: root.appendingPathComponent("Package.swift").path) { root.deleteLastPathComponent() }
         let demo = root.appendingPathComponent("assets/demo")
-        let reference = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: demo.appendingPathComponent("reference_tokens.json"))) as? [String: Any])
+        let reference = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: demo.appendingPathComponent("reference_tokens.json"))) as? [String: Any]
+        )
         let checkpoint = try #require(reference["checkpoint"] as? String)
-        let a = try compareWithTorchTitan(checkpoint: demo.appendingPathComponent(checkpoint.hasPrefix("checkpoint") ? checkpoint : "checkpoint/step-800"),
-                                          modelArgs: demo.appendingPathComponent("model_args.json"),
-                                          tokens: demo.appendingPathComponent("reference_tokens.json"),
-                                          expected: demo.appendingPathComponent("reference_forward.json"), variantInfo: nil)
+        let a = try compareWithTorchTitan(
+            checkpoint: demo.appendingPathComponent(checkpoint.hasPrefix("checkpoint") ? checkpoint : "checkpoint/step-800"),
+            modelArgs: demo.appendingPathComponent("model_args.json"),
+            tokens: demo.appendingPathComponent("reference_tokens.json"),
+            expected: demo.appendingPathComponent("reference_forward.json"), variantInfo: nil)
         #expect(a.nonFiniteLogits == 0)
         #expect(a.maxLogitDiff <= 1e-4 * max(1, a.maxLogit), "max |Δlogit| \(a.maxLogitDiff)")
         #expect(a.routedTokens > 0 && a.expertSetMismatches == 0)

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import HummingbirdTesting
 import Testing
+
 @testable import MoEServer
 
 /// Oversized bodies are refused without being buffered whole, and the connection is closed rather
@@ -12,8 +13,10 @@ import Testing
         let limit = ServerFixture.limits.maxBodyBytes
         let body = "{\"prompt\":\"" + String(repeating: "a", count: limit) + "\"}"
         try await ServerFixture.withClient { client in
-            try await client.execute(uri: "/tokenize", method: .post, headers: [.contentType: "application/json"],
-                                     body: ByteBuffer(string: body)) { response in
+            try await client.execute(
+                uri: "/tokenize", method: .post, headers: [.contentType: "application/json"],
+                body: ByteBuffer(string: body)
+            ) { response in
                 #expect(response.status == .contentTooLarge)
                 #expect(response.headers[.connection] == "close")
             }

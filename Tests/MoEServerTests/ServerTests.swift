@@ -5,6 +5,7 @@ import MoEJSON
 import MoEModels
 import MoETokenizer
 import Testing
+
 @testable import MoEServer
 
 /// One fixture model (TorchTitan 0.2.2, vocab 160, max_seq_len 64) and TorchTitan's test tokenizer
@@ -37,17 +38,21 @@ enum ServerFixture {
     }()
 
     static let engine: Result<CompletionEngine, any Error> = Result {
-        let loaded = try ModelLoader.load(ModelSpec(
-            checkpoint: fixtureFolder.appendingPathComponent("checkpoint"),
-            modelArgs: fixtureFolder.appendingPathComponent("model_args.json")))
+        let loaded = try ModelLoader.load(
+            ModelSpec(
+                checkpoint: fixtureFolder.appendingPathComponent("checkpoint"),
+                modelArgs: fixtureFolder.appendingPathComponent("model_args.json")))
         let tokenizer = try Tokenizer.load(from: tokenizerFolder)
         return CompletionEngine(model: loaded.model, tokenizer: tokenizer, modelName: "fixture", limits: limits)
     }
 
     /// The prompts TorchTitan ran, and its logits for them: [row][position][vocab].
     static func reference() throws -> (tokens: [[Int]], logits: [[[Double]]]) {
-        let tokens = try JSONSerialization.jsonObject(with: Data(contentsOf: fixtureFolder.appendingPathComponent("tokens.json"))) as? [String: Any]
-        let expected = try JSONSerialization.jsonObject(with: Data(contentsOf: fixtureFolder.appendingPathComponent("expected.json"))) as? [String: Any]
+        let tokens =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: fixtureFolder.appendingPathComponent("tokens.json"))) as? [String: Any]
+        let expected =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: fixtureFolder.appendingPathComponent("expected.json")))
+            as? [String: Any]
         return (try #require(tokens?["tokens"] as? [[Int]]), try #require(expected?["logits"] as? [[[Double]]]))
     }
 
@@ -67,17 +72,23 @@ func referenceLogSoftmax(_ row: [Double]) -> [Double] {
 
 /// Sends a JSON body and parses the answer with Foundation's JSONSerialization (not the server's reader).
 @discardableResult
-func post(_ client: any TestClientProtocol, _ uri: String, json: Any, expect status: HTTPResponse.Status = .ok,
-          sourceLocation: SourceLocation = #_sourceLocation) async throws -> [String: Any] {
+func post(
+    _ client: any TestClientProtocol, _ uri: String, json: Any, expect status: HTTPResponse.Status = .ok,
+    sourceLocation: SourceLocation = #_sourceLocation
+) async throws -> [String: Any] {
     let data = try JSONSerialization.data(withJSONObject: json)
     return try await send(client, uri, method: .post, body: data, expect: status, sourceLocation: sourceLocation)
 }
 
 @discardableResult
-func send(_ client: any TestClientProtocol, _ uri: String, method: HTTPRequest.Method, body: Data? = nil,
-          expect status: HTTPResponse.Status = .ok, sourceLocation: SourceLocation = #_sourceLocation) async throws -> [String: Any] {
-    try await client.execute(uri: uri, method: method, headers: [.contentType: "application/json"],
-                             body: body.map { ByteBuffer(bytes: $0) }) { response in
+func send(
+    _ client: any TestClientProtocol, _ uri: String, method: HTTPRequest.Method, body: Data? = nil,
+    expect status: HTTPResponse.Status = .ok, sourceLocation: SourceLocation = #_sourceLocation
+) async throws -> [String: Any] {
+    try await client.execute(
+        uri: uri, method: method, headers: [.contentType: "application/json"],
+        body: body.map { ByteBuffer(bytes: $0) }
+    ) { response in
         let text = String(buffer: response.body)
         #expect(response.status == status, "\(method) \(uri) → \(response.status): \(text)", sourceLocation: sourceLocation)
         #expect(response.headers[.contentType] == "application/json", sourceLocation: sourceLocation)
@@ -160,10 +171,12 @@ func harnessLoglikelihood(_ choice: [String: Any], contextLength: Int) throws ->
         let reference = try ServerFixture.reference()
         try await ServerFixture.withClient { client in
             for (row, prompt) in reference.tokens.enumerated() {
-                let answer = try await post(client, "/v1/completions", json: [
-                    "model": "fixture", "prompt": [prompt], "temperature": 0, "max_tokens": 1,
-                    "logprobs": 1, "seed": 1234, "echo": true,
-                ] as [String: Any])
+                let answer = try await post(
+                    client, "/v1/completions",
+                    json: [
+                        "model": "fixture", "prompt": [prompt], "temperature": 0, "max_tokens": 1,
+                        "logprobs": 1, "seed": 1234, "echo": true,
+                    ] as [String: Any])
                 let choices = try #require(answer["choices"] as? [[String: Any]])
                 #expect(choices.count == 1 && choices[0]["index"] as? Int == 0)
                 let logprobs = try #require(choices[0]["logprobs"] as? [String: Any])
@@ -202,9 +215,11 @@ func harnessLoglikelihood(_ choice: [String: Any], contextLength: Int) throws ->
     @Test func maxTokensZeroScoresThePromptOnly() async throws {
         let prompt = try ServerFixture.reference().tokens[0]
         try await ServerFixture.withClient { client in
-            let echoed = try await post(client, "/v1/completions", json: [
-                "prompt": prompt, "max_tokens": 0, "logprobs": 2, "echo": true,
-            ] as [String: Any])
+            let echoed = try await post(
+                client, "/v1/completions",
+                json: [
+                    "prompt": prompt, "max_tokens": 0, "logprobs": 2, "echo": true,
+                ] as [String: Any])
             let choice = try #require((echoed["choices"] as? [[String: Any]])?.first)
             let logprobs = try #require(choice["logprobs"] as? [String: Any])
             let values = try #require(logprobs["token_logprobs"] as? [Any])
@@ -214,10 +229,13 @@ func harnessLoglikelihood(_ choice: [String: Any], contextLength: Int) throws ->
             #expect((echoed["usage"] as? [String: Any])?["completion_tokens"] as? Int == 0)
 
             // Compared with max_tokens 1: the same prompt entries, and one more at the end.
-            let one = try await post(client, "/v1/completions", json: [
-                "prompt": prompt, "max_tokens": 1, "logprobs": 2, "echo": true,
-            ] as [String: Any])
-            let oneValues = try #require(((one["choices"] as? [[String: Any]])?.first?["logprobs"] as? [String: Any])?["token_logprobs"] as? [Any])
+            let one = try await post(
+                client, "/v1/completions",
+                json: [
+                    "prompt": prompt, "max_tokens": 1, "logprobs": 2, "echo": true,
+                ] as [String: Any])
+            let oneValues = try #require(
+                ((one["choices"] as? [[String: Any]])?.first?["logprobs"] as? [String: Any])?["token_logprobs"] as? [Any])
             #expect(oneValues.count == prompt.count + 1)
             // Separate forwards may split their GEMMs differently across threads (the split follows the load and
             // the batch), which rounds fp32 sums differently: equal to well within the harness agreement's 1e-4.
@@ -226,7 +244,8 @@ func harnessLoglikelihood(_ choice: [String: Any], contextLength: Int) throws ->
                 #expect(abs(a - b) <= Self.separateForwardTolerance, "position \(i): \(a) vs \(b)")
             }
 
-            let silent = try await post(client, "/v1/completions", json: ["prompt": prompt, "max_tokens": 0, "logprobs": 1] as [String: Any])
+            let silent = try await post(
+                client, "/v1/completions", json: ["prompt": prompt, "max_tokens": 0, "logprobs": 1] as [String: Any])
             let silentChoice = try #require((silent["choices"] as? [[String: Any]])?.first)
             #expect(silentChoice["text"] as? String == "")
             #expect(((silentChoice["logprobs"] as? [String: Any])?["token_logprobs"] as? [Any])?.isEmpty == true)
@@ -238,9 +257,11 @@ func harnessLoglikelihood(_ choice: [String: Any], contextLength: Int) throws ->
         let prompt = Array(try ServerFixture.reference().tokens[1].prefix(6))
         let tokenizer = try Tokenizer.load(from: ServerFixture.tokenizerFolder)
         try await ServerFixture.withClient { client in
-            let generated = try await post(client, "/v1/completions", json: [
-                "prompt": prompt, "max_tokens": 8, "logprobs": 3, "seed": 1, "return_tokens_as_token_ids": true,
-            ] as [String: Any])
+            let generated = try await post(
+                client, "/v1/completions",
+                json: [
+                    "prompt": prompt, "max_tokens": 8, "logprobs": 3, "seed": 1, "return_tokens_as_token_ids": true,
+                ] as [String: Any])
             let choice = try #require((generated["choices"] as? [[String: Any]])?.first)
             #expect(choice["finish_reason"] as? String == "length")
             let logprobs = try #require(choice["logprobs"] as? [String: Any])
@@ -256,9 +277,11 @@ func harnessLoglikelihood(_ choice: [String: Any], contextLength: Int) throws ->
             }
             #expect(choice["text"] as? String == tokenizer.decode(newIds, skipSpecialTokens: true))
 
-            let rescored = try await post(client, "/v1/completions", json: [
-                "prompt": prompt + newIds, "max_tokens": 0, "logprobs": 1, "echo": true,
-            ] as [String: Any])
+            let rescored = try await post(
+                client, "/v1/completions",
+                json: [
+                    "prompt": prompt + newIds, "max_tokens": 0, "logprobs": 1, "echo": true,
+                ] as [String: Any])
             let rescoredChoice = try #require((rescored["choices"] as? [[String: Any]])?.first)
             let (_, greedy) = try harnessLoglikelihood(rescoredChoice.withExtraPosition(), contextLength: prompt.count)
             #expect(greedy, "every generated token is the argmax when the full sequence is re-scored")
@@ -278,25 +301,33 @@ func harnessLoglikelihood(_ choice: [String: Any], contextLength: Int) throws ->
             let text = try #require(freeChoice["text"] as? String)
             #expect(freeChoice["finish_reason"] as? String == "length")
             let scalars = Array(text.unicodeScalars)
-            let stopAt = try #require(scalars.indices.dropFirst().first { scalars[$0].isASCII },
-                                      "the fixture's continuation has no ASCII character to stop at: \(text.debugDescription)")
+            let stopAt = try #require(
+                scalars.indices.dropFirst().first { scalars[$0].isASCII },
+                "the fixture's continuation has no ASCII character to stop at: \(text.debugDescription)")
             let stop = String(scalars[stopAt])
             let cut = scalars.firstIndex(of: scalars[stopAt])!
-            let stopped = try await post(client, "/v1/completions", json: [
-                "prompt": prompt, "max_tokens": 24, "stop": ["never-generated", stop],
-            ] as [String: Any])
+            let stopped = try await post(
+                client, "/v1/completions",
+                json: [
+                    "prompt": prompt, "max_tokens": 24, "stop": ["never-generated", stop],
+                ] as [String: Any])
             let stoppedChoice = try #require((stopped["choices"] as? [[String: Any]])?.first)
             #expect(stoppedChoice["finish_reason"] as? String == "stop")
             #expect(stoppedChoice["text"] as? String == String(String.UnicodeScalarView(scalars[..<cut])))
             #expect((stoppedChoice["text"] as? String)?.contains(stop) == false)
 
-            let echoed = try await post(client, "/v1/completions", json: [
-                "prompt": prompt, "max_tokens": 24, "stop": stop, "echo": true,
-            ] as [String: Any])
+            let echoed = try await post(
+                client, "/v1/completions",
+                json: [
+                    "prompt": prompt, "max_tokens": 24, "stop": stop, "echo": true,
+                ] as [String: Any])
             let echoedText = (echoed["choices"] as? [[String: Any]])?.first?["text"] as? String
-            #expect(echoedText == prompt + String(String.UnicodeScalarView(scalars[..<cut])), "the stop applies to the continuation, not the echoed prompt")
+            #expect(
+                echoedText == prompt + String(String.UnicodeScalarView(scalars[..<cut])),
+                "the stop applies to the continuation, not the echoed prompt")
 
-            let unmatched = try await post(client, "/v1/completions", json: ["prompt": prompt, "max_tokens": 24, "stop": "never-generated"] as [String: Any])
+            let unmatched = try await post(
+                client, "/v1/completions", json: ["prompt": prompt, "max_tokens": 24, "stop": "never-generated"] as [String: Any])
             #expect((unmatched["choices"] as? [[String: Any]])?.first?["text"] as? String == text)
         }
     }
@@ -304,15 +335,19 @@ func harnessLoglikelihood(_ choice: [String: Any], contextLength: Int) throws ->
     @Test func batchedPromptsAnswerInOrder() async throws {
         let reference = try ServerFixture.reference()
         try await ServerFixture.withClient { client in
-            let batch = try await post(client, "/v1/completions", json: [
-                "prompt": reference.tokens, "max_tokens": 1, "logprobs": 1, "echo": true,
-            ] as [String: Any])
+            let batch = try await post(
+                client, "/v1/completions",
+                json: [
+                    "prompt": reference.tokens, "max_tokens": 1, "logprobs": 1, "echo": true,
+                ] as [String: Any])
             let choices = try #require(batch["choices"] as? [[String: Any]])
             #expect(choices.map { $0["index"] as? Int } == [0, 1])
             for (row, prompt) in reference.tokens.enumerated() {
-                let single = try await post(client, "/v1/completions", json: [
-                    "prompt": [prompt], "max_tokens": 1, "logprobs": 1, "echo": true,
-                ] as [String: Any])
+                let single = try await post(
+                    client, "/v1/completions",
+                    json: [
+                        "prompt": [prompt], "max_tokens": 1, "logprobs": 1, "echo": true,
+                    ] as [String: Any])
                 let one = try #require((single["choices"] as? [[String: Any]])?.first)
                 let a = (choices[row]["logprobs"] as? [String: Any])?["token_logprobs"] as? [Any]
                 let b = (one["logprobs"] as? [String: Any])?["token_logprobs"] as? [Any]
@@ -339,8 +374,10 @@ extension Dictionary where Key == String, Value == Any {
 }
 
 @Suite struct RefusalTests {
-    func expectError(_ client: any TestClientProtocol, body: Data, status: HTTPResponse.Status, code: String? = nil,
-                     mentioning: String? = nil, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+    func expectError(
+        _ client: any TestClientProtocol, body: Data, status: HTTPResponse.Status, code: String? = nil,
+        mentioning: String? = nil, sourceLocation: SourceLocation = #_sourceLocation
+    ) async throws {
         let answer = try await send(client, "/v1/completions", method: .post, body: body, expect: status, sourceLocation: sourceLocation)
         let error = try #require(answer["error"] as? [String: Any], sourceLocation: sourceLocation)
         #expect(Set(error.keys) == ["message", "type", "param", "code"], sourceLocation: sourceLocation)
@@ -363,20 +400,29 @@ extension Dictionary where Key == String, Value == Any {
             try await expectError(client, body: try json(["prompt": [[1], 2]]), status: .badRequest, code: "invalid_type")
             try await expectError(client, body: try json(["prompt": [1.5]]), status: .badRequest, code: "invalid_type")
             try await expectError(client, body: try json(["prompt": [-1]]), status: .badRequest, code: "invalid_token")
-            try await expectError(client, body: try json(["prompt": [1, 160]]), status: .badRequest, code: "invalid_token", mentioning: "0..<160")
-            try await expectError(client, body: try json(["prompt": "<|end_of_text|>"]), status: .badRequest, code: "invalid_token", mentioning: "2003")
-            try await expectError(client, body: try json(["prompt": [Int](repeating: 3, count: 65), "max_tokens": 0]),
-                                  status: .badRequest, code: "context_length_exceeded", mentioning: "64")
-            try await expectError(client, body: try json(["prompt": [1, 2], "temperature": 0.7]), status: .badRequest, code: "unsupported_value", mentioning: "greedy")
+            try await expectError(
+                client, body: try json(["prompt": [1, 160]]), status: .badRequest, code: "invalid_token", mentioning: "0..<160")
+            try await expectError(
+                client, body: try json(["prompt": "<|end_of_text|>"]), status: .badRequest, code: "invalid_token", mentioning: "2003")
+            try await expectError(
+                client, body: try json(["prompt": [Int](repeating: 3, count: 65), "max_tokens": 0]),
+                status: .badRequest, code: "context_length_exceeded", mentioning: "64")
+            try await expectError(
+                client, body: try json(["prompt": [1, 2], "temperature": 0.7]), status: .badRequest, code: "unsupported_value",
+                mentioning: "greedy")
             try await expectError(client, body: try json(["prompt": [1, 2], "max_tokens": -1]), status: .badRequest)
-            try await expectError(client, body: try json(["prompt": [1, 2], "max_tokens": "4"]), status: .badRequest, code: "invalid_type")
+            try await expectError(
+                client, body: try json(["prompt": [1, 2], "max_tokens": "4"]), status: .badRequest, code: "invalid_type")
             try await expectError(client, body: try json(["prompt": [1, 2], "echo": "yes"]), status: .badRequest, code: "invalid_type")
             try await expectError(client, body: try json(["prompt": [1, 2], "logprobs": 1000]), status: .badRequest)
             try await expectError(client, body: try json(["prompt": [1, 2], "logprobs": true]), status: .badRequest, code: "invalid_type")
             try await expectError(client, body: try json(["prompt": [1, 2], "stop": [1]]), status: .badRequest, code: "invalid_type")
             try await expectError(client, body: try json(["prompt": [1, 2], "n": 2]), status: .badRequest, code: "unsupported_value")
-            try await expectError(client, body: try json(["prompt": [1, 2], "stream": true]), status: .badRequest, code: "unsupported_value")
-            try await expectError(client, body: try json(["prompt": [[1]] + [[Int]](repeating: [2], count: 8)]), status: .badRequest, code: "too_many_prompts")
+            try await expectError(
+                client, body: try json(["prompt": [1, 2], "stream": true]), status: .badRequest, code: "unsupported_value")
+            try await expectError(
+                client, body: try json(["prompt": [[1]] + [[Int]](repeating: [2], count: 8)]), status: .badRequest, code: "too_many_prompts"
+            )
             try await expectError(client, body: try json(["prompt": [], "max_tokens": 1]), status: .badRequest)
             try await expectError(client, body: try json(["prompt": "", "max_tokens": 1]), status: .badRequest, mentioning: "empty")
             try await expectError(client, body: try json(["prompt": [1], "model": "other"]), status: .notFound, code: "model_not_found")
@@ -386,7 +432,9 @@ extension Dictionary where Key == String, Value == Any {
             try await expectError(client, body: deep, status: .badRequest, code: "invalid_json", mentioning: "nesting")
 
             // Fields that do not change greedy decoding, and unknown ones, are accepted.
-            try await post(client, "/v1/completions", json: ["prompt": [1, 2], "max_tokens": 1, "top_p": 1, "top_k": 5, "user": "u", "until": ["x"]] as [String: Any])
+            try await post(
+                client, "/v1/completions",
+                json: ["prompt": [1, 2], "max_tokens": 1, "top_p": 1, "top_k": 5, "user": "u", "until": ["x"]] as [String: Any])
         }
     }
 
@@ -395,7 +443,10 @@ extension Dictionary where Key == String, Value == Any {
         var generator = SplitMix64(seed: 20241127)
         let makers: [(inout SplitMix64) -> Data] = [
             { g in Data((0..<Int(g.next() % 300)).map { _ in UInt8(truncatingIfNeeded: g.next()) }) },
-            { g in let s = "{\"prompt\": [1, 2, 3], \"max_tokens\": 1, \"echo\": true}"; return Data(s.utf8.prefix(Int(g.next() % UInt64(s.utf8.count)))) },
+            { g in
+                let s = "{\"prompt\": [1, 2, 3], \"max_tokens\": 1, \"echo\": true}";
+                return Data(s.utf8.prefix(Int(g.next() % UInt64(s.utf8.count))))
+            },
             { g in Data(("{\"prompt\": \"" + String(repeating: "z", count: 33_000 + Int(g.next() % 5000)) + "\"}").utf8) },
             { g in Data(((0..<Int(40 + g.next() % 2000)).map { _ in "{\"a\":" }.joined() + "1").utf8) },
             { g in Data("{\"prompt\": [\(g.next()), 1]}".utf8) },
@@ -408,7 +459,11 @@ extension Dictionary where Key == String, Value == Any {
             { _ in Data("{\"prompt\": [1], \"logprobs\": -3}".utf8) },
             { _ in Data("{\"prompt\": [1], \"stop\": {\"a\": 1}}".utf8) },
             { _ in Data("{\"prompt\": [1], \"temperature\": \"hot\"}".utf8) },
-            { g in Data("{\"prompt\": [\(Array(repeating: "7", count: 65 + Int(g.next() % 100)).joined(separator: ","))], \"max_tokens\": 0}".utf8) },
+            { g in
+                Data(
+                    "{\"prompt\": [\(Array(repeating: "7", count: 65 + Int(g.next() % 100)).joined(separator: ","))], \"max_tokens\": 0}"
+                        .utf8)
+            },
             { _ in Data("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[".utf8) },
             { _ in Data("null".utf8) },
             { _ in Data("\"prompt\"".utf8) },
@@ -422,14 +477,20 @@ extension Dictionary where Key == String, Value == Any {
                 let uri = ["/v1/completions", "/tokenize", "/detokenize"][i % 3 == 2 ? 1 + (i / 3) % 2 : 0]
                 try await client.execute(uri: uri, method: .post, body: ByteBuffer(bytes: body)) { response in
                     statuses[Int(response.status.code), default: 0] += 1
-                    #expect((400..<500).contains(response.status.code), "request \(i) to \(uri) → \(response.status): \(String(buffer: response.body))")
+                    #expect(
+                        (400..<500).contains(response.status.code),
+                        "request \(i) to \(uri) → \(response.status): \(String(buffer: response.body))")
                     let object = try? JSONSerialization.jsonObject(with: Data(String(buffer: response.body).utf8)) as? [String: Any]
                     #expect((object?["error"] as? [String: Any])?["message"] is String, "request \(i): no OpenAI error object")
                 }
             }
             #expect(statuses.values.reduce(0, +) == 500)
-            let good = try await post(client, "/v1/completions", json: ["prompt": [[1, 2, 3]], "max_tokens": 1, "logprobs": 1, "echo": true] as [String: Any])
-            #expect(((good["choices"] as? [[String: Any]])?.first?["logprobs"] as? [String: Any])?["token_logprobs"].map { ($0 as! [Any]).count } == 4)
+            let good = try await post(
+                client, "/v1/completions", json: ["prompt": [[1, 2, 3]], "max_tokens": 1, "logprobs": 1, "echo": true] as [String: Any])
+            #expect(
+                ((good["choices"] as? [[String: Any]])?.first?["logprobs"] as? [String: Any])?["token_logprobs"].map {
+                    ($0 as! [Any]).count
+                } == 4)
         }
     }
 

@@ -1,6 +1,7 @@
 import CKernels
 import Foundation
 import Testing
+
 @testable import MoETensor
 
 /// The AVX-512 bodies and the portable C bodies of the row kernels, each checked against plain Double
@@ -20,8 +21,9 @@ import Testing
         moe_f32_to_bf16(values, &bits, values.count)
         let storage = UnsafeMutablePointer<UInt16>.allocate(capacity: bits.count)
         storage.update(from: bits, count: bits.count)
-        let weight = try Weight(dtype: .bfloat16, shape: shape,
-                                bytes: UnsafeRawBufferPointer(start: storage, count: bits.count * 2), owner: nil)
+        let weight = try Weight(
+            dtype: .bfloat16, shape: shape,
+            bytes: UnsafeRawBufferPointer(start: storage, count: bits.count * 2), owner: nil)
         return (weight, bits.map { Float(bitPattern: UInt32($0) << 16) }, storage)
     }
 
@@ -29,7 +31,7 @@ import Testing
     func softmaxMatchesReference(n: Int) {
         bothPaths { path in
             var rng = Numbers(seed: UInt64(n))
-            var row = rng.array(n).map { $0 * 30 }          // logits spanning exp's useful range
+            var row = rng.array(n).map { $0 * 30 } // logits spanning exp's useful range
             let expected = Reference.softmax(row)
             row.withUnsafeMutableBufferPointer { moe_softmax_row($0.baseAddress!, n) }
             // Logits near ±30 carry an fp32 rounding of ~2e-6 into x - max, so exp's own ~2 ulp sit below that.
@@ -125,33 +127,34 @@ import Testing
         let a = rng.array(m * k), bT = rng.array(n * k), b = (0..<(k * n)).map { bT[($0 % n) * k + $0 / n] }
         let expected = Reference.linear(a, rows: m, bT, outFeatures: n)
         Compute.withThreads(2) {
-        for transB in [true, false] {
-            var c = [Float](repeating: 1, count: m * n)
-            c.withUnsafeMutableBufferPointer { cp in
-                Linear.sgemm(transA: false, transB: transB, m: m, n: n, k: k, alpha: 1, a, lda: k,
-                             transB ? bT : b, ldb: transB ? k : n, beta: 0, cp.baseAddress!, ldc: n)
+            for transB in [true, false] {
+                var c = [Float](repeating: 1, count: m * n)
+                c.withUnsafeMutableBufferPointer { cp in
+                    Linear.sgemm(
+                        transA: false, transB: transB, m: m, n: n, k: k, alpha: 1, a, lda: k,
+                        transB ? bT : b, ldb: transB ? k : n, beta: 0, cp.baseAddress!, ldc: n)
+                }
+                #expect(maxAbsDiff(c, expected) < 1e-4, "transB \(transB)")
             }
-            #expect(maxAbsDiff(c, expected) < 1e-4, "transB \(transB)")
-        }
         }
     }
 
     @Test func parallelChunksVisitEveryIndexOnceAndNestSerially() {
         Compute.withThreads(2) {
-        let n = 1000
-        let counts = UnsafeMutablePointer<Int>.allocate(capacity: n)
-        counts.initialize(repeating: 0, count: n)
-        defer { counts.deallocate() }
-        let cp = SendablePointer(counts)
-        let nestedWorkers = SendablePointer(UnsafeMutablePointer<Int>.allocate(capacity: 1))
-        nestedWorkers.pointer.initialize(to: 0)
-        defer { nestedWorkers.pointer.deallocate() }
-        Compute.parallelChunks(n, chunk: 7) { range in
-            for i in range { cp.pointer[i] += 1 }
-            if range.lowerBound == 0 { nestedWorkers.pointer.pointee = Compute.workers(for: 1000) }
-        }
-        #expect((0..<n).allSatisfy { counts[$0] == 1 })
-        #expect(nestedWorkers.pointer.pointee == 1, "a loop inside a parallel loop must run serially")
+            let n = 1000
+            let counts = UnsafeMutablePointer<Int>.allocate(capacity: n)
+            counts.initialize(repeating: 0, count: n)
+            defer { counts.deallocate() }
+            let cp = SendablePointer(counts)
+            let nestedWorkers = SendablePointer(UnsafeMutablePointer<Int>.allocate(capacity: 1))
+            nestedWorkers.pointer.initialize(to: 0)
+            defer { nestedWorkers.pointer.deallocate() }
+            Compute.parallelChunks(n, chunk: 7) { range in
+                for i in range { cp.pointer[i] += 1 }
+                if range.lowerBound == 0 { nestedWorkers.pointer.pointee = Compute.workers(for: 1000) }
+            }
+            #expect((0..<n).allSatisfy { counts[$0] == 1 })
+            #expect(nestedWorkers.pointer.pointee == 1, "a loop inside a parallel loop must run serially")
         }
     }
 }

@@ -1,6 +1,7 @@
 import CKernels
 import Foundation
 import Testing
+
 @testable import MoETensor
 
 /// Deterministic pseudo-random values (xorshift), so failures reproduce.
@@ -30,7 +31,7 @@ func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Float {
 
     @Test func bf16WeightsWidenExactly() throws {
         var rng = Numbers(seed: 7)
-        let (m, k, n) = (5, 24, 300)   // n > widen panel rows, so several panels are used
+        let (m, k, n) = (5, 24, 300) // n > widen panel rows, so several panels are used
         let x = rng.array(m * k), w = rng.array(n * k)
         var bits = [UInt16](repeating: 0, count: w.count)
         moe_f32_to_bf16(w, &bits, w.count)
@@ -38,9 +39,10 @@ func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Float {
         let storage = UnsafeMutablePointer<UInt16>.allocate(capacity: bits.count)
         defer { storage.deallocate() }
         storage.update(from: bits, count: bits.count)
-        let weight = try Weight(dtype: .bfloat16, shape: [n, k],
-                                bytes: UnsafeRawBufferPointer(start: storage, count: bits.count * 2), owner: nil)
-        #expect(weight.base == UnsafeRawPointer(storage))   // aligned bf16 stays a view: no fp32 copy
+        let weight = try Weight(
+            dtype: .bfloat16, shape: [n, k],
+            bytes: UnsafeRawBufferPointer(start: storage, count: bits.count * 2), owner: nil)
+        #expect(weight.base == UnsafeRawPointer(storage)) // aligned bf16 stays a view: no fp32 copy
         let y = Linear.apply(Tensor(shape: [m, k], values: x), weight)
         #expect(maxAbsDiff(y.toArray(), Reference.linear(x, rows: m, rounded, outFeatures: n)) < 1e-4)
     }
@@ -107,7 +109,7 @@ func maxAbsDiff(_ a: [Float], _ b: [Float]) -> Float {
 
     @Test func ropeRotatesInterleavedPairs() {
         var x: [Float] = [1, 0, 0, 2]
-        let cos: [Float] = [0, 1], sin: [Float] = [1, 0]   // pair 0 by 90°, pair 1 by 0°
+        let cos: [Float] = [0, 1], sin: [Float] = [1, 0] // pair 0 by 90°, pair 1 by 0°
         Ops.ropeInterleaved(&x, pairs: 2, cos: cos, sin: sin)
         #expect(x == [0, 1, 0, 2])
     }

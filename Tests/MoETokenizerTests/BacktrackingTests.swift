@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoETokenizer
 
 /// Split patterns that Swift Regex could backtrack on for ever are refused when the tokenizer loads, naming the file
@@ -10,18 +11,23 @@ import Testing
         return #"{"type": "Split", "pattern": {"Regex": "\#(escaped)"}, "behavior": "Isolated", "invert": false}"#
     }
 
-    @Test(arguments: [#"(a+)+$"#, #"(a*)*b"#, #"(a|a)*$"#, #"(a|aa)+$"#, #"(?:\w+\s?)+$"#, #"((ab)*)+c"#, #"(x?y?)+z"#,
-                      #"(a+){2,}"#, #"(?<name>a+)+"#])
+    @Test(arguments: [
+        #"(a+)+$"#, #"(a*)*b"#, #"(a|a)*$"#, #"(a|aa)+$"#, #"(?:\w+\s?)+$"#, #"((ab)*)+c"#, #"(x?y?)+z"#,
+        #"(a+){2,}"#, #"(?<name>a+)+"#,
+    ])
     func exponentialPatternsAreRefused(pattern: String) {
         let message = BadInputTests.loadError(BadInputTests.tokenizerJSON(preTokenizer: Self.split(pattern)))
-        #expect(message?.hasPrefix("tokenizer.json: pre_tokenizer.pattern: regex '\(pattern)' is not supported: the repeated group") == true,
-                "\(message ?? "loaded")")
+        #expect(
+            message?.hasPrefix("tokenizer.json: pre_tokenizer.pattern: regex '\(pattern)' is not supported: the repeated group") == true,
+            "\(message ?? "loaded")")
     }
 
-    @Test(arguments: [SplitPatterns.gpt2, SplitPatterns.llama3, SplitPatterns.cl100k, SplitPatterns.qwen2,
-                      SplitPatterns.deepSeekMain, SplitPatterns.deepSeekCJK, SplitPatterns.numbers1to3,
-                      #"\s+(?!\S)|\s+"#, #"(?:ab|cd)+"#, #"(?>a+)+$"#, #"(a++)+$"#, #"(a+)?"#, #"[(a+)+]"#, #"\(a+\)+"#,
-                      #"(a|b)+"#, #"(?i:'s|'t|'re)"#, #"\p{L}+|\p{N}{1,3}"#, #" ?[^\s\p{L}\p{N}]+[\r\n]*"#])
+    @Test(arguments: [
+        SplitPatterns.gpt2, SplitPatterns.llama3, SplitPatterns.cl100k, SplitPatterns.qwen2,
+        SplitPatterns.deepSeekMain, SplitPatterns.deepSeekCJK, SplitPatterns.numbers1to3,
+        #"\s+(?!\S)|\s+"#, #"(?:ab|cd)+"#, #"(?>a+)+$"#, #"(a++)+$"#, #"(a+)?"#, #"[(a+)+]"#, #"\(a+\)+"#,
+        #"(a|b)+"#, #"(?i:'s|'t|'re)"#, #"\p{L}+|\p{N}{1,3}"#, #" ?[^\s\p{L}\p{N}]+[\r\n]*"#,
+    ])
     func ordinaryPatternsPass(pattern: String) throws {
         #expect(BacktrackingCheck.exponentialGroup(in: pattern) == nil)
         _ = try RegexMatcher(pattern: pattern)

@@ -1,20 +1,23 @@
 import Foundation
 import Testing
+
 @testable import MoETokenizer
 
 /// Malformed or unsupported tokenizer files fail with one line naming the file and component.
 @Suite struct BadInputTests {
     static let vocab = #"{"a": 0, "b": 1, "ab": 2, "Ġ": 3}"#
 
-    static func tokenizerJSON(model: String? = nil, normalizer: String = "null", preTokenizer: String = "null",
-                              postProcessor: String = "null", decoder: String = "null",
-                              extra: String = "") -> String {
+    static func tokenizerJSON(
+        model: String? = nil, normalizer: String = "null", preTokenizer: String = "null",
+        postProcessor: String = "null", decoder: String = "null",
+        extra: String = ""
+    ) -> String {
         let model = model ?? #"{"type": "BPE", "vocab": \#(vocab), "merges": ["a b"]}"#
         return """
-        {"version": "1.0", "truncation": null, "padding": null, "added_tokens": [], \(extra)
-         "normalizer": \(normalizer), "pre_tokenizer": \(preTokenizer), "post_processor": \(postProcessor),
-         "decoder": \(decoder), "model": \(model)}
-        """
+            {"version": "1.0", "truncation": null, "padding": null, "added_tokens": [], \(extra)
+             "normalizer": \(normalizer), "pre_tokenizer": \(preTokenizer), "post_processor": \(postProcessor),
+             "decoder": \(decoder), "model": \(model)}
+            """
     }
 
     /// Loads `json` and returns the error's one-line description.
@@ -63,22 +66,26 @@ import Testing
     }
 
     @Test func unknownTokenOutsideVocabulary() {
-        let message = Self.loadError(Self.tokenizerJSON(
-            model: #"{"type": "BPE", "vocab": \#(Self.vocab), "merges": [], "unk_token": "<unk>"}"#))
+        let message = Self.loadError(
+            Self.tokenizerJSON(
+                model: #"{"type": "BPE", "vocab": \#(Self.vocab), "merges": [], "unk_token": "<unk>"}"#))
         #expect(message == "tokenizer.json: model: unk_token '<unk>' is not in the vocabulary")
     }
 
     @Test func randomDropoutIsRefused() {
-        let message = Self.loadError(Self.tokenizerJSON(
-            model: #"{"type": "BPE", "vocab": \#(Self.vocab), "merges": [], "dropout": 0.1}"#))
+        let message = Self.loadError(
+            Self.tokenizerJSON(
+                model: #"{"type": "BPE", "vocab": \#(Self.vocab), "merges": [], "dropout": 0.1}"#))
         #expect(message?.hasPrefix("tokenizer.json: model: BPE dropout 0.1 is random") == true)
     }
 
     @Test func unsupportedPreTokenizerInsideSequence() {
-        let message = Self.loadError(Self.tokenizerJSON(preTokenizer: """
-            {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true},
-                                                  {"type": "UnicodeScripts"}]}
-            """))
+        let message = Self.loadError(
+            Self.tokenizerJSON(
+                preTokenizer: """
+                    {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true},
+                                                          {"type": "UnicodeScripts"}]}
+                    """))
         #expect(message == "tokenizer.json: pre_tokenizer.pretokenizers[1]: unsupported pre-tokenizer type 'UnicodeScripts'")
     }
 
@@ -98,22 +105,26 @@ import Testing
     }
 
     @Test func templateWithUnknownSpecialToken() {
-        let message = Self.loadError(Self.tokenizerJSON(postProcessor: """
-            {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
-             {"Sequence": {"id": "A", "type_id": 0}}], "pair": [], "special_tokens": {}}
-            """))
+        let message = Self.loadError(
+            Self.tokenizerJSON(
+                postProcessor: """
+                    {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                     {"Sequence": {"id": "A", "type_id": 0}}], "pair": [], "special_tokens": {}}
+                    """))
         #expect(message == "tokenizer.json: post_processor.single[0]: special token '<s>' is missing from special_tokens")
     }
 
     @Test func unparsableRegex() {
-        let message = Self.loadError(Self.tokenizerJSON(
-            preTokenizer: #"{"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated", "invert": false}"#))
+        let message = Self.loadError(
+            Self.tokenizerJSON(
+                preTokenizer: #"{"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated", "invert": false}"#))
         #expect(message?.hasPrefix("tokenizer.json: pre_tokenizer.pattern: regex '(unclosed' is not supported") == true)
     }
 
     @Test func unknownSplitBehavior() {
-        let message = Self.loadError(Self.tokenizerJSON(
-            preTokenizer: #"{"type": "Split", "pattern": {"String": " "}, "behavior": "Sideways", "invert": false}"#))
+        let message = Self.loadError(
+            Self.tokenizerJSON(
+                preTokenizer: #"{"type": "Split", "pattern": {"String": " "}, "behavior": "Sideways", "invert": false}"#))
         #expect(message == "tokenizer.json: pre_tokenizer: unknown split behavior 'Sideways'")
     }
 
@@ -150,8 +161,9 @@ import Testing
     @Test func badConfig() {
         let message = Self.loadError(Self.tokenizerJSON(), config: #"{"bos_token": 7}"#)
         #expect(message == "tokenizer_config.json: bos_token: expected a string or an object with 'content', found a number")
-        #expect(Self.loadError(Self.tokenizerJSON(), config: "{") ==
-            "tokenizer_config.json: malformed JSON at byte 1 (line 1, column 2): expected a string key")
+        #expect(
+            Self.loadError(Self.tokenizerJSON(), config: "{")
+                == "tokenizer_config.json: malformed JSON at byte 1 (line 1, column 2): expected a string key")
     }
 
     @Test func corruptGzip() throws {

@@ -1,6 +1,7 @@
-import MoEJSON
 import Foundation
+import MoEJSON
 import Testing
+
 @testable import MoETokenizer
 
 /// Each pre-tokenizer, normalizer and decoder on its own, and small tokenizers exercising BPE
@@ -70,8 +71,9 @@ import Testing
     @Test(arguments: entries("tokenizers"))
     func tokenizer(_ name: String) throws {
         let entry = try Self.entry("tokenizers", name)
-        let tokenizer = try Tokenizer(json: entry["tokenizer"] ?? .null, config: entry["config"]?.objectValue,
-                                      source: name, configSource: name + " config")
+        let tokenizer = try Tokenizer(
+            json: entry["tokenizer"] ?? .null, config: entry["config"]?.objectValue,
+            source: name, configSource: name + " config")
         #expect(tokenizer.bosTokenId == entry["bos_id"]?.intValue, "\(name): bosTokenId")
         #expect(tokenizer.eosTokenId == entry["eos_id"]?.intValue, "\(name): eosTokenId")
         for testCase in try entry.objects("cases") {
@@ -79,8 +81,9 @@ import Testing
             let expected = try testCase.ints("ids") ?? []
             let expectedRaw = try testCase.ints("raw") ?? []
             #expect(tokenizer.encode(text) == expected, "\(name): ids of \"\(show(text))\"")
-            #expect(tokenizer.encode(text, addSpecialTokens: false) == expectedRaw,
-                    "\(name): ids without special tokens of \"\(show(text))\"")
+            #expect(
+                tokenizer.encode(text, addSpecialTokens: false) == expectedRaw,
+                "\(name): ids without special tokens of \"\(show(text))\"")
             let decoded = tokenizer.decode(expected)
             let expectedDecoded = try testCase.string("dec")
             #expect(decoded == expectedDecoded, "\(name): decode of \"\(show(text))\": \"\(show(decoded))\"")

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoETokenizer
 
 /// Ids from the real HuggingFace `tokenizers` library (tools/reference/tokenizer_goldens.py) for
@@ -64,21 +65,29 @@ import Testing
                 record(Mismatch(what: "round trip", text: text, expected: show(text), actual: show(tokenizer.decode(raw))))
             }
             if let expectedIdsText = entry["dec_ids"]?.stringValue, tokenizer.decode(expected) != expectedIdsText {
-                record(Mismatch(what: "decode with special tokens", text: text, expected: show(expectedIdsText),
-                                actual: show(tokenizer.decode(expected))))
+                record(
+                    Mismatch(
+                        what: "decode with special tokens", text: text, expected: show(expectedIdsText),
+                        actual: show(tokenizer.decode(expected))))
             }
             if let expectedSkip = entry["dec_skip"]?.stringValue,
-               tokenizer.decode(expected, skipSpecialTokens: true) != expectedSkip {
-                record(Mismatch(what: "decode skipping special tokens", text: text, expected: show(expectedSkip),
-                                actual: show(tokenizer.decode(expected, skipSpecialTokens: true))))
+                tokenizer.decode(expected, skipSpecialTokens: true) != expectedSkip
+            {
+                record(
+                    Mismatch(
+                        what: "decode skipping special tokens", text: text, expected: show(expectedSkip),
+                        actual: show(tokenizer.decode(expected, skipSpecialTokens: true))))
             }
         }
-        #expect(mismatchCount == 0, "\(name): \(mismatchCount) mismatches of \(checked) texts; first:\n\(mismatches.map(\.description).joined(separator: "\n"))")
+        #expect(
+            mismatchCount == 0,
+            "\(name): \(mismatchCount) mismatches of \(checked) texts; first:\n\(mismatches.map(\.description).joined(separator: "\n"))")
         return checked
     }
 
-    @Test(.enabled(if: Paths.sharedDataAvailable, "needs ../shared/data (the texts and three of the tokenizers live there)"),
-          arguments: ["gpt2", "dolma2", "torchtitan", "demo-dsv3"])
+    @Test(
+        .enabled(if: Paths.sharedDataAvailable, "needs ../shared/data (the texts and three of the tokenizers live there)"),
+        arguments: ["gpt2", "dolma2", "torchtitan", "demo-dsv3"])
     func allTexts(tokenizer name: String) throws {
         let checked = try Self.check(name)
         #expect(checked >= 10_000, "\(name): only \(checked) texts checked")

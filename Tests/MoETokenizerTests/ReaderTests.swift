@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoETokenizer
 
 /// The gzip and JSON readers the loader relies on (vectors written by Python's gzip and json).
@@ -12,7 +13,8 @@ import Testing
     }
 
     @Test func storedBlockWithFileName() throws {
-        let stored = "H4sICAAAAAAA/3N0b3JlZC5qc29uAAHuAhH9" + String(repeating: "dG9rZW5pemVyLmpzb24g", count: 40)
+        let stored =
+            "H4sICAAAAAAA/3N0b3JlZC5qc29uAAHuAhH9" + String(repeating: "dG9rZW5pemVyLmpzb24g", count: 40)
             + String(repeating: "5pel5pys6KqeIPCfkY0g", count: 10) + "fRvE2O4CAAA="
         #expect(try Self.gunzip(stored) == Self.text)
     }
@@ -23,14 +25,18 @@ import Testing
     }
 
     @Test func concatenatedMembers() throws {
-        #expect(try Self.gunzip("H4sIAAAAAAAA/0vLLCouUchNzU1KLdIBAFpxiNgNAAAAH4sIAAAAAAAA/1MoTk3Oz0tRyE3NTUotAgC5M1GMDgAAAA==")
-            == "first member, second member")
+        #expect(
+            try Self.gunzip("H4sIAAAAAAAA/0vLLCouUchNzU1KLdIBAFpxiNgNAAAAH4sIAAAAAAAA/1MoTk3Oz0tRyE3NTUotAgC5M1GMDgAAAA==")
+                == "first member, second member")
     }
 
     @Test func corruptionIsDetected() throws {
-        var bytes = [UInt8](try #require(Data(base64Encoded:
-            "H4sIAAAAAAAC/yvJz07Ny6xKLdLLKs7PUygZ5Y5yqcF9Nn3pszlrXqyap/Bh/sTewcIFAH0bxNjuAgAA")))
-        bytes[bytes.count - 6] ^= 0x01  // a CRC-32 byte
+        var bytes = [UInt8](
+            try #require(
+                Data(
+                    base64Encoded:
+                        "H4sIAAAAAAAC/yvJz07Ny6xKLdLLKs7PUygZ5Y5yqcF9Nn3pszlrXqyap/Bh/sTewcIFAH0bxNjuAgAA")))
+        bytes[bytes.count - 6] ^= 0x01 // a CRC-32 byte
         #expect(throws: TokenizerError(file: "x.gz", "corrupt gzip data: CRC-32 mismatch")) {
             try Gzip.decompress(bytes, file: "x.gz")
         }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import MoETokenizer
 
 /// The hand-written matchers must be the ones picked for the patterns real tokenizers use (the
@@ -30,8 +31,10 @@ import Testing
     @Test func demoTokenizerUsesHandWrittenMatchers() throws {
         let url = Paths.repositoryRoot.appendingPathComponent("assets/tokenizers/demo-dsv3/tokenizer.json")
         let json = try JSONParser.parse([UInt8](Data(contentsOf: url)), file: "tokenizer.json")
-        guard case .sequence(let steps)? = try ComponentReader(file: "tokenizer.json")
-            .preTokenizer(json.objectValue?["pre_tokenizer"] ?? .null, "pre_tokenizer") else {
+        guard
+            case .sequence(let steps)? = try ComponentReader(file: "tokenizer.json")
+                .preTokenizer(json.objectValue?["pre_tokenizer"] ?? .null, "pre_tokenizer")
+        else {
             Issue.record("the demo pre-tokenizer is not a Sequence")
             return
         }

@@ -1,5 +1,6 @@
-import MoEJSON
 import Foundation
+import MoEJSON
+
 @testable import MoETokenizer
 
 enum Paths {
@@ -100,7 +101,8 @@ final class SourceTexts {
             throw FixtureError(description: "line \(line) has no field \(field)")
         }
         if parts.count == 2, let index = Int(parts[1]), let items = value.arrayValue, items.indices.contains(index),
-           let text = items[index].stringValue {
+            let text = items[index].stringValue
+        {
             return text
         }
         guard parts.count == 1, let text = value.stringValue else {

@@ -26,8 +26,9 @@ let package = Package(
         // Declares libFuzzer's `LLVMFuzzerRunDriver`, which Swift cannot see otherwise.
         .target(name: "CFuzzDriver"),
         .target(name: "FuzzSupport", dependencies: ["CFuzzDriver"]),
-    ] + fuzzTargets.map { name in
-        .executableTarget(name: name, dependencies: ["FuzzSupport"] + parserLibraries)
-    },
+    ]
+        + fuzzTargets.map { name in
+            .executableTarget(name: name, dependencies: ["FuzzSupport"] + parserLibraries)
+        },
     swiftLanguageModes: [.v6]
 )

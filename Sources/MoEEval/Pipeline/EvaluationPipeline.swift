@@ -77,8 +77,10 @@ public final class EvaluationPipeline {
         public var textSource: TaskRouting.Source
     }
 
-    public init(inputs: ModelInputs, options: EvaluationOptions, processes: EvaluationProcesses,
-                progress: EvaluationProgress, started: Date = Date()) {
+    public init(
+        inputs: ModelInputs, options: EvaluationOptions, processes: EvaluationProcesses,
+        progress: EvaluationProgress, started: Date = Date()
+    ) {
         self.inputs = inputs
         self.options = options
         self.processes = processes
@@ -95,7 +97,8 @@ public final class EvaluationPipeline {
 
         // Everything that can be checked cheaply is checked before the model loads.
         let timestamp = EvaluationResults.timestamp(for: started)
-        let outputFolder = URL(fileURLWithPath: options.outputDir ?? ((config?.dumpFolder ?? "./outputs") as NSString).appendingPathComponent("eval"))
+        let outputFolder = URL(
+            fileURLWithPath: options.outputDir ?? ((config?.dumpFolder ?? "./outputs") as NSString).appendingPathComponent("eval"))
         if processes.isRoot { try Self.prepareOutputFolder(outputFolder) }
         let outputURL = outputFolder.appendingPathComponent("eval_results_\(timestamp).json")
         let runRouting = !options.lmEvalOnly
@@ -103,31 +106,38 @@ public final class EvaluationPipeline {
         let tokenizer = try inputs.loadTokenizer(for: .evaluation, required: runRouting && (textInput || preset.inferenceIterations > 0))
         let documents = runRouting && textInput ? try inputs.routingDocuments(data: options.routingData) : nil
 
-        let expertParallel = try processes.makeGroup(requestedDegree: options.expertParallelDegree, spec: spec,
-                                                     configDegree: config?.expertParallelDegree, note: { progress.note("note: " + $0) })
+        let expertParallel = try processes.makeGroup(
+            requestedDegree: options.expertParallelDegree, spec: spec,
+            configDegree: config?.expertParallelDegree, note: { progress.note("note: " + $0) })
         progress.update("loading \(spec.checkpoint.path)")
         let loaded = try processes.load(spec)
         progress.done(String(format: "loaded %@ in %.2f s (%@)", loaded.source.description, loaded.loadSeconds, loaded.argsOrigin))
         let numerics = loaded.model.numerics
-        var record = RunRecord(preset: preset.name, seed: options.seed, threads: Compute.threads, modelArgsOrigin: loaded.argsOrigin,
-                               loadSeconds: loaded.loadSeconds,
-                               numerics: .init(yarn: numerics.yarn, finalNormEps: Double(numerics.finalNormEps), origin: numerics.origin),
-                               keyNaming: loaded.source.namingEra.rawValue, lmEval: .skipped(""))
+        var record = RunRecord(
+            preset: preset.name, seed: options.seed, threads: Compute.threads, modelArgsOrigin: loaded.argsOrigin,
+            loadSeconds: loaded.loadSeconds,
+            numerics: .init(yarn: numerics.yarn, finalNormEps: Double(numerics.finalNormEps), origin: numerics.origin),
+            keyNaming: loaded.source.namingEra.rawValue, lmEval: .skipped(""))
         record.family = loaded.family.name
-        var results = EvaluationResults(checkpointDir: checkpointFolderEvaluated(at: spec.checkpoint).path, modelArgs: loaded.modelArgs,
-                                        timestamp: timestamp, outputFile: outputURL.path, run: record)
+        var results = EvaluationResults(
+            checkpointDir: checkpointFolderEvaluated(at: spec.checkpoint).path, modelArgs: loaded.modelArgs,
+            timestamp: timestamp, outputFile: outputURL.path, run: record)
         results.config = config.flatMap { try? JSONValue.parse(Array($0.json)) }
 
         var routing: RoutingMeasurement?
         if runRouting {
             let window = Self.routingWindow(preset: preset, model: loaded.model.shape)
             if let note = window.note { progress.note("note: " + note) }
-            let input = options.routingInput == .random
-                ? RoutingInput.random(vocabSize: loaded.model.shape.vocabSize, samples: preset.routingSamples, seqLen: window.seqLen, seed: options.seed)
-                : try RoutingInput.text(documents: documents!.documents, source: documents!.source, tokenizer: tokenizer!,
-                                        samples: preset.routingSamples, seqLen: window.seqLen, seed: options.seed)
-            let measured = try measureRouting(model: loaded.model, input: input, seqLen: window.seqLen, expertParallel: expertParallel,
-                                              expertParallelDegree: config?.expertParallelDegree)
+            let input =
+                options.routingInput == .random
+                ? RoutingInput.random(
+                    vocabSize: loaded.model.shape.vocabSize, samples: preset.routingSamples, seqLen: window.seqLen, seed: options.seed)
+                : try RoutingInput.text(
+                    documents: documents!.documents, source: documents!.source, tokenizer: tokenizer!,
+                    samples: preset.routingSamples, seqLen: window.seqLen, seed: options.seed)
+            let measured = try measureRouting(
+                model: loaded.model, input: input, seqLen: window.seqLen, expertParallel: expertParallel,
+                expertParallelDegree: config?.expertParallelDegree)
             routing = measured
             results.routingStats = measured.statistics
             results.routedExperts = measured.routedExperts
@@ -152,8 +162,9 @@ public final class EvaluationPipeline {
             results.lmEvalErrors = outcome.errors
             results.lmEvalSamples = outcome.samples
         }
-        record.expertParallel = try processes.report(model: loaded.model, routingPhase: runRouting ? "routing" : nil,
-                                                     predictedLoads: routing?.loads)
+        record.expertParallel = try processes.report(
+            model: loaded.model, routingPhase: runRouting ? "routing" : nil,
+            predictedLoads: routing?.loads)
         guard processes.isRoot else { return (results, nil) }
         record.phaseSeconds = .init(routing: routing?.seconds ?? 0, load: loaded.loadSeconds)
         results.run = record
@@ -169,16 +180,22 @@ public final class EvaluationPipeline {
     /// longer window would measure positions no trained model sees. The note says so when the cap applies.
     public static func routingWindow(preset: Preset, model shape: ModelShape) -> (seqLen: Int, note: String?) {
         guard preset.routingSeqLen > shape.maxSeqLen else { return (preset.routingSeqLen, nil) }
-        return (shape.maxSeqLen, "routing seq_len \(preset.routingSeqLen) of preset \(preset.name) capped at the model's max_seq_len \(shape.maxSeqLen)")
+        return (
+            shape.maxSeqLen,
+            "routing seq_len \(preset.routingSeqLen) of preset \(preset.name) capped at the model's max_seq_len \(shape.maxSeqLen)"
+        )
     }
 
     /// Routes the input's sequences one at a time (split across the ranks under expert parallelism) and
     /// counts what the router chose.
-    public func measureRouting(model: any CausalLanguageModel, input: RoutingInput, seqLen: Int, expertParallel: ExpertParallelGroup?,
-                               expertParallelDegree: Int?) throws -> RoutingMeasurement {
+    public func measureRouting(
+        model: any CausalLanguageModel, input: RoutingInput, seqLen: Int, expertParallel: ExpertParallelGroup?,
+        expertParallelDegree: Int?
+    ) throws -> RoutingMeasurement {
         let shape = model.shape
-        let collector = RoutingStatisticsCollector(sequenceLength: seqLen, expertGroups: shape.numExpertGroups,
-                                                   limitedGroups: shape.numLimitedGroups)
+        let collector = RoutingStatisticsCollector(
+            sequenceLength: seqLen, expertGroups: shape.numExpertGroups,
+            limitedGroups: shape.numLimitedGroups)
         // Insight metrics (z-loss, specialisation, …) and the routed ids ride along as a second observer.
         let insight = RoutingInsightCollector()
         let observers = RoutingObserverGroup([collector, insight])
@@ -192,8 +209,9 @@ public final class EvaluationPipeline {
                 let mine = first + expertParallel.rank
                 let sequence = mine < input.sequences.count ? input.sequences[mine] : []
                 insight.beginForward(sequences: Array(input.sequences[first..<min(first + expertParallel.size, input.sequences.count)]))
-                _ = try model.forwardOwnBatches(tokens: sequence, batch: sequence.isEmpty ? 0 : 1, seqLen: seqLen,
-                                                logits: .last, observer: observers)
+                _ = try model.forwardOwnBatches(
+                    tokens: sequence, batch: sequence.isEmpty ? 0 : 1, seqLen: seqLen,
+                    logits: .last, observer: observers)
                 first += expertParallel.size
             }
         } else {
@@ -213,9 +231,10 @@ public final class EvaluationPipeline {
         progress.done(String(format: "routing: %d sequences × %d tokens in %.2f s", input.sequences.count, seqLen, seconds))
         return RoutingMeasurement(
             statistics: statistics,
-            record: .init(kind: input.kind.rawValue, source: input.source, samples: input.sequences.count, seqLen: seqLen,
-                          textTokens: input.availableTokens, windowsOverlap: input.windowsOverlap,
-                          tokensPerSecond: seconds > 0 ? Double(tokens) / seconds : 0),
+            record: .init(
+                kind: input.kind.rawValue, source: input.source, samples: input.sequences.count, seqLen: seqLen,
+                textTokens: input.availableTokens, windowsOverlap: input.windowsOverlap,
+                tokensPerSecond: seconds > 0 ? Double(tokens) / seconds : 0),
             warnings: collector.warnings,
             loads: loads, seconds: seconds, tokens: tokens, routedExperts: insight.routedExperts(),
             textSource: TaskRouting.Source(label: "routing text: \(input.source)", tokens: tokens, loads: loads))
@@ -235,17 +254,22 @@ public final class EvaluationPipeline {
     }
 
     /// Parameters and FLOPs, and the routing pass's rate against the measured sgemm peak.
-    public func measureCost(model: any CausalLanguageModel, routing: RoutingMeasurement, expertParallel: ExpertParallelGroup?) throws -> ComputationalCost {
+    public func measureCost(
+        model: any CausalLanguageModel, routing: RoutingMeasurement, expertParallel: ExpertParallelGroup?
+    ) throws -> ComputationalCost {
         progress.update("measuring the sgemm peak")
         let peak = ComputationalCost.measureSgemmPeak()
         // The routing rate counts every rank's forwards, so it is compared with every rank's peak.
         let peaks = try expertParallel.map { try $0.communicator.allGather([peak]) } ?? [peak]
-        let cost = ComputationalCost.compute(model: model, flopsSeqLen: inputs.config?.seqLen ?? model.shape.maxSeqLen,
-                                             measuredTokens: routing.tokens, measuredSeqLen: routing.record.seqLen,
-                                             measuredSeconds: routing.seconds, sgemmPeaks: peaks)
-        progress.done(String(format: "cost: %.3f GFLOP/token forward, MFU %.1f%% of %.0f GFLOP/s sgemm (%d process%@)",
-                             cost.forwardFlopsPerToken / 1e9, cost.mfu * 100, cost.cpuSgemmPeakGflopsPerSec,
-                             peaks.count, peaks.count == 1 ? "" : "es"))
+        let cost = ComputationalCost.compute(
+            model: model, flopsSeqLen: inputs.config?.seqLen ?? model.shape.maxSeqLen,
+            measuredTokens: routing.tokens, measuredSeqLen: routing.record.seqLen,
+            measuredSeconds: routing.seconds, sgemmPeaks: peaks)
+        progress.done(
+            String(
+                format: "cost: %.3f GFLOP/token forward, MFU %.1f%% of %.0f GFLOP/s sgemm (%d process%@)",
+                cost.forwardFlopsPerToken / 1e9, cost.mfu * 100, cost.cpuSgemmPeakGflopsPerSec,
+                peaks.count, peaks.count == 1 ? "" : "es"))
         return cost
     }
 
@@ -263,9 +287,11 @@ public final class EvaluationPipeline {
     public func runTasks(_ tasks: [String], model: any CausalLanguageModel, tokenizer: Tokenizer) throws -> TaskOutcome {
         // Downloads report from the calling thread only; the progress object is not Sendable, the callback must be.
         nonisolated(unsafe) let bar = progress
-        let data = inputs.benchmarkData(dataDir: options.benchmarkDataDir, progress: { file, bytes, total in
-            bar.update("downloading \(file) " + (total.map { Self.bar(Int(bytes), Int($0)) + " bytes" } ?? "\(bytes) bytes"))
-        })
+        let data = inputs.benchmarkData(
+            dataDir: options.benchmarkDataDir,
+            progress: { file, bytes, total in
+                bar.update("downloading \(file) " + (total.map { Self.bar(Int(bytes), Int($0)) + " bytes" } ?? "\(bytes) bytes"))
+            })
         let limit = options.lmEvalLimit ?? options.preset.lmEvalLimit
         if let maxLength = options.maxLength, maxLength > model.shape.maxSeqLen {
             throw EvaluationArgumentError(description: "--max-length \(maxLength) exceeds the model's max_seq_len \(model.shape.maxSeqLen)")
@@ -274,20 +300,27 @@ public final class EvaluationPipeline {
         let taskRouting = TaskRoutingCollector()
         scorer.routingObserver = taskRouting
         do {
-            let output = try NativeTasks.run(tasks: tasks, limit: limit, numFewshot: options.numFewshot, data: data, tokenizer: tokenizer,
-                                             scorer: scorer, logSamples: options.logSamples, skipFailedTasks: true,
-                                             taskRouting: taskRouting, progress: { [progress] in progress.update($0) })
+            let output = try NativeTasks.run(
+                tasks: tasks, limit: limit, numFewshot: options.numFewshot, data: data, tokenizer: tokenizer,
+                scorer: scorer, logSamples: options.logSamples, skipFailedTasks: true,
+                taskRouting: taskRouting, progress: { [progress] in progress.update($0) })
             var record = LMEvalRecord(status: output.errors.isEmpty ? .ran : .ranWithErrors, tasks: tasks)
-            record.run = .init(limit: limit, numFewshot: output.nShot, maxLength: scorer.maxLength, dataDir: data.dataDir?.path,
-                               requests: output.requests, scoringSeconds: output.scoringSeconds,
-                               tokenization: "as lm-eval's API backends (no BOS)")
-            progress.done(String(format: "lm_eval: %d requests over %@ in %.2f s", output.requests, tasks.joined(separator: ", "), output.scoringSeconds))
-            return TaskOutcome(record: record, results: output.results, errors: output.errors,
-                               samples: options.logSamples ? output.samples : nil, taskRouting: taskRouting.finish())
+            record.run = .init(
+                limit: limit, numFewshot: output.nShot, maxLength: scorer.maxLength, dataDir: data.dataDir?.path,
+                requests: output.requests, scoringSeconds: output.scoringSeconds,
+                tokenization: "as lm-eval's API backends (no BOS)")
+            progress.done(
+                String(
+                    format: "lm_eval: %d requests over %@ in %.2f s", output.requests, tasks.joined(separator: ", "), output.scoringSeconds)
+            )
+            return TaskOutcome(
+                record: record, results: output.results, errors: output.errors,
+                samples: options.logSamples ? output.samples : nil, taskRouting: taskRouting.finish())
         } catch {
             let reason = "\(error)"
-            return TaskOutcome(record: .failed(tasks: tasks, reason: reason),
-                               errors: Dictionary(uniqueKeysWithValues: tasks.map { ($0, reason) }))
+            return TaskOutcome(
+                record: .failed(tasks: tasks, reason: reason),
+                errors: Dictionary(uniqueKeysWithValues: tasks.map { ($0, reason) }))
         }
     }
 

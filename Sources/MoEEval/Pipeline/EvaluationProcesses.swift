@@ -22,13 +22,17 @@ public final class EvaluationProcesses {
 
     /// The group for this run (nil for one process), refused before loading when the experts do not divide.
     /// `note` receives, on rank 0, why the degree differs from the config's.
-    public func makeGroup(requestedDegree: Int?, spec: ModelSpec, configDegree: Int?,
-                          note: (String) -> Void) throws -> ExpertParallelGroup? {
+    public func makeGroup(
+        requestedDegree: Int?, spec: ModelSpec, configDegree: Int?,
+        note: (String) -> Void
+    ) throws -> ExpertParallelGroup? {
         guard size > 1 || requestedDegree.map({ $0 > 1 }) == true else { return nil }
         let numExperts = try ModelLoader.numExperts(spec)
         group = try session.expertParallelGroup(requestedDegree: requestedDegree, configDegree: configDegree, numExperts: numExperts)
         if let group, isRoot, let configDegree, configDegree > 1, configDegree != group.degree {
-            note("the config trained with expert_parallel_degree \(configDegree); evaluating with degree \(group.degree) over \(group.size) processes (the degree must divide the process count)")
+            note(
+                "the config trained with expert_parallel_degree \(configDegree); evaluating with degree \(group.degree) over \(group.size) processes (the degree must divide the process count)"
+            )
         }
         return group
     }
@@ -51,7 +55,8 @@ public final class EvaluationProcesses {
     /// Every rank's memory, timings and expert loads, gathered to all ranks (a collective: every rank calls it);
     /// nil for a single process. `predictedLoads`: per MoE layer, the per-expert loads the routing statistics
     /// counted in `routingPhase`.
-    public func report(model: any CausalLanguageModel, routingPhase: String?, predictedLoads: [Int: [Int]]?) throws -> ExpertParallelReport? {
+    public func report(model: any CausalLanguageModel, routingPhase: String?, predictedLoads: [Int: [Int]]?) throws -> ExpertParallelReport?
+    {
         guard let group else { return nil }
         if group.statistics.forwards > 0 || phases.isEmpty { endPhase("rest") }
         let held = (dense: model.footprint.heldDenseBytes, experts: model.footprint.heldExpertBytes)
@@ -62,7 +67,8 @@ public final class EvaluationProcesses {
             denseWeightBytes: held.dense, expertWeightBytes: held.experts,
             phases: phases.map { RankStatistics.Phase($0.statistics, moeLayers: moeLayers) })
         let all = try RankStatistics.gather(mine, moeLayers: moeLayers.count, over: group.communicator)
-        return ExpertParallelReport(group: group, ranks: all, phaseNames: phases.map(\.name), moeLayers: moeLayers,
-                                    routingPhase: routingPhase, predictedLoads: predictedLoads)
+        return ExpertParallelReport(
+            group: group, ranks: all, phaseNames: phases.map(\.name), moeLayers: moeLayers,
+            routingPhase: routingPhase, predictedLoads: predictedLoads)
     }
 }

@@ -30,16 +30,20 @@ public struct RankStatistics: Equatable, Sendable {
             assignmentsPerMoELayer = moeLayers.map { statistics.receivedAssignments[$0] ?? 0 }
         }
 
-        init(forwardSeconds: Double, allToAllSeconds: Double, expertComputeSeconds: Double, gatherSeconds: Double,
-             tokensRun: Int, assignmentsPerMoELayer: [Int]) {
+        init(
+            forwardSeconds: Double, allToAllSeconds: Double, expertComputeSeconds: Double, gatherSeconds: Double,
+            tokensRun: Int, assignmentsPerMoELayer: [Int]
+        ) {
             self.forwardSeconds = forwardSeconds; self.allToAllSeconds = allToAllSeconds
             self.expertComputeSeconds = expertComputeSeconds; self.gatherSeconds = gatherSeconds
             self.tokensRun = tokensRun; self.assignmentsPerMoELayer = assignmentsPerMoELayer
         }
     }
 
-    public init(residentBytesBeforeLoad: Int, residentBytesAfterLoad: Int, peakResidentBytes: Int,
-                denseWeightBytes: Int, expertWeightBytes: Int, phases: [Phase]) {
+    public init(
+        residentBytesBeforeLoad: Int, residentBytesAfterLoad: Int, peakResidentBytes: Int,
+        denseWeightBytes: Int, expertWeightBytes: Int, phases: [Phase]
+    ) {
         self.residentBytesBeforeLoad = residentBytesBeforeLoad; self.residentBytesAfterLoad = residentBytesAfterLoad
         self.peakResidentBytes = peakResidentBytes; self.denseWeightBytes = denseWeightBytes
         self.expertWeightBytes = expertWeightBytes; self.phases = phases
@@ -55,11 +59,15 @@ public struct RankStatistics: Equatable, Sendable {
     }
 
     func encoded() -> [Double] {
-        var values = [Double(residentBytesBeforeLoad), Double(residentBytesAfterLoad), Double(peakResidentBytes),
-                      Double(denseWeightBytes), Double(expertWeightBytes)]
+        var values = [
+            Double(residentBytesBeforeLoad), Double(residentBytesAfterLoad), Double(peakResidentBytes),
+            Double(denseWeightBytes), Double(expertWeightBytes),
+        ]
         for phase in phases {
-            values += [phase.forwardSeconds, phase.allToAllSeconds, phase.expertComputeSeconds, phase.gatherSeconds,
-                       Double(phase.tokensRun)]
+            values += [
+                phase.forwardSeconds, phase.allToAllSeconds, phase.expertComputeSeconds, phase.gatherSeconds,
+                Double(phase.tokensRun),
+            ]
             values += phase.assignmentsPerMoELayer.map(Double.init)
         }
         return values
@@ -70,25 +78,33 @@ public struct RankStatistics: Equatable, Sendable {
         var decodedPhases: [Phase] = []
         for p in 0..<phases {
             let base = fixedValues + p * (valuesPerPhaseBeforeLayers + moeLayers)
-            decodedPhases.append(Phase(forwardSeconds: v[base], allToAllSeconds: v[base + 1], expertComputeSeconds: v[base + 2],
-                                       gatherSeconds: v[base + 3], tokensRun: Int(v[base + 4]),
-                                       assignmentsPerMoELayer: (0..<moeLayers).map { Int(v[base + 5 + $0]) }))
+            decodedPhases.append(
+                Phase(
+                    forwardSeconds: v[base], allToAllSeconds: v[base + 1], expertComputeSeconds: v[base + 2],
+                    gatherSeconds: v[base + 3], tokensRun: Int(v[base + 4]),
+                    assignmentsPerMoELayer: (0..<moeLayers).map { Int(v[base + 5 + $0]) }))
         }
-        return RankStatistics(residentBytesBeforeLoad: Int(v[0]), residentBytesAfterLoad: Int(v[1]), peakResidentBytes: Int(v[2]),
-                              denseWeightBytes: Int(v[3]), expertWeightBytes: Int(v[4]), phases: decodedPhases)
+        return RankStatistics(
+            residentBytesBeforeLoad: Int(v[0]), residentBytesAfterLoad: Int(v[1]), peakResidentBytes: Int(v[2]),
+            denseWeightBytes: Int(v[3]), expertWeightBytes: Int(v[4]), phases: decodedPhases)
     }
 
     /// Every rank's statistics, on every rank (a collective: every rank calls it with the same phase count).
-    public static func gather(_ mine: RankStatistics, moeLayers: Int,
-                              over communicator: any ExpertParallelCommunicator) throws -> [RankStatistics] {
+    public static func gather(
+        _ mine: RankStatistics, moeLayers: Int,
+        over communicator: any ExpertParallelCommunicator
+    ) throws -> [RankStatistics] {
         let values = mine.encoded()
         let stride = valueCount(phases: mine.phases.count, moeLayers: moeLayers)
         precondition(values.count == stride, "a phase's assignments do not cover every MoE layer")
         let all = try communicator.allGather(values)
         guard all.count == stride * communicator.size else {
-            throw ExpertParallelError("per-rank statistics: received \(all.count) values from \(communicator.size) ranks, expected \(stride) each")
+            throw ExpertParallelError(
+                "per-rank statistics: received \(all.count) values from \(communicator.size) ranks, expected \(stride) each")
         }
-        return (0..<communicator.size).map { decoded(all[($0 * stride)..<(($0 + 1) * stride)], phases: mine.phases.count, moeLayers: moeLayers) }
+        return (0..<communicator.size).map {
+            decoded(all[($0 * stride)..<(($0 + 1) * stride)], phases: mine.phases.count, moeLayers: moeLayers)
+        }
     }
 }
 
@@ -145,8 +161,9 @@ public struct ExpertParallelReport: Encodable {
             try container.encode(phase.expertComputeSeconds, forKey: .compute)
             try container.encode(phase.gatherSeconds, forKey: .gather)
             try container.encode(phase.tokensRun, forKey: .tokens)
-            try container.encode(Dictionary(uniqueKeysWithValues: zip(moeLayers.map(String.init), phase.assignmentsPerMoELayer)),
-                                 forKey: .assignments)
+            try container.encode(
+                Dictionary(uniqueKeysWithValues: zip(moeLayers.map(String.init), phase.assignmentsPerMoELayer)),
+                forKey: .assignments)
         }
     }
 
@@ -192,26 +209,32 @@ public struct ExpertParallelReport: Encodable {
     /// The report from every rank's statistics. `predictedLoads` maps each MoE layer to its per-expert loads in
     /// `routingPhase` (from the routing statistics), from which the overload factor a contiguous placement
     /// predicts is computed.
-    public init(group: ExpertParallelGroup, ranks all: [RankStatistics], phaseNames: [String], moeLayers: [Int],
-                routingPhase: String?, predictedLoads: [Int: [Int]]?) {
+    public init(
+        group: ExpertParallelGroup, ranks all: [RankStatistics], phaseNames: [String], moeLayers: [Int],
+        routingPhase: String?, predictedLoads: [Int: [Int]]?
+    ) {
         degree = group.degree
         replicas = group.replicas
         processes = all.count
         let mib = 1024.0 * 1024.0
         ranks = all.enumerated().map { r, statistics in
             let experts = group.experts(ofRank: r)
-            return Rank(rank: r, experts: [experts.lowerBound, experts.upperBound], statistics: statistics,
-                        phaseNames: phaseNames, moeLayers: moeLayers)
+            return Rank(
+                rank: r, experts: [experts.lowerBound, experts.upperBound], statistics: statistics,
+                phaseNames: phaseNames, moeLayers: moeLayers)
         }
         for (r, s) in all.enumerated() {
             let experts = group.experts(ofRank: r)
             let forward = s.phases.reduce(0) { $0 + $1.forwardSeconds }
             let allToAll = s.phases.reduce(0) { $0 + $1.allToAllSeconds }
             let compute = s.phases.reduce(0) { $0 + $1.expertComputeSeconds }
-            lines.append(String(format: "rank %d: experts %d..<%d, weights %.2f MiB dense + %.2f MiB experts; resident %.1f MiB (+%.2f MiB loading the model), peak %.1f MiB; forward %.2f s = all-to-all %.2f s + expert compute %.2f s + rest",
-                                r, experts.lowerBound, experts.upperBound, Double(s.denseWeightBytes) / mib, Double(s.expertWeightBytes) / mib,
-                                Double(s.residentBytesAfterLoad) / mib, Double(s.residentBytesAfterLoad - s.residentBytesBeforeLoad) / mib,
-                                Double(s.peakResidentBytes) / mib, forward, allToAll, compute))
+            lines.append(
+                String(
+                    format:
+                        "rank %d: experts %d..<%d, weights %.2f MiB dense + %.2f MiB experts; resident %.1f MiB (+%.2f MiB loading the model), peak %.1f MiB; forward %.2f s = all-to-all %.2f s + expert compute %.2f s + rest",
+                    r, experts.lowerBound, experts.upperBound, Double(s.denseWeightBytes) / mib, Double(s.expertWeightBytes) / mib,
+                    Double(s.residentBytesAfterLoad) / mib, Double(s.residentBytesAfterLoad - s.residentBytesBeforeLoad) / mib,
+                    Double(s.peakResidentBytes) / mib, forward, allToAll, compute))
         }
 
         // The measured overload: max over ranks of the assignments each computed, against the mean, per layer
@@ -239,7 +262,10 @@ public struct ExpertParallelReport: Encodable {
         let measured = meanSum > 0 ? maxSum / meanSum : 1
         let predicted: Double? = predictedMean > 0 ? predictedMax / predictedMean : nil
         overloadFactor = OverloadFactor(phase: routingPhase, measured: measured, predicted: predicted, perLayer: perLayer)
-        lines.append(String(format: "EP overload factor (%@): measured %.4f (busiest rank's assignments / mean, Σ over layers); predicted by the routing statistics %@",
-                            routingPhase, measured, predicted.map { String(format: "%.4f", $0) } ?? "n/a"))
+        lines.append(
+            String(
+                format:
+                    "EP overload factor (%@): measured %.4f (busiest rank's assignments / mean, Σ over layers); predicted by the routing statistics %@",
+                routingPhase, measured, predicted.map { String(format: "%.4f", $0) } ?? "n/a"))
     }
 }

@@ -55,8 +55,10 @@ public struct ModelInputs {
         Self.tokenizerCandidates(explicit: tokenizer, config: config, demo: demo, checkpoint: spec.checkpoint, consumer: consumer)
     }
 
-    static func tokenizerCandidates(explicit: String?, config: TrainConfig?, demo: DemoAssets?, checkpoint: URL?,
-                                    consumer: Consumer) -> [String] {
+    static func tokenizerCandidates(
+        explicit: String?, config: TrainConfig?, demo: DemoAssets?, checkpoint: URL?,
+        consumer: Consumer
+    ) -> [String] {
         if let explicit { return [explicit] }
         var candidates: [String] = []
         if let config, let assets = config.hfAssetsPath {
@@ -89,10 +91,18 @@ public struct ModelInputs {
         guard required else { return nil }
         switch consumer {
         case .evaluation, .conversion:
-            let tried = candidates.isEmpty ? "no --config with an hf_assets_path, no --tokenizer, no tokenizer.json in the checkpoint folder" : "not found: \(candidates.joined(separator: ", "))"
-            throw RoutingInput.InputError(description: "no tokenizer (\(tried)): pass --module deepseek_v3 --config NAME (TorchTitan 0.3) or --config TRAIN.toml, whose hf_assets_path holds it, or --tokenizer PATH; or use --routing-input random with --preset 30s")
+            let tried =
+                candidates.isEmpty
+                ? "no --config with an hf_assets_path, no --tokenizer, no tokenizer.json in the checkpoint folder"
+                : "not found: \(candidates.joined(separator: ", "))"
+            throw RoutingInput.InputError(
+                description:
+                    "no tokenizer (\(tried)): pass --module deepseek_v3 --config NAME (TorchTitan 0.3) or --config TRAIN.toml, whose hf_assets_path holds it, or --tokenizer PATH; or use --routing-input random with --preset 30s"
+            )
         case .serving:
-            let tried = candidates.isEmpty ? "no --tokenizer and no [model] hf_assets_path in the config" : "not found: \(candidates.joined(separator: ", "))"
+            let tried =
+                candidates.isEmpty
+                ? "no --tokenizer and no [model] hf_assets_path in the config" : "not found: \(candidates.joined(separator: ", "))"
             throw MissingInput(description: "serve needs a tokenizer (\(tried)); pass --tokenizer PATH")
         }
     }
@@ -110,7 +120,10 @@ public struct ModelInputs {
             }
         }
         let origin = explicit != nil ? "--tokenizer" : "\(config!.path): [model] hf_assets_path"
-        throw MissingInput(description: "\(origin): tokenizer folder not found (tried \(candidates.joined(separator: ", "))); pass --tokenizer PATH or --no-tokenizer")
+        throw MissingInput(
+            description:
+                "\(origin): tokenizer folder not found (tried \(candidates.joined(separator: ", "))); pass --tokenizer PATH or --no-tokenizer"
+        )
     }
 
     /// The routing text: `--data`, else the config's local `dataset_path`, else the demo text.
@@ -127,8 +140,9 @@ public struct ModelInputs {
     /// benchmark items when the demo model is evaluated (named or not).
     public func benchmarkData(dataDir: String?, progress: DownloadProgress?) -> BenchmarkDataSources {
         let folder = dataDir ?? ProcessInfo.processInfo.environment["MOE_EVAL_DATA_DIR"].flatMap { $0.isEmpty ? nil : $0 }
-        return BenchmarkDataSources(dataDir: folder.map { URL(fileURLWithPath: $0) }, hub: HubEnvironment.from(),
-                                    bundledHubCache: (demo ?? DemoAssets.owning(spec.checkpoint))?.benchmarkData, progress: progress)
+        return BenchmarkDataSources(
+            dataDir: folder.map { URL(fileURLWithPath: $0) }, hub: HubEnvironment.from(),
+            bundledHubCache: (demo ?? DemoAssets.owning(spec.checkpoint))?.benchmarkData, progress: progress)
     }
 }
 
@@ -173,6 +187,9 @@ public struct DemoAssets: Sendable {
                 dir = dir.deletingLastPathComponent()
             }
         }
-        throw MissingError(description: "no --checkpoint given and the bundled demo (assets/demo) was not found; set MOE_EVAL_HOME to the moe-eval folder or pass --checkpoint")
+        throw MissingError(
+            description:
+                "no --checkpoint given and the bundled demo (assets/demo) was not found; set MOE_EVAL_HOME to the moe-eval folder or pass --checkpoint"
+        )
     }
 }

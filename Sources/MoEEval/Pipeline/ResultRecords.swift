@@ -61,9 +61,21 @@ public struct EvaluationResults: Encodable {
     /// A step that did not run is written as the seed writes it: `{}`, or for inference its four keys as null.
     public func encode(to encoder: Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
-        if let routingStats { try container.encode(routingStats, forKey: .routingStats) } else { try container.encode(EmptyObject(), forKey: .routingStats) }
-        if let inference { try container.encode(inference, forKey: .inference) } else { try container.encode(InferenceNotRun(), forKey: .inference) }
-        if let cost { try container.encode(CostRecord(cost: cost), forKey: .cost) } else { try container.encode(EmptyObject(), forKey: .cost) }
+        if let routingStats {
+            try container.encode(routingStats, forKey: .routingStats)
+        } else {
+            try container.encode(EmptyObject(), forKey: .routingStats)
+        }
+        if let inference {
+            try container.encode(inference, forKey: .inference)
+        } else {
+            try container.encode(InferenceNotRun(), forKey: .inference)
+        }
+        if let cost {
+            try container.encode(CostRecord(cost: cost), forKey: .cost)
+        } else {
+            try container.encode(EmptyObject(), forKey: .cost)
+        }
         try container.encode(lmEvalResults, forKey: .lmEvalResults)
         try container.encode(walltimeSeconds, forKey: .walltimeSeconds)
         try container.encode(checkpointDir, forKey: .checkpointDir)
@@ -131,8 +143,10 @@ public struct RunRecord: Encodable {
     /// its own key of `moe_eval`. Keys this record already writes are not replaced.
     public var extraSections: [String: any Encodable] = [:]
 
-    public init(preset: String, seed: UInt64, threads: Int, modelArgsOrigin: String, loadSeconds: Double,
-                numerics: NumericsRecord, keyNaming: String, lmEval: LMEvalRecord) {
+    public init(
+        preset: String, seed: UInt64, threads: Int, modelArgsOrigin: String, loadSeconds: Double,
+        numerics: NumericsRecord, keyNaming: String, lmEval: LMEvalRecord
+    ) {
         self.preset = preset; self.seed = seed; self.threads = threads; self.modelArgsOrigin = modelArgsOrigin
         self.loadSeconds = loadSeconds; self.numerics = numerics; self.keyNaming = keyNaming; self.lmEval = lmEval
     }
@@ -141,7 +155,9 @@ public struct RunRecord: Encodable {
         public var yarn: Bool
         public var finalNormEps: Double
         public var origin: String
-        public init(yarn: Bool, finalNormEps: Double, origin: String) { self.yarn = yarn; self.finalNormEps = finalNormEps; self.origin = origin }
+        public init(yarn: Bool, finalNormEps: Double, origin: String) {
+            self.yarn = yarn; self.finalNormEps = finalNormEps; self.origin = origin
+        }
         enum CodingKeys: String, CodingKey { case yarn, finalNormEps = "final_norm_eps", origin }
     }
 
@@ -213,7 +229,9 @@ public struct LMEvalRecord: Encodable, Equatable {
     }
 
     public static func skipped(_ reason: String) -> LMEvalRecord { LMEvalRecord(status: .skipped, reason: reason) }
-    public static func failed(tasks: [String], reason: String) -> LMEvalRecord { LMEvalRecord(status: .failed, reason: reason, tasks: tasks) }
+    public static func failed(tasks: [String], reason: String) -> LMEvalRecord {
+        LMEvalRecord(status: .failed, reason: reason, tasks: tasks)
+    }
 
     enum CodingKeys: String, CodingKey {
         case status, reason, tasks, limit, numFewshot = "num_fewshot", maxLength = "max_length", dataDir = "data_dir"

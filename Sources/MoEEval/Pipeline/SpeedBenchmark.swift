@@ -52,10 +52,12 @@ public struct SpeedBenchmarkResult: Encodable {
         case prefillTokensPerSecond = "prefill_tokens_per_s", decodeTokensPerSecond = "decode_tokens_per_s"
         case routingAnalysisTokensPerSecond = "routing_analysis_tokens_per_s", sgemmPeakGflopsPerSecond = "sgemm_peak_gflops_per_s"
         case prefillMFU = "prefill_mfu", loadSeconds = "load_seconds", peakResidentBytes = "peak_rss_bytes"
-        case prefillGflopsPerSecond = "prefill_gflops_per_s", weightBytes = "weight_bytes", residentBytesAfterDecode = "rss_after_decode_bytes"
+        case prefillGflopsPerSecond = "prefill_gflops_per_s", weightBytes = "weight_bytes", residentBytesAfterDecode =
+            "rss_after_decode_bytes"
         case decodeKVCacheBytes = "decode_kv_cache_bytes", activeWeightBytesPerToken = "active_weight_bytes_per_token"
         case dramReadBytesPerSecond = "dram_read_bytes_per_s", decodeRooflineTokensPerSecond = "decode_roofline_tokens_per_s"
-        case decodeRooflineFraction = "decode_roofline_fraction", batch, seqLen = "seq_len", decodeTokens = "decode_tokens", threads, weights
+        case decodeRooflineFraction = "decode_roofline_fraction", batch, seqLen = "seq_len", decodeTokens = "decode_tokens", threads,
+            weights
         case expertParallel = "expert_parallel"
     }
 }
@@ -64,9 +66,11 @@ public struct SpeedBenchmarkResult: Encodable {
 public enum SpeedBenchmark {
     /// Under `mpirun -np N` every forward runs expert-parallel; every rank gets the result (the per-rank report
     /// is a collective). `tokens`: reads `count` token ids for a vocabulary of `vocabSize`; nil: random ids.
-    public static func run(spec: ModelSpec, options: SpeedBenchmarkOptions, processes: EvaluationProcesses,
-                           tokens readTokens: ((_ count: Int, _ vocabSize: Int) throws -> [Int32])?,
-                           note: (String) -> Void) throws -> SpeedBenchmarkResult {
+    public static func run(
+        spec: ModelSpec, options: SpeedBenchmarkOptions, processes: EvaluationProcesses,
+        tokens readTokens: ((_ count: Int, _ vocabSize: Int) throws -> [Int32])?,
+        note: (String) -> Void
+    ) throws -> SpeedBenchmarkResult {
         let loadStart = DispatchTime.now().uptimeNanoseconds
         let model: any CausalLanguageModel
         let source: String
@@ -75,8 +79,9 @@ public enum SpeedBenchmark {
             if let layers = options.layers { args.nLayers = layers; args.nDenseLayers = min(args.nDenseLayers, layers) }
             let group = try processes.makeGroup(requestedDegree: options.expertParallelDegree, spec: spec, configDegree: nil, note: note)
             let weights = RandomWeightSource(args: args, dtype: options.randomWeightDType)
-            model = try DeepSeekV3(args: args, weights: weights, numerics: Numerics.resolve(args: args, namingEra: .v0_2),
-                                   expertParallel: group)
+            model = try DeepSeekV3(
+                args: args, weights: weights, numerics: Numerics.resolve(args: args, namingEra: .v0_2),
+                expertParallel: group)
             source = weights.description
         } else {
             _ = try processes.makeGroup(requestedDegree: options.expertParallelDegree, spec: spec, configDegree: nil, note: note)
@@ -96,7 +101,7 @@ public enum SpeedBenchmark {
         }
 
         func median(_ body: () throws -> Void) rethrows -> Double {
-            try body()   // warm-up
+            try body() // warm-up
             var times: [Double] = []
             for _ in 0..<options.iterations {
                 let start = DispatchTime.now().uptimeNanoseconds
@@ -105,19 +110,26 @@ public enum SpeedBenchmark {
             }
             return times.sorted()[times.count / 2]
         }
-        let decodeSeconds = decodeTokens > 0 ? try timeDecode(model: model, prompt: Array(tokens.prefix(16)), tokens: decodeTokens,
-                                                               iterations: options.iterations) : 0
+        let decodeSeconds =
+            decodeTokens > 0
+            ? try timeDecode(
+                model: model, prompt: Array(tokens.prefix(16)), tokens: decodeTokens,
+                iterations: options.iterations) : 0
         // Weights touched by decoding + the KV cache + one token's activations: the memory target's measure.
         let decodeResident = ProcessMemory.currentResidentBytes()
         let kvCacheBytes = decodeTokens > 0 ? model.kvCacheLayout.valuesPerPosition * 4 * (16 + decodeTokens) : 0
         // Full logits, as a scoring pass (and PyTorch's forward) computes them.
         let prefill = try median { _ = try model.forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: .all) }
-        let routing: Double = try options.skipRouting ? 0 : median {
-            let collector = RoutingStatisticsCollector(sequenceLength: seqLen, expertGroups: shape.numExpertGroups,
-                                                       limitedGroups: shape.numLimitedGroups)
-            _ = try model.forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: .last, observer: collector)
-            _ = RoutingMetrics.statistics(collector.finish())
-        }
+        let routing: Double =
+            try options.skipRouting
+            ? 0
+            : median {
+                let collector = RoutingStatisticsCollector(
+                    sequenceLength: seqLen, expertGroups: shape.numExpertGroups,
+                    limitedGroups: shape.numLimitedGroups)
+                _ = try model.forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: .last, observer: collector)
+                _ = RoutingMetrics.statistics(collector.finish())
+            }
         let forwardFlops = model.forwardFlopsPerToken(seqLen: seqLen) * Double(batch * seqLen)
         let sgemmPeak = ComputationalCost.measureSgemmPeak(size: 2048, repeats: 5)
         // Before the bandwidth probe, whose 1 GiB buffer would otherwise be the peak.

@@ -9,7 +9,8 @@ enum ARC {
         var taskName: String { self == .easy ? "arc_easy" : "arc_challenge" }
     }
 
-    static let obtain = "AI2's ARC-V1-Feb2018 release (https://allenai.org/data/arc) or the HF dataset allenai/ai2_arc exported as JSON Lines"
+    static let obtain =
+        "AI2's ARC-V1-Feb2018 release (https://allenai.org/data/arc) or the HF dataset allenai/ai2_arc exported as JSON Lines"
 
     static func split(_ level: Level, _ name: String, hf: String) -> TaskData.Split {
         TaskData.Split(candidates: ["arc/ARC-\(level.rawValue)-\(name).jsonl", "arc/ARC-\(level.rawValue)/\(hf).jsonl"], obtain: obtain)
@@ -52,8 +53,13 @@ enum ARC {
         let name = level.taskName
         return BenchmarkTask(
             name: name, metrics: [.acc, .accNorm], sampling: .random(passesEvalDoc: false),
-            documents: { try documents(data.locate(split(level, "Test", hf: "test"), hub: hub(level, "test"), task: name, purpose: "test")) },
-            fewShotPool: { try documents(data.locate(split(level, "Train", hf: "train"), hub: hub(level, "train"), task: name, purpose: "few-shot (train)")) })
+            documents: {
+                try documents(data.locate(split(level, "Test", hf: "test"), hub: hub(level, "test"), task: name, purpose: "test"))
+            },
+            fewShotPool: {
+                try documents(
+                    data.locate(split(level, "Train", hf: "train"), hub: hub(level, "train"), task: name, purpose: "few-shot (train)"))
+            })
     }
 
     static func documents(_ source: TaskData.Source) throws -> [TaskDocument] {
@@ -61,10 +67,13 @@ enum ARC {
         return try lines.map { line in
             let record = try TaskData.decode(Record.self, line, in: origin)
             guard let gold = record.labels.firstIndex(where: { PythonText.same($0, record.answerKey) }) else {
-                throw TaskDataError(description: "\(origin):\(line.number): answerKey '\(record.answerKey)' is not one of the choice labels \(record.labels)")
+                throw TaskDataError(
+                    description:
+                        "\(origin):\(line.number): answerKey '\(record.answerKey)' is not one of the choice labels \(record.labels)")
             }
-            return TaskDocument(content: .choices(question: "Question: " + record.question + "\nAnswer:", choices: record.texts, gold: gold),
-                                identity: line.bytes, origin: "\(origin):\(line.number)")
+            return TaskDocument(
+                content: .choices(question: "Question: " + record.question + "\nAnswer:", choices: record.texts, gold: gold),
+                identity: line.bytes, origin: "\(origin):\(line.number)")
         }
     }
 }

@@ -40,7 +40,9 @@ public struct BenchmarkDataSources: Sendable {
         var tried: [String] = []
         if let dataDir {
             for candidate in original.candidates where TaskData.exists(candidate, in: dataDir) {
-                return try .file(TaskData.locate(TaskData.Split(candidates: [candidate], obtain: original.obtain), in: dataDir, task: task, purpose: purpose))
+                return try .file(
+                    TaskData.locate(
+                        TaskData.Split(candidates: [candidate], obtain: original.obtain), in: dataDir, task: task, purpose: purpose))
             }
             tried.append("--data-dir \(dataDir.appendingPathComponent(original.candidates[0]).path)")
         }
@@ -51,7 +53,9 @@ public struct BenchmarkDataSources: Sendable {
                 }
             }
             if let files = try HubCache.locateInAnySnapshot(split, in: hub.hubCache) { return try .table(files) }
-            tried.append("Hub cache \(HubCache.repoFolder(split.repo, in: hub.hubCache).path) (\(HubCache.revisions.joined(separator: ", ")), any snapshot)")
+            tried.append(
+                "Hub cache \(HubCache.repoFolder(split.repo, in: hub.hubCache).path) (\(HubCache.revisions.joined(separator: ", ")), any snapshot)"
+            )
             if let files = try DatasetsArrowCache.locate(split, in: hub.datasetsCache) {
                 return try .table(files)
             }
@@ -71,7 +75,9 @@ public struct BenchmarkDataSources: Sendable {
                 tried.append("\(hub.endpoint)/datasets/\(split.repo) (no files for this split)")
             }
         }
-        throw TaskDataError(description: "\(task): no \(purpose) data for \(split); tried \(tried.joined(separator: "; ")) (get it from \(original.obtain))")
+        throw TaskDataError(
+            description: "\(task): no \(purpose) data for \(split); tried \(tried.joined(separator: "; ")) (get it from \(original.obtain))"
+        )
     }
 }
 

@@ -5,10 +5,13 @@ import MoEData
 /// `"{passage}\nQuestion: {question}?\nAnswer:"`, choices `["no", "yes"]`; acc. Reads the SuperGLUE layout
 /// (`label`: true/false, "true"/"false" or 0/1) and the HF boolq layout (`answer`: bool).
 enum BoolQ {
-    static let obtain = "SuperGLUE's BoolQ.zip (https://dl.fbaipublicfiles.com/glue/superglue/data/v2/BoolQ.zip: val.jsonl, train.jsonl) or the HF dataset aps/super_glue (boolq) exported as JSON Lines"
+    static let obtain =
+        "SuperGLUE's BoolQ.zip (https://dl.fbaipublicfiles.com/glue/superglue/data/v2/BoolQ.zip: val.jsonl, train.jsonl) or the HF dataset aps/super_glue (boolq) exported as JSON Lines"
     static let validation = TaskData.Split(
-        candidates: ["boolq/val.jsonl", "boolq/validation.jsonl", "boolq/superglue_boolq_val.jsonl",
-                     "boolq/hf_boolq_validation.jsonl", "boolq/dev.jsonl", "boolq/*val*.jsonl"], obtain: obtain)
+        candidates: [
+            "boolq/val.jsonl", "boolq/validation.jsonl", "boolq/superglue_boolq_val.jsonl",
+            "boolq/hf_boolq_validation.jsonl", "boolq/dev.jsonl", "boolq/*val*.jsonl",
+        ], obtain: obtain)
     static let train = TaskData.Split(candidates: ["boolq/train.jsonl", "boolq/*train*.jsonl"], obtain: obtain)
 
     struct Record: Decodable {
@@ -41,9 +44,11 @@ enum BoolQ {
             case nil: throw TaskDataError(description: "\(origin): neither a 'label' nor an 'answer' field")
             case let other?: throw TaskDataError(description: "\(origin): label '\(other.rendered)' is not true/false or 0/1")
             }
-            return TaskDocument(content: .choices(question: record.passage + "\nQuestion: " + record.question + "?\nAnswer:",
-                                                  choices: ["no", "yes"], gold: gold),
-                                identity: line.bytes, origin: origin)
+            return TaskDocument(
+                content: .choices(
+                    question: record.passage + "\nQuestion: " + record.question + "?\nAnswer:",
+                    choices: ["no", "yes"], gold: gold),
+                identity: line.bytes, origin: origin)
         }
     }
 }

@@ -14,7 +14,8 @@ enum PromptBuilder {
         switch document.content {
         case .choices(let text, let choices, let gold):
             guard choices.indices.contains(gold) else {
-                throw TaskDataError(description: "\(document.origin): a few-shot example's answer index \(gold) is outside its \(choices.count) choices")
+                throw TaskDataError(
+                    description: "\(document.origin): a few-shot example's answer index \(gold) is outside its \(choices.count) choices")
             }
             question = text
             answer = choices[gold]
@@ -22,7 +23,8 @@ enum PromptBuilder {
             return question + targetDelimiter + answer + fewShotDelimiter
         case .filledBlank(let contexts, let continuation, let gold):
             guard contexts.indices.contains(gold) else {
-                throw TaskDataError(description: "\(document.origin): a few-shot example's answer index \(gold) is outside its \(contexts.count) options")
+                throw TaskDataError(
+                    description: "\(document.origin): a few-shot example's answer index \(gold) is outside its \(contexts.count) options")
             }
             question = contexts[gold]
             answer = continuation
@@ -87,7 +89,10 @@ struct FewShotSampler {
             // without any copy of it.
             let others = pool.indices.filter { pool[$0].identity != document.identity }
             guard k <= others.count else {
-                throw TaskDataError(description: "\(taskName): \(k) few-shot examples are needed but the few-shot split has only \(others.count) documents besides the evaluated one")
+                throw TaskDataError(
+                    description:
+                        "\(taskName): \(k) few-shot examples are needed but the few-shot split has only \(others.count) documents besides the evaluated one"
+                )
             }
             return random.sample(populationSize: others.count, count: k).map { others[$0] }
         }

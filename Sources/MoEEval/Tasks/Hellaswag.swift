@@ -5,7 +5,8 @@ import MoEData
 /// acc and acc_norm. The query is `preprocess(activity_label + ": " + ctx_a + " " + ctx_b.capitalize())`,
 /// the choices are the preprocessed endings.
 enum Hellaswag {
-    static let obtain = "https://github.com/rowanz/hellaswag/tree/master/data (hellaswag_val.jsonl, hellaswag_train.jsonl) or the HF dataset Rowan/hellaswag exported as JSON Lines"
+    static let obtain =
+        "https://github.com/rowanz/hellaswag/tree/master/data (hellaswag_val.jsonl, hellaswag_train.jsonl) or the HF dataset Rowan/hellaswag exported as JSON Lines"
     static let validation = TaskData.Split(
         candidates: ["hellaswag/hellaswag_val.jsonl", "hellaswag/validation.jsonl", "hellaswag/*val*.jsonl"], obtain: obtain)
     static let train = TaskData.Split(
@@ -39,8 +40,9 @@ enum Hellaswag {
             let context = record.ctx_a + " " + PythonText.capitalize(record.ctx_b)
             let choices = record.endings.map(preprocess)
             return TaskDocument(
-                content: .choices(question: preprocess(record.activity_label + ": " + context), choices: choices,
-                                  gold: goldIndex(rendered: record.label.rendered, choices: choices)),
+                content: .choices(
+                    question: preprocess(record.activity_label + ": " + context), choices: choices,
+                    gold: goldIndex(rendered: record.label.rendered, choices: choices)),
                 identity: line.bytes, origin: "\(origin):\(line.number)")
         }
     }

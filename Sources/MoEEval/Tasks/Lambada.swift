@@ -6,7 +6,8 @@ import MoEData
 /// acc = whether greedy decoding gives the target, perplexity = exp(−mean document log-likelihood).
 /// Few-shot examples come from the test split itself, without excluding the evaluated document.
 enum Lambada {
-    static let obtain = "https://openaipublic.blob.core.windows.net/gpt-2/data/lambada_test.jsonl or the HF dataset EleutherAI/lambada_openai (default) exported as JSON Lines"
+    static let obtain =
+        "https://openaipublic.blob.core.windows.net/gpt-2/data/lambada_test.jsonl or the HF dataset EleutherAI/lambada_openai (default) exported as JSON Lines"
     static let test = TaskData.Split(candidates: ["lambada/lambada_test.jsonl", "lambada/test.jsonl"], obtain: obtain)
 
     struct Record: Decodable { var text: String }
@@ -25,8 +26,9 @@ enum Lambada {
         return try lines.map { line in
             let record = try TaskData.decode(Record.self, line, in: origin)
             let words = PythonText.splitOnSpace(record.text)
-            return TaskDocument(content: .continuation(context: words.dropLast().joined(separator: " "), target: " " + words[words.count - 1]),
-                                identity: line.bytes, origin: "\(origin):\(line.number)")
+            return TaskDocument(
+                content: .continuation(context: words.dropLast().joined(separator: " "), target: " " + words[words.count - 1]),
+                identity: line.bytes, origin: "\(origin):\(line.number)")
         }
     }
 }

@@ -75,8 +75,10 @@ public final class NativeScorer: LanguageModelScorer {
     /// The same observer as the forward takes it.
     var forwardObserver: RoutingObserver? { routingObserver }
 
-    public init(model: any CausalLanguageModel, maxLength: Int? = nil, batchTokens: Int = 2048,
-                logitsBudgetBytes: Int = 256 << 20, sharesContext: Bool = true) {
+    public init(
+        model: any CausalLanguageModel, maxLength: Int? = nil, batchTokens: Int = 2048,
+        logitsBudgetBytes: Int = 256 << 20, sharesContext: Bool = true
+    ) {
         self.model = model
         self.maxLength = max(1, maxLength ?? model.shape.maxSeqLen)
         self.batchTokens = batchTokens
@@ -135,7 +137,9 @@ public final class NativeScorer: LanguageModelScorer {
                     let observer = routingObserver
                     routingObserver = nil
                     defer { routingObserver = observer }
-                    try scoreSeparately(group.enumerated().map { Prepared(index: $0.offset, inputs: $0.element.inputs, targets: $0.element.targets) }) {
+                    try scoreSeparately(
+                        group.enumerated().map { Prepared(index: $0.offset, inputs: $0.element.inputs, targets: $0.element.targets) }
+                    ) {
                         separate[$0] = $1
                     }
                     let difference = zip(shared, separate).map { abs($0.logprob - $1.logprob) }.max() ?? 0
@@ -181,13 +185,17 @@ public final class NativeScorer: LanguageModelScorer {
 
     func prepare(_ request: TokenRequest, index: Int) throws -> Prepared {
         guard !request.context.isEmpty else {
-            throw ScoringError(description: "a loglikelihood request has no context tokens (the prefix token should stand in for an empty context)")
+            throw ScoringError(
+                description: "a loglikelihood request has no context tokens (the prefix token should stand in for an empty context)")
         }
         guard request.continuation.count <= maxLength else {
-            throw ScoringError(description: "a continuation of \(request.continuation.count) tokens does not fit the model's \(maxLength)-token context")
+            throw ScoringError(
+                description: "a continuation of \(request.continuation.count) tokens does not fit the model's \(maxLength)-token context")
         }
         for token in request.context + request.continuation where token < 0 || token >= vocab {
-            throw ScoringError(description: "token id \(token) is outside the model's vocabulary (0..<\(vocab)); the tokenizer does not belong to this model")
+            throw ScoringError(
+                description:
+                    "token id \(token) is outside the model's vocabulary (0..<\(vocab)); the tokenizer does not belong to this model")
         }
         let whole = request.context + request.continuation
         let inputs = whole.suffix(maxLength + 1).dropLast()
@@ -203,7 +211,8 @@ public final class NativeScorer: LanguageModelScorer {
             for (i, t) in p.inputs.enumerated() { tokens[r * seqLen + i] = t }
         }
         routingObserver?.beginForward(rows: batch.map { ForwardRow(request: $0.index, tokens: $0.inputs.count) }, seqLen: seqLen)
-        let logits = try model.forward(tokens: tokens, batch: batch.count, seqLen: seqLen, cache: nil, logits: .all, observer: forwardObserver)
+        let logits = try model.forward(
+            tokens: tokens, batch: batch.count, seqLen: seqLen, cache: nil, logits: .all, observer: forwardObserver)
         record(positions: batch.count * seqLen)
         var picks: [(row: Int, target: Int32, request: Int)] = []
         for (r, p) in batch.enumerated() {
@@ -223,8 +232,9 @@ public final class NativeScorer: LanguageModelScorer {
             let end = min(begin + chunk, p.inputs.count)
             let wanted = min(max(begin, first), end)..<end
             routingObserver?.beginForward(rows: [ForwardRow(request: p.index, tokens: end - begin)], seqLen: end - begin)
-            let logits = try model.forward(tokens: Array(p.inputs[begin..<end]), batch: 1, seqLen: end - begin,
-                                           cache: cache, logits: .all, observer: forwardObserver)
+            let logits = try model.forward(
+                tokens: Array(p.inputs[begin..<end]), batch: 1, seqLen: end - begin,
+                cache: cache, logits: .all, observer: forwardObserver)
             record(positions: end - begin)
             if !wanted.isEmpty {
                 let part = gather(logits, wanted.map { ($0 - begin, p.targets[$0 - first], 0) }, requests: 1)[0]
@@ -256,10 +266,12 @@ public final class NativeScorer: LanguageModelScorer {
             for (r, m) in members.enumerated() {
                 for (i, t) in group[m].targets.dropLast().enumerated() { tokens[r * tail + i] = t }
             }
-            routingObserver?.beginForward(rows: members.map { ForwardRow(request: group[$0].index, tokens: group[$0].targets.count - 1) },
-                                          seqLen: tail)
-            let logits = try model.forward(tokens: tokens, batch: members.count, seqLen: tail, cache: copies, logits: .all,
-                                           observer: forwardObserver)
+            routingObserver?.beginForward(
+                rows: members.map { ForwardRow(request: group[$0].index, tokens: group[$0].targets.count - 1) },
+                seqLen: tail)
+            let logits = try model.forward(
+                tokens: tokens, batch: members.count, seqLen: tail, cache: copies, logits: .all,
+                observer: forwardObserver)
             record(positions: members.count * tail)
             var picks: [(row: Int, target: Int32, request: Int)] = []
             for (r, m) in members.enumerated() {

@@ -71,11 +71,15 @@ enum MMLU {
         ("world_religions", .humanities),
     ]
 
-    static let obtain = "the original release https://people.eecs.berkeley.edu/~hendrycks/data.tar (data/{dev,val,test}/<subject>_<split>.csv) or the HF dataset cais/mmlu exported as JSON Lines"
+    static let obtain =
+        "the original release https://people.eecs.berkeley.edu/~hendrycks/data.tar (data/{dev,val,test}/<subject>_<split>.csv) or the HF dataset cais/mmlu exported as JSON Lines"
 
     static func split(_ subject: String, _ name: String) -> TaskData.Split {
-        TaskData.Split(candidates: ["mmlu/data/\(name)/\(subject)_\(name).csv", "mmlu/\(name)/\(subject)_\(name).csv",
-                                    "mmlu/\(subject)/\(name).jsonl"], obtain: obtain)
+        TaskData.Split(
+            candidates: [
+                "mmlu/data/\(name)/\(subject)_\(name).csv", "mmlu/\(name)/\(subject)_\(name).csv",
+                "mmlu/\(subject)/\(name).jsonl",
+            ], obtain: obtain)
     }
 
     /// The HF export's fields (`answer` an index, or a letter in some exports).
@@ -95,10 +99,13 @@ enum MMLU {
         let name = "mmlu_" + subject
         return BenchmarkTask(
             name: name, metrics: [.acc],
-            description: "The following are multiple choice questions (with answers) about \(subject.replacingOccurrences(of: "_", with: " ")).\n\n",
+            description:
+                "The following are multiple choice questions (with answers) about \(subject.replacingOccurrences(of: "_", with: " ")).\n\n",
             sampling: .firstN,
             documents: { try documents(data.locate(split(subject, "test"), hub: hub(subject, "test"), task: name, purpose: "test")) },
-            fewShotPool: { try documents(data.locate(split(subject, "dev"), hub: hub(subject, "dev"), task: name, purpose: "few-shot (dev)")) })
+            fewShotPool: {
+                try documents(data.locate(split(subject, "dev"), hub: hub(subject, "dev"), task: name, purpose: "few-shot (dev)"))
+            })
     }
 
     static func documents(_ source: TaskData.Source) throws -> [TaskDocument] {
@@ -110,8 +117,9 @@ enum MMLU {
                 guard record.choices.count == 4 else {
                     throw TaskDataError(description: "\(origin): expected 4 choices, found \(record.choices.count)")
                 }
-                return try document(question: record.question, choices: record.choices, answer: record.answer.rendered,
-                                    identity: line.bytes, origin: origin)
+                return try document(
+                    question: record.question, choices: record.choices, answer: record.answer.rendered,
+                    identity: line.bytes, origin: origin)
             }
         }
         return try TaskData.csvRecords(url).map { line, fields in
@@ -119,8 +127,9 @@ enum MMLU {
             guard fields.count == 6 else {
                 throw TaskDataError(description: "\(origin): expected 6 columns (question,A,B,C,D,answer), found \(fields.count)")
             }
-            return try document(question: fields[0], choices: Array(fields[1...4]), answer: fields[5],
-                                identity: Array(fields.joined(separator: "\u{1F}").utf8), origin: origin)
+            return try document(
+                question: fields[0], choices: Array(fields[1...4]), answer: fields[5],
+                identity: Array(fields.joined(separator: "\u{1F}").utf8), origin: origin)
         }
     }
 

@@ -59,37 +59,49 @@ public enum NativeTasks {
 
     /// Runs `tasks` (names or groups, space- or comma-separated entries) with the model behind `scorer`,
     /// tokenizing as lm-eval's API backend does (no BOS; see `RequestEncoder`).
-    public static func run(tasks: [String], limit: Int?, numFewshot: Int?, dataDir: URL, tokenizer: Tokenizer,
-                           scorer: LanguageModelScorer, logSamples: Bool, progress: ((String) -> Void)?) throws -> Output {
-        try run(tasks: tasks, limit: limit, numFewshot: numFewshot, data: .directory(dataDir), tokenizer: tokenizer,
-                scorer: scorer, logSamples: logSamples, progress: progress)
+    public static func run(
+        tasks: [String], limit: Int?, numFewshot: Int?, dataDir: URL, tokenizer: Tokenizer,
+        scorer: LanguageModelScorer, logSamples: Bool, progress: ((String) -> Void)?
+    ) throws -> Output {
+        try run(
+            tasks: tasks, limit: limit, numFewshot: numFewshot, data: .directory(dataDir), tokenizer: tokenizer,
+            scorer: scorer, logSamples: logSamples, progress: progress)
     }
 
     /// `run` with data from wherever `data` finds it (see `BenchmarkDataSources`).
     /// `skipFailedTasks`: a task whose data is missing or bad is left out and its reason kept in
     /// `Output.errors` instead of failing the whole run.
     /// `taskRouting`: told the task of every request before scoring (give the same collector to the scorer).
-    public static func run(tasks: [String], limit: Int?, numFewshot: Int?, data: BenchmarkDataSources, tokenizer: Tokenizer,
-                           scorer: LanguageModelScorer, logSamples: Bool, skipFailedTasks: Bool = false,
-                           taskRouting: TaskRoutingCollector? = nil, progress: ((String) -> Void)?) throws -> Output {
-        try evaluate(tasks: tasks, limit: limit, numFewshot: numFewshot, data: data,
-                     scorer: TokenizedScorer(encoder: RequestEncoder(tokenizer: tokenizer), scorer: scorer),
-                     logSamples: logSamples, skipFailedTasks: skipFailedTasks, taskRouting: taskRouting, progress: progress)
+    public static func run(
+        tasks: [String], limit: Int?, numFewshot: Int?, data: BenchmarkDataSources, tokenizer: Tokenizer,
+        scorer: LanguageModelScorer, logSamples: Bool, skipFailedTasks: Bool = false,
+        taskRouting: TaskRoutingCollector? = nil, progress: ((String) -> Void)?
+    ) throws -> Output {
+        try evaluate(
+            tasks: tasks, limit: limit, numFewshot: numFewshot, data: data,
+            scorer: TokenizedScorer(encoder: RequestEncoder(tokenizer: tokenizer), scorer: scorer),
+            logSamples: logSamples, skipFailedTasks: skipFailedTasks, taskRouting: taskRouting, progress: progress)
     }
 
     /// `run` over any text-level scorer.
-    public static func evaluate(tasks: [String], limit: Int?, numFewshot: Int?, dataDir: URL, scorer: TextScorer,
-                                logSamples: Bool, progress: ((String) -> Void)? = nil) throws -> Output {
-        try evaluate(tasks: tasks, limit: limit, numFewshot: numFewshot, data: .directory(dataDir), scorer: scorer,
-                     logSamples: logSamples, progress: progress)
+    public static func evaluate(
+        tasks: [String], limit: Int?, numFewshot: Int?, dataDir: URL, scorer: TextScorer,
+        logSamples: Bool, progress: ((String) -> Void)? = nil
+    ) throws -> Output {
+        try evaluate(
+            tasks: tasks, limit: limit, numFewshot: numFewshot, data: .directory(dataDir), scorer: scorer,
+            logSamples: logSamples, progress: progress)
     }
 
-    public static func evaluate(tasks: [String], limit: Int?, numFewshot: Int?, data: BenchmarkDataSources, scorer: TextScorer,
-                                logSamples: Bool, skipFailedTasks: Bool = false, taskRouting: TaskRoutingCollector? = nil,
-                                progress: ((String) -> Void)? = nil) throws -> Output {
+    public static func evaluate(
+        tasks: [String], limit: Int?, numFewshot: Int?, data: BenchmarkDataSources, scorer: TextScorer,
+        logSamples: Bool, skipFailedTasks: Bool = false, taskRouting: TaskRoutingCollector? = nil,
+        progress: ((String) -> Void)? = nil
+    ) throws -> Output {
         let (resolved, groups) = try resolve(tasks, data: data)
-        return try evaluate(resolved, groups: groups, limit: limit, numFewshot: numFewshot, scorer: scorer,
-                            logSamples: logSamples, skipFailedTasks: skipFailedTasks, taskRouting: taskRouting, progress: progress)
+        return try evaluate(
+            resolved, groups: groups, limit: limit, numFewshot: numFewshot, scorer: scorer,
+            logSamples: logSamples, skipFailedTasks: skipFailedTasks, taskRouting: taskRouting, progress: progress)
     }
 
     /// Task names → task definitions and the groups to report, in the order first named.
@@ -128,7 +140,10 @@ public enum NativeTasks {
                 } else if name.hasPrefix("mmlu_"), MMLU.subjects.contains(where: { "mmlu_" + $0.name == name }) {
                     add(MMLU.task(subject: String(name.dropFirst(5)), data: data))
                 } else {
-                    throw TaskDataError(description: "unknown benchmark task '\(name)' (known: hellaswag, arc_easy, arc_challenge, mmlu, mmlu_stem, mmlu_other, mmlu_social_sciences, mmlu_humanities, mmlu_<subject>, winogrande, piqa, boolq, openbookqa, lambada_openai, wikitext)")
+                    throw TaskDataError(
+                        description:
+                            "unknown benchmark task '\(name)' (known: hellaswag, arc_easy, arc_challenge, mmlu, mmlu_stem, mmlu_other, mmlu_social_sciences, mmlu_humanities, mmlu_<subject>, winogrande, piqa, boolq, openbookqa, lambada_openai, wikitext)"
+                    )
                 }
             }
         }
@@ -157,14 +172,17 @@ public enum NativeTasks {
             let fewShot = try sampler?.draw(numFewshot, for: document) ?? []
             var preamble = task.description
             for index in fewShot { preamble += try PromptBuilder.example(sampler!.pool[index]) }
-            return PreparedDocument(document: document, requests: PromptBuilder.requests(for: document, after: preamble),
-                                    fewShot: fewShot)
+            return PreparedDocument(
+                document: document, requests: PromptBuilder.requests(for: document, after: preamble),
+                fewShot: fewShot)
         }
     }
 
-    static func evaluate(_ requestedTasks: [BenchmarkTask], groups: [TaskGroup], limit: Int?, numFewshot: Int?, scorer: TextScorer,
-                         logSamples: Bool, skipFailedTasks: Bool = false, taskRouting: TaskRoutingCollector? = nil,
-                         progress: ((String) -> Void)?) throws -> Output {
+    static func evaluate(
+        _ requestedTasks: [BenchmarkTask], groups: [TaskGroup], limit: Int?, numFewshot: Int?, scorer: TextScorer,
+        logSamples: Bool, skipFailedTasks: Bool = false, taskRouting: TaskRoutingCollector? = nil,
+        progress: ((String) -> Void)?
+    ) throws -> Output {
         let shots = max(0, numFewshot ?? 0)
         var prepared: [[PreparedDocument]] = []
         var requests: [LoglikelihoodRequest] = [], texts: [String] = []
@@ -201,12 +219,16 @@ public enum NativeTasks {
         taskRouting?.label(requests: [], otherwise: rollingLabels.count == 1 ? rollingLabels.first : "rolling documents")
         let rollingAnswers = try texts.isEmpty ? [] : scorer.loglikelihoodRolling(texts)
         guard answers.count == requests.count, rollingAnswers.count == texts.count else {
-            throw ScoringError(description: "the scorer answered \(answers.count) of \(requests.count) requests and \(rollingAnswers.count) of \(texts.count) rolling documents")
+            throw ScoringError(
+                description:
+                    "the scorer answered \(answers.count) of \(requests.count) requests and \(rollingAnswers.count) of \(texts.count) rolling documents"
+            )
         }
         let seconds = Date().timeIntervalSince(start)
 
-        var output = Output(results: [:], samples: [:], nShot: [:], groups: [:], requests: requests.count + texts.count,
-                            scoringSeconds: seconds, errors: failures)
+        var output = Output(
+            results: [:], samples: [:], nShot: [:], groups: [:], requests: requests.count + texts.count,
+            scoringSeconds: seconds, errors: failures)
         var nextAnswer = 0, nextRolling = 0
         for (task, documents) in zip(tasks, prepared) {
             var metrics: [DocumentMetrics] = []
@@ -214,8 +236,9 @@ public enum NativeTasks {
             for (docId, d) in documents.enumerated() {
                 let results = Array(answers[nextAnswer..<(nextAnswer + d.requests.count)])
                 nextAnswer += d.requests.count
-                var sample = Sample(docId: docId, target: d.document.targetDescription,
-                                    loglikelihoods: results.map(\.logprob), isGreedy: results.map(\.isGreedy))
+                var sample = Sample(
+                    docId: docId, target: d.document.targetDescription,
+                    loglikelihoods: results.map(\.logprob), isGreedy: results.map(\.isGreedy))
                 let m: DocumentMetrics
                 switch d.document.content {
                 case .choices(_, let choices, let gold):

@@ -4,7 +4,8 @@ import MoEData
 /// `openbookqa` (lm_eval/tasks/openbookqa): evaluates on test, few-shot examples from train; the prompt
 /// is the bare question stem; gold = the index of `answerKey.lstrip()` among the labels; acc and acc_norm.
 enum OpenBookQA {
-    static let obtain = "AI2's OpenBookQA-V1-Sep2018 release (Data/Main/test.jsonl, train.jsonl) or the HF dataset allenai/openbookqa (main) exported as JSON Lines"
+    static let obtain =
+        "AI2's OpenBookQA-V1-Sep2018 release (Data/Main/test.jsonl, train.jsonl) or the HF dataset allenai/openbookqa (main) exported as JSON Lines"
     static let test = TaskData.Split(candidates: ["openbookqa/test.jsonl", "openbookqa/main/test.jsonl"], obtain: obtain)
     static let train = TaskData.Split(candidates: ["openbookqa/train.jsonl", "openbookqa/main/train.jsonl"], obtain: obtain)
 
@@ -51,10 +52,13 @@ enum OpenBookQA {
             let record = try TaskData.decode(Record.self, line, in: origin)
             let key = PythonText.lstrip(record.answerKey)
             guard let gold = record.labels.firstIndex(where: { PythonText.same($0, key) }) else {
-                throw TaskDataError(description: "\(origin):\(line.number): answerKey '\(record.answerKey)' is not one of the choice labels \(record.labels)")
+                throw TaskDataError(
+                    description:
+                        "\(origin):\(line.number): answerKey '\(record.answerKey)' is not one of the choice labels \(record.labels)")
             }
-            return TaskDocument(content: .choices(question: record.stem, choices: record.texts, gold: gold),
-                                identity: line.bytes, origin: "\(origin):\(line.number)")
+            return TaskDocument(
+                content: .choices(question: record.stem, choices: record.texts, gold: gold),
+                identity: line.bytes, origin: "\(origin):\(line.number)")
         }
     }
 }

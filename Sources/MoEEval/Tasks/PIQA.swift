@@ -5,7 +5,8 @@ import MoEData
 /// `"Question: {goal}\nAnswer:"`, choices `[sol1, sol2]`; acc and acc_norm. Reads the original release
 /// (`dev.jsonl` without labels + `dev-labels.lst`, one label per line) or an HF export with a `label` field.
 enum PIQA {
-    static let obtain = "the original release https://yonatanbisk.com/piqa/data/ (physicaliqa-train-dev.zip: dev.jsonl, dev-labels.lst) or the HF dataset baber/piqa exported as JSON Lines"
+    static let obtain =
+        "the original release https://yonatanbisk.com/piqa/data/ (physicaliqa-train-dev.zip: dev.jsonl, dev-labels.lst) or the HF dataset baber/piqa exported as JSON Lines"
     static let validation = TaskData.Split(
         candidates: ["piqa/dev.jsonl", "piqa/valid.jsonl", "piqa/validation.jsonl"], obtain: obtain)
     static let train = TaskData.Split(candidates: ["piqa/train.jsonl"], obtain: obtain)
@@ -31,13 +32,15 @@ enum PIQA {
         let (lines, file) = try source.records()
         var labelsURL = URL(fileURLWithPath: "-labels.lst"), labels: [String]?
         if case .file(let url) = source {
-            labelsURL = url.deletingLastPathComponent().appendingPathComponent(url.deletingPathExtension().lastPathComponent + "-labels.lst")
+            labelsURL = url.deletingLastPathComponent().appendingPathComponent(
+                url.deletingPathExtension().lastPathComponent + "-labels.lst")
         }
         if case .file(let url) = source, FileManager.default.fileExists(atPath: labelsURL.path) {
             let text = try TaskData.text(labelsURL)
             let values = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             guard values.count == lines.count else {
-                throw TaskDataError(description: "\(labelsURL.path): \(values.count) labels for the \(lines.count) records of \(url.lastPathComponent)")
+                throw TaskDataError(
+                    description: "\(labelsURL.path): \(values.count) labels for the \(lines.count) records of \(url.lastPathComponent)")
             }
             labels = values
         }
@@ -58,9 +61,11 @@ enum PIQA {
             let choices = [record.sol1, record.sol2]
             var identity = line.bytes
             if let labels { identity += Array("\u{1F}\(labels[i])".utf8) }
-            return TaskDocument(content: .choices(question: "Question: " + record.goal + "\nAnswer:", choices: choices,
-                                                  gold: gold < choices.count ? gold : -100),
-                                identity: identity, origin: origin)
+            return TaskDocument(
+                content: .choices(
+                    question: "Question: " + record.goal + "\nAnswer:", choices: choices,
+                    gold: gold < choices.count ? gold : -100),
+                identity: identity, origin: origin)
         }
     }
 }

@@ -180,7 +180,8 @@ enum PythonText {
         var i = 0
         while i < s.count {
             if i + 4 < s.count, s[i] == "/", s[i + 1] == "'", s[i + 2] == " ",
-               ("0"..."9").contains(s[i + 3]), s[i + 4] == "/" {
+                ("0"..."9").contains(s[i + 3]), s[i + 4] == "/"
+            {
                 out += replacement
                 i += 5
             } else {

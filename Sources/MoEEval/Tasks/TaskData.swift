@@ -46,7 +46,8 @@ enum TaskData {
         let parts = pattern.split(separator: "*", omittingEmptySubsequences: false).map(String.init)
         guard parts.count > 1 else { return pattern == name }
         guard name.hasPrefix(parts[0]), name.hasSuffix(parts[parts.count - 1]),
-              name.count >= parts[0].count + parts[parts.count - 1].count else { return false }
+            name.count >= parts[0].count + parts[parts.count - 1].count
+        else { return false }
         var rest = Substring(name.dropFirst(parts[0].count).dropLast(parts[parts.count - 1].count))
         for middle in parts.dropFirst().dropLast() where !middle.isEmpty {
             guard let range = rest.range(of: middle) else { return false }
@@ -185,14 +186,22 @@ enum FlexibleValue: Decodable, Sendable, Equatable {
 
     init(from decoder: Decoder) throws {
         let container = try decoder.singleValueContainer()
-        if container.decodeNil() { self = .null }
-        else if let v = try? container.decode(Bool.self) { self = .bool(v) }
-        else if let v = try? container.decode(Int.self) { self = .int(v) }
-        else if let v = try? container.decode(Double.self) { self = .double(v) }
-        else if let v = try? container.decode(String.self) { self = .string(v) }
-        else {
-            throw DecodingError.typeMismatch(FlexibleValue.self, .init(codingPath: decoder.codingPath,
-                                                                       debugDescription: "expected a number, string or bool"))
+        if container.decodeNil() {
+            self = .null
+        } else if let v = try? container.decode(Bool.self) {
+            self = .bool(v)
+        } else if let v = try? container.decode(Int.self) {
+            self = .int(v)
+        } else if let v = try? container.decode(Double.self) {
+            self = .double(v)
+        } else if let v = try? container.decode(String.self) {
+            self = .string(v)
+        } else {
+            throw DecodingError.typeMismatch(
+                FlexibleValue.self,
+                .init(
+                    codingPath: decoder.codingPath,
+                    debugDescription: "expected a number, string or bool"))
         }
     }
 

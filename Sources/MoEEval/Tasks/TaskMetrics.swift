@@ -75,7 +75,8 @@ enum TaskMetrics {
     /// `pooled_sample_stderr`: √( Σ (nᵢ−1)·seᵢ²·nᵢ / (Σnᵢ − k) / Σnᵢ ).
     static func pooledStderr(_ stderrs: [Double], sizes: [Int]) -> Double {
         let total = sizes.reduce(0, +)
-        let pooledVariance = sum(zip(stderrs, sizes).map { Double($1 - 1) * ($0 * $0) * Double($1) })
+        let pooledVariance =
+            sum(zip(stderrs, sizes).map { Double($1 - 1) * ($0 * $0) * Double($1) })
             / Double(total - sizes.count)
         return (pooledVariance / Double(total)).squareRoot()
     }
@@ -109,7 +110,8 @@ struct DocumentMetrics: Sendable {
         let pred = TaskMetrics.argmax(logLikelihoods)
         let predNorm = TaskMetrics.argmax(zip(logLikelihoods, lengths).map { $0 / $1 })
         let effectiveGold = gold < choices.count ? gold : -100
-        return DocumentMetrics(acc: pred == effectiveGold ? 1 : 0, accNorm: predNorm == effectiveGold ? 1 : 0,
-                               gold: effectiveGold)
+        return DocumentMetrics(
+            acc: pred == effectiveGold ? 1 : 0, accNorm: predNorm == effectiveGold ? 1 : 0,
+            gold: effectiveGold)
     }
 }

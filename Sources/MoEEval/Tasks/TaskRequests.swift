@@ -59,7 +59,8 @@ public struct RequestEncoder: Sendable {
 
     func requirePrefix(_ purpose: String) throws -> Int {
         guard let prefixTokenId else {
-            throw RequestEncodingError(description: "\(purpose) needs a prefix token, but the tokenizer has neither a BOS nor an EOS token; give one explicitly")
+            throw RequestEncodingError(
+                description: "\(purpose) needs a prefix token, but the tokenizer has neither a BOS nor an EOS token; give one explicitly")
         }
         return prefixTokenId
     }
@@ -102,7 +103,10 @@ public struct RequestEncoder: Sendable {
         let continuation = Array(whole.dropFirst(min(contextTokens.count, whole.count)))
         if contextTokens.isEmpty {
             // Whitespace-only context: the harness would send an empty context too; it cannot be scored.
-            throw RequestEncodingError(description: "a loglikelihood request's context \(String(reflecting: request.context)) has no tokens once its trailing whitespace moves to the continuation")
+            throw RequestEncodingError(
+                description:
+                    "a loglikelihood request's context \(String(reflecting: request.context)) has no tokens once its trailing whitespace moves to the continuation"
+            )
         }
         return TokenRequest(context: contextTokens, continuation: continuation)
     }
@@ -126,8 +130,10 @@ public func rollingWindows(tokens: [Int], prefixToken: Int, maxLength: Int) -> [
         let count = min(tokens.count - predicted, maxLength)
         let end = predicted + count
         let input = tokens[(end - maxLength - 1)..<(end - 1)]
-        windows.append(TokenRequest(context: Array(input.prefix(input.count - (count - 1))),
-                                    continuation: Array(tokens[(end - count)..<end])))
+        windows.append(
+            TokenRequest(
+                context: Array(input.prefix(input.count - (count - 1))),
+                continuation: Array(tokens[(end - count)..<end])))
         predicted += count
     }
     return windows
@@ -150,7 +156,8 @@ public final class TokenizedScorer: TextScorer {
 
     public func loglikelihoodRolling(_ texts: [String]) throws -> [Double] {
         let prefix = try encoder.requirePrefix("loglikelihood_rolling")
-        return try scorer.loglikelihoodRolling(texts.map { encoder.tokenizer.encode($0, addSpecialTokens: false) },
-                                               prefixToken: prefix)
+        return try scorer.loglikelihoodRolling(
+            texts.map { encoder.tokenizer.encode($0, addSpecialTokens: false) },
+            prefixToken: prefix)
     }
 }

@@ -5,7 +5,8 @@ import MoEData
 /// full by rolling windows; word_perplexity, byte_perplexity and bits_per_byte over all documents, with
 /// words and bytes counted on the original page (the log-likelihood is of the detokenized one).
 enum Wikitext {
-    static let obtain = "wikitext-2-raw-v1.zip (wikitext-2-raw/wiki.test.raw) from https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-2-raw-v1.zip, or the HF dataset EleutherAI/wikitext_document_level (wikitext-2-raw-v1) exported as JSON Lines (test.jsonl with a 'page' field)"
+    static let obtain =
+        "wikitext-2-raw-v1.zip (wikitext-2-raw/wiki.test.raw) from https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-2-raw-v1.zip, or the HF dataset EleutherAI/wikitext_document_level (wikitext-2-raw-v1) exported as JSON Lines (test.jsonl with a 'page' field)"
     static let test = TaskData.Split(
         candidates: ["wikitext2/wiki.test.raw", "wikitext2/wikitext-2-raw/wiki.test.raw", "wikitext2/*test*.raw", "wikitext2/test.jsonl"],
         obtain: obtain)
@@ -34,8 +35,9 @@ enum Wikitext {
     }
 
     static func document(page: String, origin: String) -> TaskDocument {
-        TaskDocument(content: .rolling(text: detokenize(page), words: PythonText.whitespaceSplitCount(page), bytes: page.utf8.count),
-                     identity: Array(page.utf8), origin: origin)
+        TaskDocument(
+            content: .rolling(text: detokenize(page), words: PythonText.whitespaceSplitCount(page), bytes: page.utf8.count),
+            identity: Array(page.utf8), origin: origin)
     }
 
     /// The HF `wikitext_document_level` loader: text read with universal newlines, split on "\n"; a page
@@ -78,8 +80,10 @@ enum Wikitext {
         var s = PythonText.scalars(page)
         s = PythonText.replace(s, "s '", "s'")
         s = PythonText.wikitextSlashQuoteDigit(s)
-        for (old, new) in [(" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), (" : ", ": "), (" ; ", "; "), (" . ", ". "),
-                           (" ! ", "! "), (" ? ", "? "), (" , ", ", ")] {
+        for (old, new) in [
+            (" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), (" : ", ": "), (" ; ", "; "), (" . ", ". "),
+            (" ! ", "! "), (" ? ", "? "), (" , ", ", "),
+        ] {
             s = PythonText.replace(s, old, new)
         }
         s = PythonText.tightenDelimited(s, open: "(", close: ")")
@@ -87,8 +91,10 @@ enum Wikitext {
         s = PythonText.tightenDelimited(s, open: "{", close: "}")
         s = PythonText.tightenDelimited(s, open: "\"", close: "\"")
         s = PythonText.tightenDelimited(s, open: "'", close: "'")
-        for (old, new) in [("= = = =", "===="), ("= = =", "==="), ("= =", "=="), (" \u{B0} ", "\u{B0}"), (" \n", "\n"),
-                           ("\n ", "\n"), (" N ", " 1 "), (" 's", "'s")] {
+        for (old, new) in [
+            ("= = = =", "===="), ("= = =", "==="), ("= =", "=="), (" \u{B0} ", "\u{B0}"), (" \n", "\n"),
+            ("\n ", "\n"), (" N ", " 1 "), (" 's", "'s"),
+        ] {
             s = PythonText.replace(s, old, new)
         }
         return PythonText.string(s)

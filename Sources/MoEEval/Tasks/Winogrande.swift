@@ -5,7 +5,8 @@ import MoEData
 /// train; partial scoring — the two contexts are the sentence up to the blank with each option filled in,
 /// the shared continuation is `" " + the rest of the sentence, stripped`; gold = answer − 1; acc.
 enum Winogrande {
-    static let obtain = "the HF dataset allenai/winogrande (winogrande_xl) exported as JSON Lines, or AI2's winogrande_1.1.zip (dev.jsonl, train_xl.jsonl)"
+    static let obtain =
+        "the HF dataset allenai/winogrande (winogrande_xl) exported as JSON Lines, or AI2's winogrande_1.1.zip (dev.jsonl, train_xl.jsonl)"
     static let validation = TaskData.Split(
         candidates: ["winogrande/winogrande_xl_validation.jsonl", "winogrande/validation.jsonl", "winogrande/dev.jsonl"], obtain: obtain)
     static let train = TaskData.Split(
@@ -18,7 +19,9 @@ enum Winogrande {
         var answer: FlexibleValue
     }
 
-    static func hub(_ split: String) -> HubDatasetSplit { HubDatasetSplit(repo: "allenai/winogrande", config: "winogrande_xl", split: split) }
+    static func hub(_ split: String) -> HubDatasetSplit {
+        HubDatasetSplit(repo: "allenai/winogrande", config: "winogrande_xl", split: split)
+    }
 
     static func task(data: BenchmarkDataSources) -> BenchmarkTask {
         BenchmarkTask(
@@ -44,9 +47,11 @@ enum Winogrande {
             }
             let before = PythonText.string(sentence[..<blank])
             let after = PythonText.string(PythonText.strip(Array(sentence[(blank + 1)...])))
-            return TaskDocument(content: .filledBlank(contexts: [before + record.option1, before + record.option2],
-                                                      continuation: after, gold: gold),
-                                identity: line.bytes, origin: origin)
+            return TaskDocument(
+                content: .filledBlank(
+                    contexts: [before + record.option1, before + record.option2],
+                    continuation: after, gold: gold),
+                identity: line.bytes, origin: origin)
         }
     }
 }

@@ -6,8 +6,10 @@ import MoETensor
 /// linear part to ±`limit`, and `y = g·σ(α·g)·(lin + 1)`. `MoEBlock` runs it as `ExpertActivation.clampedSwiGLU`.
 public enum ClampedSwiGLU {
     /// `y[r, j]` from the interleaved `h[r, 2j]` (gate) and `h[r, 2j+1]` (linear), for `rows × hidden` outputs.
-    public static func activate(_ h: UnsafePointer<Float>, rows: Int, hidden: Int, alpha: Float, limit: Float,
-                                into y: UnsafeMutablePointer<Float>) {
+    public static func activate(
+        _ h: UnsafePointer<Float>, rows: Int, hidden: Int, alpha: Float, limit: Float,
+        into y: UnsafeMutablePointer<Float>
+    ) {
         for r in 0..<rows {
             let input = h + r * 2 * hidden, output = y + r * hidden
             for j in 0..<hidden {

@@ -15,8 +15,10 @@ public struct FeedForward: @unchecked Sendable {
     public var byteCount: Int { w1.byteCount + w2.byteCount + w3.byteCount }
 
     /// Adds the result into `hidden` (or writes it there when `accumulate` is false).
-    public func apply(_ x: Tensor, addInto hidden: Tensor, accumulate: Bool = true,
-                      backend: any TensorBackend = CPUBackend()) {
+    public func apply(
+        _ x: Tensor, addInto hidden: Tensor, accumulate: Bool = true,
+        backend: any TensorBackend = CPUBackend()
+    ) {
         let gate = backend.linear(x, w1)
         let up = backend.linear(x, w3)
         backend.siluMul(gate.data, up.data, count: gate.count)

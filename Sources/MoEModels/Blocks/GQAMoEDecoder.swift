@@ -24,8 +24,10 @@ struct GQAMoEDecoder {
     let cacheStreams: [KVStream]
 
     /// Logits of already checked `tokens` on this process (the caller handles expert-parallel dispatch).
-    func forward(tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache?, logits selection: LogitsSelection,
-                 observer: RoutingObserver?, expertParallel: ExpertParallelGroup?) throws -> Tensor {
+    func forward(
+        tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache?, logits selection: LogitsSelection,
+        observer: RoutingObserver?, expertParallel: ExpertParallelGroup?
+    ) throws -> Tensor {
         let past = cache?.length ?? 0
         let d = dim, rows = batch * seqLen, eps = normEps
         let hidden = Tensor(shape: [rows, d])

@@ -24,8 +24,10 @@ public struct GroupedQueryAttention: Sendable {
     /// Keys a query sees, itself included; nil for full causal attention.
     public var slidingWindow: Int? = nil
 
-    public init(dim: Int, nHeads: Int, nKVHeads: Int, headDim: Int, wq: Weight, wk: Weight, wv: Weight, wo: Weight,
-                softmaxScale: Float) {
+    public init(
+        dim: Int, nHeads: Int, nKVHeads: Int, headDim: Int, wq: Weight, wk: Weight, wv: Weight, wo: Weight,
+        softmaxScale: Float
+    ) {
         precondition(nKVHeads > 0 && nHeads % nKVHeads == 0, "n_heads must be a multiple of n_kv_heads (validated by the args)")
         self.dim = dim; self.nHeads = nHeads; self.nKVHeads = nKVHeads; self.headDim = headDim
         self.wq = wq; self.wk = wk; self.wv = wv; self.wo = wo
@@ -51,8 +53,10 @@ public struct GroupedQueryAttention: Sendable {
     /// already normed). Their keys and values are written to `store` (a cache layer with `cacheStreams`) at
     /// positions `past..<past+newTokens`, which the caller has checked fit its capacity; `rope` covers at least
     /// `past + newTokens` positions.
-    func apply(_ x: Tensor, batch: Int, newTokens n: Int, past: Int, rope: RotaryTable,
-               store: KVCache.Layer, addInto hidden: Tensor) {
+    func apply(
+        _ x: Tensor, batch: Int, newTokens n: Int, past: Int, rope: RotaryTable,
+        store: KVCache.Layer, addInto hidden: Tensor
+    ) {
         let rows = x.rows, h = nHeads, kvh = nKVHeads, hd = headDim
         let q = Linear.apply(x, wq), k = Linear.apply(x, wk), v = Linear.apply(x, wv)
         Self.addBias(qBias, to: q); Self.addBias(kBias, to: k); Self.addBias(vBias, to: v)
@@ -103,9 +107,10 @@ public struct GroupedQueryAttention: Sendable {
                     // Keys first..<past+i1 cover every query of the block; a window skips the ones none of them sees.
                     let first = window.map { max(0, past + i0 - $0 + 1) } ?? 0
                     let visible = past + i1 - first
-                    Linear.sgemmSerial(transA: false, transB: true, m: m, n: visible, k: hd, alpha: scale,
-                                       qp.pointer + (b * n + i0) * ldq + head * hd, lda: ldq, keys + first * ldkv, ldb: ldkv,
-                                       beta: 0, scores, ldc: visible)
+                    Linear.sgemmSerial(
+                        transA: false, transB: true, m: m, n: visible, k: hd, alpha: scale,
+                        qp.pointer + (b * n + i0) * ldq + head * hd, lda: ldq, keys + first * ldkv, ldb: ldkv,
+                        beta: 0, scores, ldc: visible)
                     for i in 0..<m {
                         let row = scores + i * visible, position = past + i0 + i
                         let lo = (window.map { max(0, position - $0 + 1) } ?? 0) - first, hi = position + 1 - first
@@ -113,9 +118,10 @@ public struct GroupedQueryAttention: Sendable {
                         Self.softmax(row + lo, hi - lo, sink: sink)
                         (row + hi).update(repeating: 0, count: visible - hi)
                     }
-                    Linear.sgemmSerial(transA: false, transB: false, m: m, n: hd, k: visible, alpha: 1,
-                                       scores, lda: visible, values + first * ldkv, ldb: ldkv,
-                                       beta: 0, ctxP.pointer + (b * n + i0) * ldq + head * hd, ldc: ldq)
+                    Linear.sgemmSerial(
+                        transA: false, transB: false, m: m, n: hd, k: visible, alpha: 1,
+                        scores, lda: visible, values + first * ldkv, ldb: ldkv,
+                        beta: 0, ctxP.pointer + (b * n + i0) * ldq + head * hd, ldc: ldq)
                 }
             }
         }
@@ -152,4 +158,3 @@ public struct GroupedQueryAttention: Sendable {
         }
     }
 }
-

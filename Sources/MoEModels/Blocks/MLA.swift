@@ -48,8 +48,10 @@ public struct MultiHeadLatentAttention: @unchecked Sendable {
     ///   with keys `[k_nope | k_pe]` in 64-query blocks that only touch the keys they can see;
     /// - absorbed (decode): `q_nope·W_kbᵀ` moves the query into the latent space, scores and the weighted sum
     ///   run over the cached latents directly, and `W_vb` maps the per-head result back to `v_head_dim`.
-    func apply(_ x: Tensor, batch: Int, newTokens n: Int, past: Int, rope: RotaryTable,
-                   store: KVCache.Layer, addInto hidden: Tensor) {
+    func apply(
+        _ x: Tensor, batch: Int, newTokens n: Int, past: Int, rope: RotaryTable,
+        store: KVCache.Layer, addInto hidden: Tensor
+    ) {
         let rows = x.rows, h = heads
         let dn = qkNopeHeadDim, dr = qkRopeHeadDim, dv = vHeadDim, dqk = qkHeadDim
         let kvRank = kvLoraRank
@@ -62,7 +64,7 @@ public struct MultiHeadLatentAttention: @unchecked Sendable {
             backend.rmsNorm(qa.data, rows: rows, dim: qLoraRank, weight: qNorm!, eps: normEps, into: qa.data)
             q = backend.linear(qa, wqB!)
         }
-        let kv = backend.linear(x, wkvA)                        // [rows, kvRank + dr]: c_kv | k_pe
+        let kv = backend.linear(x, wkvA) // [rows, kvRank + dr]: c_kv | k_pe
         let qp = SendablePointer(q.data), kvp = SendablePointer(kv.data)
         let latentP = SendablePointer(store.values[Self.latentStream]), pep = SendablePointer(store.values[Self.ropeKeyStream])
         let normEps = normEps, capacity = store.capacity
@@ -96,16 +98,19 @@ public struct MultiHeadLatentAttention: @unchecked Sendable {
     /// large enough for efficient GEMMs.
     static let queryBlock = 64
 
-    func attentionExpanded(q: Tensor, batch: Int, newTokens n: Int, past: Int,
-                           store: KVCache.Layer, into context: Tensor) {
+    func attentionExpanded(
+        q: Tensor, batch: Int, newTokens n: Int, past: Int,
+        store: KVCache.Layer, into context: Tensor
+    ) {
         let h = heads, dn = qkNopeHeadDim, dr = qkRopeHeadDim, dv = vHeadDim
         let dqk = qkHeadDim, kvRank = kvLoraRank
         let total = past + n, ldkv = h * (dn + dv), ldq = h * dqk
         // Per-head k_nope | v of every visible position, for each batch row.
         let kvHeads = Tensor(uninitializedShape: [batch * total, ldkv])
         for b in 0..<batch {
-            backend.linear(store.values[Self.latentStream] + store.row(batch: b, position: 0) * kvRank, rows: total,
-                           weight: wkvB, into: kvHeads.row(b * total), accumulate: false)
+            backend.linear(
+                store.values[Self.latentStream] + store.row(batch: b, position: 0) * kvRank, rows: total,
+                weight: wkvB, into: kvHeads.row(b * total), accumulate: false)
         }
         let scale = softmaxScale
         let qp = SendablePointer(q.data), ctxp = SendablePointer(context.data)
@@ -130,23 +135,27 @@ public struct MultiHeadLatentAttention: @unchecked Sendable {
                     let i0 = blockIndex * block, i1 = min(n, i0 + block), m = i1 - i0
                     let visible = past + i1
                     let qBlock = qp.pointer + (b * n + i0) * ldq + head * dqk
-                    Linear.sgemmSerial(transA: false, transB: true, m: m, n: visible, k: dqk, alpha: scale,
-                                       qBlock, lda: ldq, keys, ldb: dqk, beta: 0, scores, ldc: visible)
+                    Linear.sgemmSerial(
+                        transA: false, transB: true, m: m, n: visible, k: dqk, alpha: scale,
+                        qBlock, lda: ldq, keys, ldb: dqk, beta: 0, scores, ldc: visible)
                     for i in 0..<m {
                         let row = scores + i * visible, sees = past + i0 + i + 1
                         Ops.softmaxRow(row, sees)
                         (row + sees).update(repeating: 0, count: visible - sees)
                     }
-                    Linear.sgemmSerial(transA: false, transB: false, m: m, n: dv, k: visible, alpha: 1,
-                                       scores, lda: visible, kvBase + dn, ldb: ldkv,
-                                       beta: 0, ctxp.pointer + (b * n + i0) * h * dv + head * dv, ldc: h * dv)
+                    Linear.sgemmSerial(
+                        transA: false, transB: false, m: m, n: dv, k: visible, alpha: 1,
+                        scores, lda: visible, kvBase + dn, ldb: ldkv,
+                        beta: 0, ctxp.pointer + (b * n + i0) * h * dv + head * dv, ldc: h * dv)
                 }
             }
         }
     }
 
-    func attentionAbsorbed(q: Tensor, batch: Int, newTokens n: Int, past: Int,
-                           store: KVCache.Layer, into context: Tensor) {
+    func attentionAbsorbed(
+        q: Tensor, batch: Int, newTokens n: Int, past: Int,
+        store: KVCache.Layer, into context: Tensor
+    ) {
         let h = heads, dn = qkNopeHeadDim, dr = qkRopeHeadDim, dv = vHeadDim
         let dqk = qkHeadDim, kvRank = kvLoraRank
         let total = past + n, ldq = h * dqk
@@ -159,7 +168,8 @@ public struct MultiHeadLatentAttention: @unchecked Sendable {
         Compute.parallelChunks(h) { heads in
             let perHead = (dn + dv) * kvRank
             guard let qLatent = Compute.threadScratch(1, n * kvRank), let scores = Compute.threadScratch(2, n * total),
-                  let ctxLatent = Compute.threadScratch(3, n * kvRank + (wkvB.float32Pointer == nil ? perHead : 0)) else {
+                let ctxLatent = Compute.threadScratch(3, n * kvRank + (wkvB.float32Pointer == nil ? perHead : 0))
+            else {
                 fatalError("out of memory for attention scratch (\(total) positions)")
             }
             for head in heads {
@@ -175,23 +185,28 @@ public struct MultiHeadLatentAttention: @unchecked Sendable {
                 for b in 0..<batch {
                     let qHead = qp.pointer + b * n * ldq + head * dqk
                     let latent = latentP.pointer + b * capacity * kvRank
-                    Linear.sgemmSerial(transA: false, transB: false, m: n, n: kvRank, k: dn, alpha: 1,
-                                       qHead, lda: ldq, headWeights, ldb: kvRank, beta: 0, qLatent, ldc: kvRank)
-                    Linear.sgemmSerial(transA: false, transB: true, m: n, n: total, k: kvRank, alpha: scale,
-                                       qLatent, lda: kvRank, latent, ldb: kvRank, beta: 0, scores, ldc: total)
-                    Linear.sgemmSerial(transA: false, transB: true, m: n, n: total, k: dr, alpha: scale,
-                                       qHead + dn, lda: ldq, pep.pointer + b * capacity * dr, ldb: dr,
-                                       beta: 1, scores, ldc: total)
+                    Linear.sgemmSerial(
+                        transA: false, transB: false, m: n, n: kvRank, k: dn, alpha: 1,
+                        qHead, lda: ldq, headWeights, ldb: kvRank, beta: 0, qLatent, ldc: kvRank)
+                    Linear.sgemmSerial(
+                        transA: false, transB: true, m: n, n: total, k: kvRank, alpha: scale,
+                        qLatent, lda: kvRank, latent, ldb: kvRank, beta: 0, scores, ldc: total)
+                    Linear.sgemmSerial(
+                        transA: false, transB: true, m: n, n: total, k: dr, alpha: scale,
+                        qHead + dn, lda: ldq, pep.pointer + b * capacity * dr, ldb: dr,
+                        beta: 1, scores, ldc: total)
                     for i in 0..<n {
                         let row = scores + i * total, sees = past + i + 1
                         Ops.softmaxRow(row, sees)
                         (row + sees).update(repeating: 0, count: total - sees)
                     }
-                    Linear.sgemmSerial(transA: false, transB: false, m: n, n: kvRank, k: total, alpha: 1,
-                                       scores, lda: total, latent, ldb: kvRank, beta: 0, ctxLatent, ldc: kvRank)
-                    Linear.sgemmSerial(transA: false, transB: true, m: n, n: dv, k: kvRank, alpha: 1,
-                                       ctxLatent, lda: kvRank, headWeights + dn * kvRank, ldb: kvRank,
-                                       beta: 0, ctxp.pointer + b * n * h * dv + head * dv, ldc: h * dv)
+                    Linear.sgemmSerial(
+                        transA: false, transB: false, m: n, n: kvRank, k: total, alpha: 1,
+                        scores, lda: total, latent, ldb: kvRank, beta: 0, ctxLatent, ldc: kvRank)
+                    Linear.sgemmSerial(
+                        transA: false, transB: true, m: n, n: dv, k: kvRank, alpha: 1,
+                        ctxLatent, lda: kvRank, headWeights + dn * kvRank, ldb: kvRank,
+                        beta: 0, ctxp.pointer + b * n * h * dv + head * dv, ldc: h * dv)
                 }
             }
         }

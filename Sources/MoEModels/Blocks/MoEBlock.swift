@@ -19,8 +19,10 @@ public struct RouterConfig: Sendable, Equatable {
     /// instead of the expert outputs after.
     public var scoreBeforeExperts: Bool
 
-    public init(scoreFunction: ScoreFunction, numExperts: Int, topK: Int, numExpertGroups: Int? = nil,
-                numLimitedGroups: Int? = nil, routeNorm: Bool, routeScale: Float, scoreBeforeExperts: Bool) {
+    public init(
+        scoreFunction: ScoreFunction, numExperts: Int, topK: Int, numExpertGroups: Int? = nil,
+        numLimitedGroups: Int? = nil, routeNorm: Bool, routeScale: Float, scoreBeforeExperts: Bool
+    ) {
         self.scoreFunction = scoreFunction; self.numExperts = numExperts; self.topK = topK
         self.numExpertGroups = numExpertGroups; self.numLimitedGroups = numLimitedGroups
         self.routeNorm = routeNorm; self.routeScale = routeScale; self.scoreBeforeExperts = scoreBeforeExperts
@@ -104,9 +106,11 @@ public struct MoEBlock: @unchecked Sendable {
     /// Where the block's tensor operations run.
     public var backend: any TensorBackend = CPUBackend()
 
-    public init(router: RouterConfig, gate: Weight, gateBias: [Float]? = nil, expertBias: [Float]? = nil,
-                experts: ExpertWeights, activation: ExpertActivation, shared: SharedExperts?,
-                dim: Int, expertHiddenDim: Int) throws {
+    public init(
+        router: RouterConfig, gate: Weight, gateBias: [Float]? = nil, expertBias: [Float]? = nil,
+        experts: ExpertWeights, activation: ExpertActivation, shared: SharedExperts?,
+        dim: Int, expertHiddenDim: Int
+    ) throws {
         switch activation {
         case .swiGLU:
             guard experts.w3 != nil, experts.b1 == nil, experts.b2 == nil, experts.b3 == nil else {
@@ -115,12 +119,14 @@ public struct MoEBlock: @unchecked Sendable {
         case .clampedSwiGLU:
             let held = experts.w1.shape.first ?? 0
             guard experts.w3 == nil, experts.b3 == nil, experts.w1.rows == held * 2 * expertHiddenDim,
-                  experts.b1?.count == held * 2 * expertHiddenDim, experts.b2?.count == held * dim else {
+                experts.b1?.count == held * 2 * expertHiddenDim, experts.b2?.count == held * dim
+            else {
                 throw ModelLoadError("MoE block: clamped SwiGLU experts need w1 [E, 2F, D], w2, biases b1 [E, 2F] and b2 [E, D], no w3")
             }
         }
         guard gateBias.map({ $0.count == router.numExperts }) ?? true,
-              expertBias.map({ $0.count == router.numExperts }) ?? true else {
+            expertBias.map({ $0.count == router.numExperts }) ?? true
+        else {
             throw ModelLoadError("MoE block: router biases must have one value per expert (\(router.numExperts))")
         }
         self.router = router; self.gate = gate; self.gateBias = gateBias; self.expertBias = expertBias
@@ -130,14 +136,17 @@ public struct MoEBlock: @unchecked Sendable {
 
     /// `hidden += MoE(x)` for the MoE layer `layer` (its index among all layers, for the observer and the
     /// expert-parallel statistics).
-    public func apply(_ x: Tensor, layer: Int, addInto hidden: Tensor, observer: RoutingObserver?,
-                      expertParallel: ExpertParallelGroup?) throws {
+    public func apply(
+        _ x: Tensor, layer: Int, addInto hidden: Tensor, observer: RoutingObserver?,
+        expertParallel: ExpertParallelGroup?
+    ) throws {
         let routing = route(x)
         if let observer {
             routing.withDecision(layer: layer, expertBias: expertBias) { observer.observe($0) }
         }
         let batches = dispatch(x, routing)
-        let expertOutputs = try expertParallel?.runExperts(batches, layer: layer) { computeExperts($0) }
+        let expertOutputs =
+            try expertParallel?.runExperts(batches, layer: layer) { computeExperts($0) }
             ?? computeExperts(batches)
         combine(x, routing, batches, expertOutputs, addInto: hidden)
     }
@@ -256,11 +265,13 @@ public struct MoEBlock: @unchecked Sendable {
                     let expert = active[item]
                     let first = offsets[expert], n = offsets[expert + 1] - first
                     guard let gate = Compute.threadScratch(1, n * f * activation.firstProjectionWidth),
-                          let up = Compute.threadScratch(2, n * f) else {
+                        let up = Compute.threadScratch(2, n * f)
+                    else {
                         fatalError("out of memory for expert scratch (\(n) rows)")
                     }
-                    computeExpert(expert, inputP.pointer + first * d, rows: n, gate: gate, up: up,
-                                  into: outP.pointer + first * d, serial: true)
+                    computeExpert(
+                        expert, inputP.pointer + first * d, rows: n, gate: gate, up: up,
+                        into: outP.pointer + first * d, serial: true)
                 }
             }
             return outputs
@@ -269,8 +280,9 @@ public struct MoEBlock: @unchecked Sendable {
         let gate = Tensor(shape: [maxBucket, f * activation.firstProjectionWidth]), up = Tensor(shape: [maxBucket, f])
         for expert in active {
             let rows = batches.rows(of: expert)
-            computeExpert(expert, batches.input.row(rows.lowerBound), rows: rows.count, gate: gate.data, up: up.data,
-                          into: outputs.row(rows.lowerBound), serial: false)
+            computeExpert(
+                expert, batches.input.row(rows.lowerBound), rows: rows.count, gate: gate.data, up: up.data,
+                into: outputs.row(rows.lowerBound), serial: false)
         }
         return outputs
     }
@@ -278,9 +290,11 @@ public struct MoEBlock: @unchecked Sendable {
     /// One expert on `rows` contiguous input rows; `gate` is `[rows, F·firstProjectionWidth]` and `up` `[rows, F]`
     /// scratch. `serial`: the caller
     /// already runs experts in parallel, so each GEMM stays on this thread.
-    private func computeExpert(_ expert: Int, _ input: UnsafeMutablePointer<Float>, rows n: Int,
-                               gate: UnsafeMutablePointer<Float>, up: UnsafeMutablePointer<Float>,
-                               into output: UnsafeMutablePointer<Float>, serial: Bool) {
+    private func computeExpert(
+        _ expert: Int, _ input: UnsafeMutablePointer<Float>, rows n: Int,
+        gate: UnsafeMutablePointer<Float>, up: UnsafeMutablePointer<Float>,
+        into output: UnsafeMutablePointer<Float>, serial: Bool
+    ) {
         let d = dim, f = expertHiddenDim
         let backend = backend
         func linear(_ x: UnsafeMutablePointer<Float>, k: Int, _ w: Weight, columns: Int, _ y: UnsafeMutablePointer<Float>) {
@@ -342,10 +356,10 @@ public struct MoEBlock: @unchecked Sendable {
 /// Per-token routing of one MoE layer: selected experts, their combine weights, and the scores behind them.
 final class Routing {
     let tokens: Int, topK: Int, experts: Int
-    let gateLogits: Tensor      // [T, E], after the gate bias
-    let scores: Tensor          // [T, E], before the expert bias
-    let selected: UnsafeMutablePointer<Int32>   // [T, K]
-    let weights: UnsafeMutablePointer<Float>    // [T, K]
+    let gateLogits: Tensor // [T, E], after the gate bias
+    let scores: Tensor // [T, E], before the expert bias
+    let selected: UnsafeMutablePointer<Int32> // [T, K]
+    let weights: UnsafeMutablePointer<Float> // [T, K]
 
     init(tokens: Int, topK: Int, experts: Int) {
         self.tokens = tokens; self.topK = topK; self.experts = experts
@@ -358,13 +372,14 @@ final class Routing {
 
     func withDecision(layer: Int, expertBias: [Float]?, _ body: (RoutingDecision) -> Void) {
         func decide(_ bias: UnsafeBufferPointer<Float>?) {
-            body(RoutingDecision(
-                layer: layer, tokenCount: self.tokens, topK: self.topK, numExperts: self.experts,
-                experts: .init(start: self.selected, count: self.tokens * self.topK),
-                weights: .init(start: self.weights, count: self.tokens * self.topK),
-                scores: .init(start: self.scores.data, count: self.scores.count),
-                gateLogits: .init(start: self.gateLogits.data, count: self.gateLogits.count),
-                expertBias: bias))
+            body(
+                RoutingDecision(
+                    layer: layer, tokenCount: self.tokens, topK: self.topK, numExperts: self.experts,
+                    experts: .init(start: self.selected, count: self.tokens * self.topK),
+                    weights: .init(start: self.weights, count: self.tokens * self.topK),
+                    scores: .init(start: self.scores.data, count: self.scores.count),
+                    gateLogits: .init(start: self.gateLogits.data, count: self.gateLogits.count),
+                    expertBias: bias))
         }
         if let expertBias { expertBias.withUnsafeBufferPointer { decide($0) } } else { decide(nil) }
     }

@@ -6,8 +6,10 @@ public enum YaRNFrequencies {
     /// `betaFast` rotations keep their frequency, pairs above that of `betaSlow` are divided by `factor`, and a
     /// linear ramp blends between. `truncate` floors/ceils the range (DeepSeek); gpt-oss keeps it fractional.
     /// The attention scaling YaRN also implies is not applied here (the caller folds it into the softmax scale).
-    public static func frequencies(rotatedDims dim: Int, theta: Double, factor: Double, betaFast: Double, betaSlow: Double,
-                                   originalSeqLen: Int, truncate: Bool) -> [Float] {
+    public static func frequencies(
+        rotatedDims dim: Int, theta: Double, factor: Double, betaFast: Double, betaSlow: Double,
+        originalSeqLen: Int, truncate: Bool
+    ) -> [Float] {
         let base = RotaryTable.frequencies(theta: theta, rotatedDims: dim)
         func correctionDim(_ rotations: Double) -> Double {
             Double(dim) * log(Double(originalSeqLen) / (rotations * 2 * Double.pi)) / (2 * log(theta))

@@ -28,8 +28,9 @@ extension DeepSeekV3 {
                 experts += moe.expertBytes
             }
         }
-        return ModelFootprint(weightBytes: weightBytes, activeWeightBytesPerToken: active,
-                              heldDenseBytes: dense, heldExpertBytes: experts)
+        return ModelFootprint(
+            weightBytes: weightBytes, activeWeightBytesPerToken: active,
+            heldDenseBytes: dense, heldExpertBytes: experts)
     }
 
     /// Bytes of every weight in its stored dtype (embedding and output head included).

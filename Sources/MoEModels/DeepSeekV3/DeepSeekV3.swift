@@ -28,7 +28,8 @@ extension Numerics {
             case .v0_2, .huggingface:
                 result = Numerics(yarn: seqLenRule, finalNormEps: Float.ulpOfOne, origin: "era 0.2 (from \(namingEra.rawValue) key names)")
             case .mixed:
-                result = Numerics(yarn: seqLenRule, finalNormEps: Float(args.normEps), origin: "main between 0.2.2 and 0.3.0 (mixed key names)")
+                result = Numerics(
+                    yarn: seqLenRule, finalNormEps: Float(args.normEps), origin: "main between 0.2.2 and 0.3.0 (mixed key names)")
             case .v0_3:
                 result = Numerics(yarn: args.ropeFactor > 1, finalNormEps: Float(args.normEps), origin: "era 0.3 (from key names)")
             }
@@ -76,15 +77,19 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
 
     /// Builds the model from a checkpoint, checking every tensor's shape against `args` and refusing
     /// tensors the arguments do not account for (usually a wrong flavor or config).
-    public init(args: ModelArgs, weights source: WeightSource, numerics: Numerics,
-                expertParallel: ExpertParallelGroup? = nil) throws {
+    public init(
+        args: ModelArgs, weights source: WeightSource, numerics: Numerics,
+        expertParallel: ExpertParallelGroup? = nil
+    ) throws {
         try args.validate()
         guard numerics.finalNormEps.isFinite, numerics.finalNormEps > 0 else {
             throw ModelLoadError("final norm eps \(numerics.finalNormEps) (\(numerics.origin)) must be a finite number > 0")
         }
         if let expertParallel {
             guard expertParallel.numExperts == args.moeArgs.numExperts else {
-                throw ModelLoadError("expert-parallel group made for \(expertParallel.numExperts) experts, but the model args have \(args.moeArgs.numExperts)")
+                throw ModelLoadError(
+                    "expert-parallel group made for \(expertParallel.numExperts) experts, but the model args have \(args.moeArgs.numExperts)"
+                )
             }
         }
         self.args = args
@@ -108,7 +113,9 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
         let unused = Set(source.tensorInfos.filter { $0.value.elementCount > 0 }.keys).subtracting(expected.keys).sorted()
         if !unused.isEmpty {
             let shown = unused.prefix(5).joined(separator: ", ")
-            throw ModelLoadError("\(source.description): \(unused.count) tensor(s) not used by the model args (e.g. \(shown)); the config or flavor does not match this checkpoint")
+            throw ModelLoadError(
+                "\(source.description): \(unused.count) tensor(s) not used by the model args (e.g. \(shown)); the config or flavor does not match this checkpoint"
+            )
         }
         func load(_ name: String, _ shape: [Int]) throws -> Weight {
             assert(expected[name] == shape, "expectedShapes() and the loader disagree on \(name)")
@@ -175,10 +182,11 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
                 attention.qNorm = try vector(p + "attention.q_norm.weight", args.qLoraRank)
                 attention.wqB = try load(p + "attention.wq_b.weight", [h * args.qkHeadDim, args.qLoraRank])
             }
-            var layer = Layer(index: i,
-                              attentionNorm: try vector(p + "attention_norm.weight", d),
-                              ffnNorm: try vector(p + "ffn_norm.weight", d),
-                              attention: attention)
+            var layer = Layer(
+                index: i,
+                attentionNorm: try vector(p + "attention_norm.weight", d),
+                ffnNorm: try vector(p + "ffn_norm.weight", d),
+                attention: attention)
             if args.isMoELayer(i) {
                 let m = args.moeArgs, e = m.numExperts, f = args.moeInterDim
                 let gate = try load(p + "moe.router.gate.weight", [e, d])
@@ -191,14 +199,16 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
                 var shared: SharedExperts?
                 if m.numSharedExperts > 0 {
                     let sf = f * m.numSharedExperts
-                    shared = .plain(FeedForward(
-                        w1: try load(p + "moe.shared_experts.w1.weight", [sf, d]),
-                        w2: try load(p + "moe.shared_experts.w2.weight", [d, sf]),
-                        w3: try load(p + "moe.shared_experts.w3.weight", [sf, d])))
+                    shared = .plain(
+                        FeedForward(
+                            w1: try load(p + "moe.shared_experts.w1.weight", [sf, d]),
+                            w2: try load(p + "moe.shared_experts.w2.weight", [d, sf]),
+                            w3: try load(p + "moe.shared_experts.w3.weight", [sf, d])))
                 }
-                layer.moe = try MoEBlock(router: DeepSeekV3.routerConfig(args), gate: gate, gateBias: gateBias,
-                                         expertBias: expertBias, experts: routed, activation: .swiGLU, shared: shared,
-                                         dim: d, expertHiddenDim: f)
+                layer.moe = try MoEBlock(
+                    router: DeepSeekV3.routerConfig(args), gate: gate, gateBias: gateBias,
+                    expertBias: expertBias, experts: routed, activation: .swiGLU, shared: shared,
+                    dim: d, expertHiddenDim: f)
             } else {
                 layer.feedForward = FeedForward(
                     w1: try load(p + "feed_forward.w1.weight", [args.interDim, d]),
@@ -228,18 +238,20 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
     /// TorchTitan's router settings for DeepSeek-V3 (`moe_args`).
     static func routerConfig(_ args: ModelArgs) -> RouterConfig {
         let m = args.moeArgs
-        return RouterConfig(scoreFunction: m.scoreFunc == "sigmoid" ? .sigmoid : .softmax, numExperts: m.numExperts,
-                            topK: m.topK, numExpertGroups: m.numExpertGroups, numLimitedGroups: m.numLimitedGroups,
-                            routeNorm: m.routeNorm, routeScale: Float(m.routeScale), scoreBeforeExperts: m.scoreBeforeExperts)
+        return RouterConfig(
+            scoreFunction: m.scoreFunc == "sigmoid" ? .sigmoid : .softmax, numExperts: m.numExperts,
+            topK: m.topK, numExpertGroups: m.numExpertGroups, numLimitedGroups: m.numLimitedGroups,
+            routeNorm: m.routeNorm, routeScale: Float(m.routeScale), scoreBeforeExperts: m.scoreBeforeExperts)
     }
 
     /// RoPE frequencies of the rotated part of each head, YaRN-corrected with the correction range rounded
     /// outwards (TorchTitan's DeepSeek-V3 `precompute_freqs_cis`, both eras).
     static func ropeFrequencies(args: ModelArgs, yarn: Bool) -> [Float] {
         guard yarn else { return RotaryTable.frequencies(theta: args.ropeTheta, rotatedDims: args.qkRopeHeadDim) }
-        return YaRNFrequencies.frequencies(rotatedDims: args.qkRopeHeadDim, theta: args.ropeTheta, factor: args.ropeFactor,
-                                           betaFast: args.betaFast, betaSlow: args.betaSlow,
-                                           originalSeqLen: args.originalSeqLen, truncate: true)
+        return YaRNFrequencies.frequencies(
+            rotatedDims: args.qkRopeHeadDim, theta: args.ropeTheta, factor: args.ropeFactor,
+            betaFast: args.betaFast, betaSlow: args.betaSlow,
+            originalSeqLen: args.originalSeqLen, truncate: true)
     }
 
     // MARK: - Forward
@@ -250,12 +262,15 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
     /// Without a cache each row is a sequence starting at position 0. With a cache the new tokens continue the
     /// cached rows at position `cache.length`, and their keys and values are appended to it.
     /// Returns `[batch·seqLen, vocab]` for `.all`, `[batch, vocab]` for `.last`.
-    public func forward(tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache? = nil,
-                        logits selection: LogitsSelection = .all, observer: RoutingObserver? = nil) throws -> Tensor {
+    public func forward(
+        tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache? = nil,
+        logits selection: LogitsSelection = .all, observer: RoutingObserver? = nil
+    ) throws -> Tensor {
         try checkForwardInput(tokens: tokens, batch: batch, seqLen: seqLen, cache: cache)
         if let group = expertParallel, !group.runningLocalShare {
-            return try forwardExpertParallel(group, tokens: tokens, batch: batch, seqLen: seqLen, cache: cache,
-                                             logits: selection, observer: observer)
+            return try forwardExpertParallel(
+                group, tokens: tokens, batch: batch, seqLen: seqLen, cache: cache,
+                logits: selection, observer: observer)
         }
         let past = cache?.length ?? 0
         let rows = batch * seqLen
@@ -266,7 +281,8 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
         let scratchStore = cache == nil ? KVCache.Layer(batch: batch, capacity: seqLen, streams: kvCacheLayout.layers.first ?? []) : nil
         for layer in layers {
             let store = cache?.layers[layer.index] ?? scratchStore!
-            backend.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: layer.attentionNorm, eps: Float(args.normEps), into: normed.data)
+            backend.rmsNorm(
+                hidden.data, rows: rows, dim: args.dim, weight: layer.attentionNorm, eps: Float(args.normEps), into: normed.data)
             layer.attention.apply(normed, batch: batch, newTokens: seqLen, past: past, rope: rope, store: store, addInto: hidden)
             backend.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: layer.ffnNorm, eps: Float(args.normEps), into: normed.data)
             if let moe = layer.moe {
@@ -283,8 +299,9 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
         case .last:
             let last = Tensor(shape: [batch, args.dim])
             for b in 0..<batch {
-                backend.rmsNorm(hidden.row(b * seqLen + seqLen - 1), rows: 1, dim: args.dim, weight: finalNorm,
-                            eps: numerics.finalNormEps, into: last.row(b))
+                backend.rmsNorm(
+                    hidden.row(b * seqLen + seqLen - 1), rows: 1, dim: args.dim, weight: finalNorm,
+                    eps: numerics.finalNormEps, into: last.row(b))
             }
             return backend.linear(last, output)
         }

@@ -18,16 +18,18 @@ extension DeepSeekV3 {
         let start = Date()
         let source = try openWeightSource(at: spec.checkpoint)
         let resolved = try ModelLoader.resolveArgs(spec, source: source)
-        var numerics = Numerics.resolve(args: resolved.args, namingEra: source.namingEra, era: spec.era,
-                                        yarn: spec.yarn, finalNormEps: spec.finalNormEps)
+        var numerics = Numerics.resolve(
+            args: resolved.args, namingEra: source.namingEra, era: spec.era,
+            yarn: spec.yarn, finalNormEps: spec.finalNormEps)
         if let hf = resolved.hf, spec.yarn == nil, spec.era == nil {
             numerics.yarn = hf.yarn
             numerics.finalNormEps = spec.finalNormEps ?? hf.finalNormEps
             numerics.origin = "HF config (rope_scaling, rms_norm_eps)"
         }
         let model = try DeepSeekV3(args: resolved.args, weights: source, numerics: numerics, expertParallel: expertParallel)
-        return LoadedModel(model: model, family: family, modelArgs: resolved.args, source: source,
-                           trainConfig: resolved.config, argsOrigin: resolved.origin,
-                           loadSeconds: Date().timeIntervalSince(start))
+        return LoadedModel(
+            model: model, family: family, modelArgs: resolved.args, source: source,
+            trainConfig: resolved.config, argsOrigin: resolved.origin,
+            loadSeconds: Date().timeIntervalSince(start))
     }
 }

@@ -31,33 +31,38 @@ extension HFExportPlan {
             if !routingBias && HFExportPlan.isRoutingBias(canonical) { continue }
             if HFNames.isGroupedExperts(canonical) {
                 guard info.shape.count == 3 else {
-                    throw CheckpointError("\(source.description): tensor '\(canonical)' is \(info.shape), not a stack of expert matrices [E, rows, columns]")
+                    throw CheckpointError(
+                        "\(source.description): tensor '\(canonical)' is \(info.shape), not a stack of expert matrices [E, rows, columns]")
                 }
                 for expert in 0..<info.shape[0] {
                     guard let name = HFNames.toHF(experts: canonical, expert: expert) else {
                         throw CheckpointError("\(source.description): tensor '\(canonical)' has no HuggingFace DeepSeek-V3 name")
                     }
-                    let t = HFExportTensor(name: name, dtype: outputDType(info.dtype, name: name), shape: Array(info.shape.dropFirst()),
-                                           origin: .expert(canonical: canonical, expert: expert), sourceDType: info.dtype)
+                    let t = HFExportTensor(
+                        name: name, dtype: outputDType(info.dtype, name: name), shape: Array(info.shape.dropFirst()),
+                        origin: .expert(canonical: canonical, expert: expert), sourceDType: info.dtype)
                     keyed.append((OrderKey(canonical: canonical, hfName: name, expert: expert), t))
                 }
                 continue
             }
             guard let name = HFNames.toHF(canonical) else {
-                let why = canonical.hasSuffix("moe.router.gate.bias")
+                let why =
+                    canonical.hasSuffix("moe.router.gate.bias")
                     ? "HF DeepSeek-V3's router has no bias (TorchTitan's gate_bias = true)"
                     : "it has no HuggingFace DeepSeek-V3 name"
                 throw CheckpointError("\(source.description): tensor '\(canonical)' cannot be converted: \(why)")
             }
-            let t = HFExportTensor(name: name, dtype: outputDType(info.dtype, name: name), shape: info.shape,
-                                   origin: .whole(canonical: canonical), sourceDType: info.dtype)
+            let t = HFExportTensor(
+                name: name, dtype: outputDType(info.dtype, name: name), shape: info.shape,
+                origin: .whole(canonical: canonical), sourceDType: info.dtype)
             keyed.append((OrderKey(canonical: canonical, hfName: name, expert: -1), t))
         }
         // HF DeepSeek-V3 always holds a routing bias (transformers and vLLM read it); zeros select exactly as no bias does.
         for (canonical, info) in infos where routingBias && canonical.hasSuffix(".moe.router.gate.weight") {
             let layerPrefix = String(canonical.dropLast("moe.router.gate.weight".count))
             guard infos[layerPrefix + "moe.expert_bias"] == nil, let experts = info.shape.first,
-                  let name = HFNames.toHF(layerPrefix + "moe.expert_bias") else { continue }
+                let name = HFNames.toHF(layerPrefix + "moe.expert_bias")
+            else { continue }
             let t = HFExportTensor(name: name, dtype: .float32, shape: [experts], origin: .zeros, sourceDType: .float32)
             keyed.append((OrderKey(canonical: layerPrefix + "moe.expert_bias", hfName: name, expert: -1), t))
         }

@@ -54,14 +54,16 @@ public enum HFNames {
         guard key.hasPrefix("model.layers.") else { return nil }
         let afterPrefix = key.dropFirst("model.layers.".count)
         guard let dot = afterPrefix.firstIndex(of: "."), let layer = Int(afterPrefix[..<dot]), layer >= 0,
-              String(layer) == afterPrefix[..<dot] else { return nil }
+            String(layer) == afterPrefix[..<dot]
+        else { return nil }
         let rest = String(afterPrefix[afterPrefix.index(after: dot)...])
         if let mapped = layerNames[rest] { return .tensor(canonical: "layers.\(layer).\(mapped)") }
         if rest == "self_attn.rotary_emb.inv_freq" { return .ignored(reason: "non-persistent RoPE buffer") }
         // mlp.experts.<e>.<proj>.weight
         let parts = rest.split(separator: ".", omittingEmptySubsequences: false)
         if parts.count == 5, parts[0] == "mlp", parts[1] == "experts", let expert = Int(parts[2]), expert >= 0,
-           String(expert) == parts[2], let w = expertProjections[String(parts[3])], parts[4] == "weight" {
+            String(expert) == parts[2], let w = expertProjections[String(parts[3])], parts[4] == "weight"
+        {
             return .expert(canonical: "layers.\(layer).moe.experts.\(w)", expert: expert)
         }
         return nil
@@ -72,14 +74,16 @@ public enum HFNames {
     public static func toHF(_ canonical: String) -> String? {
         if let hf = globalNames.first(where: { $0.value == canonical })?.key { return hf }
         guard let (layer, rest) = splitLayer(canonical),
-              let hfRest = layerNames.first(where: { $0.value == rest })?.key else { return nil }
+            let hfRest = layerNames.first(where: { $0.value == rest })?.key
+        else { return nil }
         return "model.layers.\(layer).\(hfRest)"
     }
 
     /// The HF name of one expert's slice of a grouped canonical expert weight.
     public static func toHF(experts canonical: String, expert: Int) -> String? {
         guard let (layer, rest) = splitLayer(canonical), rest.hasPrefix("moe.experts."),
-              let projection = expertProjections.first(where: { "moe.experts." + $0.value == rest })?.key else { return nil }
+            let projection = expertProjections.first(where: { "moe.experts." + $0.value == rest })?.key
+        else { return nil }
         return "model.layers.\(layer).mlp.experts.\(expert).\(projection).weight"
     }
 
@@ -141,7 +145,8 @@ public struct HFNaming: Sendable {
                 continue
             }
             if key.hasSuffix("_scale_inv") {
-                throw CheckpointError("\(source): '\(key)' is an FP8 block-quantization scale; FP8 checkpoints are not supported (dequantize to bf16 first)")
+                throw CheckpointError(
+                    "\(source): '\(key)' is an FP8 block-quantization scale; FP8 checkpoints are not supported (dequantize to bf16 first)")
             }
             switch HFNames.fromHF(key) {
             case .tensor(let canonical)?:

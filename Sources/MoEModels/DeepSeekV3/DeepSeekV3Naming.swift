@@ -10,8 +10,9 @@ public struct DeepSeekV3Naming: TensorNaming {
         let keys = store.rawTensorInfos.keys
         if store is SafetensorsCheckpoint, keys.contains(where: { $0.hasPrefix("model.") }) {
             let naming = try HFNaming(keys: keys, source: store.description)
-            return TensorNameMap(era: .huggingface, direct: naming.rawNames, stacked: naming.expertNames,
-                                 ignoredKeys: naming.ignoredKeys)
+            return TensorNameMap(
+                era: .huggingface, direct: naming.rawNames, stacked: naming.expertNames,
+                ignoredKeys: naming.ignoredKeys)
         }
         let naming = try TorchTitanNaming(keys: keys, source: store.description)
         return TensorNameMap(era: naming.era, styles: naming.styles, direct: naming.rawNames, ignoredKeys: naming.ignoredKeys)

@@ -34,7 +34,8 @@ public enum TorchTitanNames {
         }
         if parts.first == "mtp_layers" { return .ignored(reason: "multi-token-prediction layer") }
         guard parts.count >= 3, parts[0] == "layers", let layer = Int(parts[1]), layer >= 0,
-              String(layer) == parts[1] else { return nil }
+            String(layer) == parts[1]
+        else { return nil }
         let prefix = "layers.\(layer)."
         let rest = Array(parts[2...])
         func same() -> TorchTitanKey { .weight(canonical: key, style: nil) }
@@ -46,8 +47,9 @@ public enum TorchTitanNames {
                 case "expert_bias":
                     return .weight(canonical: key, style: NamingStyle(feature: "expert bias", spelling: "moe.expert_bias", era: .v0_2))
                 case "expert_bias_E":
-                    return .weight(canonical: prefix + "moe.expert_bias",
-                                   style: NamingStyle(feature: "expert bias", spelling: "moe.expert_bias_E", era: .v0_3))
+                    return .weight(
+                        canonical: prefix + "moe.expert_bias",
+                        style: NamingStyle(feature: "expert bias", spelling: "moe.expert_bias_E", era: .v0_3))
                 case "tokens_per_expert", "tokens_per_expert_E":
                     return .ignored(reason: "non-persistent routing counter")
                 default: return nil
@@ -60,11 +62,13 @@ public enum TorchTitanNames {
             if rest[0] == "feed_forward", projections.contains(rest[1]), rest[2] == "weight" { return same() }
             if rest[0] == "moe", rest[1] == "experts" {
                 if projections.contains(rest[2]) {
-                    return .weight(canonical: key, style: NamingStyle(feature: "routed experts", spelling: "moe.experts.w1|w2|w3", era: .v0_2))
+                    return .weight(
+                        canonical: key, style: NamingStyle(feature: "routed experts", spelling: "moe.experts.w1|w2|w3", era: .v0_2))
                 }
                 if let w = projection(withSuffix: rest[2]) {
-                    return .weight(canonical: prefix + "moe.experts." + w,
-                                   style: NamingStyle(feature: "routed experts", spelling: "moe.experts.w1_EFD|w2_EDF|w3_EFD", era: .v0_3))
+                    return .weight(
+                        canonical: prefix + "moe.experts." + w,
+                        style: NamingStyle(feature: "routed experts", spelling: "moe.experts.w1_EFD|w2_EDF|w3_EFD", era: .v0_3))
                 }
             }
             return nil
@@ -72,9 +76,11 @@ public enum TorchTitanNames {
             if rest[0] == "moe", rest[1] == "router", rest[2] == "gate", rest[3] == "weight" || rest[3] == "bias" { return same() }
             if rest[0] == "moe", rest[1] == "shared_experts", projections.contains(rest[2]), rest[3] == "weight" { return same() }
             if rest[0] == "moe", rest[1] == "routed_experts", rest[2] == "inner_experts", let w = projection(withSuffix: rest[3]) {
-                return .weight(canonical: prefix + "moe.experts." + w,
-                               style: NamingStyle(feature: "routed experts",
-                                                  spelling: "moe.routed_experts.inner_experts.w1_EFD|w2_EDF|w3_EFD", era: .v0_3))
+                return .weight(
+                    canonical: prefix + "moe.experts." + w,
+                    style: NamingStyle(
+                        feature: "routed experts",
+                        spelling: "moe.routed_experts.inner_experts.w1_EFD|w2_EDF|w3_EFD", era: .v0_3))
             }
             return nil
         default:

@@ -13,8 +13,9 @@ extension GptOss {
         for layer in layers {
             let a = layer.attention
             var attention = a.wq.byteCount + a.wk.byteCount + a.wv.byteCount + a.wo.byteCount
-            attention += ((a.qBias?.count ?? 0) + (a.kBias?.count ?? 0) + (a.vBias?.count ?? 0) + (a.oBias?.count ?? 0)
-                          + (a.sinks?.count ?? 0)) * 4
+            attention +=
+                ((a.qBias?.count ?? 0) + (a.kBias?.count ?? 0) + (a.vBias?.count ?? 0) + (a.oBias?.count ?? 0)
+                    + (a.sinks?.count ?? 0)) * 4
             let norms = (layer.attentionNorm.count + layer.ffnNorm.count) * 4
             let moe = layer.moe
             weightBytes += attention + norms + moe.gateBytes + moe.routerVectorBytes + moe.expertBytes
@@ -22,8 +23,9 @@ extension GptOss {
             dense += attention + norms + moe.gateBytes + moe.routerVectorBytes
             experts += moe.expertBytes
         }
-        return ModelFootprint(weightBytes: weightBytes, activeWeightBytesPerToken: active,
-                              heldDenseBytes: dense, heldExpertBytes: experts)
+        return ModelFootprint(
+            weightBytes: weightBytes, activeWeightBytesPerToken: active,
+            heldDenseBytes: dense, heldExpertBytes: experts)
     }
 
     /// Validated args cannot overflow here (`validate()` computed the same sums checked).
@@ -37,7 +39,8 @@ extension GptOss {
     public func forwardFlopsPerToken(seqLen: Int) -> Double {
         let counts = parameterCounts()
         let norms = (2 * args.nLayers + 1) * args.dim
-        let matmul = counts.active(topK: args.moeArgs.topK, numExperts: args.moeArgs.numExperts) - counts.embedding - norms
+        let matmul =
+            counts.active(topK: args.moeArgs.topK, numExperts: args.moeArgs.numExperts) - counts.embedding - norms
             - args.nLayers * (args.attentionSinks ? args.nHeads : 0)
         let s = Double(max(seqLen, 1))
         var visibleKeys = 0.0

@@ -32,7 +32,8 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
     public init(weights w: GptOssWeightSet, expertParallel: ExpertParallelGroup? = nil) throws {
         let args = w.args
         if let expertParallel, expertParallel.numExperts != args.moeArgs.numExperts {
-            throw ModelLoadError("expert-parallel group made for \(expertParallel.numExperts) experts, but the model args have \(args.moeArgs.numExperts)")
+            throw ModelLoadError(
+                "expert-parallel group made for \(expertParallel.numExperts) experts, but the model args have \(args.moeArgs.numExperts)")
         }
         self.args = args
         self.expertParallel = expertParallel
@@ -69,17 +70,20 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
                 gateBias: args.moeArgs.gateBias ? try w.vector(p + "moe.router.gate.bias") : nil,
                 expertBias: args.moeArgs.loadBalanceCoeff != nil ? try w.vector(p + "moe.expert_bias_E") : nil,
                 experts: experts, activation: activation, shared: nil, dim: args.dim, expertHiddenDim: args.moeInterDim)
-            layers.append(Layer(index: i, attentionNorm: try w.vector(p + "attention_norm.weight"),
-                                ffnNorm: try w.vector(p + "ffn_norm.weight"), attention: attention, moe: moe))
+            layers.append(
+                Layer(
+                    index: i, attentionNorm: try w.vector(p + "attention_norm.weight"),
+                    ffnNorm: try w.vector(p + "ffn_norm.weight"), attention: attention, moe: moe))
         }
         self.layers = layers
         finalNorm = try w.vector("norm.weight")
         lmHead = args.enableWeightTying ? embedding : try w.load("lm_head.weight")
         softmaxScale = Float(args.softmaxScale)
         if let s = args.ropeScaling, args.yarnActive {
-            ropeFrequencies = YaRNFrequencies.frequencies(rotatedDims: args.headDim, theta: args.ropeTheta, factor: s.ropeFactor,
-                                                          betaFast: s.betaFast, betaSlow: s.betaSlow,
-                                                          originalSeqLen: s.originalSeqLen, truncate: s.truncate)
+            ropeFrequencies = YaRNFrequencies.frequencies(
+                rotatedDims: args.headDim, theta: args.ropeTheta, factor: s.ropeFactor,
+                betaFast: s.betaFast, betaSlow: s.betaSlow,
+                originalSeqLen: s.originalSeqLen, truncate: s.truncate)
         } else {
             ropeFrequencies = RotaryTable.frequencies(theta: args.ropeTheta, rotatedDims: args.headDim)
         }
@@ -88,8 +92,9 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
             moeLayers: Array(0..<args.nLayers), numExperts: args.moeArgs.numExperts, topK: args.moeArgs.topK,
             numSharedExperts: 0, hasExpertBias: args.moeArgs.loadBalanceCoeff != nil,
             scoreFunction: router.scoreFunction, maxSeqLen: args.maxSeqLen, attentionHeads: args.nHeads)
-        kvCacheLayout = KVCacheLayout(repeating: GroupedQueryAttention.cacheStreams(kvHeads: args.nKVHeads, headDim: args.headDim),
-                                      count: args.nLayers)
+        kvCacheLayout = KVCacheLayout(
+            repeating: GroupedQueryAttention.cacheStreams(kvHeads: args.nKVHeads, headDim: args.headDim),
+            count: args.nLayers)
     }
 
     /// Opens the checkpoint at `url` and builds the model.
@@ -104,17 +109,22 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
     /// tokens continue the cached rows at position `cache.length` and their keys and values are appended
     /// (windowed layers keep every position: a ring of `window` positions would save memory, not time).
     /// Returns `[batch·seqLen, vocab]` for `.all`, `[batch, vocab]` for `.last`.
-    public func forward(tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache? = nil,
-                        logits selection: LogitsSelection = .all, observer: RoutingObserver? = nil) throws -> Tensor {
+    public func forward(
+        tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache? = nil,
+        logits selection: LogitsSelection = .all, observer: RoutingObserver? = nil
+    ) throws -> Tensor {
         try checkForwardInput(tokens: tokens, batch: batch, seqLen: seqLen, cache: cache)
         if let group = expertParallel, !group.runningLocalShare {
-            return try forwardExpertParallel(group, tokens: tokens, batch: batch, seqLen: seqLen, cache: cache,
-                                             logits: selection, observer: observer)
+            return try forwardExpertParallel(
+                group, tokens: tokens, batch: batch, seqLen: seqLen, cache: cache,
+                logits: selection, observer: observer)
         }
-        let decoder = GQAMoEDecoder(dim: args.dim, normEps: Float(args.normEps), embedding: embedding, layers: layers,
-                                    finalNorm: finalNorm, lmHead: lmHead, ropeFrequencies: ropeFrequencies,
-                                    cacheStreams: kvCacheLayout.layers[0])
-        return try decoder.forward(tokens: tokens, batch: batch, seqLen: seqLen, cache: cache, logits: selection,
-                                   observer: observer, expertParallel: expertParallel)
+        let decoder = GQAMoEDecoder(
+            dim: args.dim, normEps: Float(args.normEps), embedding: embedding, layers: layers,
+            finalNorm: finalNorm, lmHead: lmHead, ropeFrequencies: ropeFrequencies,
+            cacheStreams: kvCacheLayout.layers[0])
+        return try decoder.forward(
+            tokens: tokens, batch: batch, seqLen: seqLen, cache: cache, logits: selection,
+            observer: observer, expertParallel: expertParallel)
     }
 }

@@ -171,9 +171,13 @@ public struct GptOssArgs: Codable, Equatable, Sendable {
         let m = moeArgs
         try positive(m.numExperts, "moe_args.num_experts")
         try need(m.topK >= 1 && m.topK <= m.numExperts, "moe_args.top_k (\(m.topK)) must be within 1...num_experts (\(m.numExperts))")
-        try need(m.scoreFunc == "softmax" || m.scoreFunc == "sigmoid", "moe_args.score_func must be \"softmax\" or \"sigmoid\", not \"\(m.scoreFunc)\"")
+        try need(
+            m.scoreFunc == "softmax" || m.scoreFunc == "sigmoid",
+            "moe_args.score_func must be \"softmax\" or \"sigmoid\", not \"\(m.scoreFunc)\"")
         try need(m.numSharedExperts == 0, "moe_args.num_shared_experts (\(m.numSharedExperts)) must be 0: gpt_oss has no shared experts")
-        try need(m.numExpertGroups == nil && m.numLimitedGroups == nil, "moe_args.num_expert_groups/num_limited_groups must be null: gpt_oss routes without expert groups")
+        try need(
+            m.numExpertGroups == nil && m.numLimitedGroups == nil,
+            "moe_args.num_expert_groups/num_limited_groups must be null: gpt_oss routes without expert groups")
         try finite(m.routeScale, "moe_args.route_scale", above: -Double.greatestFiniteMagnitude)
         if let coefficient = m.loadBalanceCoeff { try finite(coefficient, "moe_args.load_balance_coeff", above: 0) }
         do {
@@ -200,11 +204,13 @@ public struct GptOssArgs: Codable, Equatable, Sendable {
         let perLayerRouter = try sum(mul(e, dim, what: "router gate"), moeArgs.gateBias ? e : 0, what: "router gate")
         let mlp1 = try mul(e, 2, f, dim, what: "mlp1_weight_EGD")
         let mlp2 = try mul(e, dim, f, what: "mlp2_weight_EDF")
-        let perLayerExperts = try sum(mlp1, mul(e, 2, f, what: "mlp1_bias_EG"), mlp2, mul(e, dim, what: "mlp2_bias_ED"),
-                                      what: "expert parameters of a layer")
+        let perLayerExperts = try sum(
+            mlp1, mul(e, 2, f, what: "mlp1_bias_EG"), mlp2, mul(e, dim, what: "mlp2_bias_ED"),
+            what: "expert parameters of a layer")
         let head = enableWeightTying ? 0 : embedding
-        let dense = try sum(embedding, mul(perLayerDense, nLayers, what: "attention parameters"), dim, head,
-                            what: "dense parameters")
+        let dense = try sum(
+            embedding, mul(perLayerDense, nLayers, what: "attention parameters"), dim, head,
+            what: "dense parameters")
         var counts = ParameterCounts()
         counts.embedding = embedding
         counts.dense = dense
@@ -221,11 +227,13 @@ public struct GptOssArgs: Codable, Equatable, Sendable {
         let c = try parameterCounts()
         do {
             let activeExperts = try Checked.multiply(c.experts, moeArgs.topK, what: "active expert parameters") / moeArgs.numExperts
-            let matmul = try Checked.sum([enableWeightTying ? c.dense : c.dense - c.embedding, c.router, activeExperts],
-                                         what: "matmul parameters")
+            let matmul = try Checked.sum(
+                [enableWeightTying ? c.dense : c.dense - c.embedding, c.router, activeExperts],
+                what: "matmul parameters")
             let attention = try Checked.product([6, nLayers, nHeads, 2 * headDim, seqLen], what: "attention FLOPs per token")
-            let flops = try Checked.add(Checked.multiply(6, matmul, what: "matmul FLOPs per token"), attention,
-                                        what: "FLOPs per token")
+            let flops = try Checked.add(
+                Checked.multiply(6, matmul, what: "matmul FLOPs per token"), attention,
+                what: "FLOPs per token")
             return (c.total, flops)
         } catch let error as SizeOverflowError {
             throw ModelArgsError(message: "gpt_oss FLOPs at seq_len \(seqLen): \(error.description)")

@@ -172,10 +172,12 @@ extension GptOssArgs {
             routing.numExpertGroups = try m.int("num_expert_groups")
             routing.numLimitedGroups = try m.int("num_limited_groups")
             routing.gateBias = try m.bool("gate_bias") ?? routing.gateBias
-            routing.loadBalanceCoeff = m.isNull("load_balance_coeff") ? nil : (try m.double("load_balance_coeff") ?? routing.loadBalanceCoeff)
+            routing.loadBalanceCoeff =
+                m.isNull("load_balance_coeff") ? nil : (try m.double("load_balance_coeff") ?? routing.loadBalanceCoeff)
             // 0.3.0's MoE always weights the experts' outputs; a request to weight their inputs cannot be honoured.
             if let before = try m.bool("score_before_experts"), before {
-                throw ModelArgsError(message: "\(source): moe_args.score_before_experts must be false for gpt_oss (TorchTitan weights the experts' outputs)")
+                throw ModelArgsError(
+                    message: "\(source): moe_args.score_before_experts must be false for gpt_oss (TorchTitan weights the experts' outputs)")
             }
             try m.rejectUnknown(known: ["use_grouped_mm", "_debug_force_load_balance"])
             a.moeArgs = routing
@@ -204,10 +206,12 @@ extension GptOssArgs {
         o.append("rope_type", .string(ropeType))
         o.append("rope_theta", .double(ropeTheta))
         if let s = ropeScaling {
-            o.append("rope_scaling", .object([
-                ("type", .string(s.type)), ("rope_factor", .double(s.ropeFactor)), ("beta_fast", .double(s.betaFast)),
-                ("beta_slow", .double(s.betaSlow)), ("original_seq_len", .int(s.originalSeqLen)), ("truncate", .bool(s.truncate)),
-            ]))
+            o.append(
+                "rope_scaling",
+                .object([
+                    ("type", .string(s.type)), ("rope_factor", .double(s.ropeFactor)), ("beta_fast", .double(s.betaFast)),
+                    ("beta_slow", .double(s.betaSlow)), ("original_seq_len", .int(s.originalSeqLen)), ("truncate", .bool(s.truncate)),
+                ]))
         } else {
             o.append("rope_scaling", .null)
         }
@@ -216,13 +220,15 @@ extension GptOssArgs {
         o.append("swiglu_limit", .double(swigluLimit))
         o.append("enable_weight_tying", .bool(enableWeightTying))
         let m = moeArgs
-        o.append("moe_args", .object([
-            ("num_experts", .int(m.numExperts)), ("num_shared_experts", .int(m.numSharedExperts)), ("top_k", .int(m.topK)),
-            ("score_func", .string(m.scoreFunc)), ("route_norm", .bool(m.routeNorm)), ("route_scale", .double(m.routeScale)),
-            ("num_expert_groups", m.numExpertGroups.map { .int($0) } ?? .null),
-            ("num_limited_groups", m.numLimitedGroups.map { .int($0) } ?? .null),
-            ("gate_bias", .bool(m.gateBias)), ("load_balance_coeff", m.loadBalanceCoeff.map { .double($0) } ?? .null),
-        ]))
+        o.append(
+            "moe_args",
+            .object([
+                ("num_experts", .int(m.numExperts)), ("num_shared_experts", .int(m.numSharedExperts)), ("top_k", .int(m.topK)),
+                ("score_func", .string(m.scoreFunc)), ("route_norm", .bool(m.routeNorm)), ("route_scale", .double(m.routeScale)),
+                ("num_expert_groups", m.numExpertGroups.map { .int($0) } ?? .null),
+                ("num_limited_groups", m.numLimitedGroups.map { .int($0) } ?? .null),
+                ("gate_bias", .bool(m.gateBias)), ("load_balance_coeff", m.loadBalanceCoeff.map { .double($0) } ?? .null),
+            ]))
         return o
     }
 }
@@ -259,7 +265,8 @@ extension GptOssArgs {
                 switch type {
                 case "sliding_attention": windowed.append(layer)
                 case "full_attention": break
-                default: throw ModelArgsError(message: "\(source): layer_types[\(layer)] \"\(type)\" is not sliding_attention or full_attention")
+                default:
+                    throw ModelArgsError(message: "\(source): layer_types[\(layer)] \"\(type)\" is not sliding_attention or full_attention")
                 }
             }
             a.slidingWindowLayers = windowed
@@ -288,7 +295,8 @@ extension GptOssArgs {
                 y.truncate = try s.bool("truncate") ?? true
                 a.ropeScaling = y
             } else if type != "default" {
-                throw ModelArgsError(message: "\(source): \(scalingKey).rope_type \"\(type)\" is not supported for gpt_oss (yarn or default)")
+                throw ModelArgsError(
+                    message: "\(source): \(scalingKey).rope_type \"\(type)\" is not supported for gpt_oss (yarn or default)")
             }
         }
         a.ropeTheta = theta ?? a.ropeTheta
@@ -319,14 +327,17 @@ extension GptOssArgs {
         o.append("attention_dropout", .double(0))
         o.append("hidden_act", .string("silu"))
         o.append("sliding_window", slidingWindowSize.map { .int($0) } ?? .null)
-        o.append("layer_types", .array((0..<nLayers).map { .string(slidingWindow(layer: $0) != nil ? "sliding_attention" : "full_attention") }))
+        o.append(
+            "layer_types", .array((0..<nLayers).map { .string(slidingWindow(layer: $0) != nil ? "sliding_attention" : "full_attention") }))
         o.append("max_position_embeddings", .int(maxSeqLen))
         if let s = ropeScaling, yarnActive {
-            o.append("rope_parameters", .object([
-                ("rope_type", .string("yarn")), ("rope_theta", .double(ropeTheta)), ("factor", .double(s.ropeFactor)),
-                ("beta_fast", .double(s.betaFast)), ("beta_slow", .double(s.betaSlow)),
-                ("original_max_position_embeddings", .int(s.originalSeqLen)), ("truncate", .bool(s.truncate)),
-            ]))
+            o.append(
+                "rope_parameters",
+                .object([
+                    ("rope_type", .string("yarn")), ("rope_theta", .double(ropeTheta)), ("factor", .double(s.ropeFactor)),
+                    ("beta_fast", .double(s.betaFast)), ("beta_slow", .double(s.betaSlow)),
+                    ("original_max_position_embeddings", .int(s.originalSeqLen)), ("truncate", .bool(s.truncate)),
+                ]))
         } else {
             o.append("rope_parameters", .object([("rope_type", .string("default")), ("rope_theta", .double(ropeTheta))]))
         }

@@ -20,14 +20,18 @@ public enum GptOssConfigs {
 
     /// `gpt_oss_debugmodel_flex` differs from `gpt_oss_debugmodel` only in the attention kernel.
     public static let entries: [Entry] = [
-        Entry(name: "gpt_oss_debugmodel", flavor: "debugmodel", args: flavor("debugmodel")!, seqLen: 2048,
-              hfAssetsPath: "./tests/assets/tokenizer", dataset: "c4_test", expertParallelDegree: 1, checkpointInterval: 10),
-        Entry(name: "gpt_oss_debugmodel_flex", flavor: "debugmodel", args: flavor("debugmodel")!, seqLen: 2048,
-              hfAssetsPath: "./tests/assets/tokenizer", dataset: "c4_test", expertParallelDegree: 1, checkpointInterval: 10),
-        Entry(name: "gpt_oss_20b", flavor: "20b", args: flavor("20b")!, seqLen: 8192,
-              hfAssetsPath: "./assets/hf/gpt-oss-20b", dataset: "c4", expertParallelDegree: 1, checkpointInterval: 500),
-        Entry(name: "gpt_oss_120b", flavor: "120b", args: flavor("120b")!, seqLen: 8192,
-              hfAssetsPath: "./assets/hf/gpt-oss-120b", dataset: "c4", expertParallelDegree: 1, checkpointInterval: 500),
+        Entry(
+            name: "gpt_oss_debugmodel", flavor: "debugmodel", args: flavor("debugmodel")!, seqLen: 2048,
+            hfAssetsPath: "./tests/assets/tokenizer", dataset: "c4_test", expertParallelDegree: 1, checkpointInterval: 10),
+        Entry(
+            name: "gpt_oss_debugmodel_flex", flavor: "debugmodel", args: flavor("debugmodel")!, seqLen: 2048,
+            hfAssetsPath: "./tests/assets/tokenizer", dataset: "c4_test", expertParallelDegree: 1, checkpointInterval: 10),
+        Entry(
+            name: "gpt_oss_20b", flavor: "20b", args: flavor("20b")!, seqLen: 8192,
+            hfAssetsPath: "./assets/hf/gpt-oss-20b", dataset: "c4", expertParallelDegree: 1, checkpointInterval: 500),
+        Entry(
+            name: "gpt_oss_120b", flavor: "120b", args: flavor("120b")!, seqLen: 8192,
+            hfAssetsPath: "./assets/hf/gpt-oss-120b", dataset: "c4", expertParallelDegree: 1, checkpointInterval: 500),
     ]
 
     public static var names: [String] { entries.map(\.name).sorted() }
@@ -56,12 +60,16 @@ public enum GptOssConfigs {
     /// (`seqLen`, else the config's), as 0.3.0's `update_from_config` sets the RoPE cache; that may not exceed the flavor's.
     public static func args(config name: String, seqLen: Int? = nil) throws -> (entry: Entry, args: GptOssArgs) {
         guard let e = entry(name) else {
-            throw ModelArgsError(message: "--config \(name): not a TorchTitan 0.3.0 config of module gpt_oss; known: \(names.joined(separator: ", "))")
+            throw ModelArgsError(
+                message: "--config \(name): not a TorchTitan 0.3.0 config of module gpt_oss; known: \(names.joined(separator: ", "))")
         }
         let seq = seqLen ?? e.seqLen
         guard seq >= 1 else { throw ModelArgsError(message: "training.seq_len must be ≥ 1, not \(seq)") }
         guard seq <= e.args.maxSeqLen else {
-            throw ModelArgsError(message: "training.seq_len \(seq) exceeds the RoPE maximum sequence length \(e.args.maxSeqLen) of gpt_oss flavor \(e.flavor) (TorchTitan refuses it too)")
+            throw ModelArgsError(
+                message:
+                    "training.seq_len \(seq) exceeds the RoPE maximum sequence length \(e.args.maxSeqLen) of gpt_oss flavor \(e.flavor) (TorchTitan refuses it too)"
+            )
         }
         var args = e.args
         args.maxSeqLen = seq
@@ -75,13 +83,15 @@ extension GptOssConfigs {
     static func registryConfig(_ name: String, seqLen: Int?) throws -> TrainConfig? {
         guard entry(name) != nil else { return nil }
         let (e, args) = try self.args(config: name, seqLen: seqLen)
-        let json = ConfigRegistry.registryConfigJSON(module: module, specName: module, config: e.name, flavor: e.flavor,
-                                      hfAssetsPath: e.hfAssetsPath, seqLen: args.maxSeqLen, dataset: e.dataset,
-                                      expertParallelDegree: e.expertParallelDegree, checkpointInterval: e.checkpointInterval)
-        var config = TrainConfig(path: "--module \(module) --config \(e.name)", modelName: module,
-                                 flavor: e.flavor, hfAssetsPath: e.hfAssetsPath, seqLen: args.maxSeqLen, dataset: e.dataset,
-                                 datasetPath: nil, dumpFolder: ConfigRegistry.dumpFolder, checkpointFolder: ConfigRegistry.checkpointFolder,
-                                 expertParallelDegree: e.expertParallelDegree, json: json)
+        let json = ConfigRegistry.registryConfigJSON(
+            module: module, specName: module, config: e.name, flavor: e.flavor,
+            hfAssetsPath: e.hfAssetsPath, seqLen: args.maxSeqLen, dataset: e.dataset,
+            expertParallelDegree: e.expertParallelDegree, checkpointInterval: e.checkpointInterval)
+        var config = TrainConfig(
+            path: "--module \(module) --config \(e.name)", modelName: module,
+            flavor: e.flavor, hfAssetsPath: e.hfAssetsPath, seqLen: args.maxSeqLen, dataset: e.dataset,
+            datasetPath: nil, dumpFolder: ConfigRegistry.dumpFolder, checkpointFolder: ConfigRegistry.checkpointFolder,
+            expertParallelDegree: e.expertParallelDegree, json: json)
         config.familyArgs = args
         return config
     }

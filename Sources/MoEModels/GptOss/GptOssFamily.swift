@@ -21,14 +21,18 @@ extension GptOss {
         // The checkpoint's tensors under their stored names: what results files and inspect report about the source.
         let era: NamingEra = weights.naming == .huggingFace ? .huggingface : .v0_3
         let source = try NamedWeightSource(store: store, naming: StoredNames(era: era))
-        return LoadedModel(model: model, family: family, modelArgs: resolved.args, source: source,
-                           trainConfig: try spec.loadTrainConfig(), argsOrigin: resolved.origin,
-                           loadSeconds: Date().timeIntervalSince(start))
+        return LoadedModel(
+            model: model, family: family, modelArgs: resolved.args, source: source,
+            trainConfig: try spec.loadTrainConfig(), argsOrigin: resolved.origin,
+            loadSeconds: Date().timeIntervalSince(start))
     }
 
     static func resolvedArgs(_ spec: ModelSpec) throws -> (args: GptOssArgs, origin: String) {
         guard let resolved = try GptOssLoading.args(for: spec) else {
-            throw ModelArgsError(message: "no gpt-oss model args for \(spec.checkpoint.path): pass --module gpt_oss --config NAME, --model-args FILE.json with \"family\": \"gpt_oss\", or keep the HF config.json (model_type gpt_oss) beside the weights")
+            throw ModelArgsError(
+                message:
+                    "no gpt-oss model args for \(spec.checkpoint.path): pass --module gpt_oss --config NAME, --model-args FILE.json with \"family\": \"gpt_oss\", or keep the HF config.json (model_type gpt_oss) beside the weights"
+            )
         }
         return resolved
     }
@@ -43,6 +47,8 @@ extension GptOss {
 
     /// TorchTitan 0.3.0's gpt_oss: YaRN whenever rope_scaling has a factor above 1; every RMSNorm at norm_eps.
     public var numerics: Numerics {
-        Numerics(yarn: args.yarnActive, finalNormEps: Float(args.normEps), origin: "gpt_oss (TorchTitan 0.3.0: YaRN from rope_scaling, final norm eps = norm_eps)")
+        Numerics(
+            yarn: args.yarnActive, finalNormEps: Float(args.normEps),
+            origin: "gpt_oss (TorchTitan 0.3.0: YaRN from rope_scaling, final norm eps = norm_eps)")
     }
 }

@@ -32,7 +32,9 @@ public enum GptOssHFExport {
             guard let hf = GptOssWeights.hfName(name) else {
                 let bias = try weights.vector(name)
                 if let peak = bias.map(abs).max(), peak > 0 {
-                    summary.notes.append("\(name) is nonzero (max |bias| \(peak)): GptOssForCausalLM has no selection bias, so transformers may route some tokens to other experts than TorchTitan")
+                    summary.notes.append(
+                        "\(name) is nonzero (max |bias| \(peak)): GptOssForCausalLM has no selection bias, so transformers may route some tokens to other experts than TorchTitan"
+                    )
                 }
                 continue
             }
@@ -59,14 +61,17 @@ public enum GptOssHFExport {
             summary.dtypes.insert(tensor.dtype.torchName)
         }
         if !current.isEmpty { shards.append(current) }
-        let names = shards.count == 1 ? ["model.safetensors"]
+        let names =
+            shards.count == 1
+            ? ["model.safetensors"]
             : (1...shards.count).map { String(format: "model-%05d-of-%05d.safetensors", $0, shards.count) }
         for (index, shard) in shards.enumerated() {
             try SafetensorsWriter.write(shard, metadata: ["format": "pt"], to: folder.appendingPathComponent(names[index]))
         }
         if shards.count > 1 {
-            try SafetensorsWriter.writeIndex(weightMap: Dictionary(uniqueKeysWithValues: weightMap.map { ($0.0, names[$0.1]) }),
-                                             totalSize: summary.bytes, to: folder.appendingPathComponent("model.safetensors.index.json"))
+            try SafetensorsWriter.writeIndex(
+                weightMap: Dictionary(uniqueKeysWithValues: weightMap.map { ($0.0, names[$0.1]) }),
+                totalSize: summary.bytes, to: folder.appendingPathComponent("model.safetensors.index.json"))
         }
         summary.files = names
         var config = args.hfConfig()
@@ -101,8 +106,9 @@ public enum GptOssHFExport {
         default:
             throw ModelLoadError("gpt_oss export: dtype \(dtype.torchName) is not supported")
         }
-        return try StoredTensor(name: name, dtype: dtype, shape: shape,
-                                bytes: UnsafeRawBufferPointer(start: buffer.bytes.baseAddress, count: count * size), owner: buffer)
+        return try StoredTensor(
+            name: name, dtype: dtype, shape: shape,
+            bytes: UnsafeRawBufferPointer(start: buffer.bytes.baseAddress, count: count * size), owner: buffer)
     }
 
     /// Round to nearest even, as torch's `.to(torch.bfloat16)`; a NaN stays a (quiet) NaN.

@@ -125,7 +125,8 @@ public final class GptOssWeightSet: @unchecked Sendable {
                 throw ModelLoadError("\(store.description): tensor \(stored) is missing (gpt_oss model args need shape \(storedShape))")
             }
             guard info.shape == storedShape else {
-                throw ModelLoadError("\(store.description): tensor \(stored) has shape \(info.shape) but the gpt_oss model args imply \(storedShape)")
+                throw ModelLoadError(
+                    "\(store.description): tensor \(stored) has shape \(info.shape) but the gpt_oss model args imply \(storedShape)")
             }
             guard info.dtype.isFloatingPoint else {
                 throw ModelLoadError("\(store.description): tensor \(stored) is \(info.dtype.torchName), not a floating-point type")
@@ -135,19 +136,26 @@ public final class GptOssWeightSet: @unchecked Sendable {
         let unused = infos.filter { $0.value.elementCount > 0 && !used.contains($0.key) && !GptOssWeights.ignorable($0.key) }
             .keys.sorted()
         if let quantized = unused.first(where: { $0.hasSuffix("_blocks") || $0.hasSuffix("_scales") }) {
-            throw ModelLoadError("\(store.description): tensor \(quantized) is an MXFP4-quantized expert weight; moe-eval reads unquantized gpt-oss checkpoints (bf16/fp32 gate_up_proj, down_proj)")
+            throw ModelLoadError(
+                "\(store.description): tensor \(quantized) is an MXFP4-quantized expert weight; moe-eval reads unquantized gpt-oss checkpoints (bf16/fp32 gate_up_proj, down_proj)"
+            )
         }
         if !unused.isEmpty && !allowUnused {
-            throw ModelLoadError("\(store.description): \(unused.count) tensor(s) not used by the gpt_oss model args (e.g. \(unused.prefix(5).joined(separator: ", "))); the config does not match this checkpoint")
+            throw ModelLoadError(
+                "\(store.description): \(unused.count) tensor(s) not used by the gpt_oss model args (e.g. \(unused.prefix(5).joined(separator: ", "))); the config does not match this checkpoint"
+            )
         }
     }
 
     /// The stored name and shape of TorchTitan tensor `name`.
-    static func storedName(_ name: String, shape: [Int], naming: GptOssNaming, args: GptOssArgs,
-                           source: String) throws -> (String, [Int]) {
+    static func storedName(
+        _ name: String, shape: [Int], naming: GptOssNaming, args: GptOssArgs,
+        source: String
+    ) throws -> (String, [Int]) {
         guard naming == .huggingFace else { return (name, shape) }
         guard let hf = GptOssWeights.hfName(name) else {
-            throw ModelLoadError("\(source): Hugging Face gpt-oss checkpoints have no \(name); read it with load_balance_coeff null (no expert bias)")
+            throw ModelLoadError(
+                "\(source): Hugging Face gpt-oss checkpoints have no \(name); read it with load_balance_coeff null (no expert bias)")
         }
         return (hf.name, hf.transposed ? [shape[0], shape[2], shape[1]] : shape)
     }
@@ -186,8 +194,9 @@ public final class GptOssWeightSet: @unchecked Sendable {
                 }
             }
         }
-        return try Weight(dtype: t.dtype, shape: [n, columns, rows],
-                          bytes: UnsafeRawBufferPointer(target), owner: buffer)
+        return try Weight(
+            dtype: t.dtype, shape: [n, columns, rows],
+            bytes: UnsafeRawBufferPointer(target), owner: buffer)
     }
 }
 

@@ -87,11 +87,15 @@ public struct Qwen3Args: Codable, Equatable, Sendable {
         let m = moeArgs
         try need(m.numExperts > 0, "moe_args.num_experts (\(m.numExperts)) must be positive")
         try need(m.topK >= 1 && m.topK <= m.numExperts, "moe_args.top_k (\(m.topK)) must be within 1...num_experts (\(m.numExperts))")
-        try need(m.scoreFunc == "softmax" || m.scoreFunc == "sigmoid", "moe_args.score_func must be \"softmax\" or \"sigmoid\", not \"\(m.scoreFunc)\"")
+        try need(
+            m.scoreFunc == "softmax" || m.scoreFunc == "sigmoid",
+            "moe_args.score_func must be \"softmax\" or \"sigmoid\", not \"\(m.scoreFunc)\"")
         try need(m.numSharedExperts == 0, "moe_args.num_shared_experts (\(m.numSharedExperts)) must be 0 (Qwen3-MoE has no shared experts)")
         try need(!m.gateBias, "moe_args.gate_bias must be false (Qwen3-MoE's router gate has no bias)")
         try need(!m.scoreBeforeExperts, "moe_args.score_before_experts must be false (0.3.0 weights the experts' outputs)")
-        try need(m.numExpertGroups == nil && m.numLimitedGroups == nil, "moe_args.num_expert_groups/num_limited_groups must be null (Qwen3-MoE routes without groups)")
+        try need(
+            m.numExpertGroups == nil && m.numLimitedGroups == nil,
+            "moe_args.num_expert_groups/num_limited_groups must be null (Qwen3-MoE routes without groups)")
         try need(m.routeScale.isFinite, "moe_args.route_scale (\(m.routeScale)) must be a finite number")
         if let coefficient = m.loadBalanceCoeff { try need(coefficient.isFinite, "moe_args.load_balance_coeff must be a finite number") }
         do {
@@ -105,8 +109,9 @@ public struct Qwen3Args: Codable, Equatable, Sendable {
     /// Parameters the model holds (expert bias buffers excluded), with checked arithmetic.
     public func parameterCount() throws -> Int {
         let shapes = try Qwen3Naming.shapes(self)
-        return try Checked.sum(try shapes.map { try Checked.product($0.shape, what: "qwen3 tensor \($0.name)") },
-                               what: "qwen3 parameter count")
+        return try Checked.sum(
+            try shapes.map { try Checked.product($0.shape, what: "qwen3 tensor \($0.name)") },
+            what: "qwen3 parameter count")
     }
 
     // MARK: Reading
@@ -132,11 +137,16 @@ public struct Qwen3Args: Codable, Equatable, Sendable {
         let reader = FieldReader(source: source, prefix: "")
         for (key, value) in fields.entries {
             if let fixed = fixedFields[key] {
-                guard value == fixed else { throw ModelArgsError(message: "\(source): \(key) must be \(fixed.serialized) for qwen3, not \(value.serialized)") }
+                guard value == fixed else {
+                    throw ModelArgsError(message: "\(source): \(key) must be \(fixed.serialized) for qwen3, not \(value.serialized)")
+                }
                 continue
             }
             guard let field = CodingKeys(rawValue: key) else {
-                throw ModelArgsError(message: "\(source): unknown qwen3 model args field \"\(key)\" (known: \((CodingKeys.allCases.map(\.rawValue) + fixedFields.keys.sorted()).joined(separator: ", ")))")
+                throw ModelArgsError(
+                    message:
+                        "\(source): unknown qwen3 model args field \"\(key)\" (known: \((CodingKeys.allCases.map(\.rawValue) + fixedFields.keys.sorted()).joined(separator: ", ")))"
+                )
             }
             switch field {
             case .vocabSize: args.vocabSize = try reader.int(value, key)
@@ -214,19 +224,27 @@ struct FieldReader {
     let prefix: String
 
     func int(_ value: JSONValue, _ key: String) throws -> Int {
-        guard let n = value.intValue else { throw ModelArgsError(message: "\(source): \(prefix)\(key) should be an integer, not \(value.typeName)") }
+        guard let n = value.intValue else {
+            throw ModelArgsError(message: "\(source): \(prefix)\(key) should be an integer, not \(value.typeName)")
+        }
         return n
     }
     func double(_ value: JSONValue, _ key: String) throws -> Double {
-        guard let n = value.doubleValue else { throw ModelArgsError(message: "\(source): \(prefix)\(key) should be a number, not \(value.typeName)") }
+        guard let n = value.doubleValue else {
+            throw ModelArgsError(message: "\(source): \(prefix)\(key) should be a number, not \(value.typeName)")
+        }
         return n
     }
     func bool(_ value: JSONValue, _ key: String) throws -> Bool {
-        guard let b = value.boolValue else { throw ModelArgsError(message: "\(source): \(prefix)\(key) should be true or false, not \(value.typeName)") }
+        guard let b = value.boolValue else {
+            throw ModelArgsError(message: "\(source): \(prefix)\(key) should be true or false, not \(value.typeName)")
+        }
         return b
     }
     func string(_ value: JSONValue, _ key: String) throws -> String {
-        guard let s = value.stringValue else { throw ModelArgsError(message: "\(source): \(prefix)\(key) should be a string, not \(value.typeName)") }
+        guard let s = value.stringValue else {
+            throw ModelArgsError(message: "\(source): \(prefix)\(key) should be a string, not \(value.typeName)")
+        }
         return s
     }
 }

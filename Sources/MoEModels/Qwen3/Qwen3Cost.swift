@@ -25,7 +25,9 @@ extension Qwen3Args {
     /// matmul, unless tied, when the same matrix is the lm_head) and the norm weights (elementwise).
     public func activeMatmulParameters() -> Int {
         let counts = parameterCounts()
-        let norms = ((try? Qwen3Naming.shapes(self)) ?? []).filter { $0.name.hasSuffix("norm.weight") }.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        let norms = ((try? Qwen3Naming.shapes(self)) ?? []).filter { $0.name.hasSuffix("norm.weight") }.reduce(0) {
+            $0 + $1.shape.reduce(1, *)
+        }
         return counts.active(topK: moeArgs.topK, numExperts: moeArgs.numExperts) - (enableWeightTying ? 0 : counts.embedding) - norms
     }
 
@@ -39,8 +41,10 @@ extension Qwen3Args {
     /// `validate()`'s check that the counts above cannot overflow at `max_seq_len`.
     func checkCostSizes() throws {
         let total = try parameterCount()
-        _ = try Checked.product([3, moeArgs.numExperts, moeInterDim, dim, nLayers, moeArgs.topK], what: "the routed expert parameters × top_k")
+        _ = try Checked.product(
+            [3, moeArgs.numExperts, moeInterDim, dim, nLayers, moeArgs.topK], what: "the routed expert parameters × top_k")
         let attention = try Checked.product([6, nLayers, nHeads, 2, headDim, maxSeqLen], what: "the attention FLOPs per token")
-        _ = try Checked.add(Checked.multiply(total, 6, what: "the FLOPs per token (6 × parameters)"), attention, what: "the FLOPs per token")
+        _ = try Checked.add(
+            Checked.multiply(total, 6, what: "the FLOPs per token (6 × parameters)"), attention, what: "the FLOPs per token")
     }
 }

@@ -11,23 +11,28 @@ extension Qwen3MoE {
         load: { spec, expertParallel in try load(spec, expertParallel: expertParallel) },
         registryConfig: { name, seqLen in try Qwen3Flavors.registryConfig(name, seqLen: seqLen) },
         registryConfigNames: Qwen3Flavors.registry.map(\.name),
-        refusedRegistryConfigs: Dictionary(uniqueKeysWithValues: Qwen3Flavors.denseConfigs.map {
-            ($0, "is a dense Qwen3 model (no MoE layers); moe-eval evaluates MoE models")
-        }))
+        refusedRegistryConfigs: Dictionary(
+            uniqueKeysWithValues: Qwen3Flavors.denseConfigs.map {
+                ($0, "is a dense Qwen3 model (no MoE layers); moe-eval evaluates MoE models")
+            }))
 
     static func load(_ spec: ModelSpec, expertParallel: ExpertParallelGroup?) throws -> LoadedModel {
         let start = Date()
         let resolved = try resolvedArgs(spec)
         let source = try Qwen3WeightSource.open(at: spec.checkpoint, args: resolved.args)
         let model = try Qwen3MoE(args: resolved.args, weights: source, expertParallel: expertParallel)
-        return LoadedModel(model: model, family: family, modelArgs: resolved.args, source: source,
-                           trainConfig: resolved.config, argsOrigin: resolved.origin,
-                           loadSeconds: Date().timeIntervalSince(start))
+        return LoadedModel(
+            model: model, family: family, modelArgs: resolved.args, source: source,
+            trainConfig: resolved.config, argsOrigin: resolved.origin,
+            loadSeconds: Date().timeIntervalSince(start))
     }
 
     static func resolvedArgs(_ spec: ModelSpec) throws -> (args: Qwen3Args, origin: String, config: TrainConfig?) {
         guard let resolved = try Qwen3Args.resolve(spec) else {
-            throw ModelArgsError(message: "no Qwen3-MoE model args for \(spec.checkpoint.path): pass --module qwen3 --config NAME, --model-args FILE.json with \"family\": \"qwen3\", or keep the HF config.json (model_type qwen3_moe) beside the weights")
+            throw ModelArgsError(
+                message:
+                    "no Qwen3-MoE model args for \(spec.checkpoint.path): pass --module qwen3 --config NAME, --model-args FILE.json with \"family\": \"qwen3\", or keep the HF config.json (model_type qwen3_moe) beside the weights"
+            )
         }
         return resolved
     }

@@ -37,14 +37,18 @@ public enum Qwen3Flavors {
     /// The MoE registry functions of 0.3.0's `qwen3/config_registry.py` (`_param_groups` changes the optimizer,
     /// `_deepep` the expert-parallel communication; neither changes the model).
     public static let registry: [RegistryConfig] = [
-        RegistryConfig(name: "qwen3_moe_debug", flavor: "debugmodel_moe", seqLen: 4096, hfAssetsPath: "./tests/assets/tokenizer",
-                       dataset: "c4_test", expertParallelDegree: 1, checkpointInterval: 10),
-        RegistryConfig(name: "qwen3_debugmodel_moe_param_groups", flavor: "debugmodel_moe", seqLen: 4096,
-                       hfAssetsPath: "./tests/assets/tokenizer", dataset: "c4_test", expertParallelDegree: 1, checkpointInterval: 10),
-        RegistryConfig(name: "qwen3_moe_deepep", flavor: "debugmodel_moe", seqLen: 512, hfAssetsPath: "./tests/assets/tokenizer",
-                       dataset: "c4_test", expertParallelDegree: 4, checkpointInterval: 1000),
-        RegistryConfig(name: "qwen3_30b_a3b", flavor: "30B-A3B", seqLen: 4096, hfAssetsPath: "./assets/hf/Qwen3-30B-A3B",
-                       dataset: "c4", expertParallelDegree: 1, checkpointInterval: 500),
+        RegistryConfig(
+            name: "qwen3_moe_debug", flavor: "debugmodel_moe", seqLen: 4096, hfAssetsPath: "./tests/assets/tokenizer",
+            dataset: "c4_test", expertParallelDegree: 1, checkpointInterval: 10),
+        RegistryConfig(
+            name: "qwen3_debugmodel_moe_param_groups", flavor: "debugmodel_moe", seqLen: 4096,
+            hfAssetsPath: "./tests/assets/tokenizer", dataset: "c4_test", expertParallelDegree: 1, checkpointInterval: 10),
+        RegistryConfig(
+            name: "qwen3_moe_deepep", flavor: "debugmodel_moe", seqLen: 512, hfAssetsPath: "./tests/assets/tokenizer",
+            dataset: "c4_test", expertParallelDegree: 4, checkpointInterval: 1000),
+        RegistryConfig(
+            name: "qwen3_30b_a3b", flavor: "30B-A3B", seqLen: 4096, hfAssetsPath: "./assets/hf/Qwen3-30B-A3B",
+            dataset: "c4", expertParallelDegree: 1, checkpointInterval: 500),
     ]
 
     /// The dense Qwen3 configs of the same registry (no MoE layers: nothing for moe-eval to measure).
@@ -63,15 +67,20 @@ extension Qwen3Flavors {
         let seq = seqLen ?? e.seqLen
         guard seq >= 1 else { throw ModelArgsError(message: "training.seq_len must be ≥ 1, not \(seq)") }
         guard seq <= args.maxSeqLen else {
-            throw ModelArgsError(message: "training.seq_len \(seq) exceeds the RoPE maximum sequence length \(args.maxSeqLen) of qwen3 flavor \(e.flavor) (TorchTitan refuses it too)")
+            throw ModelArgsError(
+                message:
+                    "training.seq_len \(seq) exceeds the RoPE maximum sequence length \(args.maxSeqLen) of qwen3 flavor \(e.flavor) (TorchTitan refuses it too)"
+            )
         }
         args.maxSeqLen = seq
-        let json = ConfigRegistry.registryConfigJSON(module: "qwen3", specName: "qwen3", config: e.name, flavor: e.flavor,
-                                      hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset,
-                                      expertParallelDegree: e.expertParallelDegree, checkpointInterval: e.checkpointInterval)
-        return TrainConfig(path: "--module qwen3 --config \(e.name)", modelName: "qwen3", flavor: e.flavor,
-                           hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset, datasetPath: nil,
-                           dumpFolder: ConfigRegistry.dumpFolder, checkpointFolder: ConfigRegistry.checkpointFolder,
-                           expertParallelDegree: e.expertParallelDegree, json: json, familyArgs: args)
+        let json = ConfigRegistry.registryConfigJSON(
+            module: "qwen3", specName: "qwen3", config: e.name, flavor: e.flavor,
+            hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset,
+            expertParallelDegree: e.expertParallelDegree, checkpointInterval: e.checkpointInterval)
+        return TrainConfig(
+            path: "--module qwen3 --config \(e.name)", modelName: "qwen3", flavor: e.flavor,
+            hfAssetsPath: e.hfAssetsPath, seqLen: seq, dataset: e.dataset, datasetPath: nil,
+            dumpFolder: ConfigRegistry.dumpFolder, checkpointFolder: ConfigRegistry.checkpointFolder,
+            expertParallelDegree: e.expertParallelDegree, json: json, familyArgs: args)
     }
 }

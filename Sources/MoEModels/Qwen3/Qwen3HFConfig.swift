@@ -39,7 +39,10 @@ extension Qwen3Args {
             return try reader.bool(v, key)
         }
         func refuse(_ what: String) -> ModelArgsError {
-            ModelArgsError(message: "\(source): \(what) is not supported (TorchTitan's qwen3 builds every layer MoE with plain RoPE and no attention biases)")
+            ModelArgsError(
+                message:
+                    "\(source): \(what) is not supported (TorchTitan's qwen3 builds every layer MoE with plain RoPE and no attention biases)"
+            )
         }
         // Missing fields take `Qwen3MoeConfig`'s defaults (transformers 5).
         var a = Qwen3Args()

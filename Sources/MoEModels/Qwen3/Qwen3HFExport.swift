@@ -9,7 +9,9 @@ import MoETensor
 /// since transformers then routes some tokens to other experts than TorchTitan.
 public enum Qwen3HFExport {
     /// The tensors to write, in model order (embedding, layers, final norm, lm_head), and what could not be carried over.
-    public static func plan(source: WeightSource, args: Qwen3Args, dtype: HFExportDType, maxShardSize: Int) throws
+    public static func plan(
+        source: WeightSource, args: Qwen3Args, dtype: HFExportDType, maxShardSize: Int
+    ) throws
         -> (plan: HFExportPlan, notes: [String])
     {
         func outputDType(_ stored: DType) -> DType {
@@ -32,17 +34,22 @@ public enum Qwen3HFExport {
         for (name, shape) in try Qwen3Naming.shapes(args) {
             let stored = try info(name)
             guard stored.shape == shape else {
-                throw CheckpointError("\(source.description): tensor '\(name)' has shape \(stored.shape) but the qwen3 model args imply \(shape)")
+                throw CheckpointError(
+                    "\(source.description): tensor '\(name)' has shape \(stored.shape) but the qwen3 model args imply \(shape)")
             }
             if let (index, _) = Qwen3Naming.splitLayer(name), index != layer { flushExperts(); layer = index }
             if let hf = Qwen3Naming.hfName(name) {
                 if name == Qwen3Naming.finalNorm { flushExperts() }
-                tensors.append(HFExportTensor(name: hf, dtype: outputDType(stored.dtype), shape: shape,
-                                              origin: .whole(canonical: name), sourceDType: stored.dtype))
+                tensors.append(
+                    HFExportTensor(
+                        name: hf, dtype: outputDType(stored.dtype), shape: shape,
+                        origin: .whole(canonical: name), sourceDType: stored.dtype))
             } else if let names = Qwen3Naming.hfExpertNames(name, experts: shape[0]) {
                 for (expert, hf) in names.enumerated() {
-                    experts.append(HFExportTensor(name: hf, dtype: outputDType(stored.dtype), shape: Array(shape.dropFirst()),
-                                                  origin: .expert(canonical: name, expert: expert), sourceDType: stored.dtype))
+                    experts.append(
+                        HFExportTensor(
+                            name: hf, dtype: outputDType(stored.dtype), shape: Array(shape.dropFirst()),
+                            origin: .expert(canonical: name, expert: expert), sourceDType: stored.dtype))
                 }
             } else {
                 throw CheckpointError("\(source.description): tensor '\(name)' has no Qwen3MoeForCausalLM name")
@@ -55,15 +62,19 @@ public enum Qwen3HFExport {
             let stored = try source.load(name)
             let bias = try Weight(dtype: stored.dtype, shape: stored.shape, bytes: stored.bytes, owner: stored).toFloatArray()
             if let peak = bias.map({ abs($0) }).max(), peak > 0 {
-                notes.append("\(name) is nonzero (max |bias| \(peak)): Qwen3MoeForCausalLM has no selection bias, so transformers may route some tokens to other experts than TorchTitan")
+                notes.append(
+                    "\(name) is nonzero (max |bias| \(peak)): Qwen3MoeForCausalLM has no selection bias, so transformers may route some tokens to other experts than TorchTitan"
+                )
             }
         }
         return (try HFExportPlan(tensors: tensors, maxShardSize: maxShardSize), notes)
     }
 
     /// Writes the shards, `model.safetensors.index.json` and `config.json` (`dtype` the one most bytes are in).
-    public static func write(source: WeightSource, args: Qwen3Args, dtype: HFExportDType, maxShardSize: Int, into folder: URL,
-                             progress: ((Int, Int) -> Void)? = nil) throws -> (plan: HFExportPlan, notes: [String]) {
+    public static func write(
+        source: WeightSource, args: Qwen3Args, dtype: HFExportDType, maxShardSize: Int, into folder: URL,
+        progress: ((Int, Int) -> Void)? = nil
+    ) throws -> (plan: HFExportPlan, notes: [String]) {
         let (plan, notes) = try plan(source: source, args: args, dtype: dtype, maxShardSize: maxShardSize)
         try HFExport.write(plan, from: source, into: folder, progress: progress)
         var bytesByDType: [DType: Int] = [:]

@@ -32,7 +32,9 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
     public init(args: Qwen3Args, weights source: WeightSource, expertParallel: ExpertParallelGroup? = nil) throws {
         try args.validate()
         if let expertParallel, expertParallel.numExperts != args.moeArgs.numExperts {
-            throw ModelLoadError("expert-parallel group made for \(expertParallel.numExperts) experts, but the qwen3 model args have \(args.moeArgs.numExperts)")
+            throw ModelLoadError(
+                "expert-parallel group made for \(expertParallel.numExperts) experts, but the qwen3 model args have \(args.moeArgs.numExperts)"
+            )
         }
         self.args = args
         self.expertParallel = expertParallel
@@ -43,7 +45,8 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
                 throw ModelLoadError("\(source.description): tensor \(name) is missing (qwen3 model args need shape \(shape))")
             }
             guard info.shape == shape else {
-                throw ModelLoadError("\(source.description): tensor \(name) has shape \(info.shape) but the qwen3 model args imply \(shape)")
+                throw ModelLoadError(
+                    "\(source.description): tensor \(name) has shape \(info.shape) but the qwen3 model args imply \(shape)")
             }
         }
         // The load-balancing bias is a buffer TorchTitan saves when trained with it; HF checkpoints have none.
@@ -62,7 +65,9 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
         }
         let unused = source.tensorInfos.filter { $0.value.elementCount > 0 && shapes[$0.key] == nil }.keys.sorted()
         if !unused.isEmpty {
-            throw ModelLoadError("\(source.description): \(unused.count) tensor(s) not used by the qwen3 model args (e.g. \(unused.prefix(5).joined(separator: ", "))); the config does not match this checkpoint")
+            throw ModelLoadError(
+                "\(source.description): \(unused.count) tensor(s) not used by the qwen3 model args (e.g. \(unused.prefix(5).joined(separator: ", "))); the config does not match this checkpoint"
+            )
         }
 
         func weight(_ stored: StoredTensor) throws -> Weight {
@@ -83,9 +88,10 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
         let d = args.dim
         embedding = try load(Qwen3Naming.embedding)
         let scale = Float(1 / Double(args.headDim).squareRoot())
-        let router = RouterConfig(scoreFunction: args.moeArgs.scoreFunc == "sigmoid" ? .sigmoid : .softmax,
-                                  numExperts: e, topK: args.moeArgs.topK, routeNorm: args.moeArgs.routeNorm,
-                                  routeScale: Float(args.moeArgs.routeScale), scoreBeforeExperts: false)
+        let router = RouterConfig(
+            scoreFunction: args.moeArgs.scoreFunc == "sigmoid" ? .sigmoid : .softmax,
+            numExperts: e, topK: args.moeArgs.topK, routeNorm: args.moeArgs.routeNorm,
+            routeScale: Float(args.moeArgs.routeScale), scoreBeforeExperts: false)
         var layers: [Layer] = []
         for i in 0..<args.nLayers {
             let l = Qwen3Naming.Layer(i)
@@ -102,8 +108,10 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
                 expertBias: shapes[l.expertBias] != nil ? try vector(l.expertBias) : nil,
                 experts: ExpertWeights(w1: try experts(l.w1), w2: try experts(l.w2), w3: try experts(l.w3)),
                 activation: .swiGLU, shared: nil, dim: d, expertHiddenDim: args.moeInterDim)
-            layers.append(Layer(index: i, attentionNorm: try vector(l.attentionNorm), ffnNorm: try vector(l.ffnNorm),
-                                attention: attention, moe: moe))
+            layers.append(
+                Layer(
+                    index: i, attentionNorm: try vector(l.attentionNorm), ffnNorm: try vector(l.ffnNorm),
+                    attention: attention, moe: moe))
         }
         self.layers = layers
         finalNorm = try vector(Qwen3Naming.finalNorm)
@@ -114,22 +122,28 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
             moeLayers: Array(0..<args.nLayers), numExperts: e, topK: args.moeArgs.topK, numSharedExperts: 0,
             hasExpertBias: layers.contains { $0.moe.expertBias != nil }, scoreFunction: router.scoreFunction,
             maxSeqLen: args.maxSeqLen, attentionHeads: args.nHeads)
-        kvCacheLayout = KVCacheLayout(repeating: GroupedQueryAttention.cacheStreams(kvHeads: args.nKVHeads, headDim: args.headDim),
-                                      count: args.nLayers)
+        kvCacheLayout = KVCacheLayout(
+            repeating: GroupedQueryAttention.cacheStreams(kvHeads: args.nKVHeads, headDim: args.headDim),
+            count: args.nLayers)
     }
 
-    public func forward(tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache? = nil,
-                        logits selection: LogitsSelection = .all, observer: RoutingObserver? = nil) throws -> Tensor {
+    public func forward(
+        tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache? = nil,
+        logits selection: LogitsSelection = .all, observer: RoutingObserver? = nil
+    ) throws -> Tensor {
         try checkForwardInput(tokens: tokens, batch: batch, seqLen: seqLen, cache: cache)
         if let group = expertParallel, !group.runningLocalShare {
-            return try forwardExpertParallel(group, tokens: tokens, batch: batch, seqLen: seqLen, cache: cache,
-                                             logits: selection, observer: observer)
+            return try forwardExpertParallel(
+                group, tokens: tokens, batch: batch, seqLen: seqLen, cache: cache,
+                logits: selection, observer: observer)
         }
-        let decoder = GQAMoEDecoder(dim: args.dim, normEps: Float(args.normEps), embedding: embedding, layers: layers,
-                                    finalNorm: finalNorm, lmHead: lmHead, ropeFrequencies: ropeFrequencies,
-                                    cacheStreams: kvCacheLayout.layers.first ?? [])
-        return try decoder.forward(tokens: tokens, batch: batch, seqLen: seqLen, cache: cache, logits: selection,
-                                   observer: observer, expertParallel: expertParallel)
+        let decoder = GQAMoEDecoder(
+            dim: args.dim, normEps: Float(args.normEps), embedding: embedding, layers: layers,
+            finalNorm: finalNorm, lmHead: lmHead, ropeFrequencies: ropeFrequencies,
+            cacheStreams: kvCacheLayout.layers.first ?? [])
+        return try decoder.forward(
+            tokens: tokens, batch: batch, seqLen: seqLen, cache: cache, logits: selection,
+            observer: observer, expertParallel: expertParallel)
     }
 }
 

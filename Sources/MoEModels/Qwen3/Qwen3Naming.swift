@@ -131,13 +131,17 @@ public final class Qwen3WeightSource: CheckpointWeightSource {
                 if let hf = Qwen3Naming.hfName(canonical), let info = raw[hf] {
                     infos[canonical] = info; names[canonical] = hf; claimed.insert(hf)
                 } else if let keys = Qwen3Naming.hfExpertNames(canonical, experts: args.moeArgs.numExperts),
-                          let first = raw[keys[0]] {
+                    let first = raw[keys[0]]
+                {
                     for key in keys {
                         guard let info = raw[key] else {
-                            throw CheckpointError("\(store.description): '\(key)' is missing ('\(keys[0])' is there; \(keys.count) experts expected)")
+                            throw CheckpointError(
+                                "\(store.description): '\(key)' is missing ('\(keys[0])' is there; \(keys.count) experts expected)")
                         }
                         guard info == first else {
-                            throw CheckpointError("\(store.description): expert '\(key)' is \(info.dtype.torchName) \(info.shape), but '\(keys[0])' is \(first.dtype.torchName) \(first.shape)")
+                            throw CheckpointError(
+                                "\(store.description): expert '\(key)' is \(info.dtype.torchName) \(info.shape), but '\(keys[0])' is \(first.dtype.torchName) \(first.shape)"
+                            )
                         }
                         claimed.insert(key)
                     }
@@ -157,9 +161,11 @@ public final class Qwen3WeightSource: CheckpointWeightSource {
     /// A DCP folder (or a root of `step-N` folders: the latest), or a safetensors file or folder.
     public static func open(at url: URL, args: Qwen3Args) throws -> Qwen3WeightSource {
         let folder = checkpointFolderEvaluated(at: url)
-        let isDCP = folder.lastPathComponent == ".metadata"
+        let isDCP =
+            folder.lastPathComponent == ".metadata"
             || FileManager.default.fileExists(atPath: folder.appendingPathComponent(".metadata").path)
-        let store: any RawTensorStore = isDCP
+        let store: any RawTensorStore =
+            isDCP
             ? try DCPCheckpoint(directory: folder.lastPathComponent == ".metadata" ? folder.deletingLastPathComponent() : folder)
             : try SafetensorsCheckpoint(url: folder)
         return try Qwen3WeightSource(store: store, args: args)

@@ -9,7 +9,8 @@ extension Qwen3Args {
         let config = try spec.loadTrainConfig()
         if let file = spec.modelArgs {
             guard let bytes = try? Array(Data(contentsOf: file)), let value = try? JSONValue.parse(bytes),
-                  (value["model_args"] ?? value)["family"]?.stringValue == familyName else { return nil }
+                (value["model_args"] ?? value)["family"]?.stringValue == familyName
+            else { return nil }
             var args = try load(jsonFile: file)
             if let seqLen = spec.seqLen { args.maxSeqLen = seqLen; try args.validate() }
             return (args, "model args file \(file.path)", config)
@@ -18,11 +19,13 @@ extension Qwen3Args {
             return (args, "config \(config!.path) (flavor \(config!.flavor), seq_len \(config!.seqLen))", config)
         }
         if config != nil { return nil }
-        let hfConfig = ModelLoader.isDirectory(spec.checkpoint)
+        let hfConfig =
+            ModelLoader.isDirectory(spec.checkpoint)
             ? spec.checkpoint.appendingPathComponent("config.json")
             : spec.checkpoint.deletingLastPathComponent().appendingPathComponent("config.json")
         guard let bytes = try? Array(Data(contentsOf: hfConfig)), let value = try? JSONValue.parse(bytes),
-              value["model_type"]?.stringValue == hfModelType else { return nil }
+            value["model_type"]?.stringValue == hfModelType
+        else { return nil }
         var args = try load(hfConfig: hfConfig)
         if let seqLen = spec.seqLen { args.maxSeqLen = seqLen; try args.validate() }
         return (args, "HF config \(hfConfig.path)", nil)

@@ -35,9 +35,11 @@ public struct ModelShape: Sendable, Equatable {
     public var maxSeqLen: Int
     public var attentionHeads: Int
 
-    public init(family: String, vocabSize: Int, dim: Int, layers: Int, moeLayers: [Int], numExperts: Int, topK: Int,
-                numSharedExperts: Int, hasExpertBias: Bool, scoreFunction: RouterConfig.ScoreFunction,
-                numExpertGroups: Int? = nil, numLimitedGroups: Int? = nil, maxSeqLen: Int, attentionHeads: Int) {
+    public init(
+        family: String, vocabSize: Int, dim: Int, layers: Int, moeLayers: [Int], numExperts: Int, topK: Int,
+        numSharedExperts: Int, hasExpertBias: Bool, scoreFunction: RouterConfig.ScoreFunction,
+        numExpertGroups: Int? = nil, numLimitedGroups: Int? = nil, maxSeqLen: Int, attentionHeads: Int
+    ) {
         self.family = family; self.vocabSize = vocabSize; self.dim = dim; self.layers = layers
         self.moeLayers = moeLayers; self.numExperts = numExperts; self.topK = topK
         self.numSharedExperts = numSharedExperts; self.hasExpertBias = hasExpertBias
@@ -121,8 +123,10 @@ public protocol CausalLanguageModel: AnyObject, Sendable, ModelAccounting {
     /// Returns `[batch·seqLen, vocab]` for `.all`, `[batch, vocab]` for `.last`.
     /// Under expert parallelism (when `expertParallel` is set and the group is not already running this rank's
     /// share) an implementation starts with `forwardExpertParallel`.
-    func forward(tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache?, logits: LogitsSelection,
-                 observer: RoutingObserver?) throws -> Tensor
+    func forward(
+        tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache?, logits: LogitsSelection,
+        observer: RoutingObserver?
+    ) throws -> Tensor
 }
 
 extension CausalLanguageModel {
@@ -135,15 +139,20 @@ extension ModelArgs: ModelAccounting {}
 extension CausalLanguageModel {
     // Defaults for callers holding `any CausalLanguageModel` (a requirement cannot declare them). The two
     // never both apply: one has no observer, the other needs a non-optional one.
-    public func forward(tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache? = nil,
-                        logits selection: LogitsSelection = .all) throws -> Tensor {
+    public func forward(
+        tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache? = nil,
+        logits selection: LogitsSelection = .all
+    ) throws -> Tensor {
         try forward(tokens: tokens, batch: batch, seqLen: seqLen, cache: cache, logits: selection, observer: nil)
     }
 
-    public func forward(tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache? = nil,
-                        logits selection: LogitsSelection = .all, observer: RoutingObserver) throws -> Tensor {
-        try forward(tokens: tokens, batch: batch, seqLen: seqLen, cache: cache, logits: selection,
-                    observer: Optional(observer))
+    public func forward(
+        tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache? = nil,
+        logits selection: LogitsSelection = .all, observer: RoutingObserver
+    ) throws -> Tensor {
+        try forward(
+            tokens: tokens, batch: batch, seqLen: seqLen, cache: cache, logits: selection,
+            observer: Optional(observer))
     }
 
     /// The checks every family's forward makes first: the token grid, the vocabulary, and the cache.

@@ -32,11 +32,13 @@ public struct ModelFamily: Sendable {
     /// Registry configs of the family's modules that moe-eval cannot evaluate, with why.
     public let refusedRegistryConfigs: [String: String]
 
-    public init(name: String, torchTitanModules: [String], hfModelTypes: [String],
-                numExperts: @escaping @Sendable (ModelSpec) throws -> Int,
-                load: @escaping @Sendable (ModelSpec, ExpertParallelGroup?) throws -> LoadedModel,
-                registryConfig: @escaping @Sendable (String, Int?) throws -> TrainConfig? = { _, _ in nil },
-                registryConfigNames: [String] = [], refusedRegistryConfigs: [String: String] = [:]) {
+    public init(
+        name: String, torchTitanModules: [String], hfModelTypes: [String],
+        numExperts: @escaping @Sendable (ModelSpec) throws -> Int,
+        load: @escaping @Sendable (ModelSpec, ExpertParallelGroup?) throws -> LoadedModel,
+        registryConfig: @escaping @Sendable (String, Int?) throws -> TrainConfig? = { _, _ in nil },
+        registryConfigNames: [String] = [], refusedRegistryConfigs: [String: String] = [:]
+    ) {
         self.name = name; self.torchTitanModules = torchTitanModules; self.hfModelTypes = hfModelTypes
         self.numExperts = numExperts; self.load = load; self.registryConfig = registryConfig
         self.registryConfigNames = registryConfigNames; self.refusedRegistryConfigs = refusedRegistryConfigs
@@ -75,7 +77,8 @@ public enum ModelRegistry {
         }
         if let file = spec.modelArgs, let name = try declaredFamily(modelArgsFile: file) {
             guard let family = family(module: name) else {
-                throw ModelArgsError(message: "\(file.path): \"family\" \"\(name)\" is not a model family moe-eval evaluates (known: \(knownModules))")
+                throw ModelArgsError(
+                    message: "\(file.path): \"family\" \"\(name)\" is not a model family moe-eval evaluates (known: \(knownModules))")
             }
             return (family, "\"family\" in \(file.path)")
         }

@@ -1,5 +1,6 @@
 import Foundation
 import FuzzSupport
+
 @testable import MoEEval
 
 /// Each benchmark task's record reader, by the file name its documents come from. The first input byte
