@@ -56,7 +56,12 @@ public enum CompletionServer {
         return Application(
             router: router(engine: engine),
             server: .http1(configuration: http1),
-            configuration: .init(address: .hostname(host, port: port), serverName: "moe-eval"),
+            // A burst of connections (an evaluation harness opening its pool) must wait in the listen
+            // queue, not be dropped: a dropped SYN costs the client a 1 s retransmit. The kernel caps
+            // the backlog at net.core.somaxconn.
+            configuration: .init(
+                address: .hostname(host, port: port), serverName: "moe-eval",
+                backlog: max(256, min(connectionLimits.maxConnections, 4096))),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
             logger: logger)
     }

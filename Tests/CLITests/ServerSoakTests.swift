@@ -59,6 +59,9 @@ import Glibc
                     ? "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le"
                     : "GET /hea")
             stalled.append((connection, Date()))
+            // Let a probe finish between batches, so /health is asked while the connections arrive
+            // however fast the server accepts them.
+            if (index + 1).isMultiple(of: max(1, stalledCount / 4)) { probe.waitForAnotherProbe(seconds: 5) }
         }
         let openSeconds = Date().timeIntervalSince(openStart)
         probe.phase = "while all are open"
@@ -536,6 +539,13 @@ final class HealthProbe: @unchecked Sendable {
             }
             finished.signal()
         }.start()
+    }
+
+    /// Returns once one more probe of the current phase has been answered (or after `seconds`).
+    func waitForAnotherProbe(seconds: Double) {
+        let before = lock.withLock { recorded.last?.count ?? 0 }
+        let deadline = Date().addingTimeInterval(seconds)
+        while lock.withLock({ recorded.last?.count ?? 0 }) <= before && Date() < deadline { usleep(2_000) }
     }
 
     func stop() {
