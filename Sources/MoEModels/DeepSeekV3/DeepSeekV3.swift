@@ -266,11 +266,10 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
         tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache? = nil,
         logits selection: LogitsSelection = .all, observer: RoutingObserver? = nil
     ) throws -> Tensor {
-        try checkForwardInput(tokens: tokens, batch: batch, seqLen: seqLen, cache: cache)
-        if let group = expertParallel, !group.runningLocalShare {
-            return try forwardExpertParallel(
-                group, tokens: tokens, batch: batch, seqLen: seqLen, cache: cache,
-                logits: selection, observer: observer)
+        if let expertParallelLogits = try forwardPreamble(
+            tokens: tokens, batch: batch, seqLen: seqLen, cache: cache, logits: selection, observer: observer)
+        {
+            return expertParallelLogits
         }
         let past = cache?.length ?? 0
         let rows = batch * seqLen

@@ -113,11 +113,10 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
         tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache? = nil,
         logits selection: LogitsSelection = .all, observer: RoutingObserver? = nil
     ) throws -> Tensor {
-        try checkForwardInput(tokens: tokens, batch: batch, seqLen: seqLen, cache: cache)
-        if let group = expertParallel, !group.runningLocalShare {
-            return try forwardExpertParallel(
-                group, tokens: tokens, batch: batch, seqLen: seqLen, cache: cache,
-                logits: selection, observer: observer)
+        if let expertParallelLogits = try forwardPreamble(
+            tokens: tokens, batch: batch, seqLen: seqLen, cache: cache, logits: selection, observer: observer)
+        {
+            return expertParallelLogits
         }
         let decoder = GQAMoEDecoder(
             dim: args.dim, normEps: Float(args.normEps), embedding: embedding, layers: layers,

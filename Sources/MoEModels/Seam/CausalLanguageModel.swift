@@ -121,8 +121,8 @@ public protocol CausalLanguageModel: AnyObject, Sendable, ModelAccounting {
     /// Without a cache each row is a sequence starting at position 0. With a cache the new tokens continue the
     /// cached rows at position `cache.length`, and their keys and values are appended to it.
     /// Returns `[batch·seqLen, vocab]` for `.all`, `[batch, vocab]` for `.last`.
-    /// Under expert parallelism (when `expertParallel` is set and the group is not already running this rank's
-    /// share) an implementation starts with `forwardExpertParallel`.
+    /// An implementation starts with `forwardPreamble`, which checks the input and hands the batch to the
+    /// expert-parallel group when there is one.
     func forward(
         tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache?, logits: LogitsSelection,
         observer: RoutingObserver?
@@ -153,6 +153,19 @@ extension CausalLanguageModel {
         try forward(
             tokens: tokens, batch: batch, seqLen: seqLen, cache: cache, logits: selection,
             observer: Optional(observer))
+    }
+
+    /// The start of every family's forward: the input checks, then, under expert parallelism, the group's
+    /// forward (`forwardExpertParallel`), which calls back into `forward` for this rank's share. Returns that
+    /// forward's logits, or nil when this call is the one to compute them.
+    public func forwardPreamble(
+        tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache?, logits selection: LogitsSelection,
+        observer: RoutingObserver?
+    ) throws -> Tensor? {
+        try checkForwardInput(tokens: tokens, batch: batch, seqLen: seqLen, cache: cache)
+        guard let group = expertParallel, !group.runningLocalShare else { return nil }
+        return try forwardExpertParallel(
+            group, tokens: tokens, batch: batch, seqLen: seqLen, cache: cache, logits: selection, observer: observer)
     }
 
     /// The checks every family's forward makes first: the token grid, the vocabulary, and the cache.
