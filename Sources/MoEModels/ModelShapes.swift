@@ -1,9 +1,26 @@
+import Foundation
 import MoETensor
 
 /// What the model args imply about the checkpoint: tensor names (TorchTitan v0.2.x names) and shapes,
 /// and parameter counts bucketed as TorchTitan's `get_moe_model_nparams_and_flops` buckets them.
 /// Everything here assumes args that passed `validate()`, which proves these sizes fit in an Int.
 extension ModelArgs {
+    /// How a checkpoint's tensors (`actual`: canonical name → shape) differ from `expectedShapes()`, one line per
+    /// tensor, names in natural order ("layers.2" before "layers.10"); empty when they match.
+    public func shapeMismatches(actual: [String: [Int]]) -> [String] {
+        let expected = expectedShapes()
+        func naturalOrder(_ a: String, _ b: String) -> Bool { a.compare(b, options: .numeric) == .orderedAscending }
+        var problems: [String] = []
+        for name in expected.keys.sorted(by: naturalOrder) {
+            guard let shape = actual[name] else { problems.append("\(name): missing (expected \(expected[name]!))"); continue }
+            if shape != expected[name]! { problems.append("\(name): shape \(shape), expected \(expected[name]!)") }
+        }
+        for name in actual.keys.sorted(by: naturalOrder) where expected[name] == nil {
+            problems.append("\(name): in the checkpoint but not in the model args")
+        }
+        return problems
+    }
+
     /// Every persistent tensor the model owns, by canonical name.
     public func expectedShapes() -> [String: [Int]] {
         var shapes: [String: [Int]] = [:]

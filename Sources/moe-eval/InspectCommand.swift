@@ -41,7 +41,7 @@ struct InspectCommand: ParsableCommand {
                 given = nil
             }
             let args = given?.args ?? implied
-            let mismatches = given.map { Self.mismatches(expected: $0.args.expectedShapes(), actual: shapes) } ?? []
+            let mismatches = given.map { $0.args.shapeMismatches(actual: shapes) } ?? []
             // Given args were validated when resolved; shapes can imply args that are not a model at all.
             let counts: ModelArgs.ParameterCounts?
             let countsProblem: String?
@@ -173,18 +173,6 @@ struct InspectCommand: ParsableCommand {
         print("")
         print("\(loaded.family.name) architecture (every tensor loaded with the expected shape):")
         print(args.prettyPrinted)
-    }
-
-    static func mismatches(expected: [String: [Int]], actual: [String: [Int]]) -> [String] {
-        var problems: [String] = []
-        for name in expected.keys.sorted(by: naturalOrder) {
-            guard let shape = actual[name] else { problems.append("\(name): missing (expected \(expected[name]!))"); continue }
-            if shape != expected[name]! { problems.append("\(name): shape \(shape), expected \(expected[name]!)") }
-        }
-        for name in actual.keys.sorted(by: naturalOrder) where expected[name] == nil {
-            problems.append("\(name): in the checkpoint but not in the model args")
-        }
-        return problems
     }
 
     /// "layers.2" before "layers.10".

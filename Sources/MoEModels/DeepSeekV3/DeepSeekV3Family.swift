@@ -10,26 +10,31 @@ extension DeepSeekV3 {
         name: DeepSeekV3.familyName, torchTitanModules: ["deepseek_v3", "kimi_k2_7"],
         hfModelTypes: ["deepseek_v3", "deepseek_v2"],
         numExperts: { spec in try ModelLoader.resolveArgs(spec, source: nil).args.moeArgs.numExperts },
-        load: { spec, expertParallel in try load(spec, expertParallel: expertParallel) })
+        load: { spec, expertParallel in try load(spec, expertParallel: expertParallel) },
+        hfConversion: { request in try hfConversion(request) })
 
-    /// Args from the spec (ModelLoader.resolveArgs), numerics from the key names' era unless the spec or an HF
-    /// config says otherwise, then the model.
+    /// Args from the spec (ModelLoader.resolveArgs), numerics (below), then the model.
     static func load(_ spec: ModelSpec, expertParallel: ExpertParallelGroup?) throws -> LoadedModel {
         let start = Date()
         let source = try openWeightSource(at: spec.checkpoint)
         let resolved = try ModelLoader.resolveArgs(spec, source: source)
-        var numerics = Numerics.resolve(
-            args: resolved.args, namingEra: source.namingEra, era: spec.era,
-            yarn: spec.yarn, finalNormEps: spec.finalNormEps)
-        if let hf = resolved.hf, spec.yarn == nil, spec.era == nil {
-            numerics.yarn = hf.yarn
-            numerics.finalNormEps = spec.finalNormEps ?? hf.finalNormEps
-            numerics.origin = "HF config (rope_scaling, rms_norm_eps)"
-        }
+        let numerics = numerics(spec, args: resolved.args, source: source, hf: resolved.hf)
         let model = try DeepSeekV3(args: resolved.args, weights: source, numerics: numerics, expertParallel: expertParallel)
         return LoadedModel(
             model: model, family: family, modelArgs: resolved.args, source: source,
             trainConfig: resolved.config, argsOrigin: resolved.origin,
             loadSeconds: Date().timeIntervalSince(start))
+    }
+
+    /// Numerics from the key names' era, unless the spec or an HF config beside the weights says otherwise.
+    static func numerics(_ spec: ModelSpec, args: ModelArgs, source: WeightSource, hf: HFModelConfig?) -> Numerics {
+        var numerics = Numerics.resolve(
+            args: args, namingEra: source.namingEra, era: spec.era, yarn: spec.yarn, finalNormEps: spec.finalNormEps)
+        if let hf, spec.yarn == nil, spec.era == nil {
+            numerics.yarn = hf.yarn
+            numerics.finalNormEps = spec.finalNormEps ?? hf.finalNormEps
+            numerics.origin = "HF config (rope_scaling, rms_norm_eps)"
+        }
+        return numerics
     }
 }

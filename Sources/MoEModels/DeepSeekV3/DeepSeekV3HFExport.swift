@@ -92,3 +92,55 @@ extension HFExportPlan {
         }
     }
 }
+
+extension DeepSeekV3 {
+    /// `convert` for DeepSeek-V3: `DeepseekV3ForCausalLM`, or `DeepseekV2ForCausalLM` for a softmax router
+    /// without a selection bias, which it reproduces (HFConfigExport.architecture).
+    static func hfConversion(_ request: HFConversionRequest) throws -> HFConversion {
+        let spec = request.spec
+        let source = try openWeightSource(at: spec.checkpoint)
+        let resolved = try ModelLoader.resolveArgs(spec, source: source)
+        if let config = resolved.config, !family.torchTitanModules.contains(config.modelName) {
+            throw ModelArgsError(
+                message:
+                    "\(config.path): [model] name \"\(config.modelName)\" is not supported (moe-eval converts \(family.torchTitanModules.map { "\"\($0)\"" }.joined(separator: ", ")))"
+            )
+        }
+        let args = resolved.args
+        let problems = args.shapeMismatches(actual: source.tensorInfos.filter { $0.value.elementCount > 0 }.mapValues(\.shape))
+        if let first = problems.first {
+            throw ModelArgsError(
+                message: "\(source.description): does not match the model args from \(resolved.origin): \(first)"
+                    + (problems.count > 1 ? " (and \(problems.count - 1) more; see moe-eval inspect)" : ""))
+        }
+        let numerics = self.numerics(spec, args: args, source: source, hf: resolved.hf)
+        let routingBiasIsZero = try HFExport.routingBiasIsZero(in: source)
+        let architecture = HFConfigExport.architecture(args: args, routingBiasIsZero: routingBiasIsZero).architecture
+        let plan = try HFExportPlan(
+            source: source, dtype: request.dtype, maxShardSize: request.maxShardSize,
+            routingBias: architecture.hasRoutingBias)
+        let notes = HFConfigExport.transformersDifferences(args: args, numerics: numerics, routingBiasIsZero: routingBiasIsZero)
+        let description =
+            "\(architecture.rawValue) (\(architecture.modelType)), model args from \(resolved.origin); \(numerics.yarn ? "YaRN" : "no rope scaling"), final norm eps \(numerics.finalNormEps) (\(numerics.origin))"
+        func configText(_ tokens: HFSpecialTokens) throws -> String {
+            try HFConfigExport.configJSON(
+                args: args, numerics: numerics, torchDType: mostBytesDType(of: plan),
+                bosTokenId: tokens.bos, eosTokenId: tokens.eos, architecture: architecture)
+        }
+        // configJSON refuses what HF DeepSeek cannot express: refused here, before anything is written.
+        _ = try configText(HFSpecialTokens())
+        return HFConversion(sourceDescription: source.description, trainConfig: resolved.config) { folder, tokens, progress in
+            let configText = try configText(tokens)
+            try HFExport.write(plan, from: source, into: folder, progress: progress)
+            try Data(configText.utf8).write(to: folder.appendingPathComponent("config.json"))
+            return HFConversionSummary(plan: plan, config: description, notes: notes)
+        }
+    }
+
+    /// The floating-point dtype most of the plan's bytes are in, as transformers names it.
+    static func mostBytesDType(of plan: HFExportPlan) -> String {
+        var bytes: [String: Int] = [:]
+        for t in plan.tensors where t.dtype.isFloatingPoint { bytes[t.dtype.torchName, default: 0] += t.byteCount }
+        return bytes.max { $0.value < $1.value }?.key ?? "float32"
+    }
+}

@@ -10,7 +10,9 @@ extension GptOss {
         numExperts: { spec in try resolvedArgs(spec).args.moeArgs.numExperts },
         load: { spec, expertParallel in try load(spec, expertParallel: expertParallel) },
         registryConfig: { name, seqLen in try GptOssConfigs.registryConfig(name, seqLen: seqLen) },
-        registryConfigNames: GptOssConfigs.names)
+        registryConfigNames: GptOssConfigs.names,
+        describesModelArgs: { object in GptOssArgs.describesGptOss(object) },
+        hfConversion: { request in try hfConversion(request) })
 
     static func load(_ spec: ModelSpec, expertParallel: ExpertParallelGroup?) throws -> LoadedModel {
         let start = Date()

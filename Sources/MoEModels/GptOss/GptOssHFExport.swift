@@ -20,8 +20,11 @@ public enum GptOssHFExport {
 
     /// Writes the shards, `model.safetensors.index.json` (when more than one shard) and `config.json` into `folder`.
     /// `dtype` nil keeps each tensor's stored dtype. A shard closes before a tensor that would take it past
-    /// `maxShardSize`; memory holds one shard's converted tensors at most.
-    public static func write(_ weights: GptOssWeightSet, dtype: DType?, maxShardSize: Int, into folder: URL) throws -> Summary {
+    /// `maxShardSize`; memory holds one shard's converted tensors at most. `progress(done, total)` after each tensor.
+    public static func write(
+        _ weights: GptOssWeightSet, dtype: DType?, maxShardSize: Int, into folder: URL,
+        progress: ((Int, Int) -> Void)? = nil
+    ) throws -> Summary {
         let args = weights.args
         var summary = Summary()
         if let bad = dtype, bad != .float32 && bad != .bfloat16 {
@@ -59,6 +62,7 @@ public enum GptOssHFExport {
             summary.tensors += 1
             summary.bytes += tensor.bytes.count
             summary.dtypes.insert(tensor.dtype.torchName)
+            progress?(summary.tensors, plan.count)
         }
         if !current.isEmpty { shards.append(current) }
         let names =
@@ -116,5 +120,40 @@ public enum GptOssHFExport {
         if value.isNaN { return 0x7FC0 }
         let bits = value.bitPattern
         return UInt16(truncatingIfNeeded: (bits &+ 0x7FFF &+ ((bits >> 16) & 1)) >> 16)
+    }
+}
+
+extension GptOss {
+    /// `convert` for gpt-oss: `GptOssForCausalLM`, with every tensor checked against the args (GptOssWeightSet)
+    /// before anything is written.
+    static func hfConversion(_ request: HFConversionRequest) throws -> HFConversion {
+        let spec = request.spec
+        try spec.refuseDeepSeekOnlyOptions(family: familyName)
+        let resolved = try resolvedArgs(spec)
+        let weights = try GptOssWeightSet(store: GptOssWeights.openStore(at: spec.checkpoint), args: resolved.args)
+        let dtype: DType?
+        switch request.dtype {
+        case .keep: dtype = nil
+        case .bfloat16: dtype = .bfloat16
+        case .float32: dtype = .float32
+        }
+        if dtype == nil,
+            let (name, info) = weights.store.rawTensorInfos.sorted(by: { $0.key < $1.key }).first(where: {
+                $0.value.dtype.isFloatingPoint && $0.value.dtype != .float32 && $0.value.dtype != .bfloat16
+            })
+        {
+            throw ModelArgsError(
+                message:
+                    "\(weights.description): tensor '\(name)' is stored as \(info.dtype.torchName), which the GptOssForCausalLM export does not write; pass --dtype bf16 or --dtype fp32"
+            )
+        }
+        let trainConfig = try spec.loadTrainConfig()
+        return HFConversion(sourceDescription: weights.description, trainConfig: trainConfig) { folder, _, progress in
+            let written = try GptOssHFExport.write(
+                weights, dtype: dtype, maxShardSize: request.maxShardSize, into: folder, progress: progress)
+            return HFConversionSummary(
+                tensors: written.tensors, bytes: written.bytes, files: written.files.count, dtypes: written.dtypes.sorted(),
+                config: "gpt_oss (GptOssForCausalLM), model args from \(resolved.origin)", notes: written.notes)
+        }
     }
 }

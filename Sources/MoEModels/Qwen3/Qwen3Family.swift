@@ -14,7 +14,8 @@ extension Qwen3MoE {
         refusedRegistryConfigs: Dictionary(
             uniqueKeysWithValues: Qwen3Flavors.denseConfigs.map {
                 ($0, "is a dense Qwen3 model (no MoE layers); moe-eval evaluates MoE models")
-            }))
+            }),
+        hfConversion: { request in try hfConversion(request) })
 
     static func load(_ spec: ModelSpec, expertParallel: ExpertParallelGroup?) throws -> LoadedModel {
         let start = Date()

@@ -76,11 +76,35 @@ public enum Qwen3HFExport {
         progress: ((Int, Int) -> Void)? = nil
     ) throws -> (plan: HFExportPlan, notes: [String]) {
         let (plan, notes) = try plan(source: source, args: args, dtype: dtype, maxShardSize: maxShardSize)
+        try write(plan, source: source, args: args, into: folder, progress: progress)
+        return (plan, notes)
+    }
+
+    /// Writes a plan made by `plan(…)`.
+    static func write(
+        _ plan: HFExportPlan, source: WeightSource, args: Qwen3Args, into folder: URL, progress: ((Int, Int) -> Void)?
+    ) throws {
         try HFExport.write(plan, from: source, into: folder, progress: progress)
         var bytesByDType: [DType: Int] = [:]
         for t in plan.tensors { bytesByDType[t.dtype, default: 0] += t.byteCount }
         let mostBytes = bytesByDType.max { $0.value < $1.value }?.key ?? .float32
         try Data(args.hfConfig(torchDtype: mostBytes.torchName).prettyPrinted.utf8).write(to: folder.appendingPathComponent("config.json"))
-        return (plan, notes)
+    }
+}
+
+extension Qwen3MoE {
+    /// `convert` for Qwen3-MoE: `Qwen3MoeForCausalLM`, planned (every tensor's name and shape checked against
+    /// the args) before anything is written.
+    static func hfConversion(_ request: HFConversionRequest) throws -> HFConversion {
+        try request.spec.refuseDeepSeekOnlyOptions(family: familyName)
+        let resolved = try resolvedArgs(request.spec)
+        let source = try Qwen3WeightSource.open(at: request.spec.checkpoint, args: resolved.args)
+        let (plan, notes) = try Qwen3HFExport.plan(
+            source: source, args: resolved.args, dtype: request.dtype, maxShardSize: request.maxShardSize)
+        return HFConversion(sourceDescription: source.description, trainConfig: resolved.config) { folder, _, progress in
+            try Qwen3HFExport.write(plan, source: source, args: resolved.args, into: folder, progress: progress)
+            return HFConversionSummary(
+                plan: plan, config: "qwen3_moe (Qwen3MoeForCausalLM), model args from \(resolved.origin)", notes: notes)
+        }
     }
 }

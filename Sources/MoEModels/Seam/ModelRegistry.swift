@@ -31,17 +31,25 @@ public struct ModelFamily: Sendable {
     public let registryConfigNames: [String]
     /// Registry configs of the family's modules that moe-eval cannot evaluate, with why.
     public let refusedRegistryConfigs: [String: String]
+    /// Whether a `--model-args` object that names no `"family"` is this family's (by fields only it has).
+    public let describesModelArgs: @Sendable (_ object: JSONObject) -> Bool
+    /// `convert`: checks the spec's model against its checkpoint and plans the family's Hugging Face folder
+    /// (nil for a family transformers has no architecture for).
+    public let hfConversion: (@Sendable (_ request: HFConversionRequest) throws -> HFConversion)?
 
     public init(
         name: String, torchTitanModules: [String], hfModelTypes: [String],
         numExperts: @escaping @Sendable (ModelSpec) throws -> Int,
         load: @escaping @Sendable (ModelSpec, ExpertParallelGroup?) throws -> LoadedModel,
         registryConfig: @escaping @Sendable (String, Int?) throws -> TrainConfig? = { _, _ in nil },
-        registryConfigNames: [String] = [], refusedRegistryConfigs: [String: String] = [:]
+        registryConfigNames: [String] = [], refusedRegistryConfigs: [String: String] = [:],
+        describesModelArgs: @escaping @Sendable (JSONObject) -> Bool = { _ in false },
+        hfConversion: (@Sendable (HFConversionRequest) throws -> HFConversion)? = nil
     ) {
         self.name = name; self.torchTitanModules = torchTitanModules; self.hfModelTypes = hfModelTypes
         self.numExperts = numExperts; self.load = load; self.registryConfig = registryConfig
         self.registryConfigNames = registryConfigNames; self.refusedRegistryConfigs = refusedRegistryConfigs
+        self.describesModelArgs = describesModelArgs; self.hfConversion = hfConversion
     }
 }
 
@@ -56,36 +64,49 @@ public enum ModelRegistry {
     /// The family when nothing names one (checkpoints of the releases before families were recorded).
     public static var defaultFamily: ModelFamily { DeepSeekV3.family }
 
-    public static func family(module: String) -> ModelFamily? {
+    public static func family(module: String, among families: [ModelFamily] = families) -> ModelFamily? {
         families.first { $0.torchTitanModules.contains(module) }
     }
 
-    public static func family(hfModelType: String) -> ModelFamily? {
+    public static func family(hfModelType: String, among families: [ModelFamily] = families) -> ModelFamily? {
         families.first { $0.hfModelTypes.contains(hfModelType) }
     }
 
-    static var knownModules: String { families.flatMap(\.torchTitanModules).joined(separator: ", ") }
-
-    /// The family the spec selects, and what selected it: `--module`, else the model-args file's `"family"`,
-    /// else the HF `config.json` beside the weights (`model_type`), else DeepSeek-V3.
-    public static func family(for spec: ModelSpec) throws -> (family: ModelFamily, reason: String) {
+    /// The family the spec selects, and what selected it: `--module`, else the family whose registry configs
+    /// hold `--config NAME`, else the model-args file's `"family"` (or fields only one family has), else the HF
+    /// `config.json` beside the weights (`model_type`), else DeepSeek-V3. `families`: the registry's, or a
+    /// test's.
+    public static func family(
+        for spec: ModelSpec, among families: [ModelFamily] = families
+    ) throws -> (family: ModelFamily, reason: String) {
+        let knownModules = families.flatMap(\.torchTitanModules).joined(separator: ", ")
         if let module = spec.registryModule {
-            guard let family = family(module: module) else {
+            guard let family = family(module: module, among: families) else {
                 throw ModelArgsError(message: "--module \(module): not a model family moe-eval evaluates (known: \(knownModules))")
             }
             return (family, "--module \(module)")
         }
-        if let file = spec.modelArgs, let name = try declaredFamily(modelArgsFile: file) {
-            guard let family = family(module: name) else {
-                throw ModelArgsError(
-                    message: "\(file.path): \"family\" \"\(name)\" is not a model family moe-eval evaluates (known: \(knownModules))")
+        if spec.config == nil, let name = spec.registryConfig,
+            let family = families.first(where: { $0.registryConfigNames.contains(name) })
+        {
+            return (family, "--config \(name)")
+        }
+        if let file = spec.modelArgs, let object = try readJSONObject(file) {
+            if let name = try declaredFamily(object, file: file) {
+                guard let family = family(module: name, among: families) else {
+                    throw ModelArgsError(
+                        message: "\(file.path): \"family\" \"\(name)\" is not a model family moe-eval evaluates (known: \(knownModules))")
+                }
+                return (family, "\"family\" in \(file.path)")
             }
-            return (family, "\"family\" in \(file.path)")
+            if let family = families.first(where: { $0.describesModelArgs(object["model_args"]?.objectValue ?? object) }) {
+                return (family, "\(family.name) fields in \(file.path)")
+            }
         }
         if spec.modelArgs == nil, spec.flavor == nil, !spec.hasTrainConfig {
             let config = ModelLoader.hfConfigURL(for: spec.checkpoint)
             if let modelType = try hfModelType(config) {
-                guard let family = family(hfModelType: modelType) else {
+                guard let family = family(hfModelType: modelType, among: families) else {
                     let known = families.flatMap(\.hfModelTypes).joined(separator: ", ")
                     throw ModelArgsError(message: "\(config.path): model_type \"\(modelType)\" is not supported (known: \(known))")
                 }
@@ -93,6 +114,18 @@ public enum ModelRegistry {
             }
         }
         return (defaultFamily, "default family")
+    }
+
+    /// `convert`'s one question to the registry: the family the request's spec selects checks the model
+    /// against its checkpoint and plans its Hugging Face folder.
+    public static func hfConversion(
+        _ request: HFConversionRequest, among families: [ModelFamily] = families
+    ) throws -> (family: ModelFamily, conversion: HFConversion) {
+        let family = try family(for: request.spec, among: families).family
+        guard let convert = family.hfConversion else {
+            throw ModelArgsError(message: "\(family.name): moe-eval has no Hugging Face export for this model family")
+        }
+        return (family, try convert(request))
     }
 
     /// Model-args and config files are small; anything larger is not one.
@@ -113,9 +146,10 @@ public enum ModelRegistry {
         }
     }
 
-    /// The `"family"` a model-args file names (nil when it names none: DeepSeek-V3 files never did).
-    static func declaredFamily(modelArgsFile url: URL) throws -> String? {
-        guard let object = try readJSONObject(url), let value = object["family"] else { return nil }
+    /// The `"family"` a model-args file names, at its top or in its `"model_args"` (nil when it names none:
+    /// DeepSeek-V3 files never did).
+    static func declaredFamily(_ object: JSONObject, file url: URL) throws -> String? {
+        guard let value = object["family"] ?? object["model_args"]?.objectValue?["family"] else { return nil }
         guard let name = value.stringValue else {
             throw ModelArgsError(message: "\(url.path): \"family\" must be a string, not \(value.typeName)")
         }
