@@ -21,7 +21,9 @@ struct ModelOptions: ParsableArguments {
     var config: String?
 
     @Option(
-        help: "TorchTitan 0.3 module of a registry --config: \(ConfigRegistry.modules.joined(separator: ", ")) (optional when the name is unique).")
+        help:
+            "TorchTitan 0.3 module of a registry --config: \(ConfigRegistry.modules.joined(separator: ", ")) (optional when the name is unique)."
+    )
     var module: String?
 
     @Option(

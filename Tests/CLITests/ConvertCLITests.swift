@@ -259,6 +259,38 @@ import Testing
         }
     }
 
+    /// The same command converts every registered family (chosen by its model-args file); DeepSeek-V3's numerics
+    /// options are refused for the others in one line, with nothing written.
+    @Test func everyFamilyConvertsAndRefusesDeepSeekOnlyOptions() throws {
+        let models = CLI.repoRoot.appendingPathComponent("Tests/MoEModelsTests/Fixtures")
+        let fixtures = [
+            ("qwen3", models.appendingPathComponent("qwen3/v030_qwen3_fp32"), "Qwen3MoeForCausalLM"),
+            ("gpt_oss", models.appendingPathComponent("gpt_oss/v030_gptoss_fp32"), "GptOssForCausalLM"),
+            ("deepseek_v3", Self.fixture("v022_softmax_basic"), "DeepseekV2ForCausalLM"),
+        ]
+        for (family, f, architecture) in fixtures {
+            let dir = try CLI.scratch()
+            defer { CLI.cleanUp(dir) }
+            let out = dir.appendingPathComponent("hf")
+            let arguments = [
+                "convert", "--checkpoint", f.appendingPathComponent("checkpoint").path,
+                "--model-args", f.appendingPathComponent("model_args.json").path, "--output", out.path, "--no-tokenizer",
+                "--dtype", "bf16", "--max-shard-size", "30KB", "--quiet",
+            ]
+            let r = try CLI.run(arguments)
+            #expect(r.status == 0, "\(family): \(r.stderr)")
+            #expect(r.stdout.contains(architecture) && r.stdout.contains("(bfloat16)") && r.stdout.contains("(max 30KB)"), "\(r.stdout)")
+            let shards = try FileManager.default.contentsOfDirectory(atPath: out.path).filter { $0.hasSuffix(".safetensors") }
+            #expect(shards.count > 1, "\(family): 30KB shards")
+            guard family != "deepseek_v3" else { continue }
+            let refusedOut = dir.appendingPathComponent("refused")
+            let refused = try CLI.run(
+                arguments.map { $0 == out.path ? refusedOut.path : $0 } + ["--yarn", "on"])
+            Self.expectCleanFailure(refused, ["--yarn", family])
+            #expect(!FileManager.default.fileExists(atPath: refusedOut.path))
+        }
+    }
+
     /// `/bin/sh` with `arguments` (CLI.run runs the binary itself).
     static func shell(_ arguments: [String]) throws -> CLI.Result {
         try CLI.execute(URL(fileURLWithPath: "/bin/sh"), arguments)

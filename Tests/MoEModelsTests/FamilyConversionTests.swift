@@ -116,7 +116,9 @@ import Testing
         let byConfig = try ModelRegistry.family(for: ModelSpec(checkpoint: dir, registryConfig: "qwen3_moe_debug"))
         #expect(byConfig.family.name == "qwen3" && byConfig.reason == "--config qwen3_moe_debug")
         #expect(try ModelRegistry.family(for: ModelSpec(checkpoint: dir, registryConfig: "gpt_oss_debugmodel")).family.name == "gpt_oss")
-        #expect(try ModelRegistry.family(for: ModelSpec(checkpoint: dir, registryConfig: "deepseek_v3_debugmodel")).family.name == "deepseek_v3")
+        #expect(
+            try ModelRegistry.family(for: ModelSpec(checkpoint: dir, registryConfig: "deepseek_v3_debugmodel")).family.name == "deepseek_v3"
+        )
 
         let untagged = dir.appendingPathComponent("model_args.json")
         try Data(#"{"dim": 32, "attention_sinks": true, "swiglu_limit": 7.0}"#.utf8).write(to: untagged)

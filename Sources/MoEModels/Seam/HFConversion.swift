@@ -31,8 +31,7 @@ public struct HFConversion {
     public let trainConfig: TrainConfig?
     /// Writes the safetensors shards, `model.safetensors.index.json` and `config.json` into `folder` (which the
     /// caller stages and renames into place); `progress(done, total)` after each tensor.
-    public let write:
-        (_ folder: URL, _ specialTokens: HFSpecialTokens, _ progress: ((Int, Int) -> Void)?) throws -> HFConversionSummary
+    public let write: (_ folder: URL, _ specialTokens: HFSpecialTokens, _ progress: ((Int, Int) -> Void)?) throws -> HFConversionSummary
 
     public init(
         sourceDescription: String, trainConfig: TrainConfig?,
