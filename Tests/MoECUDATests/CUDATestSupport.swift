@@ -33,7 +33,9 @@ enum CUDATestSupport {
                 environment["MOE_EVAL_NVRTC_VENV"]
                 ?? ((environment["HOME"] ?? NSHomeDirectory()) as NSString).appendingPathComponent(".cache/moe-eval/nvrtc-venv")
             let folders = CUDALibrarySearch.sitePackages(prefix: venv).map { "\($0)/nvidia/cuda_nvrtc/lib" }
-            search = .folders(folders, origin: "NVRTC venv")
+            // No site-packages at all: name the folder looked for, so the reason is not an empty list.
+            search = .folders(
+                folders.isEmpty ? ["\(venv)/lib/python3.*/site-packages/nvidia/cuda_nvrtc/lib"] : folders, origin: "NVRTC venv")
             origin = "the venv \(venv)"
         }
         do {
