@@ -127,6 +127,16 @@ import Testing
         }
     }
 
+    /// The real cuBLAS exports every function the table names. Its wheel is large, so this runs only where a developer
+    /// points `MOE_EVAL_CUBLAS_DIR` at one (e.g. `pip install nvidia-cublas-cu12`, then `.../nvidia/cublas/lib`).
+    @Test func aRealCuBLASBindsEveryFunction() throws {
+        guard let folder = ProcessInfo.processInfo.environment["MOE_EVAL_CUBLAS_DIR"], !folder.isEmpty else {
+            try Test.cancel("MOE_EVAL_CUBLAS_DIR is not set (a folder holding libcublas.so.N from NVIDIA's wheel)")
+        }
+        let library = try CUDALibraries.loadCUBLAS(search: .folders([folder], origin: "MOE_EVAL_CUBLAS_DIR"))
+        #expect(library.path.hasPrefix(folder) && library.path.contains("libcublas.so.\(library.majorVersion)"))
+    }
+
     /// Without a device `--device auto` falls back with a reason; with one, the device is described.
     @Test func probeNeverThrowsAndExplainsItself() {
         switch CUDAContext.probe() {
