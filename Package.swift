@@ -39,8 +39,8 @@ let package = Package(
         .target(name: "CKernels"),
         // Temporary paths removed by a SIGINT/SIGTERM handler (async-signal-safe, hence C), no-replace rename.
         .target(name: "CTempFiles"),
-        // Small utilities every layer shares: the one atomic, no-replace file writer.
-        .target(name: "MoECore", dependencies: ["CTempFiles"]),
+        // Small utilities every layer shares: the one atomic, no-replace file writer, the one SHA-256.
+        .target(name: "MoECore", dependencies: ["CTempFiles", "CCrypto"]),
         .target(
             name: "MoETensor",
             dependencies: ["CBLAS", "CKernels"],
@@ -64,7 +64,10 @@ let package = Package(
         // OpenSSL's libcrypto: SHA-256 of downloaded Hub blobs.
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"]), .brew(["openssl"])]),
         // Dataset files as benchmark tasks get them: parquet, Arrow IPC streams, JSON Lines.
-        .target(name: "MoEData", dependencies: ["MoEJSON", "CSnappy", "CZstd", "CZlib", "CCrypto"]),
+        .target(name: "MoEData", dependencies: ["MoEJSON", "MoECore", "CSnappy", "CZstd", "CZlib"]),
+        // NVIDIA GPUs through run-time loading of the driver, cuBLAS and NVRTC: no CUDA at build time (issue 17).
+        .target(name: "CCUDA", linkerSettings: [.linkedLibrary("dl", .when(platforms: [.linux]))]),
+        .target(name: "MoECUDA", dependencies: ["CCUDA", "MoEModels", "MoETensor", "MoECore"]),
         .target(
             name: "MoEEval",
             dependencies: ["MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEJSON", "MoEData", "MoECore", "MoEDistributed"]
@@ -87,7 +90,7 @@ let package = Package(
             name: "moe-eval",
             dependencies: [
                 "MoETensor", "MoECheckpoint", "MoEModels", "MoETokenizer", "MoEEval", "MoEServer", "MoEDistributed", "MoEJSON", "MoEData",
-                "MoECore", "CBLAS",
+                "MoECore", "CBLAS", "MoECUDA",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -109,6 +112,7 @@ let package = Package(
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ]
         ),
+        .testTarget(name: "MoECUDATests", dependencies: ["MoECUDA", "MoEModels"]),
     ],
     swiftLanguageModes: [.v6]
 )
