@@ -48,6 +48,17 @@ public enum Linear {
         if columns.isEmpty || m == 0 { return }
         let beta: Float = accumulate ? 1 : 0
         if let wp = w.float32Pointer {
+            #if canImport(CDNNL)
+            // oneDNN's fp32 matmul measured 1.4–2.8× OpenBLAS's sgemm at 2–128 rows (expert buckets) and level with
+            // it above; sgemv stays faster for one row (docs/PERFORMANCE.md, "GEMM engine choice").
+            if m >= 2,
+                OneDNNMatmul.multiply(
+                    .fp32, x: x, m: m, lda: lda, weight: wp + columns.lowerBound * k, n: columns.count, k: k,
+                    into: y + columns.lowerBound, ldy: ldy, accumulate: accumulate, threads: 1)
+            {
+                return
+            }
+            #endif
             gemm(
                 x, m: m, k: k, lda: lda, wp + columns.lowerBound * k, n: columns.count, ldw: k,
                 y + columns.lowerBound, ldy: ldy, beta: beta)
