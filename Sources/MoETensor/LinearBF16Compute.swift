@@ -9,9 +9,9 @@ extension Linear {
     /// `x` rows `lda` apart, `y` rows `ldy` apart; threaded like `apply`.
     ///
     /// Engines, by shape class (measured: docs/PERFORMANCE.md, "GEMM engine choice"): one row multiplies bf16
-    /// pairs with AVX512_BF16 (`moe_gemv_bf16_bf16`, memory-bound, columns split across the workers); several rows
-    /// go to oneDNN's bf16 matmul where the CPU has AVX512_BF16 (without it oneDNN emulates bf16 products and is
-    /// slower than fp32 sgemm). Everywhere else `x` is rounded to bf16, widened back, and multiplied by `apply`,
+    /// pairs with AVX512_BF16 (`moe_gemv_bf16_bf16`, 1.25× the widen-and-FMA GEMV, 2.7× fp32 sgemv at 1×1408×2048,
+    /// columns split across the workers); several rows go to oneDNN's bf16 matmul where the CPU has AVX512_BF16
+    /// (1.4–2.3× the fp32 engines at 2–2048 rows; without AVX512_BF16 oneDNN emulates the products). Everywhere else `x` is rounded to bf16, widened back, and multiplied by `apply`,
     /// which gives the same products (a product of two bf16 numbers is exact in fp32). Weights stored as fp32 or
     /// fp16 keep their precision on that path: only `x` is rounded.
     public static func applyBF16Compute(
@@ -39,6 +39,16 @@ extension Linear {
     }
 
     #if canImport(CDNNL)
+    /// Row blocks of a oneDNN product: a multiple of `oneDNNRowQuantum` rows, then the rest. A primitive is made
+    /// per distinct shape, and prompt lengths are many: this bounds the shapes a long evaluation creates to
+    /// (longest prompt / quantum) + quantum per weight instead of one per prompt length.
+    static let oneDNNRowQuantum = 64
+
+    static func oneDNNRowBlocks(_ m: Int) -> [Range<Int>] {
+        let whole = m / oneDNNRowQuantum * oneDNNRowQuantum
+        return [0..<whole, whole..<m].filter { !$0.isEmpty }
+    }
+
     /// oneDNN's bf16 matmul, run the way OpenBLAS is: each worker a single-threaded primitive on its share of the
     /// output columns, so `Compute.threads` stays the whole thread budget and no OpenMP team waits between calls.
     /// False (nothing written) when a primitive cannot be made.
@@ -47,23 +57,37 @@ extension Linear {
     ) -> Bool {
         let n = w.rows, k = w.columns
         let workers = Compute.workers(for: n, minChunk: minColumnsPerWorker)
-        var primitives: [OneDNNMatmul.Primitive] = []
+        let blocks = oneDNNRowBlocks(m)
+        var primitives: [[OneDNNMatmul.Primitive]] = []
         for part in 0..<workers {
             let columns = columnShare(part, of: workers, n)
-            let key = OneDNNMatmul.Key(
-                operands: .bf16, m: m, n: columns.count, k: k, lda: k, ldw: k, ldy: ldy, accumulate: accumulate, threads: 1)
-            guard let primitive = OneDNNMatmul.prepare(key) else { return false }
-            primitives.append(primitive)
+            var forPart: [OneDNNMatmul.Primitive] = []
+            for block in blocks {
+                let key = OneDNNMatmul.Key(
+                    operands: .bf16, m: block.count, n: columns.count, k: k, lda: k, ldw: k, ldy: ldy, accumulate: accumulate,
+                    threads: 1)
+                guard let primitive = OneDNNMatmul.prepare(key) else { return false }
+                forPart.append(primitive)
+            }
+            primitives.append(forPart)
         }
         let weights = w.base.assumingMemoryBound(to: UInt16.self)
-        let run: @Sendable (Int, OneDNNMatmul.Primitive, UnsafePointer<UInt16>, UnsafePointer<UInt16>, UnsafeMutablePointer<Float>) -> Void = {
-            part, primitive, xb, weights, y in
-            let columns = columnShare(part, of: workers, n)
-            let status = OneDNNMatmul.execute(
-                primitive, threads: 1, x: xb, weight: weights + columns.lowerBound * k, into: y + columns.lowerBound)
-            // As in `OneDNNMatmul.multiply`: `y` may be half written, so no other path can take over.
-            if status != dnnl_success { fatalError("oneDNN could not run a prepared \(m)×\(columns.count)×\(k) bf16 matmul (status \(status.rawValue))") }
-        }
+        let run:
+            @Sendable (Int, [OneDNNMatmul.Primitive], UnsafePointer<UInt16>, UnsafePointer<UInt16>, UnsafeMutablePointer<Float>) ->
+                Void = { part, forPart, xb, weights, y in
+                    let columns = columnShare(part, of: workers, n)
+                    for (block, primitive) in zip(blocks, forPart) {
+                        let status = OneDNNMatmul.execute(
+                            primitive, threads: 1, x: xb + block.lowerBound * k, weight: weights + columns.lowerBound * k,
+                            into: y + block.lowerBound * ldy + columns.lowerBound)
+                        // As in `OneDNNMatmul.multiply`: `y` may be half written, so no other path can take over.
+                        if status != dnnl_success {
+                            fatalError(
+                                "oneDNN could not run a prepared \(block.count)×\(columns.count)×\(k) bf16 matmul (status \(status.rawValue))"
+                            )
+                        }
+                    }
+                }
         if workers <= 1 {
             run(0, primitives[0], xb, weights, y)
             return true

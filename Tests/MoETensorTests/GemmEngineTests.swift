@@ -10,11 +10,11 @@ import Testing
 @Suite(.serialized) struct GemmEngineTests {
     struct Problem {
         let m, n, k, lda, ldy: Int
-        let x: [Float]  // m rows, lda apart
-        let weights: [Float]  // [n, k], values already bf16-exact
+        let x: [Float] // m rows, lda apart
+        let weights: [Float] // [n, k], values already bf16-exact
         let bits: UnsafeMutablePointer<UInt16>
         let weight: Weight
-        let initialY: [Float]  // m rows, ldy apart
+        let initialY: [Float] // m rows, ldy apart
 
         init(m: Int, n: Int, k: Int, lda: Int? = nil, ldy: Int? = nil, seed: UInt64) throws {
             self.m = m; self.n = n; self.k = k
@@ -69,10 +69,11 @@ import Testing
         }
     }
 
-    /// (m, n, k, lda, ldy): one row, small expert buckets, prefill-sized rows, SIMD tails, strided rows.
+    /// (m, n, k, lda, ldy): one row, small expert buckets, prefill-sized rows (one and two oneDNN row blocks, fp32
+    /// past oneDNN's 128-row limit), SIMD tails, strided rows.
     static let shapes: [(Int, Int, Int, Int?, Int?)] = [
         (1, 1, 1, nil, nil), (1, 17, 33, nil, nil), (1, 300, 64, 70, 310), (2, 64, 2048, nil, nil), (3, 100, 130, 140, 101),
-        (16, 257, 96, nil, nil), (37, 257, 130, 131, 260), (70, 64, 15, nil, nil), (130, 160, 256, 300, 170),
+        (16, 257, 96, nil, nil), (37, 257, 130, 131, 260), (64, 80, 48, 50, 90), (70, 64, 15, nil, nil), (130, 160, 256, 300, 170),
     ]
 
     @Test(arguments: shapes)
