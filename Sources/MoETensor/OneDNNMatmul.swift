@@ -25,9 +25,9 @@ enum OneDNNMatmul {
 
     final class Primitive: @unchecked Sendable {
         let primitive: dnnl_primitive_t
-        var scratchpad: dnnl_memory_desc_t
+        let scratchpad: dnnl_memory_desc_t
         let scratchpadBytes: Int
-        var source, weights, destination: dnnl_memory_desc_t
+        let source, weights, destination: dnnl_memory_desc_t
         init(
             primitive: dnnl_primitive_t, scratchpad: dnnl_memory_desc_t, scratchpadBytes: Int,
             source: dnnl_memory_desc_t, weights: dnnl_memory_desc_t, destination: dnnl_memory_desc_t
@@ -102,16 +102,18 @@ enum OneDNNMatmul {
         defer { dnnl_stream_destroy(stream) }
         var memories: [dnnl_memory_t?] = []
         defer { for memory in memories { dnnl_memory_destroy(memory) } }
-        func memory(_ desc: inout dnnl_memory_desc_t, _ pointer: UnsafeMutableRawPointer?) -> dnnl_memory_t? {
+        // Workers with equal column shares run one primitive at the same time: its descriptors are only read, copied.
+        func memory(_ desc: dnnl_memory_desc_t, _ pointer: UnsafeMutableRawPointer?) -> dnnl_memory_t? {
             var memory: dnnl_memory_t?
+            var desc = desc
             status = dnnl_memory_create(&memory, &desc, engine, pointer)
             guard status == dnnl_success else { return nil }
             memories.append(memory)
             return memory
         }
-        guard let source = memory(&primitive.source, UnsafeMutableRawPointer(mutating: x)),
-            let weights = memory(&primitive.weights, UnsafeMutableRawPointer(mutating: weight)),
-            let destination = memory(&primitive.destination, UnsafeMutableRawPointer(y))
+        guard let source = memory(primitive.source, UnsafeMutableRawPointer(mutating: x)),
+            let weights = memory(primitive.weights, UnsafeMutableRawPointer(mutating: weight)),
+            let destination = memory(primitive.destination, UnsafeMutableRawPointer(y))
         else { return status }
         var arguments = [
             dnnl_exec_arg_t(arg: DNNL_ARG_SRC, memory: source),
@@ -119,7 +121,7 @@ enum OneDNNMatmul {
             dnnl_exec_arg_t(arg: DNNL_ARG_DST, memory: destination),
         ]
         if let scratchBuffer {
-            guard let scratch = memory(&primitive.scratchpad, scratchBuffer) else { return status }
+            guard let scratch = memory(primitive.scratchpad, scratchBuffer) else { return status }
             arguments.append(dnnl_exec_arg_t(arg: DNNL_ARG_SCRATCHPAD, memory: scratch))
         }
         status = dnnl_primitive_execute(primitive.primitive, stream, Int32(arguments.count), arguments)
