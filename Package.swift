@@ -34,6 +34,9 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"]), .brew(["openblas"])]
         ),
+        // oneDNN (Linux only; macOS keeps Accelerate): fp32 and bf16 matmul with kernels chosen at run time
+        // (AVX-512, AVX512_BF16, AMX). Debian ships no pkg-config file for it; the module map links it.
+        .systemLibrary(name: "CDNNL", providers: [.apt(["libdnnl-dev"])]),
         // Hand-written C kernels with runtime CPU dispatch (bf16 conversion, dot products). No unsafeFlags: they would
         // make the library products unusable from other packages; release's -O2 measured the same as -O3 (docs/PERFORMANCE.md).
         .target(name: "CKernels"),
@@ -43,7 +46,7 @@ let package = Package(
         .target(name: "MoECore", dependencies: ["CTempFiles", "CCrypto"]),
         .target(
             name: "MoETensor",
-            dependencies: ["CBLAS", "CKernels"],
+            dependencies: ["CBLAS", "CKernels", .target(name: "CDNNL", condition: .when(platforms: [.linux]))],
             linkerSettings: blasLinker
         ),
         .target(

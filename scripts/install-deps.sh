@@ -4,7 +4,8 @@ set -euo pipefail
 # python3-venv: the test command's lm-evaluation-harness agreement check makes a venv for lm-eval.
 # libsnappy-dev, libzstd-dev, zlib1g-dev: parquet page and Arrow buffer decompression (MoEData); libssl-dev: SHA-256 of downloaded Hub files.
 # openmpi-bin, libopenmpi-dev: the MPI build (`--traits MPI`) and its `mpirun -np 2` tests (docs/DISTRIBUTED.md).
-packages=(libopenblas-dev pkg-config zlib1g-dev libsnappy-dev libzstd-dev libssl-dev python3 python3-venv openmpi-bin libopenmpi-dev)
+# libdnnl-dev: oneDNN, the bf16 and fp32 matmul kernels chosen at run time (docs/PERFORMANCE.md, "GEMM engine choice").
+packages=(libopenblas-dev libdnnl-dev pkg-config zlib1g-dev libsnappy-dev libzstd-dev libssl-dev python3 python3-venv openmpi-bin libopenmpi-dev)
 # chromium (CI only, MOE_EVAL_BROWSER_CHECK=1): the report's layout test renders it headless at 1280 px.
 if [ "${MOE_EVAL_BROWSER_CHECK:-}" = "1" ]; then packages+=(chromium); fi
 missing=()

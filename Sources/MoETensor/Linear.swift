@@ -11,6 +11,8 @@ public enum Linear {
     static let widenPanelRows = 128
     /// Output columns below which a worker's share is not worth a separate sgemm call.
     static let minColumnsPerWorker = 64
+    /// Most rows an fp32 product sends to oneDNN (OpenBLAS above; see `applyColumns`).
+    static let oneDNNMaxRowsFP32 = 128
 
     /// `y[M, N] = x[M, K] · Wᵀ` (+ `y` when accumulating), with `x` rows `lda` apart and `y` rows `ldy` apart.
     /// Splits the output columns across `Compute.threads` workers (serially inside a parallel loop).
@@ -48,6 +50,18 @@ public enum Linear {
         if columns.isEmpty || m == 0 { return }
         let beta: Float = accumulate ? 1 : 0
         if let wp = w.float32Pointer {
+            #if canImport(CDNNL)
+            // oneDNN's fp32 matmul measured 1.3–4× OpenBLAS's sgemm at 2–128 rows (expert buckets) and level with it
+            // at 512–2048 rows, where a primitive per new prompt length would cost more than it saves; sgemv stays
+            // faster for one row (docs/PERFORMANCE.md, "GEMM engine choice").
+            if m >= 2, m <= oneDNNMaxRowsFP32,
+                OneDNNMatmul.multiply(
+                    .fp32, x: x, m: m, lda: lda, weight: wp + columns.lowerBound * k, n: columns.count, k: k,
+                    into: y + columns.lowerBound, ldy: ldy, accumulate: accumulate, threads: 1)
+            {
+                return
+            }
+            #endif
             gemm(
                 x, m: m, k: k, lda: lda, wp + columns.lowerBound * k, n: columns.count, ldw: k,
                 y + columns.lowerBound, ldy: ldy, beta: beta)

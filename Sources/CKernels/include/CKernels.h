@@ -15,6 +15,8 @@ void moe_f16_to_f32(const uint16_t *src, float *dst, size_t n);
 
 /* 1 when the AVX-512 bodies run, 0 for the portable ones. */
 int moe_kernels_isa(void);
+/* 1 when the bf16×bf16 kernels use AVX512_BF16 (VDPBF16PS), 0 for the portable ones. */
+int moe_kernels_bf16_dot(void);
 /* Tests: force the portable bodies (nonzero) or return to run-time dispatch (0). */
 void moe_kernels_force_portable(int portable);
 /* In-place numerically stable softmax of one row. */
@@ -25,6 +27,9 @@ void moe_silu_mul(float *gate, const float *up, size_t n);
 void moe_rmsnorm_row(const float *x, const float *weight, float eps, float *out, size_t dim);
 /* y[r] (+)= sum_c w[r*ldw + c] * x[c] for r < rows, c < cols, with bf16 weights (memory-bound decode). */
 void moe_gemv_bf16(const uint16_t *w, size_t ldw, size_t rows, size_t cols, const float *x, float *y, int accumulate);
+/* The same with x already rounded to bf16: bf16 × bf16 products, fp32 accumulation (bf16 compute, decode). */
+void moe_gemv_bf16_bf16(const uint16_t *w, size_t ldw, size_t rows, size_t cols, const uint16_t *x, float *y,
+                        int accumulate);
 
 /* Nesting depth of the calling thread inside Compute's parallel loops (nested loops run serially). */
 int moe_parallel_depth(void);
@@ -32,7 +37,7 @@ void moe_parallel_depth_add(int delta);
 int moe_threads_override(void);
 void moe_set_threads_override(int n);
 /* A 64-byte aligned buffer of at least `count` floats owned by the calling thread, reused across calls
- * (slot 0-3 for buffers needed at the same time); NULL if allocation fails. Contents are undefined. */
+ * (slot 0-3 for buffers needed at the same time; 4-5 belong to Linear's bf16 compute); NULL if allocation fails. Contents are undefined. */
 float *moe_thread_scratch(int slot, size_t count);
 /* Sum of n floats (streams memory at full speed: the DRAM bandwidth probe). */
 float moe_sum_f32(const float *x, size_t n);

@@ -1,0 +1,220 @@
+import CKernels
+import Testing
+
+@testable import MoETensor
+
+/// Every GEMM engine behind `Linear` (issue 15) against double-accumulated references: fp32 products against
+/// `x · Wᵀ`, bf16-compute products against "round x to bf16, widen, multiply by the bf16 weights". The error is
+/// measured relative to the sum of the absolute products of each output (the scale fp32 accumulation error has),
+/// and must stay below 1e-5. Paths the CPU cannot run say so and check the fallback the CPU runs instead.
+@Suite(.serialized) struct GemmEngineTests {
+    struct Problem {
+        let m, n, k, lda, ldy: Int
+        let x: [Float] // m rows, lda apart
+        let weights: [Float] // [n, k], values already bf16-exact
+        let bits: UnsafeMutablePointer<UInt16>
+        let weight: Weight
+        let initialY: [Float] // m rows, ldy apart
+
+        init(m: Int, n: Int, k: Int, lda: Int? = nil, ldy: Int? = nil, seed: UInt64) throws {
+            self.m = m; self.n = n; self.k = k
+            self.lda = lda ?? k; self.ldy = ldy ?? n
+            var rng = Numbers(seed: seed)
+            x = rng.array(max(m * self.lda, 1))
+            var rounded = [UInt16](repeating: 0, count: n * k)
+            let raw = rng.array(n * k)
+            moe_f32_to_bf16(raw, &rounded, n * k)
+            weights = rounded.map { Float(bitPattern: UInt32($0) << 16) }
+            bits = .allocate(capacity: max(n * k, 1))
+            bits.update(from: rounded, count: n * k)
+            weight = try Weight(dtype: .bfloat16, shape: [n, k], bytes: UnsafeRawBufferPointer(start: bits, count: n * k * 2), owner: nil)
+            initialY = rng.array(max(m * self.ldy, 1))
+        }
+
+        func free() { bits.deallocate() }
+
+        var xRoundedToBF16: [Float] {
+            var rounded = [UInt16](repeating: 0, count: x.count)
+            moe_f32_to_bf16(x, &rounded, x.count)
+            return rounded.map { Float(bitPattern: UInt32($0) << 16) }
+        }
+
+        /// Worst |y - reference| / Σ|products| over the m × n outputs (columns of `y` past n, between rows, must be untouched).
+        func worstError(_ y: [Float], input: [Float], accumulate: Bool) -> Double {
+            var worst = 0.0
+            for row in 0..<m {
+                for column in 0..<ldy {
+                    let got = Double(y[row * ldy + column])
+                    if column >= n {
+                        if got != Double(initialY[row * ldy + column]) { return .infinity }
+                        continue
+                    }
+                    var sum = accumulate ? Double(initialY[row * ldy + column]) : 0
+                    var scale = accumulate ? abs(sum) : 0
+                    for i in 0..<k {
+                        let product = Double(input[row * lda + i]) * Double(weights[column * k + i])
+                        sum += product
+                        scale += abs(product)
+                    }
+                    worst = max(worst, abs(got - sum) / max(scale, 1e-30))
+                }
+            }
+            return worst
+        }
+
+        func run(_ body: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> [Float] {
+            var y = initialY
+            x.withUnsafeBufferPointer { xs in y.withUnsafeMutableBufferPointer { body(xs.baseAddress!, $0.baseAddress!) } }
+            return y
+        }
+    }
+
+    /// (m, n, k, lda, ldy): one row, small expert buckets, prefill-sized rows (one and two oneDNN row blocks, fp32
+    /// past oneDNN's 128-row limit), SIMD tails, strided rows.
+    static let shapes: [(Int, Int, Int, Int?, Int?)] = [
+        (1, 1, 1, nil, nil), (1, 17, 33, nil, nil), (1, 300, 64, 70, 310), (2, 64, 2048, nil, nil), (3, 100, 130, 140, 101),
+        (16, 257, 96, nil, nil), (37, 257, 130, 131, 260), (64, 80, 48, 50, 90), (70, 64, 15, nil, nil), (130, 160, 256, 300, 170),
+    ]
+
+    @Test(arguments: shapes)
+    func bf16ComputeMatchesRoundedReference(shape: (Int, Int, Int, Int?, Int?)) throws {
+        let problem = try Problem(m: shape.0, n: shape.1, k: shape.2, lda: shape.3, ldy: shape.4, seed: UInt64(shape.0 * 31 + shape.1))
+        defer { problem.free() }
+        let input = problem.xRoundedToBF16
+        let dispatched = moe_kernels_bf16_dot() == 1 ? "AVX512_BF16 (GEMV, oneDNN bf16)" : "portable: this CPU lacks AVX512_BF16 or AVX-512"
+        for portable in [false, true] {
+            moe_kernels_force_portable(portable ? 1 : 0)
+            defer { moe_kernels_force_portable(0) }
+            let path = portable ? "forced portable (rounded x through apply)" : dispatched
+            for threads in [1, 2, 3] {
+                for accumulate in [false, true] {
+                    let y = Compute.withThreads(threads) {
+                        problem.run { x, y in
+                            Linear.applyBF16Compute(
+                                x, rows: problem.m, lda: problem.lda, weight: problem.weight, into: y, ldy: problem.ldy,
+                                accumulate: accumulate)
+                        }
+                    }
+                    let error = problem.worstError(y, input: input, accumulate: accumulate)
+                    #expect(error < 1e-5, "\(path), \(shape), \(threads) threads, accumulate \(accumulate): relative error \(error)")
+                }
+            }
+        }
+    }
+
+    @Test(arguments: shapes)
+    func bf16GemvKernelMatchesRoundedReference(shape: (Int, Int, Int, Int?, Int?)) throws {
+        let problem = try Problem(m: 1, n: shape.1, k: shape.2, seed: UInt64(shape.1 * 7 + shape.2))
+        defer { problem.free() }
+        let input = problem.xRoundedToBF16
+        var xb = [UInt16](repeating: 0, count: problem.k)
+        moe_f32_to_bf16(problem.x, &xb, problem.k)
+        if moe_kernels_bf16_dot() == 0 { print("AVX512_BF16 GEMV: this CPU lacks AVX512_BF16; checking the portable body only") }
+        for portable in [false, true] {
+            moe_kernels_force_portable(portable ? 1 : 0)
+            defer { moe_kernels_force_portable(0) }
+            let path = portable || moe_kernels_bf16_dot() == 0 ? "portable" : "AVX512_BF16"
+            for accumulate in [false, true] {
+                let y = problem.run { _, y in moe_gemv_bf16_bf16(problem.bits, problem.k, problem.n, problem.k, xb, y, accumulate ? 1 : 0) }
+                let error = problem.worstError(y, input: input, accumulate: accumulate)
+                #expect(error < 1e-5, "\(path) \(problem.n)×\(problem.k), accumulate \(accumulate): relative error \(error)")
+            }
+        }
+    }
+
+    /// fp32 `apply` (the engine it picks per shape) and oneDNN's fp32 matmul called directly.
+    @Test(arguments: shapes)
+    func fp32EnginesMatchReference(shape: (Int, Int, Int, Int?, Int?)) throws {
+        let problem = try Problem(m: shape.0, n: shape.1, k: shape.2, lda: shape.3, ldy: shape.4, seed: UInt64(shape.2 * 13 + shape.0))
+        defer { problem.free() }
+        let fp32 = Weight(shape: [problem.n, problem.k], values: problem.weights)
+        for threads in [1, 2] {
+            for accumulate in [false, true] {
+                let y = Compute.withThreads(threads) {
+                    problem.run { x, y in
+                        Linear.apply(x, rows: problem.m, lda: problem.lda, weight: fp32, into: y, ldy: problem.ldy, accumulate: accumulate)
+                    }
+                }
+                let error = problem.worstError(y, input: problem.x, accumulate: accumulate)
+                #expect(error < 1e-5, "Linear.apply fp32 \(shape), \(threads) threads, accumulate \(accumulate): relative error \(error)")
+            }
+        }
+        // OpenBLAS (sgemv for one row, sgemm otherwise): the one-row engine, and every row count without oneDNN.
+        for accumulate in [false, true] {
+            let y = problem.run { x, y in
+                Linear.gemm(
+                    x, m: problem.m, k: problem.k, lda: problem.lda, fp32.float32Pointer!, n: problem.n, ldw: problem.k, y,
+                    ldy: problem.ldy, beta: accumulate ? 1 : 0)
+            }
+            let error = problem.worstError(y, input: problem.x, accumulate: accumulate)
+            #expect(error < 1e-5, "OpenBLAS fp32 \(shape), accumulate \(accumulate): relative error \(error)")
+        }
+        #if canImport(CDNNL)
+        try #require(OneDNNMatmul.isAvailable, "oneDNN made no CPU engine")
+        for threads in [1, 2] {
+            for accumulate in [false, true] {
+                var ran = false
+                let y = problem.run { x, y in
+                    ran = OneDNNMatmul.multiply(
+                        .fp32, x: x, m: problem.m, lda: problem.lda, weight: fp32.base, n: problem.n, k: problem.k, into: y,
+                        ldy: problem.ldy, accumulate: accumulate, threads: threads)
+                }
+                #expect(ran, "oneDNN fp32 refused \(shape)")
+                let error = problem.worstError(y, input: problem.x, accumulate: accumulate)
+                #expect(error < 1e-5, "oneDNN fp32 \(shape), \(threads) threads, accumulate \(accumulate): relative error \(error)")
+            }
+        }
+        #endif
+    }
+
+    /// oneDNN's bf16 matmul called directly, whatever the CPU (without AVX512_BF16 oneDNN emulates the products;
+    /// `applyBF16Compute` then does not pick it, but its numbers must still be right).
+    @Test(arguments: shapes)
+    func oneDNNBF16MatchesRoundedReference(shape: (Int, Int, Int, Int?, Int?)) throws {
+        #if canImport(CDNNL)
+        let problem = try Problem(m: shape.0, n: shape.1, k: shape.2, ldy: shape.4, seed: UInt64(shape.1 * 3 + shape.2))
+        defer { problem.free() }
+        try #require(OneDNNMatmul.isAvailable, "oneDNN made no CPU engine")
+        var xb = [UInt16](repeating: 0, count: problem.x.count)
+        moe_f32_to_bf16(problem.x, &xb, problem.x.count)
+        for accumulate in [false, true] {
+            var ran = false
+            let y = problem.run { _, y in
+                ran = OneDNNMatmul.multiply(
+                    .bf16, x: xb, m: problem.m, lda: problem.lda, weight: problem.weight.base, n: problem.n, k: problem.k,
+                    into: y, ldy: problem.ldy, accumulate: accumulate, threads: 2)
+            }
+            #expect(ran, "oneDNN bf16 refused \(shape)")
+            let error = problem.worstError(y, input: problem.xRoundedToBF16, accumulate: accumulate)
+            #expect(error < 1e-5, "oneDNN bf16 \(shape), accumulate \(accumulate): relative error \(error)")
+        }
+        #else
+        print("oneDNN bf16: not built on this platform (oneDNN is Linux-only); applyBF16Compute's fallback is checked instead")
+        #endif
+    }
+
+    @Test func bestCoreFollowsTheInstructionSets() {
+        let avx512: Set<String> = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd", "avx512_bf16"]
+        #expect(OpenBLASCore.bestCore(flags: avx512) == "SkylakeX")
+        #expect(OpenBLASCore.bestCore(flags: ["avx2", "fma", "avx512f"]) == "Haswell")
+        #expect(OpenBLASCore.bestCore(flags: ["sse2", "avx"]) == nil)
+    }
+
+    @Test func restartOnlyWhenTheLoadedCoreIsNarrowerThanTheCPU() {
+        let avx512: Set<String> = ["avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"]
+        let avx2: Set<String> = ["avx", "avx2", "fma"]
+        // Zen 4 under Debian's 0.3.21: AVX2 kernels on an AVX-512 CPU.
+        #expect(OpenBLASCore.coreToRestartWith(loaded: "Zen", flags: avx512, userChoice: nil) == "SkylakeX")
+        #expect(OpenBLASCore.coreToRestartWith(loaded: "Haswell", flags: avx512, userChoice: nil) == "SkylakeX")
+        #expect(OpenBLASCore.coreToRestartWith(loaded: "Prescott", flags: avx512, userChoice: nil) == "SkylakeX")
+        #expect(OpenBLASCore.coreToRestartWith(loaded: "Prescott", flags: avx2, userChoice: nil) == "Haswell")
+        // Already AVX-512 kernels (the measured Cooperlake = SkylakeX sgemm), or as good as the CPU allows.
+        #expect(OpenBLASCore.coreToRestartWith(loaded: "Cooperlake", flags: avx512, userChoice: nil) == nil)
+        #expect(OpenBLASCore.coreToRestartWith(loaded: "SkylakeX", flags: avx512, userChoice: nil) == nil)
+        #expect(OpenBLASCore.coreToRestartWith(loaded: "Zen", flags: avx2, userChoice: nil) == nil)
+        // The user's choice stands; a core this table does not know is left alone; no AVX2 → nothing to gain.
+        #expect(OpenBLASCore.coreToRestartWith(loaded: "Haswell", flags: avx512, userChoice: "Haswell") == nil)
+        #expect(OpenBLASCore.coreToRestartWith(loaded: "Future9000", flags: avx512, userChoice: nil) == nil)
+        #expect(OpenBLASCore.coreToRestartWith(loaded: "Prescott", flags: ["sse2"], userChoice: nil) == nil)
+    }
+}
