@@ -49,8 +49,60 @@ public enum Ops {
         moe_softmax_row(row, n)
     }
 
+    /// Softmax of `count` scores in place with `sink` as one more logit of the normaliser, one that weights
+    /// nothing (gpt-oss's attention sinks).
+    @inline(__always)
+    public static func softmaxRow(_ row: UnsafeMutablePointer<Float>, _ count: Int, sink: Float) {
+        var peak = sink
+        for i in 0..<count { peak = max(peak, row[i]) }
+        var sum = expf(sink - peak)
+        for i in 0..<count {
+            row[i] = expf(row[i] - peak)
+            sum += row[i]
+        }
+        let inverse = 1 / sum
+        for i in 0..<count { row[i] *= inverse }
+    }
+
+    /// `TensorBackend.causalSoftmax` on the calling thread: per row, zeros outside the keys its query sees,
+    /// softmax (with the sink, when given) over the ones it does.
+    public static func causalSoftmax(
+        _ scores: UnsafeMutablePointer<Float>, rows: Int, width: Int, firstQueryPosition: Int,
+        firstKeyPosition: Int, window: Int?, sink: Float?
+    ) {
+        for i in 0..<rows {
+            let row = scores + i * width, position = firstQueryPosition + i
+            let lo = max(firstKeyPosition, window.map { position - $0 + 1 } ?? 0) - firstKeyPosition
+            let hi = position + 1 - firstKeyPosition
+            row.update(repeating: 0, count: lo)
+            if let sink { softmaxRow(row + lo, hi - lo, sink: sink) } else { softmaxRow(row + lo, hi - lo) }
+            (row + hi).update(repeating: 0, count: width - hi)
+        }
+    }
+
     @inline(__always)
     public static func sigmoid(_ v: Float) -> Float { 1 / (1 + expf(-v)) }
+
+    /// `y[i] = σ(x[i])` for `count` values.
+    @inline(__always)
+    public static func sigmoid(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { y[i] = sigmoid(x[i]) }
+    }
+
+    /// Adds the `width` values of `bias` to each of `rows` rows of `x`.
+    @inline(__always)
+    public static func addBias(_ bias: UnsafePointer<Float>, to x: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+        for r in 0..<rows {
+            let row = x + r * width
+            for c in 0..<width { row[c] += bias[c] }
+        }
+    }
+
+    /// `y[i] += x[i]` for `count` values.
+    @inline(__always)
+    public static func add(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count { y[i] += x[i] }
+    }
 
     /// Rotates interleaved pairs `(x[2i], x[2i+1])` by the angle of position `pos` — DeepSeek's complex-number
     /// RoPE layout. `cos`/`sin` are `[positions, pairs]` tables.
@@ -64,6 +116,20 @@ public enum Ops {
             let c = cos[i], s = sin[i]
             x[2 * i] = a * c - b * s
             x[2 * i + 1] = a * s + b * c
+        }
+    }
+
+    /// Rotates pairs `(x[i], x[i + pairs])` by the angle of one position — rotate-half RoPE
+    /// (`x·cos + rotate_half(x)·sin` with `rotate_half(x) = (-x₂, x₁)`).
+    @inline(__always)
+    public static func ropeRotateHalf(
+        _ x: UnsafeMutablePointer<Float>, pairs: Int,
+        cos: UnsafePointer<Float>, sin: UnsafePointer<Float>
+    ) {
+        for i in 0..<pairs {
+            let a = x[i], b = x[i + pairs]
+            x[i] = a * cos[i] - b * sin[i]
+            x[i + pairs] = b * cos[i] + a * sin[i]
         }
     }
 

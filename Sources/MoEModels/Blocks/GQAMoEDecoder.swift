@@ -22,6 +22,8 @@ struct GQAMoEDecoder {
     let lmHead: Weight
     let ropeFrequencies: [Float]
     let cacheStreams: [KVStream]
+    /// Where the decoder's own operations run (the layers' blocks hold the same backend).
+    let backend: any TensorBackend
 
     /// Logits of already checked `tokens` on this process (the caller handles expert-parallel dispatch).
     func forward(
@@ -31,28 +33,28 @@ struct GQAMoEDecoder {
         let past = cache?.length ?? 0
         let d = dim, rows = batch * seqLen, eps = normEps
         let hidden = Tensor(shape: [rows, d])
-        for (r, token) in tokens.enumerated() { embedding.widen(from: Int(token) * d, count: d, into: hidden.row(r)) }
+        backend.embed(tokens, table: embedding, into: hidden.data)
         let rope = RotaryTable(frequencies: ropeFrequencies, positions: past + seqLen, pairing: .rotateHalf)
         let normed = Tensor(shape: [rows, d])
         let scratch = cache == nil ? KVCache.Layer(batch: batch, capacity: seqLen, streams: cacheStreams) : nil
         for layer in layers {
             let store = cache?.layers[layer.index] ?? scratch!
-            Ops.rmsNorm(hidden.data, rows: rows, dim: d, weight: layer.attentionNorm, eps: eps, into: normed.data)
+            backend.rmsNorm(hidden.data, rows: rows, dim: d, weight: layer.attentionNorm, eps: eps, into: normed.data)
             layer.attention.apply(normed, batch: batch, newTokens: seqLen, past: past, rope: rope, store: store, addInto: hidden)
-            Ops.rmsNorm(hidden.data, rows: rows, dim: d, weight: layer.ffnNorm, eps: eps, into: normed.data)
+            backend.rmsNorm(hidden.data, rows: rows, dim: d, weight: layer.ffnNorm, eps: eps, into: normed.data)
             try layer.moe.apply(normed, layer: layer.index, addInto: hidden, observer: observer, expertParallel: expertParallel)
         }
         cache?.length += seqLen
         switch selection {
         case .all:
-            Ops.rmsNorm(hidden.data, rows: rows, dim: d, weight: finalNorm, eps: eps, into: normed.data)
-            return Linear.apply(normed, lmHead)
+            backend.rmsNorm(hidden.data, rows: rows, dim: d, weight: finalNorm, eps: eps, into: normed.data)
+            return backend.linear(normed, lmHead)
         case .last:
             let last = Tensor(shape: [batch, d])
             for b in 0..<batch {
-                Ops.rmsNorm(hidden.row(b * seqLen + seqLen - 1), rows: 1, dim: d, weight: finalNorm, eps: eps, into: last.row(b))
+                backend.rmsNorm(hidden.row(b * seqLen + seqLen - 1), rows: 1, dim: d, weight: finalNorm, eps: eps, into: last.row(b))
             }
-            return Linear.apply(last, lmHead)
+            return backend.linear(last, lmHead)
         }
     }
 }

@@ -23,6 +23,8 @@ public struct GroupedQueryAttention: Sendable {
     public var sinks: [Float]? = nil
     /// Keys a query sees, itself included; nil for full causal attention.
     public var slidingWindow: Int? = nil
+    /// Where every tensor operation of the block runs.
+    public var backend: any TensorBackend = CPUBackend()
 
     public init(
         dim: Int, nHeads: Int, nKVHeads: Int, headDim: Int, wq: Weight, wk: Weight, wv: Weight, wo: Weight,
@@ -57,35 +59,25 @@ public struct GroupedQueryAttention: Sendable {
         _ x: Tensor, batch: Int, newTokens n: Int, past: Int, rope: RotaryTable,
         store: KVCache.Layer, addInto hidden: Tensor
     ) {
-        let rows = x.rows, h = nHeads, kvh = nKVHeads, hd = headDim
-        let q = Linear.apply(x, wq), k = Linear.apply(x, wk), v = Linear.apply(x, wv)
-        Self.addBias(qBias, to: q); Self.addBias(kBias, to: k); Self.addBias(vBias, to: v)
+        let rows = x.rows, h = nHeads, kvh = nKVHeads, hd = headDim, backend = backend
+        let q = backend.linear(x, wq), k = backend.linear(x, wk), v = backend.linear(x, wv)
+        addBias(qBias, to: q); addBias(kBias, to: k); addBias(vBias, to: v)
+        // Per-head RMSNorm before RoPE: every head of every row is one row of `head_dim` values.
+        if let qNorm, let kNorm {
+            backend.rmsNorm(q.data, rows: rows * h, dim: hd, weight: qNorm, eps: normEps, into: q.data)
+            backend.rmsNorm(k.data, rows: rows * kvh, dim: hd, weight: kNorm, eps: normEps, into: k.data)
+        }
 
         let qp = SendablePointer(q.data), kp = SendablePointer(k.data), vp = SendablePointer(v.data)
         let keysP = SendablePointer(store.values[0]), valuesP = SendablePointer(store.values[1])
-        let capacity = store.capacity, eps = normEps
-        let qNorm = self.qNorm ?? [], kNorm = self.kNorm ?? [], normed = self.qNorm != nil
-        qNorm.withUnsafeBufferPointer { qn in
-            kNorm.withUnsafeBufferPointer { kn in
-                let qnP = SendableConstPointer(qn.baseAddress ?? UnsafePointer(qp.pointer))
-                let knP = SendableConstPointer(kn.baseAddress ?? UnsafePointer(kp.pointer))
-                Compute.parallelFor(rows, minChunk: 16) { r in
-                    let pos = past + r % n
-                    for head in 0..<h {
-                        let qh = qp.pointer + (r * h + head) * hd
-                        if normed { Ops.rmsNormRow(qh, weight: qnP.pointer, eps: eps, into: qh, dim: hd) }
-                        rope.apply(qh, position: pos)
-                    }
-                    let slot = ((r / n) * capacity + pos) * kvh * hd
-                    for head in 0..<kvh {
-                        let kh = kp.pointer + (r * kvh + head) * hd
-                        if normed { Ops.rmsNormRow(kh, weight: knP.pointer, eps: eps, into: kh, dim: hd) }
-                        rope.apply(kh, position: pos)
-                    }
-                    (keysP.pointer + slot).update(from: kp.pointer + r * kvh * hd, count: kvh * hd)
-                    (valuesP.pointer + slot).update(from: vp.pointer + r * kvh * hd, count: kvh * hd)
-                }
-            }
+        let capacity = store.capacity
+        Compute.parallelFor(rows, minChunk: 16) { r in
+            let pos = past + r % n
+            rope.apply(qp.pointer + r * h * hd, vectors: h, stride: hd, position: pos, backend: backend)
+            rope.apply(kp.pointer + r * kvh * hd, vectors: kvh, stride: hd, position: pos, backend: backend)
+            let slot = ((r / n) * capacity + pos) * kvh * hd
+            (keysP.pointer + slot).update(from: kp.pointer + r * kvh * hd, count: kvh * hd)
+            (valuesP.pointer + slot).update(from: vp.pointer + r * kvh * hd, count: kvh * hd)
         }
 
         let context = Tensor(uninitializedShape: [rows, h * hd])
@@ -107,54 +99,31 @@ public struct GroupedQueryAttention: Sendable {
                     // Keys first..<past+i1 cover every query of the block; a window skips the ones none of them sees.
                     let first = window.map { max(0, past + i0 - $0 + 1) } ?? 0
                     let visible = past + i1 - first
-                    Linear.sgemmSerial(
+                    backend.sgemmSerial(
                         transA: false, transB: true, m: m, n: visible, k: hd, alpha: scale,
                         qp.pointer + (b * n + i0) * ldq + head * hd, lda: ldq, keys + first * ldkv, ldb: ldkv,
                         beta: 0, scores, ldc: visible)
-                    for i in 0..<m {
-                        let row = scores + i * visible, position = past + i0 + i
-                        let lo = (window.map { max(0, position - $0 + 1) } ?? 0) - first, hi = position + 1 - first
-                        row.update(repeating: 0, count: lo)
-                        Self.softmax(row + lo, hi - lo, sink: sink)
-                        (row + hi).update(repeating: 0, count: visible - hi)
-                    }
-                    Linear.sgemmSerial(
+                    backend.causalSoftmax(
+                        scores, rows: m, width: visible, firstQueryPosition: past + i0, firstKeyPosition: first,
+                        window: window, sink: sink)
+                    backend.sgemmSerial(
                         transA: false, transB: false, m: m, n: hd, k: visible, alpha: 1,
                         scores, lda: visible, values + first * ldkv, ldb: ldkv,
                         beta: 0, ctxP.pointer + (b * n + i0) * ldq + head * hd, ldc: ldq)
                 }
             }
         }
-        if let oBias {
-            let projected = Linear.apply(context, wo)
-            Self.addBias(oBias, to: projected)
-            for i in 0..<hidden.count { hidden.data[i] += projected.data[i] }
+        if oBias != nil {
+            let projected = backend.linear(context, wo)
+            addBias(oBias, to: projected)
+            backend.add(projected.data, into: hidden.data, count: hidden.count)
         } else {
-            Linear.apply(context.data, rows: rows, weight: wo, into: hidden.data, accumulate: true)
+            backend.linear(context.data, rows: rows, weight: wo, into: hidden.data, accumulate: true)
         }
     }
 
-    /// Softmax of `count` scores in place, with `sink` as one more logit of the normaliser when given.
-    @inline(__always)
-    static func softmax(_ row: UnsafeMutablePointer<Float>, _ count: Int, sink: Float?) {
-        guard let sink else { Ops.softmaxRow(row, count); return }
-        var peak = sink
-        for i in 0..<count { peak = max(peak, row[i]) }
-        var sum = expf(sink - peak)
-        for i in 0..<count {
-            row[i] = expf(row[i] - peak)
-            sum += row[i]
-        }
-        let inverse = 1 / sum
-        for i in 0..<count { row[i] *= inverse }
-    }
-
-    static func addBias(_ bias: [Float]?, to t: Tensor) {
+    func addBias(_ bias: [Float]?, to t: Tensor) {
         guard let bias else { return }
-        let width = bias.count
-        for r in 0..<t.rows {
-            let row = t.row(r)
-            for c in 0..<width { row[c] += bias[c] }
-        }
+        backend.addBias(bias, to: t.data, rows: t.rows, width: bias.count)
     }
 }

@@ -24,7 +24,7 @@ public struct MultiHeadLatentAttention: @unchecked Sendable {
     /// `1/√qk_head_dim`, times YaRN's mscale² when YaRN applies.
     let softmaxScale: Float
     var qkHeadDim: Int { qkNopeHeadDim + qkRopeHeadDim }
-    /// Where the projections run (the attention cores below are still CPU GEMMs, docs/ARCHITECTURE.md).
+    /// Where every tensor operation of the block runs.
     var backend: any TensorBackend = CPUBackend()
 
     /// What it caches per position: the normalised latent `c_kv` and the RoPE'd shared key `k_pe`, about 7×
@@ -67,16 +67,16 @@ public struct MultiHeadLatentAttention: @unchecked Sendable {
         let kv = backend.linear(x, wkvA) // [rows, kvRank + dr]: c_kv | k_pe
         let qp = SendablePointer(q.data), kvp = SendablePointer(kv.data)
         let latentP = SendablePointer(store.values[Self.latentStream]), pep = SendablePointer(store.values[Self.ropeKeyStream])
-        let normEps = normEps, capacity = store.capacity
+        let normEps = normEps, capacity = store.capacity, backend = backend
         kvNorm.withUnsafeBufferPointer { kvNorm in
             let normP = SendableConstPointer(kvNorm.baseAddress!)
             Compute.parallelFor(rows, minChunk: 16) { r in
                 let pos = past + r % n
-                for head in 0..<h { rope.apply(qp.pointer + r * h * dqk + head * dqk + dn, position: pos) }
+                rope.apply(qp.pointer + r * h * dqk + dn, vectors: h, stride: dqk, position: pos, backend: backend)
                 let row = kvp.pointer + r * (kvRank + dr)
-                rope.apply(row + kvRank, position: pos)
+                rope.apply(row + kvRank, position: pos, backend: backend)
                 let slot = (r / n) * capacity + pos
-                Ops.rmsNormRow(row, weight: normP.pointer, eps: normEps, into: latentP.pointer + slot * kvRank, dim: kvRank)
+                backend.rmsNormRow(row, dim: kvRank, weight: normP.pointer, eps: normEps, into: latentP.pointer + slot * kvRank)
                 (pep.pointer + slot * dr).update(from: row + kvRank, count: dr)
             }
         }
@@ -112,7 +112,7 @@ public struct MultiHeadLatentAttention: @unchecked Sendable {
                 store.values[Self.latentStream] + store.row(batch: b, position: 0) * kvRank, rows: total,
                 weight: wkvB, into: kvHeads.row(b * total), accumulate: false)
         }
-        let scale = softmaxScale
+        let scale = softmaxScale, backend = backend
         let qp = SendablePointer(q.data), ctxp = SendablePointer(context.data)
         let kvp = SendablePointer(kvHeads.data), pep = SendablePointer(store.values[Self.ropeKeyStream])
         let capacity = store.capacity
@@ -135,15 +135,13 @@ public struct MultiHeadLatentAttention: @unchecked Sendable {
                     let i0 = blockIndex * block, i1 = min(n, i0 + block), m = i1 - i0
                     let visible = past + i1
                     let qBlock = qp.pointer + (b * n + i0) * ldq + head * dqk
-                    Linear.sgemmSerial(
+                    backend.sgemmSerial(
                         transA: false, transB: true, m: m, n: visible, k: dqk, alpha: scale,
                         qBlock, lda: ldq, keys, ldb: dqk, beta: 0, scores, ldc: visible)
-                    for i in 0..<m {
-                        let row = scores + i * visible, sees = past + i0 + i + 1
-                        Ops.softmaxRow(row, sees)
-                        (row + sees).update(repeating: 0, count: visible - sees)
-                    }
-                    Linear.sgemmSerial(
+                    backend.causalSoftmax(
+                        scores, rows: m, width: visible, firstQueryPosition: past + i0, firstKeyPosition: 0,
+                        window: nil, sink: nil)
+                    backend.sgemmSerial(
                         transA: false, transB: false, m: m, n: dv, k: visible, alpha: 1,
                         scores, lda: visible, kvBase + dn, ldb: ldkv,
                         beta: 0, ctxp.pointer + (b * n + i0) * h * dv + head * dv, ldc: h * dv)
@@ -159,7 +157,7 @@ public struct MultiHeadLatentAttention: @unchecked Sendable {
         let h = heads, dn = qkNopeHeadDim, dr = qkRopeHeadDim, dv = vHeadDim
         let dqk = qkHeadDim, kvRank = kvLoraRank
         let total = past + n, ldq = h * dqk
-        let scale = softmaxScale
+        let scale = softmaxScale, backend = backend
         let wkvB = wkvB
         let qp = SendablePointer(q.data), ctxp = SendablePointer(context.data)
         let latentP = SendablePointer(store.values[Self.latentStream]), pep = SendablePointer(store.values[Self.ropeKeyStream])
@@ -185,25 +183,22 @@ public struct MultiHeadLatentAttention: @unchecked Sendable {
                 for b in 0..<batch {
                     let qHead = qp.pointer + b * n * ldq + head * dqk
                     let latent = latentP.pointer + b * capacity * kvRank
-                    Linear.sgemmSerial(
+                    backend.sgemmSerial(
                         transA: false, transB: false, m: n, n: kvRank, k: dn, alpha: 1,
                         qHead, lda: ldq, headWeights, ldb: kvRank, beta: 0, qLatent, ldc: kvRank)
-                    Linear.sgemmSerial(
+                    backend.sgemmSerial(
                         transA: false, transB: true, m: n, n: total, k: kvRank, alpha: scale,
                         qLatent, lda: kvRank, latent, ldb: kvRank, beta: 0, scores, ldc: total)
-                    Linear.sgemmSerial(
+                    backend.sgemmSerial(
                         transA: false, transB: true, m: n, n: total, k: dr, alpha: scale,
                         qHead + dn, lda: ldq, pep.pointer + b * capacity * dr, ldb: dr,
                         beta: 1, scores, ldc: total)
-                    for i in 0..<n {
-                        let row = scores + i * total, sees = past + i + 1
-                        Ops.softmaxRow(row, sees)
-                        (row + sees).update(repeating: 0, count: total - sees)
-                    }
-                    Linear.sgemmSerial(
+                    backend.causalSoftmax(
+                        scores, rows: n, width: total, firstQueryPosition: past, firstKeyPosition: 0, window: nil, sink: nil)
+                    backend.sgemmSerial(
                         transA: false, transB: false, m: n, n: kvRank, k: total, alpha: 1,
                         scores, lda: total, latent, ldb: kvRank, beta: 0, ctxLatent, ldc: kvRank)
-                    Linear.sgemmSerial(
+                    backend.sgemmSerial(
                         transA: false, transB: true, m: n, n: dv, k: kvRank, alpha: 1,
                         ctxLatent, lda: kvRank, headWeights + dn * kvRank, ldb: kvRank,
                         beta: 0, ctxp.pointer + b * n * h * dv + head * dv, ldc: h * dv)

@@ -34,7 +34,7 @@ public struct RouterConfig: Sendable, Equatable {
 public enum ExpertActivation: Sendable, Equatable {
     /// `w2(silu(w1·x) ⊙ w3·x)`, no biases (DeepSeek-V3, Qwen3-MoE).
     case swiGLU
-    /// gpt-oss: `w1 [E, 2F, D]` (+ `b1`) gives gate and linear columns interleaved; `ClampedSwiGLU.activate`
+    /// gpt-oss: `w1 [E, 2F, D]` (+ `b1`) gives gate and linear columns interleaved; `ClampedSwiGLU`
     /// clamps them at `limit` and computes `g·σ(α·g)·(lin + 1)`; then `w2` (+ `b2`). No `w3`.
     case clampedSwiGLU(alpha: Float, limit: Float)
 
@@ -104,12 +104,12 @@ public struct MoEBlock: @unchecked Sendable {
     public let dim: Int
     public let expertHiddenDim: Int
     /// Where the block's tensor operations run.
-    public var backend: any TensorBackend = CPUBackend()
+    public var backend: any TensorBackend
 
     public init(
         router: RouterConfig, gate: Weight, gateBias: [Float]? = nil, expertBias: [Float]? = nil,
         experts: ExpertWeights, activation: ExpertActivation, shared: SharedExperts?,
-        dim: Int, expertHiddenDim: Int
+        dim: Int, expertHiddenDim: Int, backend: any TensorBackend = CPUBackend()
     ) throws {
         switch activation {
         case .swiGLU:
@@ -132,6 +132,7 @@ public struct MoEBlock: @unchecked Sendable {
         self.router = router; self.gate = gate; self.gateBias = gateBias; self.expertBias = expertBias
         self.experts = experts; self.activation = activation; self.shared = shared
         self.dim = dim; self.expertHiddenDim = expertHiddenDim
+        self.backend = backend
     }
 
     /// `hidden += MoE(x)` for the MoE layer `layer` (its index among all layers, for the observer and the
@@ -166,12 +167,13 @@ public struct MoEBlock: @unchecked Sendable {
     /// Router: fp32 gate (+ gate bias) → softmax/sigmoid scores; the expert bias shifts scores for *selection
     /// only*; optional node-limited groups; top-k; weights from unbiased scores, route_norm, route_scale.
     func route(_ x: Tensor) -> Routing {
-        let m = router, e = m.numExperts, k = m.topK, tokens = x.rows
+        let m = router, e = m.numExperts, k = m.topK, tokens = x.rows, backend = backend
         let routing = Routing(tokens: tokens, topK: k, experts: e)
         backend.linear(x.data, rows: tokens, weight: gate, into: routing.gateLogits.data, accumulate: false)
+        if let gateBias { backend.addBias(gateBias, to: routing.gateLogits.data, rows: tokens, width: e) }
         let sigmoid = m.scoreFunction == .sigmoid
         let groups = m.numExpertGroups, limited = m.numLimitedGroups ?? (m.numExpertGroups ?? 1)
-        let gateBias = gateBias, expertBias = expertBias
+        let expertBias = expertBias
         let routeNorm = m.routeNorm, routeScale = m.routeScale
         let logitsP = SendablePointer(routing.gateLogits.data), scoresP = SendablePointer(routing.scores.data)
         let selP = SendablePointer(routing.selected), wP = SendablePointer(routing.weights)
@@ -183,27 +185,26 @@ public struct MoEBlock: @unchecked Sendable {
             defer { choice.deallocate(); groupScores.deallocate(); groupPick.deallocate(); pair.deallocate() }
             for t in range {
                 let logits = logitsP.pointer + t * e, scores = scoresP.pointer + t * e
-                if let gateBias { for j in 0..<e { logits[j] += gateBias[j] } }
                 if sigmoid {
-                    for j in 0..<e { scores[j] = Ops.sigmoid(logits[j]) }
+                    backend.sigmoid(logits, into: scores, count: e)
                 } else {
                     scores.update(from: logits, count: e)
-                    Ops.softmaxRow(scores, e)
+                    backend.softmaxRow(scores, e)
                 }
                 for j in 0..<e { choice[j] = scores[j] + (expertBias?[j] ?? 0) }
                 if let groups {
                     let perGroup = e / groups
                     for g in 0..<groups {
-                        Ops.topK(choice + g * perGroup, perGroup, 2, into: pair)
+                        backend.topK(choice + g * perGroup, perGroup, 2, into: pair)
                         groupScores[g] = choice[g * perGroup + Int(pair[0])] + choice[g * perGroup + Int(pair[1])]
                     }
-                    Ops.topK(groupScores, groups, limited, into: groupPick)
+                    backend.topK(groupScores, groups, limited, into: groupPick)
                     for g in 0..<groups where !(0..<limited).contains(where: { groupPick[$0] == Int32(g) }) {
                         (choice + g * perGroup).update(repeating: -.infinity, count: perGroup)
                     }
                 }
                 let sel = selP.pointer + t * k, w = wP.pointer + t * k
-                Ops.topK(choice, e, k, into: sel)
+                backend.topK(choice, e, k, into: sel)
                 var sum: Float = 0
                 for j in 0..<k { w[j] = scores[Int(sel[j])]; sum += w[j] }
                 if routeNorm {
@@ -312,10 +313,10 @@ public struct MoEBlock: @unchecked Sendable {
             linear(gate, k: f, experts.w2.matrix(expert), columns: d, output)
         case .clampedSwiGLU(let alpha, let limit):
             linear(input, k: d, experts.w1.matrix(expert), columns: 2 * f, gate)
-            experts.b1!.withUnsafeBufferPointer { ClampedSwiGLU.addBias($0.baseAddress! + expert * 2 * f, to: gate, rows: n, width: 2 * f) }
-            ClampedSwiGLU.activate(gate, rows: n, hidden: f, alpha: alpha, limit: limit, into: up)
+            experts.b1!.withUnsafeBufferPointer { backend.addBias($0.baseAddress! + expert * 2 * f, to: gate, rows: n, width: 2 * f) }
+            backend.clampedSwiGLU(gate, rows: n, hidden: f, alpha: alpha, limit: limit, into: up)
             linear(up, k: f, experts.w2.matrix(expert), columns: d, output)
-            experts.b2!.withUnsafeBufferPointer { ClampedSwiGLU.addBias($0.baseAddress! + expert * d, to: output, rows: n, width: d) }
+            experts.b2!.withUnsafeBufferPointer { backend.addBias($0.baseAddress! + expert * d, to: output, rows: n, width: d) }
         }
     }
 

@@ -6,12 +6,7 @@ import MoETensor
 /// family decides them (plain `1/θ^(2i/d)`, YaRN-corrected, …) and the attention block only rotates.
 public struct RotaryTable: Sendable {
     /// Which elements of a head form a rotated pair.
-    public enum Pairing: Sendable {
-        /// `(x[i], x[i + d/2])` — `CosSinRoPE` (rotate-half), Qwen3, gpt-oss, HF Llama-style models.
-        case rotateHalf
-        /// `(x[2i], x[2i+1])` — DeepSeek's complex-number layout.
-        case interleaved
-    }
+    public typealias Pairing = RotaryPairing
 
     public let pairing: Pairing
     /// Rotated pairs per head: half the rotated width.
@@ -41,23 +36,17 @@ public struct RotaryTable: Sendable {
         sin = s
     }
 
-    /// Rotates the `2·pairs` values at `x` by the angles of `position` (< `positions`), in place.
-    public func apply(_ x: UnsafeMutablePointer<Float>, position: Int) {
+    /// Rotates `vectors` heads of `2·pairs` values, `stride` apart from `x`, by the angles of `position`
+    /// (< `positions`), in place, on `backend`.
+    public func apply(
+        _ x: UnsafeMutablePointer<Float>, vectors: Int = 1, stride: Int = 0, position: Int, backend: some TensorBackend
+    ) {
         let n = pairs
         cos.withUnsafeBufferPointer { cosTable in
             sin.withUnsafeBufferPointer { sinTable in
-                let c = cosTable.baseAddress! + position * n, s = sinTable.baseAddress! + position * n
-                switch pairing {
-                case .interleaved:
-                    Ops.ropeInterleaved(x, pairs: n, cos: c, sin: s)
-                case .rotateHalf:
-                    // x·cos + rotate_half(x)·sin with rotate_half(x) = (-x₂, x₁).
-                    for i in 0..<n {
-                        let a = x[i], b = x[i + n]
-                        x[i] = a * c[i] - b * s[i]
-                        x[i + n] = b * c[i] + a * s[i]
-                    }
-                }
+                backend.rope(
+                    x, vectors: vectors, stride: stride, pairs: n, pairing: pairing,
+                    cos: cosTable.baseAddress! + position * n, sin: sinTable.baseAddress! + position * n)
             }
         }
     }

@@ -60,8 +60,8 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
     /// this rank's experts (ExpertParallel.swift).
     public let expertParallel: ExpertParallelGroup?
     public let shape: ModelShape
-    /// Where the forward's tensor operations run.
-    let backend: any TensorBackend = CPUBackend()
+    /// Where the forward's tensor operations run (every block holds the same backend).
+    let backend: any TensorBackend
     public let kvCacheLayout: KVCacheLayout
 
     struct Layer {
@@ -79,7 +79,7 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
     /// tensors the arguments do not account for (usually a wrong flavor or config).
     public init(
         args: ModelArgs, weights source: WeightSource, numerics: Numerics,
-        expertParallel: ExpertParallelGroup? = nil
+        expertParallel: ExpertParallelGroup? = nil, backend: any TensorBackend = CPUBackend()
     ) throws {
         try args.validate()
         guard numerics.finalNormEps.isFinite, numerics.finalNormEps > 0 else {
@@ -95,6 +95,7 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
         self.args = args
         self.numerics = numerics
         self.expertParallel = expertParallel
+        self.backend = backend
         var used = Set<String>()
 
         // Every tensor is checked against the args before any is read, so a mismatch costs no allocation.
@@ -174,7 +175,7 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
                 wo: try load(p + "attention.wo.weight", [d, h * args.vHeadDim]),
                 heads: h, qkNopeHeadDim: args.qkNopeHeadDim, qkRopeHeadDim: args.qkRopeHeadDim, vHeadDim: args.vHeadDim,
                 kvLoraRank: args.kvLoraRank, qLoraRank: args.qLoraRank, normEps: Float(args.normEps),
-                softmaxScale: softmaxScale)
+                softmaxScale: softmaxScale, backend: backend)
             if args.qLoraRank == 0 {
                 attention.wq = try load(p + "attention.wq.weight", [h * args.qkHeadDim, d])
             } else {
@@ -208,7 +209,7 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
                 layer.moe = try MoEBlock(
                     router: DeepSeekV3.routerConfig(args), gate: gate, gateBias: gateBias,
                     expertBias: expertBias, experts: routed, activation: .swiGLU, shared: shared,
-                    dim: d, expertHiddenDim: f)
+                    dim: d, expertHiddenDim: f, backend: backend)
             } else {
                 layer.feedForward = FeedForward(
                     w1: try load(p + "feed_forward.w1.weight", [args.interDim, d]),

@@ -22,6 +22,8 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
     public let expertParallel: ExpertParallelGroup?
     public let shape: ModelShape
     public let kvCacheLayout: KVCacheLayout
+    /// Where the forward's tensor operations run (every block holds the same backend).
+    let backend: any TensorBackend
 
     typealias Layer = GQAMoELayer
 
@@ -29,7 +31,9 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
 
     /// Builds the model from checked weights (`GptOssWeightSet` compared every tensor's shape with the args).
     /// Under expert parallelism only this rank's experts (and their biases) are read.
-    public init(weights w: GptOssWeightSet, expertParallel: ExpertParallelGroup? = nil) throws {
+    public init(
+        weights w: GptOssWeightSet, expertParallel: ExpertParallelGroup? = nil, backend: any TensorBackend = CPUBackend()
+    ) throws {
         let args = w.args
         if let expertParallel, expertParallel.numExperts != args.moeArgs.numExperts {
             throw ModelLoadError(
@@ -37,6 +41,7 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
         }
         self.args = args
         self.expertParallel = expertParallel
+        self.backend = backend
         embedding = try w.load("tok_embeddings.weight")
         let held = expertParallel?.localExperts
         let router = RouterConfig(
@@ -60,6 +65,7 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
             if args.woBias { attention.oBias = try w.vector(p + "attention.wo.bias") }
             if args.attentionSinks { attention.sinks = try w.vector(p + "attention.sinks") }
             attention.slidingWindow = args.slidingWindow(layer: i)
+            attention.backend = backend
             let e = p + GptOssWeights.expertPrefix
             let experts = ExpertWeights(
                 w1: try w.load(e + "mlp1_weight_EGD", experts: held), w2: try w.load(e + "mlp2_weight_EDF", experts: held),
@@ -69,7 +75,8 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
                 router: router, gate: try w.load(p + "moe.router.gate.weight"),
                 gateBias: args.moeArgs.gateBias ? try w.vector(p + "moe.router.gate.bias") : nil,
                 expertBias: args.moeArgs.loadBalanceCoeff != nil ? try w.vector(p + "moe.expert_bias_E") : nil,
-                experts: experts, activation: activation, shared: nil, dim: args.dim, expertHiddenDim: args.moeInterDim)
+                experts: experts, activation: activation, shared: nil, dim: args.dim, expertHiddenDim: args.moeInterDim,
+                backend: backend)
             layers.append(
                 Layer(
                     index: i, attentionNorm: try w.vector(p + "attention_norm.weight"),
@@ -98,9 +105,14 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
     }
 
     /// Opens the checkpoint at `url` and builds the model.
-    public convenience init(args: GptOssArgs, checkpoint url: URL, expertParallel: ExpertParallelGroup? = nil) throws {
+    public convenience init(
+        args: GptOssArgs, checkpoint url: URL, expertParallel: ExpertParallelGroup? = nil,
+        backend: any TensorBackend = CPUBackend()
+    ) throws {
         try args.validate()
-        try self.init(weights: GptOssWeightSet(store: GptOssWeights.openStore(at: url), args: args), expertParallel: expertParallel)
+        try self.init(
+            weights: GptOssWeightSet(store: GptOssWeights.openStore(at: url), args: args), expertParallel: expertParallel,
+            backend: backend)
     }
 
     // MARK: - Forward
@@ -121,7 +133,7 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
         let decoder = GQAMoEDecoder(
             dim: args.dim, normEps: Float(args.normEps), embedding: embedding, layers: layers,
             finalNorm: finalNorm, lmHead: lmHead, ropeFrequencies: ropeFrequencies,
-            cacheStreams: kvCacheLayout.layers[0])
+            cacheStreams: kvCacheLayout.layers[0], backend: backend)
         return try decoder.forward(
             tokens: tokens, batch: batch, seqLen: seqLen, cache: cache, logits: selection,
             observer: observer, expertParallel: expertParallel)

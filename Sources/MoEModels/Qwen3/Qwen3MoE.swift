@@ -18,6 +18,8 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
     let lmHead: Weight
     /// Rotate-half RoPE frequencies `1/θ^(2i/head_dim)`.
     let ropeFrequencies: [Float]
+    /// Where the forward's tensor operations run (every block holds the same backend).
+    let backend: any TensorBackend
 
     /// TorchTitan 0.3.0's qwen3 has one set of rules: no YaRN, every RMSNorm (the final one included) at norm_eps.
     public var numerics: Numerics {
@@ -29,7 +31,10 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
     /// Builds the model, checking every tensor's shape against `args` before any is read and refusing tensors
     /// the args do not account for (usually a config that does not match the checkpoint). Under expert
     /// parallelism only this rank's experts are read.
-    public init(args: Qwen3Args, weights source: WeightSource, expertParallel: ExpertParallelGroup? = nil) throws {
+    public init(
+        args: Qwen3Args, weights source: WeightSource, expertParallel: ExpertParallelGroup? = nil,
+        backend: any TensorBackend = CPUBackend()
+    ) throws {
         try args.validate()
         if let expertParallel, expertParallel.numExperts != args.moeArgs.numExperts {
             throw ModelLoadError(
@@ -38,6 +43,7 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
         }
         self.args = args
         self.expertParallel = expertParallel
+        self.backend = backend
         let expected = try Qwen3Naming.shapes(args)
         var shapes = Dictionary(uniqueKeysWithValues: expected.map { ($0.name, $0.shape) })
         for (name, shape) in expected {
@@ -103,11 +109,12 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
                 attention.kNorm = try vector(l.kNorm)
             }
             attention.normEps = Float(args.normEps)
+            attention.backend = backend
             let moe = try MoEBlock(
                 router: router, gate: try load(l.gate),
                 expertBias: shapes[l.expertBias] != nil ? try vector(l.expertBias) : nil,
                 experts: ExpertWeights(w1: try experts(l.w1), w2: try experts(l.w2), w3: try experts(l.w3)),
-                activation: .swiGLU, shared: nil, dim: d, expertHiddenDim: args.moeInterDim)
+                activation: .swiGLU, shared: nil, dim: d, expertHiddenDim: args.moeInterDim, backend: backend)
             layers.append(
                 Layer(
                     index: i, attentionNorm: try vector(l.attentionNorm), ffnNorm: try vector(l.ffnNorm),
@@ -139,7 +146,7 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
         let decoder = GQAMoEDecoder(
             dim: args.dim, normEps: Float(args.normEps), embedding: embedding, layers: layers,
             finalNorm: finalNorm, lmHead: lmHead, ropeFrequencies: ropeFrequencies,
-            cacheStreams: kvCacheLayout.layers.first ?? [])
+            cacheStreams: kvCacheLayout.layers.first ?? [], backend: backend)
         return try decoder.forward(
             tokens: tokens, batch: batch, seqLen: seqLen, cache: cache, logits: selection,
             observer: observer, expertParallel: expertParallel)

@@ -1,9 +1,9 @@
 import Foundation
-import MoETensor
 
 /// gpt-oss's expert activation (TorchTitan 0.3.0 `GptOssGroupedExperts` + `swiglu`): in `h = x·W1ᵀ + b1` the gate
 /// and linear halves are interleaved (gate even columns, linear odd); the gate is clamped above at `limit`, the
-/// linear part to ±`limit`, and `y = g·σ(α·g)·(lin + 1)`. `MoEBlock` runs it as `ExpertActivation.clampedSwiGLU`.
+/// linear part to ±`limit`, and `y = g·σ(α·g)·(lin + 1)`. The MoE block runs it through
+/// `TensorBackend.clampedSwiGLU`; this is the CPU kernel.
 public enum ClampedSwiGLU {
     /// `y[r, j]` from the interleaved `h[r, 2j]` (gate) and `h[r, 2j+1]` (linear), for `rows × hidden` outputs.
     public static func activate(
@@ -19,15 +19,6 @@ public enum ClampedSwiGLU {
                 // torch.addcmul(out_glu, out_glu, x_linear): the +1 as an addition, in the same order.
                 output[j] = glu + glu * linear
             }
-        }
-    }
-
-    /// Adds a `[width]` bias to each of `rows` rows.
-    @inline(__always)
-    static func addBias(_ bias: UnsafePointer<Float>, to x: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
-        for r in 0..<rows {
-            let row = x + r * width
-            for c in 0..<width { row[c] += bias[c] }
         }
     }
 }
