@@ -21,6 +21,13 @@ public protocol TensorBackend: Sendable {
     func softmaxRow(_ row: UnsafeMutablePointer<Float>, _ n: Int)
     /// Rows `tokens[i]` of `table` (`[vocab, dim]`, stored dtype) widened into row `i` of `out`.
     func embed(_ tokens: [Int32], table: Weight, into out: UnsafeMutablePointer<Float>)
+    /// This backend with fp32 products, for the one product whose rounding would change decisions rather than
+    /// values: the router gate, whose scores pick the experts (TorchTitan scores them in fp32).
+    var fp32Products: any TensorBackend { get }
+}
+
+extension TensorBackend {
+    public var fp32Products: any TensorBackend { self }
 }
 
 extension TensorBackend {
@@ -37,13 +44,23 @@ extension TensorBackend {
 /// The CPU implementation: threaded BLAS GEMMs over the weights' own dtype, AVX-512 kernels with a portable
 /// fallback (Linear, Ops).
 public struct CPUBackend: TensorBackend {
-    public init() {}
+    /// `bf16`: products with bf16 weights round the activations to bf16 (`Linear.applyBF16Compute`); products
+    /// with fp32 or fp16 weights stay fp32 either way.
+    public let compute: ComputePrecision
+
+    public init(compute: ComputePrecision = .fp32) { self.compute = compute }
+
+    public var fp32Products: any TensorBackend { CPUBackend(compute: .fp32) }
 
     @inline(__always)
     public func linear(
         _ x: UnsafePointer<Float>, rows: Int, weight: Weight, into y: UnsafeMutablePointer<Float>,
         accumulate: Bool
     ) {
+        if compute == .bf16, weight.dtype == .bfloat16 {
+            Linear.applyBF16Compute(x, rows: rows, weight: weight, into: y, accumulate: accumulate)
+            return
+        }
         Linear.apply(x, rows: rows, weight: weight, into: y, accumulate: accumulate)
     }
 
@@ -52,6 +69,10 @@ public struct CPUBackend: TensorBackend {
         _ x: UnsafePointer<Float>, rows: Int, lda: Int, weight: Weight,
         into y: UnsafeMutablePointer<Float>, ldy: Int
     ) {
+        if compute == .bf16, weight.dtype == .bfloat16 {
+            Compute.withThreads(1) { Linear.applyBF16Compute(x, rows: rows, lda: lda, weight: weight, into: y, ldy: ldy) }
+            return
+        }
         Linear.applyColumns(x, m: rows, lda: lda, weight, columns: 0..<weight.rows, y, ldy: ldy, accumulate: false)
     }
 

@@ -22,12 +22,14 @@ struct GQAMoEDecoder {
     let lmHead: Weight
     let ropeFrequencies: [Float]
     let cacheStreams: [KVStream]
+    let backend: any TensorBackend
 
     /// Logits of already checked `tokens` on this process (the caller handles expert-parallel dispatch).
     func forward(
         tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache?, logits selection: LogitsSelection,
         observer: RoutingObserver?, expertParallel: ExpertParallelGroup?
     ) throws -> Tensor {
+        let logitsRows = try selection.hiddenRows(batch: batch, seqLen: seqLen)
         let past = cache?.length ?? 0
         let d = dim, rows = batch * seqLen, eps = normEps
         let hidden = Tensor(shape: [rows, d])
@@ -43,16 +45,8 @@ struct GQAMoEDecoder {
             try layer.moe.apply(normed, layer: layer.index, addInto: hidden, observer: observer, expertParallel: expertParallel)
         }
         cache?.length += seqLen
-        switch selection {
-        case .all:
-            Ops.rmsNorm(hidden.data, rows: rows, dim: d, weight: finalNorm, eps: eps, into: normed.data)
-            return Linear.apply(normed, lmHead)
-        case .last:
-            let last = Tensor(shape: [batch, d])
-            for b in 0..<batch {
-                Ops.rmsNorm(hidden.row(b * seqLen + seqLen - 1), rows: 1, dim: d, weight: finalNorm, eps: eps, into: last.row(b))
-            }
-            return Linear.apply(last, lmHead)
-        }
+        return OutputHead.logits(
+            hidden: hidden, rows: logitsRows, norm: finalNorm, eps: eps,
+            head: lmHead, backend: backend)
     }
 }

@@ -23,6 +23,8 @@ public struct GroupedQueryAttention: Sendable {
     public var sinks: [Float]? = nil
     /// Keys a query sees, itself included; nil for full causal attention.
     public var slidingWindow: Int? = nil
+    /// Where the projections run (the attention scores stay fp32 sgemm in every compute precision).
+    public var backend: any TensorBackend = CPUBackend()
 
     public init(
         dim: Int, nHeads: Int, nKVHeads: Int, headDim: Int, wq: Weight, wk: Weight, wv: Weight, wo: Weight,
@@ -58,7 +60,7 @@ public struct GroupedQueryAttention: Sendable {
         store: KVCache.Layer, addInto hidden: Tensor
     ) {
         let rows = x.rows, h = nHeads, kvh = nKVHeads, hd = headDim
-        let q = Linear.apply(x, wq), k = Linear.apply(x, wk), v = Linear.apply(x, wv)
+        let q = backend.linear(x, wq), k = backend.linear(x, wk), v = backend.linear(x, wv)
         Self.addBias(qBias, to: q); Self.addBias(kBias, to: k); Self.addBias(vBias, to: v)
 
         let qp = SendablePointer(q.data), kp = SendablePointer(k.data), vp = SendablePointer(v.data)
@@ -126,11 +128,11 @@ public struct GroupedQueryAttention: Sendable {
             }
         }
         if let oBias {
-            let projected = Linear.apply(context, wo)
+            let projected = backend.linear(context, wo)
             Self.addBias(oBias, to: projected)
             for i in 0..<hidden.count { hidden.data[i] += projected.data[i] }
         } else {
-            Linear.apply(context.data, rows: rows, weight: wo, into: hidden.data, accumulate: true)
+            backend.linear(context.data, rows: rows, weight: wo, into: hidden.data, accumulate: true)
         }
     }
 

@@ -60,8 +60,9 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
     /// this rank's experts (ExpertParallel.swift).
     public let expertParallel: ExpertParallelGroup?
     public let shape: ModelShape
-    /// Where the forward's tensor operations run.
-    let backend: any TensorBackend = CPUBackend()
+    /// Where the forward's tensor operations run, in the precision of its matrix products.
+    let backend: any TensorBackend
+    public let compute: ComputePrecision
     public let kvCacheLayout: KVCacheLayout
 
     struct Layer {
@@ -79,7 +80,7 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
     /// tensors the arguments do not account for (usually a wrong flavor or config).
     public init(
         args: ModelArgs, weights source: WeightSource, numerics: Numerics,
-        expertParallel: ExpertParallelGroup? = nil
+        expertParallel: ExpertParallelGroup? = nil, compute: ComputePrecision = .fp32
     ) throws {
         try args.validate()
         guard numerics.finalNormEps.isFinite, numerics.finalNormEps > 0 else {
@@ -95,6 +96,9 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
         self.args = args
         self.numerics = numerics
         self.expertParallel = expertParallel
+        self.compute = compute
+        let backend = CPUBackend(compute: compute)
+        self.backend = backend
         var used = Set<String>()
 
         // Every tensor is checked against the args before any is read, so a mismatch costs no allocation.
@@ -175,6 +179,7 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
                 heads: h, qkNopeHeadDim: args.qkNopeHeadDim, qkRopeHeadDim: args.qkRopeHeadDim, vHeadDim: args.vHeadDim,
                 kvLoraRank: args.kvLoraRank, qLoraRank: args.qLoraRank, normEps: Float(args.normEps),
                 softmaxScale: softmaxScale)
+            attention.backend = backend
             if args.qLoraRank == 0 {
                 attention.wq = try load(p + "attention.wq.weight", [h * args.qkHeadDim, d])
             } else {
@@ -209,6 +214,7 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
                     router: DeepSeekV3.routerConfig(args), gate: gate, gateBias: gateBias,
                     expertBias: expertBias, experts: routed, activation: .swiGLU, shared: shared,
                     dim: d, expertHiddenDim: f)
+                layer.moe?.backend = backend
             } else {
                 layer.feedForward = FeedForward(
                     w1: try load(p + "feed_forward.w1.weight", [args.interDim, d]),
@@ -261,12 +267,13 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
     /// Logits for `tokens` (`batch` rows of `seqLen` new ids, row-major), causal within each row.
     /// Without a cache each row is a sequence starting at position 0. With a cache the new tokens continue the
     /// cached rows at position `cache.length`, and their keys and values are appended to it.
-    /// Returns `[batch·seqLen, vocab]` for `.all`, `[batch, vocab]` for `.last`.
+    /// Returns `[batch·seqLen, vocab]` for `.all`, `[batch, vocab]` for `.last`, the asked rows for `.positions`.
     public func forward(
         tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache? = nil,
         logits selection: LogitsSelection = .all, observer: RoutingObserver? = nil
     ) throws -> Tensor {
         try checkForwardInput(tokens: tokens, batch: batch, seqLen: seqLen, cache: cache)
+        let logitsRows = try selection.hiddenRows(batch: batch, seqLen: seqLen)
         if let group = expertParallel, !group.runningLocalShare {
             return try forwardExpertParallel(
                 group, tokens: tokens, batch: batch, seqLen: seqLen, cache: cache,
@@ -292,18 +299,7 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
             }
         }
         cache?.length += seqLen
-        switch selection {
-        case .all:
-            backend.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: finalNorm, eps: numerics.finalNormEps, into: normed.data)
-            return backend.linear(normed, output)
-        case .last:
-            let last = Tensor(shape: [batch, args.dim])
-            for b in 0..<batch {
-                backend.rmsNorm(
-                    hidden.row(b * seqLen + seqLen - 1), rows: 1, dim: args.dim, weight: finalNorm,
-                    eps: numerics.finalNormEps, into: last.row(b))
-            }
-            return backend.linear(last, output)
-        }
+        return OutputHead.logits(
+            hidden: hidden, rows: logitsRows, norm: finalNorm, eps: numerics.finalNormEps, head: output, backend: backend)
     }
 }

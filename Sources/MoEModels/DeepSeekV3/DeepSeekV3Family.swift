@@ -26,10 +26,12 @@ extension DeepSeekV3 {
             numerics.finalNormEps = spec.finalNormEps ?? hf.finalNormEps
             numerics.origin = "HF config (rope_scaling, rms_norm_eps)"
         }
-        let model = try DeepSeekV3(args: resolved.args, weights: source, numerics: numerics, expertParallel: expertParallel)
+        let compute = try spec.resolveCompute(source)
+        let model = try DeepSeekV3(
+            args: resolved.args, weights: source, numerics: numerics, expertParallel: expertParallel, compute: compute.precision)
         return LoadedModel(
             model: model, family: family, modelArgs: resolved.args, source: source,
             trainConfig: resolved.config, argsOrigin: resolved.origin,
-            loadSeconds: Date().timeIntervalSince(start))
+            loadSeconds: Date().timeIntervalSince(start), compute: compute.precision, computeReason: compute.reason)
     }
 }

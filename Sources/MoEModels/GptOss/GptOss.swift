@@ -22,6 +22,9 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
     public let expertParallel: ExpertParallelGroup?
     public let shape: ModelShape
     public let kvCacheLayout: KVCacheLayout
+    /// Precision of the matrix products, and the backend that runs them in it.
+    public let compute: ComputePrecision
+    let backend: any TensorBackend
 
     typealias Layer = GQAMoELayer
 
@@ -29,7 +32,7 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
 
     /// Builds the model from checked weights (`GptOssWeightSet` compared every tensor's shape with the args).
     /// Under expert parallelism only this rank's experts (and their biases) are read.
-    public init(weights w: GptOssWeightSet, expertParallel: ExpertParallelGroup? = nil) throws {
+    public init(weights w: GptOssWeightSet, expertParallel: ExpertParallelGroup? = nil, compute: ComputePrecision = .fp32) throws {
         let args = w.args
         if let expertParallel, expertParallel.numExperts != args.moeArgs.numExperts {
             throw ModelLoadError(
@@ -37,6 +40,9 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
         }
         self.args = args
         self.expertParallel = expertParallel
+        self.compute = compute
+        let backend = CPUBackend(compute: compute)
+        self.backend = backend
         embedding = try w.load("tok_embeddings.weight")
         let held = expertParallel?.localExperts
         let router = RouterConfig(
@@ -65,11 +71,13 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
                 w1: try w.load(e + "mlp1_weight_EGD", experts: held), w2: try w.load(e + "mlp2_weight_EDF", experts: held),
                 w3: nil, b1: try w.load(e + "mlp1_bias_EG", experts: held).toFloatArray(),
                 b2: try w.load(e + "mlp2_bias_ED", experts: held).toFloatArray())
-            let moe = try MoEBlock(
+            attention.backend = backend
+            var moe = try MoEBlock(
                 router: router, gate: try w.load(p + "moe.router.gate.weight"),
                 gateBias: args.moeArgs.gateBias ? try w.vector(p + "moe.router.gate.bias") : nil,
                 expertBias: args.moeArgs.loadBalanceCoeff != nil ? try w.vector(p + "moe.expert_bias_E") : nil,
                 experts: experts, activation: activation, shared: nil, dim: args.dim, expertHiddenDim: args.moeInterDim)
+            moe.backend = backend
             layers.append(
                 Layer(
                     index: i, attentionNorm: try w.vector(p + "attention_norm.weight"),
@@ -98,9 +106,13 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
     }
 
     /// Opens the checkpoint at `url` and builds the model.
-    public convenience init(args: GptOssArgs, checkpoint url: URL, expertParallel: ExpertParallelGroup? = nil) throws {
+    public convenience init(
+        args: GptOssArgs, checkpoint url: URL, expertParallel: ExpertParallelGroup? = nil, compute: ComputePrecision = .fp32
+    ) throws {
         try args.validate()
-        try self.init(weights: GptOssWeightSet(store: GptOssWeights.openStore(at: url), args: args), expertParallel: expertParallel)
+        try self.init(
+            weights: GptOssWeightSet(store: GptOssWeights.openStore(at: url), args: args), expertParallel: expertParallel,
+            compute: compute)
     }
 
     // MARK: - Forward
@@ -122,7 +134,7 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
         let decoder = GQAMoEDecoder(
             dim: args.dim, normEps: Float(args.normEps), embedding: embedding, layers: layers,
             finalNorm: finalNorm, lmHead: lmHead, ropeFrequencies: ropeFrequencies,
-            cacheStreams: kvCacheLayout.layers[0])
+            cacheStreams: kvCacheLayout.layers[0], backend: backend)
         return try decoder.forward(
             tokens: tokens, batch: batch, seqLen: seqLen, cache: cache, logits: selection,
             observer: observer, expertParallel: expertParallel)

@@ -12,6 +12,9 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
     public let expertParallel: ExpertParallelGroup?
     public let shape: ModelShape
     public let kvCacheLayout: KVCacheLayout
+    /// Precision of the matrix products, and the backend that runs them in it.
+    public let compute: ComputePrecision
+    let backend: any TensorBackend
     let embedding: Weight
     let layers: [Layer]
     let finalNorm: [Float]
@@ -29,7 +32,10 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
     /// Builds the model, checking every tensor's shape against `args` before any is read and refusing tensors
     /// the args do not account for (usually a config that does not match the checkpoint). Under expert
     /// parallelism only this rank's experts are read.
-    public init(args: Qwen3Args, weights source: WeightSource, expertParallel: ExpertParallelGroup? = nil) throws {
+    public init(
+        args: Qwen3Args, weights source: WeightSource, expertParallel: ExpertParallelGroup? = nil,
+        compute: ComputePrecision = .fp32
+    ) throws {
         try args.validate()
         if let expertParallel, expertParallel.numExperts != args.moeArgs.numExperts {
             throw ModelLoadError(
@@ -38,6 +44,9 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
         }
         self.args = args
         self.expertParallel = expertParallel
+        self.compute = compute
+        let backend = CPUBackend(compute: compute)
+        self.backend = backend
         let expected = try Qwen3Naming.shapes(args)
         var shapes = Dictionary(uniqueKeysWithValues: expected.map { ($0.name, $0.shape) })
         for (name, shape) in expected {
@@ -103,11 +112,13 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
                 attention.kNorm = try vector(l.kNorm)
             }
             attention.normEps = Float(args.normEps)
-            let moe = try MoEBlock(
+            attention.backend = backend
+            var moe = try MoEBlock(
                 router: router, gate: try load(l.gate),
                 expertBias: shapes[l.expertBias] != nil ? try vector(l.expertBias) : nil,
                 experts: ExpertWeights(w1: try experts(l.w1), w2: try experts(l.w2), w3: try experts(l.w3)),
                 activation: .swiGLU, shared: nil, dim: d, expertHiddenDim: args.moeInterDim)
+            moe.backend = backend
             layers.append(
                 Layer(
                     index: i, attentionNorm: try vector(l.attentionNorm), ffnNorm: try vector(l.ffnNorm),
@@ -140,7 +151,7 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
         let decoder = GQAMoEDecoder(
             dim: args.dim, normEps: Float(args.normEps), embedding: embedding, layers: layers,
             finalNorm: finalNorm, lmHead: lmHead, ropeFrequencies: ropeFrequencies,
-            cacheStreams: kvCacheLayout.layers.first ?? [])
+            cacheStreams: kvCacheLayout.layers.first ?? [], backend: backend)
         return try decoder.forward(
             tokens: tokens, batch: batch, seqLen: seqLen, cache: cache, logits: selection,
             observer: observer, expertParallel: expertParallel)
