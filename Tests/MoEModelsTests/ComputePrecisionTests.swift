@@ -205,3 +205,41 @@ enum FamilyFixtures {
         #expect(throws: ModelLoadError.self) { try ComputeChoice.bf16.resolve(weights: fp32, checkpoint: "c", cpuHasBF16: true) }
     }
 }
+
+/// Expert parallelism splits a batch by rows: each rank computes its rows' asked positions and the gather puts
+/// them back in batch order.
+@Suite struct LogitsSelectionExpertParallelTests {
+    @Test func twoRanksGatherTheAskedPositions() throws {
+        let variant = "v030_gptoss_fp32"
+        let rows = try GptOssFixtures.tokens(variant)
+        let batch = rows.count, seqLen = rows[0].count, tokens = rows.flatMap { $0 }
+        let args = try GptOssFixtures.args(variant)
+        let checkpoint = GptOssFixtures.root.appendingPathComponent("\(variant)/checkpoint")
+        let single = try GptOss(args: args, checkpoint: checkpoint).forward(tokens: tokens, batch: batch, seqLen: seqLen)
+        let selection = LogitsSelection.positions([1..<3, 5..<seqLen])
+        let wanted = [1, 2] + Array((seqLen + 5)..<(2 * seqLen))
+        let exchange = InProcessExchange(size: 2)
+        let results = UnsafeMutablePointer<(Tensor?, String?)>.allocate(capacity: 2)
+        results.initialize(repeating: (nil, nil), count: 2)
+        defer { results.deinitialize(count: 2); results.deallocate() }
+        let resultsP = SendablePointer(results)
+        DispatchQueue.concurrentPerform(iterations: 2) { rank in
+            do {
+                let group = try ExpertParallelGroup(communicator: InProcessCommunicator(rank: rank, exchange: exchange), numExperts: 4)
+                let model = try GptOss(args: args, checkpoint: checkpoint, expertParallel: group)
+                resultsP.pointer[rank] = (try model.forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: selection), nil)
+            } catch {
+                resultsP.pointer[rank] = (nil, "\(error)")
+            }
+        }
+        for rank in 0..<2 {
+            #expect(results[rank].1 == nil, "rank \(rank): \(results[rank].1 ?? "")")
+            let logits = try #require(results[rank].0)
+            #expect(logits.shape == [wanted.count, args.vocabSize])
+            for (i, r) in wanted.enumerated() {
+                let worst = (0..<args.vocabSize).map { abs(logits.row(i)[$0] - single.row(r)[$0]) }.max() ?? 0
+                #expect(worst <= 1e-5, "rank \(rank): output row \(i) differs from row \(r) by \(worst)")
+            }
+        }
+    }
+}

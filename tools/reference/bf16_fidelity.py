@@ -72,6 +72,10 @@ def main(argv=None) -> int:
                 subprocess.run([args.moe_eval, "convert", "--checkpoint", *bf16_checkpoint, "--output", exported,
                                 "--dtype", "bf16", "--no-tokenizer", "--quiet"], check=True)
                 bf16_checkpoint = [exported]
+                if variant.startswith("dsv3/"):
+                    # The export's config.json would bring transformers' fixed 1e-6 eps for the q/kv latent norms;
+                    # the fixture's own args and era keep TorchTitan's numerics.
+                    bf16_checkpoint += ["--model-args", folder / "model_args.json", "--era", "0.3"]
             ours = {}
             for compute in ("bf16", "fp32"):
                 result = out / f"moe_eval_{compute}.json"
