@@ -120,7 +120,7 @@ struct RunCommand: ParsableCommand {
             let started = Date()
             let progress = Progress(quiet: quiet || !ranks.isRoot)
             var spec = try model.spec(defaultCheckpoint: ".")
-            spec.compute = computeOptions.choice(default: .auto)
+            spec.compute = computeOptions.choice(default: .fp32)
             let inputs = try ModelInputs.resolve(spec, checkpointGiven: model.checkpoint != nil, tokenizer: tokenizer)
             if let demo = inputs.demo { progress.done("no --checkpoint: evaluating the bundled demo model \(demo.checkpoint.path)") }
             let pipeline = EvaluationPipeline(

@@ -131,7 +131,7 @@ struct ServeCommand: ParsableCommand {
         try reportingErrors {
             let connectionLimits = try connectionLimits()
             var spec = try model.spec(defaultCheckpoint: ".")
-            spec.compute = computeOptions.choice(default: .auto)
+            spec.compute = computeOptions.choice(default: .fp32)
             let inputs = try ModelInputs.resolve(spec, checkpointGiven: model.checkpoint != nil, tokenizer: tokenizer)
             let tokenizer = try inputs.loadTokenizer(for: .serving)!
             let loaded = try ModelLoader.load(inputs.spec)

@@ -7,8 +7,8 @@ against the fp32 references instead (Tests/MoEModelsTests/ComputePrecisionTests.
 
 For each fixture: TorchTitan's model, loaded from the fixture's checkpoint, with its parameters cast to bf16 as
 FSDP's bf16 mixed precision casts them (rounded to nearest even; buffers such as the RoPE table stay fp32), so
-activations and the residual stream are bf16 and products run in bf16 with fp32 accumulation inside oneDNN), runs the fixture's tokens; moe-eval runs `forward --compute bf16` on the same bf16
-weights (fixtures stored as fp32 are first converted with `moe-eval convert --dtype bf16`) and `--compute fp32`.
+activations and the residual stream are bf16 and products run in bf16 with fp32 accumulation inside oneDNN), runs the fixture's tokens; moe-eval runs `forward --compute bf16` and `--compute fp32`
+on the same bf16 weights (for fixtures stored as fp32, the bf16 state dict TorchTitan ran, saved as safetensors).
 Printed per fixture: relative logit error ‖a − b‖₂/‖b‖₂ and the share of routed token-slots whose expert is
 also among the other side's top-k.
 
@@ -19,7 +19,6 @@ loop of the same SwiGLU), in the model's dtype: in bf16 that is bf16 matmuls, as
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -66,16 +65,9 @@ def main(argv=None) -> int:
             torchtitan = json.loads((out / "torchtitan_bf16.json").read_text())
             torchtitan_fp32 = json.loads((folder / "expected.json").read_text())
             info = json.loads((folder / "variant.json").read_text())
-            bf16_checkpoint = [folder / "checkpoint", "--model-args", folder / "model_args.json"]
-            if info["storage_dtype"] != "bfloat16":
-                exported = out / "bf16"
-                subprocess.run([args.moe_eval, "convert", "--checkpoint", *bf16_checkpoint, "--output", exported,
-                                "--dtype", "bf16", "--no-tokenizer", "--quiet"], check=True)
-                bf16_checkpoint = [exported]
-                if variant.startswith("dsv3/"):
-                    # The export's config.json would bring transformers' fixed 1e-6 eps for the q/kv latent norms;
-                    # the fixture's own args and era keep TorchTitan's numerics.
-                    bf16_checkpoint += ["--model-args", folder / "model_args.json", "--era", "0.3"]
+            # fp32 fixtures: the very bf16 weights TorchTitan ran, under TorchTitan's names (buffers as they were).
+            stored = folder / "checkpoint" if info["storage_dtype"] == "bfloat16" else out / "bf16.safetensors"
+            bf16_checkpoint = [stored, "--model-args", folder / "model_args.json"]
             ours = {}
             for compute in ("bf16", "fp32"):
                 result = out / f"moe_eval_{compute}.json"
@@ -144,6 +136,8 @@ def torchtitan_bf16_forward(variant: str, out: Path) -> int:
             parameter.data = parameter.data.to(torch.bfloat16)
     with torch.no_grad():
         logits, routing, _ = forward(model, tokens)
+    from safetensors.torch import save_file
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(out / "bf16.safetensors"))
     payload = {
         "logits": logits.to(torch.float32).tolist(),
         "routing": {str(layer): {"experts": entry["experts"].reshape(-1, entry["experts"].shape[-1]).tolist()}
