@@ -243,3 +243,40 @@ enum FamilyFixtures {
         }
     }
 }
+
+/// Under bf16 compute the router gate still multiplies in fp32: its scores pick the experts.
+@Suite struct RouterGatePrecisionTests {
+    /// A bf16 weight of `values` truncated to bf16 (exactly representable, so the fp32 product is the reference).
+    static func bf16Weight(_ values: [Float], shape: [Int]) throws -> Weight {
+        let bits = values.map { UInt16(truncatingIfNeeded: $0.bitPattern >> 16) }
+        return try bits.withUnsafeBytes { try Weight(dtype: .bfloat16, shape: shape, bytes: $0, owner: nil) }
+    }
+
+    @Test func gateLogitsAreFP32Products() throws {
+        let d = 40, e = 8, f = 4, tokens = 6
+        var state: UInt64 = 7
+        func next() -> Float {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Float(Int(state >> 40) % 2001 - 1000) / 997
+        }
+        let gateValues = (0..<(e * d)).map { _ in next() }
+        let gate = try Self.bf16Weight(gateValues, shape: [e, d])
+        let experts = ExpertWeights(
+            w1: try Self.bf16Weight((0..<(e * f * d)).map { _ in next() }, shape: [e, f, d]),
+            w2: try Self.bf16Weight((0..<(e * d * f)).map { _ in next() }, shape: [e, d, f]),
+            w3: try Self.bf16Weight((0..<(e * f * d)).map { _ in next() }, shape: [e, f, d]))
+        var block = try MoEBlock(
+            router: RouterConfig(scoreFunction: .softmax, numExperts: e, topK: 2, routeNorm: true, routeScale: 1, scoreBeforeExperts: false),
+            gate: gate, experts: experts, activation: .swiGLU, shared: nil, dim: d, expertHiddenDim: f)
+        block.backend = CPUBackend(compute: .bf16)
+        // Activations that bf16 cannot hold, so a bf16 gate product would show.
+        let x = Tensor(shape: [tokens, d], values: (0..<(tokens * d)).map { _ in next() * 1.001 + 0.0001 })
+        let routing = block.route(x)
+        let fp32 = Linear.apply(x, gate)
+        let bf16 = CPUBackend(compute: .bf16).linear(x, gate)
+        let fromFP32 = (0..<(tokens * e)).map { abs(routing.gateLogits.data[$0] - fp32.data[$0]) }.max() ?? 0
+        let fromBF16 = (0..<(tokens * e)).map { abs(routing.gateLogits.data[$0] - bf16.data[$0]) }.max() ?? 0
+        #expect(fromFP32 == 0, "gate logits differ from the fp32 product by \(fromFP32)")
+        #expect(fromBF16 > 1e-4, "the bf16 product would have been indistinguishable (\(fromBF16))")
+    }
+}
