@@ -129,7 +129,9 @@ enum FamilyFixtures {
 
     /// `‖ours − reference‖₂ / ‖reference‖₂` over every logit, and token-slots whose expert is also among the
     /// reference's top-k for that token.
-    static func figures(_ logits: Tensor, _ recorder: RoutingRecorder, against reference: (logits: [[Float]], experts: [Int: [[Int]]]))
+    static func figures(
+        _ logits: Tensor, _ recorder: RoutingRecorder, against reference: (logits: [[Float]], experts: [Int: [[Int]]])
+    )
         -> Figures
     {
         var difference = 0.0, norm = 0.0
@@ -266,7 +268,8 @@ enum FamilyFixtures {
             w2: try Self.bf16Weight((0..<(e * d * f)).map { _ in next() }, shape: [e, d, f]),
             w3: try Self.bf16Weight((0..<(e * f * d)).map { _ in next() }, shape: [e, f, d]))
         var block = try MoEBlock(
-            router: RouterConfig(scoreFunction: .softmax, numExperts: e, topK: 2, routeNorm: true, routeScale: 1, scoreBeforeExperts: false),
+            router: RouterConfig(
+                scoreFunction: .softmax, numExperts: e, topK: 2, routeNorm: true, routeScale: 1, scoreBeforeExperts: false),
             gate: gate, experts: experts, activation: .swiGLU, shared: nil, dim: d, expertHiddenDim: f)
         block.backend = CPUBackend(compute: .bf16)
         // Activations that bf16 cannot hold, so a bf16 gate product would show.

@@ -32,13 +32,15 @@ import Testing
     }
 
     @Test func activationsRoundToNearestEven() {
-        let halfway: Float = 1 + 0x1p-8  // between 1 and 1 + 2⁻⁷: the even neighbour is 1
-        let halfwayUp: Float = 1 + 3 * 0x1p-8  // between 1 + 2⁻⁷ and 1 + 2⁻⁶: the even neighbour is 1 + 2⁻⁶
+        let halfway: Float = 1 + 0x1p-8 // between 1 and 1 + 2⁻⁷: the even neighbour is 1
+        let halfwayUp: Float = 1 + 3 * 0x1p-8 // between 1 + 2⁻⁷ and 1 + 2⁻⁶: the even neighbour is 1 + 2⁻⁶
         let above: Float = 1 + 0x1p-8 + 0x1p-20
         let x: [Float] = [halfway, halfwayUp, above, -halfway, Float(bitPattern: 0x0020_8000), 65504.7]
         var out = [Float](repeating: .nan, count: x.count)
         x.withUnsafeBufferPointer { xs in
-            out.withUnsafeMutableBufferPointer { Linear.roundRowsToBF16(xs.baseAddress!, rows: 1, columns: x.count, lda: x.count, into: $0.baseAddress!) }
+            out.withUnsafeMutableBufferPointer {
+                Linear.roundRowsToBF16(xs.baseAddress!, rows: 1, columns: x.count, lda: x.count, into: $0.baseAddress!)
+            }
         }
         #expect(out[0] == 1)
         #expect(out[1] == 1 + 0x1p-6)
@@ -104,7 +106,9 @@ import Testing
         let reference = run(CPUBackend(), fp32)
         var expected = [Float](repeating: 0, count: m * n)
         x.withUnsafeBufferPointer { xs in
-            expected.withUnsafeMutableBufferPointer { Linear.applyBF16Reference(xs.baseAddress!, rows: m, weight: bf16, into: $0.baseAddress!) }
+            expected.withUnsafeMutableBufferPointer {
+                Linear.applyBF16Reference(xs.baseAddress!, rows: m, weight: bf16, into: $0.baseAddress!)
+            }
         }
         let bf16Backend = CPUBackend(compute: .bf16)
         #expect(maxAbsDiff(run(bf16Backend, bf16), expected) < 1e-5)
@@ -120,7 +124,7 @@ import Testing
     @Test func cpuFeatureIsReadFromTheCPU() throws {
         let flags = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
             .split(separator: "\n").first { $0.hasPrefix("flags") }
-        guard let flags else { return }  // not Linux: nothing to compare with
+        guard let flags else { return } // not Linux: nothing to compare with
         let words = Set(flags.split(separator: " ").map(String.init))
         #expect(CPUFeatures.hasBF16Compute == (words.contains("avx512_bf16") || words.contains("amx_bf16")))
     }
