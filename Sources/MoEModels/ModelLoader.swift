@@ -33,7 +33,7 @@ public struct ModelSpec: Sendable {
 
     /// The precision `compute` resolves to for the weights in `source`.
     public func resolveCompute(_ source: WeightSource) throws -> (precision: ComputePrecision, reason: String) {
-        try compute.resolve(weights: source.tensorInfos, checkpoint: checkpoint.path)
+        try compute.resolve(weights: source.tensorInfos, checkpoint: source.description)
     }
 
     public var hasTrainConfig: Bool { config != nil || registryConfig != nil }
