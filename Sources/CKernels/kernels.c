@@ -46,6 +46,15 @@ int moe_kernels_bf16_dot(void) {
 }
 void moe_kernels_force_portable(int portable) { moe_isa_forced = portable ? 0 : -1; }
 
+int moe_cpu_has_bf16_compute(void) {
+#if MOE_X86
+    __builtin_cpu_init();
+    return (__builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16")) ? 1 : 0;
+#else
+    return 0;
+#endif
+}
+
 /* ------------------------------------------------------------------ exp */
 
 #if MOE_X86

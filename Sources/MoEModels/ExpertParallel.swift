@@ -351,6 +351,7 @@ extension CausalLanguageModel {
         _ group: ExpertParallelGroup, tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache?,
         logits selection: LogitsSelection, observer: RoutingObserver?
     ) throws -> Tensor {
+        _ = try selection.hiddenRows(batch: batch, seqLen: seqLen)
         let start = DispatchTime.now().uptimeNanoseconds
         group.runningLocalShare = true
         defer {
@@ -368,7 +369,6 @@ extension CausalLanguageModel {
         let share = group.share(ofBatch: batch)
         let gatherer = observer.map { _ in ExpertParallelGroup.DecisionGatherer(group: group, inner: group.rank == 0 ? observer : nil) }
         let vocab = shape.vocabSize
-        let rowsPerSequence = selection == .all ? seqLen : 1
         var local: Tensor?
         if share.isEmpty {
             try participateWithoutTokens(group, gatherer: gatherer)
@@ -376,12 +376,12 @@ extension CausalLanguageModel {
             group.statistics.tokensRun += share.count * seqLen
             local = try forward(
                 tokens: Array(tokens[(share.lowerBound * seqLen)..<(share.upperBound * seqLen)]),
-                batch: share.count, seqLen: seqLen, cache: nil, logits: selection, observer: gatherer)
+                batch: share.count, seqLen: seqLen, cache: nil, logits: selection.forBatchRows(share), observer: gatherer)
         }
         if let failure = gatherer?.failure { throw failure }
-        let result = Tensor(shape: [batch * rowsPerSequence, vocab])
+        let result = Tensor(shape: [selection.logitsRowCount(batchRows: 0..<batch, seqLen: seqLen), vocab])
         let counts = (0..<group.size).map {
-            group.share(ofBatch: batch, rank: $0).count * rowsPerSequence * vocab * MemoryLayout<Float>.size
+            selection.logitsRowCount(batchRows: group.share(ofBatch: batch, rank: $0), seqLen: seqLen) * vocab * MemoryLayout<Float>.size
         }
         try group.timed(\.gatherSeconds) {
             try group.communicator.allGatherV(send: local?.data ?? result.data, receive: result.data, counts: counts)

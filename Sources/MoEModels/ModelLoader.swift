@@ -1,5 +1,6 @@
 import Foundation
 import MoECheckpoint
+import MoETensor
 
 /// Where a model's arguments and weights come from, as the CLI's options state them.
 public struct ModelSpec: Sendable {
@@ -15,15 +16,24 @@ public struct ModelSpec: Sendable {
     public var registryConfig: String?
     /// `--training.seq_len`: overrides the config's training seq_len (and so `max_seq_len`).
     public var seqLen: Int?
+    /// `--compute`: precision of the matrix products (fp32, the exact reference, unless a command asks otherwise).
+    public var compute: ComputeChoice
 
     public init(
         checkpoint: URL, config: URL? = nil, modelArgs: URL? = nil, flavor: String? = nil,
         era: CodeEra? = nil, yarn: Bool? = nil, finalNormEps: Float? = nil,
-        registryModule: String? = nil, registryConfig: String? = nil, seqLen: Int? = nil
+        registryModule: String? = nil, registryConfig: String? = nil, seqLen: Int? = nil,
+        compute: ComputeChoice = .fp32
     ) {
         self.checkpoint = checkpoint; self.config = config; self.modelArgs = modelArgs; self.flavor = flavor
         self.era = era; self.yarn = yarn; self.finalNormEps = finalNormEps
         self.registryModule = registryModule; self.registryConfig = registryConfig; self.seqLen = seqLen
+        self.compute = compute
+    }
+
+    /// The precision `compute` resolves to for the weights in `source`.
+    public func resolveCompute(_ source: WeightSource) throws -> (precision: ComputePrecision, reason: String) {
+        try compute.resolve(weights: source.tensorInfos, checkpoint: source.description)
     }
 
     public var hasTrainConfig: Bool { config != nil || registryConfig != nil }
@@ -53,13 +63,18 @@ public struct LoadedModel: @unchecked Sendable {
     /// "model args file X", "config X (flavor 16B, seq_len 2048)", …
     public let argsOrigin: String
     public let loadSeconds: Double
+    /// Precision of the matrix products, and what decided it (`--compute`, the weights, the CPU).
+    public let compute: ComputePrecision
+    public let computeReason: String
 
     public init(
         model: any CausalLanguageModel, family: ModelFamily, modelArgs: any ModelArguments, source: WeightSource,
-        trainConfig: TrainConfig?, argsOrigin: String, loadSeconds: Double
+        trainConfig: TrainConfig?, argsOrigin: String, loadSeconds: Double,
+        compute: ComputePrecision = .fp32, computeReason: String = "fp32 (the reference mode)"
     ) {
         self.model = model; self.family = family; self.modelArgs = modelArgs; self.source = source
         self.trainConfig = trainConfig; self.argsOrigin = argsOrigin; self.loadSeconds = loadSeconds
+        self.compute = compute; self.computeReason = computeReason
     }
 }
 

@@ -62,6 +62,9 @@ public protocol TensorBackend: Sendable {
     func clampedSwiGLU(
         _ h: UnsafePointer<Float>, rows: Int, hidden: Int, alpha: Float, limit: Float,
         into y: UnsafeMutablePointer<Float>)
+    /// This backend with fp32 products, for the one product whose rounding would change decisions rather than
+    /// values: the router gate, whose scores pick the experts (TorchTitan scores them in fp32).
+    var fp32Products: any TensorBackend { get }
 }
 
 /// Which elements of a head form a rotated RoPE pair.
@@ -73,6 +76,8 @@ public enum RotaryPairing: Sendable {
 }
 
 extension TensorBackend {
+    public var fp32Products: any TensorBackend { self }
+
     public func sgemmSerial(
         transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
         _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
@@ -143,13 +148,23 @@ extension TensorBackend {
 /// The CPU implementation: threaded BLAS GEMMs over the weights' own dtype, AVX-512 kernels with a portable
 /// fallback (Linear, Ops).
 public struct CPUBackend: TensorBackend {
-    public init() {}
+    /// `bf16`: products with bf16 weights round the activations to bf16 (`Linear.applyBF16Compute`); products
+    /// with fp32 or fp16 weights stay fp32 either way.
+    public let compute: ComputePrecision
+
+    public init(compute: ComputePrecision = .fp32) { self.compute = compute }
+
+    public var fp32Products: any TensorBackend { CPUBackend(compute: .fp32) }
 
     @inline(__always)
     public func linear(
         _ x: UnsafePointer<Float>, rows: Int, weight: Weight, into y: UnsafeMutablePointer<Float>,
         accumulate: Bool
     ) {
+        if compute == .bf16, weight.dtype == .bfloat16 {
+            Linear.applyBF16Compute(x, rows: rows, weight: weight, into: y, accumulate: accumulate)
+            return
+        }
         Linear.apply(x, rows: rows, weight: weight, into: y, accumulate: accumulate)
     }
 
@@ -158,6 +173,10 @@ public struct CPUBackend: TensorBackend {
         _ x: UnsafePointer<Float>, rows: Int, lda: Int, weight: Weight,
         into y: UnsafeMutablePointer<Float>, ldy: Int
     ) {
+        if compute == .bf16, weight.dtype == .bfloat16 {
+            Compute.withThreads(1) { Linear.applyBF16Compute(x, rows: rows, lda: lda, weight: weight, into: y, ldy: ldy) }
+            return
+        }
         Linear.applyColumns(x, m: rows, lda: lda, weight, columns: 0..<weight.rows, y, ldy: ldy, accumulate: false)
     }
 

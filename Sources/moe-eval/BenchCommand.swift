@@ -17,6 +17,7 @@ struct BenchCommand: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
     @OptionGroup var distributed: DistributedOptions
+    @OptionGroup var computeOptions: ComputeOptions
 
     @Option(help: "Sequences per prefill batch.") var batch = 4
     @Option(name: .customLong("seq-len"), help: "Tokens per sequence.") var seqLen = 512
@@ -43,7 +44,8 @@ struct BenchCommand: ParsableCommand {
         // Under `mpirun -np N` (an MPI build) the experts are split across the N processes and every forward runs
         // expert-parallel; rank 0 prints the figures and the per-rank report.
         try DistributedRun.run { ranks in
-            let spec = try randomWeights ? model.spec(defaultCheckpoint: "/dev/null") : model.spec()
+            var spec = try randomWeights ? model.spec(defaultCheckpoint: "/dev/null") : model.spec()
+            spec.compute = computeOptions.choice(default: .auto)
             let result = try SpeedBenchmark.run(
                 spec: spec, options: benchmarkOptions, processes: ranks,
                 tokens: tokensFile.map { path in { try Self.readTokens(path, count: $0, vocabSize: $1) } },
@@ -74,6 +76,7 @@ struct BenchCommand: ParsableCommand {
     func printSummary(_ r: SpeedBenchmarkResult) {
         r.expertParallel?.lines.forEach { print("expert parallel: " + $0) }
         print("weights: \(r.weights)")
+        print("compute: \(r.compute) products (\(r.computeReason))")
         print(
             String(
                 format: "load: %.2f s   weights: %.1f MiB   RSS after decode: %.1f MiB   peak RSS: %.1f MiB   threads: %d",

@@ -19,6 +19,7 @@ struct ForwardCommand: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
     @OptionGroup var distributed: DistributedOptions
+    @OptionGroup var computeOptions: ComputeOptions
 
     @Option(name: .customLong("tokens-file"), help: "JSON file {\"tokens\": [[ids…], …]}.")
     var tokensFile: String
@@ -36,7 +37,8 @@ struct ForwardCommand: ParsableCommand {
                 throw OutputFile.WriteError(description: OutputFile.existsMessage(outputURL, overwriteFlag: "--overwrite"))
             }
             let (tokens, batch, seqLen) = try TokensFile.read(URL(fileURLWithPath: tokensFile))
-            let spec = try model.spec()
+            var spec = try model.spec()
+            spec.compute = computeOptions.choice(default: .fp32)
             _ = try ranks.makeGroup(options: distributed, spec: spec, configDegree: nil)
             let loaded = try ranks.load(spec)
             try TokensFile.check(seqLen: seqLen, path: tokensFile, maxSeqLen: loaded.model.shape.maxSeqLen)

@@ -30,6 +30,7 @@ struct RunCommand: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
     @OptionGroup var distributed: DistributedOptions
+    @OptionGroup var computeOptions: ComputeOptions
 
     @Option(name: [.customLong("preset")], help: "30s, 1min, 5min, 15min or full (the seed's default).")
     var preset = "full"
@@ -118,8 +119,9 @@ struct RunCommand: ParsableCommand {
         try DistributedRun.run { ranks in
             let started = Date()
             let progress = Progress(quiet: quiet || !ranks.isRoot)
-            let inputs = try ModelInputs.resolve(
-                model.spec(defaultCheckpoint: "."), checkpointGiven: model.checkpoint != nil, tokenizer: tokenizer)
+            var spec = try model.spec(defaultCheckpoint: ".")
+            spec.compute = computeOptions.choice(default: .fp32)
+            let inputs = try ModelInputs.resolve(spec, checkpointGiven: model.checkpoint != nil, tokenizer: tokenizer)
             if let demo = inputs.demo { progress.done("no --checkpoint: evaluating the bundled demo model \(demo.checkpoint.path)") }
             let pipeline = EvaluationPipeline(
                 inputs: inputs, options: evaluationOptions, processes: ranks, progress: progress, started: started)

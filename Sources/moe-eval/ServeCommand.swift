@@ -32,6 +32,7 @@ struct ServeCommand: ParsableCommand {
             """)
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var computeOptions: ComputeOptions
 
     @Option(help: "tokenizer.json file or folder (default: the config's hf_assets_path, or the demo tokenizer).")
     var tokenizer: String?
@@ -129,11 +130,15 @@ struct ServeCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let connectionLimits = try connectionLimits()
-            let inputs = try ModelInputs.resolve(
-                model.spec(defaultCheckpoint: "."), checkpointGiven: model.checkpoint != nil, tokenizer: tokenizer)
+            var spec = try model.spec(defaultCheckpoint: ".")
+            spec.compute = computeOptions.choice(default: .fp32)
+            let inputs = try ModelInputs.resolve(spec, checkpointGiven: model.checkpoint != nil, tokenizer: tokenizer)
             let tokenizer = try inputs.loadTokenizer(for: .serving)!
             let loaded = try ModelLoader.load(inputs.spec)
-            printError(String(format: "loaded %@ in %.2f s (%@)", loaded.source.description, loaded.loadSeconds, loaded.argsOrigin))
+            printError(
+                String(
+                    format: "loaded %@ in %.2f s (%@); %@ products (%@)", loaded.source.description, loaded.loadSeconds,
+                    loaded.argsOrigin, loaded.compute.rawValue, loaded.computeReason))
 
             var limits = ServerLimits()
             limits.maxBodyBytes = maxBodyBytes

@@ -43,7 +43,9 @@ import Testing
         }
         let cliRecord = try #require(cli.runRecord), libraryRecord = try #require(library.runRecord)
         #expect(Set(cliRecord.keys) == Set(libraryRecord.keys))
-        for key in ["preset", "seed", "routing_input", "lm_eval", "key_naming", "numerics", "model_args_origin"] {
+        // fp32 products unless asked otherwise (issue 15), whatever this CPU has.
+        #expect(cliRecord["compute"]?["precision"]?.stringValue == "fp32")
+        for key in ["preset", "seed", "routing_input", "lm_eval", "key_naming", "numerics", "model_args_origin", "compute"] {
             if key == "routing_input" {
                 // Everything but the measured rate.
                 for field in ["kind", "source", "samples", "seq_len", "text_tokens", "windows_overlap"] {

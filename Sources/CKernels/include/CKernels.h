@@ -19,6 +19,8 @@ int moe_kernels_isa(void);
 int moe_kernels_bf16_dot(void);
 /* Tests: force the portable bodies (nonzero) or return to run-time dispatch (0). */
 void moe_kernels_force_portable(int portable);
+/* 1 when the CPU multiplies bf16 natively (AVX512_BF16 or AMX-BF16): what `--compute auto` picks bf16 on. */
+int moe_cpu_has_bf16_compute(void);
 /* In-place numerically stable softmax of one row. */
 void moe_softmax_row(float *row, size_t n);
 /* gate[i] = silu(gate[i]) * up[i] (the SwiGLU middle step). */

@@ -119,6 +119,7 @@ public final class EvaluationPipeline {
             numerics: .init(yarn: numerics.yarn, finalNormEps: Double(numerics.finalNormEps), origin: numerics.origin),
             keyNaming: loaded.source.namingEra.rawValue, lmEval: .skipped(""))
         record.family = loaded.family.name
+        record.compute = RunRecord.ComputeRecord(precision: loaded.compute.rawValue, reason: loaded.computeReason)
         var results = EvaluationResults(
             checkpointDir: checkpointFolderEvaluated(at: spec.checkpoint).path, modelArgs: loaded.modelArgs,
             timestamp: timestamp, outputFile: outputURL.path, run: record)

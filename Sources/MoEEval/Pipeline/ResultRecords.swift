@@ -133,6 +133,8 @@ public struct RunRecord: Encodable {
     public var keyNaming: String
     /// The model family evaluated (TorchTitan module name).
     public var family: String?
+    /// Precision of the matrix products (`--compute`) and what decided it.
+    public var compute: ComputeRecord?
     public var tool = "moe-eval"
     public var routingInput: RoutingInputRecord?
     public var routingWarnings: [String]?
@@ -175,6 +177,13 @@ public struct RunRecord: Encodable {
         }
     }
 
+    public struct ComputeRecord: Encodable, Equatable {
+        /// `fp32` or `bf16`.
+        public var precision: String
+        public var reason: String
+        public init(precision: String, reason: String) { self.precision = precision; self.reason = reason }
+    }
+
     public struct PhaseSeconds: Encodable, Equatable {
         public var routing: Double
         public var load: Double
@@ -182,7 +191,7 @@ public struct RunRecord: Encodable {
 
     enum CodingKeys: String, CodingKey {
         case preset, seed, threads, modelArgsOrigin = "model_args_origin", loadSeconds = "load_seconds", numerics
-        case keyNaming = "key_naming", family, tool, routingInput = "routing_input", routingWarnings = "routing_warnings"
+        case keyNaming = "key_naming", family, compute, tool, routingInput = "routing_input", routingWarnings = "routing_warnings"
         case lmEval = "lm_eval", expertParallel = "expert_parallel", phaseSeconds = "phase_seconds"
     }
 
@@ -196,6 +205,7 @@ public struct RunRecord: Encodable {
         try container.encode(numerics, forKey: .numerics)
         try container.encode(keyNaming, forKey: .keyNaming)
         try container.encodeIfPresent(family, forKey: .family)
+        try container.encodeIfPresent(compute, forKey: .compute)
         try container.encode(tool, forKey: .tool)
         try container.encodeIfPresent(routingInput, forKey: .routingInput)
         try container.encodeIfPresent(routingWarnings.flatMap { $0.isEmpty ? nil : $0 }, forKey: .routingWarnings)

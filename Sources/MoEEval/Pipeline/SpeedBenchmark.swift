@@ -46,6 +46,9 @@ public struct SpeedBenchmarkResult: Encodable {
     public var threads: Int
     /// Where the weights came from (a checkpoint, or random of which shapes).
     public var weights: String
+    /// Precision of the matrix products (`fp32`, `bf16`) and what decided it.
+    public var compute: String
+    public var computeReason: String
     public var expertParallel: ExpertParallelReport?
 
     enum CodingKeys: String, CodingKey {
@@ -58,6 +61,7 @@ public struct SpeedBenchmarkResult: Encodable {
         case dramReadBytesPerSecond = "dram_read_bytes_per_s", decodeRooflineTokensPerSecond = "decode_roofline_tokens_per_s"
         case decodeRooflineFraction = "decode_roofline_fraction", batch, seqLen = "seq_len", decodeTokens = "decode_tokens", threads,
             weights
+        case compute, computeReason = "compute_reason"
         case expertParallel = "expert_parallel"
     }
 }
@@ -74,20 +78,23 @@ public enum SpeedBenchmark {
         let loadStart = DispatchTime.now().uptimeNanoseconds
         let model: any CausalLanguageModel
         let source: String
+        let compute: (precision: ComputePrecision, reason: String)
         if options.randomWeights {
             var args = try ModelLoader.resolveArgs(spec, source: nil).args
             if let layers = options.layers { args.nLayers = layers; args.nDenseLayers = min(args.nDenseLayers, layers) }
             let group = try processes.makeGroup(requestedDegree: options.expertParallelDegree, spec: spec, configDegree: nil, note: note)
             let weights = RandomWeightSource(args: args, dtype: options.randomWeightDType)
+            compute = try spec.resolveCompute(weights)
             model = try DeepSeekV3(
                 args: args, weights: weights, numerics: Numerics.resolve(args: args, namingEra: .v0_2),
-                expertParallel: group)
+                expertParallel: group, compute: compute.precision)
             source = weights.description
         } else {
             _ = try processes.makeGroup(requestedDegree: options.expertParallelDegree, spec: spec, configDegree: nil, note: note)
             let loaded = try processes.load(spec)
             model = loaded.model
             source = loaded.source.description
+            compute = (loaded.compute, loaded.computeReason)
         }
         let loadSeconds = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
         let shape = model.shape
@@ -118,8 +125,8 @@ public enum SpeedBenchmark {
         // Weights touched by decoding + the KV cache + one token's activations: the memory target's measure.
         let decodeResident = ProcessMemory.currentResidentBytes()
         let kvCacheBytes = decodeTokens > 0 ? model.kvCacheLayout.valuesPerPosition * 4 * (16 + decodeTokens) : 0
-        // Full logits, as a scoring pass (and PyTorch's forward) computes them.
-        let prefill = try median { _ = try model.forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: .all) }
+        // Last-position logits, as generation reads them and llama-bench measures prefill (issue 15).
+        let prefill = try median { _ = try model.forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: .last) }
         let routing: Double =
             try options.skipRouting
             ? 0
@@ -130,7 +137,9 @@ public enum SpeedBenchmark {
                 _ = try model.forward(tokens: tokens, batch: batch, seqLen: seqLen, logits: .last, observer: collector)
                 _ = RoutingMetrics.statistics(collector.finish())
             }
-        let forwardFlops = model.forwardFlopsPerToken(seqLen: seqLen) * Double(batch * seqLen)
+        // Prefill runs the output head on one position per row, not on all of them.
+        let skippedHeadFlops = 2 * Double(shape.vocabSize) * Double(shape.dim) * Double(batch * (seqLen - 1))
+        let forwardFlops = model.forwardFlopsPerToken(seqLen: seqLen) * Double(batch * seqLen) - skippedHeadFlops
         let sgemmPeak = ComputationalCost.measureSgemmPeak(size: 2048, repeats: 5)
         // Before the bandwidth probe, whose 1 GiB buffer would otherwise be the peak.
         let peakResident = ProcessMemory.peakResidentBytes()
@@ -150,7 +159,7 @@ public enum SpeedBenchmark {
             activeWeightBytesPerToken: activeBytes, dramReadBytesPerSecond: bandwidth,
             decodeRooflineTokensPerSecond: roofline, decodeRooflineFraction: roofline > 0 ? decodeRate / roofline : 0,
             batch: batch, seqLen: seqLen, decodeTokens: decodeTokens, threads: Compute.threads, weights: source,
-            expertParallel: report)
+            compute: compute.precision.rawValue, computeReason: compute.reason, expertParallel: report)
     }
 
     /// Median seconds of `tokens` greedy decode steps (batch 1) after `prompt`; only the steps are timed: the

@@ -211,13 +211,15 @@ public final class NativeScorer: LanguageModelScorer {
             for (i, t) in p.inputs.enumerated() { tokens[r * seqLen + i] = t }
         }
         routingObserver?.beginForward(rows: batch.map { ForwardRow(request: $0.index, tokens: $0.inputs.count) }, seqLen: seqLen)
+        // Only the continuation's positions are read: logits rows come back row after row, in position order.
+        let continuations = batch.map { ($0.inputs.count - $0.targets.count)..<$0.inputs.count }
         let logits = try model.forward(
-            tokens: tokens, batch: batch.count, seqLen: seqLen, cache: nil, logits: .all, observer: forwardObserver)
+            tokens: tokens, batch: batch.count, seqLen: seqLen, cache: nil, logits: .positions(continuations),
+            observer: forwardObserver)
         record(positions: batch.count * seqLen)
         var picks: [(row: Int, target: Int32, request: Int)] = []
         for (r, p) in batch.enumerated() {
-            let first = p.inputs.count - p.targets.count
-            for (k, target) in p.targets.enumerated() { picks.append((r * seqLen + first + k, target, r)) }
+            for target in p.targets { picks.append((picks.count, target, r)) }
         }
         return gather(logits, picks, requests: batch.count)
     }
@@ -234,10 +236,11 @@ public final class NativeScorer: LanguageModelScorer {
             routingObserver?.beginForward(rows: [ForwardRow(request: p.index, tokens: end - begin)], seqLen: end - begin)
             let logits = try model.forward(
                 tokens: Array(p.inputs[begin..<end]), batch: 1, seqLen: end - begin,
-                cache: cache, logits: .all, observer: forwardObserver)
+                cache: cache, logits: .positions([(wanted.lowerBound - begin)..<(wanted.upperBound - begin)]),
+                observer: forwardObserver)
             record(positions: end - begin)
             if !wanted.isEmpty {
-                let part = gather(logits, wanted.map { ($0 - begin, p.targets[$0 - first], 0) }, requests: 1)[0]
+                let part = gather(logits, wanted.map { ($0 - wanted.lowerBound, p.targets[$0 - first], 0) }, requests: 1)[0]
                 logprob += part.logprob
                 greedy = greedy && part.isGreedy
             }
@@ -270,12 +273,12 @@ public final class NativeScorer: LanguageModelScorer {
                 rows: members.map { ForwardRow(request: group[$0].index, tokens: group[$0].targets.count - 1) },
                 seqLen: tail)
             let logits = try model.forward(
-                tokens: tokens, batch: members.count, seqLen: tail, cache: copies, logits: .all,
-                observer: forwardObserver)
+                tokens: tokens, batch: members.count, seqLen: tail, cache: copies,
+                logits: .positions(members.map { 0..<(group[$0].targets.count - 1) }), observer: forwardObserver)
             record(positions: members.count * tail)
             var picks: [(row: Int, target: Int32, request: Int)] = []
             for (r, m) in members.enumerated() {
-                for (k, target) in group[m].targets.dropFirst().enumerated() { picks.append((r * tail + k, target, r)) }
+                for target in group[m].targets.dropFirst() { picks.append((picks.count, target, r)) }
             }
             let rest = gather(logits, picks, requests: members.count)
             for (r, m) in members.enumerated() {

@@ -30,6 +30,7 @@ struct GQAMoEDecoder {
         tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache?, logits selection: LogitsSelection,
         observer: RoutingObserver?, expertParallel: ExpertParallelGroup?
     ) throws -> Tensor {
+        let logitsRows = try selection.hiddenRows(batch: batch, seqLen: seqLen)
         let past = cache?.length ?? 0
         let d = dim, rows = batch * seqLen, eps = normEps
         let hidden = Tensor(shape: [rows, d])
@@ -45,16 +46,8 @@ struct GQAMoEDecoder {
             try layer.moe.apply(normed, layer: layer.index, addInto: hidden, observer: observer, expertParallel: expertParallel)
         }
         cache?.length += seqLen
-        switch selection {
-        case .all:
-            backend.rmsNorm(hidden.data, rows: rows, dim: d, weight: finalNorm, eps: eps, into: normed.data)
-            return backend.linear(normed, lmHead)
-        case .last:
-            let last = Tensor(shape: [batch, d])
-            for b in 0..<batch {
-                backend.rmsNorm(hidden.row(b * seqLen + seqLen - 1), rows: 1, dim: d, weight: finalNorm, eps: eps, into: last.row(b))
-            }
-            return backend.linear(last, lmHead)
-        }
+        return OutputHead.logits(
+            hidden: hidden, rows: logitsRows, norm: finalNorm, eps: eps,
+            head: lmHead, backend: backend)
     }
 }

@@ -23,7 +23,8 @@ public struct GroupedQueryAttention: Sendable {
     public var sinks: [Float]? = nil
     /// Keys a query sees, itself included; nil for full causal attention.
     public var slidingWindow: Int? = nil
-    /// Where every tensor operation of the block runs.
+    /// Where every tensor operation of the block runs (scores and values stay fp32 products in every compute
+    /// precision; only the projections follow the backend's precision).
     public var backend: any TensorBackend = CPUBackend()
 
     public init(

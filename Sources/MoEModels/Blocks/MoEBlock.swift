@@ -169,7 +169,7 @@ public struct MoEBlock: @unchecked Sendable {
     func route(_ x: Tensor) -> Routing {
         let m = router, e = m.numExperts, k = m.topK, tokens = x.rows, backend = backend
         let routing = Routing(tokens: tokens, topK: k, experts: e)
-        backend.linear(x.data, rows: tokens, weight: gate, into: routing.gateLogits.data, accumulate: false)
+        backend.fp32Products.linear(x.data, rows: tokens, weight: gate, into: routing.gateLogits.data, accumulate: false)
         if let gateBias { backend.addBias(gateBias, to: routing.gateLogits.data, rows: tokens, width: e) }
         let sigmoid = m.scoreFunction == .sigmoid
         let groups = m.numExpertGroups, limited = m.numLimitedGroups ?? (m.numExpertGroups ?? 1)

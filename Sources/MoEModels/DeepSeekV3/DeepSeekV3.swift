@@ -60,8 +60,9 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
     /// this rank's experts (ExpertParallel.swift).
     public let expertParallel: ExpertParallelGroup?
     public let shape: ModelShape
-    /// Where the forward's tensor operations run (every block holds the same backend).
+    /// Where the forward's tensor operations run, in the precision of its matrix products.
     let backend: any TensorBackend
+    public let compute: ComputePrecision
     public let kvCacheLayout: KVCacheLayout
 
     struct Layer {
@@ -79,7 +80,8 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
     /// tensors the arguments do not account for (usually a wrong flavor or config).
     public init(
         args: ModelArgs, weights source: WeightSource, numerics: Numerics,
-        expertParallel: ExpertParallelGroup? = nil, backend: any TensorBackend = CPUBackend()
+        expertParallel: ExpertParallelGroup? = nil, compute: ComputePrecision = .fp32,
+        backend: (any TensorBackend)? = nil
     ) throws {
         try args.validate()
         guard numerics.finalNormEps.isFinite, numerics.finalNormEps > 0 else {
@@ -95,6 +97,8 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
         self.args = args
         self.numerics = numerics
         self.expertParallel = expertParallel
+        self.compute = compute
+        let backend = backend ?? CPUBackend(compute: compute)
         self.backend = backend
         var used = Set<String>()
 
@@ -262,7 +266,7 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
     /// Logits for `tokens` (`batch` rows of `seqLen` new ids, row-major), causal within each row.
     /// Without a cache each row is a sequence starting at position 0. With a cache the new tokens continue the
     /// cached rows at position `cache.length`, and their keys and values are appended to it.
-    /// Returns `[batch·seqLen, vocab]` for `.all`, `[batch, vocab]` for `.last`.
+    /// Returns `[batch·seqLen, vocab]` for `.all`, `[batch, vocab]` for `.last`, the asked rows for `.positions`.
     public func forward(
         tokens: [Int32], batch: Int, seqLen: Int, cache: KVCache? = nil,
         logits selection: LogitsSelection = .all, observer: RoutingObserver? = nil
@@ -272,6 +276,7 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
         {
             return expertParallelLogits
         }
+        let logitsRows = try selection.hiddenRows(batch: batch, seqLen: seqLen)
         let past = cache?.length ?? 0
         let rows = batch * seqLen
         let hidden = Tensor(shape: [rows, args.dim])
@@ -292,18 +297,7 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
             }
         }
         cache?.length += seqLen
-        switch selection {
-        case .all:
-            backend.rmsNorm(hidden.data, rows: rows, dim: args.dim, weight: finalNorm, eps: numerics.finalNormEps, into: normed.data)
-            return backend.linear(normed, output)
-        case .last:
-            let last = Tensor(shape: [batch, args.dim])
-            for b in 0..<batch {
-                backend.rmsNorm(
-                    hidden.row(b * seqLen + seqLen - 1), rows: 1, dim: args.dim, weight: finalNorm,
-                    eps: numerics.finalNormEps, into: last.row(b))
-            }
-            return backend.linear(last, output)
-        }
+        return OutputHead.logits(
+            hidden: hidden, rows: logitsRows, norm: finalNorm, eps: numerics.finalNormEps, head: output, backend: backend)
     }
 }

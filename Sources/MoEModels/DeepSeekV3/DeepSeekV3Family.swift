@@ -19,11 +19,13 @@ extension DeepSeekV3 {
         let source = try openWeightSource(at: spec.checkpoint)
         let resolved = try ModelLoader.resolveArgs(spec, source: source)
         let numerics = numerics(spec, args: resolved.args, source: source, hf: resolved.hf)
-        let model = try DeepSeekV3(args: resolved.args, weights: source, numerics: numerics, expertParallel: expertParallel)
+        let compute = try spec.resolveCompute(source)
+        let model = try DeepSeekV3(
+            args: resolved.args, weights: source, numerics: numerics, expertParallel: expertParallel, compute: compute.precision)
         return LoadedModel(
             model: model, family: family, modelArgs: resolved.args, source: source,
             trainConfig: resolved.config, argsOrigin: resolved.origin,
-            loadSeconds: Date().timeIntervalSince(start))
+            loadSeconds: Date().timeIntervalSince(start), compute: compute.precision, computeReason: compute.reason)
     }
 
     /// Numerics from the key names' era, unless the spec or an HF config beside the weights says otherwise.

@@ -22,7 +22,8 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
     public let expertParallel: ExpertParallelGroup?
     public let shape: ModelShape
     public let kvCacheLayout: KVCacheLayout
-    /// Where the forward's tensor operations run (every block holds the same backend).
+    /// Precision of the matrix products, and the backend that runs them in it (every block holds the same one).
+    public let compute: ComputePrecision
     let backend: any TensorBackend
 
     typealias Layer = GQAMoELayer
@@ -32,7 +33,8 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
     /// Builds the model from checked weights (`GptOssWeightSet` compared every tensor's shape with the args).
     /// Under expert parallelism only this rank's experts (and their biases) are read.
     public init(
-        weights w: GptOssWeightSet, expertParallel: ExpertParallelGroup? = nil, backend: any TensorBackend = CPUBackend()
+        weights w: GptOssWeightSet, expertParallel: ExpertParallelGroup? = nil, compute: ComputePrecision = .fp32,
+        backend: (any TensorBackend)? = nil
     ) throws {
         let args = w.args
         if let expertParallel, expertParallel.numExperts != args.moeArgs.numExperts {
@@ -41,6 +43,8 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
         }
         self.args = args
         self.expertParallel = expertParallel
+        self.compute = compute
+        let backend = backend ?? CPUBackend(compute: compute)
         self.backend = backend
         embedding = try w.load("tok_embeddings.weight")
         let held = expertParallel?.localExperts
@@ -71,7 +75,8 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
                 w1: try w.load(e + "mlp1_weight_EGD", experts: held), w2: try w.load(e + "mlp2_weight_EDF", experts: held),
                 w3: nil, b1: try w.load(e + "mlp1_bias_EG", experts: held).toFloatArray(),
                 b2: try w.load(e + "mlp2_bias_ED", experts: held).toFloatArray())
-            let moe = try MoEBlock(
+            attention.backend = backend
+            var moe = try MoEBlock(
                 router: router, gate: try w.load(p + "moe.router.gate.weight"),
                 gateBias: args.moeArgs.gateBias ? try w.vector(p + "moe.router.gate.bias") : nil,
                 expertBias: args.moeArgs.loadBalanceCoeff != nil ? try w.vector(p + "moe.expert_bias_E") : nil,
@@ -106,13 +111,13 @@ public final class GptOss: CausalLanguageModel, @unchecked Sendable {
 
     /// Opens the checkpoint at `url` and builds the model.
     public convenience init(
-        args: GptOssArgs, checkpoint url: URL, expertParallel: ExpertParallelGroup? = nil,
-        backend: any TensorBackend = CPUBackend()
+        args: GptOssArgs, checkpoint url: URL, expertParallel: ExpertParallelGroup? = nil, compute: ComputePrecision = .fp32,
+        backend: (any TensorBackend)? = nil
     ) throws {
         try args.validate()
         try self.init(
             weights: GptOssWeightSet(store: GptOssWeights.openStore(at: url), args: args), expertParallel: expertParallel,
-            backend: backend)
+            compute: compute, backend: backend)
     }
 
     // MARK: - Forward

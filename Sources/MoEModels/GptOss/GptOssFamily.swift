@@ -19,14 +19,15 @@ extension GptOss {
         let resolved = try resolvedArgs(spec)
         let store = try GptOssWeights.openStore(at: spec.checkpoint)
         let weights = try GptOssWeightSet(store: store, args: resolved.args)
-        let model = try GptOss(weights: weights, expertParallel: expertParallel)
         // The checkpoint's tensors under their stored names: what results files and inspect report about the source.
         let era: NamingEra = weights.naming == .huggingFace ? .huggingface : .v0_3
         let source = try NamedWeightSource(store: store, naming: StoredNames(era: era))
+        let compute = try spec.resolveCompute(source)
+        let model = try GptOss(weights: weights, expertParallel: expertParallel, compute: compute.precision)
         return LoadedModel(
             model: model, family: family, modelArgs: resolved.args, source: source,
             trainConfig: try spec.loadTrainConfig(), argsOrigin: resolved.origin,
-            loadSeconds: Date().timeIntervalSince(start))
+            loadSeconds: Date().timeIntervalSince(start), compute: compute.precision, computeReason: compute.reason)
     }
 
     static func resolvedArgs(_ spec: ModelSpec) throws -> (args: GptOssArgs, origin: String) {

@@ -21,11 +21,12 @@ extension Qwen3MoE {
         let start = Date()
         let resolved = try resolvedArgs(spec)
         let source = try Qwen3WeightSource.open(at: spec.checkpoint, args: resolved.args)
-        let model = try Qwen3MoE(args: resolved.args, weights: source, expertParallel: expertParallel)
+        let compute = try spec.resolveCompute(source)
+        let model = try Qwen3MoE(args: resolved.args, weights: source, expertParallel: expertParallel, compute: compute.precision)
         return LoadedModel(
             model: model, family: family, modelArgs: resolved.args, source: source,
             trainConfig: resolved.config, argsOrigin: resolved.origin,
-            loadSeconds: Date().timeIntervalSince(start))
+            loadSeconds: Date().timeIntervalSince(start), compute: compute.precision, computeReason: compute.reason)
     }
 
     static func resolvedArgs(_ spec: ModelSpec) throws -> (args: Qwen3Args, origin: String, config: TrainConfig?) {

@@ -12,6 +12,9 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
     public let expertParallel: ExpertParallelGroup?
     public let shape: ModelShape
     public let kvCacheLayout: KVCacheLayout
+    /// Precision of the matrix products, and the backend that runs them in it.
+    public let compute: ComputePrecision
+    let backend: any TensorBackend
     let embedding: Weight
     let layers: [Layer]
     let finalNorm: [Float]
@@ -33,7 +36,7 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
     /// parallelism only this rank's experts are read.
     public init(
         args: Qwen3Args, weights source: WeightSource, expertParallel: ExpertParallelGroup? = nil,
-        backend: any TensorBackend = CPUBackend()
+        compute: ComputePrecision = .fp32, backend: (any TensorBackend)? = nil
     ) throws {
         try args.validate()
         if let expertParallel, expertParallel.numExperts != args.moeArgs.numExperts {
@@ -43,6 +46,8 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
         }
         self.args = args
         self.expertParallel = expertParallel
+        self.compute = compute
+        let backend = backend ?? CPUBackend(compute: compute)
         self.backend = backend
         let expected = try Qwen3Naming.shapes(args)
         var shapes = Dictionary(uniqueKeysWithValues: expected.map { ($0.name, $0.shape) })

@@ -8,8 +8,53 @@ public struct ModelLoadError: Error, CustomStringConvertible, LocalizedError {
     public var errorDescription: String? { description }
 }
 
-/// Which positions' logits a forward returns.
-public enum LogitsSelection: Sendable { case all, last }
+/// Which positions' logits a forward returns. The final norm and the output head run only on those positions:
+/// the head is the widest product of a small model, so a caller that reads a few positions asks for those.
+public enum LogitsSelection: Sendable, Equatable {
+    /// Every position of every row: `[batch·seqLen, vocab]`.
+    case all
+    /// The last new position of each row: `[batch, vocab]`.
+    case last
+    /// Positions `ranges[b]` (indices among the row's `seqLen` new tokens) of each batch row `b`, one range per row:
+    /// `[Σ ranges[b].count, vocab]`, row 0's positions first, each row's in order.
+    case positions([Range<Int>])
+
+    /// Indices into the forward's `[batch·seqLen]` hidden rows whose logits the selection asks for, in output order.
+    /// Throws when `.positions` does not give one range within `0..<seqLen` per row.
+    public func hiddenRows(batch: Int, seqLen: Int) throws -> [Int] {
+        switch self {
+        case .all: return Array(0..<(batch * seqLen))
+        case .last: return (0..<batch).map { $0 * seqLen + seqLen - 1 }
+        case .positions(let ranges):
+            guard ranges.count == batch else {
+                throw ModelLoadError("forward: logits asked for \(ranges.count) rows' positions, but the batch has \(batch) rows")
+            }
+            var rows: [Int] = []
+            for (b, range) in ranges.enumerated() {
+                guard range.lowerBound >= 0, range.upperBound <= seqLen else {
+                    throw ModelLoadError("forward: logits asked for positions \(range) of row \(b), outside its \(seqLen) new tokens")
+                }
+                rows.append(contentsOf: range.map { b * seqLen + $0 })
+            }
+            return rows
+        }
+    }
+
+    /// The selection for batch rows `rows` of the forward (expert parallelism splits a batch by rows).
+    public func forBatchRows(_ rows: Range<Int>) -> LogitsSelection {
+        guard case .positions(let ranges) = self else { return self }
+        return .positions(Array(ranges[rows]))
+    }
+
+    /// Logits rows the selection yields for batch rows `rows` of `seqLen` new tokens each.
+    public func logitsRowCount(batchRows rows: Range<Int>, seqLen: Int) -> Int {
+        switch self {
+        case .all: return rows.count * seqLen
+        case .last: return rows.count
+        case .positions(let ranges): return ranges[rows].reduce(0) { $0 + $1.count }
+        }
+    }
+}
 
 /// The facts about a model that code outside its family needs: sizes for buffers and checks, which layers
 /// route, and how. Each family fills it from its own args.
@@ -120,7 +165,8 @@ public protocol CausalLanguageModel: AnyObject, Sendable, ModelAccounting {
     /// Logits for `tokens` (`batch` rows of `seqLen` new ids, row-major), causal within each row.
     /// Without a cache each row is a sequence starting at position 0. With a cache the new tokens continue the
     /// cached rows at position `cache.length`, and their keys and values are appended to it.
-    /// Returns `[batch·seqLen, vocab]` for `.all`, `[batch, vocab]` for `.last`.
+    /// Returns `[batch·seqLen, vocab]` for `.all`, `[batch, vocab]` for `.last`, the asked positions' rows for
+    /// `.positions`.
     /// An implementation starts with `forwardPreamble`, which checks the input and hands the batch to the
     /// expert-parallel group when there is one.
     func forward(
