@@ -14,7 +14,6 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
     public let kvCacheLayout: KVCacheLayout
     /// Precision of the matrix products, and the backend that runs them in it.
     public let compute: ComputePrecision
-    let backend: any TensorBackend
     let embedding: Weight
     let layers: [Layer]
     let finalNorm: [Float]
