@@ -55,6 +55,14 @@ struct ConvertCommand: ParsableCommand {
     @Flag(help: "No progress on stderr.")
     var quiet = false
 
+    @Flag(
+        name: .customLong("random-weights"),
+        help: "Export bench's deterministic random weights with the shapes of --flavor/--model-args instead of a checkpoint.")
+    var randomWeights = false
+
+    @Option(help: "With --random-weights: override the number of layers (e.g. 16B shapes on 2 layers).")
+    var layers: Int?
+
     /// Files of an HF tokenizer (transformers' fast and slow tokenizers), copied when present.
     static let tokenizerFiles = [
         "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -69,13 +77,17 @@ struct ConvertCommand: ParsableCommand {
             throw ValidationError("--max-shard-size must be a positive size such as 5GB, 500MB, 2KB or 4GiB, not \"\(maxShardSize)\"")
         }
         if tokenizer != nil && noTokenizer { throw ValidationError("--tokenizer and --no-tokenizer exclude each other") }
+        if randomWeights && model.checkpoint != nil { throw ValidationError("--random-weights and --checkpoint exclude each other") }
+        if !randomWeights && model.checkpoint == nil { throw ValidationError("--checkpoint is required (or --random-weights)") }
+        if let layers, !randomWeights || layers < 1 { throw ValidationError("--layers needs --random-weights and must be ≥ 1") }
     }
 
     func run() throws {
         try reportingErrors {
             // A write past a file-size limit reports EFBIG instead of killing the process, so it ends in a clear error.
             signal(SIGXFSZ, SIG_IGN)
-            let spec = try model.spec()
+            // Random weights have no checkpoint; the path is only compared with --output.
+            let spec = try randomWeights ? model.spec(defaultCheckpoint: "/dev/null") : model.spec()
             let format = HFExportDType(rawValue: dtype)!
             let shardLimit = parseByteSize(maxShardSize)!
             let outputURL = URL(fileURLWithPath: output).standardizedFileURL
@@ -84,16 +96,22 @@ struct ConvertCommand: ParsableCommand {
                 throw ConvertError("\(outputURL.path): --output would contain the checkpoint \(checkpointURL.path); choose another folder")
             }
 
-            if let qwen3 = try Qwen3Args.resolve(spec) {
+            if !randomWeights, let qwen3 = try Qwen3Args.resolve(spec) {
                 try convertQwen3(qwen3, checkpoint: spec.checkpoint, format: format, shardLimit: shardLimit, outputURL: outputURL)
                 return
             }
-            if let gptOss = try GptOssLoading.args(for: spec) {
+            if !randomWeights, let gptOss = try GptOssLoading.args(for: spec) {
                 try convertGptOss(gptOss.args, origin: gptOss.origin, checkpoint: spec.checkpoint, output: outputURL)
                 return
             }
-            let source = try openWeightSource(at: spec.checkpoint)
-            let resolved = try ModelLoader.resolveArgs(spec, source: source)
+            let opened: (any WeightSource)? = try randomWeights ? nil : openWeightSource(at: spec.checkpoint)
+            var resolved = try ModelLoader.resolveArgs(spec, source: opened)
+            if let layers {
+                resolved.args.nLayers = layers
+                resolved.args.nDenseLayers = min(resolved.args.nDenseLayers, layers)
+            }
+            let source: any WeightSource =
+                opened ?? RandomWeightSource(args: resolved.args, dtype: format == .float32 ? .float32 : .bfloat16)
             if let config = resolved.config, config.modelName != "deepseek_v3" {
                 throw ConvertError(
                     "\(config.path): [model] name \"\(config.modelName)\" is not supported (moe-eval converts \"deepseek_v3\")")
