@@ -58,6 +58,14 @@ struct ConvertCommand: ParsableCommand {
     @Flag(help: "No progress on stderr.")
     var quiet = false
 
+    @Flag(
+        name: .customLong("random-weights"),
+        help: "Export bench's deterministic random weights with the shapes of --flavor/--model-args instead of a checkpoint.")
+    var randomWeights = false
+
+    @Option(help: "With --random-weights: override the number of layers (e.g. 16B shapes on 2 layers).")
+    var layers: Int?
+
     /// Files of an HF tokenizer (transformers' fast and slow tokenizers), copied when present.
     static let tokenizerFiles = [
         "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -72,20 +80,25 @@ struct ConvertCommand: ParsableCommand {
             throw ValidationError("--max-shard-size must be a positive size such as 5GB, 500MB, 2KB or 4GiB, not \"\(maxShardSize)\"")
         }
         if tokenizer != nil && noTokenizer { throw ValidationError("--tokenizer and --no-tokenizer exclude each other") }
+        if randomWeights && model.checkpoint != nil { throw ValidationError("--random-weights and --checkpoint exclude each other") }
+        if !randomWeights && model.checkpoint == nil { throw ValidationError("--checkpoint is required (or --random-weights)") }
+        if let layers, !randomWeights || layers < 1 { throw ValidationError("--layers needs --random-weights and must be ≥ 1") }
     }
 
     func run() throws {
         try reportingErrors {
             // A write past a file-size limit reports EFBIG instead of killing the process, so it ends in a clear error.
             signal(SIGXFSZ, SIG_IGN)
-            let spec = try model.spec()
+            // Random weights have no checkpoint; the path is only compared with --output.
+            let spec = try randomWeights ? model.spec(defaultCheckpoint: "/dev/null") : model.spec()
             let outputURL = URL(fileURLWithPath: output).standardizedFileURL
             let checkpointURL = spec.checkpoint.standardizedFileURL
             if Self.isSameOrInside(checkpointURL, outputURL) {
                 throw ConvertError("\(outputURL.path): --output would contain the checkpoint \(checkpointURL.path); choose another folder")
             }
             let request = HFConversionRequest(
-                spec: spec, dtype: HFExportDType(rawValue: dtype)!, maxShardSize: parseByteSize(maxShardSize)!)
+                spec: spec, dtype: HFExportDType(rawValue: dtype)!, maxShardSize: parseByteSize(maxShardSize)!,
+                randomWeights: randomWeights ? .init(layers: layers) : nil)
             let conversion = try ModelRegistry.hfConversion(request).conversion
 
             let tokenizerFolder = try resolveTokenizerFolder(config: conversion.trainConfig)

@@ -11,7 +11,14 @@ the developer venv of tools/reference):
     PYTHONPATH=${MOE_EVAL_VENV:-.venv-ref}/tt022 ${MOE_EVAL_VENV:-.venv-ref}/bin/python tools/bench/dsv3_side_by_side.py \\
         --moe-eval .build-tasks/release/moe-eval --flavor debugmodel --batch 4 --seq-len 512 --threads 2
 
-Prints one line per round and a summary; --json FILE also writes the numbers.
+Issue 15's target (prefill ≥ 3× TorchTitan eager fp32 on debugmodel shapes, B=8, T=256, 2 threads):
+
+    PYTHONPATH=${MOE_EVAL_VENV:-.venv-ref}/tt022 ${MOE_EVAL_VENV:-.venv-ref}/bin/python tools/bench/dsv3_side_by_side.py \\
+        --moe-eval .build/release/moe-eval --flavor debugmodel --batch 8 --seq-len 256 --threads 2 --rounds 3
+
+(add --extra "--compute fp32" once `moe-eval bench` has --compute, to pin the fp32 path).
+
+Prints the CPU, one line per round and a summary; --json FILE also writes the numbers.
 """
 
 import argparse
@@ -97,6 +104,18 @@ def model_args_json(args) -> dict:
     }
 
 
+def cpu_description() -> str:
+    """Model name and the instruction sets that decide the kernels (AVX-512, AVX512_BF16, AMX)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown (no /proc/cpuinfo)"
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return f"{name}; {' '.join(wanted) or 'no AVX2/AVX-512'}"
+
+
 def time_torch(model, tokens, repeats: int) -> list:
     import torch
     times = []
@@ -144,6 +163,7 @@ def main(argv=None) -> int:
            "--batch", str(a.batch), "--seq-len", str(a.seq_len), "--threads", str(a.threads),
            "--tokens-file", str(token_file), "--iterations", str(a.repeats), "--decode-tokens", str(a.decode_tokens),
            "--skip-routing", "--json"] + a.extra.split()
+    print(f"cpu: {cpu_description()}", flush=True)
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"checkpoint {step_dir}", flush=True)
     print("moe-eval: " + " ".join(cmd), flush=True)

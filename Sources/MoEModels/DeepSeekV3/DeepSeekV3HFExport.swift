@@ -98,8 +98,14 @@ extension DeepSeekV3 {
     /// without a selection bias, which it reproduces (HFConfigExport.architecture).
     static func hfConversion(_ request: HFConversionRequest) throws -> HFConversion {
         let spec = request.spec
-        let source = try openWeightSource(at: spec.checkpoint)
-        let resolved = try ModelLoader.resolveArgs(spec, source: source)
+        let opened: (any WeightSource)? = request.randomWeights == nil ? try openWeightSource(at: spec.checkpoint) : nil
+        var resolved = try ModelLoader.resolveArgs(spec, source: opened)
+        if let layers = request.randomWeights?.layers {
+            resolved.args.nLayers = layers
+            resolved.args.nDenseLayers = min(resolved.args.nDenseLayers, layers)
+        }
+        let source: any WeightSource =
+            opened ?? RandomWeightSource(args: resolved.args, dtype: request.dtype == .float32 ? .float32 : .bfloat16)
         if let config = resolved.config, !family.torchTitanModules.contains(config.modelName) {
             throw ModelArgsError(
                 message:

@@ -129,6 +129,7 @@ extension GptOss {
     static func hfConversion(_ request: HFConversionRequest) throws -> HFConversion {
         let spec = request.spec
         try spec.refuseDeepSeekOnlyOptions(family: familyName)
+        try request.refuseRandomWeights(family: familyName)
         let resolved = try resolvedArgs(spec)
         let weights = try GptOssWeightSet(store: GptOssWeights.openStore(at: spec.checkpoint), args: resolved.args)
         let dtype: DType?

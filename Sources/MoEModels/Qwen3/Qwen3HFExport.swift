@@ -97,6 +97,7 @@ extension Qwen3MoE {
     /// the args) before anything is written.
     static func hfConversion(_ request: HFConversionRequest) throws -> HFConversion {
         try request.spec.refuseDeepSeekOnlyOptions(family: familyName)
+        try request.refuseRandomWeights(family: familyName)
         let resolved = try resolvedArgs(request.spec)
         let source = try Qwen3WeightSource.open(at: request.spec.checkpoint, args: resolved.args)
         let (plan, notes) = try Qwen3HFExport.plan(

@@ -8,9 +8,24 @@ public struct HFConversionRequest: Sendable {
     public var dtype: HFExportDType
     /// Bytes per safetensors file (a tensor larger than that gets a file of its own).
     public var maxShardSize: Int
+    /// Set: write bench's deterministic random weights for the spec's args instead of reading a checkpoint
+    /// (`convert --random-weights`: models for side-by-side benchmarks).
+    public var randomWeights: RandomWeights?
 
-    public init(spec: ModelSpec, dtype: HFExportDType, maxShardSize: Int) {
-        self.spec = spec; self.dtype = dtype; self.maxShardSize = maxShardSize
+    public init(spec: ModelSpec, dtype: HFExportDType, maxShardSize: Int, randomWeights: RandomWeights? = nil) {
+        self.spec = spec; self.dtype = dtype; self.maxShardSize = maxShardSize; self.randomWeights = randomWeights
+    }
+
+    public struct RandomWeights: Sendable {
+        /// Layers instead of the args' `n_layers` (dense layers capped to it), e.g. 16B shapes on 2 layers.
+        public var layers: Int?
+        public init(layers: Int? = nil) { self.layers = layers }
+    }
+
+    /// Throws for a family that writes no random weights.
+    public func refuseRandomWeights(family: String) throws {
+        guard randomWeights != nil else { return }
+        throw ModelArgsError(message: "--random-weights writes deepseek_v3 models only, not \(family)")
     }
 }
 
