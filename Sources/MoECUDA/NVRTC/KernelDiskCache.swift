@@ -89,7 +89,8 @@ public struct KernelDiskCache: Sendable, Hashable {
     public func store(_ image: [UInt8], key: String, format: CompiledKernel.Format) throws {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let hasher = try SHA256Hasher()
-        try image.withUnsafeBytes { (raw) throws(SHA256Hasher.Failure) in try hasher.update(raw) }
+        // Swift 6.3.1 crashes (debug build) on the typed-throws closure over `withUnsafeBytes`; Data hashes the same bytes.
+        try hasher.update(Data(image))
         let header = "\(Self.magic) \(format.rawValue) \(image.count) \(try hasher.hexDigest())\n"
         try AtomicFile.write(to: url(key: key, format: format), existing: .replace) { _, output in
             try output.write(Data(header.utf8))
