@@ -79,9 +79,10 @@ public enum SpeedBenchmark {
             if let layers = options.layers { args.nLayers = layers; args.nDenseLayers = min(args.nDenseLayers, layers) }
             let group = try processes.makeGroup(requestedDegree: options.expertParallelDegree, spec: spec, configDegree: nil, note: note)
             let weights = RandomWeightSource(args: args, dtype: options.randomWeightDType)
-            model = try DeepSeekV3(
+            let onCPU = try DeepSeekV3(
                 args: args, weights: weights, numerics: Numerics.resolve(args: args, namingEra: .v0_2),
                 expertParallel: group)
+            model = try spec.placement?.place(onCPU, weights: weights) ?? onCPU
             source = weights.description
         } else {
             _ = try processes.makeGroup(requestedDegree: options.expertParallelDegree, spec: spec, configDegree: nil, note: note)
