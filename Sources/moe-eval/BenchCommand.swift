@@ -16,6 +16,7 @@ struct BenchCommand: ParsableCommand {
             """)
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var device: DeviceOptions
     @OptionGroup var distributed: DistributedOptions
 
     @Option(help: "Sequences per prefill batch.") var batch = 4
@@ -43,7 +44,7 @@ struct BenchCommand: ParsableCommand {
         // Under `mpirun -np N` (an MPI build) the experts are split across the N processes and every forward runs
         // expert-parallel; rank 0 prints the figures and the per-rank report.
         try DistributedRun.run { ranks in
-            let spec = try randomWeights ? model.spec(defaultCheckpoint: "/dev/null") : model.spec()
+            let spec = try device.placing(randomWeights ? model.spec(defaultCheckpoint: "/dev/null") : model.spec())
             let result = try SpeedBenchmark.run(
                 spec: spec, options: benchmarkOptions, processes: ranks,
                 tokens: tokensFile.map { path in { try Self.readTokens(path, count: $0, vocabSize: $1) } },

@@ -18,6 +18,7 @@ struct ForwardCommand: ParsableCommand {
             """)
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var device: DeviceOptions
     @OptionGroup var distributed: DistributedOptions
 
     @Option(name: .customLong("tokens-file"), help: "JSON file {\"tokens\": [[ids…], …]}.")
@@ -36,7 +37,7 @@ struct ForwardCommand: ParsableCommand {
                 throw OutputFile.WriteError(description: OutputFile.existsMessage(outputURL, overwriteFlag: "--overwrite"))
             }
             let (tokens, batch, seqLen) = try TokensFile.read(URL(fileURLWithPath: tokensFile))
-            let spec = try model.spec()
+            let spec = try device.placing(model.spec())
             _ = try ranks.makeGroup(options: distributed, spec: spec, configDegree: nil)
             let loaded = try ranks.load(spec)
             try TokensFile.check(seqLen: seqLen, path: tokensFile, maxSeqLen: loaded.model.shape.maxSeqLen)

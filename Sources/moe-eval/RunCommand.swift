@@ -29,6 +29,7 @@ struct RunCommand: ParsableCommand {
             """)
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var device: DeviceOptions
     @OptionGroup var distributed: DistributedOptions
 
     @Option(name: [.customLong("preset")], help: "30s, 1min, 5min, 15min or full (the seed's default).")
@@ -119,7 +120,7 @@ struct RunCommand: ParsableCommand {
             let started = Date()
             let progress = Progress(quiet: quiet || !ranks.isRoot)
             let inputs = try ModelInputs.resolve(
-                model.spec(defaultCheckpoint: "."), checkpointGiven: model.checkpoint != nil, tokenizer: tokenizer)
+                device.placing(model.spec(defaultCheckpoint: ".")), checkpointGiven: model.checkpoint != nil, tokenizer: tokenizer)
             if let demo = inputs.demo { progress.done("no --checkpoint: evaluating the bundled demo model \(demo.checkpoint.path)") }
             let pipeline = EvaluationPipeline(
                 inputs: inputs, options: evaluationOptions, processes: ranks, progress: progress, started: started)

@@ -32,6 +32,7 @@ struct ServeCommand: ParsableCommand {
             """)
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var device: DeviceOptions
 
     @Option(help: "tokenizer.json file or folder (default: the config's hf_assets_path, or the demo tokenizer).")
     var tokenizer: String?
@@ -130,7 +131,7 @@ struct ServeCommand: ParsableCommand {
         try reportingErrors {
             let connectionLimits = try connectionLimits()
             let inputs = try ModelInputs.resolve(
-                model.spec(defaultCheckpoint: "."), checkpointGiven: model.checkpoint != nil, tokenizer: tokenizer)
+                device.placing(model.spec(defaultCheckpoint: ".")), checkpointGiven: model.checkpoint != nil, tokenizer: tokenizer)
             let tokenizer = try inputs.loadTokenizer(for: .serving)!
             let loaded = try ModelLoader.load(inputs.spec)
             printError(String(format: "loaded %@ in %.2f s (%@)", loaded.source.description, loaded.loadSeconds, loaded.argsOrigin))
