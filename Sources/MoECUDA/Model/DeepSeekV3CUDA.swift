@@ -167,7 +167,7 @@ public final class DeepSeekV3CUDA: CausalLanguageModel, @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         let past = cache?.length ?? 0
-        let rows = try deviceBytes(batch, seqLen), d = args.dim
+        let rows = batch * seqLen, d = args.dim
         let caches = try deviceCache(for: cache, batch: batch, newTokens: seqLen)
         let (cosTable, sinTable) = try rope(positions: past + seqLen)
 
