@@ -8,7 +8,9 @@
 # 3. bench on 16B-shaped layers (random bf16 weights): prefill at 4k and 16k tokens per forward, decode at batch 1,
 #    TFLOP/s and MFU against the H100's 989 dense bf16 TFLOP/s; the same shapes in PyTorch eager bf16.
 # Prints one table; exits non-zero on any failed check. Environment: MOE_EVAL_GPU_LAYERS (default 2),
-# MOE_EVAL_GPU_PEAK_TFLOPS (989), MOE_EVAL_GPU_HBM_BYTES_PER_S (from the device name: H100 SXM 3.35e12, H200 4.8e12).
+# MOE_EVAL_GPU_PEAK_TFLOPS (989), MOE_EVAL_GPU_HBM_BYTES_PER_S (from the device name: H100 SXM 3.35e12, H200 4.8e12),
+# MOE_EVAL_GPU_PREFILL (prefill tokens, default "4096 16384"); MOE_EVAL_CHECK_DEVICE=cpu dry-runs the script itself;
+# MOE_EVAL_CHECK_STEPS (default "forward run bench torch") picks the parts.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 archive="${MOE_EVAL_GPU_PACK:-.gpu-pack}/moe-eval-gpu.tar.xz"
@@ -22,6 +24,10 @@ export XDG_CACHE_HOME="$work/cache"
 bin="$work/bin/moe-eval"
 layers="${MOE_EVAL_GPU_LAYERS:-2}"
 peak_tflops="${MOE_EVAL_GPU_PEAK_TFLOPS:-989}"
+device="${MOE_EVAL_CHECK_DEVICE:-cuda}"
+prefill_sizes="${MOE_EVAL_GPU_PREFILL:-4096 16384}"
+steps=" ${MOE_EVAL_CHECK_STEPS:-forward run bench torch} "
+step() { case "$steps" in *" $1 "*) echo "check: $1 …" >&2; return 0 ;; *) return 1 ;; esac; }
 failures=0
 table=()
 add() { table+=("$(printf '%-44s %-46s %s' "$1" "$2" "$3")"); [ "$3" = FAIL ] && failures=$((failures + 1)); return 0; }
@@ -38,9 +44,9 @@ esac
 hbm="${MOE_EVAL_GPU_HBM_BYTES_PER_S:-$hbm_default}"
 
 # 1. Fidelity against TorchTitan.
-for dir in "$work"/fixtures/dsv3/*/; do
+step forward && for dir in "$work"/fixtures/dsv3/*/; do
   v="$(basename "$dir")"
-  if ! "$bin" forward --device cuda --checkpoint "$dir/checkpoint" --model-args "$dir/model_args.json" \
+  if ! "$bin" forward --device "$device" --checkpoint "$dir/checkpoint" --model-args "$dir/model_args.json" \
     --tokens-file "$dir/tokens.json" --output "$work/$v.json" 2> "$work/$v.err"; then
     add "forward $v" "$(head -c 200 "$work/$v.err" | tr '\n' ' ')" FAIL
     continue
@@ -51,14 +57,15 @@ for dir in "$work"/fixtures/dsv3/*/; do
 done
 
 # 2. run --preset 1min: the same results schema as the CPU run (the bundled demo model; assets/ is in the tree).
-for device in cpu cuda; do
-  rm -rf "$work/run-$device"
-  if "$bin" run --preset 1min --device "$device" --output-dir "$work/run-$device" > "$work/run-$device.log" 2>&1; then
-    echo ok > "$work/run-$device.ok"
+if step run; then
+for run in cpu "$device"; do
+  rm -rf "$work/run-$run"
+  if "$bin" run --preset 1min --device "$run" --output-dir "$work/run-$run" > "$work/run-$run.log" 2>&1; then
+    echo ok > "$work/run-$run.ok"
   fi
 done
-if [ -f "$work/run-cpu.ok" ] && [ -f "$work/run-cuda.ok" ]; then
-  schema="$(python3 - "$work/run-cpu" "$work/run-cuda" <<'PY'
+if [ -f "$work/run-cpu.ok" ] && [ -f "$work/run-$device.ok" ]; then
+  schema="$(python3 - "$work/run-cpu" "$work/run-$device" <<'PY'
 import glob, json, sys
 def paths(v, p=""):
     if isinstance(v, dict):
@@ -77,23 +84,24 @@ print("same schema, %d key paths" % len(pa) if not diff else "differs: " + "; ".
 PY
 )"
   status=PASS; case "$schema" in differs*|"") status=FAIL ;; esac
-  add "run --preset 1min cuda vs cpu" "$schema" "$status"
+  add "run --preset 1min $device vs cpu" "$schema" "$status"
 else
-  add "run --preset 1min cuda vs cpu" "a run failed: $(tail -n 1 "$work/run-cuda.log" "$work/run-cpu.log" 2>/dev/null | tr '\n' ' ' | head -c 160)" FAIL
+  add "run --preset 1min $device vs cpu" "a run failed: $(tail -n 1 "$work/run-$device.log" "$work/run-cpu.log" 2>/dev/null | tr '\n' ' ' | head -c 160)" FAIL
+fi
 fi
 
 # 3. Speed on 16B-shaped layers, random bf16 weights.
 bench() { # tokens batch decode → JSON
-  "$bin" bench --device cuda --random-weights --flavor 16B --layers "$layers" --training.seq_len 16384 \
+  "$bin" bench --device "$device" --random-weights --flavor 16B --layers "$layers" --training.seq_len 16384 \
     --batch "$2" --seq-len "$1" --decode-tokens "$3" --iterations 3 --skip-routing --json 2> "$work/bench.err"
 }
-declare -A prefill
-flops_per_token=""
-for tokens in 4096 16384; do
+declare -A prefill flops_per_token
+if step bench; then
+for tokens in $prefill_sizes; do
   if out="$(bench "$tokens" 1 0)"; then
     read -r rate tflops <<< "$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r["prefill_tokens_per_s"], r["prefill_gflops_per_s"]/1e3)' "$out")"
     prefill[$tokens]="$rate"
-    [ "$tokens" = 16384 ] && flops_per_token="$(python3 -c "print($tflops * 1e12 / $rate)")"
+    flops_per_token[$tokens]="$(python3 -c "print($tflops * 1e12 / $rate)")"
     mfu="$(python3 -c "print(f'{100 * $tflops / $peak_tflops:.1f}')")"
     status=INFO; [ "$tokens" = 16384 ] && status="$(python3 -c "print('PASS' if $tflops / $peak_tflops >= 0.35 else 'FAIL')")"
     add "prefill $tokens tokens ($layers layers)" "$(printf '%.0f tok/s, %.1f TFLOP/s, MFU %s%% (≥ 35%% at 16k)' "$rate" "$tflops" "$mfu")" "$status"
@@ -110,17 +118,20 @@ else
   add "decode batch 1 ($layers layers)" "$(head -c 200 "$work/bench.err" | tr '\n' ' ')" FAIL
 fi
 add "decode batch 32" "not measured: moe-eval bench decodes batch 1 only" INFO
+fi
 
 # The same shapes in PyTorch eager bf16.
-if python3 -c 'import torch' 2>/dev/null; then
-  torch_json="$(python3 "$work/torch_bench.py" --layers "$layers" --prefill 4096 16384 --decode-batch 1 32 2> "$work/torch.err")"
-  for tokens in 4096 16384; do
+if ! step torch; then
+  :
+elif python3 -c 'import torch' 2>/dev/null; then
+  torch_json="$(python3 "$work/torch_bench.py" --layers "$layers" --prefill $prefill_sizes --decode-batch 1 32 2> "$work/torch.err")"
+  for tokens in $prefill_sizes; do
     rate="$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r.get("prefill_tokens_per_s", {}).get(sys.argv[2], ""))' "$torch_json" "$tokens" 2>/dev/null)"
     if [ -z "$rate" ]; then add "torch eager prefill $tokens" "$(echo "$torch_json" | head -c 120)$(tail -n 1 "$work/torch.err")" FAIL; continue; fi
     ours="${prefill[$tokens]:-0}"
     ratio="$(python3 -c "print($ours / $rate)")"
     status=INFO; [ "$tokens" = 16384 ] && status="$(python3 -c "print('PASS' if $ratio >= 1.5 else 'FAIL')")"
-    extra=""; [ -n "$flops_per_token" ] && extra="$(python3 -c "print(f', {$rate * $flops_per_token / 1e12:.1f} TFLOP/s')")"
+    extra=""; [ -n "${flops_per_token[$tokens]:-}" ] && extra="$(python3 -c "print(f', {$rate * ${flops_per_token[$tokens]} / 1e12:.1f} TFLOP/s')")"
     add "torch eager prefill $tokens" "$(printf '%.0f tok/s%s; moe-eval/torch %.2f× (≥ 1.5× at 16k)' "$rate" "$extra" "$ratio")" "$status"
   done
   for batch in 1 32; do

@@ -3,7 +3,8 @@
 # the Swift runtime linked in, the shared libraries it needs beyond glibc (per ldd: OpenBLAS, gfortran, …), the
 # DeepSeek-V3 fixtures it checks, and the PyTorch comparison script, as one compressed archive in an ignored folder.
 # Usage: tools/gpu/pack.sh            → .gpu-pack/moe-eval-gpu.tar.xz (device tool: carry [".gpu-pack"])
-# No CUDA is needed here: the binary loads the driver, cuBLAS and NVRTC at run time.
+# No CUDA is needed here: the binary loads the driver, cuBLAS and NVRTC at run time. The static Swift runtime's
+# FoundationNetworking links libcurl: the build machine needs libcurl4-openssl-dev (apt).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out="${MOE_EVAL_GPU_PACK:-.gpu-pack}"
