@@ -239,10 +239,8 @@ public final class CUDAContext: @unchecked Sendable {
         let (bytes, overflow) = count.multipliedReportingOverflow(by: MemoryLayout<Element>.stride)
         guard count >= 0, !overflow else { throw CUDAError(call: "download", reason: "\(count) elements overflow a byte count") }
         try buffer.checkRange(offset: offset, byteCount: bytes, call: "cuMemcpyDtoHAsync_v2")
-        var values = [Element]()
-        values.reserveCapacity(count)
         var failure: CUDAError? = nil
-        values = [Element](unsafeUninitializedCapacity: count) { storage, initialized in
+        let values = [Element](unsafeUninitializedCapacity: count) { storage, initialized in
             do throws(CUDAError) {
                 try download(from: buffer, offset: offset, into: UnsafeMutableRawBufferPointer(storage))
                 initialized = count

@@ -30,7 +30,10 @@ public struct KernelDiskCache: Sendable, Hashable {
     ) throws(SHA256Hasher.Failure) -> String {
         let hasher = try SHA256Hasher()
         let fields =
-            ["moe-eval cuda kernel v1", source.name, source.source, "\(nvrtcVersion.major).\(nvrtcVersion.minor)", "\(architecture)", format.rawValue]
+            [
+                "moe-eval cuda kernel v1", source.name, source.source, "\(nvrtcVersion.major).\(nvrtcVersion.minor)", "\(architecture)",
+                format.rawValue,
+            ]
             + options
         for field in fields {
             try hasher.update("\(field.utf8.count):")
@@ -89,8 +92,7 @@ public struct KernelDiskCache: Sendable, Hashable {
     public func store(_ image: [UInt8], key: String, format: CompiledKernel.Format) throws {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let hasher = try SHA256Hasher()
-        // Swift 6.3.1 crashes (debug build) on the typed-throws closure over `withUnsafeBytes`; Data hashes the same bytes.
-        try hasher.update(Data(image))
+        try image.withUnsafeBytes { raw in try hasher.update(raw) }
         let header = "\(Self.magic) \(format.rawValue) \(image.count) \(try hasher.hexDigest())\n"
         try AtomicFile.write(to: url(key: key, format: format), existing: .replace) { _, output in
             try output.write(Data(header.utf8))

@@ -59,7 +59,9 @@ public final class NVRTCCompiler: @unchecked Sendable {
         throw CUDAError(call: call, reason: "\(version) cannot generate code for sm_\(arch) (it supports \(list))")
     }
 
-    private func run(_ kernel: CUDAKernelSource, options: [String], format: CompiledKernel.Format, call: String)
+    private func run(
+        _ kernel: CUDAKernelSource, options: [String], format: CompiledKernel.Format, call: String
+    )
         throws(CUDAError) -> [UInt8]
     {
         let api = library.api
@@ -110,11 +112,11 @@ public final class NVRTCCompiler: @unchecked Sendable {
         return "\(text) (\(result))"
     }
 
-    /// The first entry point the image does not define: a CUBIN's string table holds each `extern "C"` function's
-    /// name NUL-terminated, PTX declares it as `.entry NAME(`.
+    /// The first entry point the image does not define: a CUBIN has a code section `.text.NAME` per kernel (the
+    /// exact name, where a C++ kernel's is mangled), PTX declares it as `.entry NAME(`.
     static func missingEntryPoint(_ names: [String], in image: [UInt8], format: CompiledKernel.Format) -> String? {
         names.first { name in
-            let needle = format == .cubin ? Array(name.utf8) + [0] : Array(".entry \(name)(".utf8)
+            let needle = format == .cubin ? Array(".text.\(name)".utf8) + [0] : Array(".entry \(name)(".utf8)
             return !contains(image, needle)
         }
     }
