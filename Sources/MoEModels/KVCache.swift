@@ -50,6 +50,14 @@ public final class KVCache: @unchecked Sendable {
 
     public func reset() { length = 0 }
 
+    /// For a backend that keeps the cached values elsewhere (the GPU's own copy): records `positions` more.
+    public func advance(by positions: Int) throws {
+        guard positions >= 0, positions <= capacity - length else {
+            throw ModelLoadError("KV cache of \(capacity) positions holds \(length); \(positions) more do not fit")
+        }
+        length += positions
+    }
+
     final class Layer: @unchecked Sendable {
         let capacity: Int
         let streams: [KVStream]

@@ -18,6 +18,8 @@ public struct ModelSpec: Sendable {
     public var seqLen: Int?
     /// `--compute`: precision of the matrix products (fp32, the exact reference, unless a command asks otherwise).
     public var compute: ComputeChoice
+    /// `--device`: where the loaded model runs instead of the CPU (nil: the CPU).
+    public var placement: (any ModelPlacement)?
 
     public init(
         checkpoint: URL, config: URL? = nil, modelArgs: URL? = nil, flavor: String? = nil,
@@ -82,7 +84,11 @@ public enum ModelLoader {
     /// Builds the model of the family the spec selects (`ModelRegistry.family(for:)`). Under expert parallelism
     /// (`expertParallel`), only this rank's experts are read from the checkpoint.
     public static func load(_ spec: ModelSpec, expertParallel: ExpertParallelGroup? = nil) throws -> LoadedModel {
-        try ModelRegistry.family(for: spec).family.load(spec, expertParallel)
+        let loaded = try ModelRegistry.family(for: spec).family.load(spec, expertParallel)
+        guard let placement = spec.placement else { return loaded }
+        return LoadedModel(
+            model: try placement.place(loaded.model, weights: loaded.source), family: loaded.family, modelArgs: loaded.modelArgs,
+            source: loaded.source, trainConfig: loaded.trainConfig, argsOrigin: loaded.argsOrigin, loadSeconds: loaded.loadSeconds)
     }
 
     /// Routed experts per MoE layer of the model the spec selects, without reading weights.

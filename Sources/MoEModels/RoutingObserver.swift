@@ -16,6 +16,16 @@ public struct RoutingDecision {
     public let gateLogits: UnsafeBufferPointer<Float>
     /// The load-balancing bias added to scores for selection only (nil when the model has none).
     public let expertBias: UnsafeBufferPointer<Float>?
+
+    public init(
+        layer: Int, tokenCount: Int, topK: Int, numExperts: Int, experts: UnsafeBufferPointer<Int32>,
+        weights: UnsafeBufferPointer<Float>, scores: UnsafeBufferPointer<Float>, gateLogits: UnsafeBufferPointer<Float>,
+        expertBias: UnsafeBufferPointer<Float>?
+    ) {
+        self.layer = layer; self.tokenCount = tokenCount; self.topK = topK; self.numExperts = numExperts
+        self.experts = experts; self.weights = weights; self.scores = scores; self.gateLogits = gateLogits
+        self.expertBias = expertBias
+    }
 }
 
 /// Receives every MoE layer's routing during a forward pass. A forward without an observer skips the call

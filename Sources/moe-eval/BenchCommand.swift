@@ -16,6 +16,7 @@ struct BenchCommand: ParsableCommand {
             """)
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var device: DeviceOptions
     @OptionGroup var distributed: DistributedOptions
     @OptionGroup var computeOptions: ComputeOptions
 
@@ -44,7 +45,7 @@ struct BenchCommand: ParsableCommand {
         // Under `mpirun -np N` (an MPI build) the experts are split across the N processes and every forward runs
         // expert-parallel; rank 0 prints the figures and the per-rank report.
         try DistributedRun.run { ranks in
-            var spec = try randomWeights ? model.spec(defaultCheckpoint: "/dev/null") : model.spec()
+            var spec = try device.placing(randomWeights ? model.spec(defaultCheckpoint: "/dev/null") : model.spec())
             spec.compute = computeOptions.choice(default: .auto)
             let result = try SpeedBenchmark.run(
                 spec: spec, options: benchmarkOptions, processes: ranks,

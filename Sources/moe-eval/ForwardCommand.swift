@@ -18,6 +18,7 @@ struct ForwardCommand: ParsableCommand {
             """)
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var device: DeviceOptions
     @OptionGroup var distributed: DistributedOptions
     @OptionGroup var computeOptions: ComputeOptions
 
@@ -37,7 +38,7 @@ struct ForwardCommand: ParsableCommand {
                 throw OutputFile.WriteError(description: OutputFile.existsMessage(outputURL, overwriteFlag: "--overwrite"))
             }
             let (tokens, batch, seqLen) = try TokensFile.read(URL(fileURLWithPath: tokensFile))
-            var spec = try model.spec()
+            var spec = try device.placing(model.spec())
             spec.compute = computeOptions.choice(default: .fp32)
             _ = try ranks.makeGroup(options: distributed, spec: spec, configDegree: nil)
             let loaded = try ranks.load(spec)

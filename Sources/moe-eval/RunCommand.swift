@@ -29,6 +29,7 @@ struct RunCommand: ParsableCommand {
             """)
 
     @OptionGroup var model: ModelOptions
+    @OptionGroup var device: DeviceOptions
     @OptionGroup var distributed: DistributedOptions
     @OptionGroup var computeOptions: ComputeOptions
 
@@ -119,7 +120,7 @@ struct RunCommand: ParsableCommand {
         try DistributedRun.run { ranks in
             let started = Date()
             let progress = Progress(quiet: quiet || !ranks.isRoot)
-            var spec = try model.spec(defaultCheckpoint: ".")
+            var spec = try device.placing(model.spec(defaultCheckpoint: "."))
             spec.compute = computeOptions.choice(default: .fp32)
             let inputs = try ModelInputs.resolve(spec, checkpointGiven: model.checkpoint != nil, tokenizer: tokenizer)
             if let demo = inputs.demo { progress.done("no --checkpoint: evaluating the bundled demo model \(demo.checkpoint.path)") }

@@ -33,6 +33,7 @@ struct ServeCommand: ParsableCommand {
 
     @OptionGroup var model: ModelOptions
     @OptionGroup var computeOptions: ComputeOptions
+    @OptionGroup var device: DeviceOptions
 
     @Option(help: "tokenizer.json file or folder (default: the config's hf_assets_path, or the demo tokenizer).")
     var tokenizer: String?
@@ -130,7 +131,7 @@ struct ServeCommand: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let connectionLimits = try connectionLimits()
-            var spec = try model.spec(defaultCheckpoint: ".")
+            var spec = try device.placing(model.spec(defaultCheckpoint: "."))
             spec.compute = computeOptions.choice(default: .fp32)
             let inputs = try ModelInputs.resolve(spec, checkpointGiven: model.checkpoint != nil, tokenizer: tokenizer)
             let tokenizer = try inputs.loadTokenizer(for: .serving)!

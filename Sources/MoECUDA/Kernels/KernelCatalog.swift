@@ -1,8 +1,6 @@
-// Stand-in until the kernel families land (issue 17's forward branch owns this file and replaces it at the merge).
-
 extension CUDAKernelSource {
-    /// Every kernel the GPU forward compiles; the NVRTC test compiles each for sm_80 and sm_90.
-    public static let all: [CUDAKernelSource] = [smoke]
+    /// Every kernel translation unit the GPU forward loads; the NVRTC test compiles each for sm_80 and sm_90.
+    public static let all: [CUDAKernelSource] = [smoke, elementwise, rmsNorm, rotary, latentAttention, router, expertDispatch]
 
     /// The smallest useful kernel: proves that the loader, NVRTC, module load and launch fit together.
     public static let smoke = CUDAKernelSource(

@@ -85,9 +85,10 @@ public enum SpeedBenchmark {
             let group = try processes.makeGroup(requestedDegree: options.expertParallelDegree, spec: spec, configDegree: nil, note: note)
             let weights = RandomWeightSource(args: args, dtype: options.randomWeightDType)
             compute = try spec.resolveCompute(weights)
-            model = try DeepSeekV3(
+            let onCPU = try DeepSeekV3(
                 args: args, weights: weights, numerics: Numerics.resolve(args: args, namingEra: .v0_2),
                 expertParallel: group, compute: compute.precision)
+            model = try spec.placement?.place(onCPU, weights: weights) ?? onCPU
             source = weights.description
         } else {
             _ = try processes.makeGroup(requestedDegree: options.expertParallelDegree, spec: spec, configDegree: nil, note: note)

@@ -12,8 +12,8 @@ public struct RotaryTable: Sendable {
     /// Rotated pairs per head: half the rotated width.
     public let pairs: Int
     public let positions: Int
-    let cos: [Float]
-    let sin: [Float]
+    public let cos: [Float]
+    public let sin: [Float]
 
     /// Plain RoPE frequencies `1/θ^(2i/d)` for a rotated width `d`.
     public static func frequencies(theta: Double, rotatedDims: Int) -> [Float] {

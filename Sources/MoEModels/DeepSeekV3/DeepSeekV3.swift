@@ -53,9 +53,9 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
     let finalNorm: [Float]
     let output: Weight
     /// Attention's `1/√qk_head_dim`, times YaRN's mscale² when YaRN applies.
-    let softmaxScale: Float
+    public let softmaxScale: Float
     /// RoPE angle frequencies per rotated pair, after YaRN when active.
-    let ropeFrequencies: [Float]
+    public let ropeFrequencies: [Float]
     /// Set when the routed experts are spread over the processes of a group: `moe.w1/w2/w3` then hold only
     /// this rank's experts (ExpertParallel.swift).
     public let expertParallel: ExpertParallelGroup?
