@@ -6,7 +6,7 @@ import MoEModels
 struct DeviceOptions: ParsableArguments {
     @Option(
         help: ArgumentHelp(
-            "Where the forward runs: cpu, cuda or auto (default cpu).",
+            "Where the forward runs: cpu, cuda or auto.",
             discussion:
                 "cuda: one NVIDIA GPU of compute capability 8.0 or newer, loaded at run time (driver, cuBLAS, NVRTC; MOE_EVAL_CUDA_LIB_DIR names their folder); deepseek_v3 only. auto: cuda when such a device is found, else the CPU, saying which on stderr."
         ))
