@@ -571,7 +571,7 @@ def main():
         tt_key: v022_name(expected["from_hf_map_v022"], hf_key)
         for hf_key, (tt_key, _) in expected["hf_names"]["hf_sharded"].items()}}
     with open(os.path.join(args.out, "expected.json"), "w") as f:
-        json.dump(expected, f, indent=1, sort_keys=True)
+        json.dump(expected, f, separators=(",", ":"), sort_keys=True)  # compact: the fixture budget
         f.write("\n")
     total = 0
     for root, _, files in os.walk(args.out):

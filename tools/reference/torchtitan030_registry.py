@@ -324,7 +324,7 @@ def main(root):
             else:
                 entry["model_args"] = args
             out["configs"][name] = entry
-    json.dump(out, sys.stdout, indent=2, sort_keys=True)
+    json.dump(out, sys.stdout, separators=(",", ":"), sort_keys=True)  # compact: the fixture budget
     sys.stdout.write("\n")
 
 
