@@ -144,6 +144,19 @@ public struct ModelArgs: Codable, Equatable, Sendable {
     /// n_layers = 10⁹ from building per-layer tables before any checkpoint is consulted.
     public static let maximumLayers = 10_000
 
+    /// These args on `layers` layers (dense layers capped to it), validated: `--layers` of bench and
+    /// `convert --random-weights`, checked before any weight is made for them.
+    public func withLayers(_ layers: Int, option: String = "--layers") throws -> ModelArgs {
+        guard (1...Self.maximumLayers).contains(layers) else {
+            throw ModelArgsError(message: "\(option) \(layers) must be within 1...\(Self.maximumLayers)")
+        }
+        var args = self
+        args.nLayers = layers
+        args.nDenseLayers = min(nDenseLayers, layers)
+        try args.validate()
+        return args
+    }
+
     /// The one validation pass: every field's range and finiteness, and every size derived from the
     /// fields (head products, tensor element counts, parameter and FLOP totals) computed with checked
     /// arithmetic, so that code run after it (`expectedShapes()`, the RoPE table, the forward pass) cannot

@@ -70,4 +70,17 @@ import Testing
         #expect(zero.status != 0 && zero.stderr.contains("must be ≥ 1"), "\(zero.stderr)")
         #expect(!FileManager.default.fileExists(atPath: out))
     }
+
+    /// A layer count past the model-args limit is one error before any weight is made (it used to hang
+    /// building random weights for 10⁸ layers), for convert and for bench alike.
+    @Test func refusesMoreLayersThanModelArgsAllow() throws {
+        let dir = try CLI.scratch()
+        defer { CLI.cleanUp(dir) }
+        let out = dir.appendingPathComponent("hf").path
+        let convert = try CLI.run(["convert", "--random-weights", "--flavor", "debugmodel", "--layers", "100000000", "--output", out])
+        #expect(convert.status != 0 && convert.stderr.contains("--layers 100000000 must be within 1...10000"), "\(convert.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+        let bench = try CLI.run(["bench", "--random-weights", "--flavor", "debugmodel", "--layers", "100000000"])
+        #expect(bench.status != 0 && bench.stderr.contains("--layers 100000000 must be within 1...10000"), "\(bench.stderr)")
+    }
 }

@@ -81,7 +81,7 @@ public enum SpeedBenchmark {
         let compute: (precision: ComputePrecision, reason: String)
         if options.randomWeights {
             var args = try ModelLoader.resolveArgs(spec, source: nil).args
-            if let layers = options.layers { args.nLayers = layers; args.nDenseLayers = min(args.nDenseLayers, layers) }
+            if let layers = options.layers { args = try args.withLayers(layers) }
             let group = try processes.makeGroup(requestedDegree: options.expertParallelDegree, spec: spec, configDegree: nil, note: note)
             let weights = RandomWeightSource(args: args, dtype: options.randomWeightDType)
             compute = try spec.resolveCompute(weights)

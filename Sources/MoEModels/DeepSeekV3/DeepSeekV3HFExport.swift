@@ -100,10 +100,7 @@ extension DeepSeekV3 {
         let spec = request.spec
         let opened: (any WeightSource)? = request.randomWeights == nil ? try openWeightSource(at: spec.checkpoint) : nil
         var resolved = try ModelLoader.resolveArgs(spec, source: opened)
-        if let layers = request.randomWeights?.layers {
-            resolved.args.nLayers = layers
-            resolved.args.nDenseLayers = min(resolved.args.nDenseLayers, layers)
-        }
+        if let layers = request.randomWeights?.layers { resolved.args = try resolved.args.withLayers(layers) }
         let source: any WeightSource =
             opened ?? RandomWeightSource(args: resolved.args, dtype: request.dtype == .float32 ? .float32 : .bfloat16)
         if let config = resolved.config, !family.torchTitanModules.contains(config.modelName) {
