@@ -152,44 +152,51 @@ AVX512 static inline __m512 load_bf16_masked(const uint16_t *p, __mmask16 m) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
 }
 
-/* Four weight rows per pass so each load of x feeds four FMAs; two accumulators per row hide FMA latency. */
+/* One weight row at a time, read front to back. A GEMV is bound by reading the weights once; four rows read side by
+ * side are four short streams that each start on a new 4 KiB page (a 2,048-column bf16 row is one page), and the
+ * hardware prefetcher restarts on every one of them. One sequential stream measured 1.2–1.4× the four-row kernel
+ * (docs/PERFORMANCE.md, "Decode GEMV"). x stays in L1; four accumulators hide the FMA latency. */
 AVX512 static void gemv_bf16_avx512(const uint16_t *w, size_t ldw, size_t rows, size_t cols, const float *x,
                                     float *y, int accumulate) {
-    size_t r = 0;
-    for (; r + 4 <= rows; r += 4) {
-        const uint16_t *w0 = w + r * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+    for (size_t r = 0; r < rows; r++) {
+        const uint16_t *wr = w + r * ldw;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         size_t c = 0;
-        for (; c + 16 <= cols; c += 16) {
-            __m512 xv = _mm512_loadu_ps(x + c);
-            a0 = _mm512_fmadd_ps(load_bf16(w0 + c), xv, a0);
-            a1 = _mm512_fmadd_ps(load_bf16(w1 + c), xv, a1);
-            a2 = _mm512_fmadd_ps(load_bf16(w2 + c), xv, a2);
-            a3 = _mm512_fmadd_ps(load_bf16(w3 + c), xv, a3);
+        for (; c + 64 <= cols; c += 64) {
+            a0 = _mm512_fmadd_ps(load_bf16(wr + c), _mm512_loadu_ps(x + c), a0);
+            a1 = _mm512_fmadd_ps(load_bf16(wr + c + 16), _mm512_loadu_ps(x + c + 16), a1);
+            a2 = _mm512_fmadd_ps(load_bf16(wr + c + 32), _mm512_loadu_ps(x + c + 32), a2);
+            a3 = _mm512_fmadd_ps(load_bf16(wr + c + 48), _mm512_loadu_ps(x + c + 48), a3);
         }
+        for (; c + 16 <= cols; c += 16) a0 = _mm512_fmadd_ps(load_bf16(wr + c), _mm512_loadu_ps(x + c), a0);
         if (c < cols) {
             __mmask16 m = (__mmask16)((1u << (cols - c)) - 1);
-            __m512 xv = _mm512_maskz_loadu_ps(m, x + c);
-            a0 = _mm512_fmadd_ps(load_bf16_masked(w0 + c, m), xv, a0);
-            a1 = _mm512_fmadd_ps(load_bf16_masked(w1 + c, m), xv, a1);
-            a2 = _mm512_fmadd_ps(load_bf16_masked(w2 + c, m), xv, a2);
-            a3 = _mm512_fmadd_ps(load_bf16_masked(w3 + c, m), xv, a3);
+            a1 = _mm512_fmadd_ps(load_bf16_masked(wr + c, m), _mm512_maskz_loadu_ps(m, x + c), a1);
         }
-        float s0 = _mm512_reduce_add_ps(a0), s1 = _mm512_reduce_add_ps(a1);
-        float s2 = _mm512_reduce_add_ps(a2), s3 = _mm512_reduce_add_ps(a3);
-        if (accumulate) { y[r] += s0; y[r + 1] += s1; y[r + 2] += s2; y[r + 3] += s3; }
-        else { y[r] = s0; y[r + 1] = s1; y[r + 2] = s2; y[r + 3] = s3; }
+        float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+        y[r] = accumulate ? y[r] + s : s;
     }
-    for (; r < rows; r++) {
-        const uint16_t *w0 = w + r * ldw;
-        __m512 a0 = _mm512_setzero_ps();
+}
+
+/* fp32 weights, the same one-row stream (OpenBLAS's sgemv reads rows side by side, as the bf16 kernels did). */
+AVX512 static void gemv_f32_avx512(const float *w, size_t ldw, size_t rows, size_t cols, const float *x, float *y,
+                                   int accumulate) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *wr = w + r * ldw;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         size_t c = 0;
-        for (; c + 16 <= cols; c += 16) a0 = _mm512_fmadd_ps(load_bf16(w0 + c), _mm512_loadu_ps(x + c), a0);
+        for (; c + 64 <= cols; c += 64) {
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(wr + c), _mm512_loadu_ps(x + c), a0);
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(wr + c + 16), _mm512_loadu_ps(x + c + 16), a1);
+            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(wr + c + 32), _mm512_loadu_ps(x + c + 32), a2);
+            a3 = _mm512_fmadd_ps(_mm512_loadu_ps(wr + c + 48), _mm512_loadu_ps(x + c + 48), a3);
+        }
+        for (; c + 16 <= cols; c += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(wr + c), _mm512_loadu_ps(x + c), a0);
         if (c < cols) {
             __mmask16 m = (__mmask16)((1u << (cols - c)) - 1);
-            a0 = _mm512_fmadd_ps(load_bf16_masked(w0 + c, m), _mm512_maskz_loadu_ps(m, x + c), a0);
+            a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, wr + c), _mm512_maskz_loadu_ps(m, x + c), a1);
         }
-        float s = _mm512_reduce_add_ps(a0);
+        float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
         y[r] = accumulate ? y[r] + s : s;
     }
 }
@@ -197,7 +204,8 @@ AVX512 static void gemv_bf16_avx512(const uint16_t *w, size_t ldw, size_t rows, 
 #define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx512bf16")))
 
 /* bf16 × bf16 with fp32 accumulation: one VDPBF16PS multiplies 32 pairs, twice the work per instruction of
- * widen-and-FMA and half the bytes of x per element. Four weight rows share each load of x. */
+ * widen-and-FMA and half the bytes of x per element. One weight row at a time, read front to back, for the
+ * prefetcher's sake (see gemv_bf16_avx512). */
 AVX512BF16 static inline __m512 dot_bf16_step(__m512 acc, const uint16_t *w, __m512i xv) {
     return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512((const void *)w), (__m512bh)xv);
 }
@@ -208,37 +216,22 @@ AVX512BF16 static inline __m512 dot_bf16_tail(__m512 acc, const uint16_t *w, __m
 
 AVX512BF16 static void gemv_bf16_bf16_avx512(const uint16_t *w, size_t ldw, size_t rows, size_t cols,
                                             const uint16_t *x, float *y, int accumulate) {
-    size_t r = 0;
     size_t full = cols / 32 * 32;
     __mmask32 tail = (__mmask32)((cols - full) == 0 ? 0 : ((1ull << (cols - full)) - 1));
     __m512i xt = _mm512_maskz_loadu_epi16(tail, x + full);
-    for (; r + 4 <= rows; r += 4) {
-        const uint16_t *w0 = w + r * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+    for (size_t r = 0; r < rows; r++) {
+        const uint16_t *wr = w + r * ldw;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (size_t c = 0; c < full; c += 32) {
-            __m512i xv = _mm512_loadu_si512((const void *)(x + c));
-            a0 = dot_bf16_step(a0, w0 + c, xv);
-            a1 = dot_bf16_step(a1, w1 + c, xv);
-            a2 = dot_bf16_step(a2, w2 + c, xv);
-            a3 = dot_bf16_step(a3, w3 + c, xv);
+        size_t c = 0;
+        for (; c + 128 <= full; c += 128) {
+            a0 = dot_bf16_step(a0, wr + c, _mm512_loadu_si512((const void *)(x + c)));
+            a1 = dot_bf16_step(a1, wr + c + 32, _mm512_loadu_si512((const void *)(x + c + 32)));
+            a2 = dot_bf16_step(a2, wr + c + 64, _mm512_loadu_si512((const void *)(x + c + 64)));
+            a3 = dot_bf16_step(a3, wr + c + 96, _mm512_loadu_si512((const void *)(x + c + 96)));
         }
-        if (tail) {
-            a0 = dot_bf16_tail(a0, w0 + full, xt, tail);
-            a1 = dot_bf16_tail(a1, w1 + full, xt, tail);
-            a2 = dot_bf16_tail(a2, w2 + full, xt, tail);
-            a3 = dot_bf16_tail(a3, w3 + full, xt, tail);
-        }
-        float s0 = _mm512_reduce_add_ps(a0), s1 = _mm512_reduce_add_ps(a1);
-        float s2 = _mm512_reduce_add_ps(a2), s3 = _mm512_reduce_add_ps(a3);
-        if (accumulate) { y[r] += s0; y[r + 1] += s1; y[r + 2] += s2; y[r + 3] += s3; }
-        else { y[r] = s0; y[r + 1] = s1; y[r + 2] = s2; y[r + 3] = s3; }
-    }
-    for (; r < rows; r++) {
-        const uint16_t *w0 = w + r * ldw;
-        __m512 a0 = _mm512_setzero_ps();
-        for (size_t c = 0; c < full; c += 32) a0 = dot_bf16_step(a0, w0 + c, _mm512_loadu_si512((const void *)(x + c)));
-        if (tail) a0 = dot_bf16_tail(a0, w0 + full, xt, tail);
-        float s = _mm512_reduce_add_ps(a0);
+        for (; c < full; c += 32) a0 = dot_bf16_step(a0, wr + c, _mm512_loadu_si512((const void *)(x + c)));
+        if (tail) a1 = dot_bf16_tail(a1, wr + full, xt, tail);
+        float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
         y[r] = accumulate ? y[r] + s : s;
     }
 }
@@ -319,6 +312,18 @@ void moe_gemv_bf16(const uint16_t *w, size_t ldw, size_t rows, size_t cols, cons
     if (isa() == 1) { gemv_bf16_avx512(w, ldw, rows, cols, x, y, accumulate); return; }
 #endif
     gemv_bf16_portable(w, ldw, rows, cols, x, y, accumulate);
+}
+
+void moe_gemv_f32(const float *w, size_t ldw, size_t rows, size_t cols, const float *x, float *y, int accumulate) {
+#if MOE_X86
+    if (isa() == 1) { gemv_f32_avx512(w, ldw, rows, cols, x, y, accumulate); return; }
+#endif
+    for (size_t r = 0; r < rows; r++) {
+        const float *wr = w + r * ldw;
+        float s = 0;
+        for (size_t c = 0; c < cols; c++) s += wr[c] * x[c];
+        y[r] = accumulate ? y[r] + s : s;
+    }
 }
 
 void moe_gemv_bf16_bf16(const uint16_t *w, size_t ldw, size_t rows, size_t cols, const uint16_t *x, float *y,

@@ -1,4 +1,5 @@
 import Foundation
+import MoETensor
 
 #if canImport(Glibc)
 import Glibc
@@ -39,6 +40,7 @@ public final class MappedFile: @unchecked Sendable {
         }
         base = mapped
         bytes = UnsafeRawBufferPointer(start: mapped, count: size)
+        HugePages.advise(mapped, byteCount: size)
     }
 
     deinit {
@@ -125,3 +127,4 @@ func readLittleEndian(_ bytes: UnsafeRawBufferPointer, at offset: Int, width: In
     var reader = ByteReader(bytes, position: offset)
     return reader.unsigned(width)
 }
+

@@ -1,6 +1,10 @@
 import CBLAS
 import CKernels
 
+#if canImport(CDNNL)
+import CDNNL
+#endif
+
 /// Matrix products. Row-major throughout; `W` is stored `[out, in]` as in torch `nn.Linear`.
 /// fp32 weights go straight to single-threaded sgemm/sgemv on each worker's share of the output columns;
 /// bf16/fp16 weights are widened per panel into a per-thread buffer (never an fp32 copy of the model), and
@@ -11,8 +15,6 @@ public enum Linear {
     static let widenPanelRows = 128
     /// Output columns below which a worker's share is not worth a separate sgemm call.
     static let minColumnsPerWorker = 64
-    /// Most rows an fp32 product sends to oneDNN (OpenBLAS above; see `applyColumns`).
-    static let oneDNNMaxRowsFP32 = 128
 
     /// `y[M, N] = x[M, K] · Wᵀ` (+ `y` when accumulating), with `x` rows `lda` apart and `y` rows `ldy` apart.
     /// Splits the output columns across `Compute.threads` workers (serially inside a parallel loop).
@@ -51,13 +53,13 @@ public enum Linear {
         let beta: Float = accumulate ? 1 : 0
         if let wp = w.float32Pointer {
             #if canImport(CDNNL)
-            // oneDNN's fp32 matmul measured 1.3–4× OpenBLAS's sgemm at 2–128 rows (expert buckets) and level with it
-            // at 512–2048 rows, where a primitive per new prompt length would cost more than it saves; sgemv stays
-            // faster for one row (docs/PERFORMANCE.md, "GEMM engine choice").
-            if m >= 2, m <= oneDNNMaxRowsFP32,
-                OneDNNMatmul.multiply(
-                    .fp32, x: x, m: m, lda: lda, weight: wp + columns.lowerBound * k, n: columns.count, k: k,
-                    into: y + columns.lowerBound, ldy: ldy, accumulate: accumulate, threads: 1)
+            // oneDNN's fp32 matmul measured 1.1–1.3× OpenBLAS's sgemm at 512–2048 rows and 1.3–2.5× at 2–128 rows
+            // (expert buckets) on a quiet machine; sgemv-like one-row products stay on `gemm` (docs/PERFORMANCE.md,
+            // "GEMM engine choice").
+            if m >= 2,
+                multiplyOneDNNFP32(
+                    x, m: m, lda: lda, weight: wp + columns.lowerBound * k, n: columns.count, k: k,
+                    into: y + columns.lowerBound, ldy: ldy, accumulate: accumulate)
             {
                 return
             }
@@ -86,6 +88,34 @@ public enum Linear {
         }
     }
 
+    #if canImport(CDNNL)
+    /// `y = x · Wᵀ` (+ `y`) for fp32 `W` `[n, k]` on the calling thread through oneDNN, in the row blocks of
+    /// `oneDNNRowBlocks` (a primitive per block shape). False, with nothing written, when a primitive cannot be made.
+    static func multiplyOneDNNFP32(
+        _ x: UnsafePointer<Float>, m: Int, lda: Int, weight: UnsafePointer<Float>, n: Int, k: Int,
+        into y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool
+    ) -> Bool {
+        let blocks = oneDNNRowBlocks(m)
+        var primitives: [OneDNNMatmul.Primitive] = []
+        primitives.reserveCapacity(blocks.count)
+        for block in blocks {
+            let key = OneDNNMatmul.Key(
+                operands: .fp32, m: block.count, n: n, k: k, lda: lda, ldw: k, ldy: ldy, accumulate: accumulate, threads: 1)
+            guard let primitive = OneDNNMatmul.prepare(key) else { return false }
+            primitives.append(primitive)
+        }
+        for (block, primitive) in zip(blocks, primitives) {
+            let status = OneDNNMatmul.execute(
+                primitive, threads: 1, x: x + block.lowerBound * lda, weight: weight, into: y + block.lowerBound * ldy)
+            // `y` may be half written, so no other path can take over (as in `OneDNNMatmul.multiply`).
+            if status != dnnl_success {
+                fatalError("oneDNN could not run a prepared \(block.count)×\(n)×\(k) fp32 matmul (status \(status.rawValue))")
+            }
+        }
+        return true
+    }
+    #endif
+
     /// Convenience: `x` is `[..., K]`, result `[..., N]`.
     public static func apply(_ x: Tensor, _ w: Weight) -> Tensor {
         var outShape = x.shape
@@ -95,14 +125,20 @@ public enum Linear {
         return y
     }
 
-    /// `C[m, n] = A[m, k] · B[n, k]ᵀ + beta·C`; sgemv when m == 1 (sgemm is slow there).
+    /// Whether one-row fp32 products use `moe_gemv_f32` (AVX-512: it streams each weight row front to back and
+    /// measured 1.2–1.3× OpenBLAS's sgemv on decode shapes; docs/PERFORMANCE.md, "Decode GEMV") or sgemv.
+    static let ownGEMVFP32 = moe_kernels_isa() == 1
+
+    /// `C[m, n] = A[m, k] · B[n, k]ᵀ + beta·C` (beta 0 or 1); a GEMV when m == 1 (sgemm is slow there).
     @inline(__always)
     static func gemm(
         _ a: UnsafePointer<Float>, m: Int, k: Int, lda: Int,
         _ b: UnsafePointer<Float>, n: Int, ldw: Int,
         _ c: UnsafeMutablePointer<Float>, ldy: Int, beta: Float
     ) {
-        if m == 1 {
+        if m == 1, ownGEMVFP32 {
+            moe_gemv_f32(b, ldw, n, k, a, c, beta == 0 ? 0 : 1)
+        } else if m == 1 {
             cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(k), 1, b, Int32(ldw), a, 1, beta, c, 1)
         } else {
             cblas_sgemm(

@@ -88,8 +88,10 @@ public enum Compute {
     /// larger than the caches (the decode roofline's denominator).
     public static func measureReadBandwidth(bytes: Int = 1 << 30, repeats: Int = 3) -> Double {
         let count = bytes / 4
-        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
-        defer { buffer.deallocate() }
+        // On the pages the weights get (HugePages), so the roofline is what their reads could reach.
+        let raw = HugePages.allocate(byteCount: count * 4)
+        defer { raw.deallocate() }
+        let buffer = raw.bindMemory(to: Float.self, capacity: count)
         let bp = SendablePointer(buffer)
         parallelFor(64) { chunk in
             (bp.pointer + count * chunk / 64).update(repeating: 1, count: count * (chunk + 1) / 64 - count * chunk / 64)

@@ -69,8 +69,8 @@ import Testing
         }
     }
 
-    /// (m, n, k, lda, ldy): one row, small expert buckets, prefill-sized rows (one and two oneDNN row blocks, fp32
-    /// past oneDNN's 128-row limit), SIMD tails, strided rows.
+    /// (m, n, k, lda, ldy): one row, small expert buckets, prefill-sized rows (one and two oneDNN row blocks),
+    /// SIMD tails, strided rows.
     static let shapes: [(Int, Int, Int, Int?, Int?)] = [
         (1, 1, 1, nil, nil), (1, 17, 33, nil, nil), (1, 300, 64, 70, 310), (2, 64, 2048, nil, nil), (3, 100, 130, 140, 101),
         (16, 257, 96, nil, nil), (37, 257, 130, 131, 260), (64, 80, 48, 50, 90), (70, 64, 15, nil, nil), (130, 160, 256, 300, 170),
@@ -118,6 +118,29 @@ import Testing
                 let y = problem.run { _, y in moe_gemv_bf16_bf16(problem.bits, problem.k, problem.n, problem.k, xb, y, accumulate ? 1 : 0) }
                 let error = problem.worstError(y, input: input, accumulate: accumulate)
                 #expect(error < 1e-5, "\(path) \(problem.n)×\(problem.k), accumulate \(accumulate): relative error \(error)")
+            }
+        }
+    }
+
+    /// The one-row fp32 kernel (`moe_gemv_f32`, decode with fp32 weights on AVX-512 CPUs), on a weight whose rows
+    /// are `ldw` apart, AVX-512 and portable bodies.
+    @Test(arguments: shapes)
+    func fp32GemvKernelMatchesReference(shape: (Int, Int, Int, Int?, Int?)) throws {
+        let problem = try Problem(m: 1, n: shape.1, k: shape.2, seed: UInt64(shape.1 * 11 + shape.2))
+        defer { problem.free() }
+        let ldw = problem.k + (shape.3 == nil ? 0 : 5)
+        var strided = [Float](repeating: .nan, count: problem.n * ldw)
+        for row in 0..<problem.n {
+            for column in 0..<problem.k { strided[row * ldw + column] = problem.weights[row * problem.k + column] }
+        }
+        for portable in [false, true] {
+            moe_kernels_force_portable(portable ? 1 : 0)
+            defer { moe_kernels_force_portable(0) }
+            let path = portable || moe_kernels_isa() != 1 ? "portable" : "AVX-512"
+            for accumulate in [false, true] {
+                let y = problem.run { x, y in moe_gemv_f32(strided, ldw, problem.n, problem.k, x, y, accumulate ? 1 : 0) }
+                let error = problem.worstError(y, input: problem.x, accumulate: accumulate)
+                #expect(error < 1e-5, "\(path) \(problem.n)×\(problem.k) (ldw \(ldw)), accumulate \(accumulate): relative error \(error)")
             }
         }
     }

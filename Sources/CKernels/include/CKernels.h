@@ -27,6 +27,9 @@ void moe_softmax_row(float *row, size_t n);
 void moe_silu_mul(float *gate, const float *up, size_t n);
 /* out = x * rsqrt(mean(x^2) + eps) * weight, one row of dim. */
 void moe_rmsnorm_row(const float *x, const float *weight, float eps, float *out, size_t dim);
+/* y[0..<rows] (+)= W[rows × cols, row stride ldw] · x, fp32 weights: the one-row decode product (AVX-512 where
+ * present), for the CPUs where it reads the weights faster than the BLAS sgemv. */
+void moe_gemv_f32(const float *w, size_t ldw, size_t rows, size_t cols, const float *x, float *y, int accumulate);
 /* y[r] (+)= sum_c w[r*ldw + c] * x[c] for r < rows, c < cols, with bf16 weights (memory-bound decode). */
 void moe_gemv_bf16(const uint16_t *w, size_t ldw, size_t rows, size_t cols, const float *x, float *y, int accumulate);
 /* The same with x already rounded to bf16: bf16 × bf16 products, fp32 accumulation (bf16 compute, decode). */
