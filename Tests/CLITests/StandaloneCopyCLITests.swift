@@ -6,7 +6,7 @@ import Testing
 /// and empty home and cache folders; no product file and no help text names ../shared or this machine's folders.
 @Suite struct StandaloneCopyCLITests {
     /// What names the test infrastructure (`../shared/data`, `shared/reference`) or the development machines' folders.
-    static let forbidden = ["shared/", "/work/"]
+    static let forbidden = ["../shared", "shared/", "/work/"]
 
     /// Scripts that are test infrastructure (scripts/test.sh and what it runs) and may use ../shared/data.
     static let testInfrastructure: Set = ["scripts/test.sh", "scripts/harness_agreement.sh"]
