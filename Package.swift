@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "MoEEval", targets: ["MoEEval"]),
         .library(name: "MoEData", targets: ["MoEData"]),
         .library(name: "MoEJSON", targets: ["MoEJSON"]),
+        .library(name: "MoECUDA", targets: ["MoECUDA"]),
     ],
     // `swift build --traits MPI`: expert parallelism across processes with Open MPI (docs/DISTRIBUTED.md).
     traits: [.trait(name: "MPI", description: "Expert parallelism across processes and hosts with MPI (needs libopenmpi-dev)")],

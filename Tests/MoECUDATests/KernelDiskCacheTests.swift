@@ -58,6 +58,24 @@ import Testing
         #expect(cache.lookup(key: k, format: .cubin) == .hit(replacement))
     }
 
+    /// The reader the fuzz target drives: the same verdicts from bytes alone, also for a slice of a larger buffer.
+    @Test func anEntrysBytesAreReadWithoutTheFileSystem() throws {
+        let root = try CUDATestSupport.scratch("bytes")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let cache = KernelDiskCache(folder: root)
+        let k = try key(kernel)
+        let image: [UInt8] = Array(".text.f\0 and more".utf8)
+        try cache.store(image, key: k, format: .cubin)
+        let bytes = try Data(contentsOf: cache.url(key: k, format: .cubin))
+        #expect(KernelDiskCache.readEntry(bytes, format: .cubin, file: "e") == .hit(image))
+        #expect(KernelDiskCache.readEntry((Data([0x0A, 0x0A]) + bytes).dropFirst(2), format: .cubin, file: "e") == .hit(image))
+        guard case .corrupt(let message) = KernelDiskCache.readEntry(bytes, format: .ptx, file: "e") else {
+            Issue.record("a CUBIN entry was accepted as PTX")
+            return
+        }
+        #expect(message.hasPrefix("e: header is not 'moe-eval-kernel ptx"), "\(message)")
+    }
+
     @Test func aDamagedEntryIsReportedCorruptNeverReturned() throws {
         let root = try CUDATestSupport.scratch("corrupt")
         defer { try? FileManager.default.removeItem(at: root) }

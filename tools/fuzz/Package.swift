@@ -10,12 +10,14 @@ let parserLibraries: [Target.Dependency] = [
     .product(name: "MoEEval", package: "moe-eval"),
     .product(name: "MoEJSON", package: "moe-eval"),
     .product(name: "MoEData", package: "moe-eval"),
+    .product(name: "MoECUDA", package: "moe-eval"),
 ]
 
 /// One executable per parser; each is a libFuzzer binary (see FuzzSupport).
 let fuzzTargets = [
     "FuzzPickle", "FuzzTorchZip", "FuzzDCPMetadata", "FuzzSafetensors", "FuzzJSON", "FuzzTrainConfig",
     "FuzzModelArgs", "FuzzTokenizerJSON", "FuzzTokenizerEncode", "FuzzTaskData", "FuzzParquet", "FuzzArrowStream",
+    "FuzzKernelCacheEntry",
 ]
 
 let package = Package(

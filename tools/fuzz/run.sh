@@ -16,7 +16,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 targets=(FuzzPickle FuzzTorchZip FuzzDCPMetadata FuzzSafetensors FuzzJSON FuzzTrainConfig FuzzModelArgs
-         FuzzTokenizerJSON FuzzTokenizerEncode FuzzTaskData FuzzParquet FuzzArrowStream)
+         FuzzTokenizerJSON FuzzTokenizerEncode FuzzTaskData FuzzParquet FuzzArrowStream FuzzKernelCacheEntry)
 
 usage() { echo "usage: $0 TARGET[,TARGET…]|all SECONDS | replay | list   (targets: ${targets[*]})" >&2; exit 2; }
 [ $# -ge 1 ] || usage
@@ -83,6 +83,7 @@ seed_files() {
     FuzzParquet) ls "$fixtures"/MoEDataTests/Fixtures/*.parquet
                  find "$assets" -name '*.parquet' -size -64k ;;
     FuzzArrowStream) ls "$fixtures"/MoEDataTests/Fixtures/*.arrow ;;
+    FuzzKernelCacheEntry) ;;
   esac
   if [ -d "$here/seeds/$1" ]; then find "$here/seeds/$1" -type f; fi
 }
@@ -93,6 +94,7 @@ dictionary() {
     FuzzTorchZip) echo "$here/dictionaries/zip.dict" ;;
     FuzzJSON|FuzzSafetensors|FuzzModelArgs|FuzzTokenizerJSON|FuzzTaskData) echo "$here/dictionaries/json.dict" ;;
     FuzzTrainConfig) echo "$here/dictionaries/toml.dict" ;;
+    FuzzKernelCacheEntry) echo "$here/dictionaries/kernelcache.dict" ;;
   esac
 }
 

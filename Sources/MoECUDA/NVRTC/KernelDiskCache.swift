@@ -65,16 +65,25 @@ public struct KernelDiskCache: Sendable, Hashable {
             return .corrupt("\(file.path): \(size) bytes is not a cache entry (at most \(Self.maximumEntryBytes))")
         }
         guard let data = try? Data(contentsOf: file) else { return .corrupt("\(file.path): cannot be read") }
+        return Self.readEntry(data, format: format, file: file.path)
+    }
+
+    /// An entry's bytes as `lookup` judges them, apart from the file system so that they can be fuzzed; `file` names
+    /// the entry in the reasons.
+    static func readEntry(_ data: Data, format: CompiledKernel.Format, file: String) -> Lookup {
+        guard data.count <= Self.maximumEntryBytes else {
+            return .corrupt("\(file): \(data.count) bytes is not a cache entry (at most \(Self.maximumEntryBytes))")
+        }
         guard let newline = data.firstIndex(of: UInt8(ascii: "\n")), newline - data.startIndex <= 256 else {
-            return .corrupt("\(file.path): no header line")
+            return .corrupt("\(file): no header line")
         }
         let header = String(decoding: data[data.startIndex..<newline], as: UTF8.self).split(separator: " ")
         let payload = data[(newline + 1)...]
         guard header.count == 4, header[0] == Self.magic, header[1] == format.rawValue else {
-            return .corrupt("\(file.path): header is not '\(Self.magic) \(format.rawValue) LENGTH SHA256'")
+            return .corrupt("\(file): header is not '\(Self.magic) \(format.rawValue) LENGTH SHA256'")
         }
         guard let length = Int(header[2]), length == payload.count else {
-            return .corrupt("\(file.path): header says \(header[2]) bytes, \(payload.count) follow")
+            return .corrupt("\(file): header says \(header[2]) bytes, \(payload.count) follow")
         }
         let digest: String
         do {
@@ -82,9 +91,9 @@ public struct KernelDiskCache: Sendable, Hashable {
             try hasher.update(Data(payload))
             digest = try hasher.hexDigest()
         } catch {
-            return .corrupt("\(file.path): \(error.description)")
+            return .corrupt("\(file): \(error.description)")
         }
-        guard digest == header[3] else { return .corrupt("\(file.path): content does not match its SHA-256") }
+        guard digest == header[3] else { return .corrupt("\(file): content does not match its SHA-256") }
         return .hit([UInt8](payload))
     }
 
