@@ -61,7 +61,7 @@ import Testing
         do { try FileManager.default.linkItem(at: CLI.binary, to: binary) } catch {
             try FileManager.default.copyItem(at: CLI.binary, to: binary)
         }
-        var environment = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin", "MOE_EVAL_BIN": binary.path]
+        var environment = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin", "MOE_EVAL_DEMO_BIN": binary.path]
         for (name, folder) in [
             ("HOME", "home"), ("XDG_CACHE_HOME", "cache"), ("XDG_CONFIG_HOME", "config"), ("XDG_DATA_HOME", "data"),
             ("HF_HOME", "huggingface"), ("TMPDIR", "tmp"),
