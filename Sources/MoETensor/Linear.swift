@@ -6,9 +6,10 @@ import CDNNL
 #endif
 
 /// Matrix products. Row-major throughout; `W` is stored `[out, in]` as in torch `nn.Linear`.
-/// fp32 weights go straight to single-threaded sgemm/sgemv on each worker's share of the output columns;
-/// bf16/fp16 weights are widened per panel into a per-thread buffer (never an fp32 copy of the model), and
-/// a single row (decode) multiplies bf16 weights directly with a fused widen-and-FMA kernel.
+/// fp32 weights: several rows go to oneDNN's fp32 matmul (OpenBLAS's sgemm where oneDNN is absent), one row to
+/// `moe_gemv_f32` (OpenBLAS's sgemv without AVX-512), each single-threaded on a worker's share of the output
+/// columns. bf16/fp16 weights are widened per panel into a per-thread buffer (never an fp32 copy of the model),
+/// and a single row (decode) multiplies bf16 weights directly with a fused widen-and-FMA kernel.
 public enum Linear {
     /// Rows of a bf16/fp16 weight widened per sgemm call: large enough to keep sgemm efficient,
     /// small enough to stay in L2.
