@@ -69,7 +69,7 @@ public enum Compute {
             for i in 0..<n { body(i) }
             return
         }
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
+        perform(workers) { w in
             moe_parallel_depth_add(1)
             defer { moe_parallel_depth_add(-1) }
             let lo = n * w / workers, hi = n * (w + 1) / workers
@@ -124,7 +124,7 @@ extension Compute {
         if n <= 0 { return }
         let workers = workers(for: n)
         if workers <= 1 { body(0, 0..<n); return }
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
+        perform(workers) { w in
             moe_parallel_depth_add(1)
             defer { moe_parallel_depth_add(-1) }
             body(w, (n * w / workers)..<(n * (w + 1) / workers))
@@ -140,7 +140,7 @@ extension Compute {
         let workers = workers(for: pieces)
         if workers <= 1 { body(0..<n); return }
         let counter = AtomicCounter()
-        DispatchQueue.concurrentPerform(iterations: workers) { _ in
+        perform(workers) { _ in
             moe_parallel_depth_add(1)
             defer { moe_parallel_depth_add(-1) }
             while true {
@@ -150,6 +150,29 @@ extension Compute {
             }
         }
     }
+}
+
+extension Compute {
+    /// `body(i)` for i in 0..<n at the same time: on the spinning compute pool (`moe_pool_run`, CKernels/pool.c) when
+    /// it is free, else (another thread's loop holds it) on libdispatch. On virtual machines libdispatch's wake-up of
+    /// a parked thread cost tens of microseconds per loop (docs/PERFORMANCE.md, "Compute threads"), and decode runs
+    /// dozens of short loops per token.
+    static func perform(_ n: Int, _ body: @Sendable (Int) -> Void) {
+        let ran = withoutActuallyEscaping(body) { escapable -> Int32 in
+            var job = PoolJob(body: escapable)
+            return withUnsafeMutablePointer(to: &job) { pointer in
+                moe_pool_run(n, n, { context, index in
+                    context!.assumingMemoryBound(to: PoolJob.self).pointee.body(index)
+                }, pointer)
+            }
+        }
+        if ran == 0 { DispatchQueue.concurrentPerform(iterations: n, execute: body) }
+    }
+}
+
+/// A loop body handed to the C pool through its context pointer.
+private struct PoolJob {
+    let body: @Sendable (Int) -> Void
 }
 
 /// A shared work counter for `parallelChunks`.

@@ -49,4 +49,10 @@ float moe_sum_f32(const float *x, size_t n);
 /* Keeps large freed blocks in the heap (glibc), so per-layer activation buffers are reused, not re-faulted. */
 void moe_tune_allocator(void);
 
+/* Runs fn(context, i) for i in 0..<count on the calling thread and up to threads - 1 pool threads that spin
+ * briefly between jobs (pool.c). Returns 1 when done, 0 (nothing run) when the pool is busy with another job or
+ * cannot start a thread: the caller then runs the loop another way. */
+typedef void (*moe_pool_task_fn)(void *context, long index);
+int moe_pool_run(long count, long threads, moe_pool_task_fn fn, void *context);
+
 #endif
