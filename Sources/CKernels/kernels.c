@@ -152,60 +152,61 @@ AVX512 static inline __m512 load_bf16_masked(const uint16_t *p, __mmask16 m) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
 }
 
+/* Weight loads of the one-row kernels below: bf16 widened to fp32, or fp32 as stored. `bf16` is a constant at every
+ * call site, so each kernel compiles to its own loop without the branch. */
+AVX512 static inline __attribute__((always_inline)) __m512 load_weights(const void *row, size_t c, int bf16) {
+    return bf16 ? load_bf16((const uint16_t *)row + c) : _mm512_loadu_ps((const float *)row + c);
+}
+
+AVX512 static inline __attribute__((always_inline)) __m512 load_weights_masked(const void *row, size_t c, __mmask16 m,
+                                                                             int bf16) {
+    return bf16 ? load_bf16_masked((const uint16_t *)row + c, m) : _mm512_maskz_loadu_ps(m, (const float *)row + c);
+}
+
 /* One weight row at a time, read front to back. A GEMV is bound by reading the weights once; four rows read side by
  * side are four short streams that each start on a new 4 KiB page (a 2,048-column bf16 row is one page), and the
- * hardware prefetcher restarts on every one of them. One sequential stream measured 1.2–1.4× the four-row kernel
- * (docs/PERFORMANCE.md, "Decode GEMV"). x stays in L1; four accumulators hide the FMA latency. */
-AVX512 static void gemv_bf16_avx512(const uint16_t *w, size_t ldw, size_t rows, size_t cols, const float *x,
-                                    float *y, int accumulate) {
+ * hardware prefetcher restarts on every one of them. One sequential stream measured 1.2–1.35× the four-row kernel,
+ * and 1.2–1.3× OpenBLAS's sgemv for fp32 weights (docs/PERFORMANCE.md, "Second pass"). x stays in L1; four
+ * accumulators hide the FMA latency. */
+AVX512 static inline __attribute__((always_inline)) void gemv_rows_avx512(const void *w, int bf16, size_t ldw,
+                                                                          size_t rows, size_t cols, const float *x,
+                                                                          float *y, int accumulate) {
+    size_t row_bytes = ldw * (bf16 ? 2 : 4);
     for (size_t r = 0; r < rows; r++) {
-        const uint16_t *wr = w + r * ldw;
+        const void *wr = (const char *)w + r * row_bytes;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         size_t c = 0;
         for (; c + 64 <= cols; c += 64) {
-            a0 = _mm512_fmadd_ps(load_bf16(wr + c), _mm512_loadu_ps(x + c), a0);
-            a1 = _mm512_fmadd_ps(load_bf16(wr + c + 16), _mm512_loadu_ps(x + c + 16), a1);
-            a2 = _mm512_fmadd_ps(load_bf16(wr + c + 32), _mm512_loadu_ps(x + c + 32), a2);
-            a3 = _mm512_fmadd_ps(load_bf16(wr + c + 48), _mm512_loadu_ps(x + c + 48), a3);
+            a0 = _mm512_fmadd_ps(load_weights(wr, c, bf16), _mm512_loadu_ps(x + c), a0);
+            a1 = _mm512_fmadd_ps(load_weights(wr, c + 16, bf16), _mm512_loadu_ps(x + c + 16), a1);
+            a2 = _mm512_fmadd_ps(load_weights(wr, c + 32, bf16), _mm512_loadu_ps(x + c + 32), a2);
+            a3 = _mm512_fmadd_ps(load_weights(wr, c + 48, bf16), _mm512_loadu_ps(x + c + 48), a3);
         }
-        for (; c + 16 <= cols; c += 16) a0 = _mm512_fmadd_ps(load_bf16(wr + c), _mm512_loadu_ps(x + c), a0);
+        for (; c + 16 <= cols; c += 16) a0 = _mm512_fmadd_ps(load_weights(wr, c, bf16), _mm512_loadu_ps(x + c), a0);
         if (c < cols) {
             __mmask16 m = (__mmask16)((1u << (cols - c)) - 1);
-            a1 = _mm512_fmadd_ps(load_bf16_masked(wr + c, m), _mm512_maskz_loadu_ps(m, x + c), a1);
+            a1 = _mm512_fmadd_ps(load_weights_masked(wr, c, m, bf16), _mm512_maskz_loadu_ps(m, x + c), a1);
         }
         float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
         y[r] = accumulate ? y[r] + s : s;
     }
 }
 
-/* fp32 weights, the same one-row stream (OpenBLAS's sgemv reads rows side by side, as the bf16 kernels did). */
+AVX512 static void gemv_bf16_avx512(const uint16_t *w, size_t ldw, size_t rows, size_t cols, const float *x,
+                                    float *y, int accumulate) {
+    gemv_rows_avx512(w, 1, ldw, rows, cols, x, y, accumulate);
+}
+
 AVX512 static void gemv_f32_avx512(const float *w, size_t ldw, size_t rows, size_t cols, const float *x, float *y,
                                    int accumulate) {
-    for (size_t r = 0; r < rows; r++) {
-        const float *wr = w + r * ldw;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        size_t c = 0;
-        for (; c + 64 <= cols; c += 64) {
-            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(wr + c), _mm512_loadu_ps(x + c), a0);
-            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(wr + c + 16), _mm512_loadu_ps(x + c + 16), a1);
-            a2 = _mm512_fmadd_ps(_mm512_loadu_ps(wr + c + 32), _mm512_loadu_ps(x + c + 32), a2);
-            a3 = _mm512_fmadd_ps(_mm512_loadu_ps(wr + c + 48), _mm512_loadu_ps(x + c + 48), a3);
-        }
-        for (; c + 16 <= cols; c += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(wr + c), _mm512_loadu_ps(x + c), a0);
-        if (c < cols) {
-            __mmask16 m = (__mmask16)((1u << (cols - c)) - 1);
-            a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, wr + c), _mm512_maskz_loadu_ps(m, x + c), a1);
-        }
-        float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-        y[r] = accumulate ? y[r] + s : s;
-    }
+    gemv_rows_avx512(w, 0, ldw, rows, cols, x, y, accumulate);
 }
 
 #define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx512bf16")))
 
 /* bf16 × bf16 with fp32 accumulation: one VDPBF16PS multiplies 32 pairs, twice the work per instruction of
  * widen-and-FMA and half the bytes of x per element. One weight row at a time, read front to back, for the
- * prefetcher's sake (see gemv_bf16_avx512). */
+ * prefetcher's sake (see gemv_rows_avx512). */
 AVX512BF16 static inline __m512 dot_bf16_step(__m512 acc, const uint16_t *w, __m512i xv) {
     return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512((const void *)w), (__m512bh)xv);
 }
