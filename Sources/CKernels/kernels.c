@@ -202,6 +202,47 @@ AVX512 static void gemv_f32_avx512(const float *w, size_t ldw, size_t rows, size
     gemv_rows_avx512(w, 0, ldw, rows, cols, x, y, accumulate);
 }
 
+/* One-row product over fp32 weights packed in 64-column panels (moe_pack_f32_panels64): each panel is a `kp × 64`
+ * row-major block read front to back, x[k] broadcast against 64 consecutive weights, so one stream per panel and no
+ * horizontal sums. Two sets of four accumulators (even and odd k) hide the FMA latency. */
+AVX512 static void gemv_panels64_avx512(const float *panels, size_t kp, size_t n, size_t k, const float *x, float *y,
+                                        int accumulate) {
+    for (size_t first = 0; first < n; first += 64) {
+        const float *p = panels + (first / 64) * kp * 64;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        size_t c = 0;
+        for (; c + 2 <= k; c += 2) {
+            const float *q = p + c * 64;
+            __m512 xa = _mm512_set1_ps(x[c]), xb = _mm512_set1_ps(x[c + 1]);
+            a0 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(q), a0);
+            a1 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(q + 16), a1);
+            a2 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(q + 32), a2);
+            a3 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(q + 48), a3);
+            b0 = _mm512_fmadd_ps(xb, _mm512_loadu_ps(q + 64), b0);
+            b1 = _mm512_fmadd_ps(xb, _mm512_loadu_ps(q + 80), b1);
+            b2 = _mm512_fmadd_ps(xb, _mm512_loadu_ps(q + 96), b2);
+            b3 = _mm512_fmadd_ps(xb, _mm512_loadu_ps(q + 112), b3);
+        }
+        if (c < k) {
+            const float *q = p + c * 64;
+            __m512 xa = _mm512_set1_ps(x[c]);
+            a0 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(q), a0);
+            a1 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(q + 16), a1);
+            a2 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(q + 32), a2);
+            a3 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(q + 48), a3);
+        }
+        __m512 sums[4] = {_mm512_add_ps(a0, b0), _mm512_add_ps(a1, b1), _mm512_add_ps(a2, b2), _mm512_add_ps(a3, b3)};
+        size_t valid = n - first < 64 ? n - first : 64;
+        for (size_t part = 0; part * 16 < valid; part++) {
+            size_t lanes = valid - part * 16 < 16 ? valid - part * 16 : 16;
+            __mmask16 m = (__mmask16)(lanes == 16 ? 0xFFFF : ((1u << lanes) - 1));
+            float *out = y + first + part * 16;
+            __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, out), sums[part]) : sums[part];
+            _mm512_mask_storeu_ps(out, m, v);
+        }
+    }
+}
+
 #define AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,avx512bf16")))
 
 /* bf16 × bf16 with fp32 accumulation: one VDPBF16PS multiplies 32 pairs, twice the work per instruction of
@@ -324,6 +365,41 @@ void moe_gemv_f32(const float *w, size_t ldw, size_t rows, size_t cols, const fl
         float s = 0;
         for (size_t c = 0; c < cols; c++) s += wr[c] * x[c];
         y[r] = accumulate ? y[r] + s : s;
+    }
+}
+
+void moe_pack_f32_panels64(const float *w, size_t ldw, size_t rows, size_t cols, float *out) {
+    size_t kp = (cols + 15) / 16 * 16;
+    for (size_t first = 0; first < rows; first += 64) {
+        float *panel = out + (first / 64) * kp * 64;
+        size_t valid = rows - first < 64 ? rows - first : 64;
+        /* 16 columns of W at a time: 64 short row reads, one 4 KiB block of the panel written (both cached). */
+        for (size_t c0 = 0; c0 < kp; c0 += 16) {
+            float *block = panel + c0 * 64;
+            for (size_t j = 0; j < 64; j++) {
+                if (j >= valid) {
+                    for (size_t c = 0; c < 16; c++) block[c * 64 + j] = 0.0f;
+                    continue;
+                }
+                const float *wr = w + (first + j) * ldw;
+                for (size_t c = 0; c < 16; c++) block[c * 64 + j] = c0 + c < cols ? wr[c0 + c] : 0.0f;
+            }
+        }
+    }
+}
+
+void moe_gemv_f32_panels64(const float *panels, size_t kp, size_t n, size_t k, const float *x, float *y,
+                           int accumulate) {
+#if MOE_X86
+    if (isa() == 1) { gemv_panels64_avx512(panels, kp, n, k, x, y, accumulate); return; }
+#endif
+    for (size_t first = 0; first < n; first += 64) {
+        const float *p = panels + (first / 64) * kp * 64;
+        size_t valid = n - first < 64 ? n - first : 64;
+        float sums[64] = {0};
+        for (size_t c = 0; c < k; c++)
+            for (size_t j = 0; j < 64; j++) sums[j] += x[c] * p[c * 64 + j];
+        for (size_t j = 0; j < valid; j++) y[first + j] = accumulate ? y[first + j] + sums[j] : sums[j];
     }
 }
 

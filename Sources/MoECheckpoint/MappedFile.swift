@@ -60,13 +60,20 @@ public final class MappedFile: @unchecked Sendable {
 final class HeapBuffer: @unchecked Sendable {
     let pointer: UnsafeMutableRawPointer
     let count: Int
+    private let buffer: PageBuffer
 
-    init(byteCount: Int) {
+    /// Large buffers (an expert stack) are mapped directly, so that they go back to the system when a model
+    /// replaces them with a repacked copy (`PageBuffer`).
+    init(byteCount: Int) throws {
+        guard let buffer = PageBuffer(byteCount: byteCount) else {
+            throw CheckpointError("out of memory for a \(byteCount)-byte tensor copy")
+        }
+        self.buffer = buffer
         count = byteCount
-        pointer = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+        pointer = buffer.pointer
     }
 
-    deinit { pointer.deallocate() }
+    deinit { buffer.release() }
 
     var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: pointer, count: count) }
     var mutableBytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(start: pointer, count: count) }

@@ -45,7 +45,7 @@ public final class StoredTensor: @unchecked Sendable {
 
     /// A tensor owning a copy of `source` (which must hold exactly the tensor's bytes).
     public convenience init(name: String, dtype: DType, shape: [Int], copying source: UnsafeRawBufferPointer) throws {
-        let buffer = HeapBuffer(byteCount: source.count)
+        let buffer = try HeapBuffer(byteCount: source.count)
         if source.count > 0, let from = source.baseAddress { buffer.pointer.copyMemory(from: from, byteCount: source.count) }
         try self.init(name: name, dtype: dtype, shape: shape, bytes: buffer.bytes, owner: buffer)
     }
@@ -56,7 +56,7 @@ public final class StoredTensor: @unchecked Sendable {
         _ fill: (UnsafeMutableRawBufferPointer) throws -> Void
     ) throws -> StoredTensor {
         let count = try checkedByteCount(shape: shape, dtype: dtype, what: "tensor '\(name)'")
-        let buffer = HeapBuffer(byteCount: count)
+        let buffer = try HeapBuffer(byteCount: count)
         try fill(buffer.mutableBytes)
         return try StoredTensor(name: name, dtype: dtype, shape: shape, bytes: buffer.bytes, owner: buffer)
     }

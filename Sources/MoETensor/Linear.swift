@@ -1,4 +1,7 @@
 import CBLAS
+#if canImport(Glibc)
+import Glibc
+#endif
 import CKernels
 
 #if canImport(CDNNL)
@@ -29,7 +32,9 @@ public enum Linear {
         if m == 0 || n == 0 { return }
         _ = Compute.blasPinned
         // One row reads every weight once: memory-bound, so split finely; many rows: coarse column blocks.
-        let granularity = m == 1 ? 16 : minColumnsPerWorker
+        // Panel-packed weights split on whole panels.
+        let alignment = w.layout == .panels64 ? 64 : 16
+        let granularity = m == 1 ? alignment : minColumnsPerWorker
         let workers = Compute.workers(for: n, minChunk: granularity)
         if workers <= 1 {
             applyColumns(x, m: m, lda: lda, w, columns: 0..<n, y, ldy: ldy, accumulate: accumulate)
@@ -38,7 +43,7 @@ public enum Linear {
         let xs = SendableConstPointer(x), ys = SendablePointer(y)
         Compute.parallelRanges(workers) { _, parts in
             for part in parts {
-                let columns = columnShare(part, of: workers, n)
+                let columns = columnShare(part, of: workers, n, alignment: alignment)
                 applyColumns(xs.pointer, m: m, lda: lda, w, columns: columns, ys.pointer, ldy: ldy, accumulate: accumulate)
             }
         }
@@ -52,14 +57,31 @@ public enum Linear {
         let k = w.columns
         if columns.isEmpty || m == 0 { return }
         let beta: Float = accumulate ? 1 : 0
-        if let wp = w.float32Pointer {
+        if let panels = w.panels64Pointer {
+            precondition(columns.lowerBound % 64 == 0, "a share of panel-packed weights must start on a panel")
+            let depth = Weight.panelDepth(columns: k)
+            let first = panels + columns.lowerBound / 64 * depth * 64
+            if m == 1 {
+                moe_gemv_f32_panels64(first, depth, columns.count, k, x, y + columns.lowerBound, accumulate ? 1 : 0)
+                return
+            }
+            #if canImport(CDNNL)
+            if multiplyOneDNNFP32(
+                x, m: m, lda: lda, weight: first, packed: true, n: columns.count, k: k,
+                into: y + columns.lowerBound, ldy: ldy, accumulate: accumulate)
+            {
+                return
+            }
+            #endif
+            // No packed matmul here: unpack panel by panel below (`widen` reads any layout).
+        } else if let wp = w.float32Pointer {
             #if canImport(CDNNL)
             // oneDNN's fp32 matmul measured 1.1–1.3× OpenBLAS's sgemm at 512–2048 rows and 1.3–2.5× at 2–128 rows
             // (expert buckets) on a quiet machine; sgemv-like one-row products stay on `gemm` (docs/PERFORMANCE.md,
             // "GEMM engine choice").
             if m >= 2,
                 multiplyOneDNNFP32(
-                    x, m: m, lda: lda, weight: wp + columns.lowerBound * k, n: columns.count, k: k,
+                    x, m: m, lda: lda, weight: wp + columns.lowerBound * k, packed: false, n: columns.count, k: k,
                     into: y + columns.lowerBound, ldy: ldy, accumulate: accumulate)
             {
                 return
@@ -90,10 +112,11 @@ public enum Linear {
     }
 
     #if canImport(CDNNL)
-    /// `y = x · Wᵀ` (+ `y`) for fp32 `W` `[n, k]` on the calling thread through oneDNN, in the row blocks of
-    /// `oneDNNRowBlocks` (a primitive per block shape). False, with nothing written, when a primitive cannot be made.
+    /// `y = x · Wᵀ` (+ `y`) for fp32 `W` `[n, k]` (row-major, or in 64-row panels when `packed`) on the calling
+    /// thread through oneDNN, in the row blocks of `oneDNNRowBlocks` (a primitive per block shape). False, with
+    /// nothing written, when a primitive cannot be made.
     static func multiplyOneDNNFP32(
-        _ x: UnsafePointer<Float>, m: Int, lda: Int, weight: UnsafePointer<Float>, n: Int, k: Int,
+        _ x: UnsafePointer<Float>, m: Int, lda: Int, weight: UnsafePointer<Float>, packed: Bool, n: Int, k: Int,
         into y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool
     ) -> Bool {
         let blocks = oneDNNRowBlocks(m)
@@ -101,7 +124,8 @@ public enum Linear {
         primitives.reserveCapacity(blocks.count)
         for block in blocks {
             let key = OneDNNMatmul.Key(
-                operands: .fp32, m: block.count, n: n, k: k, lda: lda, ldw: k, ldy: ldy, accumulate: accumulate, threads: 1)
+                operands: .fp32, m: block.count, n: n, k: k, lda: lda, ldw: k, ldy: ldy, accumulate: accumulate, threads: 1,
+                panels64: packed)
             guard let primitive = OneDNNMatmul.prepare(key) else { return false }
             primitives.append(primitive)
         }
@@ -116,6 +140,49 @@ public enum Linear {
         return true
     }
     #endif
+
+    /// `w` in the layout its products run fastest from on this CPU: row-major fp32 matrices go into 64-row panels
+    /// when oneDNN's fp32 matmul would pack them that way on every call (AVX-512). Meant for weights that are held
+    /// in a heap copy anyway (stacked experts), whose products have few rows: measured 1.17–1.35× at 8–64 rows on
+    /// expert shapes, none lost at one row (`moe_gemv_f32_panels64`; docs/PERFORMANCE.md, "Packed experts").
+    /// Anything else comes back as it is, and so does a weight whose packed copy would take more than half of the
+    /// memory the system has available (a checkpoint larger than memory still runs from its mapping).
+    /// The source's pages are handed back after packing (`Weight.releasePages`): a mapped checkpoint's pages would
+    /// otherwise stay resident beside the copy.
+    public static func packedForProducts(_ w: Weight) -> Weight {
+        #if canImport(CDNNL)
+        guard w.dtype == .float32, w.layout == .rowMajor, moe_kernels_isa() == 1, OneDNNMatmul.isAvailable,
+            OneDNNMatmul.prefersPanels64(n: w.matrixRows, k: w.columns)
+        else { return w }
+        let packedBytes = w.matrixCount.multipliedReportingOverflow(
+            by: Weight.panelElements(rows: w.matrixRows, columns: w.columns) * 4)
+        guard !packedBytes.overflow, let available = availableMemoryBytes(), packedBytes.partialValue <= available / 2,
+            let packed = w.packedInPanels64()
+        else { return w }
+        Weight.releasePages(w.base, byteCount: w.byteCount)
+        return packed
+        #else
+        return w
+        #endif
+    }
+
+    /// MemAvailable of /proc/meminfo in bytes (Linux); nil where it cannot be read.
+    static func availableMemoryBytes() -> Int? {
+        #if os(Linux)
+        guard let file = fopen("/proc/meminfo", "r") else { return nil }
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 256)
+        while fgets(&line, Int32(line.count), file) != nil {
+            let text = String(cString: line)
+            guard text.hasPrefix("MemAvailable:") else { continue }
+            let digits = text.dropFirst("MemAvailable:".count).split(separator: " ").first.flatMap { Int($0) }
+            return digits.flatMap { $0.multipliedReportingOverflow(by: 1024).overflow ? nil : $0 * 1024 }
+        }
+        return nil
+        #else
+        return nil
+        #endif
+    }
 
     /// Convenience: `x` is `[..., K]`, result `[..., N]`.
     public static func apply(_ x: Tensor, _ w: Weight) -> Tensor {
@@ -175,10 +242,11 @@ public enum Linear {
         }
     }
 
-    /// Part `part` of `parts` of 0..<n, with inner boundaries on multiples of 16 (whole SIMD tiles).
-    static func columnShare(_ part: Int, of parts: Int, _ n: Int) -> Range<Int> {
-        let lo = part == 0 ? 0 : (n * part / parts) / 16 * 16
-        let hi = part == parts - 1 ? n : (n * (part + 1) / parts) / 16 * 16
+    /// Part `part` of `parts` of 0..<n, with inner boundaries on multiples of `alignment` (whole SIMD tiles, or
+    /// whole panels of packed weights).
+    static func columnShare(_ part: Int, of parts: Int, _ n: Int, alignment: Int = 16) -> Range<Int> {
+        let lo = part == 0 ? 0 : (n * part / parts) / alignment * alignment
+        let hi = part == parts - 1 ? n : (n * (part + 1) / parts) / alignment * alignment
         return lo..<max(lo, hi)
     }
 

@@ -21,6 +21,8 @@ enum OneDNNMatmul {
         var m, n, k, lda, ldw, ldy: Int
         var accumulate: Bool
         var threads: Int
+        /// Weights in 64-row panels (`Weight.Layout.panels64`, oneDNN's BA16a64b) instead of row-major.
+        var panels64 = false
     }
 
     final class Primitive: @unchecked Sendable {
@@ -49,6 +51,7 @@ enum OneDNNMatmul {
     final class State: @unchecked Sendable {
         let engine: dnnl_engine_t?
         var cache: [Key: Primitive] = [:]
+        var panelPreference: [PanelShape: Bool] = [:]
         var lock = pthread_mutex_t()
         init() {
             pthread_mutex_init(&lock, nil)
@@ -139,12 +142,47 @@ enum OneDNNMatmul {
         return made
     }
 
+    /// Whether oneDNN's fp32 matmul, free to choose, packs the `[n, k]` weights of a 64-row product into
+    /// BA16a64b — the layout `Weight.packedInPanels64` produces. Cached per shape.
+    static func prefersPanels64(n: Int, k: Int) -> Bool {
+        guard let engine = state.engine, n > 0, k > 0 else { return false }
+        let shape = PanelShape(n: n, k: k)
+        pthread_mutex_lock(&state.lock)
+        defer { pthread_mutex_unlock(&state.lock) }
+        if let known = state.panelPreference[shape] { return known }
+        var source = dnnl_memory_desc_t(), anyWeights = dnnl_memory_desc_t(), destination = dnnl_memory_desc_t()
+        var panels = dnnl_memory_desc_t()
+        var prefers = false
+        if dnnl_memory_desc_init_by_strides(&source, 2, [64, Int64(k)], dnnl_f32, [Int64(k), 1]) == dnnl_success,
+            dnnl_memory_desc_init_by_tag(&anyWeights, 2, [Int64(k), Int64(n)], dnnl_f32, dnnl_format_tag_any) == dnnl_success,
+            dnnl_memory_desc_init_by_strides(&destination, 2, [64, Int64(n)], dnnl_f32, [Int64(n), 1]) == dnnl_success,
+            dnnl_memory_desc_init_by_tag(&panels, 2, [Int64(k), Int64(n)], dnnl_f32, dnnl_BA16a64b) == dnnl_success
+        {
+            var description = dnnl_matmul_desc_t()
+            var descriptor: dnnl_primitive_desc_t?
+            if dnnl_matmul_desc_init(&description, &source, &anyWeights, nil, &destination) == dnnl_success,
+                dnnl_primitive_desc_create(&descriptor, &description, nil, engine, nil) == dnnl_success
+            {
+                if let chosen = dnnl_primitive_desc_query_md(descriptor, dnnl_query_weights_md, 0) {
+                    prefers = dnnl_memory_desc_equal(chosen, &panels) != 0
+                }
+                dnnl_primitive_desc_destroy(descriptor)
+            }
+        }
+        state.panelPreference[shape] = prefers
+        return prefers
+    }
+
+    struct PanelShape: Hashable { var n, k: Int }
+
     static func makePrimitive(_ key: Key, engine: dnnl_engine_t) -> Primitive? {
         let inputType = key.operands == .bf16 ? dnnl_bf16 : dnnl_f32
         var source = dnnl_memory_desc_t(), weights = dnnl_memory_desc_t(), destination = dnnl_memory_desc_t()
         guard
             dnnl_memory_desc_init_by_strides(&source, 2, [Int64(key.m), Int64(key.k)], inputType, [Int64(key.lda), 1]) == dnnl_success,
-            dnnl_memory_desc_init_by_strides(&weights, 2, [Int64(key.k), Int64(key.n)], inputType, [1, Int64(key.ldw)]) == dnnl_success,
+            key.panels64
+                ? dnnl_memory_desc_init_by_tag(&weights, 2, [Int64(key.k), Int64(key.n)], inputType, dnnl_BA16a64b) == dnnl_success
+                : dnnl_memory_desc_init_by_strides(&weights, 2, [Int64(key.k), Int64(key.n)], inputType, [1, Int64(key.ldw)]) == dnnl_success,
             dnnl_memory_desc_init_by_strides(&destination, 2, [Int64(key.m), Int64(key.n)], dnnl_f32, [Int64(key.ldy), 1]) == dnnl_success
         else { return nil }
         var description = dnnl_matmul_desc_t()

@@ -11,11 +11,25 @@ public final class Weight: @unchecked Sendable {
     public let dtype: DType
     public let shape: [Int]
     public let count: Int
+    /// How the elements are laid out in memory.
+    public let layout: Layout
     /// Start of the elements; aligned to the element size (unaligned sources are copied on init).
     public let base: UnsafeRawPointer
     /// Keeps the backing memory (mmap region, heap buffer) alive.
     private let owner: AnyObject?
     private let ownsBase: Bool
+    /// The packed copy this weight owns (`Layout.panels64`).
+    private let packedBuffer: PageBuffer?
+
+    public enum Layout: Sendable, Equatable {
+        /// Row-major, as in the checkpoint.
+        case rowMajor
+        /// fp32 only: each matrix in panels of 64 rows (`moe_pack_f32_panels64`: panel p is a `paddedColumns × 64`
+        /// row-major block holding row 64p + j, column c at c·64 + j, zero padded). It is the layout oneDNN's AVX-512
+        /// fp32 matmul packs weights into on every call when given them row-major; packed once, a product with a
+        /// few dozen rows (an expert's bucket) skips that copy.
+        case panels64
+    }
 
     public enum WeightError: Error, CustomStringConvertible {
         case unsupportedDType(DType)
@@ -40,10 +54,12 @@ public final class Weight: @unchecked Sendable {
         self.dtype = dtype
         self.shape = shape
         self.count = count
+        self.layout = .rowMajor
         if let start = bytes.baseAddress, Int(bitPattern: start) % dtype.byteSize == 0 {
             self.base = start
             self.owner = owner
             self.ownsBase = false
+            self.packedBuffer = nil
         } else {
             let copy = UnsafeMutableRawPointer.allocate(byteCount: max(bytes.count, 1), alignment: 64)
             if let start = bytes.baseAddress {
@@ -53,6 +69,7 @@ public final class Weight: @unchecked Sendable {
             self.base = UnsafeRawPointer(copy)
             self.owner = nil
             self.ownsBase = true
+            self.packedBuffer = nil
         }
     }
 
@@ -89,31 +106,90 @@ public final class Weight: @unchecked Sendable {
         self.dtype = parent.dtype
         self.shape = shape
         self.count = shape.reduce(1, *)
+        self.layout = parent.layout
         self.base = parent.base + elementOffset * parent.dtype.byteSize
         self.owner = parent
         self.ownsBase = false
+        self.packedBuffer = nil
     }
 
-    deinit { if ownsBase { UnsafeMutableRawPointer(mutating: base).deallocate() } }
+    /// A copy of the row-major fp32 weight `source` in 64-row panels, one matrix (of a stack) per parallel task.
+    private init?(panelsOf source: Weight) {
+        precondition(source.dtype == .float32 && source.layout == .rowMajor, "only row-major fp32 weights are packed")
+        self.dtype = .float32
+        self.shape = source.shape
+        self.count = source.count
+        self.layout = .panels64
+        let matrices = source.matrixCount, rows = source.matrixRows, columns = source.columns
+        let packedElements = Weight.panelElements(rows: rows, columns: columns)
+        let (total, overflow) = matrices.multipliedReportingOverflow(by: packedElements)
+        guard !overflow, total <= Int.max / 4, let buffer = PageBuffer(byteCount: max(total, 1) * 4) else { return nil }
+        let packed = buffer.pointer.bindMemory(to: Float.self, capacity: max(total, 1))
+        let from = SendableConstPointer(source.base.assumingMemoryBound(to: Float.self)), to = SendablePointer(packed)
+        Compute.parallelFor(matrices) { index in
+            moe_pack_f32_panels64(from.pointer + index * rows * columns, columns, rows, columns, to.pointer + index * packedElements)
+        }
+        self.base = UnsafeRawPointer(packed)
+        self.owner = nil
+        self.ownsBase = false
+        self.packedBuffer = buffer
+    }
+
+    /// This row-major fp32 weight (or stack of matrices) packed in 64-row panels (`Layout.panels64`); nil when
+    /// the memory for the copy cannot be had.
+    public func packedInPanels64() -> Weight? { Weight(panelsOf: self) }
+
+    /// Floats of one matrix of `rows × columns` packed in 64-row panels (padding included).
+    static func panelElements(rows: Int, columns: Int) -> Int { (rows + 63) / 64 * 64 * panelDepth(columns: columns) }
+    /// Columns of a packed panel: `columns` rounded up to 16.
+    static func panelDepth(columns: Int) -> Int { (columns + 15) / 16 * 16 }
+    /// Matrices in a stacked weight `[n, rows, cols]` (1 for a matrix or vector).
+    var matrixCount: Int { shape.count >= 3 ? shape.dropLast(2).reduce(1, *) : 1 }
+    /// Rows of one matrix of the stack.
+    var matrixRows: Int { shape.count >= 2 ? shape[shape.count - 2] : 1 }
+
+    deinit {
+        if ownsBase { UnsafeMutableRawPointer(mutating: base).deallocate() }
+        packedBuffer?.release()
+    }
 
     public var rows: Int { count / max(shape.last ?? 1, 1) }
     public var columns: Int { shape.last ?? 1 }
-    public var byteCount: Int { count * dtype.byteSize }
+    /// Bytes of storage (with a packed layout's padding).
+    public var byteCount: Int {
+        switch layout {
+        case .rowMajor: return count * dtype.byteSize
+        case .panels64: return matrixCount * Weight.panelElements(rows: matrixRows, columns: columns) * dtype.byteSize
+        }
+    }
 
     /// The `index`-th matrix of a stacked weight `[n, rows, cols]` (an expert of a grouped weight).
     public func matrix(_ index: Int) -> Weight {
         let inner = Array(shape.dropFirst())
-        let size = inner.reduce(1, *)
+        let size: Int
+        switch layout {
+        case .rowMajor: size = inner.reduce(1, *)
+        case .panels64: size = Weight.panelElements(rows: inner.count >= 2 ? inner[inner.count - 2] : 1, columns: columns)
+        }
         return Weight(slicing: self, elementOffset: index * size, shape: inner)
     }
 
-    /// fp32 pointer when stored as fp32 (zero-copy fast path).
+    /// fp32 pointer when stored as row-major fp32 (zero-copy fast path).
     public var float32Pointer: UnsafePointer<Float>? {
-        dtype == .float32 ? base.assumingMemoryBound(to: Float.self) : nil
+        dtype == .float32 && layout == .rowMajor ? base.assumingMemoryBound(to: Float.self) : nil
     }
 
-    /// Widens elements [start, start+n) to fp32 into `dst`.
+    /// The first panel when packed in 64-row panels (`Layout.panels64`).
+    public var panels64Pointer: UnsafePointer<Float>? {
+        layout == .panels64 ? base.assumingMemoryBound(to: Float.self) : nil
+    }
+
+    /// Widens elements [start, start+n) (row-major order, whatever the layout) to fp32 into `dst`.
     public func widen(from start: Int, count n: Int, into dst: UnsafeMutablePointer<Float>) {
+        if layout == .panels64 {
+            gatherPanels(from: start, count: n, into: dst)
+            return
+        }
         switch dtype {
         case .float32:
             dst.update(from: base.assumingMemoryBound(to: Float.self) + start, count: n)
@@ -123,6 +199,22 @@ public final class Weight: @unchecked Sendable {
             moe_f16_to_f32(base.assumingMemoryBound(to: UInt16.self) + start, dst, n)
         default:
             break // rejected in init
+        }
+    }
+
+    /// Row-major elements [start, start+n) of a panel-packed weight (slow: for the paths without a packed kernel).
+    private func gatherPanels(from start: Int, count n: Int, into dst: UnsafeMutablePointer<Float>) {
+        let packed = base.assumingMemoryBound(to: Float.self)
+        let columns = self.columns, rows = matrixRows, depth = Weight.panelDepth(columns: columns)
+        let matrixElements = rows * columns, packedElements = Weight.panelElements(rows: rows, columns: columns)
+        var index = start, out = 0
+        while out < n {
+            let matrix = index / matrixElements, row = (index % matrixElements) / columns, column = index % columns
+            let run = min(columns - column, n - out)
+            let panel = packed + matrix * packedElements + (row / 64) * depth * 64 + row % 64
+            for c in 0..<run { dst[out + c] = panel[(column + c) * 64] }
+            index += run
+            out += run
         }
     }
 

@@ -83,7 +83,7 @@ import Testing
                 let i = Int.random(in: 0..<bytes.count, using: &random)
                 bytes[i] = UInt8.random(in: 0...255, using: &random)
             }
-            let owner = HeapBuffer(byteCount: 0)
+            let owner = try HeapBuffer(byteCount: 0)
             let ok = bytes.withUnsafeBytes { raw in
                 (try? TorchArchive(raw, source: "fuzz").tensor(name: "w", owner: owner)) != nil
             }

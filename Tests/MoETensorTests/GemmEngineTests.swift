@@ -145,6 +145,76 @@ import Testing
         }
     }
 
+    /// fp32 weights packed in 64-row panels (`Weight.packedInPanels64`, what MoE blocks do to fp32 expert stacks
+    /// on AVX-512 CPUs with oneDNN): `apply` on the packed copy — oneDNN's matmul on BA16a64b weights for several
+    /// rows, `moe_gemv_f32_panels64` (AVX-512 and portable bodies) for one, the unpacking fallback otherwise —
+    /// with 1–3 workers splitting the columns on whole panels.
+    @Test(arguments: shapes)
+    func panelPackedFP32MatchesReference(shape: (Int, Int, Int, Int?, Int?)) throws {
+        let problem = try Problem(m: shape.0, n: shape.1, k: shape.2, lda: shape.3, ldy: shape.4, seed: UInt64(shape.1 * 17 + shape.0))
+        defer { problem.free() }
+        let packed = try #require(Weight(shape: [problem.n, problem.k], values: problem.weights).packedInPanels64())
+        #expect(packed.layout == .panels64 && packed.float32Pointer == nil && packed.panels64Pointer != nil)
+        for portable in [false, true] {
+            moe_kernels_force_portable(portable ? 1 : 0)
+            defer { moe_kernels_force_portable(0) }
+            for threads in [1, 2, 3] {
+                for accumulate in [false, true] {
+                    let y = Compute.withThreads(threads) {
+                        problem.run { x, y in
+                            Linear.apply(x, rows: problem.m, lda: problem.lda, weight: packed, into: y, ldy: problem.ldy, accumulate: accumulate)
+                        }
+                    }
+                    let error = problem.worstError(y, input: problem.x, accumulate: accumulate)
+                    #expect(error < 1e-5, "packed \(shape), portable \(portable), \(threads) threads, accumulate \(accumulate): relative error \(error)")
+                }
+            }
+        }
+    }
+
+    /// A packed stack keeps every element where row-major order says (`widen`, `toFloatArray`, `matrix(i)`), with
+    /// zero padding in the partial panel, and its byte count includes that padding.
+    @Test func panelPackedStackKeepsElements() throws {
+        let experts = 3, rows = 130, columns = 37
+        var rng = Numbers(seed: 99)
+        let values = rng.array(experts * rows * columns)
+        let plain = Weight(shape: [experts, rows, columns], values: values)
+        let packed = try #require(plain.packedInPanels64())
+        #expect(packed.toFloatArray() == values)
+        #expect(packed.byteCount == experts * 192 * 48 * 4)
+        for expert in 0..<experts {
+            let matrix = packed.matrix(expert)
+            #expect(matrix.layout == .panels64 && matrix.shape == [rows, columns])
+            #expect(matrix.toFloatArray() == Array(values[(expert * rows * columns)..<((expert + 1) * rows * columns)]))
+            // Padding: rows 130..<192 and columns 37..<48 of the last panel are zero.
+            let panel = matrix.panels64Pointer! + 2 * 48 * 64
+            #expect((0..<48).allSatisfy { c in (2..<64).allSatisfy { j in panel[c * 64 + j] == 0 } })
+            #expect((37..<48).allSatisfy { c in panel[c * 64] == 0 && panel[c * 64 + 1] == 0 })
+        }
+        var middle = [Float](repeating: .nan, count: 100)
+        packed.widen(from: rows * columns - 50, count: 100, into: &middle)
+        #expect(middle == Array(values[(rows * columns - 50)..<(rows * columns + 50)]))
+    }
+
+    /// `Linear.packedForProducts` packs exactly where oneDNN's fp32 matmul would itself pack into BA16a64b.
+    @Test func packingFollowsOneDNNsChoice() throws {
+        let stack = Weight(shape: [2, 1408, 2048], values: [Float](repeating: 0.5, count: 2 * 1408 * 2048))
+        let chosen = Linear.packedForProducts(stack)
+        // oneDNN (Debian's 2.6 and later) packs fp32 weights of this expert shape into BA16a64b on every AVX-512 CPU.
+        #if canImport(CDNNL)
+        let expected = moe_kernels_isa() == 1 && OneDNNMatmul.isAvailable
+        #else
+        let expected = false
+        #endif
+        #expect(chosen.layout == (expected ? .panels64 : .rowMajor), "AVX-512 \(moe_kernels_isa() == 1)")
+        if expected { #expect(chosen.toFloatArray() == stack.toFloatArray()) }
+        let bits = [UInt16](repeating: 0x3F80, count: 2 * 64 * 64)
+        try bits.withUnsafeBytes { bytes in
+            let bf16 = try Weight(dtype: .bfloat16, shape: [2, 64, 64], bytes: bytes, owner: nil)
+            #expect(Linear.packedForProducts(bf16).layout == .rowMajor)
+        }
+    }
+
     /// fp32 `apply` (the engine it picks per shape) and oneDNN's fp32 matmul called directly.
     @Test(arguments: shapes)
     func fp32EnginesMatchReference(shape: (Int, Int, Int, Int?, Int?)) throws {

@@ -30,6 +30,14 @@ void moe_rmsnorm_row(const float *x, const float *weight, float eps, float *out,
 /* y[0..<rows] (+)= W[rows × cols, row stride ldw] · x, fp32 weights: the one-row decode product (AVX-512 where
  * present), for the CPUs where it reads the weights faster than the BLAS sgemv. */
 void moe_gemv_f32(const float *w, size_t ldw, size_t rows, size_t cols, const float *x, float *y, int accumulate);
+/* fp32 weights W[rows × cols] (row stride ldw) packed in 64-row panels: panel p is a kp × 64 row-major block holding
+ * W[64p + j][c] at c*64 + j, kp = cols rounded up to 16, zeros in the padding (rows up to a multiple of 64, columns
+ * up to kp). It is oneDNN's BA16a64b layout of the K×N view of W, the one its AVX-512 fp32 matmul packs weights into
+ * on every call when given them plain. `out` holds ceil(rows/64) * kp * 64 floats. */
+void moe_pack_f32_panels64(const float *w, size_t ldw, size_t rows, size_t cols, float *out);
+/* y[0..<n] (+)= W · x over panel-packed weights (first panel at `panels`, kp as above, k = unpadded columns). */
+void moe_gemv_f32_panels64(const float *panels, size_t kp, size_t n, size_t k, const float *x, float *y,
+                           int accumulate);
 /* y[r] (+)= sum_c w[r*ldw + c] * x[c] for r < rows, c < cols, with bf16 weights (memory-bound decode). */
 void moe_gemv_bf16(const uint16_t *w, size_t ldw, size_t rows, size_t cols, const float *x, float *y, int accumulate);
 /* The same with x already rounded to bf16: bf16 × bf16 products, fp32 accumulation (bf16 compute, decode). */

@@ -60,6 +60,13 @@ public struct ExpertWeights: @unchecked Sendable {
         self.w1 = w1; self.w2 = w2; self.w3 = w3; self.b1 = b1; self.b2 = b2; self.b3 = b3
     }
 
+    /// The same experts with each matrix stack in the layout its products run fastest from (`Linear.packedForProducts`).
+    public func packedForProducts() -> ExpertWeights {
+        ExpertWeights(
+            w1: Linear.packedForProducts(w1), w2: Linear.packedForProducts(w2), w3: w3.map(Linear.packedForProducts),
+            b1: b1, b2: b2, b3: b3)
+    }
+
     /// Bytes of the held experts' matrices and biases.
     public var byteCount: Int {
         w1.byteCount + w2.byteCount + (w3?.byteCount ?? 0)
@@ -130,7 +137,8 @@ public struct MoEBlock: @unchecked Sendable {
             throw ModelLoadError("MoE block: router biases must have one value per expert (\(router.numExperts))")
         }
         self.router = router; self.gate = gate; self.gateBias = gateBias; self.expertBias = expertBias
-        self.experts = experts; self.activation = activation; self.shared = shared
+        // The stacks are heap copies of the checkpoint already; repacking them replaces that copy.
+        self.experts = experts.packedForProducts(); self.activation = activation; self.shared = shared
         self.dim = dim; self.expertHiddenDim = expertHiddenDim
         self.backend = backend
     }
