@@ -323,6 +323,63 @@ static void gemv_bf16_bf16_portable(const uint16_t *w, size_t ldw, size_t rows, 
     }
 }
 
+#if MOE_X86
+/* One-row bf16 × bf16 product over bf16 weights packed in 64-column panels with k pairs interleaved
+ * (moe_pack_bf16_panels64): each zmm of a k pair holds 16 columns × 2 k, exactly VDPBF16PS's operand, and x's pair
+ * is broadcast as one 32-bit lane. Each panel is one front-to-back stream; no horizontal sums. */
+AVX512BF16 static void gemv_bf16_panels64_avx512(const uint16_t *panels, size_t kp, size_t n, size_t k,
+                                                const uint16_t *x, float *y, int accumulate) {
+    size_t pairs = k / 2;
+    for (size_t first = 0; first < n; first += 64) {
+        const uint16_t *p = panels + (first / 64) * kp * 64;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        size_t q = 0;
+        for (; q + 2 <= pairs; q += 2) {
+            const uint16_t *w = p + q * 128;
+            uint32_t xa, xb;
+            memcpy(&xa, x + 2 * q, 4);
+            memcpy(&xb, x + 2 * q + 2, 4);
+            __m512i va = _mm512_set1_epi32((int)xa), vb = _mm512_set1_epi32((int)xb);
+            a0 = dot_bf16_step(a0, w, va);
+            a1 = dot_bf16_step(a1, w + 32, va);
+            a2 = dot_bf16_step(a2, w + 64, va);
+            a3 = dot_bf16_step(a3, w + 96, va);
+            b0 = dot_bf16_step(b0, w + 128, vb);
+            b1 = dot_bf16_step(b1, w + 160, vb);
+            b2 = dot_bf16_step(b2, w + 192, vb);
+            b3 = dot_bf16_step(b3, w + 224, vb);
+        }
+        /* The last whole pair, then an odd k's last column paired with a zero (never x's next element). */
+        for (; q < (k + 1) / 2; q++) {
+            const uint16_t *w = p + q * 128;
+            uint32_t xa = x[2 * q];
+            if (2 * q + 1 < k) xa |= (uint32_t)x[2 * q + 1] << 16;
+            __m512i va = _mm512_set1_epi32((int)xa);
+            a0 = dot_bf16_step(a0, w, va);
+            a1 = dot_bf16_step(a1, w + 32, va);
+            a2 = dot_bf16_step(a2, w + 64, va);
+            a3 = dot_bf16_step(a3, w + 96, va);
+        }
+        __m512 sums[4] = {_mm512_add_ps(a0, b0), _mm512_add_ps(a1, b1), _mm512_add_ps(a2, b2), _mm512_add_ps(a3, b3)};
+        size_t valid = n - first < 64 ? n - first : 64;
+        for (size_t part = 0; part * 16 < valid; part++) {
+            size_t lanes = valid - part * 16 < 16 ? valid - part * 16 : 16;
+            __mmask16 m = (__mmask16)(lanes == 16 ? 0xFFFF : ((1u << lanes) - 1));
+            float *out = y + first + part * 16;
+            __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, out), sums[part]) : sums[part];
+            _mm512_mask_storeu_ps(out, m, v);
+        }
+    }
+}
+#endif
+
+static float bf16_value(uint16_t bits) {
+    uint32_t wide = ((uint32_t)bits) << 16;
+    float value;
+    memcpy(&value, &wide, 4);
+    return value;
+}
+
 /* ------------------------------------------------------------------ dispatch */
 
 void moe_softmax_row(float *row, size_t n) {
@@ -399,6 +456,39 @@ void moe_gemv_f32_panels64(const float *panels, size_t kp, size_t n, size_t k, c
         float sums[64] = {0};
         for (size_t c = 0; c < k; c++)
             for (size_t j = 0; j < 64; j++) sums[j] += x[c] * p[c * 64 + j];
+        for (size_t j = 0; j < valid; j++) y[first + j] = accumulate ? y[first + j] + sums[j] : sums[j];
+    }
+}
+
+void moe_pack_bf16_panels64(const uint16_t *w, size_t ldw, size_t rows, size_t cols, uint16_t *out) {
+    size_t kp = (cols + 31) / 32 * 32;
+    for (size_t first = 0; first < rows; first += 64) {
+        uint16_t *panel = out + (first / 64) * kp * 64;
+        size_t valid = rows - first < 64 ? rows - first : 64;
+        for (size_t j = 0; j < 64; j++) {
+            if (j >= valid) {
+                for (size_t c = 0; c < kp; c++) panel[(c / 2) * 128 + j * 2 + (c % 2)] = 0;
+                continue;
+            }
+            const uint16_t *wr = w + (first + j) * ldw;
+            for (size_t c = 0; c < kp; c++) panel[(c / 2) * 128 + j * 2 + (c % 2)] = c < cols ? wr[c] : 0;
+        }
+    }
+}
+
+void moe_gemv_bf16_bf16_panels64(const uint16_t *panels, size_t kp, size_t n, size_t k, const uint16_t *x, float *y,
+                                 int accumulate) {
+#if MOE_X86
+    if (moe_kernels_bf16_dot() == 1) { gemv_bf16_panels64_avx512(panels, kp, n, k, x, y, accumulate); return; }
+#endif
+    for (size_t first = 0; first < n; first += 64) {
+        const uint16_t *p = panels + (first / 64) * kp * 64;
+        size_t valid = n - first < 64 ? n - first : 64;
+        float sums[64] = {0};
+        for (size_t c = 0; c < k; c++) {
+            float xv = bf16_value(x[c]);
+            for (size_t j = 0; j < 64; j++) sums[j] += xv * bf16_value(p[(c / 2) * 128 + j * 2 + (c % 2)]);
+        }
         for (size_t j = 0; j < valid; j++) y[first + j] = accumulate ? y[first + j] + sums[j] : sums[j];
     }
 }

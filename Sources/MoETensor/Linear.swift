@@ -59,7 +59,7 @@ public enum Linear {
         let beta: Float = accumulate ? 1 : 0
         if let panels = w.panels64Pointer {
             precondition(columns.lowerBound % 64 == 0, "a share of panel-packed weights must start on a panel")
-            let depth = Weight.panelDepth(columns: k)
+            let depth = Weight.panelDepth(columns: k, dtype: .float32)
             let first = panels + columns.lowerBound / 64 * depth * 64
             if m == 1 {
                 moe_gemv_f32_panels64(first, depth, columns.count, k, x, y + columns.lowerBound, accumulate ? 1 : 0)
@@ -92,7 +92,7 @@ public enum Linear {
                 y + columns.lowerBound, ldy: ldy, beta: beta)
             return
         }
-        if m == 1, w.dtype == .bfloat16 {
+        if m == 1, w.dtype == .bfloat16, w.layout == .rowMajor {
             moe_gemv_bf16(
                 w.base.assumingMemoryBound(to: UInt16.self) + columns.lowerBound * k, k, columns.count, k,
                 x, y + columns.lowerBound, accumulate ? 1 : 0)
@@ -120,24 +120,65 @@ public enum Linear {
         into y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool
     ) -> Bool {
         let blocks = oneDNNRowBlocks(m)
+        guard let target = OneDNNDestination(y, m: m, n: n, ldy: ldy, accumulate: accumulate, packedWeights: packed) else {
+            return false
+        }
         var primitives: [OneDNNMatmul.Primitive] = []
         primitives.reserveCapacity(blocks.count)
         for block in blocks {
             let key = OneDNNMatmul.Key(
-                operands: .fp32, m: block.count, n: n, k: k, lda: lda, ldw: k, ldy: ldy, accumulate: accumulate, threads: 1,
-                panels64: packed)
+                operands: .fp32, m: block.count, n: n, k: k, lda: lda, ldw: k, ldy: target.ldy, accumulate: target.accumulate,
+                threads: 1, panels64: packed)
             guard let primitive = OneDNNMatmul.prepare(key) else { return false }
             primitives.append(primitive)
         }
         for (block, primitive) in zip(blocks, primitives) {
             let status = OneDNNMatmul.execute(
-                primitive, threads: 1, x: x + block.lowerBound * lda, weight: weight, into: y + block.lowerBound * ldy)
+                primitive, threads: 1, x: x + block.lowerBound * lda, weight: weight,
+                into: target.pointer + block.lowerBound * target.ldy)
             // `y` may be half written, so no other path can take over (as in `OneDNNMatmul.multiply`).
             if status != dnnl_success {
                 fatalError("oneDNN could not run a prepared \(block.count)×\(n)×\(k) fp32 matmul (status \(status.rawValue))")
             }
         }
+        target.finish()
         return true
+    }
+
+    /// Where a oneDNN product writes. oneDNN 2.6's matmul on panel-packed weights takes only a dense destination
+    /// (rows exactly `n` apart): given a worker's share of wider output rows it picks its reference kernel, about
+    /// 100× slower. Such a product is written to the calling thread's scratch slot 0 and then copied (or added)
+    /// into `y`; every other product writes `y` directly.
+    struct OneDNNDestination {
+        let pointer: UnsafeMutablePointer<Float>
+        let ldy: Int
+        let accumulate: Bool
+        private let y: UnsafeMutablePointer<Float>, m: Int, n: Int, finalLdy: Int, finalAccumulate: Bool, staged: Bool
+
+        init?(_ y: UnsafeMutablePointer<Float>, m: Int, n: Int, ldy: Int, accumulate: Bool, packedWeights: Bool) {
+            self.y = y; self.m = m; self.n = n; finalLdy = ldy; finalAccumulate = accumulate
+            staged = packedWeights && ldy != n
+            if staged {
+                let (elements, overflow) = m.multipliedReportingOverflow(by: n)
+                guard !overflow, let scratch = moe_thread_scratch(0, elements) else { return nil }
+                pointer = scratch; self.ldy = n; self.accumulate = false
+            } else {
+                pointer = y; self.ldy = ldy; self.accumulate = accumulate
+            }
+        }
+
+        /// Copies (adds) a staged result into `y`.
+        func finish() {
+            guard staged else { return }
+            for row in 0..<m {
+                let from = pointer + row * n, to = y + row * finalLdy
+                if finalAccumulate {
+                    for column in 0..<n { to[column] += from[column] }
+                } else {
+                    to.update(from: from, count: n)
+                }
+            }
+        }
     }
     #endif
 
@@ -149,13 +190,22 @@ public enum Linear {
     /// memory the system has available (a checkpoint larger than memory still runs from its mapping).
     /// The source's pages are handed back after packing (`Weight.releasePages`): a mapped checkpoint's pages would
     /// otherwise stay resident beside the copy.
-    public static func packedForProducts(_ w: Weight) -> Weight {
+    ///
+    /// bf16 weights are packed only for bf16 compute (`compute`), whose products (oneDNN bf16 matmul,
+    /// `moe_gemv_bf16_bf16_panels64`) read the panels; fp32 compute of bf16 weights widens row-major panels.
+    public static func packedForProducts(_ w: Weight, compute: ComputePrecision = .fp32) -> Weight {
         #if canImport(CDNNL)
-        guard w.dtype == .float32, w.layout == .rowMajor, moe_kernels_isa() == 1, OneDNNMatmul.isAvailable,
-            OneDNNMatmul.prefersPanels64(n: w.matrixRows, k: w.columns)
+        let operands: OneDNNMatmul.Operands
+        switch w.dtype {
+        case .float32 where moe_kernels_isa() == 1: operands = .fp32
+        case .bfloat16 where compute == .bf16 && moe_kernels_bf16_dot() == 1: operands = .bf16
+        default: return w
+        }
+        guard w.layout == .rowMajor, OneDNNMatmul.isAvailable,
+            OneDNNMatmul.prefersPanels64(operands, n: w.matrixRows, k: w.columns)
         else { return w }
         let packedBytes = w.matrixCount.multipliedReportingOverflow(
-            by: Weight.panelElements(rows: w.matrixRows, columns: w.columns) * 4)
+            by: Weight.panelElements(rows: w.matrixRows, columns: w.columns, dtype: w.dtype) * w.dtype.byteSize)
         guard !packedBytes.overflow, let available = availableMemoryBytes(), packedBytes.partialValue <= available / 2,
             let packed = w.packedInPanels64()
         else { return w }

@@ -56,16 +56,23 @@ extension Linear {
         _ xb: UnsafePointer<UInt16>, m: Int, weight w: Weight, into y: UnsafeMutablePointer<Float>, ldy: Int, accumulate: Bool
     ) -> Bool {
         let n = w.rows, k = w.columns
-        let workers = Compute.workers(for: n, minChunk: minColumnsPerWorker)
+        // Panel-packed weights (`Weight.Layout.panels64`) split on whole panels; a share starts `depth · 64`
+        // elements further per panel.
+        let packed = w.layout == .panels64
+        let alignment = packed ? 64 : 16
+        let depth = Weight.panelDepth(columns: k, dtype: .bfloat16)
+        let workers = Compute.workers(for: n, minChunk: max(minColumnsPerWorker, alignment))
         let blocks = oneDNNRowBlocks(m)
         var primitives: [[OneDNNMatmul.Primitive]] = []
         for part in 0..<workers {
-            let columns = columnShare(part, of: workers, n)
+            let columns = columnShare(part, of: workers, n, alignment: alignment)
             var forPart: [OneDNNMatmul.Primitive] = []
+            // As `OneDNNDestination` decides per share: packed weights with a narrower share write a dense buffer.
+            let staged = packed && ldy != columns.count
             for block in blocks {
                 let key = OneDNNMatmul.Key(
-                    operands: .bf16, m: block.count, n: columns.count, k: k, lda: k, ldw: k, ldy: ldy, accumulate: accumulate,
-                    threads: 1)
+                    operands: .bf16, m: block.count, n: columns.count, k: k, lda: k, ldw: k, ldy: staged ? columns.count : ldy,
+                    accumulate: staged ? false : accumulate, threads: 1, panels64: packed)
                 guard let primitive = OneDNNMatmul.prepare(key) else { return false }
                 forPart.append(primitive)
             }
@@ -75,11 +82,17 @@ extension Linear {
         let run:
             @Sendable (Int, [OneDNNMatmul.Primitive], UnsafePointer<UInt16>, UnsafePointer<UInt16>, UnsafeMutablePointer<Float>) ->
                 Void = { part, forPart, xb, weights, y in
-                    let columns = columnShare(part, of: workers, n)
+                    let columns = columnShare(part, of: workers, n, alignment: alignment)
+                    let first = packed ? columns.lowerBound / 64 * depth * 64 : columns.lowerBound * k
+                    guard
+                        let target = OneDNNDestination(
+                            y + columns.lowerBound, m: m, n: columns.count, ldy: ldy, accumulate: accumulate, packedWeights: packed)
+                    else { fatalError("out of memory for a \(m)×\(columns.count) product buffer") }
+                    defer { target.finish() }
                     for (block, primitive) in zip(blocks, forPart) {
                         let status = OneDNNMatmul.execute(
-                            primitive, threads: 1, x: xb + block.lowerBound * k, weight: weights + columns.lowerBound * k,
-                            into: y + block.lowerBound * ldy + columns.lowerBound)
+                            primitive, threads: 1, x: xb + block.lowerBound * k, weight: weights + first,
+                            into: target.pointer + block.lowerBound * target.ldy)
                         // As in `OneDNNMatmul.multiply`: `y` may be half written, so no other path can take over.
                         if status != dnnl_success {
                             fatalError(
@@ -114,19 +127,31 @@ extension Linear {
     static func gemvBF16(_ xb: UnsafePointer<UInt16>, weight w: Weight, into y: UnsafeMutablePointer<Float>, accumulate: Bool) {
         let n = w.rows, k = w.columns
         let weights = w.base.assumingMemoryBound(to: UInt16.self)
-        let workers = Compute.workers(for: n, minChunk: 16)
+        let packed = w.layout == .panels64
+        let alignment = packed ? 64 : 16
+        let depth = Weight.panelDepth(columns: k, dtype: .bfloat16)
+        let rows: @Sendable (Range<Int>, UnsafePointer<UInt16>, UnsafePointer<UInt16>, UnsafeMutablePointer<Float>) -> Void = {
+            columns, weights, xb, y in
+            if packed {
+                moe_gemv_bf16_bf16_panels64(
+                    weights + columns.lowerBound / 64 * depth * 64, depth, columns.count, k, xb, y + columns.lowerBound,
+                    accumulate ? 1 : 0)
+            } else {
+                moe_gemv_bf16_bf16(
+                    weights + columns.lowerBound * k, k, columns.count, k, xb, y + columns.lowerBound, accumulate ? 1 : 0)
+            }
+        }
+        let workers = Compute.workers(for: n, minChunk: alignment)
         if workers <= 1 {
-            moe_gemv_bf16_bf16(weights, k, n, k, xb, y, accumulate ? 1 : 0)
+            rows(0..<n, weights, xb, y)
             return
         }
         let xs = SendableConstPointer(xb), ys = SendablePointer(y), ws = SendableConstPointer(weights)
         Compute.parallelRanges(workers) { _, parts in
             for part in parts {
-                let columns = columnShare(part, of: workers, n)
+                let columns = columnShare(part, of: workers, n, alignment: alignment)
                 if columns.isEmpty { continue }
-                moe_gemv_bf16_bf16(
-                    ws.pointer + columns.lowerBound * k, k, columns.count, k, xs.pointer, ys.pointer + columns.lowerBound,
-                    accumulate ? 1 : 0)
+                rows(columns, ws.pointer, xs.pointer, ys.pointer)
             }
         }
     }

@@ -142,21 +142,27 @@ enum OneDNNMatmul {
         return made
     }
 
-    /// Whether oneDNN's fp32 matmul, free to choose, packs the `[n, k]` weights of a 64-row product into
-    /// BA16a64b — the layout `Weight.packedInPanels64` produces. Cached per shape.
-    static func prefersPanels64(n: Int, k: Int) -> Bool {
+    /// oneDNN's name of the layout `Weight.packedInPanels64` produces.
+    static func panelTag(_ operands: Operands) -> dnnl_format_tag_t {
+        operands == .bf16 ? dnnl_BA16a64b2a : dnnl_BA16a64b
+    }
+
+    /// Whether oneDNN's matmul, free to choose, packs the `[n, k]` weights of a 64-row product into the layout
+    /// `Weight.packedInPanels64` produces (BA16a64b for fp32, BA16a64b2a for bf16). Cached per shape.
+    static func prefersPanels64(_ operands: Operands, n: Int, k: Int) -> Bool {
         guard let engine = state.engine, n > 0, k > 0 else { return false }
-        let shape = PanelShape(n: n, k: k)
+        let shape = PanelShape(operands: operands, n: n, k: k)
+        let type = operands == .bf16 ? dnnl_bf16 : dnnl_f32
         pthread_mutex_lock(&state.lock)
         defer { pthread_mutex_unlock(&state.lock) }
         if let known = state.panelPreference[shape] { return known }
         var source = dnnl_memory_desc_t(), anyWeights = dnnl_memory_desc_t(), destination = dnnl_memory_desc_t()
         var panels = dnnl_memory_desc_t()
         var prefers = false
-        if dnnl_memory_desc_init_by_strides(&source, 2, [64, Int64(k)], dnnl_f32, [Int64(k), 1]) == dnnl_success,
-            dnnl_memory_desc_init_by_tag(&anyWeights, 2, [Int64(k), Int64(n)], dnnl_f32, dnnl_format_tag_any) == dnnl_success,
+        if dnnl_memory_desc_init_by_strides(&source, 2, [64, Int64(k)], type, [Int64(k), 1]) == dnnl_success,
+            dnnl_memory_desc_init_by_tag(&anyWeights, 2, [Int64(k), Int64(n)], type, dnnl_format_tag_any) == dnnl_success,
             dnnl_memory_desc_init_by_strides(&destination, 2, [64, Int64(n)], dnnl_f32, [Int64(n), 1]) == dnnl_success,
-            dnnl_memory_desc_init_by_tag(&panels, 2, [Int64(k), Int64(n)], dnnl_f32, dnnl_BA16a64b) == dnnl_success
+            dnnl_memory_desc_init_by_tag(&panels, 2, [Int64(k), Int64(n)], type, panelTag(operands)) == dnnl_success
         {
             var description = dnnl_matmul_desc_t()
             var descriptor: dnnl_primitive_desc_t?
@@ -173,7 +179,10 @@ enum OneDNNMatmul {
         return prefers
     }
 
-    struct PanelShape: Hashable { var n, k: Int }
+    struct PanelShape: Hashable {
+        var operands: Operands
+        var n, k: Int
+    }
 
     static func makePrimitive(_ key: Key, engine: dnnl_engine_t) -> Primitive? {
         let inputType = key.operands == .bf16 ? dnnl_bf16 : dnnl_f32
@@ -181,7 +190,8 @@ enum OneDNNMatmul {
         guard
             dnnl_memory_desc_init_by_strides(&source, 2, [Int64(key.m), Int64(key.k)], inputType, [Int64(key.lda), 1]) == dnnl_success,
             key.panels64
-                ? dnnl_memory_desc_init_by_tag(&weights, 2, [Int64(key.k), Int64(key.n)], inputType, dnnl_BA16a64b) == dnnl_success
+                ? dnnl_memory_desc_init_by_tag(&weights, 2, [Int64(key.k), Int64(key.n)], inputType, panelTag(key.operands))
+                    == dnnl_success
                 : dnnl_memory_desc_init_by_strides(&weights, 2, [Int64(key.k), Int64(key.n)], inputType, [1, Int64(key.ldw)]) == dnnl_success,
             dnnl_memory_desc_init_by_strides(&destination, 2, [Int64(key.m), Int64(key.n)], dnnl_f32, [Int64(key.ldy), 1]) == dnnl_success
         else { return nil }
@@ -206,6 +216,14 @@ enum OneDNNMatmul {
         let scratchpad = scratchpadPointer.pointee
         var scratchpadCopy = scratchpad
         let scratchpadBytes = dnnl_memory_desc_get_size(&scratchpadCopy)
+        // Packed weights are only worth it on oneDNN's optimised kernels; its reference kernel (which it picks for
+        // a layout or destination its kernels do not take) is about 100× slower than the row-major path.
+        if key.panels64 {
+            var implementation: UnsafePointer<CChar>?
+            guard dnnl_primitive_desc_query(descriptor, dnnl_query_impl_info_str, 0, &implementation) == dnnl_success,
+                let implementation, !String(cString: implementation).hasPrefix("ref")
+            else { return nil }
+        }
         var primitive: dnnl_primitive_t?
         guard dnnl_primitive_create(&primitive, descriptor) == dnnl_success, let primitive else { return nil }
         return Primitive(

@@ -24,10 +24,11 @@ public final class Weight: @unchecked Sendable {
     public enum Layout: Sendable, Equatable {
         /// Row-major, as in the checkpoint.
         case rowMajor
-        /// fp32 only: each matrix in panels of 64 rows (`moe_pack_f32_panels64`: panel p is a `paddedColumns × 64`
-        /// row-major block holding row 64p + j, column c at c·64 + j, zero padded). It is the layout oneDNN's AVX-512
-        /// fp32 matmul packs weights into on every call when given them row-major; packed once, a product with a
-        /// few dozen rows (an expert's bucket) skips that copy.
+        /// Each matrix in panels of 64 rows, zero padded: fp32 as `moe_pack_f32_panels64` (panel p is a
+        /// `paddedColumns × 64` row-major block holding row 64p + j, column c at c·64 + j; oneDNN's BA16a64b), bf16
+        /// as `moe_pack_bf16_panels64` (column pairs interleaved; BA16a64b2a). It is the layout oneDNN's AVX-512
+        /// matmul packs weights into on every call when given them row-major; packed once, a product with a few
+        /// dozen rows (an expert's bucket) skips that copy.
         case panels64
     }
 
@@ -113,36 +114,55 @@ public final class Weight: @unchecked Sendable {
         self.packedBuffer = nil
     }
 
-    /// A copy of the row-major fp32 weight `source` in 64-row panels, one matrix (of a stack) per parallel task.
+    /// A copy of the row-major fp32 or bf16 weight `source` in 64-row panels, one matrix (of a stack) per parallel
+    /// task.
     private init?(panelsOf source: Weight) {
-        precondition(source.dtype == .float32 && source.layout == .rowMajor, "only row-major fp32 weights are packed")
-        self.dtype = .float32
+        precondition(
+            (source.dtype == .float32 || source.dtype == .bfloat16) && source.layout == .rowMajor,
+            "only row-major fp32 and bf16 weights are packed")
+        self.dtype = source.dtype
         self.shape = source.shape
         self.count = source.count
         self.layout = .panels64
         let matrices = source.matrixCount, rows = source.matrixRows, columns = source.columns
-        let packedElements = Weight.panelElements(rows: rows, columns: columns)
+        let packedElements = Weight.panelElements(rows: rows, columns: columns, dtype: source.dtype)
+        let elementSize = source.dtype.byteSize
         let (total, overflow) = matrices.multipliedReportingOverflow(by: packedElements)
-        guard !overflow, total <= Int.max / 4, let buffer = PageBuffer(byteCount: max(total, 1) * 4) else { return nil }
-        let packed = buffer.pointer.bindMemory(to: Float.self, capacity: max(total, 1))
-        let from = SendableConstPointer(source.base.assumingMemoryBound(to: Float.self)), to = SendablePointer(packed)
+        guard !overflow, total <= Int.max / elementSize, let buffer = PageBuffer(byteCount: max(total, 1) * elementSize)
+        else { return nil }
+        let from = SendableConstPointer(source.base.assumingMemoryBound(to: UInt8.self))
+        let to = SendablePointer(buffer.pointer.assumingMemoryBound(to: UInt8.self))
+        let bf16 = source.dtype == .bfloat16
         Compute.parallelFor(matrices) { index in
-            moe_pack_f32_panels64(from.pointer + index * rows * columns, columns, rows, columns, to.pointer + index * packedElements)
+            let matrix = UnsafeRawPointer(from.pointer + index * rows * columns * elementSize)
+            let panels = UnsafeMutableRawPointer(to.pointer + index * packedElements * elementSize)
+            if bf16 {
+                moe_pack_bf16_panels64(
+                    matrix.assumingMemoryBound(to: UInt16.self), columns, rows, columns, panels.assumingMemoryBound(to: UInt16.self))
+            } else {
+                moe_pack_f32_panels64(
+                    matrix.assumingMemoryBound(to: Float.self), columns, rows, columns, panels.assumingMemoryBound(to: Float.self))
+            }
         }
-        self.base = UnsafeRawPointer(packed)
+        self.base = UnsafeRawPointer(buffer.pointer)
         self.owner = nil
         self.ownsBase = false
         self.packedBuffer = buffer
     }
 
-    /// This row-major fp32 weight (or stack of matrices) packed in 64-row panels (`Layout.panels64`); nil when
-    /// the memory for the copy cannot be had.
+    /// This row-major fp32 or bf16 weight (or stack of matrices) packed in 64-row panels (`Layout.panels64`); nil
+    /// when the memory for the copy cannot be had.
     public func packedInPanels64() -> Weight? { Weight(panelsOf: self) }
 
-    /// Floats of one matrix of `rows × columns` packed in 64-row panels (padding included).
-    static func panelElements(rows: Int, columns: Int) -> Int { (rows + 63) / 64 * 64 * panelDepth(columns: columns) }
-    /// Columns of a packed panel: `columns` rounded up to 16.
-    static func panelDepth(columns: Int) -> Int { (columns + 15) / 16 * 16 }
+    /// Elements of one matrix of `rows × columns` packed in 64-row panels (padding included).
+    static func panelElements(rows: Int, columns: Int, dtype: DType) -> Int {
+        (rows + 63) / 64 * 64 * panelDepth(columns: columns, dtype: dtype)
+    }
+    /// Columns of a packed panel: `columns` rounded up to 16 (fp32) or 32 (bf16: 16 interleaved pairs).
+    static func panelDepth(columns: Int, dtype: DType) -> Int {
+        let quantum = dtype == .bfloat16 ? 32 : 16
+        return (columns + quantum - 1) / quantum * quantum
+    }
     /// Matrices in a stacked weight `[n, rows, cols]` (1 for a matrix or vector).
     var matrixCount: Int { shape.count >= 3 ? shape.dropLast(2).reduce(1, *) : 1 }
     /// Rows of one matrix of the stack.
@@ -159,7 +179,7 @@ public final class Weight: @unchecked Sendable {
     public var byteCount: Int {
         switch layout {
         case .rowMajor: return count * dtype.byteSize
-        case .panels64: return matrixCount * Weight.panelElements(rows: matrixRows, columns: columns) * dtype.byteSize
+        case .panels64: return matrixCount * Weight.panelElements(rows: matrixRows, columns: columns, dtype: dtype) * dtype.byteSize
         }
     }
 
@@ -169,7 +189,8 @@ public final class Weight: @unchecked Sendable {
         let size: Int
         switch layout {
         case .rowMajor: size = inner.reduce(1, *)
-        case .panels64: size = Weight.panelElements(rows: inner.count >= 2 ? inner[inner.count - 2] : 1, columns: columns)
+        case .panels64:
+            size = Weight.panelElements(rows: inner.count >= 2 ? inner[inner.count - 2] : 1, columns: columns, dtype: dtype)
         }
         return Weight(slicing: self, elementOffset: index * size, shape: inner)
     }
@@ -179,9 +200,14 @@ public final class Weight: @unchecked Sendable {
         dtype == .float32 && layout == .rowMajor ? base.assumingMemoryBound(to: Float.self) : nil
     }
 
-    /// The first panel when packed in 64-row panels (`Layout.panels64`).
+    /// The first panel of fp32 weights packed in 64-row panels (`Layout.panels64`).
     public var panels64Pointer: UnsafePointer<Float>? {
-        layout == .panels64 ? base.assumingMemoryBound(to: Float.self) : nil
+        layout == .panels64 && dtype == .float32 ? base.assumingMemoryBound(to: Float.self) : nil
+    }
+
+    /// The first panel of bf16 weights packed in 64-row panels (`Layout.panels64`).
+    public var panels64BF16Pointer: UnsafePointer<UInt16>? {
+        layout == .panels64 && dtype == .bfloat16 ? base.assumingMemoryBound(to: UInt16.self) : nil
     }
 
     /// Widens elements [start, start+n) (row-major order, whatever the layout) to fp32 into `dst`.
@@ -204,15 +230,25 @@ public final class Weight: @unchecked Sendable {
 
     /// Row-major elements [start, start+n) of a panel-packed weight (slow: for the paths without a packed kernel).
     private func gatherPanels(from start: Int, count n: Int, into dst: UnsafeMutablePointer<Float>) {
-        let packed = base.assumingMemoryBound(to: Float.self)
-        let columns = self.columns, rows = matrixRows, depth = Weight.panelDepth(columns: columns)
-        let matrixElements = rows * columns, packedElements = Weight.panelElements(rows: rows, columns: columns)
+        let columns = self.columns, rows = matrixRows, depth = Weight.panelDepth(columns: columns, dtype: dtype)
+        let matrixElements = rows * columns, packedElements = Weight.panelElements(rows: rows, columns: columns, dtype: dtype)
+        let bf16 = dtype == .bfloat16
         var index = start, out = 0
         while out < n {
             let matrix = index / matrixElements, row = (index % matrixElements) / columns, column = index % columns
             let run = min(columns - column, n - out)
-            let panel = packed + matrix * packedElements + (row / 64) * depth * 64 + row % 64
-            for c in 0..<run { dst[out + c] = panel[(column + c) * 64] }
+            // Panel of `row`, at its column 0: fp32 c·64 + j further; bf16 (c/2)·128 + 2j + c%2.
+            let panelStart = matrix * packedElements + (row / 64) * depth * 64
+            if bf16 {
+                let panel = base.assumingMemoryBound(to: UInt16.self) + panelStart + (row % 64) * 2
+                for c in 0..<run {
+                    let at = column + c
+                    dst[out + c] = Float(bitPattern: UInt32(panel[(at / 2) * 128 + at % 2]) << 16)
+                }
+            } else {
+                let panel = base.assumingMemoryBound(to: Float.self) + panelStart + row % 64
+                for c in 0..<run { dst[out + c] = panel[(column + c) * 64] }
+            }
             index += run
             out += run
         }

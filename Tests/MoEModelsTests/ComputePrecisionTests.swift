@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import MoECheckpoint
 import MoETensor
@@ -281,5 +282,34 @@ enum FamilyFixtures {
         let fromBF16 = (0..<(tokens * e)).map { abs(routing.gateLogits.data[$0] - bf16.data[$0]) }.max() ?? 0
         #expect(fromFP32 == 0, "gate logits differ from the fp32 product by \(fromFP32)")
         #expect(fromBF16 > 1e-4, "the bf16 product would have been indistinguishable (\(fromBF16))")
+    }
+}
+
+/// Expert stacks are repacked at load (`ExpertWeights.packedForProducts`): fp32 stacks whenever oneDNN's fp32 matmul
+/// would pack them itself (AVX-512), bf16 stacks only under bf16 compute. The agreement tests above then run the
+/// packed products; this says that they do, and that the packed stacks still hold the checkpoint's values.
+@Suite struct PackedExpertFixtureTests {
+    @Test(arguments: FamilyFixtures.all)
+    func expertStacksArePackedWhereProductsUsePanels(fixture: String) throws {
+        let stored = try FamilyFixtures.load(fixture).model
+        for compute in [ComputeChoice.fp32, .bf16] {
+            let bf16Stored = FamilyFixtures.bf16Stored.contains(fixture)
+            if compute == .bf16 && !bf16Stored { continue }
+            let model = compute == .fp32 ? stored : try FamilyFixtures.load(fixture, compute: compute).model
+            let blocks = model.moeBlocks
+            try #require(!blocks.isEmpty)
+            #if canImport(CDNNL)
+            let packs = bf16Stored
+                ? (compute == .bf16 && moe_kernels_bf16_dot() == 1) : moe_kernels_isa() == 1
+            #else
+            let packs = false
+            #endif
+            for (layer, block) in blocks {
+                let w1 = block.experts.w1
+                #expect(
+                    (w1.layout == .panels64) == packs,
+                    "\(fixture) \(compute) layer \(layer): w1 \(w1.shape) \(w1.dtype) is \(w1.layout)")
+            }
+        }
     }
 }

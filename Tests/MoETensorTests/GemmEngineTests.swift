@@ -172,6 +172,76 @@ import Testing
         }
     }
 
+    /// bf16 weights packed in 64-row panels with column pairs interleaved (what MoE blocks do to bf16 expert stacks
+    /// under bf16 compute where oneDNN uses AVX512_BF16): bf16 compute — oneDNN's bf16 matmul on BA16a64b2a for
+    /// several rows, `moe_gemv_bf16_bf16_panels64` for one, the rounded fallback when forced portable — and fp32
+    /// compute of the packed weights (the unpacking path).
+    @Test(arguments: shapes)
+    func panelPackedBF16MatchesReference(shape: (Int, Int, Int, Int?, Int?)) throws {
+        let problem = try Problem(m: shape.0, n: shape.1, k: shape.2, lda: shape.3, ldy: shape.4, seed: UInt64(shape.2 * 19 + shape.0))
+        defer { problem.free() }
+        let packed = try #require(problem.weight.packedInPanels64())
+        #expect(packed.layout == .panels64 && packed.panels64BF16Pointer != nil && packed.panels64Pointer == nil)
+        let rounded = problem.xRoundedToBF16
+        for portable in [false, true] {
+            moe_kernels_force_portable(portable ? 1 : 0)
+            defer { moe_kernels_force_portable(0) }
+            for threads in [1, 2, 3] {
+                for accumulate in [false, true] {
+                    let y = Compute.withThreads(threads) {
+                        problem.run { x, y in
+                            Linear.applyBF16Compute(
+                                x, rows: problem.m, lda: problem.lda, weight: packed, into: y, ldy: problem.ldy, accumulate: accumulate)
+                        }
+                    }
+                    let error = problem.worstError(y, input: rounded, accumulate: accumulate)
+                    #expect(error < 1e-5, "packed bf16 compute \(shape), portable \(portable), \(threads) threads, accumulate \(accumulate): relative error \(error)")
+                    let fp32 = Compute.withThreads(threads) {
+                        problem.run { x, y in
+                            Linear.apply(x, rows: problem.m, lda: problem.lda, weight: packed, into: y, ldy: problem.ldy, accumulate: accumulate)
+                        }
+                    }
+                    let fp32Error = problem.worstError(fp32, input: problem.x, accumulate: accumulate)
+                    #expect(fp32Error < 1e-5, "packed bf16, fp32 compute \(shape), portable \(portable), \(threads) threads: relative error \(fp32Error)")
+                }
+            }
+        }
+    }
+
+    /// bf16 packing keeps every element (odd column count: the last pair's second half is padding).
+    @Test func panelPackedBF16StackKeepsElements() throws {
+        let experts = 2, rows = 70, columns = 33
+        var rng = Numbers(seed: 7)
+        let raw = rng.array(experts * rows * columns)
+        var bits = [UInt16](repeating: 0, count: raw.count)
+        moe_f32_to_bf16(raw, &bits, raw.count)
+        let values = bits.map { Float(bitPattern: UInt32($0) << 16) }
+        try bits.withUnsafeBytes { bytes in
+            let plain = try Weight(dtype: .bfloat16, shape: [experts, rows, columns], bytes: bytes, owner: nil)
+            let packed = try #require(plain.packedInPanels64())
+            #expect(packed.toFloatArray() == values)
+            #expect(packed.byteCount == experts * 128 * 64 * 2)
+            #expect(packed.matrix(1).toFloatArray() == Array(values[(rows * columns)...]))
+        }
+    }
+
+    #if canImport(CDNNL)
+    /// oneDNN 2.6 runs packed weights into a strided destination (a worker's share of the output columns) on its
+    /// reference kernel, about 100× slower: such primitives are refused, and `apply` stages those shares through a
+    /// dense buffer instead (whose results `panelPackedFP32MatchesReference` checks with 2 and 3 workers).
+    @Test func packedPrimitivesAreOnlyTheFastKernels() throws {
+        guard OneDNNMatmul.isAvailable, moe_kernels_isa() == 1 else {
+            print("packed oneDNN primitives: no oneDNN or no AVX-512 here; nothing is packed, nothing to check")
+            return
+        }
+        func key(ldy: Int) -> OneDNNMatmul.Key {
+            OneDNNMatmul.Key(operands: .fp32, m: 64, n: 1408, k: 2048, lda: 2048, ldw: 2048, ldy: ldy, accumulate: false, threads: 1, panels64: true)
+        }
+        #expect(OneDNNMatmul.prepare(key(ldy: 1408)) != nil)
+        #expect(OneDNNMatmul.prepare(key(ldy: 2816)) == nil)
+    }
+    #endif
+
     /// A packed stack keeps every element where row-major order says (`widen`, `toFloatArray`, `matrix(i)`), with
     /// zero padding in the partial panel, and its byte count includes that padding.
     @Test func panelPackedStackKeepsElements() throws {
@@ -208,10 +278,19 @@ import Testing
         #endif
         #expect(chosen.layout == (expected ? .panels64 : .rowMajor), "AVX-512 \(moe_kernels_isa() == 1)")
         if expected { #expect(chosen.toFloatArray() == stack.toFloatArray()) }
-        let bits = [UInt16](repeating: 0x3F80, count: 2 * 64 * 64)
+        // bf16: packed for bf16 compute where oneDNN multiplies bf16 with AVX512_BF16, never for fp32 compute.
+        let bits = [UInt16](repeating: 0x3F80, count: 2 * 1408 * 2048)
         try bits.withUnsafeBytes { bytes in
-            let bf16 = try Weight(dtype: .bfloat16, shape: [2, 64, 64], bytes: bytes, owner: nil)
-            #expect(Linear.packedForProducts(bf16).layout == .rowMajor)
+            let bf16 = try Weight(dtype: .bfloat16, shape: [2, 1408, 2048], bytes: bytes, owner: nil)
+            #expect(Linear.packedForProducts(bf16, compute: .fp32).layout == .rowMajor)
+            #if canImport(CDNNL)
+            let packs = moe_kernels_bf16_dot() == 1 && OneDNNMatmul.isAvailable
+            #else
+            let packs = false
+            #endif
+            let packed = Linear.packedForProducts(bf16, compute: .bf16)
+            #expect(packed.layout == (packs ? .panels64 : .rowMajor), "AVX512_BF16 \(moe_kernels_bf16_dot() == 1)")
+            if packs { #expect(packed.matrix(1).toFloatArray() == bf16.matrix(1).toFloatArray()) }
         }
     }
 

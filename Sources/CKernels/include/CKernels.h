@@ -38,6 +38,12 @@ void moe_pack_f32_panels64(const float *w, size_t ldw, size_t rows, size_t cols,
 /* y[0..<n] (+)= W · x over panel-packed weights (first panel at `panels`, kp as above, k = unpadded columns). */
 void moe_gemv_f32_panels64(const float *panels, size_t kp, size_t n, size_t k, const float *x, float *y,
                            int accumulate);
+/* bf16 weights W[rows × cols] packed the same way with k pairs interleaved (oneDNN's BA16a64b2a, what its AVX512_BF16
+ * matmul packs weights into): kp = cols rounded up to 32, W[64p + j][c] at panel p, (c/2)*128 + j*2 + c%2. */
+void moe_pack_bf16_panels64(const uint16_t *w, size_t ldw, size_t rows, size_t cols, uint16_t *out);
+/* y[0..<n] (+)= W · x over those panels, x rounded to bf16 (bf16 compute, decode). */
+void moe_gemv_bf16_bf16_panels64(const uint16_t *panels, size_t kp, size_t n, size_t k, const uint16_t *x, float *y,
+                                 int accumulate);
 /* y[r] (+)= sum_c w[r*ldw + c] * x[c] for r < rows, c < cols, with bf16 weights (memory-bound decode). */
 void moe_gemv_bf16(const uint16_t *w, size_t ldw, size_t rows, size_t cols, const float *x, float *y, int accumulate);
 /* The same with x already rounded to bf16: bf16 × bf16 products, fp32 accumulation (bf16 compute, decode). */

@@ -60,11 +60,11 @@ public struct ExpertWeights: @unchecked Sendable {
         self.w1 = w1; self.w2 = w2; self.w3 = w3; self.b1 = b1; self.b2 = b2; self.b3 = b3
     }
 
-    /// The same experts with each matrix stack in the layout its products run fastest from (`Linear.packedForProducts`).
-    public func packedForProducts() -> ExpertWeights {
-        ExpertWeights(
-            w1: Linear.packedForProducts(w1), w2: Linear.packedForProducts(w2), w3: w3.map(Linear.packedForProducts),
-            b1: b1, b2: b2, b3: b3)
+    /// The same experts with each matrix stack in the layout its products run fastest from with `compute`
+    /// (`Linear.packedForProducts`).
+    public func packedForProducts(compute: ComputePrecision) -> ExpertWeights {
+        func pack(_ w: Weight) -> Weight { Linear.packedForProducts(w, compute: compute) }
+        return ExpertWeights(w1: pack(w1), w2: pack(w2), w3: w3.map(pack), b1: b1, b2: b2, b3: b3)
     }
 
     /// Bytes of the held experts' matrices and biases.
@@ -138,7 +138,8 @@ public struct MoEBlock: @unchecked Sendable {
         }
         self.router = router; self.gate = gate; self.gateBias = gateBias; self.expertBias = expertBias
         // The stacks are heap copies of the checkpoint already; repacking them replaces that copy.
-        self.experts = experts.packedForProducts(); self.activation = activation; self.shared = shared
+        self.experts = experts.packedForProducts(compute: (backend as? CPUBackend)?.compute ?? .fp32)
+        self.activation = activation; self.shared = shared
         self.dim = dim; self.expertHiddenDim = expertHiddenDim
         self.backend = backend
     }

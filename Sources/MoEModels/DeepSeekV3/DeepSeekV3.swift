@@ -139,6 +139,12 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
             }
         }
         func vector(_ name: String, _ n: Int) throws -> [Float] { try load(name, [n]).toFloatArray() }
+        /// A projection whose products run on many rows in prefill, in the layout those run fastest from
+        /// (`Linear.packedForProducts`; not wkv_b, whose rows absorbed decode reads directly).
+        let packingCompute = (backend as? CPUBackend)?.compute ?? .fp32
+        func projection(_ name: String, _ shape: [Int]) throws -> Weight {
+            Linear.packedForProducts(try load(name, shape), compute: packingCompute)
+        }
         /// A grouped expert weight `[E, …]`, or only this rank's experts under expert parallelism (the other
         /// experts' bytes are never read).
         func experts(_ name: String, _ shape: [Int]) throws -> Weight {
@@ -173,19 +179,19 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
         for i in 0..<args.nLayers {
             let p = "layers.\(i)."
             var attention = MultiHeadLatentAttention(
-                wkvA: try load(p + "attention.wkv_a.weight", [args.kvLoraRank + args.qkRopeHeadDim, d]),
+                wkvA: try projection(p + "attention.wkv_a.weight", [args.kvLoraRank + args.qkRopeHeadDim, d]),
                 kvNorm: try vector(p + "attention.kv_norm.weight", args.kvLoraRank),
                 wkvB: try load(p + "attention.wkv_b.weight", [h * (args.qkNopeHeadDim + args.vHeadDim), args.kvLoraRank]),
-                wo: try load(p + "attention.wo.weight", [d, h * args.vHeadDim]),
+                wo: try projection(p + "attention.wo.weight", [d, h * args.vHeadDim]),
                 heads: h, qkNopeHeadDim: args.qkNopeHeadDim, qkRopeHeadDim: args.qkRopeHeadDim, vHeadDim: args.vHeadDim,
                 kvLoraRank: args.kvLoraRank, qLoraRank: args.qLoraRank, normEps: Float(args.normEps),
                 softmaxScale: softmaxScale, backend: backend)
             if args.qLoraRank == 0 {
-                attention.wq = try load(p + "attention.wq.weight", [h * args.qkHeadDim, d])
+                attention.wq = try projection(p + "attention.wq.weight", [h * args.qkHeadDim, d])
             } else {
-                attention.wqA = try load(p + "attention.wq_a.weight", [args.qLoraRank, d])
+                attention.wqA = try projection(p + "attention.wq_a.weight", [args.qLoraRank, d])
                 attention.qNorm = try vector(p + "attention.q_norm.weight", args.qLoraRank)
-                attention.wqB = try load(p + "attention.wq_b.weight", [h * args.qkHeadDim, args.qLoraRank])
+                attention.wqB = try projection(p + "attention.wq_b.weight", [h * args.qkHeadDim, args.qLoraRank])
             }
             var layer = Layer(
                 index: i,
@@ -206,9 +212,9 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
                     let sf = f * m.numSharedExperts
                     shared = .plain(
                         FeedForward(
-                            w1: try load(p + "moe.shared_experts.w1.weight", [sf, d]),
-                            w2: try load(p + "moe.shared_experts.w2.weight", [d, sf]),
-                            w3: try load(p + "moe.shared_experts.w3.weight", [sf, d])))
+                            w1: try projection(p + "moe.shared_experts.w1.weight", [sf, d]),
+                            w2: try projection(p + "moe.shared_experts.w2.weight", [d, sf]),
+                            w3: try projection(p + "moe.shared_experts.w3.weight", [sf, d])))
                 }
                 layer.moe = try MoEBlock(
                     router: DeepSeekV3.routerConfig(args), gate: gate, gateBias: gateBias,
@@ -216,9 +222,9 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
                     dim: d, expertHiddenDim: f, backend: backend)
             } else {
                 layer.feedForward = FeedForward(
-                    w1: try load(p + "feed_forward.w1.weight", [args.interDim, d]),
-                    w2: try load(p + "feed_forward.w2.weight", [d, args.interDim]),
-                    w3: try load(p + "feed_forward.w3.weight", [args.interDim, d]))
+                    w1: try projection(p + "feed_forward.w1.weight", [args.interDim, d]),
+                    w2: try projection(p + "feed_forward.w2.weight", [d, args.interDim]),
+                    w3: try projection(p + "feed_forward.w3.weight", [args.interDim, d]))
             }
             layers.append(layer)
         }
