@@ -182,10 +182,10 @@ public enum Linear {
     }
     #endif
 
-    /// `w` in the layout its products run fastest from on this CPU: row-major fp32 matrices go into 64-row panels
-    /// when oneDNN's fp32 matmul would pack them that way on every call (AVX-512). Meant for weights that are held
-    /// in a heap copy anyway (stacked experts), whose products have few rows: measured 1.17–1.35× at 8–64 rows on
-    /// expert shapes, none lost at one row (`moe_gemv_f32_panels64`; docs/PERFORMANCE.md, "Packed experts").
+    /// `w` in the layout its products run fastest from on this CPU: row-major matrices go into 64-row panels when
+    /// oneDNN's matmul would pack them that way on every call (fp32 on AVX-512). For weights multiplied by many rows
+    /// at a time (experts' buckets, prefill projections): 1.17–1.42× at 8–64 rows on expert shapes, 1.02–1.06× at 512,
+    /// none lost at one row (`moe_gemv_f32_panels64`; docs/PERFORMANCE.md, "Third pass"). It costs a copy at load.
     /// Anything else comes back as it is, and so does a weight whose packed copy would take more than half of the
     /// memory the system has available (a checkpoint larger than memory still runs from its mapping).
     /// The source's pages are handed back after packing (`Weight.releasePages`): a mapped checkpoint's pages would

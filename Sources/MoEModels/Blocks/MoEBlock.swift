@@ -137,7 +137,7 @@ public struct MoEBlock: @unchecked Sendable {
             throw ModelLoadError("MoE block: router biases must have one value per expert (\(router.numExperts))")
         }
         self.router = router; self.gate = gate; self.gateBias = gateBias; self.expertBias = expertBias
-        // The stacks are heap copies of the checkpoint already; repacking them replaces that copy.
+        // Repacked once here rather than by oneDNN on every product (`Linear.packedForProducts`).
         self.experts = experts.packedForProducts(compute: (backend as? CPUBackend)?.compute ?? .fp32)
         self.activation = activation; self.shared = shared
         self.dim = dim; self.expertHiddenDim = expertHiddenDim
