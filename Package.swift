@@ -47,7 +47,7 @@ let package = Package(
         .target(name: "MoECore", dependencies: ["CTempFiles", "CCrypto"]),
         .target(
             name: "MoETensor",
-            dependencies: ["CBLAS", "CKernels", .target(name: "CDNNL", condition: .when(platforms: [.linux]))],
+            dependencies: ["CBLAS", "CKernels", "MoECore", .target(name: "CDNNL", condition: .when(platforms: [.linux]))],
             linkerSettings: blasLinker
         ),
         .target(

@@ -380,6 +380,25 @@ static float bf16_value(uint16_t bits) {
     return value;
 }
 
+/* The panel GEMVs without AVX-512, fp32 or bf16 panels (then x is bf16 too): column by column in k order. */
+static void gemv_panels64_portable(const void *panels, int bf16, size_t kp, size_t n, size_t k, const void *x, float *y,
+                                   int accumulate) {
+    for (size_t first = 0; first < n; first += 64) {
+        size_t panel = (first / 64) * kp * 64;
+        size_t valid = n - first < 64 ? n - first : 64;
+        float sums[64] = {0};
+        for (size_t c = 0; c < k; c++) {
+            float xv = bf16 ? bf16_value(((const uint16_t *)x)[c]) : ((const float *)x)[c];
+            for (size_t j = 0; j < 64; j++) {
+                float wv = bf16 ? bf16_value(((const uint16_t *)panels)[panel + (c / 2) * 128 + j * 2 + (c % 2)])
+                                : ((const float *)panels)[panel + c * 64 + j];
+                sums[j] += xv * wv;
+            }
+        }
+        for (size_t j = 0; j < valid; j++) y[first + j] = accumulate ? y[first + j] + sums[j] : sums[j];
+    }
+}
+
 /* ------------------------------------------------------------------ dispatch */
 
 void moe_softmax_row(float *row, size_t n) {
@@ -450,14 +469,7 @@ void moe_gemv_f32_panels64(const float *panels, size_t kp, size_t n, size_t k, c
 #if MOE_X86
     if (isa() == 1) { gemv_panels64_avx512(panels, kp, n, k, x, y, accumulate); return; }
 #endif
-    for (size_t first = 0; first < n; first += 64) {
-        const float *p = panels + (first / 64) * kp * 64;
-        size_t valid = n - first < 64 ? n - first : 64;
-        float sums[64] = {0};
-        for (size_t c = 0; c < k; c++)
-            for (size_t j = 0; j < 64; j++) sums[j] += x[c] * p[c * 64 + j];
-        for (size_t j = 0; j < valid; j++) y[first + j] = accumulate ? y[first + j] + sums[j] : sums[j];
-    }
+    gemv_panels64_portable(panels, 0, kp, n, k, x, y, accumulate);
 }
 
 void moe_pack_bf16_panels64(const uint16_t *w, size_t ldw, size_t rows, size_t cols, uint16_t *out) {
@@ -481,16 +493,7 @@ void moe_gemv_bf16_bf16_panels64(const uint16_t *panels, size_t kp, size_t n, si
 #if MOE_X86
     if (moe_kernels_bf16_dot() == 1) { gemv_bf16_panels64_avx512(panels, kp, n, k, x, y, accumulate); return; }
 #endif
-    for (size_t first = 0; first < n; first += 64) {
-        const uint16_t *p = panels + (first / 64) * kp * 64;
-        size_t valid = n - first < 64 ? n - first : 64;
-        float sums[64] = {0};
-        for (size_t c = 0; c < k; c++) {
-            float xv = bf16_value(x[c]);
-            for (size_t j = 0; j < 64; j++) sums[j] += xv * bf16_value(p[(c / 2) * 128 + j * 2 + (c % 2)]);
-        }
-        for (size_t j = 0; j < valid; j++) y[first + j] = accumulate ? y[first + j] + sums[j] : sums[j];
-    }
+    gemv_panels64_portable(panels, 1, kp, n, k, x, y, accumulate);
 }
 
 void moe_gemv_bf16_bf16(const uint16_t *w, size_t ldw, size_t rows, size_t cols, const uint16_t *x, float *y,

@@ -88,6 +88,17 @@ public final class NamedWeightSource: CheckpointWeightSource {
         return renamed(try store.loadRaw(raw, leading: leading), raw: raw, to: name)
     }
 
+    /// Per-expert tensors (HF checkpoints) come back one by one; a stack stored whole gives nil. Shapes and dtypes
+    /// were checked against each other when the source was opened.
+    public func loadParts(_ name: String, leading: Range<Int>?) throws -> [StoredTensor]? {
+        guard let keys = nameMap.stacked[name] else { return nil }
+        let range = leading ?? 0..<keys.count
+        guard range.lowerBound >= 0, range.upperBound <= keys.count else {
+            throw CheckpointError("\(description): tensor '\(name)': experts \(range) are outside its \(keys.count) experts")
+        }
+        return try keys[range].map { try store.loadRaw($0) }
+    }
+
     private func renamed(_ tensor: StoredTensor, raw: String, to name: String) -> StoredTensor {
         if raw == name { return tensor }
         // The bytes were already checked against the shape when `tensor` was made.

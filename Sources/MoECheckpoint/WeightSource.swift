@@ -102,6 +102,10 @@ public protocol WeightSource: Sendable {
     /// Loads indices `leading` of a tensor's first dimension (some experts of a grouped expert weight),
     /// reading no more of the checkpoint than those rows where the format allows.
     func load(_ name: String, leading: Range<Int>) throws -> StoredTensor
+    /// The matrices of a stacked tensor (indices `leading` of its first dimension, all when nil) as the checkpoint
+    /// stores them, one tensor each, without stacking them into one copy; nil when it stores the stack whole.
+    /// For a loader that copies them into another layout anyway.
+    func loadParts(_ name: String, leading: Range<Int>?) throws -> [StoredTensor]?
 }
 
 extension WeightSource {
@@ -109,6 +113,8 @@ extension WeightSource {
     public func load(_ name: String, leading: Range<Int>) throws -> StoredTensor {
         try leadingRows(of: load(name), leading)
     }
+
+    public func loadParts(_ name: String, leading: Range<Int>?) throws -> [StoredTensor]? { nil }
 }
 
 /// A copy of indices `range` of `tensor`'s first dimension.

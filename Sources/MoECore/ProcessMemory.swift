@@ -34,18 +34,24 @@ public enum ProcessMemory {
     }
 
     /// VmRSS from /proc/self/status, in bytes.
-    static func currentResidentIfKnown() -> Int? {
+    static func currentResidentIfKnown() -> Int? { kilobyteField("VmRSS:", in: "/proc/self/status") }
+
+    /// MemAvailable of /proc/meminfo (what the kernel could give without swapping), in bytes; nil where it cannot
+    /// be read (not Linux).
+    public static func availableSystemBytes() -> Int? { kilobyteField("MemAvailable:", in: "/proc/meminfo") }
+
+    /// The value of a "`key`   123456 kB" line of a /proc file, in bytes.
+    static func kilobyteField(_ key: String, in path: String) -> Int? {
         #if os(Linux)
-        guard let file = fopen("/proc/self/status", "r") else { return nil }
+        guard let file = fopen(path, "r") else { return nil }
         defer { fclose(file) }
         var line = [CChar](repeating: 0, count: 256)
         while fgets(&line, Int32(line.count), file) != nil {
             let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            guard text.hasPrefix("VmRSS:") else { continue }
-            // "VmRSS:	  123456 kB"
+            guard text.hasPrefix(key) else { continue }
             guard
-                let kilobytes = text.dropFirst(6).split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).first.flatMap({ Int($0) }
-                ),
+                let kilobytes = text.dropFirst(key.count).split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" })
+                    .first.flatMap({ Int($0) }),
                 case (let bytes, false) = kilobytes.multipliedReportingOverflow(by: 1024)
             else { return nil }
             return bytes

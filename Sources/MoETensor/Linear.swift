@@ -1,8 +1,6 @@
 import CBLAS
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKernels
+import MoECore
 
 #if canImport(CDNNL)
 import CDNNL
@@ -194,43 +192,42 @@ public enum Linear {
     /// bf16 weights are packed only for bf16 compute (`compute`), whose products (oneDNN bf16 matmul,
     /// `moe_gemv_bf16_bf16_panels64`) read the panels; fp32 compute of bf16 weights widens row-major panels.
     public static func packedForProducts(_ w: Weight, compute: ComputePrecision = .fp32) -> Weight {
-        #if canImport(CDNNL)
-        let operands: OneDNNMatmul.Operands
-        switch w.dtype {
-        case .float32 where moe_kernels_isa() == 1: operands = .fp32
-        case .bfloat16 where compute == .bf16 && moe_kernels_bf16_dot() == 1: operands = .bf16
-        default: return w
-        }
-        guard w.layout == .rowMajor, OneDNNMatmul.isAvailable,
-            OneDNNMatmul.prefersPanels64(operands, n: w.matrixRows, k: w.columns)
-        else { return w }
-        let packedBytes = w.matrixCount.multipliedReportingOverflow(
-            by: Weight.panelElements(rows: w.matrixRows, columns: w.columns, dtype: w.dtype) * w.dtype.byteSize)
-        guard !packedBytes.overflow, let available = availableMemoryBytes(), packedBytes.partialValue <= available / 2,
+        guard w.layout == .rowMajor,
+            shouldPack(dtype: w.dtype, matrices: w.matrixCount, rows: w.matrixRows, columns: w.columns, compute: compute),
             let packed = w.packedInPanels64()
         else { return w }
         Weight.releasePages(w.base, byteCount: w.byteCount)
         return packed
-        #else
-        return w
-        #endif
     }
 
-    /// MemAvailable of /proc/meminfo in bytes (Linux); nil where it cannot be read.
-    static func availableMemoryBytes() -> Int? {
-        #if os(Linux)
-        guard let file = fopen("/proc/meminfo", "r") else { return nil }
-        defer { fclose(file) }
-        var line = [CChar](repeating: 0, count: 256)
-        while fgets(&line, Int32(line.count), file) != nil {
-            let text = String(cString: line)
-            guard text.hasPrefix("MemAvailable:") else { continue }
-            let digits = text.dropFirst("MemAvailable:".count).split(separator: " ").first.flatMap { Int($0) }
-            return digits.flatMap { $0.multipliedReportingOverflow(by: 1024).overflow ? nil : $0 * 1024 }
+    /// The stack of `parts` (one tensor per expert, each `rows × columns` of `dtype`) packed as
+    /// `packedForProducts` would pack their stack, without the stacked copy; nil where that would not pack them.
+    public static func packedForProducts(
+        parts: [UnsafeRawBufferPointer], dtype: DType, rows: Int, columns: Int, compute: ComputePrecision
+    ) -> Weight? {
+        guard shouldPack(dtype: dtype, matrices: parts.count, rows: rows, columns: columns, compute: compute),
+            let packed = Weight.packedInPanels64(parts: parts, dtype: dtype, rows: rows, columns: columns)
+        else { return nil }
+        for part in parts where part.count > 0 { Weight.releasePages(part.baseAddress!, byteCount: part.count) }
+        return packed
+    }
+
+    /// Whether `packedForProducts` packs a stack of `matrices` matrices `rows × columns` of `dtype`.
+    static func shouldPack(dtype: DType, matrices: Int, rows: Int, columns: Int, compute: ComputePrecision) -> Bool {
+        #if canImport(CDNNL)
+        let operands: OneDNNMatmul.Operands
+        switch dtype {
+        case .float32 where moe_kernels_isa() == 1: operands = .fp32
+        case .bfloat16 where compute == .bf16 && moe_kernels_bf16_dot() == 1: operands = .bf16
+        default: return false
         }
-        return nil
+        guard OneDNNMatmul.isAvailable, OneDNNMatmul.prefersPanels64(operands, n: rows, k: columns) else { return false }
+        let packedBytes = matrices.multipliedReportingOverflow(
+            by: Weight.panelElements(rows: rows, columns: columns, dtype: dtype) * dtype.byteSize)
+        guard !packedBytes.overflow, let available = ProcessMemory.availableSystemBytes() else { return false }
+        return packedBytes.partialValue <= available / 2
         #else
-        return nil
+        return false
         #endif
     }
 

@@ -116,25 +116,33 @@ public final class Weight: @unchecked Sendable {
 
     /// A copy of the row-major fp32 or bf16 weight `source` in 64-row panels, one matrix (of a stack) per parallel
     /// task.
-    private init?(panelsOf source: Weight) {
-        precondition(
-            (source.dtype == .float32 || source.dtype == .bfloat16) && source.layout == .rowMajor,
-            "only row-major fp32 and bf16 weights are packed")
-        self.dtype = source.dtype
-        self.shape = source.shape
-        self.count = source.count
+    private convenience init?(panelsOf source: Weight) {
+        precondition(source.layout == .rowMajor, "only row-major weights are packed")
+        let matrixBytes = source.matrixRows * source.columns * source.dtype.byteSize
+        let matrices = (0..<source.matrixCount).map { UnsafeRawPointer(source.base + $0 * matrixBytes) }
+        self.init(panelsOf: matrices, dtype: source.dtype, shape: source.shape)
+    }
+
+    /// A stack `shape` (`[matrices.count, rows, columns]`, or one matrix `[rows, columns]`) packed in 64-row panels
+    /// from row-major fp32 or bf16 matrices wherever they are (a stack, or one tensor per expert).
+    private init?(panelsOf matrices: [UnsafeRawPointer], dtype: DType, shape: [Int]) {
+        precondition(dtype == .float32 || dtype == .bfloat16, "only fp32 and bf16 weights are packed")
+        self.dtype = dtype
+        self.shape = shape
+        self.count = shape.reduce(1, *)
         self.layout = .panels64
-        let matrices = source.matrixCount, rows = source.matrixRows, columns = source.columns
-        let packedElements = Weight.panelElements(rows: rows, columns: columns, dtype: source.dtype)
-        let elementSize = source.dtype.byteSize
-        let (total, overflow) = matrices.multipliedReportingOverflow(by: packedElements)
+        let rows = shape.count >= 2 ? shape[shape.count - 2] : 1, columns = shape.last ?? 1
+        precondition(matrices.count == (shape.count >= 3 ? shape.dropLast(2).reduce(1, *) : 1), "one pointer per matrix")
+        let packedElements = Weight.panelElements(rows: rows, columns: columns, dtype: dtype)
+        let elementSize = dtype.byteSize
+        let (total, overflow) = matrices.count.multipliedReportingOverflow(by: packedElements)
         guard !overflow, total <= Int.max / elementSize, let buffer = PageBuffer(byteCount: max(total, 1) * elementSize)
         else { return nil }
-        let from = SendableConstPointer(source.base.assumingMemoryBound(to: UInt8.self))
+        let from = matrices.map { SendableConstPointer($0.assumingMemoryBound(to: UInt8.self)) }
         let to = SendablePointer(buffer.pointer.assumingMemoryBound(to: UInt8.self))
-        let bf16 = source.dtype == .bfloat16
-        Compute.parallelFor(matrices) { index in
-            let matrix = UnsafeRawPointer(from.pointer + index * rows * columns * elementSize)
+        let bf16 = dtype == .bfloat16
+        Compute.parallelFor(matrices.count) { index in
+            let matrix = UnsafeRawPointer(from[index].pointer)
             let panels = UnsafeMutableRawPointer(to.pointer + index * packedElements * elementSize)
             if bf16 {
                 moe_pack_bf16_panels64(
@@ -153,6 +161,20 @@ public final class Weight: @unchecked Sendable {
     /// This row-major fp32 or bf16 weight (or stack of matrices) packed in 64-row panels (`Layout.panels64`); nil
     /// when the memory for the copy cannot be had.
     public func packedInPanels64() -> Weight? { Weight(panelsOf: self) }
+
+    /// The stack `[parts.count, rows, columns]` of row-major fp32 or bf16 matrices `parts` (each `rows × columns`,
+    /// all of `dtype`), packed in 64-row panels without stacking them first; nil when the memory cannot be had.
+    public static func packedInPanels64(parts: [UnsafeRawBufferPointer], dtype: DType, rows: Int, columns: Int) -> Weight? {
+        guard dtype == .float32 || dtype == .bfloat16, !parts.isEmpty else { return nil }
+        var matrices: [UnsafeRawPointer] = []
+        for part in parts {
+            guard let start = part.baseAddress, part.count == rows * columns * dtype.byteSize,
+                Int(bitPattern: start) % dtype.byteSize == 0
+            else { return nil }
+            matrices.append(start)
+        }
+        return Weight(panelsOf: matrices, dtype: dtype, shape: [parts.count, rows, columns])
+    }
 
     /// Elements of one matrix of `rows × columns` packed in 64-row panels (padding included).
     static func panelElements(rows: Int, columns: Int, dtype: DType) -> Int {

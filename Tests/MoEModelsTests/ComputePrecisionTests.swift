@@ -313,3 +313,46 @@ enum FamilyFixtures {
         }
     }
 }
+
+/// HF checkpoints store one tensor per expert; the loaders pack those straight into panels instead of stacking
+/// them first (`Linear.packedForProducts(expertParts:)`). The result must be the packed stack the TorchTitan
+/// checkpoint of the same weights gives, and `loadParts` must hand back exactly the experts asked for.
+@Suite struct ExpertPartsPackingTests {
+    static let pairs = [("dsv3/v022_softmax_basic", "hf"), ("qwen3/v030_qwen3_fp32", "hf")]
+
+    @Test(arguments: pairs)
+    func perExpertTensorsPackAsTheirStack(fixture: String, hfFolder: String) throws {
+        let dir = FamilyFixtures.folder.appendingPathComponent(fixture)
+        let args = dir.appendingPathComponent("model_args.json")
+        let fromDCP = try ModelLoader.load(ModelSpec(checkpoint: dir.appendingPathComponent("checkpoint"), modelArgs: args)).model
+        let fromHF = try ModelLoader.load(ModelSpec(checkpoint: dir.appendingPathComponent(hfFolder), modelArgs: args)).model
+        try #require(fromDCP.moeBlocks.count == fromHF.moeBlocks.count && !fromHF.moeBlocks.isEmpty)
+        for (dcp, hf) in zip(fromDCP.moeBlocks, fromHF.moeBlocks) {
+            let pairs = [(dcp.block.experts.w1, hf.block.experts.w1), (dcp.block.experts.w2, hf.block.experts.w2)]
+            for (a, b) in pairs {
+                #expect(a.layout == b.layout, "\(fixture) layer \(hf.layer): DCP \(a.layout), HF \(b.layout)")
+                #expect(a.shape == b.shape && a.toFloatArray() == b.toFloatArray(), "\(fixture) layer \(hf.layer)")
+            }
+            if moe_kernels_isa() == 1 {
+                #expect(hf.block.experts.w1.layout == .panels64, "\(fixture) layer \(hf.layer): HF experts not packed")
+            }
+        }
+    }
+
+    @Test func loadPartsReturnsTheWantedExperts() throws {
+        let dir = FamilyFixtures.folder.appendingPathComponent("dsv3/v022_softmax_basic")
+        let source = try openWeightSource(at: dir.appendingPathComponent("hf"))
+        let name = try #require(source.tensorInfos.keys.first { $0.hasSuffix("moe.experts.w1") })
+        let experts = try #require(source.tensorInfos[name]?.shape.first)
+        try #require(experts >= 3)
+        let parts = try #require(try source.loadParts(name, leading: 1..<3))
+        let stacked = try source.load(name, leading: 1..<3)
+        #expect(parts.count == 2)
+        #expect(parts.flatMap { Array($0.bytes) } == Array(stacked.bytes))
+        #expect(try source.loadParts(name, leading: nil)?.count == experts)
+        #expect(throws: (any Error).self) { try source.loadParts(name, leading: 2..<(experts + 1)) }
+        // A stack stored whole has no parts.
+        let dcp = try openWeightSource(at: dir.appendingPathComponent("checkpoint"))
+        #expect(try dcp.loadParts(name, leading: nil) == nil)
+    }
+}

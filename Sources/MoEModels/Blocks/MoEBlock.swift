@@ -1,3 +1,4 @@
+import MoECheckpoint
 import MoETensor
 
 /// How a router turns gate logits into expert choices and combine weights (TorchTitan's
@@ -71,6 +72,19 @@ public struct ExpertWeights: @unchecked Sendable {
     public var byteCount: Int {
         w1.byteCount + w2.byteCount + (w3?.byteCount ?? 0)
             + ((b1?.count ?? 0) + (b2?.count ?? 0) + (b3?.count ?? 0)) * MemoryLayout<Float>.size
+    }
+}
+
+extension Linear {
+    /// An expert stack stored one tensor per expert (HF checkpoints: `loadParts`) packed straight into panels as
+    /// `ExpertWeights.packedForProducts` would pack it, skipping the stacked copy; nil when the stack is stored
+    /// whole, or would not be packed — the caller then loads it as usual.
+    static func packedForProducts(expertParts parts: [StoredTensor]?, compute: ComputePrecision) -> Weight? {
+        guard let parts, let first = parts.first, first.shape.count == 2,
+            parts.allSatisfy({ $0.dtype == first.dtype && $0.shape == first.shape })
+        else { return nil }
+        return packedForProducts(
+            parts: parts.map(\.bytes), dtype: first.dtype, rows: first.shape[0], columns: first.shape[1], compute: compute)
     }
 }
 

@@ -148,6 +148,13 @@ public final class DeepSeekV3: CausalLanguageModel, @unchecked Sendable {
         /// A grouped expert weight `[E, …]`, or only this rank's experts under expert parallelism (the other
         /// experts' bytes are never read).
         func experts(_ name: String, _ shape: [Int]) throws -> Weight {
+            if source.tensorInfos[name]?.shape == shape,
+                let packed = try Linear.packedForProducts(
+                    expertParts: source.loadParts(name, leading: expertParallel?.localExperts), compute: packingCompute)
+            {
+                used.insert(name)
+                return packed
+            }
             guard let expertParallel else { return try load(name, shape) }
             guard let info = source.tensorInfos[name] else {
                 throw ModelLoadError("\(source.description): tensor \(name) is missing (model args need shape \(shape))")

@@ -90,7 +90,13 @@ public final class Qwen3MoE: CausalLanguageModel, @unchecked Sendable {
         func load(_ name: String) throws -> Weight { try weight(source.load(name)) }
         func vector(_ name: String) throws -> [Float] { try load(name).toFloatArray() }
         /// A grouped expert weight, or only this rank's experts (the others' bytes are never read).
+        let packingCompute = (backend as? CPUBackend)?.compute ?? .fp32
         func experts(_ name: String) throws -> Weight {
+            if let packed = try Linear.packedForProducts(
+                expertParts: source.loadParts(name, leading: expertParallel?.localExperts), compute: packingCompute)
+            {
+                return packed
+            }
             guard let expertParallel else { return try load(name) }
             return try weight(source.load(name, leading: expertParallel.localExperts))
         }
