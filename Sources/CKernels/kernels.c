@@ -202,6 +202,20 @@ AVX512 static void gemv_f32_avx512(const float *w, size_t ldw, size_t rows, size
     gemv_rows_avx512(w, 0, ldw, rows, cols, x, y, accumulate);
 }
 
+/* y[0..<valid] (+)= one panel's 64 column sums, held as two sets of four accumulators (a: even steps, b: odd). */
+AVX512 static inline __attribute__((always_inline)) void store_panel_sums(float *y, size_t valid, __m512 a0, __m512 a1,
+                                                                          __m512 a2, __m512 a3, __m512 b0, __m512 b1,
+                                                                          __m512 b2, __m512 b3, int accumulate) {
+    __m512 sums[4] = {_mm512_add_ps(a0, b0), _mm512_add_ps(a1, b1), _mm512_add_ps(a2, b2), _mm512_add_ps(a3, b3)};
+    for (size_t part = 0; part * 16 < valid; part++) {
+        size_t lanes = valid - part * 16 < 16 ? valid - part * 16 : 16;
+        __mmask16 m = (__mmask16)(lanes == 16 ? 0xFFFF : ((1u << lanes) - 1));
+        float *out = y + part * 16;
+        __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, out), sums[part]) : sums[part];
+        _mm512_mask_storeu_ps(out, m, v);
+    }
+}
+
 /* One-row product over fp32 weights packed in 64-column panels (moe_pack_f32_panels64): each panel is a `kp × 64`
  * row-major block read front to back, x[k] broadcast against 64 consecutive weights, so one stream per panel and no
  * horizontal sums. Two sets of four accumulators (even and odd k) hide the FMA latency. */
@@ -231,15 +245,7 @@ AVX512 static void gemv_panels64_avx512(const float *panels, size_t kp, size_t n
             a2 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(q + 32), a2);
             a3 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(q + 48), a3);
         }
-        __m512 sums[4] = {_mm512_add_ps(a0, b0), _mm512_add_ps(a1, b1), _mm512_add_ps(a2, b2), _mm512_add_ps(a3, b3)};
-        size_t valid = n - first < 64 ? n - first : 64;
-        for (size_t part = 0; part * 16 < valid; part++) {
-            size_t lanes = valid - part * 16 < 16 ? valid - part * 16 : 16;
-            __mmask16 m = (__mmask16)(lanes == 16 ? 0xFFFF : ((1u << lanes) - 1));
-            float *out = y + first + part * 16;
-            __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, out), sums[part]) : sums[part];
-            _mm512_mask_storeu_ps(out, m, v);
-        }
+        store_panel_sums(y + first, n - first < 64 ? n - first : 64, a0, a1, a2, a3, b0, b1, b2, b3, accumulate);
     }
 }
 
@@ -360,15 +366,7 @@ AVX512BF16 static void gemv_bf16_panels64_avx512(const uint16_t *panels, size_t 
             a2 = dot_bf16_step(a2, w + 64, va);
             a3 = dot_bf16_step(a3, w + 96, va);
         }
-        __m512 sums[4] = {_mm512_add_ps(a0, b0), _mm512_add_ps(a1, b1), _mm512_add_ps(a2, b2), _mm512_add_ps(a3, b3)};
-        size_t valid = n - first < 64 ? n - first : 64;
-        for (size_t part = 0; part * 16 < valid; part++) {
-            size_t lanes = valid - part * 16 < 16 ? valid - part * 16 : 16;
-            __mmask16 m = (__mmask16)(lanes == 16 ? 0xFFFF : ((1u << lanes) - 1));
-            float *out = y + first + part * 16;
-            __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, out), sums[part]) : sums[part];
-            _mm512_mask_storeu_ps(out, m, v);
-        }
+        store_panel_sums(y + first, n - first < 64 ? n - first : 64, a0, a1, a2, a3, b0, b1, b2, b3, accumulate);
     }
 }
 #endif
