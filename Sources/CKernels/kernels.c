@@ -17,8 +17,8 @@ static int moe_isa_level = -1; /* 0 = portable C, 1 = AVX-512 */
 static int moe_isa_forced = -1;
 static int moe_bf16_dot_level = -1; /* 1 when the CPU multiplies bf16 pairs (AVX512_BF16) */
 
-static int isa(void) {
-    if (moe_isa_forced >= 0) return moe_isa_forced;
+/* What the CPU has, whatever a test forced. */
+static int detected_isa(void) {
     if (moe_isa_level < 0) {
 #if MOE_X86
         __builtin_cpu_init();
@@ -31,10 +31,13 @@ static int isa(void) {
     return moe_isa_level;
 }
 
-int moe_kernels_isa(void) { return isa(); }
+static int isa(void) { return moe_isa_forced >= 0 ? moe_isa_forced : detected_isa(); }
 
-int moe_kernels_bf16_dot(void) {
-    if (isa() == 0) return 0;
+int moe_kernels_isa(void) { return isa(); }
+int moe_cpu_has_avx512(void) { return detected_isa(); }
+
+int moe_cpu_has_avx512_bf16(void) {
+    if (detected_isa() == 0) return 0;
     if (moe_bf16_dot_level < 0) {
 #if MOE_X86
         moe_bf16_dot_level = __builtin_cpu_supports("avx512bf16") ? 1 : 0;
@@ -44,6 +47,8 @@ int moe_kernels_bf16_dot(void) {
     }
     return moe_bf16_dot_level;
 }
+
+int moe_kernels_bf16_dot(void) { return isa() == 0 ? 0 : moe_cpu_has_avx512_bf16(); }
 void moe_kernels_force_portable(int portable) { moe_isa_forced = portable ? 0 : -1; }
 
 int moe_cpu_has_bf16_compute(void) {
@@ -203,17 +208,20 @@ AVX512 static void gemv_f32_avx512(const float *w, size_t ldw, size_t rows, size
 }
 
 /* y[0..<valid] (+)= one panel's 64 column sums, held as two sets of four accumulators (a: even steps, b: odd). */
-AVX512 static inline __attribute__((always_inline)) void store_panel_sums(float *y, size_t valid, __m512 a0, __m512 a1,
-                                                                          __m512 a2, __m512 a3, __m512 b0, __m512 b1,
-                                                                          __m512 b2, __m512 b3, int accumulate) {
-    __m512 sums[4] = {_mm512_add_ps(a0, b0), _mm512_add_ps(a1, b1), _mm512_add_ps(a2, b2), _mm512_add_ps(a3, b3)};
+AVX512 static inline __attribute__((always_inline)) void store_panel_sums(float *y, size_t valid, const __m512 a[4],
+                                                                          const __m512 b[4], int accumulate) {
     for (size_t part = 0; part * 16 < valid; part++) {
         size_t lanes = valid - part * 16 < 16 ? valid - part * 16 : 16;
         __mmask16 m = (__mmask16)(lanes == 16 ? 0xFFFF : ((1u << lanes) - 1));
         float *out = y + part * 16;
-        __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, out), sums[part]) : sums[part];
-        _mm512_mask_storeu_ps(out, m, v);
+        __m512 sum = _mm512_add_ps(a[part], b[part]);
+        _mm512_mask_storeu_ps(out, m, accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(m, out), sum) : sum);
     }
+}
+
+/* acc[i] += x · row[16i ..< 16i + 16]: one k step over a panel's 64 columns. */
+AVX512 static inline __attribute__((always_inline)) void panel_row_fma(__m512 acc[4], const float *row, __m512 x) {
+    for (int i = 0; i < 4; i++) acc[i] = _mm512_fmadd_ps(x, _mm512_loadu_ps(row + 16 * i), acc[i]);
 }
 
 /* One-row product over fp32 weights packed in 64-column panels (moe_pack_f32_panels64): each panel is a `kp × 64`
@@ -223,29 +231,15 @@ AVX512 static void gemv_panels64_avx512(const float *panels, size_t kp, size_t n
                                         int accumulate) {
     for (size_t first = 0; first < n; first += 64) {
         const float *p = panels + (first / 64) * kp * 64;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        __m512 a[4], b[4];
+        for (int i = 0; i < 4; i++) a[i] = b[i] = _mm512_setzero_ps();
         size_t c = 0;
         for (; c + 2 <= k; c += 2) {
-            const float *q = p + c * 64;
-            __m512 xa = _mm512_set1_ps(x[c]), xb = _mm512_set1_ps(x[c + 1]);
-            a0 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(q), a0);
-            a1 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(q + 16), a1);
-            a2 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(q + 32), a2);
-            a3 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(q + 48), a3);
-            b0 = _mm512_fmadd_ps(xb, _mm512_loadu_ps(q + 64), b0);
-            b1 = _mm512_fmadd_ps(xb, _mm512_loadu_ps(q + 80), b1);
-            b2 = _mm512_fmadd_ps(xb, _mm512_loadu_ps(q + 96), b2);
-            b3 = _mm512_fmadd_ps(xb, _mm512_loadu_ps(q + 112), b3);
+            panel_row_fma(a, p + c * 64, _mm512_set1_ps(x[c]));
+            panel_row_fma(b, p + c * 64 + 64, _mm512_set1_ps(x[c + 1]));
         }
-        if (c < k) {
-            const float *q = p + c * 64;
-            __m512 xa = _mm512_set1_ps(x[c]);
-            a0 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(q), a0);
-            a1 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(q + 16), a1);
-            a2 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(q + 32), a2);
-            a3 = _mm512_fmadd_ps(xa, _mm512_loadu_ps(q + 48), a3);
-        }
-        store_panel_sums(y + first, n - first < 64 ? n - first : 64, a0, a1, a2, a3, b0, b1, b2, b3, accumulate);
+        if (c < k) panel_row_fma(a, p + c * 64, _mm512_set1_ps(x[c]));
+        store_panel_sums(y + first, n - first < 64 ? n - first : 64, a, b, accumulate);
     }
 }
 
@@ -330,6 +324,12 @@ static void gemv_bf16_bf16_portable(const uint16_t *w, size_t ldw, size_t rows, 
 }
 
 #if MOE_X86
+/* acc[i] += the 16 columns × 2 k of pair[32i ..< 32i + 32] · x's broadcast pair: one k pair over a panel. */
+AVX512BF16 static inline __attribute__((always_inline)) void panel_pair_dot(__m512 acc[4], const uint16_t *pair,
+                                                                           __m512i x) {
+    for (int i = 0; i < 4; i++) acc[i] = dot_bf16_step(acc[i], pair + 32 * i, x);
+}
+
 /* One-row bf16 × bf16 product over bf16 weights packed in 64-column panels with k pairs interleaved
  * (moe_pack_bf16_panels64): each zmm of a k pair holds 16 columns × 2 k, exactly VDPBF16PS's operand, and x's pair
  * is broadcast as one 32-bit lane. Each panel is one front-to-back stream; no horizontal sums. */
@@ -338,35 +338,23 @@ AVX512BF16 static void gemv_bf16_panels64_avx512(const uint16_t *panels, size_t 
     size_t pairs = k / 2;
     for (size_t first = 0; first < n; first += 64) {
         const uint16_t *p = panels + (first / 64) * kp * 64;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        __m512 a[4], b[4];
+        for (int i = 0; i < 4; i++) a[i] = b[i] = _mm512_setzero_ps();
         size_t q = 0;
         for (; q + 2 <= pairs; q += 2) {
-            const uint16_t *w = p + q * 128;
             uint32_t xa, xb;
             memcpy(&xa, x + 2 * q, 4);
             memcpy(&xb, x + 2 * q + 2, 4);
-            __m512i va = _mm512_set1_epi32((int)xa), vb = _mm512_set1_epi32((int)xb);
-            a0 = dot_bf16_step(a0, w, va);
-            a1 = dot_bf16_step(a1, w + 32, va);
-            a2 = dot_bf16_step(a2, w + 64, va);
-            a3 = dot_bf16_step(a3, w + 96, va);
-            b0 = dot_bf16_step(b0, w + 128, vb);
-            b1 = dot_bf16_step(b1, w + 160, vb);
-            b2 = dot_bf16_step(b2, w + 192, vb);
-            b3 = dot_bf16_step(b3, w + 224, vb);
+            panel_pair_dot(a, p + q * 128, _mm512_set1_epi32((int)xa));
+            panel_pair_dot(b, p + q * 128 + 128, _mm512_set1_epi32((int)xb));
         }
         /* The last whole pair, then an odd k's last column paired with a zero (never x's next element). */
         for (; q < (k + 1) / 2; q++) {
-            const uint16_t *w = p + q * 128;
             uint32_t xa = x[2 * q];
             if (2 * q + 1 < k) xa |= (uint32_t)x[2 * q + 1] << 16;
-            __m512i va = _mm512_set1_epi32((int)xa);
-            a0 = dot_bf16_step(a0, w, va);
-            a1 = dot_bf16_step(a1, w + 32, va);
-            a2 = dot_bf16_step(a2, w + 64, va);
-            a3 = dot_bf16_step(a3, w + 96, va);
+            panel_pair_dot(a, p + q * 128, _mm512_set1_epi32((int)xa));
         }
-        store_panel_sums(y + first, n - first < 64 ? n - first : 64, a0, a1, a2, a3, b0, b1, b2, b3, accumulate);
+        store_panel_sums(y + first, n - first < 64 ? n - first : 64, a, b, accumulate);
     }
 }
 #endif

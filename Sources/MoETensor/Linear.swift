@@ -156,13 +156,20 @@ public enum Linear {
         init?(_ y: UnsafeMutablePointer<Float>, m: Int, n: Int, ldy: Int, accumulate: Bool, packedWeights: Bool) {
             self.y = y; self.m = m; self.n = n; finalLdy = ldy; finalAccumulate = accumulate
             staged = packedWeights && ldy != n
+            (self.ldy, self.accumulate) = Self.primitiveOutput(n: n, ldy: ldy, accumulate: accumulate, packedWeights: packedWeights)
             if staged {
                 let (elements, overflow) = m.multipliedReportingOverflow(by: n)
                 guard !overflow, let scratch = moe_thread_scratch(0, elements) else { return nil }
-                pointer = scratch; self.ldy = n; self.accumulate = false
+                pointer = scratch
             } else {
-                pointer = y; self.ldy = ldy; self.accumulate = accumulate
+                pointer = y
             }
+        }
+
+        /// The output row stride and accumulation a primitive is made for, to write `n` columns of rows `ldy` apart
+        /// (the same decision as `init`, for callers that make primitives before a destination exists).
+        static func primitiveOutput(n: Int, ldy: Int, accumulate: Bool, packedWeights: Bool) -> (ldy: Int, accumulate: Bool) {
+            packedWeights && ldy != n ? (n, false) : (ldy, accumulate)
         }
 
         /// Copies (adds) a staged result into `y`.
@@ -217,15 +224,17 @@ public enum Linear {
         #if canImport(CDNNL)
         let operands: OneDNNMatmul.Operands
         switch dtype {
-        case .float32 where moe_kernels_isa() == 1: operands = .fp32
-        case .bfloat16 where compute == .bf16 && moe_kernels_bf16_dot() == 1: operands = .bf16
+        // The CPU's own instruction sets, not the bodies a test may have forced: the layout is chosen once, at
+        // load, and every body (portable ones included) reads it.
+        case .float32 where moe_cpu_has_avx512() == 1: operands = .fp32
+        case .bfloat16 where compute == .bf16 && moe_cpu_has_avx512_bf16() == 1: operands = .bf16
         default: return false
         }
         guard OneDNNMatmul.isAvailable, OneDNNMatmul.prefersPanels64(operands, n: rows, k: columns) else { return false }
-        let packedBytes = matrices.multipliedReportingOverflow(
-            by: Weight.panelElements(rows: rows, columns: columns, dtype: dtype) * dtype.byteSize)
-        guard !packedBytes.overflow, let available = ProcessMemory.availableSystemBytes() else { return false }
-        return packedBytes.partialValue <= available / 2
+        guard let packedBytes = Weight.checkedPanelBytes(matrices: matrices, rows: rows, columns: columns, dtype: dtype),
+            let available = ProcessMemory.availableSystemBytes()
+        else { return false }
+        return packedBytes <= available / 2
         #else
         return false
         #endif
@@ -242,7 +251,7 @@ public enum Linear {
 
     /// Whether one-row fp32 products use `moe_gemv_f32` (AVX-512: it streams each weight row front to back and
     /// measured 1.2–1.3× OpenBLAS's sgemv on decode shapes; docs/PERFORMANCE.md, "Decode GEMV") or sgemv.
-    static let ownGEMVFP32 = moe_kernels_isa() == 1
+    static let ownGEMVFP32 = moe_cpu_has_avx512() == 1
 
     /// `C[m, n] = A[m, k] · B[n, k]ᵀ + beta·C` (beta 0 or 1); a GEMV when m == 1 (sgemm is slow there).
     @inline(__always)

@@ -67,12 +67,11 @@ extension Linear {
         for part in 0..<workers {
             let columns = columnShare(part, of: workers, n, alignment: alignment)
             var forPart: [OneDNNMatmul.Primitive] = []
-            // As `OneDNNDestination` decides per share: packed weights with a narrower share write a dense buffer.
-            let staged = packed && ldy != columns.count
+            let output = OneDNNDestination.primitiveOutput(n: columns.count, ldy: ldy, accumulate: accumulate, packedWeights: packed)
             for block in blocks {
                 let key = OneDNNMatmul.Key(
-                    operands: .bf16, m: block.count, n: columns.count, k: k, lda: k, ldw: k, ldy: staged ? columns.count : ldy,
-                    accumulate: staged ? false : accumulate, threads: 1, panels64: packed)
+                    operands: .bf16, m: block.count, n: columns.count, k: k, lda: k, ldw: k, ldy: output.ldy,
+                    accumulate: output.accumulate, threads: 1, panels64: packed)
                 guard let primitive = OneDNNMatmul.prepare(key) else { return false }
                 forPart.append(primitive)
             }

@@ -133,11 +133,11 @@ public final class Weight: @unchecked Sendable {
         self.layout = .panels64
         let rows = shape.count >= 2 ? shape[shape.count - 2] : 1, columns = shape.last ?? 1
         precondition(matrices.count == (shape.count >= 3 ? shape.dropLast(2).reduce(1, *) : 1), "one pointer per matrix")
+        guard let bytes = Weight.checkedPanelBytes(matrices: matrices.count, rows: rows, columns: columns, dtype: dtype),
+            let buffer = PageBuffer(byteCount: max(bytes, 1))
+        else { return nil }
         let packedElements = Weight.panelElements(rows: rows, columns: columns, dtype: dtype)
         let elementSize = dtype.byteSize
-        let (total, overflow) = matrices.count.multipliedReportingOverflow(by: packedElements)
-        guard !overflow, total <= Int.max / elementSize, let buffer = PageBuffer(byteCount: max(total, 1) * elementSize)
-        else { return nil }
         let from = matrices.map { SendableConstPointer($0.assumingMemoryBound(to: UInt8.self)) }
         let to = SendablePointer(buffer.pointer.assumingMemoryBound(to: UInt8.self))
         let bf16 = dtype == .bfloat16
@@ -168,7 +168,8 @@ public final class Weight: @unchecked Sendable {
         guard dtype == .float32 || dtype == .bfloat16, !parts.isEmpty else { return nil }
         var matrices: [UnsafeRawPointer] = []
         for part in parts {
-            guard let start = part.baseAddress, part.count == rows * columns * dtype.byteSize,
+            guard let start = part.baseAddress,
+                let expected = try? Checked.product([rows, columns, dtype.byteSize], what: "expert matrix"), part.count == expected,
                 Int(bitPattern: start) % dtype.byteSize == 0
             else { return nil }
             matrices.append(start)
@@ -176,7 +177,16 @@ public final class Weight: @unchecked Sendable {
         return Weight(panelsOf: matrices, dtype: dtype, shape: [parts.count, rows, columns])
     }
 
-    /// Elements of one matrix of `rows × columns` packed in 64-row panels (padding included).
+    /// Bytes of `matrices` matrices `rows × columns` of `dtype` packed in 64-row panels, with checked arithmetic
+    /// (the shapes come from checkpoint files); nil on overflow or a negative dimension.
+    static func checkedPanelBytes(matrices: Int, rows: Int, columns: Int, dtype: DType) -> Int? {
+        guard matrices >= 0, rows >= 0, columns >= 0, rows <= Int.max - 63, columns <= Int.max - 31 else { return nil }
+        return try? Checked.product(
+            [matrices, (rows + 63) / 64 * 64, panelDepth(columns: columns, dtype: dtype), dtype.byteSize], what: "packed weights")
+    }
+
+    /// Elements of one matrix of `rows × columns` packed in 64-row panels (padding included; sizes checked by
+    /// `checkedPanelBytes` before anything is packed).
     static func panelElements(rows: Int, columns: Int, dtype: DType) -> Int {
         (rows + 63) / 64 * 64 * panelDepth(columns: columns, dtype: dtype)
     }

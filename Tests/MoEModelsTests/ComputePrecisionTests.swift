@@ -300,7 +300,7 @@ enum FamilyFixtures {
             try #require(!blocks.isEmpty)
             #if canImport(CDNNL)
             let packs = bf16Stored
-                ? (compute == .bf16 && moe_kernels_bf16_dot() == 1) : moe_kernels_isa() == 1
+                ? (compute == .bf16 && moe_cpu_has_avx512_bf16() == 1) : moe_cpu_has_avx512() == 1
             #else
             let packs = false
             #endif
@@ -333,7 +333,7 @@ enum FamilyFixtures {
                 #expect(a.layout == b.layout, "\(fixture) layer \(hf.layer): DCP \(a.layout), HF \(b.layout)")
                 #expect(a.shape == b.shape && a.toFloatArray() == b.toFloatArray(), "\(fixture) layer \(hf.layer)")
             }
-            if moe_kernels_isa() == 1 {
+            if moe_cpu_has_avx512() == 1 {
                 #expect(hf.block.experts.w1.layout == .panels64, "\(fixture) layer \(hf.layer): HF experts not packed")
             }
         }

@@ -62,6 +62,18 @@ import Testing
             return worst
         }
 
+        /// `body(portable, threads, accumulate)` for the run-time-dispatched and the forced-portable kernel bodies,
+        /// 1–3 workers, with and without accumulation into `y`.
+        static func sweep(_ body: (_ portable: Bool, _ threads: Int, _ accumulate: Bool) throws -> Void) rethrows {
+            for portable in [false, true] {
+                moe_kernels_force_portable(portable ? 1 : 0)
+                defer { moe_kernels_force_portable(0) }
+                for threads in [1, 2, 3] {
+                    for accumulate in [false, true] { try body(portable, threads, accumulate) }
+                }
+            }
+        }
+
         func run(_ body: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> [Float] {
             var y = initialY
             x.withUnsafeBufferPointer { xs in y.withUnsafeMutableBufferPointer { body(xs.baseAddress!, $0.baseAddress!) } }
@@ -82,23 +94,17 @@ import Testing
         defer { problem.free() }
         let input = problem.xRoundedToBF16
         let dispatched = moe_kernels_bf16_dot() == 1 ? "AVX512_BF16 (GEMV, oneDNN bf16)" : "portable: this CPU lacks AVX512_BF16 or AVX-512"
-        for portable in [false, true] {
-            moe_kernels_force_portable(portable ? 1 : 0)
-            defer { moe_kernels_force_portable(0) }
+        Problem.sweep { portable, threads, accumulate in
             let path = portable ? "forced portable (rounded x through apply)" : dispatched
-            for threads in [1, 2, 3] {
-                for accumulate in [false, true] {
-                    let y = Compute.withThreads(threads) {
-                        problem.run { x, y in
-                            Linear.applyBF16Compute(
-                                x, rows: problem.m, lda: problem.lda, weight: problem.weight, into: y, ldy: problem.ldy,
-                                accumulate: accumulate)
-                        }
-                    }
-                    let error = problem.worstError(y, input: input, accumulate: accumulate)
-                    #expect(error < 1e-5, "\(path), \(shape), \(threads) threads, accumulate \(accumulate): relative error \(error)")
+            let y = Compute.withThreads(threads) {
+                problem.run { x, y in
+                    Linear.applyBF16Compute(
+                        x, rows: problem.m, lda: problem.lda, weight: problem.weight, into: y, ldy: problem.ldy,
+                        accumulate: accumulate)
                 }
             }
+            let error = problem.worstError(y, input: input, accumulate: accumulate)
+            #expect(error < 1e-5, "\(path), \(shape), \(threads) threads, accumulate \(accumulate): relative error \(error)")
         }
     }
 
@@ -155,20 +161,14 @@ import Testing
         defer { problem.free() }
         let packed = try #require(Weight(shape: [problem.n, problem.k], values: problem.weights).packedInPanels64())
         #expect(packed.layout == .panels64 && packed.float32Pointer == nil && packed.panels64Pointer != nil)
-        for portable in [false, true] {
-            moe_kernels_force_portable(portable ? 1 : 0)
-            defer { moe_kernels_force_portable(0) }
-            for threads in [1, 2, 3] {
-                for accumulate in [false, true] {
-                    let y = Compute.withThreads(threads) {
-                        problem.run { x, y in
-                            Linear.apply(x, rows: problem.m, lda: problem.lda, weight: packed, into: y, ldy: problem.ldy, accumulate: accumulate)
-                        }
-                    }
-                    let error = problem.worstError(y, input: problem.x, accumulate: accumulate)
-                    #expect(error < 1e-5, "packed \(shape), portable \(portable), \(threads) threads, accumulate \(accumulate): relative error \(error)")
+        Problem.sweep { portable, threads, accumulate in
+            let y = Compute.withThreads(threads) {
+                problem.run { x, y in
+                    Linear.apply(x, rows: problem.m, lda: problem.lda, weight: packed, into: y, ldy: problem.ldy, accumulate: accumulate)
                 }
             }
+            let error = problem.worstError(y, input: problem.x, accumulate: accumulate)
+            #expect(error < 1e-5, "packed \(shape), portable \(portable), \(threads) threads, accumulate \(accumulate): relative error \(error)")
         }
     }
 
@@ -183,28 +183,22 @@ import Testing
         let packed = try #require(problem.weight.packedInPanels64())
         #expect(packed.layout == .panels64 && packed.panels64BF16Pointer != nil && packed.panels64Pointer == nil)
         let rounded = problem.xRoundedToBF16
-        for portable in [false, true] {
-            moe_kernels_force_portable(portable ? 1 : 0)
-            defer { moe_kernels_force_portable(0) }
-            for threads in [1, 2, 3] {
-                for accumulate in [false, true] {
-                    let y = Compute.withThreads(threads) {
-                        problem.run { x, y in
-                            Linear.applyBF16Compute(
-                                x, rows: problem.m, lda: problem.lda, weight: packed, into: y, ldy: problem.ldy, accumulate: accumulate)
-                        }
-                    }
-                    let error = problem.worstError(y, input: rounded, accumulate: accumulate)
-                    #expect(error < 1e-5, "packed bf16 compute \(shape), portable \(portable), \(threads) threads, accumulate \(accumulate): relative error \(error)")
-                    let fp32 = Compute.withThreads(threads) {
-                        problem.run { x, y in
-                            Linear.apply(x, rows: problem.m, lda: problem.lda, weight: packed, into: y, ldy: problem.ldy, accumulate: accumulate)
-                        }
-                    }
-                    let fp32Error = problem.worstError(fp32, input: problem.x, accumulate: accumulate)
-                    #expect(fp32Error < 1e-5, "packed bf16, fp32 compute \(shape), portable \(portable), \(threads) threads: relative error \(fp32Error)")
+        Problem.sweep { portable, threads, accumulate in
+            let y = Compute.withThreads(threads) {
+                problem.run { x, y in
+                    Linear.applyBF16Compute(
+                        x, rows: problem.m, lda: problem.lda, weight: packed, into: y, ldy: problem.ldy, accumulate: accumulate)
                 }
             }
+            let error = problem.worstError(y, input: rounded, accumulate: accumulate)
+            #expect(error < 1e-5, "packed bf16 compute \(shape), portable \(portable), \(threads) threads, accumulate \(accumulate): relative error \(error)")
+            let fp32 = Compute.withThreads(threads) {
+                problem.run { x, y in
+                    Linear.apply(x, rows: problem.m, lda: problem.lda, weight: packed, into: y, ldy: problem.ldy, accumulate: accumulate)
+                }
+            }
+            let fp32Error = problem.worstError(fp32, input: problem.x, accumulate: accumulate)
+            #expect(fp32Error < 1e-5, "packed bf16, fp32 compute \(shape), portable \(portable), \(threads) threads: relative error \(fp32Error)")
         }
     }
 
@@ -230,7 +224,7 @@ import Testing
     /// reference kernel, about 100× slower: such primitives are refused, and `apply` stages those shares through a
     /// dense buffer instead (whose results `panelPackedFP32MatchesReference` checks with 2 and 3 workers).
     @Test func packedPrimitivesAreOnlyTheFastKernels() throws {
-        guard OneDNNMatmul.isAvailable, moe_kernels_isa() == 1 else {
+        guard OneDNNMatmul.isAvailable, moe_cpu_has_avx512() == 1 else {
             print("packed oneDNN primitives: no oneDNN or no AVX-512 here; nothing is packed, nothing to check")
             return
         }
@@ -241,6 +235,19 @@ import Testing
         #expect(OneDNNMatmul.prepare(key(ldy: 2816)) == nil)
     }
     #endif
+
+    /// Packed sizes come from checkpoint shapes: overflowing or negative ones are refused before any allocation, and
+    /// a copy larger than half of the available memory is not made (the weights then stay as they are).
+    @Test func packingRefusesSizesItCannotHold() {
+        #expect(Weight.checkedPanelBytes(matrices: 2, rows: 130, columns: 37, dtype: .float32) == 2 * 192 * 48 * 4)
+        #expect(Weight.checkedPanelBytes(matrices: 2, rows: 130, columns: 37, dtype: .bfloat16) == 2 * 192 * 64 * 2)
+        #expect(Weight.checkedPanelBytes(matrices: 1 << 40, rows: 1 << 20, columns: 1 << 20, dtype: .float32) == nil)
+        #expect(Weight.checkedPanelBytes(matrices: 1, rows: Int.max, columns: 16, dtype: .float32) == nil)
+        #expect(Weight.checkedPanelBytes(matrices: 1, rows: -64, columns: 16, dtype: .float32) == nil)
+        #expect(!Linear.shouldPack(dtype: .float32, matrices: 1 << 40, rows: 1408, columns: 2048, compute: .fp32))
+        #expect(!Linear.shouldPack(dtype: .float32, matrices: 1 << 50, rows: 1 << 20, columns: 1 << 20, compute: .fp32))
+        #expect(!Linear.shouldPack(dtype: .float16, matrices: 1, rows: 1408, columns: 2048, compute: .bf16))
+    }
 
     /// A packed stack keeps every element where row-major order says (`widen`, `toFloatArray`, `matrix(i)`), with
     /// zero padding in the partial panel, and its byte count includes that padding.
@@ -272,11 +279,11 @@ import Testing
         let chosen = Linear.packedForProducts(stack)
         // oneDNN (Debian's 2.6 and later) packs fp32 weights of this expert shape into BA16a64b on every AVX-512 CPU.
         #if canImport(CDNNL)
-        let expected = moe_kernels_isa() == 1 && OneDNNMatmul.isAvailable
+        let expected = moe_cpu_has_avx512() == 1 && OneDNNMatmul.isAvailable
         #else
         let expected = false
         #endif
-        #expect(chosen.layout == (expected ? .panels64 : .rowMajor), "AVX-512 \(moe_kernels_isa() == 1)")
+        #expect(chosen.layout == (expected ? .panels64 : .rowMajor), "AVX-512 \(moe_cpu_has_avx512() == 1)")
         if expected { #expect(chosen.toFloatArray() == stack.toFloatArray()) }
         // bf16: packed for bf16 compute where oneDNN multiplies bf16 with AVX512_BF16, never for fp32 compute.
         let bits = [UInt16](repeating: 0x3F80, count: 2 * 1408 * 2048)
@@ -284,12 +291,12 @@ import Testing
             let bf16 = try Weight(dtype: .bfloat16, shape: [2, 1408, 2048], bytes: bytes, owner: nil)
             #expect(Linear.packedForProducts(bf16, compute: .fp32).layout == .rowMajor)
             #if canImport(CDNNL)
-            let packs = moe_kernels_bf16_dot() == 1 && OneDNNMatmul.isAvailable
+            let packs = moe_cpu_has_avx512_bf16() == 1 && OneDNNMatmul.isAvailable
             #else
             let packs = false
             #endif
             let packed = Linear.packedForProducts(bf16, compute: .bf16)
-            #expect(packed.layout == (packs ? .panels64 : .rowMajor), "AVX512_BF16 \(moe_kernels_bf16_dot() == 1)")
+            #expect(packed.layout == (packs ? .panels64 : .rowMajor), "AVX512_BF16 \(moe_cpu_has_avx512_bf16() == 1)")
             if packs { #expect(packed.matrix(1).toFloatArray() == bf16.matrix(1).toFloatArray()) }
         }
     }

@@ -17,6 +17,10 @@ void moe_f16_to_f32(const uint16_t *src, float *dst, size_t n);
 int moe_kernels_isa(void);
 /* 1 when the bf16×bf16 kernels use AVX512_BF16 (VDPBF16PS), 0 for the portable ones. */
 int moe_kernels_bf16_dot(void);
+/* What the CPU has (AVX-512 F/BW/VL/DQ; and AVX512_BF16), whatever `moe_kernels_force_portable` says: for choices
+ * made once for the whole process, such as the weight layout at load. */
+int moe_cpu_has_avx512(void);
+int moe_cpu_has_avx512_bf16(void);
 /* Tests: force the portable bodies (nonzero) or return to run-time dispatch (0). */
 void moe_kernels_force_portable(int portable);
 /* 1 when the CPU multiplies bf16 natively (AVX512_BF16 or AMX-BF16): what `--compute auto` picks bf16 on. */
